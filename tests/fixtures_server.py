@@ -1,0 +1,95 @@
+"""A real `tf-fleet server` on a loopback port, started and stopped by the test."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LocalServer:
+    """One server process; `stop()`/`start()` simulate an outage on the same port and db."""
+
+    def __init__(self, db_path: Path, log_path: Path, extra_args: list[str] | None = None):
+        self.db_path = db_path
+        self.log_path = log_path
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.extra_args = extra_args or []
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 15.0) -> None:
+        cmd = [
+            sys.executable, "-m", "multiagent.server",
+            "--host", "127.0.0.1", "--port", str(self.port), "--db", str(self.db_path),
+            *self.extra_args,
+        ]
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited {self.proc.returncode}: {self.log_path.read_text()}")
+            try:
+                if requests.get(self.url + "/v1", timeout=1).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"server did not answer on {self.url}: {self.log_path.read_text()}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    # Client helpers used by agent and fleet tests.
+    def submit(self, job: dict) -> str:
+        resp = requests.post(self.url + "/v1/job", json=job, timeout=10)
+        resp.raise_for_status()
+        return resp.json()["job_id"]
+
+    def result(self, job_id: str) -> dict:
+        resp = requests.get(f"{self.url}/v1/result/{job_id}", timeout=10)
+        return resp.json() if resp.status_code == 200 else {}
+
+    def job_state(self, job_id: str) -> str | None:
+        return self.result(job_id).get("job_state")
+
+    def wait_job_state(self, job_id: str, states: set[str], timeout: float = 30.0) -> str:
+        deadline = time.monotonic() + timeout
+        state = None
+        while time.monotonic() < deadline:
+            state = self.job_state(job_id)
+            if state in states:
+                return state
+            time.sleep(0.1)
+        raise AssertionError(f"job {job_id} stayed {state!r}, expected one of {states}")
+
+
+@pytest.fixture
+def tf_server(tmp_path: Path) -> Iterator[LocalServer]:
+    server = LocalServer(tmp_path / "server.db", tmp_path / "server.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
