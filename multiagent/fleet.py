@@ -1,0 +1,493 @@
+"""The fleet file: schema, defaults, and validation that names file, line, agent and field.
+
+`load_fleet` is pure apart from reading the one file: it returns a `Fleet` or raises
+`FleetError` carrying every problem found, so an admin fixes them all in one go.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .yamlsource import Located, YamlSyntaxError, load_located
+
+AGENT_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+SERVER_PROGRAM = "tf-fleet-server"
+RESERVED_NAMES = {SERVER_PROGRAM}
+DEFAULT_EMBEDDED_HOST = "127.0.0.1"
+DEFAULT_EMBEDDED_PORT = 8585
+DEFAULT_RESTART_TIMEOUT = 6 * 3600
+
+# Keys of upstream's testflinger-agent.conf that a fleet file may set (agent_id and
+# server_address are derived). Each maps to a checker returning an error or None.
+Checker = Callable[[Any], "str | None"]
+
+
+def _is_str(value: Any) -> str | None:
+    return None if isinstance(value, str) else f"expected a string, got {_kind(value)}"
+
+
+def _is_int(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f"expected a whole number, got {_kind(value)}"
+    return None
+
+
+def _is_positive_int(value: Any) -> str | None:
+    return _is_int(value) or (None if value > 0 else f"must be greater than 0, got {value}")
+
+
+def _is_positive_number(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"expected a number, got {_kind(value)}"
+    return None if value > 0 else f"must be greater than 0, got {value}"
+
+
+def _is_bool(value: Any) -> str | None:
+    return None if isinstance(value, bool) else f"expected true or false, got {_kind(value)}"
+
+
+def _is_str_list(value: Any) -> str | None:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        return f"expected a list of non-empty strings, got {_kind(value)}"
+    return None if value else "must list at least one queue"
+
+
+def _is_str_map(value: Any) -> str | None:
+    if not isinstance(value, dict):
+        return f"expected a mapping, got {_kind(value)}"
+    for key, item in value.items():
+        if not isinstance(key, str) or not key or not isinstance(item, str):
+            return f"expected a mapping of non-empty names to strings, entry {key!r} is not"
+    return None
+
+
+def _is_images(value: Any) -> str | None:
+    if not isinstance(value, dict):
+        return f"expected a mapping of queue to images, got {_kind(value)}"
+    for queue, images in value.items():
+        error = _is_str_map(images)
+        if error:
+            return f"queue {queue!r}: {error}"
+    return None
+
+
+def _is_mapping(value: Any) -> str | None:
+    return None if isinstance(value, dict) else f"expected a mapping, got {_kind(value)}"
+
+
+def _is_environment(value: Any) -> str | None:
+    if not isinstance(value, dict):
+        return f"expected a mapping of variable names to values, got {_kind(value)}"
+    for key, item in value.items():
+        if not isinstance(key, str) or not ENV_NAME_RE.fullmatch(key):
+            return f"{key!r} is not a valid environment variable name"
+        if not isinstance(item, (str, int, float, bool)):
+            return f"{key}: expected a string or number, got {_kind(item)}"
+        text = str(item)
+        if '"' in text and "'" in text:
+            return f"{key}: a value cannot hold both ' and \" (supervisord cannot quote it)"
+        if text and (text[0] in "'\"" or text[-1] in "'\""):
+            return f"{key}: a value cannot start or end with a quote (supervisord strips it)"
+        if any(ord(c) < 32 for c in text):
+            return f"{key}: control characters (newlines, tabs) are not allowed"
+    return None
+
+
+UPSTREAM_KEYS: dict[str, Checker] = {
+    "identifier": _is_str,
+    "location": _is_str,
+    # upstream takes an int; tf-agent also takes fractions of a second (tests, demos)
+    "polling_interval": _is_positive_number,
+    "execution_basedir": _is_str,
+    "logging_basedir": _is_str,
+    "results_basedir": _is_str,
+    "logging_level": _is_str,
+    "logging_quiet": _is_bool,
+    "job_queues": _is_str_list,
+    "setup_command": _is_str,
+    "provision_command": _is_str,
+    "firmware_update_command": _is_str,
+    "test_command": _is_str,
+    "allocate_command": _is_str,
+    "reserve_command": _is_str,
+    "cleanup_command": _is_str,
+    "provision_type": _is_str,
+    "global_timeout": _is_positive_int,
+    "output_timeout": _is_positive_int,
+    "advertised_queues": _is_str_map,
+    "advertised_images": _is_images,
+    "output_bytes": _is_positive_int,
+}
+
+FLEET_KEYS: dict[str, Checker] = {
+    "agent_command": _is_str,
+    "environment": _is_environment,
+    "user": _is_str,
+    "stopwaitsecs": _is_positive_int,
+    "startsecs": _is_positive_int,
+    "device": _is_mapping,
+}
+
+DERIVED_KEYS = {"agent_id", "server_address"}
+AGENT_KEYS = {**UPSTREAM_KEYS, **FLEET_KEYS}
+MERGED_KEYS = {"environment", "device"}  # defaults and agent values are merged, not replaced
+TOP_KEYS = ("server", "state_dir", "supervisor", "restart", "defaults", "agents")
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    line: int | None
+    agent: str | None
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        who = f"agent {self.agent!r}, " if self.agent else ""
+        return f"{where}: {who}{self.field}: {self.message}"
+
+
+class FleetError(Exception):
+    def __init__(self, problems: list[Problem]):
+        super().__init__("\n".join(str(p) for p in problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    url: str
+    embedded: bool
+    host: str = DEFAULT_EMBEDDED_HOST
+    port: int = DEFAULT_EMBEDDED_PORT
+
+
+@dataclass(frozen=True)
+class SupervisorSettings:
+    mode: str = "private"  # private | system
+    config: str | None = None  # the system supervisord.conf
+
+
+@dataclass(frozen=True)
+class RestartSettings:
+    method: str = "signal"  # signal | file
+    restart_dir: str = "/tmp"
+    timeout: float = DEFAULT_RESTART_TIMEOUT
+
+
+@dataclass(frozen=True)
+class Agent:
+    name: str
+    upstream: dict[str, Any]  # only upstream testflinger-agent.conf keys, without derived ones
+    agent_command: str = "tf-agent"
+    environment: dict[str, str] = field(default_factory=dict)
+    user: str | None = None
+    stopwaitsecs: int = 30
+    startsecs: int = 2
+    device: dict[str, Any] | None = None
+
+    @property
+    def is_tf_agent(self) -> bool:
+        """tf-agent writes a status file and takes our extra options; upstream does not."""
+        words = self.agent_command.split()
+        return bool(words) and (
+            os.path.basename(words[0]) == "tf-agent" or words[-2:] == ["-m", "multiagent.agent"]
+        )
+
+
+@dataclass(frozen=True)
+class Fleet:
+    path: Path
+    server: ServerSettings
+    state_dir: Path
+    supervisor: SupervisorSettings
+    restart: RestartSettings
+    agents: dict[str, Agent]
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    return {bool: "true/false", int: "a number", float: "a number", str: "a string",
+            list: "a list", dict: "a mapping"}.get(type(value), type(value).__name__)
+
+
+def parse_duration(value: Any) -> float | None:
+    """'6h', '30m', '45s', '2d', '1h30m' or a number of seconds; None when unreadable."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value) if value > 0 else None
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text) or None
+    parts = re.findall(r"(\d+(?:\.\d+)?)([dhms])", text)
+    if not parts or "".join(n + u for n, u in parts) != text.replace(" ", ""):
+        return None
+    scale = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+    total = sum(float(n) * scale[u] for n, u in parts)
+    return total or None
+
+
+class _Collector:
+    def __init__(self, file: str, located: Located):
+        self.file = file
+        self.located = located
+        self.problems: list[Problem] = []
+
+    def add(self, path: tuple[Any, ...], message: str, agent: str | None = None) -> None:
+        field_name = ".".join(str(p) for p in path) if path else "(file)"
+        self.problems.append(Problem(self.file, self.located.line(path), agent, field_name,
+                                     message))
+
+    def unknown(self, path: tuple[Any, ...], key: Any, known: list[str],
+                agent: str | None = None, extra: str = "") -> None:
+        close = difflib.get_close_matches(str(key), known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        self.add(path + (key,), f"unknown key{hint}{extra}", agent)
+
+
+def load_fleet(path: str | os.PathLike[str], state_dir_override: str | None = None) -> Fleet:
+    fleet_path = Path(path)
+    display = str(path)
+    try:
+        text = fleet_path.read_text()
+    except OSError as exc:
+        raise FleetError([Problem(display, None, None, "(file)",
+                                  f"cannot read the fleet file: {exc.strerror}")]) from exc
+    return parse_fleet(text, fleet_path, display, state_dir_override)
+
+
+def parse_fleet(text: str, fleet_path: Path, display: str | None = None,
+                state_dir_override: str | None = None) -> Fleet:
+    display = display or str(fleet_path)
+    try:
+        located = load_located(text)
+    except YamlSyntaxError as exc:
+        raise FleetError([Problem(display, exc.line, None, "(file)", exc.message)]) from exc
+    errors = _Collector(display, located)
+    for dup_path, first, again in located.duplicates:
+        agent = dup_path[1] if len(dup_path) == 2 and dup_path[0] == "agents" else None
+        what = f"agent {dup_path[-1]!r}" if agent else f"key {dup_path[-1]!r}"
+        errors.problems.append(Problem(display, again, agent, ".".join(map(str, dup_path)),
+                                       f"{what} is written twice (lines {first} and {again});"
+                                       " YAML would silently keep only the last"))
+    doc = located.value
+    if doc is None:
+        doc = {}
+    if not isinstance(doc, dict):
+        errors.add((), f"the fleet file must be a mapping, got {_kind(doc)}")
+        raise FleetError(errors.problems)
+    for key in doc:
+        if key not in TOP_KEYS:
+            errors.unknown((), key, list(TOP_KEYS))
+
+    base_dir = fleet_path.resolve().parent
+    server = _parse_server(doc.get("server", "embedded"), errors)
+    state_dir = _parse_state_dir(doc.get("state_dir"), state_dir_override, base_dir, errors)
+    supervisor = _parse_supervisor(doc.get("supervisor", {}), base_dir, errors)
+    restart = _parse_restart(doc.get("restart", {}), errors)
+    defaults = doc.get("defaults") or {}
+    if not isinstance(defaults, dict):
+        errors.add(("defaults",), f"expected a mapping of agent settings, got {_kind(defaults)}")
+        defaults = {}
+    _check_settings(defaults, ("defaults",), None, errors)
+    agents = _parse_agents(doc.get("agents"), defaults, state_dir, errors)
+    if errors.problems:
+        raise FleetError(errors.problems)
+    return Fleet(fleet_path, server, state_dir, supervisor, restart, agents)
+
+
+def _parse_server(value: Any, errors: _Collector) -> ServerSettings:
+    fallback = ServerSettings(f"http://{DEFAULT_EMBEDDED_HOST}:{DEFAULT_EMBEDDED_PORT}", True)
+    if value == "embedded":
+        return fallback
+    if isinstance(value, dict):
+        known = ["embedded", "host", "port"]
+        for key in value:
+            if key not in known:
+                errors.unknown(("server",), key, known)
+        if value.get("embedded") is not True:
+            errors.add(("server", "embedded"), "a server mapping needs `embedded: true`"
+                       " (for a remote server write its URL as `server: http://...`)")
+        host = value.get("host", DEFAULT_EMBEDDED_HOST)
+        port = value.get("port", DEFAULT_EMBEDDED_PORT)
+        if not isinstance(host, str) or not host:
+            errors.add(("server", "host"), f"expected a host name or address, got {_kind(host)}")
+            host = DEFAULT_EMBEDDED_HOST
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+            errors.add(("server", "port"), f"expected a port number 1-65535, got {port!r}")
+            port = DEFAULT_EMBEDDED_PORT
+        shown = f"[{host}]" if ":" in host else host
+        return ServerSettings(f"http://{shown}:{port}", True, host, port)
+    if isinstance(value, str) and re.match(r"https?://[^/\s]+", value):
+        return ServerSettings(value.rstrip("/"), False)
+    errors.add(("server",), f"expected `embedded` or an http(s):// URL, got {value!r}")
+    return fallback
+
+
+def _parse_state_dir(value: Any, override: str | None, base: Path,
+                     errors: _Collector) -> Path:
+    if override:
+        return Path(override).expanduser().resolve()
+    if value is None:
+        return base / ".tf-fleet"
+    if not isinstance(value, str) or not value:
+        errors.add(("state_dir",), f"expected a directory path, got {_kind(value)}")
+        return base / ".tf-fleet"
+    return (base / Path(value).expanduser()).resolve()
+
+
+def _parse_supervisor(value: Any, base: Path, errors: _Collector) -> SupervisorSettings:
+    if not isinstance(value, dict):
+        errors.add(("supervisor",), f"expected a mapping, got {_kind(value)}")
+        return SupervisorSettings()
+    for key in value:
+        if key not in ("mode", "config"):
+            errors.unknown(("supervisor",), key, ["mode", "config"])
+    mode = value.get("mode", "private")
+    if mode not in ("private", "system"):
+        errors.add(("supervisor", "mode"), f"expected `private` or `system`, got {mode!r}")
+        mode = "private"
+    config = value.get("config")
+    if config is not None and not isinstance(config, str):
+        errors.add(("supervisor", "config"), f"expected a file path, got {_kind(config)}")
+        config = None
+    if mode == "system":
+        config = str((base / (config or "/etc/supervisor/supervisord.conf")).resolve())
+    elif config is not None:
+        errors.add(("supervisor", "config"), "only used with `mode: system`")
+    return SupervisorSettings(mode, config)
+
+
+def _parse_restart(value: Any, errors: _Collector) -> RestartSettings:
+    if not isinstance(value, dict):
+        errors.add(("restart",), f"expected a mapping, got {_kind(value)}")
+        return RestartSettings()
+    known = ["method", "restart_dir", "timeout"]
+    for key in value:
+        if key not in known:
+            errors.unknown(("restart",), key, known)
+    method = value.get("method", "signal")
+    if method not in ("signal", "file"):
+        errors.add(("restart", "method"), f"expected `signal` or `file`, got {method!r}")
+        method = "signal"
+    restart_dir = value.get("restart_dir", "/tmp")
+    if not isinstance(restart_dir, str) or not restart_dir.startswith("/"):
+        errors.add(("restart", "restart_dir"), f"expected an absolute path, got {restart_dir!r}")
+        restart_dir = "/tmp"
+    timeout = parse_duration(value.get("timeout", DEFAULT_RESTART_TIMEOUT))
+    if timeout is None:
+        errors.add(("restart", "timeout"),
+                   f"expected a duration such as 6h, 30m or 90s, got {value.get('timeout')!r}")
+        timeout = DEFAULT_RESTART_TIMEOUT
+    return RestartSettings(method, restart_dir, timeout)
+
+
+def _check_settings(settings: dict[Any, Any], path: tuple[Any, ...], agent: str | None,
+                    errors: _Collector) -> None:
+    for key, value in settings.items():
+        if key in DERIVED_KEYS:
+            errors.add(path + (key,), "is derived by tf-fleet (agent_id is the agent's name,"
+                       " server_address comes from `server`); remove it", agent)
+        elif key not in AGENT_KEYS:
+            errors.unknown(path, key, sorted(AGENT_KEYS), agent)
+        else:
+            message = AGENT_KEYS[key](value)
+            if message:
+                errors.add(path + (key,), message, agent)
+
+
+def _parse_agents(value: Any, defaults: dict[str, Any], state_dir: Path,
+                  errors: _Collector) -> dict[str, Agent]:
+    if value is None:
+        errors.add(("agents",), "the fleet has no agents: add `agents:` with one entry per device")
+        return {}
+    if not isinstance(value, dict):
+        errors.add(("agents",), f"expected a mapping of agent name to settings, got {_kind(value)}")
+        return {}
+    agents: dict[str, Agent] = {}
+    for name, own in value.items():
+        path = ("agents", name)
+        if not isinstance(name, str) or not AGENT_NAME_RE.fullmatch(name):
+            errors.add(path, "an agent name must be 1-64 letters, digits, '.', '_' or '-',"
+                       " starting with a letter or digit (it becomes a file and program name)",
+                       str(name))
+            continue
+        if name in RESERVED_NAMES:
+            errors.add(path, f"{name!r} is reserved for the embedded server", name)
+            continue
+        if own is None:
+            own = {}
+        if not isinstance(own, dict):
+            errors.add(path, f"expected a mapping of settings, got {_kind(own)}", name)
+            continue
+        before = len(errors.problems)
+        _check_settings(own, path, name, errors)
+        merged = _overlay(defaults, own)
+        if "job_queues" not in merged:
+            errors.add(path + ("job_queues",), "required: the queues this agent takes jobs from",
+                       name)
+        if len(errors.problems) > before:
+            continue
+        agent_dir = state_dir / "agents" / name
+        merged = _expand(merged, {"{agent}": name, "{agent_dir}": str(agent_dir)})
+        agents[name] = _build_agent(name, merged, agent_dir)
+    return agents
+
+
+def _overlay(defaults: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(defaults)
+    for key, value in own.items():
+        if key in MERGED_KEYS and isinstance(merged.get(key), dict) and isinstance(value, dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def _expand(value: Any, tokens: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        for token, replacement in tokens.items():
+            value = value.replace(token, replacement)
+        return value
+    if isinstance(value, list):
+        return [_expand(v, tokens) for v in value]
+    if isinstance(value, dict):
+        return {k: _expand(v, tokens) for k, v in value.items()}
+    return value
+
+
+def _build_agent(name: str, merged: dict[str, Any], agent_dir: Path) -> Agent:
+    upstream = {k: v for k, v in merged.items() if k in UPSTREAM_KEYS}
+    # Upstream's defaults are shared /tmp/testflinger paths; two agents sharing a
+    # results dir would re-send each other's results, so each gets its own.
+    for key, sub in (("execution_basedir", "run"), ("logging_basedir", "logs"),
+                     ("results_basedir", "results")):
+        upstream.setdefault(key, str(agent_dir / sub))
+    environment = {k: _env_text(v) for k, v in (merged.get("environment") or {}).items()}
+    return Agent(
+        name=name,
+        upstream=upstream,
+        agent_command=merged.get("agent_command", "tf-agent"),
+        environment=environment,
+        user=merged.get("user"),
+        stopwaitsecs=merged.get("stopwaitsecs", 30),
+        startsecs=merged.get("startsecs", 2),
+        device=merged.get("device"),
+    )
+
+
+def _env_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

@@ -1,0 +1,249 @@
+"""`up`: observe, plan, write, ensure supervisord, apply. The shell around plan.py."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from . import plan as planning
+from .files import read_text, write_if_changed
+from .fleet import SERVER_PROGRAM, Fleet, FleetError, Problem
+from .layout import MARKER, Layout
+from .plan import Observed, Plan
+from .procinfo import process_start_time
+from .render import RenderContext, Rendering, render
+from .supervisor import Supervisor, SupervisorError, SupervisorTarget, start_private, target_for
+
+SETTLED_STATES = {"RUNNING", "FATAL", "EXITED", "STOPPED"}
+# /proc/uptime and start ticks are precise to 10 ms; mtimes to the nanosecond
+CLOCK_SLACK = 0.05
+
+
+@dataclass
+class Context:
+    """A loaded fleet with everything derived from it that the commands share."""
+
+    fleet: Fleet
+    target: SupervisorTarget
+    rendering: Rendering
+    layout: Layout
+    supervisor: Supervisor
+
+    @classmethod
+    def load(cls, fleet: Fleet) -> Context:
+        target = target_for(fleet)
+        ctx = RenderContext(python=sys.executable, program_dir=target.program_dir,
+                            program_suffix=target.program_suffix)
+        try:
+            rendering = render(fleet, ctx)
+        except ValueError as exc:
+            raise FleetError([Problem(str(fleet.path), None, None, "(render)",
+                                      str(exc))]) from exc
+        return cls(fleet, target, rendering, Layout(fleet.state_dir), Supervisor(target))
+
+
+@dataclass
+class UpReport:
+    plan: Plan
+    written: list[Path] = field(default_factory=list)
+    started_supervisord: int | None = None
+    started: list[str] = field(default_factory=list)
+    pending: list[planning.Action] = field(default_factory=list)
+    states: dict[str, str] = field(default_factory=dict)
+
+
+def managed_programs(ctx: Context, loaded: dict[str, str]) -> set[str]:
+    """Programs of this fleet: our marker in the file, or (private) anything supervisord has."""
+    names: set[str] = set()
+    marker = f"{MARKER} (state dir {ctx.fleet.state_dir})"
+    directory = ctx.target.program_dir
+    suffix = ctx.target.program_suffix
+    if directory.is_dir():
+        for path in directory.glob(f"*{suffix}"):
+            try:
+                with open(path) as handle:
+                    first = handle.readline()
+            except OSError:
+                continue
+            if marker in first:
+                names.add(path.name[: -len(suffix)])
+    if ctx.target.mode == "private":
+        names |= set(loaded)
+    else:
+        names |= {n for n in loaded if n in ctx.rendering.programs}
+    return names
+
+
+def observe(ctx: Context, pending_in_supervisor: frozenset[str] = frozenset()) -> Observed:
+    loaded: dict[str, str] = {}
+    started: dict[str, float] = {}
+    if ctx.supervisor.is_running():
+        for name, info in ctx.supervisor.processes().items():
+            loaded[name] = info.state
+            if info.pid:
+                started[name] = process_start_time(info.pid) or info.start
+    desired_files = ctx.rendering.all_files()
+    disk = {path: read_text(path) for path in desired_files}
+    modified = {}
+    for program in ctx.rendering.programs.values():
+        for path in program.config_files:
+            try:
+                modified[path] = path.stat().st_mtime - CLOCK_SLACK
+            except FileNotFoundError:
+                pass
+    held = frozenset(n for n in ctx.rendering.programs
+                     if (read_text(ctx.layout.drain_file(n)) or "").strip() == "hold")
+    return Observed(disk=disk, managed=frozenset(managed_programs(ctx, loaded)), loaded=loaded,
+                    started=started, modified=modified,
+                    pending_in_supervisor=pending_in_supervisor, held=held)
+
+
+def make_plan(ctx: Context) -> Plan:
+    pending: frozenset[str] = frozenset()
+    if ctx.supervisor.is_running():
+        # reloadConfig only compares the files on disk with what runs; it changes nothing
+        pending = frozenset(ctx.supervisor.reload_config()[1])
+    return planning.make_plan(ctx.rendering.programs, observe(ctx, pending))
+
+
+def check_host(ctx: Context) -> None:
+    """Facts of this host that a fleet file can get wrong; reported like validation errors."""
+    problems = []
+    for name, agent in ctx.fleet.agents.items():
+        if agent.user:
+            try:
+                pwd.getpwnam(agent.user)
+            except KeyError:
+                problems.append(Problem(str(ctx.fleet.path), None, name, "user",
+                                        f"no such user {agent.user!r} on this host"))
+            if agent.user and os.geteuid() != 0 and ctx.target.mode == "private":
+                problems.append(Problem(str(ctx.fleet.path), None, name, "user",
+                                        "running agents as another user needs tf-fleet (and"
+                                        " so its supervisord) to run as root"))
+    if problems:
+        raise FleetError(problems)
+
+
+def prepare_dirs(ctx: Context) -> None:
+    layout = ctx.layout
+    for directory in (layout.state_dir, layout.run_dir, layout.logs_dir,
+                      ctx.target.program_dir):
+        directory.mkdir(parents=True, exist_ok=True)
+    if ctx.fleet.server.embedded:
+        layout.server_db.parent.mkdir(parents=True, exist_ok=True)
+    owned = [a for a in ctx.fleet.agents.values() if a.user]
+    for agent in ctx.fleet.agents.values():
+        layout.agent_dir(agent.name).mkdir(parents=True, exist_ok=True)
+    if owned:
+        # Agents of several users share the run dir: sticky, like /tmp.
+        os.chmod(layout.run_dir, 0o1777)
+        for agent in owned:
+            entry = pwd.getpwnam(agent.user or "")
+            os.chown(layout.agent_dir(agent.name), entry.pw_uid, entry.pw_gid)
+
+
+def ensure_supervisord(ctx: Context) -> int | None:
+    """Start the private supervisord if it is not running; returns its pid if started."""
+    if ctx.supervisor.is_running():
+        return None
+    if ctx.target.mode == "system":
+        raise SupervisorError(
+            f"the system supervisord ({ctx.target.config}) is not answering on"
+            f" {ctx.target.socket_url}; start it (e.g. `systemctl start supervisor`)")
+    return start_private(ctx.layout)
+
+
+def write_files(ctx: Context, plan: Plan) -> list[Path]:
+    """Write what changed; files of agents being removed stay until they are gone."""
+    written = []
+    rendering = ctx.rendering
+    if rendering.supervisord_conf:
+        path, text = rendering.supervisord_conf
+        if write_if_changed(path, text):
+            written.append(path)
+    for program in rendering.programs.values():
+        for path, text in program.files.items():
+            if write_if_changed(path, text):
+                written.append(path)
+    return written
+
+
+def wait_settled(supervisor: Supervisor, names: list[str], timeout: float,
+                 tick: Callable[[dict[str, str]], None] | None = None) -> dict[str, str]:
+    """Wait until each program is past STARTING/BACKOFF (running, or failed for good)."""
+    deadline = time.monotonic() + timeout
+    states: dict[str, str] = {}
+    while True:
+        infos = supervisor.processes()
+        states = {n: infos[n].state if n in infos else "UNKNOWN" for n in names}
+        if tick:
+            tick(states)
+        if all(s in SETTLED_STATES for s in states.values()) or time.monotonic() > deadline:
+            return states
+        time.sleep(0.1)
+
+
+def up(ctx: Context, wait: bool = True, timeout: float = 60.0) -> UpReport:
+    check_host(ctx)
+    plan = make_plan(ctx)
+    report = UpReport(plan)
+    prepare_dirs(ctx)
+    report.written = write_files(ctx, plan)
+    report.started_supervisord = ensure_supervisord(ctx)
+    supervisor = ctx.supervisor
+    added, _changed, _removed = supervisor.reload_config()
+    # The server first, so agents find it when they first poll.
+    ordered = sorted(plan.of_kind(planning.ADD, planning.START),
+                     key=lambda a: (a.name != SERVER_PROGRAM, a.name))
+    for action in ordered:
+        if action.kind == planning.ADD and action.name in added:
+            supervisor.add(action.name)  # autostart=true starts it
+        elif action.kind == planning.START or (action.kind == planning.ADD
+                                               and report.started_supervisord is None
+                                               and action.name not in added):
+            try:
+                supervisor.start(action.name, False)
+            except SupervisorError as exc:
+                if "ALREADY_STARTED" not in str(exc):
+                    raise
+        report.started.append(action.name)
+    report.pending = plan.of_kind(planning.RESTART, planning.REPLACE, planning.REMOVE)
+    if wait and report.started:
+        report.states = wait_settled(supervisor, report.started, timeout)
+    return report
+
+
+def down(ctx: Context, timeout: float = 120.0) -> list[str]:
+    """Stop every agent (and the private supervisord). Returns the programs stopped."""
+    supervisor = ctx.supervisor
+    if not supervisor.is_running():
+        return []
+    processes = supervisor.processes()
+    managed = managed_programs(ctx, {n: i.state for n, i in processes.items()})
+    stopped = sorted(n for n in managed if n in processes
+                     and processes[n].state not in planning.DOWN_STATES)
+    if ctx.target.mode == "private":
+        pid = supervisor.pid()
+        supervisor.shutdown()  # stops every program, waiting stopwaitsecs for each, then exits
+        deadline = time.monotonic() + timeout
+        while psutil.pid_exists(pid) and time.monotonic() < deadline:
+            try:
+                if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                    break
+            except psutil.NoSuchProcess:
+                break
+            time.sleep(0.05)
+        if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+            raise SupervisorError(f"supervisord (pid {pid}) did not exit within {timeout:.0f} s")
+    else:
+        # Agents first, the server last, so agents can report their state on the way out.
+        for name in sorted(stopped, key=lambda n: n == SERVER_PROGRAM):
+            supervisor.stop(name, True)
+    return stopped

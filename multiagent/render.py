@@ -1,0 +1,165 @@
+"""Fleet -> the text of every file tf-fleet writes. Nothing here touches the disk."""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .fleet import SERVER_PROGRAM, Agent, Fleet
+from .layout import MARKER, Layout
+from .templating import environment as template_environment
+
+# supervisord starts low priorities first and stops them last: the server outlives agents.
+SERVER_PRIORITY = 100
+AGENT_PRIORITY = 999
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass(frozen=True)
+class RenderContext:
+    """Host facts that rendering needs but must not look up itself."""
+
+    python: str  # the interpreter that runs tf-agent and the embedded server
+    program_dir: Path  # where [program:x] files go (the private conf.d or the system include dir)
+    program_suffix: str = ".conf"
+
+
+@dataclass(frozen=True)
+class Program:
+    """One supervisord program and every file that belongs to it."""
+
+    name: str
+    kind: str  # "tf-agent" | "upstream" | "server"
+    program_path: Path
+    program_text: str
+    # Files the process reads at start (agent config, device config); a change to them
+    # needs a restart of the process but not a new program entry.
+    config_files: dict[Path, str] = field(default_factory=dict)
+
+    @property
+    def files(self) -> dict[Path, str]:
+        return {self.program_path: self.program_text, **self.config_files}
+
+
+@dataclass(frozen=True)
+class Rendering:
+    supervisord_conf: tuple[Path, str] | None  # None in system mode
+    programs: dict[str, Program]
+
+    def all_files(self) -> dict[Path, str]:
+        files: dict[Path, str] = {}
+        if self.supervisord_conf:
+            files[self.supervisord_conf[0]] = self.supervisord_conf[1]
+        for program in self.programs.values():
+            files.update(program.files)
+        return files
+
+
+def supervisor_value(value: Any) -> str:
+    """Make a value safe for a supervisord config line."""
+    text = str(value)
+    if "\n" in text or "\r" in text:
+        raise ValueError(f"a supervisord value cannot span lines: {text!r}")
+    return text.replace("%", "%%")  # supervisord expands %(name)s in values
+
+
+def render(fleet: Fleet, ctx: RenderContext) -> Rendering:
+    layout = Layout(fleet.state_dir)
+    programs = {name: _render_agent(fleet, agent, layout, ctx)
+                for name, agent in sorted(fleet.agents.items())}
+    if fleet.server.embedded:
+        programs[SERVER_PROGRAM] = _render_server(fleet, layout, ctx)
+    conf = None
+    if fleet.supervisor.mode == "private":
+        conf = (layout.supervisord_conf, _render_supervisord(fleet, layout, ctx))
+    return Rendering(conf, programs)
+
+
+def agent_conf_text(fleet: Fleet, agent: Agent) -> str:
+    """The upstream testflinger-agent.conf: only upstream keys, so either agent accepts it."""
+    conf = {"agent_id": agent.name, "server_address": fleet.server.url, **agent.upstream}
+    header = f"# {MARKER}: edit the fleet file, not this file.\n"
+    return header + yaml.safe_dump(conf, sort_keys=False, default_flow_style=False)
+
+
+def agent_command(agent: Agent, layout: Layout, fleet: Fleet, ctx: RenderContext) -> list[str]:
+    conf = str(layout.agent_conf(agent.name))
+    if agent.is_tf_agent:
+        words = agent.agent_command.split()
+        # The plain name runs the interpreter tf-fleet was installed with, so the
+        # program works whatever PATH supervisord has.
+        base = [ctx.python, "-m", "multiagent.agent"] if words == ["tf-agent"] else words
+        return [*base, "-c", conf, "--run-dir", str(layout.run_dir),
+                "--restart-dir", fleet.restart.restart_dir]
+    return [*shlex.split(agent.agent_command), "-c", conf]
+
+
+def _render_agent(fleet: Fleet, agent: Agent, layout: Layout, ctx: RenderContext) -> Program:
+    config_files = {layout.agent_conf(agent.name): agent_conf_text(fleet, agent)}
+    if agent.device is not None:
+        config_files[layout.device_conf(agent.name)] = (
+            f"# {MARKER}: the device connector config of {agent.name}\n"
+            + yaml.safe_dump(agent.device, sort_keys=False, default_flow_style=False))
+    text = _program_text(
+        fleet, ctx, name=agent.name,
+        command=agent_command(agent, layout, fleet, ctx),
+        directory=layout.agent_dir(agent.name),
+        startsecs=agent.startsecs, stopwaitsecs=agent.stopwaitsecs, user=agent.user,
+        environment=_with_path(agent.environment, ctx), log_file=layout.log_file(agent.name),
+        priority=AGENT_PRIORITY)
+    kind = "tf-agent" if agent.is_tf_agent else "upstream"
+    return Program(agent.name, kind, _program_path(agent.name, ctx), text, config_files)
+
+
+def _render_server(fleet: Fleet, layout: Layout, ctx: RenderContext) -> Program:
+    command = [ctx.python, "-m", "multiagent.server", "--host", fleet.server.host,
+               "--port", str(fleet.server.port), "--db", str(layout.server_db)]
+    text = _program_text(
+        fleet, ctx, name=SERVER_PROGRAM, command=command, directory=layout.state_dir,
+        startsecs=1, stopwaitsecs=10, user=None, environment={},
+        log_file=layout.log_file(SERVER_PROGRAM), priority=SERVER_PRIORITY)
+    return Program(SERVER_PROGRAM, "server", _program_path(SERVER_PROGRAM, ctx), text)
+
+
+def _with_path(environment: dict[str, str], ctx: RenderContext) -> dict[str, str]:
+    """Put the interpreter's bin dir first on PATH, so tf-local-connector and other
+    console scripts of this install are found whatever PATH supervisord was started with."""
+    if "PATH" in environment:
+        return environment
+    bin_dir = str(Path(ctx.python).parent)
+    return {**environment, "PATH": f"{bin_dir}:{SYSTEM_PATH}"}
+
+
+def _program_path(name: str, ctx: RenderContext) -> Path:
+    return ctx.program_dir / f"{name}{ctx.program_suffix}"
+
+
+def _environment_value(environment: dict[str, str]) -> str:
+    def quote(text: str) -> str:
+        return f"'{text}'" if '"' in text else f'"{text}"'
+    return ",".join(f"{key}={quote(value)}" for key, value in sorted(environment.items()))
+
+
+def _program_text(fleet: Fleet, ctx: RenderContext, *, name: str, command: list[str],
+                  directory: Path, startsecs: int, stopwaitsecs: int, user: str | None,
+                  environment: dict[str, str], log_file: Path, priority: int) -> str:
+    template = template_environment().get_template("program.conf.j2")
+    return template.render(
+        marker=f"{MARKER} (state dir {fleet.state_dir})", name=name,
+        command=shlex.join(command), directory=directory, startsecs=startsecs,
+        stopwaitsecs=stopwaitsecs, user=user,
+        environment=_environment_value(environment) if environment else "",
+        log_file=log_file, priority=priority)
+
+
+def _render_supervisord(fleet: Fleet, layout: Layout, ctx: RenderContext) -> str:
+    template = template_environment().get_template("supervisord.conf.j2")
+    return template.render(
+        marker=f"{MARKER} (state dir {fleet.state_dir})", socket=layout.socket,
+        log_file=layout.supervisord_log, pid_file=layout.pid_file,
+        child_log_dir=layout.logs_dir, state_dir=fleet.state_dir,
+        program_glob=f"{ctx.program_dir}/*{ctx.program_suffix}")

@@ -1,0 +1,135 @@
+"""The merged per-agent view: supervisord's process info joined with the agent's status file."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .layout import Layout
+from .supervisor import ProcessInfo
+
+FAILED_STATES = {"FATAL", "BACKOFF"}
+PHASES = ("setup", "provision", "firmware_update", "test", "allocate", "reserve", "cleanup")
+
+
+@dataclass(frozen=True)
+class AgentStatus:
+    name: str
+    process: str | None  # supervisord state; None when supervisord does not know it
+    pid: int | None
+    uptime_s: float | None
+    state: str | None
+    job_id: str | None
+    phase: str | None
+    restart_pending: bool | None
+    last_poll: float | None
+    drained: bool | None = None
+    log_tail: tuple[str, ...] = ()
+
+    @property
+    def failed(self) -> bool:
+        return self.process in FAILED_STATES
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.job_id) or self.state in PHASES
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["log_tail"] = list(self.log_tail)
+        return data
+
+
+def read_status_file(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def tail_lines(path: Path, count: int, max_bytes: int = 64 * 1024) -> list[str]:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, 2)
+            size = handle.tell()
+            handle.seek(max(0, size - max_bytes))
+            data = handle.read()
+    except OSError:
+        return []
+    lines = data.decode("utf-8", "replace").splitlines()
+    return lines[-count:] if count else []
+
+
+def agent_status(name: str, info: ProcessInfo | None, status_file: dict[str, Any] | None,
+                 log_file: Path | None = None, tail: int = 5) -> AgentStatus:
+    """Join one agent's process info and status file; a file from an older process counts
+    only while no newer process runs (it then tells how the old one ended)."""
+    process = info.state if info else None
+    pid = info.pid if info and info.pid else None
+    current = status_file
+    if status_file and pid and status_file.get("pid") != pid:
+        current = None
+    log_tail: tuple[str, ...] = ()
+    if info and info.state in FAILED_STATES:
+        source = Path(info.log_file) if info.log_file else log_file
+        lines = tail_lines(source, tail) if source else []
+        if info.spawnerr:
+            lines.append(f"supervisord: {info.spawnerr}")
+        log_tail = tuple(lines)
+
+    def field(key: str) -> Any:
+        return current.get(key) if current else None
+
+    return AgentStatus(
+        name=name, process=process, pid=pid, uptime_s=info.uptime if info else None,
+        state=field("state"), job_id=field("job_id"), phase=field("phase"),
+        restart_pending=field("restart_pending"), last_poll=field("last_poll"),
+        drained=field("drained"), log_tail=log_tail)
+
+
+def fleet_status(names: list[str], processes: dict[str, ProcessInfo],
+                 layout: Layout) -> list[AgentStatus]:
+    return [agent_status(name, processes.get(name),
+                         read_status_file(layout.status_file(name)), layout.log_file(name))
+            for name in names]
+
+
+def format_age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    if seconds < 172800:
+        return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
+    return f"{seconds // 86400}d{(seconds % 86400) // 3600:02d}h"
+
+
+def format_table(rows: list[AgentStatus], now: float | None = None) -> str:
+    now = time.time() if now is None else now
+    header = ("NAME", "PROCESS", "PID", "UPTIME", "STATE", "JOB", "RESTART", "LAST POLL")
+    table = [header]
+    for row in rows:
+        state = row.state or "-"
+        if row.phase and row.phase != row.state:
+            state = f"{state}/{row.phase}"
+        table.append((
+            row.name, row.process or "not loaded", str(row.pid or "-"),
+            format_age(row.uptime_s), state, row.job_id or "-",
+            "pending" if row.restart_pending else "-",
+            format_age(now - row.last_poll) + " ago" if row.last_poll else "-",
+        ))
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
+             for r in table]
+    for row in rows:
+        if row.log_tail:
+            lines.append(f"--- {row.name} is {row.process}; last lines of its log:")
+            lines.extend(f"    {line}" for line in row.log_tail)
+    return "\n".join(lines)

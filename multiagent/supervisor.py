@@ -1,0 +1,193 @@
+"""The only module that talks to supervisord: start it, and XML-RPC over its unix socket."""
+
+from __future__ import annotations
+
+import configparser
+import glob
+import os
+import subprocess
+import sys
+import time
+import xmlrpc.client
+from dataclasses import dataclass
+from pathlib import Path
+
+from supervisor.xmlrpc import SupervisorTransport
+
+from .fleet import Fleet
+from .layout import Layout
+
+
+class SupervisorError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    name: str
+    state: str  # RUNNING, STARTING, BACKOFF, FATAL, STOPPED, EXITED, STOPPING, UNKNOWN
+    pid: int
+    start: float  # when supervisord last started it (whole seconds), 0 if never
+    now: float
+    description: str
+    spawnerr: str
+    exitstatus: int
+    log_file: str
+
+    @property
+    def uptime(self) -> float | None:
+        return max(0.0, self.now - self.start) if self.state == "RUNNING" and self.start else None
+
+    @classmethod
+    def from_rpc(cls, info: dict) -> ProcessInfo:
+        return cls(name=info["name"], state=info["statename"], pid=info["pid"],
+                   start=float(info["start"]), now=float(info["now"]),
+                   description=info["description"], spawnerr=info.get("spawnerr", ""),
+                   exitstatus=info.get("exitstatus", 0),
+                   log_file=info.get("stdout_logfile", ""))
+
+
+@dataclass(frozen=True)
+class SupervisorTarget:
+    """Where a fleet's supervisord listens and where its program files go."""
+
+    mode: str
+    socket_url: str  # unix:///path or http://host:port
+    config: Path
+    program_dir: Path
+    program_suffix: str
+
+
+def target_for(fleet: Fleet) -> SupervisorTarget:
+    layout = Layout(fleet.state_dir)
+    if fleet.supervisor.mode == "private":
+        return SupervisorTarget("private", f"unix://{layout.socket}", layout.supervisord_conf,
+                                layout.private_program_dir, ".conf")
+    return read_system_config(Path(fleet.supervisor.config or ""))
+
+
+def read_system_config(config: Path) -> SupervisorTarget:
+    """Find the socket and the include directory of a host's supervisord.conf."""
+    parser = configparser.RawConfigParser(strict=False, inline_comment_prefixes=(";", "#"))
+    try:
+        with open(config) as handle:
+            parser.read_file(handle)
+    except (OSError, configparser.Error) as exc:
+        raise SupervisorError(
+            f"{config}: cannot read the system supervisord config: {exc}") from exc
+    here = str(config.parent)
+
+    def value(section: str, key: str) -> str | None:
+        if parser.has_option(section, key):
+            return parser.get(section, key).replace("%(here)s", here).strip()
+        return None
+
+    socket_url = value("supervisorctl", "serverurl")
+    if not socket_url:
+        socket_file = value("unix_http_server", "file")
+        if not socket_file:
+            raise SupervisorError(f"{config}: no [unix_http_server] file= and no"
+                                  " [supervisorctl] serverurl=: tf-fleet cannot reach it")
+        socket_url = f"unix://{socket_file}"
+    includes = (value("include", "files") or "").split()
+    if not includes:
+        raise SupervisorError(f"{config}: no [include] files= section; add one (for example"
+                              " `files = /etc/supervisor/conf.d/*.conf`) so tf-fleet can add"
+                              " programs")
+    pattern = includes[0] if os.path.isabs(includes[0]) else os.path.join(here, includes[0])
+    directory, name_glob = os.path.split(pattern)
+    if glob.has_magic(directory) or not name_glob.startswith("*"):
+        raise SupervisorError(f"{config}: [include] files={includes[0]} must be of the form"
+                              " DIR/*.conf for tf-fleet to place programs in it")
+    suffix = name_glob[1:] or ".conf"
+    return SupervisorTarget("system", socket_url, config, Path(directory), suffix)
+
+
+class Supervisor:
+    def __init__(self, target: SupervisorTarget):
+        self.target = target
+        self._proxy: xmlrpc.client.ServerProxy | None = None
+
+    @property
+    def rpc(self):  # the supervisor.* namespace
+        if self._proxy is None:
+            transport = SupervisorTransport(None, None, self.target.socket_url)
+            self._proxy = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
+        return self._proxy.supervisor
+
+    def _call(self, method: str, *args):
+        try:
+            return getattr(self.rpc, method)(*args)
+        except xmlrpc.client.Fault as fault:
+            raise SupervisorError(
+                f"supervisord refused {method}{args}: {fault.faultString}") from fault
+        except OSError as exc:
+            self._proxy = None
+            raise SupervisorError(f"supervisord is not reachable at {self.target.socket_url}:"
+                                  f" {exc}") from exc
+
+    def is_running(self) -> bool:
+        try:
+            return self.rpc.getState()["statename"] == "RUNNING"
+        except (OSError, xmlrpc.client.Error):
+            self._proxy = None
+            return False
+
+    def processes(self) -> dict[str, ProcessInfo]:
+        """Every process in one call."""
+        return {info["name"]: ProcessInfo.from_rpc(info)
+                for info in self._call("getAllProcessInfo")}
+
+    def process(self, name: str) -> ProcessInfo:
+        return ProcessInfo.from_rpc(self._call("getProcessInfo", name))
+
+    def reload_config(self) -> tuple[list[str], list[str], list[str]]:
+        """Re-read the program files; returns (added, changed, removed) without acting."""
+        added, changed, removed = self._call("reloadConfig")[0]
+        return added, changed, removed
+
+    def add(self, name: str) -> None:
+        self._call("addProcessGroup", name)
+
+    def remove(self, name: str) -> None:
+        self._call("removeProcessGroup", name)
+
+    def start(self, name: str, wait: bool = False) -> None:
+        self._call("startProcess", name, wait)
+
+    def stop(self, name: str, wait: bool = True) -> None:
+        self._call("stopProcess", name, wait)
+
+    def signal(self, name: str, signame: str) -> None:
+        self._call("signalProcess", name, signame)
+
+    def shutdown(self) -> None:
+        self._call("shutdown")
+
+    def pid(self) -> int:
+        return int(self._call("getPID"))
+
+
+def start_private(layout: Layout, timeout: float = 15.0) -> int:
+    """Start the fleet's own supervisord and wait until it answers; returns its pid."""
+    layout.supervisor_dir.mkdir(parents=True, exist_ok=True)
+    layout.logs_dir.mkdir(parents=True, exist_ok=True)
+    if len(str(layout.socket)) > 100:
+        raise SupervisorError(f"the state dir path is too long for a unix socket"
+                              f" ({layout.socket}); choose a shorter state_dir")
+    proc = subprocess.run(
+        [sys.executable, "-m", "supervisor.supervisord", "-c", str(layout.supervisord_conf)],
+        capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise SupervisorError("supervisord did not start: "
+                              + (proc.stderr or proc.stdout).strip())
+    target = SupervisorTarget("private", f"unix://{layout.socket}", layout.supervisord_conf,
+                              layout.private_program_dir, ".conf")
+    supervisor = Supervisor(target)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if supervisor.is_running():
+            return supervisor.pid()
+        time.sleep(0.05)
+    raise SupervisorError(f"supervisord did not answer on {layout.socket} within {timeout:.0f}"
+                          f" s; see {layout.supervisord_log}")

@@ -1,0 +1,144 @@
+"""`up`, `status`, `plan`, `down` against a real supervisord, private and system mode."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import psutil
+from fixtures_fleet import SLEEPER
+
+
+def three_agents(extra: dict | None = None) -> dict:
+    agents = {f"agent-0{i}": {"job_queues": ["q"]} for i in range(1, 4)}
+    agents.update(extra or {})
+    return {"server": "http://127.0.0.1:9", "defaults": {"agent_command": SLEEPER},
+            "agents": agents}
+
+
+def test_up_starts_every_agent_and_second_up_touches_nothing(fleet_env):
+    fleet_env.write(three_agents())
+    first = fleet_env.run("up")
+    assert "3 started" in first.stdout
+    status = fleet_env.status()
+    assert {n: s["process"] for n, s in status.items()} == {
+        "agent-01": "RUNNING", "agent-02": "RUNNING", "agent-03": "RUNNING"}
+    pids = {n: s["pid"] for n, s in status.items()}
+    files = [p for p in fleet_env.state_dir.rglob("*") if p.is_file() and p.suffix in
+             (".conf", ".yaml")]
+    mtimes = {p: p.stat().st_mtime_ns for p in files}
+
+    second = fleet_env.run("up")
+    assert "wrote" not in second.stdout
+    assert "0 started, 0 pending, 3 unchanged" in second.stdout
+    assert {p: p.stat().st_mtime_ns for p in files} == mtimes
+    assert {n: s["pid"] for n, s in fleet_env.status().items()} == pids
+    plan = fleet_env.run("plan")
+    assert plan.stdout.split() == ["unchanged", "agent-01", "unchanged", "agent-02",
+                                   "unchanged", "agent-03"]
+
+
+def test_adding_an_agent_starts_only_it(fleet_env):
+    fleet_env.write(three_agents())
+    fleet_env.run("up")
+    pids = {n: s["pid"] for n, s in fleet_env.status().items()}
+    fleet_env.write(three_agents({"agent-04": {"job_queues": ["q"]}}))
+    assert fleet_env.run("plan").stdout.splitlines()[-1].split()[:2] == ["add", "agent-04"]
+    out = fleet_env.run("up").stdout
+    assert "started agent-04: RUNNING" in out
+    status = fleet_env.status()
+    assert status["agent-04"]["process"] == "RUNNING"
+    assert {n: status[n]["pid"] for n in pids} == pids
+
+
+def test_changed_agent_is_reported_and_left_running(fleet_env):
+    fleet_env.write(three_agents())
+    fleet_env.run("up")
+    pid = fleet_env.status()["agent-02"]["pid"]
+    fleet_env.write(three_agents({"agent-02": {"job_queues": ["other"]}}))
+    out = fleet_env.run("up").stdout
+    assert "agent-02 needs a restart" in out
+    assert fleet_env.status()["agent-02"]["pid"] == pid
+    # the change stays visible until it is applied
+    assert "restart    agent-02" in fleet_env.run("plan").stdout
+
+
+def test_agent_that_fails_at_once_ends_fatal_and_status_says_why(fleet_env):
+    failing = f"{sys.executable} -c 'import sys; sys.exit(\"cannot open /dev/ttyUSB9\")'"
+    fleet_env.write(three_agents({"agent-03": {"job_queues": ["q"], "agent_command": failing,
+                                               "startsecs": 1}}))
+    up = fleet_env.run("up", check=False)
+    assert up.returncode == 1
+    assert "started agent-03: FATAL" in up.stdout
+    status = fleet_env.run("status", check=False)
+    assert status.returncode == 1
+    assert "FATAL" in status.stdout
+    assert "cannot open /dev/ttyUSB9" in status.stdout  # the last lines of its log
+    assert fleet_env.status()["agent-01"]["process"] == "RUNNING"
+
+
+def test_down_leaves_no_process_behind(fleet_env):
+    fleet_env.write(three_agents())
+    fleet_env.run("up")
+    pids = [p.pid for p in fleet_env.processes()]
+    assert len(pids) == 4  # supervisord and three agents
+    out = fleet_env.run("down").stdout
+    assert "stopped 3 program(s)" in out
+    for pid in pids:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
+
+
+def test_system_mode_programs_are_visible_to_the_hosts_supervisorctl(fleet_env):
+    include = fleet_env.root / "conf.d"
+    include.mkdir()
+    main_conf = fleet_env.root / "supervisord.conf"
+    main_conf.write_text(textwrap.dedent(f"""\
+        [unix_http_server]
+        file={fleet_env.root}/sys.sock
+        [supervisord]
+        logfile={fleet_env.root}/supervisord.log
+        pidfile={fleet_env.root}/supervisord.pid
+        [rpcinterface:supervisor]
+        supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+        [supervisorctl]
+        serverurl=unix://{fleet_env.root}/sys.sock
+        [include]
+        files = conf.d/*.conf
+        """))
+    (include / "someone-else.conf").write_text(
+        f"[program:someone-else]\ncommand={SLEEPER}\n")
+    subprocess.run([sys.executable, "-m", "supervisor.supervisord", "-c", str(main_conf)],
+                   check=True)
+    sys_pid = int(fleet_env.wait_for(
+        lambda: (fleet_env.root / "supervisord.pid").exists()
+        and (fleet_env.root / "supervisord.pid").read_text().strip(), what="supervisord"))
+    try:
+        fleet = three_agents()
+        fleet["supervisor"] = {"mode": "system", "config": str(main_conf)}
+        fleet_env.write(fleet)
+        fleet_env.wait_for(lambda: (fleet_env.root / "sys.sock").exists(), what="socket")
+        fleet_env.run("up")
+        ctl = subprocess.run(
+            [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(main_conf), "status"],
+            capture_output=True, text=True)
+        lines = {line.split()[0]: line.split()[1] for line in ctl.stdout.splitlines()}
+        assert lines["agent-01"] == "RUNNING"
+        assert lines["agent-03"] == "RUNNING"
+        # tf-fleet manages its own programs only
+        assert set(fleet_env.status()) == {"agent-01", "agent-02", "agent-03"}
+        fleet_env.run("down")
+        ctl = subprocess.run(
+            [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(main_conf), "status"],
+            capture_output=True, text=True)
+        states = {line.split()[0]: line.split()[1] for line in ctl.stdout.splitlines()}
+        assert states["agent-01"] == "STOPPED"
+        assert states["someone-else"] == "RUNNING"  # the host's supervisord and programs stay
+    finally:
+        proc = psutil.Process(sys_pid)
+        children = proc.children(recursive=True)
+        proc.terminate()
+        psutil.wait_procs([proc], timeout=20)
+        for child in children:
+            if child.is_running():
+                child.kill()
