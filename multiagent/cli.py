@@ -94,40 +94,214 @@ def plan(opts: Options, as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--no-wait", is_flag=True, help="Do not wait for started agents to settle.")
-@click.option("--timeout", default=60.0, show_default=True,
-              help="Seconds to wait for started agents to be running.")
+@click.option("--no-wait", is_flag=True,
+              help="Start and ask, then return; the next `up` finishes what is pending.")
+@click.option("--timeout", default=None, help="How long to wait for changed agents to be"
+              " idle and back (default: the fleet's restart.timeout), e.g. 30m.")
+@click.option("--json", "as_json", is_flag=True, help="Print the final report as JSON.")
 @pass_options
 @handles_errors
-def up(opts: Options, no_wait: bool, timeout: float) -> None:
-    """Render every agent, start supervisord if needed, start new agents."""
-    from . import plan as planning
+def up(opts: Options, no_wait: bool, timeout: str | None, as_json: bool) -> None:
+    """Render every agent, start supervisord if needed, start new agents, and apply changes
+    safely: changed agents restart once idle, removed ones stop once idle."""
+    from .progress import Progress
     from .reconcile import up as run_up
 
     ctx = opts.context()
-    report = run_up(ctx, wait=not no_wait, timeout=timeout)
-    if report.started_supervisord:
-        click.echo(f"started supervisord (pid {report.started_supervisord},"
-                   f" socket {ctx.target.socket_url})")
-    for path in report.written:
-        click.echo(f"wrote {path}")
-    failed = []
-    for name in report.started:
-        state = report.states.get(name, "starting")
-        click.echo(f"started {name}: {state}")
-        if state in ("FATAL", "BACKOFF", "EXITED"):
-            failed.append(name)
-    for action in report.pending:
-        what = {planning.RESTART: "needs a restart", planning.REPLACE: "needs a new program",
-                planning.REMOVE: "is no longer in the fleet"}[action.kind]
-        click.echo(f"{action.name} {what} ({'; '.join(action.reasons)}): left running;"
-                   f" apply with a safe restart when it is idle")
-    unchanged = len(report.plan.of_kind(planning.UNCHANGED))
-    click.echo(f"{len(report.started)} started, {len(report.pending)} pending,"
-               f" {unchanged} unchanged.")
+    progress = None if as_json else Progress()
+    report = run_up(ctx, wait=not no_wait, restart_timeout=_duration(timeout),
+                    progress=progress)
+    failed = [n for n in report.started if report.states.get(n) in ("FATAL", "BACKOFF",
+                                                                     "EXITED")]
+    applied = report.applied
+    if as_json:
+        click.echo(json.dumps({
+            "started_supervisord": report.started_supervisord,
+            "written": [str(p) for p in report.written],
+            "started": {n: report.states.get(n) for n in report.started},
+            "plan": [{"name": a.name, "action": a.kind, "reasons": list(a.reasons)}
+                     for a in report.plan.actions],
+            "applied": applied.to_json() if applied else None}, indent=2))
+    else:
+        if report.started_supervisord:
+            click.echo(f"started supervisord (pid {report.started_supervisord},"
+                       f" socket {ctx.target.socket_url})")
+        for path in report.written:
+            click.echo(f"wrote {path}")
+        for name in report.started:
+            click.echo(f"started {name}: {report.states.get(name, 'starting')}")
+        if applied and no_wait:
+            click.echo("asked; `tf-fleet plan` or `tf-fleet status` shows what is pending")
+        elif applied and applied.timed_out:
+            waiting = [op for op in applied.operations if not op.done]
+            click.echo("timed out; still pending (nothing was interrupted):", err=True)
+            for op in waiting:
+                click.echo(f"  {op.name}: {op.text}", err=True)
+        counts = {k: len(report.plan.of_kind(k)) for k in
+                  ("add", "start", "restart", "replace", "remove", "unchanged")}
+        click.echo(", ".join(f"{v} {k}" for k, v in counts.items() if v) or "nothing to do")
     if failed:
         click.echo(f"failed to start: {', '.join(failed)} (see `tf-fleet status`)", err=True)
+    if failed or (applied and not no_wait and not applied.ok):
         sys.exit(1)
+
+
+def _duration(text: str | None) -> float | None:
+    from .fleet import parse_duration
+
+    if text is None:
+        return None
+    seconds = parse_duration(text)
+    if seconds is None:
+        raise click.BadParameter(f"expected a duration such as 6h, 30m or 90s, got {text!r}",
+                                 param_hint="--timeout")
+    return seconds
+
+
+def _select(ctx, names: tuple[str, ...], all_agents: bool) -> list[str]:
+    if all_agents and names:
+        raise click.UsageError("give agent names or --all, not both")
+    if all_agents:
+        return sorted(ctx.fleet.agents)
+    if not names:
+        raise click.UsageError("name at least one agent, or --all")
+    unknown = [n for n in names if n not in ctx.fleet.agents]
+    if unknown:
+        raise click.BadParameter(f"not in the fleet file: {', '.join(unknown)}",
+                                 param_hint="NAME")
+    return list(dict.fromkeys(names))
+
+
+def _report(result, as_json: bool, what: str) -> None:
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+        return
+    for op in result.operations:
+        if op.stage == "failed":
+            click.echo(f"{op.name}: {op.text}", err=True)
+        for note in op.notes:
+            click.echo(f"{op.name}: {note}")
+    done = sum(op.stage == "done" for op in result.operations)
+    click.echo(f"{done}/{len(result.operations)} {what}.")
+    if result.timed_out:
+        click.echo("timed out; still pending (nothing was interrupted):", err=True)
+        for op in result.operations:
+            if not op.done:
+                click.echo(f"  {op.name}: {op.text}", err=True)
+    if result.stopped_early:
+        untouched = [op.name for op in result.operations if op.stage == "queued"]
+        click.echo(f"stopped after a failure; left untouched: {', '.join(untouched)}",
+                   err=True)
+
+
+@main.command()
+@click.argument("names", nargs=-1)
+@click.option("--all", "all_agents", is_flag=True, help="Every agent of the fleet, rolling.")
+@click.option("--safe", is_flag=True, help="Restart only when idle (never interrupt a job).")
+@click.option("--max-parallel", default=1, show_default=True,
+              help="With --safe: how many agents may be restarting at once.")
+@click.option("--timeout", default=None, help="How long to wait (default: restart.timeout).")
+@click.option("--method", type=click.Choice(["signal", "file"]), default=None,
+              help="How to ask (default: restart.method): SIGUSR1 or the restart file.")
+@click.option("--no-wait", is_flag=True, help="Only ask, then return.")
+@click.option("--force", is_flag=True, help="Without --safe: restart even mid-job.")
+@click.option("--json", "as_json", is_flag=True, help="Print the final report as JSON.")
+@pass_options
+@handles_errors
+def restart(opts: Options, names: tuple[str, ...], all_agents: bool, safe: bool,
+            max_parallel: int, timeout: str | None, method: str | None, no_wait: bool,
+            force: bool, as_json: bool) -> None:
+    """Restart agents. --safe: each exits when idle and comes back; with --all, a rolling
+    restart that stops at the first agent that does not come back."""
+    from .operations import SafeRestart
+    from .operations import run as run_operations
+    from .progress import Progress
+    from .reconcile import busy_agents
+
+    ctx = opts.context()
+    selected = _select(ctx, names, all_agents)
+    if not safe:
+        busy = busy_agents(ctx, selected)
+        if busy and not force:
+            for name, text in busy.items():
+                click.echo(f"{name} is busy ({text}); use --safe to restart it when idle,"
+                           " or --force to interrupt the job", err=True)
+            sys.exit(1)
+        for name in selected:
+            if ctx.supervisor.process(name).state in ("RUNNING", "STARTING", "BACKOFF"):
+                ctx.supervisor.stop(name, True)
+            ctx.supervisor.start(name, True)
+            click.echo(f"{name}: restarted (pid {ctx.supervisor.process(name).pid})")
+        return
+    if max_parallel < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--max-parallel")
+    operations = [SafeRestart(n, ctx.kind(n), method) for n in selected]
+    progress = None if as_json else Progress()
+    result = run_operations(operations, ctx.env(method), max_parallel=max_parallel,
+                            timeout=_duration(timeout) or ctx.fleet.restart.timeout,
+                            stop_on_failure=True, wait=not no_wait, progress=progress)
+    if no_wait and not as_json:
+        click.echo(f"asked {len(operations)} agent(s) to restart when idle")
+        return
+    _report(result, as_json, "back")
+    if not no_wait and not result.ok:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("names", nargs=-1)
+@click.option("--all", "all_agents", is_flag=True, help="Every agent of the fleet.")
+@click.option("--wait", is_flag=True, help="Return when every named agent is idle.")
+@click.option("--timeout", default=None, help="With --wait: how long (default restart.timeout).")
+@click.option("--json", "as_json", is_flag=True, help="Print the final report as JSON.")
+@pass_options
+@handles_errors
+def drain(opts: Options, names: tuple[str, ...], all_agents: bool, wait: bool,
+          timeout: str | None, as_json: bool) -> None:
+    """Take no new jobs (running jobs go on); `resume` undoes it."""
+    from .operations import Drain
+    from .operations import run as run_operations
+    from .progress import Progress
+
+    ctx = opts.context()
+    selected = _select(ctx, names, all_agents)
+    operations = [Drain(n, ctx.kind(n)) for n in selected]
+    result = run_operations(operations, ctx.env(), max_parallel=len(operations),
+                            timeout=_duration(timeout) or ctx.fleet.restart.timeout,
+                            stop_on_failure=False, wait=wait,
+                            progress=None if as_json or not wait else Progress())
+    if not wait:
+        failed = [op for op in operations if op.failed]
+        for op in failed:
+            click.echo(f"{op.name}: {op.text}", err=True)
+        click.echo(f"draining {len(operations) - len(failed)} agent(s); they take no new job")
+        sys.exit(1 if failed else 0)
+    _report(result, as_json, "idle")
+    if not result.ok:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("names", nargs=-1)
+@click.option("--all", "all_agents", is_flag=True, help="Every agent of the fleet.")
+@pass_options
+@handles_errors
+def resume(opts: Options, names: tuple[str, ...], all_agents: bool) -> None:
+    """Take jobs again after `drain` (and start agents a hold left down)."""
+    from . import triggers
+
+    ctx = opts.context()
+    for name in _select(ctx, names, all_agents):
+        kind = ctx.kind(name)
+        triggers.clear_drain(ctx.layout, name)
+        if kind == "upstream":
+            triggers.set_server_state(ctx.fleet.server.url, name, "waiting", "")
+        info = ctx.supervisor.process(name)
+        if info.state in ("EXITED", "STOPPED", "FATAL"):
+            ctx.supervisor.start(name, False)
+            click.echo(f"{name}: resumed and started")
+        else:
+            click.echo(f"{name}: resumed")
 
 
 @main.command()
@@ -198,14 +372,32 @@ def _follow(path) -> None:
 
 
 @main.command()
+@click.option("--safe", is_flag=True, help="Drain every agent and wait for running jobs.")
+@click.option("--force", is_flag=True, help="Stop even agents that are running a job.")
+@click.option("--timeout", default=None, help="With --safe: how long to wait for jobs.")
 @pass_options
 @handles_errors
-def down(opts: Options) -> None:
+def down(opts: Options, safe: bool, force: bool, timeout: str | None) -> None:
     """Stop every agent and, in private mode, supervisord."""
+    from .progress import Progress
+    from .reconcile import BusyError
     from .reconcile import down as run_down
 
     ctx = opts.context()
-    stopped = run_down(ctx)
+    try:
+        stopped, drained = run_down(ctx, safe=safe, force=force,
+                                    timeout=_duration(timeout) or ctx.fleet.restart.timeout,
+                                    progress=Progress() if safe else None)
+    except BusyError as exc:
+        for name, text in exc.busy.items():
+            click.echo(f"{name} is busy: {text}", err=True)
+        click.echo("refusing to stop agents that run jobs: use --safe to wait for them,"
+                   " or --force to interrupt them", err=True)
+        sys.exit(1)
+    if drained and not drained.ok:
+        _report(drained, False, "stopped")
+        click.echo("supervisord left running; agents still busy are draining", err=True)
+        sys.exit(1)
     click.echo(f"stopped {len(stopped)} program(s)" + (": " + ", ".join(stopped)
                                                         if stopped else ""))
     if ctx.target.mode == "private":

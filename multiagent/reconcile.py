@@ -13,9 +13,21 @@ from pathlib import Path
 import psutil
 
 from . import plan as planning
+from . import triggers
 from .files import read_text, write_if_changed
 from .fleet import SERVER_PROGRAM, Fleet, FleetError, Problem
 from .layout import MARKER, Layout
+from .operations import (
+    Env,
+    Operation,
+    Remove,
+    Replace,
+    RunResult,
+    SafeRestart,
+    SafeStop,
+    take_snapshot,
+)
+from .operations import run as run_operations
 from .plan import Observed, Plan
 from .procinfo import process_start_time
 from .render import RenderContext, Rendering, render
@@ -49,6 +61,21 @@ class Context:
         return cls(fleet, target, rendering, Layout(fleet.state_dir), Supervisor(target))
 
 
+    def env(self, restart_method: str | None = None) -> Env:
+        return Env(self.supervisor, self.layout, self.rendering.programs,
+                   restart_method or self.fleet.restart.method, self.fleet.restart.restart_dir,
+                   self.fleet.server.url)
+
+    def kind(self, name: str) -> str:
+        """tf-agent, upstream or server; for a program no longer in the fleet, from its file."""
+        if name in self.rendering.programs:
+            return self.rendering.programs[name].kind
+        if name == SERVER_PROGRAM:
+            return "server"
+        text = read_text(self.target.program_dir / f"{name}{self.target.program_suffix}") or ""
+        return "tf-agent" if "-m multiagent.agent" in text or "tf-agent" in text else "upstream"
+
+
 @dataclass
 class UpReport:
     plan: Plan
@@ -57,6 +84,7 @@ class UpReport:
     started: list[str] = field(default_factory=list)
     pending: list[planning.Action] = field(default_factory=list)
     states: dict[str, str] = field(default_factory=dict)
+    applied: RunResult | None = None
 
 
 def managed_programs(ctx: Context, loaded: dict[str, str]) -> set[str]:
@@ -190,7 +218,13 @@ def wait_settled(supervisor: Supervisor, names: list[str], timeout: float,
         time.sleep(0.1)
 
 
-def up(ctx: Context, wait: bool = True, timeout: float = 60.0) -> UpReport:
+OPERATION_FOR = {planning.RESTART: SafeRestart, planning.REPLACE: Replace,
+                 planning.REMOVE: Remove}
+
+
+def up(ctx: Context, wait: bool = True, timeout: float = 60.0,
+       apply_changes: bool = True, restart_timeout: float | None = None,
+       progress: Callable[[list[Operation]], None] | None = None) -> UpReport:
     check_host(ctx)
     plan = make_plan(ctx)
     report = UpReport(plan)
@@ -215,35 +249,79 @@ def up(ctx: Context, wait: bool = True, timeout: float = 60.0) -> UpReport:
                     raise
         report.started.append(action.name)
     report.pending = plan.of_kind(planning.RESTART, planning.REPLACE, planning.REMOVE)
+    if apply_changes and report.pending:
+        # Every changed agent at once: each waits for its own job, none for another's.
+        operations = [OPERATION_FOR[a.kind](a.name, ctx.kind(a.name)) for a in report.pending]
+        report.applied = run_operations(
+            operations, ctx.env(), max_parallel=len(operations),
+            timeout=restart_timeout or ctx.fleet.restart.timeout, stop_on_failure=False,
+            wait=wait, progress=progress)
     if wait and report.started:
         report.states = wait_settled(supervisor, report.started, timeout)
     return report
 
 
-def down(ctx: Context, timeout: float = 120.0) -> list[str]:
-    """Stop every agent (and the private supervisord). Returns the programs stopped."""
+class BusyError(Exception):
+    def __init__(self, busy: dict[str, str]):
+        super().__init__("; ".join(f"{n}: {t}" for n, t in busy.items()))
+        self.busy = busy
+
+
+def busy_agents(ctx: Context, names: list[str]) -> dict[str, str]:
+    env = ctx.env()
+    snap = take_snapshot(env, names)
+    found = {}
+    for name in names:
+        is_busy, text = snap.busy(name, ctx.kind(name))
+        if is_busy:
+            found[name] = text
+    return found
+
+
+def down(ctx: Context, *, safe: bool = False, force: bool = False, timeout: float = 120.0,
+         progress: Callable[[list[Operation]], None] | None = None) -> tuple[list[str],
+                                                                            RunResult | None]:
+    """Stop every agent (and the private supervisord). `safe` waits for running jobs;
+    without it, running jobs make it refuse unless `force`."""
     supervisor = ctx.supervisor
     if not supervisor.is_running():
-        return []
+        return [], None
     processes = supervisor.processes()
     managed = managed_programs(ctx, {n: i.state for n, i in processes.items()})
-    stopped = sorted(n for n in managed if n in processes
+    running = sorted(n for n in managed if n in processes
                      and processes[n].state not in planning.DOWN_STATES)
+    drained = None
+    if safe:
+        agents = [n for n in running if n != SERVER_PROGRAM]
+        operations: list[Operation] = [SafeStop(n, ctx.kind(n)) for n in agents]
+        drained = run_operations(operations, ctx.env(), max_parallel=max(1, len(operations)),
+                                 timeout=timeout, stop_on_failure=False, progress=progress)
+        if not drained.ok:
+            return running, drained
+    elif not force:
+        busy = busy_agents(ctx, [n for n in running if n != SERVER_PROGRAM])
+        if busy:
+            raise BusyError(busy)
     if ctx.target.mode == "private":
         pid = supervisor.pid()
         supervisor.shutdown()  # stops every program, waiting stopwaitsecs for each, then exits
-        deadline = time.monotonic() + timeout
-        while psutil.pid_exists(pid) and time.monotonic() < deadline:
-            try:
-                if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                    break
-            except psutil.NoSuchProcess:
-                break
+        deadline = time.monotonic() + max(timeout, 30.0)
+        while _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+        if _alive(pid):
             raise SupervisorError(f"supervisord (pid {pid}) did not exit within {timeout:.0f} s")
     else:
         # Agents first, the server last, so agents can report their state on the way out.
-        for name in sorted(stopped, key=lambda n: n == SERVER_PROGRAM):
+        for name in sorted(running, key=lambda n: n == SERVER_PROGRAM):
             supervisor.stop(name, True)
-    return stopped
+    if safe:
+        for name in running:
+            triggers.clear_drain(ctx.layout, name)  # a later `up` starts them again
+    return running, drained
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

@@ -20,7 +20,7 @@ def three_agents(extra: dict | None = None) -> dict:
 def test_up_starts_every_agent_and_second_up_touches_nothing(fleet_env):
     fleet_env.write(three_agents())
     first = fleet_env.run("up")
-    assert "3 started" in first.stdout
+    assert "3 add" in first.stdout
     status = fleet_env.status()
     assert {n: s["process"] for n, s in status.items()} == {
         "agent-01": "RUNNING", "agent-02": "RUNNING", "agent-03": "RUNNING"}
@@ -31,7 +31,7 @@ def test_up_starts_every_agent_and_second_up_touches_nothing(fleet_env):
 
     second = fleet_env.run("up")
     assert "wrote" not in second.stdout
-    assert "0 started, 0 pending, 3 unchanged" in second.stdout
+    assert second.stdout.strip() == "3 unchanged"
     assert {p: p.stat().st_mtime_ns for p in files} == mtimes
     assert {n: s["pid"] for n, s in fleet_env.status().items()} == pids
     plan = fleet_env.run("plan")
@@ -52,16 +52,20 @@ def test_adding_an_agent_starts_only_it(fleet_env):
     assert {n: status[n]["pid"] for n in pids} == pids
 
 
-def test_changed_agent_is_reported_and_left_running(fleet_env):
+def test_changed_agent_is_restarted_and_the_others_are_not(fleet_env):
     fleet_env.write(three_agents())
     fleet_env.run("up")
-    pid = fleet_env.status()["agent-02"]["pid"]
+    pids = {n: s["pid"] for n, s in fleet_env.status().items()}
     fleet_env.write(three_agents({"agent-02": {"job_queues": ["other"]}}))
-    out = fleet_env.run("up").stdout
-    assert "agent-02 needs a restart" in out
-    assert fleet_env.status()["agent-02"]["pid"] == pid
-    # the change stays visible until it is applied
     assert "restart    agent-02" in fleet_env.run("plan").stdout
+    out = fleet_env.run("up").stdout
+    assert "1 restart, 2 unchanged" in out
+    status = fleet_env.status()
+    assert status["agent-02"]["process"] == "RUNNING"
+    assert status["agent-02"]["pid"] != pids["agent-02"]
+    assert {n: status[n]["pid"] for n in ("agent-01", "agent-03")} == {
+        n: pids[n] for n in ("agent-01", "agent-03")}
+    assert fleet_env.run("up").stdout.strip() == "3 unchanged"
 
 
 def test_agent_that_fails_at_once_ends_fatal_and_status_says_why(fleet_env):

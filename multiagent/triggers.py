@@ -1,0 +1,93 @@
+"""How tf-fleet asks an agent to do something when it is idle: SIGUSR1, the restart file,
+the drain flag, and (for upstream agents) the server-side agent state."""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from .files import write_atomic
+from .layout import Layout
+from .supervisor import Supervisor
+
+DRAIN = "drain"  # take no new job, stay up
+HOLD = "hold"  # take no new job, exit 0 once idle, and stay down
+
+
+class TriggerError(Exception):
+    pass
+
+
+def restart_file(restart_dir: str, name: str) -> Path:
+    return Path(restart_dir) / f"TESTFLINGER-DEVICE-RESTART-{name}"
+
+
+def ask_restart_by_signal(supervisor: Supervisor, name: str) -> None:
+    supervisor.signal(name, "USR1")
+
+
+def ask_restart_by_file(restart_dir: str, name: str) -> Path:
+    """Create the restart file. The directory is usually /tmp, writable by anyone: never
+    follow a planted symlink, and never take over a file somebody else made."""
+    path = restart_file(restart_dir, name)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        st = os.lstat(path)
+        if not os.path.isfile(path) or os.path.islink(path) or st.st_uid not in (0, os.geteuid()):
+            raise TriggerError(f"{path} exists and is not a regular file of ours; remove it"
+                               " and try again") from None
+        return path  # already asked
+    except OSError as exc:
+        raise TriggerError(f"cannot create {path}: {exc.strerror}") from exc
+    with os.fdopen(fd, "w") as handle:
+        handle.write("restart requested by tf-fleet\n")
+    return path
+
+
+def withdraw_restart_file(restart_dir: str, name: str) -> None:
+    path = restart_file(restart_dir, name)
+    if path.is_file() and not path.is_symlink():
+        path.unlink(missing_ok=True)
+
+
+def read_drain(layout: Layout, name: str) -> str | None:
+    try:
+        text = layout.drain_file(name).read_text().strip()
+    except FileNotFoundError:
+        return None
+    return HOLD if text == HOLD else DRAIN
+
+
+def set_drain(layout: Layout, name: str, mode: str = DRAIN) -> None:
+    write_atomic(layout.drain_file(name), mode + "\n")
+
+
+def clear_drain(layout: Layout, name: str) -> None:
+    layout.drain_file(name).unlink(missing_ok=True)
+
+
+def set_server_state(server_url: str, name: str, state: str, comment: str) -> None:
+    """Upstream agents read their state from the server: `offline` makes an idle one stop
+    taking jobs, `waiting` lets it go on. The only drain an upstream agent understands."""
+    body = json.dumps({"state": state, "comment": comment}).encode()
+    request = urllib.request.Request(f"{server_url}/v1/agents/data/{name}", data=body,
+                                     headers={"Content-Type": "application/json"},
+                                     method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            response.read()
+    except (urllib.error.URLError, OSError) as exc:
+        raise TriggerError(f"cannot set {name}'s state on {server_url}: {exc}") from exc
+
+
+def get_server_agent(server_url: str, name: str) -> dict:
+    try:
+        with urllib.request.urlopen(f"{server_url}/v1/agents/data/{name}", timeout=5) as resp:
+            data = json.loads(resp.read() or b"{}")
+    except (urllib.error.URLError, OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
