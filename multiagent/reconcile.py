@@ -162,7 +162,7 @@ def check_host(ctx: Context) -> None:
 def prepare_dirs(ctx: Context) -> None:
     layout = ctx.layout
     for directory in (layout.state_dir, layout.run_dir, layout.logs_dir,
-                      ctx.target.program_dir):
+                      ctx.target.program_dir, Path(ctx.fleet.restart.restart_dir)):
         directory.mkdir(parents=True, exist_ok=True)
     if ctx.fleet.server.embedded:
         layout.server_db.parent.mkdir(parents=True, exist_ok=True)

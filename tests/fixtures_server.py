@@ -29,6 +29,7 @@ class LocalServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.extra_args = extra_args or []
         self.proc: subprocess.Popen[bytes] | None = None
+        self.returncode: int | None = None  # exit status of the last stopped process
 
     def start(self, timeout: float = 15.0) -> None:
         cmd = [
@@ -42,7 +43,9 @@ class LocalServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited {self.proc.returncode}: {self.log_path.read_text()}")
+                raise RuntimeError(
+                    f"server exited {self.proc.returncode}: {self.log_path.read_text()}"
+                )
             try:
                 if requests.get(self.url + "/v1", timeout=1).status_code == 200:
                     return
@@ -59,6 +62,8 @@ class LocalServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.proc:
+            self.returncode = self.proc.returncode
         self.proc = None
 
     # Client helpers used by agent and fleet tests.
@@ -70,6 +75,12 @@ class LocalServer:
     def result(self, job_id: str) -> dict:
         resp = requests.get(f"{self.url}/v1/result/{job_id}", timeout=10)
         return resp.json() if resp.status_code == 200 else {}
+
+    def output(self, job_id: str, log_type: str = "output") -> str:
+        """The job's whole output (or serial) log as one text, phases in run order."""
+        resp = requests.get(f"{self.url}/v1/result/{job_id}/log/{log_type}",
+                            params={"format": "text"}, timeout=10)
+        return resp.text if resp.status_code == 200 else ""
 
     def job_state(self, job_id: str) -> str | None:
         return self.result(job_id).get("job_state")

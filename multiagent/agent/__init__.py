@@ -1,0 +1,33 @@
+"""tf-agent: a Testflinger device agent that restarts safely and reports what it does.
+
+Modules, one job each: config (the upstream YAML), client (REST on http.client),
+job (phases, process groups, stop conditions), attachments (safe unpack),
+outcome (deliver exactly once / keep for later), status (status file, drain
+flag, lock), triggers (signals, restart file, wake-up pipe), loop (main loop),
+metrics (Prometheus text), main (CLI).
+
+Exit status: 0 stopped (SIGTERM, drain `hold`), 1 safe restart (SIGUSR1,
+restart file, server state `restart`), 2 bad config, 3 another process holds
+the agent's lock, 70 internal error.
+
+Deliberate differences from upstream, for a host that restarts agents often:
+* `polling_interval` also accepts a float (tests poll every 0.2 s).
+* Output fragments every 2 s and cancel checks every 2 s (upstream: 10 s).
+  Stop conditions SIGKILL the whole process group, not just the shell.
+* A cancelled job keeps job_state `cancelled` (upstream overwrites it with
+  `complete`); cleanup after a cancel is not killed by the cancel checker.
+* SIGTERM mid-job kills the phase, skips cleanup (stopwaitsecs is short), posts
+  the status with the killed phase as 247 and job_state `cancelled`, then exits 0.
+* Log fragments the server could not take are kept and delivered with the outcome.
+* An admin's `offline`/`maintenance` (any comment not written by tf-agent itself,
+  including the recovery-failure one) survives a restart; upstream's start-up
+  post of `waiting` would clear it. A restart asked while offline happens at once
+  (the agent is idle) and leaves that state as it is.
+* Job events (webhooks) are not sent; the ssh os-release probe is not done.
+"""
+
+from __future__ import annotations
+
+# Kept here (not read from package metadata) so the idle agent does not import
+# importlib.metadata just to print a version.
+__version__ = "0.1.0"

@@ -1,0 +1,362 @@
+"""The agent's main loop: register, poll, run jobs, honour restart/drain/stop requests.
+
+Every wait goes through `Triggers.waker`, so SIGUSR1/SIGTERM end it at once;
+the restart file and drain flag are looked at every `TICK` seconds while idle.
+Network failures never escape the loop: they set a capped back-off.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from multiagent.agent import outcome
+from multiagent.agent.client import Client, ServerUnreachable
+from multiagent.agent.config import PHASES, AgentConfig
+from multiagent.agent.metrics import Metrics
+from multiagent.agent.status import DrainFlag, StatusFile
+from multiagent.agent.triggers import Triggers
+
+log = logging.getLogger("tf-agent")
+
+TICK = 0.5  # idle check period for the restart file and drain flag
+HEARTBEAT_EVERY = 240.0  # POST agent data at least this often (server's updated_at)
+BACKOFF_MIN, BACKOFF_MAX = 1.0, 30.0
+EXIT_STOPPED, EXIT_RESTART = 0, 1
+FAREWELL_TIMEOUT = 2.0
+# Comments the agent itself writes when going down; a state with one of these is
+# not an admin's offline and is cleared at the next start.
+OWN_COMMENT_PREFIX = "tf-agent "
+OFF_STATES = ("offline", "maintenance")
+
+
+class Agent:
+    def __init__(
+        self,
+        cfg: AgentConfig,
+        status: StatusFile,
+        drain: DrainFlag,
+        triggers: Triggers,
+        metrics: Metrics,
+        token_file: str | None = None,
+    ):
+        self.cfg = cfg
+        self.status = status
+        self.drain = drain
+        self.triggers = triggers
+        self.metrics = metrics
+        self.client = Client(cfg.server_address, cfg.agent_id, token_file=token_file)
+        self.interval = float(cfg.polling_interval)
+        self.registered = False
+        self.backoff = 0.0
+        self.retry_at = 0.0
+        self.server_state = ""
+        self.server_comment = ""
+        self.restricted: list[str] = []
+        self.deferred_offline: str | None = None  # comment to post after the job
+        self.last_agent_post = 0.0
+        self.busy = False
+        self._drain_seen: str | None = None
+        self._retry_warned: set[str] = set()
+
+    # -- reachability -------------------------------------------------------------
+    def net_ok(self) -> bool:
+        return time.monotonic() >= self.retry_at
+
+    def net_failed(self, exc: Exception) -> None:
+        first = self.backoff == 0
+        self.backoff = min(max(BACKOFF_MIN, self.backoff * 2), BACKOFF_MAX)
+        self.retry_at = time.monotonic() + self.backoff
+        if first:
+            log.warning("server unreachable (%s); retrying with back-off", exc)
+        if self.status.data["server_reachable"]:
+            self.status.update(server_reachable=False)
+
+    def net_succeeded(self) -> None:
+        if self.backoff:
+            log.info("server reachable again")
+        self.backoff = 0.0
+        self.retry_at = 0.0
+        if not self.status.data["server_reachable"]:
+            self.status.update(server_reachable=True)
+
+    # -- hooks used by Job --------------------------------------------------------
+    def stop_requested(self) -> bool:
+        return self.triggers.stop_reason is not None
+
+    def set_phase(self, phase: str | None, job_id: str | None) -> None:
+        self.status.update(state=phase or self.status.data["state"], phase=phase, job_id=job_id)
+
+    def pending_comment(self) -> str:
+        return self.deferred_offline or ""
+
+    def recovery_failed(self, job_id: str) -> None:
+        comment = f"Set to offline by agent. Recovery failed during job '{job_id}' execution."
+        self.deferred_offline = comment
+        self._post_agent({"state": "offline", "comment": comment})
+
+    def read_server_state_busy(self) -> None:
+        """Between phases: remember an offline/maintenance/restart request for after the job."""
+        data = self._get_agent_data()
+        if data is None:
+            return
+        state, comment = data.get("state") or "", data.get("comment") or ""
+        if state in OFF_STATES and self.deferred_offline is None:
+            log.info("server set %s during a job; going offline after it", state)
+            self.deferred_offline = comment
+        elif state == "restart":
+            self._request_restart("server")
+
+    def busy_tick(self) -> None:
+        """Every few seconds inside a running phase."""
+        self.triggers.check_restart_file()
+        if self.triggers.restart_pending:
+            self._show_restart()
+        self._heartbeat_if_due()
+
+    def wait_busy(self, seconds: float) -> bool:
+        """Sleep inside a job (allocate); True if the agent must stop."""
+        deadline = time.monotonic() + seconds
+        while not self.stop_requested():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self.triggers.waker.wait(min(remaining, 2.0))
+            self.busy_tick()
+        return True
+
+    # -- helpers ----------------------------------------------------------------
+    def _post_agent(self, data: dict[str, Any], timeout: float | None = None) -> bool:
+        if not self.net_ok():
+            return False
+        try:
+            ok = self.client.post_agent_data(data, timeout=timeout)
+        except ServerUnreachable as exc:
+            self.net_failed(exc)
+            return False
+        self.net_succeeded()
+        if "state" in data:
+            self.last_agent_post = time.monotonic()
+        return ok
+
+    def _get_agent_data(self) -> dict[str, Any] | None:
+        if not self.net_ok():
+            return None
+        try:
+            data = self.client.get_agent_data()
+        except ServerUnreachable as exc:
+            self.net_failed(exc)
+            return None
+        self.net_succeeded()
+        return data
+
+    def _heartbeat_if_due(self) -> None:
+        if time.monotonic() - self.last_agent_post < HEARTBEAT_EVERY:
+            return
+        data = self._get_agent_data()
+        if data is None:
+            return
+        state = data.get("state") or self._local_server_state()
+        self._post_agent({"state": state, "comment": data.get("comment") or ""})
+
+    def _local_server_state(self) -> str:
+        phase = self.status.data["phase"]
+        return phase if phase else "waiting"
+
+    def _request_restart(self, reason: str) -> None:
+        self.triggers.request_restart(reason)
+        self._show_restart()
+
+    def _show_restart(self) -> None:
+        if not self.status.data["restart_pending"]:
+            log.info("restart pending (%s)%s", self.triggers.restart_reason,
+                     "; after the running job" if self.busy else "")
+            self.metrics.restart_pending = 1
+            self.status.update(restart_pending=True, restart_reason=self.triggers.restart_reason)
+
+    def _wait_idle(self, seconds: float) -> None:
+        """Sleep, but wake at once on signals and within TICK on restart file / drain changes."""
+        deadline = time.monotonic() + seconds
+        while True:
+            if self.stop_requested() or self.triggers.restart_pending:
+                return
+            if self.triggers.check_restart_file():
+                return
+            if self.drain.read() != self._drain_seen:
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self.triggers.waker.wait(min(remaining, TICK))
+
+    # -- exits --------------------------------------------------------------------
+    def _farewell(self, state: str, comment: str) -> None:
+        if self.server_state in OFF_STATES and not self.server_comment.startswith(
+                OWN_COMMENT_PREFIX):
+            # Keep an admin's offline/maintenance (and its comment) across the restart.
+            self._post_agent({"state": self.server_state, "comment": self.server_comment},
+                             timeout=FAREWELL_TIMEOUT)
+        else:
+            self._post_agent({"state": "offline", "comment": OWN_COMMENT_PREFIX + comment},
+                             timeout=FAREWELL_TIMEOUT)
+        self.status.update(state=state, job_id=None, phase=None)
+
+    def _exit_restart(self) -> int:
+        reason = self.triggers.restart_reason or "restart"
+        log.info("restarting (%s)", reason)
+        self.status.update(state="restarting", restart_pending=True, restart_reason=reason)
+        self.triggers.consume_restart_file()
+        self._farewell("restarting", f"restarting: {reason}")
+        return EXIT_RESTART
+
+    def _exit_stop(self) -> int:
+        log.info("stopping (%s)", self.triggers.stop_reason)
+        self._farewell("stopped", f"stopped ({self.triggers.stop_reason})")
+        return EXIT_STOPPED
+
+    # -- main loop ------------------------------------------------------------------
+    def run(self) -> int:
+        self.status.update(state="starting")
+        while True:
+            code = self._step()
+            if code is not None:
+                return code
+
+    def _step(self) -> int | None:
+        if self.stop_requested():
+            return self._exit_stop()
+        self.triggers.check_restart_file()
+        if self.triggers.restart_pending:
+            return self._exit_restart()
+        if not self.net_ok():
+            self._wait_idle(self.retry_at - time.monotonic())
+            return None
+        try:
+            return self._poll_once()
+        except ServerUnreachable as exc:
+            self.net_failed(exc)
+            return None
+
+    def _register(self) -> None:
+        cfg = self.cfg
+        data = self.client.get_agent_data()
+        state, comment = data.get("state") or "", data.get("comment") or ""
+        if state in OFF_STATES and not comment.startswith(OWN_COMMENT_PREFIX):
+            # An admin's offline/maintenance survives our restarts (upstream clears it).
+            log.info("server has this agent %s (%s); keeping it", state, comment)
+            self.client.post_agent_data({"state": state, "comment": comment})
+        else:
+            self.client.post_agent_data({"state": "waiting", "comment": ""})
+        if cfg.advertised_queues:
+            self.client.post_queues(cfg.advertised_queues)
+        if cfg.advertised_images:
+            self.client.post_images(cfg.advertised_images)
+        info: dict[str, Any] = {
+            "location": cfg.location or "", "queues": list(cfg.job_queues),
+            "provision_type": cfg.provision_type or "",
+        }
+        if cfg.identifier:
+            info["identifier"] = cfg.identifier
+        self.client.post_agent_data(info)
+        self.last_agent_post = time.monotonic()
+        self.registered = True
+        self.net_succeeded()
+        log.info("registered with %s as %s", self.client.server, cfg.agent_id)
+
+    def _read_server_state(self) -> None:
+        data = self.client.get_agent_data()
+        self.net_succeeded()
+        self.server_state = data.get("state") or ""
+        self.server_comment = data.get("comment") or ""
+        restricted = data.get("restricted_to") or {}
+        self.restricted = [q for q, owners in restricted.items() if owners] if isinstance(
+            restricted, dict) else []
+
+    def _poll_once(self) -> int | None:
+        if not self.registered:
+            self._register()
+        self._retry_stored()
+        self._read_server_state()
+        if self.server_state in OFF_STATES:
+            self.status.update(state=self.server_state, drained=False)
+            self._heartbeat_if_due()
+            self._wait_idle(self.interval)
+            return None
+        if self.server_state == "restart":
+            self._request_restart("server")
+            return None
+        if self._heartbeat_due():
+            if self.cfg.advertised_queues:
+                self.client.post_queues(self.cfg.advertised_queues)
+            self._post_agent({"state": self.server_state or "waiting",
+                              "comment": self.server_comment})
+        # Checked immediately before the poll: no window to take a job once drained.
+        drain = self._drain_seen = self.drain.read()
+        if drain == "hold":
+            log.info("drain flag says hold: exiting and staying down")
+            self.status.update(drained=True)
+            self._farewell("stopped", "held (drain hold)")
+            return EXIT_STOPPED
+        if drain:
+            if self.status.data["state"] != "drained" or not self.status.data["drained"]:
+                log.info("drained: taking no new job")
+            self.status.update(state="drained", drained=True, job_id=None, phase=None)
+            self._wait_idle(self.interval)
+            return None
+        code, job = self.client.poll_job(self.restricted or list(self.cfg.job_queues))
+        self.net_succeeded()
+        answered = code in (200, 204)
+        if code == 401:
+            self.registered = False  # lost the agent_name cookie: register again
+        changes: dict[str, Any] = {"drained": False, "job_id": None, "phase": None}
+        if answered:
+            changes["last_poll"] = time.time()
+        if job is None:
+            self.status.update(state="waiting", **changes)
+            self._wait_idle(self.interval)
+            return None
+        self.status.update(**changes)
+        self._run_job(job)
+        return None
+
+    def _heartbeat_due(self) -> bool:
+        return time.monotonic() - self.last_agent_post >= HEARTBEAT_EVERY
+
+    def _run_job(self, job: dict[str, Any]) -> None:
+        from multiagent.agent.job import Job  # keeps the idle agent's imports small
+
+        job_id = job.get("job_id")
+        if not job_id:
+            log.error("job without job_id: %s", job)
+            return
+        log.info("starting job %s", job_id)
+        self.busy = True
+        self.status.update(state=PHASES[0], job_id=str(job_id), phase=None)
+        try:
+            Job(self, job).run()
+        finally:
+            self.busy = False
+        log.info("job %s done", job_id)
+        self.status.update(job_id=None, phase=None)
+        if self.stop_requested():
+            return
+        self.triggers.check_restart_file()
+        self.read_server_state_busy()
+        if self.deferred_offline is not None:
+            self._post_agent({"state": "offline", "comment": self.deferred_offline})
+            self.deferred_offline = None
+        elif not self.triggers.restart_pending:
+            self._post_agent({"state": "waiting", "comment": ""})
+
+    def _retry_stored(self) -> None:
+        names = outcome.pending(self.cfg.results_basedir)
+        if not names:
+            return
+        try:
+            n = outcome.retry_stored(self.client, self.cfg.results_basedir)
+        except OSError as exc:
+            log.error("cannot re-send stored outcomes: %s", exc)
+            return
+        if n:
+            self.net_succeeded()

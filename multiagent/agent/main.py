@@ -1,0 +1,127 @@
+"""tf-agent command line (argparse: click costs start-up time and memory)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from multiagent.agent import __version__
+
+EXIT_CONFIG = 2
+EXIT_LOCKED = 3
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="tf-agent", description="Testflinger device agent with safe restarts."
+    )
+    parser.add_argument("-c", "--config", default="testflinger-agent.conf",
+                        help="agent config (upstream YAML format)")
+    parser.add_argument("-p", "--metrics_port", "--metrics-port", dest="metrics_port", type=int,
+                        help="serve Prometheus metrics on 127.0.0.1:PORT")
+    parser.add_argument("--token-file", "--token_file", dest="token_file",
+                        help='JSON {"refresh_token": ...} for the server\'s OAuth2 refresh flow')
+    parser.add_argument("--run-dir", help="status file, drain flag and lock (default: the "
+                        "config file's directory)")
+    parser.add_argument("--restart-dir", default="/tmp",
+                        help="where TESTFLINGER-DEVICE-RESTART-<agent> is looked for")
+    parser.add_argument("--version", action="version", version=f"tf-agent {__version__}")
+    return parser.parse_args(argv)
+
+
+def setup_logging(cfg) -> None:
+    level = logging.getLevelName(str(cfg.logging_level).upper())
+    if not isinstance(level, int):
+        level = logging.INFO
+    root = logging.getLogger()
+    root.setLevel(level)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not cfg.logging_quiet:
+        console = logging.StreamHandler(sys.stderr)
+        console.setFormatter(fmt)
+        root.addHandler(console)
+    try:
+        from logging.handlers import TimedRotatingFileHandler
+
+        os.makedirs(cfg.logging_basedir, exist_ok=True)
+        handler = TimedRotatingFileHandler(
+            os.path.join(cfg.logging_basedir, "testflinger-agent.log"),
+            when="midnight", backupCount=6,
+        )
+        handler.setFormatter(fmt)
+        root.addHandler(handler)
+    except OSError as exc:
+        logging.getLogger("tf-agent").warning("no log file in %s: %s", cfg.logging_basedir, exc)
+
+
+def fail(message: str, code: int) -> int:
+    print(f"tf-agent: {message}", file=sys.stderr)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    from multiagent.agent.config import ConfigError, load
+    from multiagent.agent.status import AgentLock, DrainFlag, LockHeld, StatusFile
+    from multiagent.agent.triggers import Triggers
+
+    args = parse_args(argv)
+    try:
+        cfg = load(args.config)
+    except ConfigError as exc:
+        return fail(str(exc), EXIT_CONFIG)
+    agent_id = cfg.agent_id
+    # Handlers go in first: SIGUSR1's default action would kill the process.
+    triggers = Triggers(agent_id, args.restart_dir)
+    triggers.install()
+
+    run_dir = args.run_dir or os.path.dirname(os.path.abspath(args.config))
+    for key, path in (("--run-dir", run_dir), ("execution_basedir", cfg.execution_basedir),
+                      ("results_basedir", cfg.results_basedir)):
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as exc:
+            return fail(f"{args.config}: key {key!r}: cannot create {path}: {exc.strerror}",
+                        EXIT_CONFIG)
+
+    lock = AgentLock(run_dir, agent_id)
+    try:
+        lock.acquire()
+    except LockHeld as exc:
+        return fail(f"agent {agent_id!r} is already running: pid {exc.pid or '?'} holds "
+                    f"{exc.path}", EXIT_LOCKED)
+
+    setup_logging(cfg)
+    log = logging.getLogger("tf-agent")
+    status = StatusFile(run_dir, agent_id)
+    drain = DrainFlag(run_dir, agent_id)
+    if drain.read() == "hold":
+        log.info("drain flag %s says hold: not starting", drain.path)
+        status.update(state="stopped", drained=True)
+        return 0
+
+    from multiagent.agent.loop import Agent
+    from multiagent.agent.metrics import Metrics
+
+    metrics = Metrics(agent_id)
+    if args.metrics_port:
+        try:
+            metrics.serve(args.metrics_port)
+        except OSError as exc:
+            return fail(f"cannot serve metrics on 127.0.0.1:{args.metrics_port}: {exc}",
+                        EXIT_CONFIG)
+    log.info("tf-agent %s starting as %s (pid %s)", __version__, agent_id, os.getpid())
+    agent = Agent(cfg, status, drain, triggers, metrics, token_file=args.token_file)
+    try:
+        code = agent.run()
+    except Exception:
+        log.exception("tf-agent crashed")
+        status.update(state="stopped")
+        return 70
+    log.info("exiting with status %s", code)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

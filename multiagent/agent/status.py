@@ -1,0 +1,105 @@
+"""The local interface to tf-fleet: status file, drain flag and the one-agent-per-name lock."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from typing import Any
+
+from multiagent.agent import __version__
+
+STATES = (
+    "starting", "waiting", "setup", "provision", "firmware_update", "test", "allocate",
+    "reserve", "cleanup", "offline", "maintenance", "drained", "restarting", "stopped",
+)
+
+
+class StatusFile:
+    """`<run-dir>/<agent>.json`, rewritten atomically so readers never see half a file."""
+
+    def __init__(self, run_dir: str, agent: str):
+        self.path = os.path.join(run_dir, f"{agent}.json")
+        self.data: dict[str, Any] = {
+            "agent": agent,
+            "pid": os.getpid(),
+            "state": "starting",
+            "job_id": None,
+            "phase": None,
+            "since": time.time(),
+            "last_poll": None,
+            "restart_pending": False,
+            "restart_reason": None,
+            "drained": False,
+            "server_reachable": False,
+            "version": __version__,
+        }
+
+    def update(self, **changes: Any) -> None:
+        """Apply changes and rewrite the file; `since` moves only when the state changes."""
+        state = changes.get("state")
+        if state is not None and state != self.data["state"]:
+            changes.setdefault("since", time.time())
+        self.data.update(changes)
+        self.write()
+
+    def write(self) -> None:
+        tmp = f"{self.path}.{os.getpid()}.tmp"
+        try:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                json.dump(self.data, fh)
+            os.replace(tmp, self.path)
+        except OSError:
+            # The status file is advisory; a full disk must not stop the agent.
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+
+class DrainFlag:
+    """`<run-dir>/<agent>.drain`: take no new job; content `hold` means stay down."""
+
+    def __init__(self, run_dir: str, agent: str):
+        self.path = os.path.join(run_dir, f"{agent}.drain")
+
+    def read(self) -> str | None:
+        """None if absent, else 'hold' or 'drain'."""
+        try:
+            with open(self.path, encoding="utf-8", errors="replace") as fh:
+                content = fh.read(64).strip()
+        except FileNotFoundError:
+            return None
+        except OSError:
+            return "drain"  # present but unreadable: err on the side of taking no job
+        return "hold" if content == "hold" else "drain"
+
+
+class LockHeld(Exception):
+    def __init__(self, path: str, pid: str):
+        self.path = path
+        self.pid = pid
+        super().__init__(f"{path} is held by pid {pid or '?'}")
+
+
+class AgentLock:
+    """`<run-dir>/<agent>.lock` (flock, holding our pid) so one name runs once per host."""
+
+    def __init__(self, run_dir: str, agent: str):
+        self.path = os.path.join(run_dir, f"{agent}.lock")
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            try:
+                pid = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            finally:
+                os.close(fd)
+            raise LockHeld(self.path, pid) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd

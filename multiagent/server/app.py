@@ -1,0 +1,65 @@
+"""Build the Flask application: storage, API, pages."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .db import DAY, Store
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+
+class StripTrailingSlash:
+    """Upstream routes use strict_slashes=False: `/v1/job/` must work like `/v1/job`."""
+
+    def __init__(self, wsgi_app: Callable[..., Iterable[bytes]]) -> None:
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]):
+        path = environ.get("PATH_INFO", "")
+        if len(path) > 1 and path.endswith("/"):
+            environ["PATH_INFO"] = path.rstrip("/") or "/"
+        return self.wsgi_app(environ, start_response)
+
+
+def _add_server_timing(app: Flask, clock_ns: Callable[[], int]) -> None:
+    """`Server-Timing: app;dur=<ms>` on every answer: separates our time from the network's."""
+    from flask import g
+
+    @app.before_request
+    def _start() -> None:
+        g.tf_started_ns = clock_ns()
+
+    @app.after_request
+    def _stop(response):
+        started = g.get("tf_started_ns")
+        if started is not None:
+            response.headers["Server-Timing"] = f"app;dur={(clock_ns() - started) / 1e6:.3f}"
+        return response
+
+
+def create_app(
+    db_path: str | Path,
+    *,
+    clock: Callable[[], float] = time.time,
+    agent_ttl: float = 7 * DAY,
+    token: str | None = None,
+) -> Flask:
+    from flask import Flask
+
+    from . import api, pages
+
+    app = Flask(__name__)
+    app.config["TF_TOKEN"] = token
+    app.config["TF_CLOCK"] = clock
+    app.json.sort_keys = False  # keep documents in the order they were built
+    app.extensions["tf_store"] = Store(db_path, clock=clock, agent_ttl=agent_ttl)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(pages.bp)
+    _add_server_timing(app, clock_ns=time.perf_counter_ns)
+    app.wsgi_app = StripTrailingSlash(app.wsgi_app)  # type: ignore[method-assign]
+    return app

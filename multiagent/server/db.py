@@ -1,0 +1,597 @@
+"""SQLite storage for the local server: one file, WAL, a connection per thread.
+
+All times are epoch seconds from the injected clock, so tests can move time. Expired rows
+are filtered on every read (never visible after their deadline) and deleted by `sweep()`.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .schemas import TEST_PHASES
+
+DAY = 86400.0
+JOB_TTL = 7 * DAY  # upstream TTL index on jobs.created_at (and logs, GridFS, queues)
+AGENT_LOG_KEEP = 100
+PROVISION_LOG_KEEP = 100
+FINAL_STATES = ("cancelled", "complete", "completed")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS agents (
+    name TEXT PRIMARY KEY,
+    doc TEXT NOT NULL DEFAULT '{}',
+    log TEXT NOT NULL DEFAULT '[]',
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS agents_updated ON agents(updated_at);
+CREATE TABLE IF NOT EXISTS queues (
+    name TEXT PRIMARY KEY,
+    description TEXT,
+    images TEXT,
+    updated_at REAL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL UNIQUE,
+    queue TEXT NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 0,
+    state TEXT NOT NULL,
+    attachments_status TEXT,
+    exclude_agents TEXT NOT NULL DEFAULT '[]',
+    job_data TEXT NOT NULL,
+    result_data TEXT NOT NULL DEFAULT '{}',
+    created_at REAL NOT NULL,
+    started_at REAL,
+    agent TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_pop ON jobs(state, queue, priority DESC, seq);
+CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created_at);
+CREATE TABLE IF NOT EXISTS logs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL,
+    log_type TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    fragment_number INTEGER NOT NULL,
+    timestamp TEXT NOT NULL,
+    log_data TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS logs_job ON logs(job_id, log_type, fragment_number);
+CREATE TABLE IF NOT EXISTS blobs (
+    job_id TEXT NOT NULL,
+    kind TEXT NOT NULL,            -- 'artifact' | 'attachments'
+    data BLOB NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (job_id, kind)
+);
+CREATE TABLE IF NOT EXISTS provision_logs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    agent TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    exit_code INTEGER NOT NULL,
+    detail TEXT NOT NULL DEFAULT '',
+    timestamp REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS provision_logs_agent ON provision_logs(agent, id);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL,
+    body TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_job ON events(job_id);
+"""
+
+
+def iso(ts: float | None) -> str | None:
+    """Upstream's wire format for datetimes: naive UTC, seconds, with a trailing Z."""
+    if ts is None:
+        return None
+    dt = datetime.fromtimestamp(ts, timezone.utc).replace(tzinfo=None)
+    return dt.isoformat(timespec="seconds") + "Z"
+
+
+def valid_job_id(job_id: str) -> bool:
+    try:
+        uuid.UUID(job_id)
+    except (ValueError, TypeError, AttributeError):
+        return False
+    return True
+
+
+class Store:
+    """Data access for one SQLite file. Safe to share between threads."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        clock: Callable[[], float],
+        agent_ttl: float = 7 * DAY,
+        job_ttl: float = JOB_TTL,
+    ) -> None:
+        self.path = str(path)
+        self.clock = clock
+        self.agent_ttl = agent_ttl
+        self.job_ttl = job_ttl
+        self._local = threading.local()
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        conn = self.conn()
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.executescript(SCHEMA)
+
+    # -- connections and transactions -------------------------------------------------
+    def conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            # Autocommit mode: transactions are opened explicitly with BEGIN IMMEDIATE, so
+            # a read-then-write (pop, merge) holds the write lock from its first read.
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                   timeout=30)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA busy_timeout=30000")
+            # WAL + NORMAL: durable across process crashes, fsync only at checkpoints.
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=OFF")
+            self._local.conn = conn
+        return conn
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        conn = self.conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _agent_cutoff(self) -> float:
+        return self.clock() - self.agent_ttl
+
+    def _job_cutoff(self) -> float:
+        return self.clock() - self.job_ttl
+
+    # -- agents -----------------------------------------------------------------------
+    def post_agent(self, name: str, fields: dict[str, Any]) -> None:
+        """Upstream C: `$set` every field but `log`, push `log` (keep 100), bump updated_at."""
+        now = self.clock()
+        fields = dict(fields)
+        new_log = fields.pop("log", None)
+        with self.write() as conn:
+            row = conn.execute(
+                "SELECT doc, log, updated_at FROM agents WHERE name = ?", (name,)
+            ).fetchone()
+            # An expired row that the sweep has not removed yet starts afresh.
+            if row is None or row["updated_at"] < now - self.agent_ttl:
+                doc: dict[str, Any] = {}
+                log: list[str] = []
+            else:
+                doc, log = json.loads(row["doc"]), json.loads(row["log"])
+            doc.update(fields)
+            if new_log:
+                log = (log + new_log)[-AGENT_LOG_KEEP:]
+            conn.execute(
+                "INSERT INTO agents(name, doc, log, updated_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET doc = excluded.doc, log = excluded.log, "
+                "updated_at = excluded.updated_at",
+                (name, json.dumps(doc), json.dumps(log), now),
+            )
+
+    @staticmethod
+    def _agent_view(row: sqlite3.Row, *, with_log: bool = False) -> dict[str, Any]:
+        doc = json.loads(row["doc"])
+        doc["name"] = row["name"]
+        doc["updated_at"] = iso(row["updated_at"])
+        doc["updated_at_ts"] = row["updated_at"]
+        # The local server has no restricted queues; the agent still reads the key.
+        doc["restricted_to"] = {}
+        if with_log:
+            doc["log"] = json.loads(row["log"])
+        return doc
+
+    def get_agent(self, name: str, *, with_log: bool = False) -> dict[str, Any] | None:
+        row = self.conn().execute(
+            "SELECT * FROM agents WHERE name = ? AND updated_at >= ?",
+            (name, self._agent_cutoff()),
+        ).fetchone()
+        return self._agent_view(row, with_log=with_log) if row else None
+
+    def list_agents(self) -> list[dict[str, Any]]:
+        rows = self.conn().execute(
+            "SELECT * FROM agents WHERE updated_at >= ? ORDER BY name", (self._agent_cutoff(),)
+        ).fetchall()
+        return [self._agent_view(row) for row in rows]
+
+    def agents_in_queue(self, queue: str) -> list[dict[str, Any]]:
+        return [a for a in self.list_agents() if queue in (a.get("queues") or [])]
+
+    def add_provision_log(self, agent: str, job_id: str, exit_code: int, detail: str) -> bool:
+        """Store one provision result; False when the agent is unknown (stored anyway)."""
+        now = self.clock()
+        with self.write() as conn:
+            conn.execute(
+                "INSERT INTO provision_logs(agent, job_id, exit_code, detail, timestamp) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (agent, job_id, exit_code, detail, now),
+            )
+            conn.execute(
+                "DELETE FROM provision_logs WHERE agent = ? AND id NOT IN "
+                "(SELECT id FROM provision_logs WHERE agent = ? ORDER BY id DESC LIMIT ?)",
+                (agent, agent, PROVISION_LOG_KEEP),
+            )
+            row = conn.execute(
+                "SELECT doc FROM agents WHERE name = ? AND updated_at >= ?",
+                (agent, now - self.agent_ttl),
+            ).fetchone()
+            if row is None:
+                return False
+            doc = json.loads(row["doc"])
+            kind = "pass" if exit_code == 0 else "fail"
+            if doc.get("provision_streak_type") == kind:
+                doc["provision_streak_count"] = int(doc.get("provision_streak_count", 0)) + 1
+            else:
+                doc["provision_streak_type"] = kind
+                doc["provision_streak_count"] = 1
+            # Streak bookkeeping is not a sign of life: updated_at stays as it is (§5).
+            conn.execute("UPDATE agents SET doc = ? WHERE name = ?", (json.dumps(doc), agent))
+            return True
+
+    def provision_history(self, agent: str, limit: int = 100) -> list[dict[str, Any]]:
+        rows = self.conn().execute(
+            "SELECT job_id, exit_code, detail, timestamp FROM provision_logs "
+            "WHERE agent = ? ORDER BY id DESC LIMIT ?",
+            (agent, limit),
+        ).fetchall()
+        return [dict(row) | {"timestamp": iso(row["timestamp"])} for row in rows]
+
+    # -- queues -----------------------------------------------------------------------
+    def advertise_queues(self, queues: dict[str, str]) -> None:
+        now = self.clock()
+        with self.write() as conn:
+            for name, description in queues.items():
+                conn.execute(
+                    "INSERT INTO queues(name, description, updated_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT(name) DO UPDATE SET description = excluded.description, "
+                    "updated_at = excluded.updated_at",
+                    (name, description, now),
+                )
+
+    def advertise_images(self, images: dict[str, dict[str, str]]) -> None:
+        # Upstream F replaces the image map but leaves updated_at alone.
+        with self.write() as conn:
+            for name, image_map in images.items():
+                conn.execute(
+                    "INSERT INTO queues(name, images) VALUES (?, ?) "
+                    "ON CONFLICT(name) DO UPDATE SET images = excluded.images",
+                    (name, json.dumps(image_map)),
+                )
+
+    def advertised_queues(self) -> dict[str, str]:
+        rows = self.conn().execute(
+            "SELECT name, description FROM queues WHERE updated_at >= ? ORDER BY name",
+            (self._job_cutoff(),),
+        ).fetchall()
+        return {row["name"]: row["description"] or "" for row in rows}
+
+    def all_queues(self) -> dict[str, str]:
+        """Advertised queues plus every queue a live agent listens to or a job waits in."""
+        queues = {name: "" for agent in self.list_agents() for name in agent.get("queues") or []}
+        rows = self.conn().execute(
+            "SELECT DISTINCT queue FROM jobs WHERE state = 'waiting' AND created_at >= ?",
+            (self._job_cutoff(),),
+        ).fetchall()
+        queues.update({row["queue"]: queues.get(row["queue"], "") for row in rows})
+        queues.update(self.advertised_queues())
+        return dict(sorted(queues.items()))
+
+    def queue_counts(self) -> dict[str, dict[str, int]]:
+        rows = self.conn().execute(
+            "SELECT queue, state = 'waiting' AS waiting, COUNT(*) AS n FROM jobs "
+            "WHERE created_at >= ? AND state NOT IN ('cancelled', 'complete', 'completed') "
+            "GROUP BY queue, waiting",
+            (self._job_cutoff(),),
+        ).fetchall()
+        counts: dict[str, dict[str, int]] = {}
+        for row in rows:
+            key = "waiting" if row["waiting"] else "running"
+            counts.setdefault(row["queue"], {"waiting": 0, "running": 0})[key] = row["n"]
+        return counts
+
+    # -- jobs -------------------------------------------------------------------------
+    def add_job(self, job: dict[str, Any], *, attachments: bool) -> str:
+        job_id = str(uuid.uuid4())
+        job_data = dict(job, job_id=job_id)
+        job_data.setdefault("exclude_agents", [])
+        if attachments:
+            job_data["attachments_status"] = "waiting"
+        with self.write() as conn:
+            conn.execute(
+                "INSERT INTO jobs(job_id, queue, priority, state, attachments_status, "
+                "exclude_agents, job_data, result_data, created_at) "
+                "VALUES (?, ?, ?, 'waiting', ?, ?, ?, ?, ?)",
+                (
+                    job_id, job_data["job_queue"], int(job_data.get("job_priority", 0)),
+                    job_data.get("attachments_status"), json.dumps(job_data["exclude_agents"]),
+                    json.dumps(job_data), json.dumps({"job_state": "waiting"}), self.clock(),
+                ),
+            )
+        return job_id
+
+    def _job_row(self, conn: sqlite3.Connection, job_id: str) -> sqlite3.Row | None:
+        return conn.execute(
+            "SELECT * FROM jobs WHERE job_id = ? AND created_at >= ?",
+            (job_id, self._job_cutoff()),
+        ).fetchone()
+
+    @staticmethod
+    def _job_view(row: sqlite3.Row) -> dict[str, Any]:
+        return {
+            "job_id": row["job_id"],
+            "job_data": json.loads(row["job_data"]),
+            "result_data": json.loads(row["result_data"]) | {"job_state": row["state"]},
+            "job_state": row["state"],
+            "queue": row["queue"],
+            "priority": row["priority"],
+            "created_at": iso(row["created_at"]),
+            "started_at": iso(row["started_at"]),
+            "agent": row["agent"],
+        }
+
+    def get_job(self, job_id: str) -> dict[str, Any] | None:
+        row = self._job_row(self.conn(), job_id)
+        return self._job_view(row) if row else None
+
+    _POP_SQL = (
+        "SELECT seq, job_data FROM jobs WHERE state = 'waiting' AND queue IN ({marks}) "
+        "AND (attachments_status IS NULL OR attachments_status = 'complete') "
+        "AND created_at >= ? "
+        "AND NOT EXISTS (SELECT 1 FROM json_each(jobs.exclude_agents) WHERE value = ?) "
+        "ORDER BY priority DESC, seq ASC LIMIT 1"
+    )
+
+    def pop_job(self, queues: list[str], agent: str) -> dict[str, Any] | None:
+        """Hand the best waiting job to `agent`: highest priority first, then oldest.
+
+        A plain read first answers the common "nothing to do" poll without taking the
+        write lock; the hand-out itself re-selects inside BEGIN IMMEDIATE so two agents
+        can never get the same job.
+        """
+        sql = self._POP_SQL.format(marks=",".join("?" * len(queues)))
+        params = (*queues, self._job_cutoff(), agent)
+        conn = self.conn()
+        if conn.execute(sql, params).fetchone() is None:
+            return None
+        now = self.clock()
+        with self.write() as conn:
+            row = conn.execute(sql, params).fetchone()
+            if row is None:
+                return None
+            conn.execute(
+                "UPDATE jobs SET state = 'running', started_at = ?, agent = ? WHERE seq = ?",
+                (now, agent, row["seq"]),
+            )
+        job = json.loads(row["job_data"])
+        job["started_at"] = iso(now)
+        return job
+
+    def update_result(self, job_id: str, fields: dict[str, Any]) -> bool:
+        """Upstream J: `$set` each field of result_data; False if there is no such job."""
+        with self.write() as conn:
+            row = self._job_row(conn, job_id)
+            if row is None:
+                return False
+            result = json.loads(row["result_data"])
+            state = row["state"]
+            for key, value in fields.items():
+                if key == "job_state":
+                    # A cancel sticks: the agent's later phase or final posts do not undo it.
+                    if state != "cancelled":
+                        state = value
+                else:
+                    result[key] = value
+            result["job_state"] = state
+            conn.execute(
+                "UPDATE jobs SET result_data = ?, state = ? WHERE seq = ?",
+                (json.dumps(result), state, row["seq"]),
+            )
+            return True
+
+    def cancel_job(self, job_id: str) -> str:
+        """'ok', 'missing', or 'final' (already cancelled or complete)."""
+        with self.write() as conn:
+            row = self._job_row(conn, job_id)
+            if row is None:
+                return "missing"
+            if row["state"] in FINAL_STATES:
+                return "final"
+            result = json.loads(row["result_data"]) | {"job_state": "cancelled"}
+            conn.execute(
+                "UPDATE jobs SET state = 'cancelled', result_data = ? WHERE seq = ?",
+                (json.dumps(result), row["seq"]),
+            )
+            return "ok"
+
+    def job_position(self, job_id: str) -> int | None:
+        conn = self.conn()
+        row = self._job_row(conn, job_id)
+        if row is None or row["state"] != "waiting":
+            return None
+        (ahead,) = conn.execute(
+            "SELECT COUNT(*) FROM jobs WHERE state = 'waiting' AND queue = ? "
+            "AND created_at >= ? AND (priority > ? OR (priority = ? AND seq < ?))",
+            (row["queue"], self._job_cutoff(), row["priority"], row["priority"], row["seq"]),
+        ).fetchone()
+        return int(ahead)
+
+    def list_jobs(
+        self, *, queue: str | None = None, agent: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        where, params = ["created_at >= ?"], [self._job_cutoff()]
+        if queue is not None:
+            where.append("queue = ?")
+            params.append(queue)
+        if agent is not None:
+            where.append("agent = ?")
+            params.append(agent)
+        rows = self.conn().execute(
+            f"SELECT * FROM jobs WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?",
+            (*params, limit),
+        ).fetchall()
+        return [self._job_view(row) for row in rows]
+
+    def set_attachments(self, job_id: str, data: bytes) -> str:
+        """Store the attachment archive; 'ok', 'missing' or 'not-waiting'."""
+        with self.write() as conn:
+            row = self._job_row(conn, job_id)
+            if row is None:
+                return "missing"
+            if row["attachments_status"] is None:
+                return "not-waiting"
+            self._put_blob(conn, job_id, "attachments", data)
+            job_data = json.loads(row["job_data"]) | {"attachments_status": "complete"}
+            conn.execute(
+                "UPDATE jobs SET attachments_status = 'complete', job_data = ? WHERE seq = ?",
+                (json.dumps(job_data), row["seq"]),
+            )
+            return "ok"
+
+    # -- blobs, logs, events ----------------------------------------------------------
+    def _put_blob(self, conn: sqlite3.Connection, job_id: str, kind: str, data: bytes) -> None:
+        conn.execute(
+            "INSERT INTO blobs(job_id, kind, data, created_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(job_id, kind) DO UPDATE SET data = excluded.data, "
+            "created_at = excluded.created_at",
+            (job_id, kind, data, self.clock()),
+        )
+
+    def put_artifact(self, job_id: str, data: bytes) -> None:
+        # Like upstream, no existence check: a later upload simply wins.
+        with self.write() as conn:
+            self._put_blob(conn, job_id, "artifact", data)
+
+    def get_blob(self, job_id: str, kind: str) -> bytes | None:
+        row = self.conn().execute(
+            "SELECT data FROM blobs WHERE job_id = ? AND kind = ? AND created_at >= ?",
+            (job_id, kind, self._job_cutoff()),
+        ).fetchone()
+        return bytes(row["data"]) if row else None
+
+    def has_blob(self, job_id: str, kind: str) -> bool:
+        row = self.conn().execute(
+            "SELECT 1 FROM blobs WHERE job_id = ? AND kind = ? AND created_at >= ?",
+            (job_id, kind, self._job_cutoff()),
+        ).fetchone()
+        return row is not None
+
+    def add_log(self, job_id: str, log_type: str, fragment: dict[str, Any]) -> None:
+        with self.write() as conn:
+            conn.execute(
+                "INSERT INTO logs(job_id, log_type, phase, fragment_number, timestamp, "
+                "log_data, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    job_id, log_type, fragment["phase"], fragment["fragment_number"],
+                    fragment["timestamp"], fragment["log_data"], self.clock(),
+                ),
+            )
+
+    def get_logs(
+        self,
+        job_id: str,
+        log_type: str,
+        *,
+        phase: str | None = None,
+        start_fragment: int = 0,
+        start_timestamp: str | None = None,
+    ) -> dict[str, dict[str, Any]]:
+        """Fragments joined per phase: `{phase: {last_fragment_number, log_data}}`."""
+        where = ["job_id = ?", "log_type = ?", "fragment_number >= ?", "created_at >= ?"]
+        params: list[Any] = [job_id, log_type, start_fragment, self._job_cutoff()]
+        if phase:
+            where.append("phase = ?")
+            params.append(phase)
+        rows = self.conn().execute(
+            f"SELECT phase, fragment_number, timestamp, log_data FROM logs "
+            f"WHERE {' AND '.join(where)} ORDER BY fragment_number, id",
+            params,
+        ).fetchall()
+        since = _parse_ts(start_timestamp) if start_timestamp else None
+        out: dict[str, dict[str, Any]] = {}
+        if phase:
+            out[phase] = {"last_fragment_number": -1, "log_data": ""}
+        parts: dict[str, list[str]] = {}
+        for row in rows:
+            if since is not None and _parse_ts(row["timestamp"]) < since:
+                continue
+            entry = out.setdefault(row["phase"], {"last_fragment_number": -1, "log_data": ""})
+            entry["last_fragment_number"] = row["fragment_number"]
+            parts.setdefault(row["phase"], []).append(row["log_data"])
+        for name, texts in parts.items():
+            out[name]["log_data"] = "".join(texts)
+        ordered = sorted(out, key=lambda p: TEST_PHASES.index(p) if p in TEST_PHASES else 99)
+        return {name: out[name] for name in ordered}
+
+    def add_events(self, job_id: str, body: dict[str, Any]) -> None:
+        with self.write() as conn:
+            conn.execute(
+                "INSERT INTO events(job_id, body, created_at) VALUES (?, ?, ?)",
+                (job_id, json.dumps(body), self.clock()),
+            )
+
+    def get_events(self, job_id: str) -> list[dict[str, Any]]:
+        # The agent re-sends the whole list each time: the newest post is the full story.
+        row = self.conn().execute(
+            "SELECT body FROM events WHERE job_id = ? ORDER BY id DESC LIMIT 1", (job_id,)
+        ).fetchone()
+        return json.loads(row["body"]).get("events", []) if row else []
+
+    # -- expiry -----------------------------------------------------------------------
+    def sweep(self) -> dict[str, int]:
+        """Delete everything past its deadline; returns the number of rows per table."""
+        agent_cutoff, job_cutoff = self._agent_cutoff(), self._job_cutoff()
+        counts: dict[str, int] = {}
+        with self.write() as conn:
+            counts["agents"] = conn.execute(
+                "DELETE FROM agents WHERE updated_at < ?", (agent_cutoff,)
+            ).rowcount
+            counts["provision_logs"] = conn.execute(
+                "DELETE FROM provision_logs WHERE timestamp < ?", (agent_cutoff,)
+            ).rowcount
+            for table in ("logs", "blobs", "events"):
+                counts[table] = conn.execute(
+                    f"DELETE FROM {table} WHERE created_at < ? OR job_id IN "
+                    f"(SELECT job_id FROM jobs WHERE created_at < ?)",
+                    (job_cutoff, job_cutoff),
+                ).rowcount
+            counts["jobs"] = conn.execute(
+                "DELETE FROM jobs WHERE created_at < ?", (job_cutoff,)
+            ).rowcount
+            counts["queues"] = conn.execute(
+                "DELETE FROM queues WHERE updated_at < ?", (job_cutoff,)
+            ).rowcount
+        return counts
+
+
+def _parse_ts(value: str) -> float:
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return 0.0
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.timestamp()

@@ -1,0 +1,85 @@
+"""Run the app under waitress until SIGTERM/SIGINT; the exit is clean (status 0)."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import signal
+import socket
+import sys
+from pathlib import Path
+
+from .expiry import SWEEP_INTERVAL, Sweeper
+from .keepalive import keepalive_channel_class
+
+log = logging.getLogger("multiagent.server")
+
+
+class _Stop(SystemExit):
+    """Raised from the signal handler to leave waitress' main loop.
+
+    A SystemExit: wasyncore re-raises that (rather than logging it in handle_error when the
+    signal lands inside a channel handler), and waitress' run() turns it into a clean close.
+    """
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except socket.gaierror:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos)
+
+
+def run_server(
+    *,
+    host: str,
+    port: int,
+    db_path: Path,
+    agent_ttl: float,
+    token: str | None,
+    threads: int = 4,
+    sweep_interval: float = SWEEP_INTERVAL,
+) -> int:
+    from waitress import create_server
+
+    from .app import create_app
+
+    app = create_app(db_path, agent_ttl=agent_ttl, token=token)
+    sweeper = Sweeper(app.extensions["tf_store"], sweep_interval)
+    sweeper.sweep_once()
+    # Many agents keep a connection open each: waitress' default limit (100) is too low, and
+    # select() stops at 1024 descriptors, so use poll().
+    server = create_server(app, host=host, port=port, threads=threads, connection_limit=2000,
+                           asyncore_use_poll=True, ident="tf-fleet")
+    server.channel_class = keepalive_channel_class()
+    # waitress warns on every queued request ("Task queue depth is N"): noise under load.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+
+    def stop(signum: int, frame: object) -> None:
+        # Shutdown is bounded (see finally); a second signal must not abort it half-way.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise _Stop(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    sweeper.start()
+    auth = "token auth" if token else "no auth"
+    print(f"tf-fleet server listening on http://{host}:{server.effective_port} "
+          f"(db {db_path}, {auth})",
+          flush=True)
+    try:
+        # Returns once a signal raised _Stop: waitress catches SystemExit and closes itself.
+        server.run()
+    finally:
+        log.info("stopping")
+        sweeper.stop()
+        server.close()  # idempotent; covers any other way out of run()
+        app.extensions["tf_store"].close()
+    sys.stdout.flush()
+    return 0

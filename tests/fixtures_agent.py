@@ -1,0 +1,165 @@
+"""Helpers for tf-agent tests: a real agent subprocess against the local server."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from fixtures_server import LocalServer
+
+_names = itertools.count(1)
+
+
+def wait_for(cond: Callable[[], Any], timeout: float = 10.0, step: float = 0.02,
+             what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def pid_alive(pid: int) -> bool:
+    """True unless the process is gone or a zombie (reparented zombies may linger)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            state = fh.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state != "Z"
+
+
+class AgentProc:
+    """One `python -m multiagent.agent` process with its own dirs, queue and name."""
+
+    def __init__(self, base: Path, server_url: str, **overrides: Any):
+        n = next(_names)
+        self.name = overrides.pop("agent_id", f"agent-{os.getpid()}-{n}")
+        self.queue = f"q-{self.name}"
+        self.base = base / self.name
+        self.run_dir = self.base / "run"
+        self.restart_dir = self.base / "restart"
+        for d in (self.run_dir, self.restart_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        self.config = {
+            "agent_id": self.name,
+            "server_address": server_url,
+            "polling_interval": 0.2,
+            "job_queues": [self.queue],
+            "execution_basedir": str(self.base / "exec"),
+            "results_basedir": str(self.base / "results"),
+            "logging_basedir": str(self.base / "logs"),
+            "logging_quiet": True,
+            **overrides,
+        }
+        self.conf_path = self.base / "testflinger-agent.conf"
+        self.conf_path.write_text(yaml.safe_dump(self.config))
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.stderr_path = self.base / "agent.stderr"
+
+    @property
+    def status_path(self) -> Path:
+        return self.run_dir / f"{self.name}.json"
+
+    @property
+    def restart_file(self) -> Path:
+        return self.restart_dir / f"TESTFLINGER-DEVICE-RESTART-{self.name}"
+
+    @property
+    def drain_file(self) -> Path:
+        return self.run_dir / f"{self.name}.drain"
+
+    @property
+    def log_text(self) -> str:
+        path = self.base / "logs" / "testflinger-agent.log"
+        return path.read_text() if path.exists() else ""
+
+    def command(self, *extra: str) -> list[str]:
+        return [sys.executable, "-m", "multiagent.agent", "-c", str(self.conf_path),
+                "--run-dir", str(self.run_dir), "--restart-dir", str(self.restart_dir), *extra]
+
+    def start(self, *extra: str, wait_polling: bool = True) -> AgentProc:
+        self.started_at = time.time()
+        with open(self.stderr_path, "ab") as err:
+            self.proc = subprocess.Popen(self.command(*extra), stdout=subprocess.DEVNULL,
+                                         stderr=err)
+        if wait_polling:
+            self.wait_status(lambda s: (s.get("last_poll") or 0) > self.started_at,
+                             what="first poll")
+        return self
+
+    def status(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.status_path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def wait_status(self, pred: Callable[[dict[str, Any]], bool], timeout: float = 10.0,
+                    what: str = "status") -> dict[str, Any]:
+        def check() -> dict[str, Any] | None:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(
+                    f"agent exited {self.proc.returncode} while waiting for {what}: "
+                    f"{self.stderr_path.read_text()}\n{self.log_text}")
+            st = self.status()
+            return st if st and pred(st) else None
+
+        return wait_for(check, timeout, what=what)
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, sig)
+
+    def wait_exit(self, timeout: float = 10.0) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+
+
+def job(agent: AgentProc, test_cmds: str | None = None, **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"job_queue": agent.queue, **extra}
+    if test_cmds is not None:
+        body["test_data"] = {"test_cmds": test_cmds}
+    return body
+
+
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+    """One server for a module's agents (each agent has its own queue and name)."""
+    base = tmp_path_factory.mktemp("server")
+    server = LocalServer(base / "server.db", base / "server.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def make_agent(tmp_path: Path) -> Iterator[Callable[..., AgentProc]]:
+    agents: list[AgentProc] = []
+
+    def factory(server_url: str, **overrides: Any) -> AgentProc:
+        agent = AgentProc(tmp_path, server_url, **overrides)
+        agents.append(agent)
+        return agent
+
+    yield factory
+    for agent in agents:
+        agent.stop()

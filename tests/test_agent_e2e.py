@@ -1,0 +1,392 @@
+"""tf-agent as a real process against the real local server on loopback."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import socket
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from fixtures_agent import AgentProc, job, make_agent, pid_alive, shared_server, wait_for
+
+__all__ = ["make_agent", "shared_server"]  # fixtures, imported for pytest
+
+PY = sys.executable
+CONNECTOR = f"{PY} -m multiagent.connectors.local"
+GRANDCHILD = "sh -c 'sleep 600 & echo $! > {pidfile}; wait'"
+
+
+def result(server, job_id: str) -> dict:
+    return server.result(job_id)
+
+
+def log_output(server, job_id: str, phase: str) -> str:
+    resp = requests.get(f"{server.url}/v1/result/{job_id}/log/output",
+                        params={"phase": phase}, timeout=5)
+    if resp.status_code != 200:
+        return ""
+    return resp.json().get("output", {}).get(phase, {}).get("log_data", "")
+
+
+def cancel(server, job_id: str) -> None:
+    resp = requests.post(f"{server.url}/v1/job/{job_id}/action", json={"action": "cancel"},
+                         timeout=5)
+    resp.raise_for_status()
+
+
+_grandchildren: list[int] = []
+
+
+def read_pid(path: Path) -> int:
+    pid = int(wait_for(lambda: path.exists() and path.read_text().strip(), 10,
+                       what=f"{path}"))
+    _grandchildren.append(pid)
+    return pid
+
+
+@pytest.fixture(autouse=True)
+def _reap_grandchildren():
+    """If the agent failed to kill a test's grandchild, the test still ends it (by pid)."""
+    yield
+    while _grandchildren:
+        pid = _grandchildren.pop()
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_full_job_end_to_end(shared_server, make_agent, tmp_path):
+    port = free_port()
+    agent = make_agent(
+        shared_server.url,
+        setup_command="echo setup on $agent_id",
+        provision_command=f"{CONNECTOR} provision",
+        firmware_update_command=f"{CONNECTOR} firmware_update",
+        test_command=f"{CONNECTOR} test",
+        reserve_command=f"{CONNECTOR} reserve",
+        cleanup_command="echo cleanup done",
+    ).start("-p", str(port))
+    cmds = ("echo first-line; mkdir -p artifacts/sub; echo art > artifacts/sub/a.txt; "
+            "sleep 2.5; echo second-line")
+    job_id = shared_server.submit(job(
+        agent, cmds, provision_data={"url": "http://example/img"},
+        firmware_update_data={"version": "1.2"}, reserve_data={"timeout": 5},
+    ))
+    # Output is streamed while the phase still runs.
+    wait_for(lambda: "first-line" in log_output(shared_server, job_id, "test"), 6,
+             what="streamed output")
+    assert shared_server.job_state(job_id) == "test"
+    assert agent.status()["state"] == "test" and agent.status()["job_id"] == job_id
+    shared_server.wait_job_state(job_id, {"complete"}, timeout=15)
+    res = result(shared_server, job_id)
+    for phase in ("setup", "provision", "firmware_update", "test", "reserve", "cleanup"):
+        assert res[f"{phase}_status"] == 0, (phase, res)
+    assert "allocate_status" not in res  # no allocate_data: skipped
+    assert "setup on " + agent.name in res["setup_output"]
+    assert "second-line" in res["test_output"]
+    assert res["device_info"]["device_ip"] == "127.0.0.1"
+    art = requests.get(f"{shared_server.url}/v1/result/{job_id}/artifact", timeout=5)
+    assert art.status_code == 200
+    with tarfile.open(fileobj=io.BytesIO(art.content)) as tar:
+        names = tar.getnames()
+        assert "artifacts/sub/a.txt" in names
+        assert tar.extractfile("artifacts/sub/a.txt").read() == b"art\n"
+    st = agent.wait_status(lambda s: s["state"] == "waiting", what="idle again")
+    assert st["job_id"] is None and st["phase"] is None
+    assert set(st) == {"agent", "pid", "state", "job_id", "phase", "since", "last_poll",
+                       "restart_pending", "restart_reason", "drained", "server_reachable",
+                       "version"}
+    metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    assert f'jobs_total{{agent_id="{agent.name}"}} 1' in metrics
+    assert "phase_duration_seconds_count" in metrics
+    assert not list((agent.base / "exec").iterdir())  # rundir removed
+
+
+@pytest.mark.parametrize("how", ["cancel", "global_timeout", "output_timeout"])
+def test_stop_condition_kills_process_group(shared_server, make_agent, tmp_path, how):
+    pidfile = tmp_path / f"gc-{how}.pid"
+    agent = make_agent(shared_server.url, test_command=f"{CONNECTOR} test",
+                       cleanup_command="echo cleanup ran").start()
+    extra = {"global_timeout": 2} if how == "global_timeout" else {}
+    if how == "output_timeout":
+        extra = {"output_timeout": 1}
+    cmds = "echo started; " + GRANDCHILD.format(pidfile=pidfile)
+    job_id = shared_server.submit(job(agent, cmds, **extra))
+    grandchild = read_pid(pidfile)
+    assert pid_alive(grandchild)
+    if how == "cancel":
+        cancel(shared_server, job_id)
+    agent.wait_status(lambda s: s["job_id"] is None and s["state"] == "waiting", 10,
+                      what="job end")
+    wait_for(lambda: not pid_alive(grandchild), 3, what="grandchild gone")
+    res = result(shared_server, job_id)
+    assert res["test_status"] == 247
+    assert res["cleanup_status"] == 0 and "cleanup ran" in res["cleanup_output"]
+    expected = {"cancel": "cancel", "global_timeout": "Global timeout",
+                "output_timeout": "Output timeout"}[how]
+    assert expected in res["test_output"]
+    assert res["job_state"] == ("cancelled" if how == "cancel" else "complete")
+
+
+def test_sigterm_during_job(shared_server, make_agent, tmp_path):
+    pidfile = tmp_path / "gc.pid"
+    agent = make_agent(shared_server.url, test_command=GRANDCHILD.format(pidfile=pidfile),
+                       cleanup_command="sleep 30").start()
+    job_id = shared_server.submit(job(agent, "x"))
+    grandchild = read_pid(pidfile)
+    start = time.monotonic()
+    agent.signal(signal.SIGTERM)
+    assert agent.wait_exit(5) == 0
+    assert time.monotonic() - start < 3
+    wait_for(lambda: not pid_alive(grandchild), 3, what="grandchild gone")
+    res = result(shared_server, job_id)
+    assert res["job_state"] == "cancelled" and res["test_status"] == 247
+    assert "cleanup_status" not in res  # a forced stop skips cleanup
+    assert agent.status()["state"] == "stopped"
+
+
+def test_sigterm_idle(shared_server, make_agent):
+    agent = make_agent(shared_server.url, polling_interval=30).start()
+    start = time.monotonic()
+    agent.signal(signal.SIGTERM)
+    assert agent.wait_exit(5) == 0
+    assert time.monotonic() - start < 1
+    data = requests.get(f"{shared_server.url}/v1/agents/data/{agent.name}", timeout=5).json()
+    assert data["state"] == "offline"
+
+
+@pytest.mark.parametrize("trigger", ["sigusr1", "file"])
+def test_restart_when_idle(shared_server, make_agent, trigger):
+    agent = make_agent(shared_server.url, polling_interval=30).start()
+    start = time.monotonic()
+    if trigger == "sigusr1":
+        agent.signal(signal.SIGUSR1)
+    else:
+        agent.restart_file.write_text("")
+    assert agent.wait_exit(3) == 1
+    assert time.monotonic() - start < 1.0
+    st = agent.status()
+    assert st["state"] == "restarting" and st["restart_pending"] is True
+    assert not agent.restart_file.exists()
+    data = requests.get(f"{shared_server.url}/v1/agents/data/{agent.name}", timeout=5).json()
+    assert data["state"] == "offline" and "restarting" in data["comment"]
+
+
+@pytest.mark.parametrize("trigger", ["sigusr1", "file"])
+def test_restart_when_busy_finishes_job(shared_server, make_agent, trigger):
+    seconds = 5 if trigger == "sigusr1" else 3
+    agent = make_agent(shared_server.url, test_command=f"sleep {seconds}; echo slept").start()
+    job_id = shared_server.submit(job(agent, "x"))
+    agent.wait_status(lambda s: s["state"] == "test", what="test phase")
+    if trigger == "sigusr1":
+        agent.signal(signal.SIGUSR1)
+    else:
+        agent.restart_file.write_text("")
+    agent.wait_status(lambda s: s["restart_pending"], 4, what="restart pending")
+    assert agent.proc.poll() is None
+    assert agent.wait_exit(seconds + 10) == 1
+    res = result(shared_server, job_id)
+    assert res["job_state"] == "complete" and res["test_status"] == 0
+    assert "slept" in res["test_output"]
+    assert not agent.restart_file.exists()
+
+
+def test_untrusted_restart_files_ignored(shared_server, make_agent, tmp_path):
+    agent = make_agent(shared_server.url, polling_interval=30).start()
+    target = tmp_path / "target"
+    target.write_text("")
+    agent.restart_file.symlink_to(target)
+    time.sleep(1.5)
+    assert agent.proc.poll() is None
+    agent.restart_file.unlink()
+    if os.getuid() == 0:
+        # Made foreign before it appears under its name: no window as a root-owned file.
+        staged = agent.restart_dir / "staged"
+        staged.write_text("")
+        os.chown(staged, 65534, 65534)
+        staged.rename(agent.restart_file)
+        time.sleep(1.5)
+        assert agent.proc.poll() is None
+        agent.restart_file.unlink()
+    log = agent.log_text
+    assert log.count("not a regular file") == 1  # warned once, not every check
+    if os.getuid() == 0:
+        assert log.count("owned by uid 65534") == 1
+    agent.restart_file.write_text("")  # a valid one is still honoured
+    assert agent.wait_exit(3) == 1
+
+
+def test_second_instance_refused(shared_server, make_agent):
+    agent = make_agent(shared_server.url, polling_interval=30).start()
+    second = AgentProc.__new__(AgentProc)
+    second.__dict__.update(agent.__dict__)
+    second.proc = None
+    second.stderr_path = agent.base / "second.stderr"
+    second.start(wait_polling=False)
+    assert second.wait_exit(5) == 3
+    err = second.stderr_path.read_text()
+    assert f"pid {agent.proc.pid}" in err and err.count("\n") == 1
+    assert agent.proc.poll() is None
+
+
+def _attachment_tar(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("member", ["test/hello.txt", "test/../../x", "/tmp/abs-x"])
+def test_attachments(shared_server, make_agent, member):
+    agent = make_agent(shared_server.url, test_command="cat attachments/test/hello.txt").start()
+    job_id = shared_server.submit(job(agent, "x") | {
+        "test_data": {"test_cmds": "x", "attachments": [{"agent": "hello.txt"}]}})
+    payload = _attachment_tar({member: b"hello attachment\n"})
+    resp = requests.post(f"{shared_server.url}/v1/job/{job_id}/attachments",
+                         files={"file": ("file", payload)}, timeout=5)
+    resp.raise_for_status()
+    shared_server.wait_job_state(job_id, {"complete"}, timeout=10)
+    res = result(shared_server, job_id)
+    if member == "test/hello.txt":
+        assert res["test_status"] == 0 and "hello attachment" in res["test_output"]
+    else:
+        assert res["setup_status"] != 0 and "test_status" not in res
+        assert "attachments rejected" in res["setup_output"]
+        assert not os.path.exists("/tmp/abs-x")
+        assert not (agent.base / "x").exists() and not (agent.base / "exec" / "x").exists()
+
+
+def test_drain_and_hold(shared_server, make_agent):
+    agent = make_agent(shared_server.url, polling_interval=0.2, test_command="echo ran").start()
+    agent.drain_file.write_text("drain\n")
+    agent.wait_status(lambda s: s["state"] == "drained" and s["drained"], 3, what="drained")
+    job_id = shared_server.submit(job(agent, "x"))
+    time.sleep(0.8)
+    assert shared_server.job_state(job_id) == "waiting"
+    agent.drain_file.unlink()
+    shared_server.wait_job_state(job_id, {"complete"}, timeout=10)
+    agent.wait_status(lambda s: s["state"] == "waiting" and not s["drained"], what="undrained")
+    agent.drain_file.write_text("hold")
+    assert agent.wait_exit(3) == 0
+    assert agent.status()["state"] == "stopped"
+    # Starting while held: exits 0 at once.
+    agent.start(wait_polling=False)
+    assert agent.wait_exit(5) == 0
+
+
+def test_outcome_survives_server_outage(tf_server, make_agent):
+    agent = make_agent(tf_server.url, test_command=(
+        "echo before; sleep 1.5; mkdir -p artifacts; echo kept > artifacts/k.txt; echo after"))
+    agent.start()
+    job_id = tf_server.submit(job(agent, "x"))
+    agent.wait_status(lambda s: s["state"] == "test", what="test phase")
+    tf_server.stop()
+    results = agent.base / "results"
+    wait_for(lambda: results.exists() and list(results.iterdir()), 10, what="stored outcome")
+    assert agent.status()["server_reachable"] is False
+    tf_server.start()
+    tf_server.wait_job_state(job_id, {"complete"}, timeout=40)
+    wait_for(lambda: not list(results.iterdir()), 5, what="store emptied")
+    res = result(tf_server, job_id)
+    assert res["test_status"] == 0
+    assert res["test_output"].count("after") == 1  # unsent fragments delivered once
+    art = requests.get(f"{tf_server.url}/v1/result/{job_id}/artifact", timeout=5)
+    with tarfile.open(fileobj=io.BytesIO(art.content)) as tar:
+        assert tar.extractfile("artifacts/k.txt").read() == b"kept\n"
+    assert agent.log_text.count(f"delivered stored outcome of job {job_id}") == 1
+    agent.wait_status(lambda s: s["server_reachable"] and s["state"] == "waiting")
+
+
+def test_token_auth(tmp_path, make_agent):
+    from fixtures_server import LocalServer
+
+    token_file = tmp_path / "server-token"
+    token_file.write_text("s3cret-token")
+    server = LocalServer(tmp_path / "auth.db", tmp_path / "auth.log",
+                         extra_args=["--token-file", str(token_file)])
+    server.start()
+    try:
+        refresh = tmp_path / "refresh.json"
+        refresh.write_text(json.dumps({"refresh_token": "s3cret-token"}))
+        agent = make_agent(server.url, test_command="echo authed").start(
+            "--token-file", str(refresh))
+        resp = requests.post(server.url + "/v1/job", json=job(agent, "x"), timeout=5,
+                             headers={"Authorization": "Bearer s3cret-token"})
+        job_id = resp.json()["job_id"]
+        server.wait_job_state(job_id, {"complete"}, timeout=10)
+        assert "authed" in server.result(job_id)["test_output"]
+    finally:
+        server.stop()
+
+
+def _set_server_state(server, agent, state: str, comment: str = "") -> None:
+    resp = requests.post(f"{server.url}/v1/agents/data/{agent.name}",
+                         json={"state": state, "comment": comment}, timeout=5)
+    resp.raise_for_status()
+
+
+def test_server_states(shared_server, make_agent):
+    agent = make_agent(shared_server.url, test_command="echo ran").start()
+    _set_server_state(shared_server, agent, "maintenance", "lab work")
+    agent.wait_status(lambda s: s["state"] == "maintenance", 3, what="maintenance")
+    job_id = shared_server.submit(job(agent, "x"))
+    time.sleep(0.6)
+    assert shared_server.job_state(job_id) == "waiting"
+    _set_server_state(shared_server, agent, "waiting")
+    shared_server.wait_job_state(job_id, {"complete"}, timeout=10)
+    agent.wait_status(lambda s: s["state"] == "waiting", what="waiting")
+    _set_server_state(shared_server, agent, "restart", "please")
+    assert agent.wait_exit(3) == 1
+    assert agent.status()["restart_reason"] == "server"
+
+
+def test_recovery_failure_sets_offline(shared_server, make_agent):
+    agent = make_agent(shared_server.url, provision_command="exit 46",
+                       test_command="echo never").start()
+    job_id = shared_server.submit(job(agent, "x", provision_data={"url": "u"}))
+    shared_server.wait_job_state(job_id, {"complete"}, timeout=10)
+    res = result(shared_server, job_id)
+    assert res["provision_status"] == 46 and "test_status" not in res
+    agent.wait_status(lambda s: s["state"] == "offline", 3, what="offline")
+    data = requests.get(f"{shared_server.url}/v1/agents/data/{agent.name}", timeout=5).json()
+    assert data["state"] == "offline" and "Recovery failed" in data["comment"]
+    # A restart keeps the offline set for a failed recovery (and its comment).
+    agent.signal(signal.SIGUSR1)
+    assert agent.wait_exit(3) == 1
+    agent.start(wait_polling=False)
+    agent.wait_status(lambda s: s["state"] == "offline" and s["pid"] == agent.proc.pid, 5,
+                      what="offline after restart")
+    data = requests.get(f"{shared_server.url}/v1/agents/data/{agent.name}", timeout=5).json()
+    assert data["state"] == "offline" and "Recovery failed" in data["comment"]
+
+
+def test_allocate_waits_until_cancelled(shared_server, make_agent):
+    agent = make_agent(shared_server.url, allocate_command=f"{CONNECTOR} allocate",
+                       reserve_command="echo reserve-should-not-run",
+                       cleanup_command="echo cleaned")
+    agent.start()
+    job_id = shared_server.submit(job(agent, None, allocate_data={"allocate": True},
+                                      reserve_data={"timeout": 1}))
+    shared_server.wait_job_state(job_id, {"allocated"}, timeout=10)
+    assert result(shared_server, job_id)["device_info"]["device_ip"] == "127.0.0.1"
+    cancel(shared_server, job_id)
+    agent.wait_status(lambda s: s["state"] == "waiting" and s["job_id"] is None, 10,
+                      what="job end")
+    res = result(shared_server, job_id)
+    assert res["allocate_status"] == 0 and res["cleanup_status"] == 0
+    assert "reserve_status" not in res and res["job_state"] == "cancelled"

@@ -1,0 +1,287 @@
+"""tf-agent pieces without a server: config, attachments, triggers, status, metrics, CLI."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from multiagent.agent import attachments, config, outcome
+from multiagent.agent.metrics import Metrics
+from multiagent.agent.status import AgentLock, DrainFlag, LockHeld, StatusFile
+from multiagent.agent.triggers import Triggers, Waker
+
+MINIMAL = {"agent_id": "a1", "server_address": "127.0.0.1:9", "job_queues": ["q"]}
+
+
+# -- config -------------------------------------------------------------------------
+def test_config_defaults():
+    cfg = config.validate("c.yaml", dict(MINIMAL))
+    assert cfg.polling_interval == 10
+    assert cfg.execution_basedir == "/tmp/testflinger/run"
+    assert cfg.results_basedir == "/tmp/testflinger/results"
+    assert cfg.logging_basedir == "/tmp/testflinger/logs"
+    assert cfg.logging_level == "INFO" and cfg.logging_quiet is False
+    assert cfg.server_address == "http://127.0.0.1:9"
+    assert cfg.command("test") == "" and cfg.output_bytes == 10 * 1024 * 1024
+    assert cfg.string_items()["agent_id"] == "a1"
+
+
+@pytest.mark.parametrize("data,key", [
+    ({**MINIMAL, "bogus": 1}, "bogus"),
+    ({k: v for k, v in MINIMAL.items() if k != "agent_id"}, "agent_id"),
+    ({**MINIMAL, "polling_interval": "10"}, "polling_interval"),
+    ({**MINIMAL, "polling_interval": True}, "polling_interval"),
+    ({**MINIMAL, "job_queues": "q"}, "job_queues"),
+    ({**MINIMAL, "global_timeout": 1.5}, "global_timeout"),
+    ({**MINIMAL, "advertised_queues": {"q": 1}}, "advertised_queues"),
+])
+def test_config_errors_name_the_key(data, key):
+    with pytest.raises(config.ConfigError) as err:
+        config.validate("c.yaml", data)
+    assert err.value.key == key
+    assert str(err.value).startswith(f"c.yaml: key {key!r}")
+
+
+def test_config_float_polling_interval_allowed():
+    assert config.validate("c", {**MINIMAL, "polling_interval": 0.2}).polling_interval == 0.2
+
+
+def test_config_file_errors(tmp_path):
+    bad = tmp_path / "bad.conf"
+    bad.write_text("agent_id: [unclosed\n")
+    with pytest.raises(config.ConfigError, match="invalid YAML"):
+        config.load(str(bad))
+    with pytest.raises(config.ConfigError, match="cannot read"):
+        config.load(str(tmp_path / "missing.conf"))
+
+
+@pytest.mark.parametrize("body,key", [("bogus_key: 1\n", "bogus_key"),
+                                      ("polling_interval: soon\n", "polling_interval")])
+def test_cli_bad_config_exits_2(tmp_path, body, key):
+    conf = tmp_path / "agent.conf"
+    conf.write_text("agent_id: a1\nserver_address: x\njob_queues: [q]\n" + body)
+    proc = subprocess.run([sys.executable, "-m", "multiagent.agent", "-c", str(conf)],
+                          capture_output=True, text=True, timeout=10)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(conf) in lines[0] and repr(key) in lines[0]
+
+
+# -- attachments --------------------------------------------------------------------
+def _tar(path: Path, build) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        build(tar)
+    return path
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes = b"x", **attrs) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data) if not attrs.get("type") else 0
+    for k, v in attrs.items():
+        setattr(info, k, v)
+    tar.addfile(info, io.BytesIO(data) if info.size else None)
+
+
+def test_attachments_ok(tmp_path):
+    tb = _tar(tmp_path / "a.tgz", lambda t: (_add(t, "test/dir/f.txt", b"hi"),
+                                             _add(t, "provision/img", b"img")))
+    dest = tmp_path / "run" / "attachments"
+    assert sorted(attachments.unpack(str(tb), str(dest))) == ["provision/img", "test/dir/f.txt"]
+    assert (dest / "test" / "dir" / "f.txt").read_bytes() == b"hi"
+
+
+@pytest.mark.parametrize("name,attrs,reason", [
+    ("test/../../x", {}, "'..'"),
+    ("../x", {}, "'..'"),
+    ("/etc/x", {}, "absolute"),
+    ("other/x", {}, "must lie under"),
+    ("test/link", {"type": tarfile.SYMTYPE, "linkname": "/etc/passwd"}, "links"),
+    ("test/hard", {"type": tarfile.LNKTYPE, "linkname": "test/f"}, "links"),
+    ("test/dev", {"type": tarfile.CHRTYPE, "devmajor": 1, "devminor": 3}, "devices"),
+    ("test/fifo", {"type": tarfile.FIFOTYPE}, "devices"),
+])
+def test_attachments_rejected(tmp_path, name, attrs, reason):
+    tb = _tar(tmp_path / "a.tgz", lambda t: (_add(t, "test/ok", b"fine"), _add(t, name, **attrs)))
+    dest = tmp_path / "run" / "attachments"
+    with pytest.raises(attachments.AttachmentError, match=reason):
+        attachments.unpack(str(tb), str(dest))
+    assert not (dest / "test" / "ok").exists()  # nothing extracted before the check
+    assert not (tmp_path / "x").exists()
+
+
+def test_attachments_symlinked_dir_in_dest_is_refused(tmp_path):
+    dest = tmp_path / "run" / "attachments"
+    dest.mkdir(parents=True)
+    (dest / "test").symlink_to(tmp_path)
+    tb = _tar(tmp_path / "a.tgz", lambda t: _add(t, "test/escaped", b"x"))
+    with pytest.raises(attachments.AttachmentError, match="escapes"):
+        attachments.unpack(str(tb), str(dest))
+    assert not (tmp_path / "escaped").exists()
+
+
+def test_attachments_not_a_tarball(tmp_path):
+    bad = tmp_path / "a.tgz"
+    bad.write_bytes(b"")
+    with pytest.raises(attachments.AttachmentError):
+        attachments.unpack(str(bad), str(tmp_path / "d"))
+
+
+# -- triggers -----------------------------------------------------------------------
+def test_waker_wakes_and_times_out():
+    waker = Waker()
+    assert waker.wait(0.01) is False
+    waker.wake()
+    waker.wake()
+    assert waker.wait(5) is True
+    assert waker.wait(0) is False
+
+
+def test_restart_file_rules(tmp_path, caplog):
+    trig = Triggers("dev-1", str(tmp_path))
+    assert trig.find_restart_file() is None
+    plain = tmp_path / "TESTFLINGER-DEVICE-RESTART-dev1"  # dashes removed is accepted too
+    plain.write_text("")
+    assert trig.find_restart_file() == str(plain)
+    plain.unlink()
+    link = tmp_path / "TESTFLINGER-DEVICE-RESTART-dev-1"
+    link.symlink_to(tmp_path / "elsewhere")
+    for _ in range(3):
+        assert trig.find_restart_file() is None
+    assert caplog.text.count("not a regular file") == 1
+    assert not trig.check_restart_file() and not trig.restart_pending
+    link.unlink()
+    (tmp_path / "TESTFLINGER-DEVICE-RESTART-dev-1").write_text("")
+    assert trig.check_restart_file() and trig.restart_reason == "restart file"
+    trig.consume_restart_file()
+    assert not (tmp_path / "TESTFLINGER-DEVICE-RESTART-dev-1").exists()
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to chown")
+def test_restart_file_foreign_owner_ignored(tmp_path, caplog):
+    trig = Triggers("dev-1", str(tmp_path))
+    path = tmp_path / "TESTFLINGER-DEVICE-RESTART-dev-1"
+    path.write_text("")
+    os.chown(path, 65534, 65534)
+    assert trig.find_restart_file() is None and trig.find_restart_file() is None
+    assert caplog.text.count("owned by uid 65534") == 1
+
+
+# -- status, drain, lock -------------------------------------------------------------
+def test_status_file_keys_and_since(tmp_path):
+    st = StatusFile(str(tmp_path), "a1")
+    st.update(state="waiting")
+    data = json.loads((tmp_path / "a1.json").read_text())
+    assert set(data) == {"agent", "pid", "state", "job_id", "phase", "since", "last_poll",
+                         "restart_pending", "restart_reason", "drained", "server_reachable",
+                         "version"}
+    since = data["since"]
+    st.update(state="waiting", last_poll=123.0)
+    assert json.loads((tmp_path / "a1.json").read_text())["since"] == since
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_drain_flag(tmp_path):
+    flag = DrainFlag(str(tmp_path), "a1")
+    assert flag.read() is None
+    (tmp_path / "a1.drain").write_text("")
+    assert flag.read() == "drain"
+    (tmp_path / "a1.drain").write_text(" hold\n")
+    assert flag.read() == "hold"
+
+
+def test_lock_is_exclusive(tmp_path):
+    AgentLock(str(tmp_path), "a1").acquire()
+    # flock locks belong to the open file description: a second open conflicts.
+    with pytest.raises(LockHeld) as err:
+        AgentLock(str(tmp_path), "a1").acquire()
+    assert err.value.pid == str(os.getpid())
+
+
+# -- outcome store -------------------------------------------------------------------
+def test_artifact_tarball_has_single_top_level(tmp_path):
+    (tmp_path / "artifacts" / "d").mkdir(parents=True)
+    (tmp_path / "artifacts" / "d" / "f").write_text("x")
+    assert outcome.build_artifact(str(tmp_path))
+    with tarfile.open(tmp_path / outcome.ARTIFACT_FILE) as tar:
+        assert {n.split("/")[0] for n in tar.getnames()} == {"artifacts"}
+    empty = tmp_path / "empty"
+    (empty / "artifacts").mkdir(parents=True)
+    assert not outcome.build_artifact(str(empty))
+
+
+def test_fragments_round_trip(tmp_path):
+    frags = [("output", {"fragment_number": 0, "log_data": "a"}), ("serial", {"x": 1})]
+    outcome.save_fragments(str(tmp_path), frags)
+    assert outcome.load_fragments(str(tmp_path)) == frags
+    outcome.save_fragments(str(tmp_path), [])
+    assert not (tmp_path / outcome.FRAGMENTS_FILE).exists()
+
+
+# -- metrics -------------------------------------------------------------------------
+def test_metrics_render():
+    m = Metrics("a1")
+    m.job_started()
+    m.phase_done("test", 1, 2.0)
+    m.phase_done("provision", 46, 70.0)
+    text = m.render()
+    assert 'jobs_total{agent_id="a1"} 1' in text
+    assert 'failures_total{agent_id="a1",test_phase="test"} 1' in text
+    assert 'recovery_failures_total{agent_id="a1"} 1' in text
+    assert 'phase_duration_seconds_bucket{agent_id="a1",test_phase="provision",le="60"} 0' in text
+    assert 'agent_busy{agent_id="a1"} 1' in text
+
+
+# -- local connector -----------------------------------------------------------------
+def test_local_connector_phases(tmp_path):
+    (tmp_path / "testflinger.json").write_text(json.dumps(
+        {"provision_data": {"url": "u"}, "test_data": {"test_cmds": "echo in-test; exit 3"}}))
+    (tmp_path / "default.yaml").write_text("agent_name: dev-9\n")
+    cmd = [sys.executable, "-m", "multiagent.connectors.local"]
+    prov = subprocess.run([*cmd, "provision", "-c", "default.yaml", "testflinger.json"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=10)
+    assert prov.returncode == 0 and "would provision" in prov.stdout
+    info = json.loads((tmp_path / "device-info.json").read_text())
+    assert info == {"device_info": {"device_ip": "127.0.0.1", "agent_name": "dev-9"}}
+    test = subprocess.run([*cmd, "test"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=10)
+    assert test.returncode == 3 and "in-test" in test.stdout
+
+
+# -- heartbeat -----------------------------------------------------------------------
+class _StubClient:
+    def __init__(self, server_doc):
+        self.server_doc = server_doc
+        self.posts: list[dict] = []
+
+    def get_agent_data(self):
+        return dict(self.server_doc)
+
+    def post_agent_data(self, data, timeout=None):
+        self.posts.append(data)
+        return True
+
+
+def test_heartbeat_reposts_server_state(tmp_path, monkeypatch):
+    from multiagent.agent import loop
+
+    assert loop.HEARTBEAT_EVERY < 300  # the server's updated_at stays fresher than 5 min
+
+    cfg = config.validate("c", dict(MINIMAL))
+    agent = loop.Agent(cfg, StatusFile(str(tmp_path), "a1"), DrainFlag(str(tmp_path), "a1"),
+                       Triggers("a1", str(tmp_path)), Metrics("a1"))
+    stub = _StubClient({"state": "offline", "comment": "lab"})
+    agent.client = stub
+    agent.last_agent_post = time.monotonic()
+    agent._heartbeat_if_due()
+    assert stub.posts == []  # not due yet
+    monkeypatch.setattr(loop, "HEARTBEAT_EVERY", 0.0)
+    agent._heartbeat_if_due()
+    assert stub.posts == [{"state": "offline", "comment": "lab"}]

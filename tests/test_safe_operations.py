@@ -1,0 +1,221 @@
+"""The promise: safe operations never interrupt a job. Real supervisord, the embedded
+server, tf-agent processes and jobs that run `sleep`, with the operation run mid-job."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import psutil
+from fixtures_fleet import UPSTREAM_LIKE, ProcessSampler
+
+
+def start(fleet_env, names, queues=None, **defaults):
+    fleet_env.write(fleet_env.agent_fleet(names, queues, **defaults))
+    fleet_env.run("up")
+    fleet_env.wait_for(lambda: all(s["last_poll"] for s in fleet_env.status().values()),
+                       what="every agent to poll")
+
+
+def test_safe_restart_of_a_busy_agent_waits_for_its_job(fleet_env):
+    start(fleet_env, ["a1"])
+    old_pid = fleet_env.status()["a1"]["pid"]
+    job = fleet_env.submit("shared", 4)
+    fleet_env.wait_running(job)
+    with ProcessSampler(fleet_env) as sampler:
+        out = fleet_env.run("restart", "--safe", "a1")
+    assert "waiting for job" in out.stdout and job in out.stdout
+    assert "1/1 back." in out.stdout
+    fleet_env.assert_completed(job)
+    status = fleet_env.status()["a1"]
+    assert status["pid"] != old_pid and status["last_poll"]
+    sampler.assert_never_two()
+
+
+def test_rolling_restart_of_six_agents_two_at_a_time(fleet_env):
+    names = [f"r{i}" for i in range(1, 7)]
+    queues = {n: [f"q-{n}"] for n in names}
+    start(fleet_env, names, queues)
+    pids = {n: s["pid"] for n, s in fleet_env.status().items()}
+    jobs = [fleet_env.submit("q-r1", 6), fleet_env.submit("q-r2", 5)]
+    for job in jobs:
+        fleet_env.wait_running(job)
+    with ProcessSampler(fleet_env) as sampler:
+        out = fleet_env.run("restart", "--safe", "--all", "--max-parallel", "2", "--json")
+    report = json.loads(out.stdout)
+    assert report["ok"] and not report["timed_out"]
+    assert {a["name"] for a in report["agents"] if a["stage"] == "done"} == set(names)
+    for job in jobs:
+        fleet_env.assert_completed(job)
+    status = fleet_env.status()
+    assert all(status[n]["pid"] != pids[n] for n in names)
+    # the busy agents did not hold up the idle ones: theirs were the last new processes
+    started = {n: psutil.Process(status[n]["pid"]).create_time() for n in names}
+    assert {n for n in sorted(names, key=started.get)[-2:]} == {"r1", "r2"}
+    sampler.assert_never_two()
+
+
+def test_up_after_changing_queues_restarts_after_the_job(fleet_env):
+    start(fleet_env, ["u1", "u2"], {"u1": ["q1"], "u2": ["q2"]})
+    pids = {n: s["pid"] for n, s in fleet_env.status().items()}
+    job = fleet_env.submit("q1", 3)
+    fleet_env.wait_running(job)
+    fleet_env.write(fleet_env.agent_fleet(["u1", "u2"], {"u1": ["q1", "q1-extra"],
+                                                        "u2": ["q2"]}))
+    with ProcessSampler(fleet_env) as sampler:
+        out = fleet_env.run("up")
+    assert "1 restart, 2 unchanged" in out.stdout
+    fleet_env.assert_completed(job)
+    status = fleet_env.status()
+    assert status["u1"]["pid"] != pids["u1"] and status["u2"]["pid"] == pids["u2"]
+    # the new process reads the new config: it takes jobs from the new queue
+    extra = fleet_env.submit("q1-extra", 0)
+    fleet_env.assert_completed(extra)
+    sampler.assert_never_two()
+
+
+def test_up_after_changing_environment_swaps_the_program_after_the_job(fleet_env):
+    start(fleet_env, ["e1"], {"e1": ["qe"]})
+    old_pid = fleet_env.status()["e1"]["pid"]
+    job = fleet_env.submit("qe", 3)
+    fleet_env.wait_running(job)
+    fleet = fleet_env.agent_fleet(["e1"], {"e1": ["qe"]})
+    fleet["agents"]["e1"]["environment"] = {"LAB_MARK": "blue"}
+    fleet_env.write(fleet)
+    queued = fleet_env.submit("qe", 0, "echo mark=$LAB_MARK")
+    with ProcessSampler(fleet_env) as sampler:
+        out = fleet_env.run("up")
+    assert "1 replace" in out.stdout
+    fleet_env.assert_completed(job)
+    # the draining agent took no new job: the queued one ran under the new program
+    fleet_env.assert_completed(queued)
+    log = (fleet_env.state_dir / "agents/e1/run").parent
+    assert fleet_env.status()["e1"]["pid"] != old_pid
+    output = _output(fleet_env, queued)
+    assert "mark=blue" in output, output
+    sampler.assert_never_two()
+    assert log.exists()
+
+
+def _output(fleet_env, job_id):
+    import requests
+
+    return requests.get(f"{fleet_env.server_url}/v1/result/{job_id}/log/output",
+                        timeout=10).text
+
+
+def test_up_after_removing_an_agent_stops_it_after_the_job(fleet_env):
+    start(fleet_env, ["k1", "k2"], {"k1": ["qk1"], "k2": ["qk2"]})
+    job = fleet_env.submit("qk2", 3)
+    fleet_env.wait_running(job)
+    fleet_env.write(fleet_env.agent_fleet(["k1"], {"k1": ["qk1"]}))
+    with ProcessSampler(fleet_env) as sampler:
+        out = fleet_env.run("up")
+    assert "1 remove, 2 unchanged" in out.stdout
+    fleet_env.assert_completed(job)
+    assert set(fleet_env.status()) == {"k1"}
+    assert not (fleet_env.state_dir / "supervisor/conf.d/k2.conf").exists()
+    assert not (fleet_env.state_dir / "agents/k2").exists()
+    assert "k2" not in fleet_env.run("plan").stdout
+    sampler.assert_never_two()
+
+
+def test_drain_wait_returns_when_idle_and_takes_no_new_job(fleet_env):
+    start(fleet_env, ["d1"], {"d1": ["qd"]})
+    running = fleet_env.submit("qd", 3)
+    fleet_env.wait_running(running)
+    out = fleet_env.run("drain", "d1", "--wait")
+    queued = fleet_env.submit("qd", 0)
+    assert "1/1 idle." in out.stdout
+    fleet_env.assert_completed(running)
+    time.sleep(2)  # four polling intervals
+    assert fleet_env.job_state(queued) == "waiting"
+    assert fleet_env.status()["d1"]["state"] == "drained"
+    assert "d1" in fleet_env.run("status").stdout
+    fleet_env.run("resume", "d1")
+    fleet_env.assert_completed(queued)
+
+
+def test_down_refuses_mid_job_and_down_safe_waits(fleet_env):
+    start(fleet_env, ["s1", "s2"], {"s1": ["qs1"], "s2": ["qs2"]})
+    job = fleet_env.submit("qs1", 3)
+    fleet_env.wait_running(job)
+    refused = fleet_env.run("down", check=False)
+    assert refused.returncode == 1 and "s1 is busy" in refused.stderr
+    with ProcessSampler(fleet_env) as sampler:
+        fleet_env.run("down", "--safe")
+    assert fleet_env.processes() == []
+    sampler.assert_never_two()
+    fleet_env.run("up")  # the server's database kept what the agents reported
+    fleet_env.assert_completed(job, timeout=5)
+    assert {s["process"] for s in fleet_env.status().values()} <= {"RUNNING", "STARTING"}
+
+
+def test_agent_that_crashes_after_restart_stops_the_roll(fleet_env):
+    names = ["c1", "c2", "c3"]
+    start(fleet_env, names)
+    pids = {n: s["pid"] for n, s in fleet_env.status().items()}
+    # c1's config now makes tf-agent exit at start (an unknown key)
+    conf = fleet_env.state_dir / "agents/c1/testflinger-agent.conf"
+    conf.write_text(conf.read_text() + "not_a_key: 1\n")
+    out = fleet_env.run("restart", "--safe", "--all", check=False)
+    assert out.returncode == 1
+    assert "c1: FAILED: did not come back" in out.stderr
+    assert "left untouched: c2, c3" in out.stderr
+    status = fleet_env.status()
+    assert status["c2"]["pid"] == pids["c2"] and status["c3"]["pid"] == pids["c3"]
+
+
+def test_timeout_leaves_the_restart_pending_and_the_job_running(fleet_env):
+    start(fleet_env, ["t1"], {"t1": ["qt"]})
+    old_pid = fleet_env.status()["t1"]["pid"]
+    job = fleet_env.submit("qt", 5)
+    fleet_env.wait_running(job)
+    out = fleet_env.run("restart", "--safe", "t1", "--timeout", "2s", check=False)
+    assert out.returncode == 1
+    assert "timed out" in out.stderr and f"t1: waiting for job {job}" in out.stderr
+    status = fleet_env.status()["t1"]
+    assert status["pid"] == old_pid and status["restart_pending"] is True
+    fleet_env.assert_completed(job)
+    fleet_env.wait_for(lambda: fleet_env.status()["t1"]["pid"] not in (None, old_pid),
+                       what="the pending restart to happen after the job")
+
+
+def test_restart_file_method(fleet_env):
+    start(fleet_env, ["f1"], {"f1": ["qf"]})
+    old_pid = fleet_env.status()["f1"]["pid"]
+    job = fleet_env.submit("qf", 3)
+    fleet_env.wait_running(job)
+    out = fleet_env.run("restart", "--safe", "f1", "--method", "file")
+    assert "1/1 back." in out.stdout
+    fleet_env.assert_completed(job)
+    assert fleet_env.status()["f1"]["pid"] != old_pid
+    assert not (fleet_env.root / "restart/TESTFLINGER-DEVICE-RESTART-f1").exists()
+
+
+def test_hard_restart_refuses_a_busy_agent(fleet_env):
+    start(fleet_env, ["h1"], {"h1": ["qh"]})
+    job = fleet_env.submit("qh", 3)
+    fleet_env.wait_running(job)
+    out = fleet_env.run("restart", "h1", check=False)
+    assert out.returncode == 1 and f"job {job}" in out.stderr
+    fleet_env.assert_completed(job)
+
+
+def test_safe_restart_of_an_upstream_like_agent(fleet_env):
+    start_upstream = fleet_env.agent_fleet(["up1"], {"up1": ["qu"]},
+                                           agent_command=UPSTREAM_LIKE, polling_interval=1)
+    for key in ("setup_command", "cleanup_command", "device"):
+        start_upstream["defaults"].pop(key)
+    fleet_env.write(start_upstream)
+    fleet_env.run("up")
+    old_pid = fleet_env.status()["up1"]["pid"]
+    job = fleet_env.submit("qu", 3)
+    fleet_env.wait_running(job)
+    with ProcessSampler(fleet_env) as sampler:
+        out = fleet_env.run("restart", "--safe", "up1")
+    assert "waiting for its job to end" in out.stdout
+    assert "1/1 back." in out.stdout
+    fleet_env.assert_completed(job)
+    assert fleet_env.status()["up1"]["pid"] != old_pid
+    sampler.assert_never_two()

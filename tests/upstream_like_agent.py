@@ -1,0 +1,62 @@
+"""A small agent that behaves like upstream testflinger-agent where tf-fleet can tell:
+SIGUSR1 is only acted on at the next poll (exit 1), no status file, no drain flag, and a
+job runs as a child process. Used to test tf-fleet's handling of upstream agents."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import subprocess
+import sys
+import time
+
+import requests
+import yaml
+
+restart_pending = False
+
+
+def on_usr1(_signum, _frame) -> None:
+    global restart_pending
+    restart_pending = True
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("-c", "--config", required=True)
+    conf = yaml.safe_load(open(parser.parse_args().config))
+    signal.signal(signal.SIGUSR1, on_usr1)
+    server = conf["server_address"]
+    name = conf["agent_id"]
+    session = requests.Session()
+    session.post(f"{server}/v1/agents/data/{name}", json={"state": "waiting", "comment": ""},
+                 timeout=10)
+    while True:
+        if restart_pending:
+            print("restart requested at poll: exiting 1", flush=True)
+            return 1
+        state = session.get(f"{server}/v1/agents/data/{name}", timeout=10).json().get("state")
+        if state not in ("offline", "maintenance"):
+            resp = session.get(f"{server}/v1/job", params={"queue": conf["job_queues"]},
+                               timeout=10)
+            if resp.status_code == 200 and resp.content:
+                run_job(session, server, name, resp.json(), conf)
+                continue
+        time.sleep(conf.get("polling_interval", 1))
+
+
+def run_job(session, server: str, name: str, job: dict, conf: dict) -> None:
+    job_id = job["job_id"]
+    session.post(f"{server}/v1/agents/data/{name}", json={"job_id": job_id, "state": "test"},
+                 timeout=10)
+    session.post(f"{server}/v1/result/{job_id}", json={"job_state": "test"}, timeout=10)
+    cmds = job.get("test_data", {}).get("test_cmds", "true")
+    code = subprocess.call(["/bin/sh", "-c", cmds])
+    session.post(f"{server}/v1/result/{job_id}",
+                 json={"status": {"test": code}, "job_state": "complete"}, timeout=10)
+    session.post(f"{server}/v1/agents/data/{name}",
+                 json={"job_id": "", "state": "waiting", "comment": ""}, timeout=10)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
