@@ -19,7 +19,6 @@ import psutil
 from . import triggers
 from .layout import Layout
 from .procinfo import process_start_time
-from .render import Program
 from .status import PHASES, read_status_file, tail_lines
 from .supervisor import ProcessInfo, Supervisor, SupervisorError
 
@@ -35,7 +34,6 @@ class Env:
 
     supervisor: Supervisor
     layout: Layout
-    programs: dict[str, Program]
     restart_method: str = "signal"
     restart_dir: str = "/tmp"
     server_url: str | None = None

@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import psutil
@@ -30,7 +31,7 @@ from .operations import (
 from .operations import run as run_operations
 from .plan import Observed, Plan
 from .procinfo import process_start_time
-from .render import RenderContext, Rendering, render
+from .render import Rendering
 from .supervisor import Supervisor, SupervisorError, SupervisorTarget, start_private, target_for
 
 SETTLED_STATES = {"RUNNING", "FATAL", "EXITED", "STOPPED"}
@@ -38,38 +39,41 @@ SETTLED_STATES = {"RUNNING", "FATAL", "EXITED", "STOPPED"}
 CLOCK_SLACK = 0.05
 
 
-@dataclass
 class Context:
-    """A loaded fleet with everything derived from it that the commands share."""
+    """A loaded fleet with everything derived from it that the commands share. Rendering
+    is done on first use: `status` and `restart` do not need it (nor Jinja2's import)."""
 
-    fleet: Fleet
-    target: SupervisorTarget
-    rendering: Rendering
-    layout: Layout
-    supervisor: Supervisor
+    def __init__(self, fleet: Fleet):
+        self.fleet = fleet
+        self.target: SupervisorTarget = target_for(fleet)
+        self.layout = Layout(fleet.state_dir)
+        self.supervisor = Supervisor(self.target)
 
     @classmethod
     def load(cls, fleet: Fleet) -> Context:
-        target = target_for(fleet)
-        ctx = RenderContext(python=sys.executable, program_dir=target.program_dir,
-                            program_suffix=target.program_suffix)
-        try:
-            rendering = render(fleet, ctx)
-        except ValueError as exc:
-            raise FleetError([Problem(str(fleet.path), None, None, "(render)",
-                                      str(exc))]) from exc
-        return cls(fleet, target, rendering, Layout(fleet.state_dir), Supervisor(target))
+        return cls(fleet)
 
+    @cached_property
+    def rendering(self) -> Rendering:
+        from .render import RenderContext, render
+
+        ctx = RenderContext(python=sys.executable, program_dir=self.target.program_dir,
+                            program_suffix=self.target.program_suffix)
+        try:
+            return render(self.fleet, ctx)
+        except ValueError as exc:
+            raise FleetError([Problem(str(self.fleet.path), None, None, "(render)",
+                                      str(exc))]) from exc
 
     def env(self, restart_method: str | None = None) -> Env:
-        return Env(self.supervisor, self.layout, self.rendering.programs,
+        return Env(self.supervisor, self.layout,
                    restart_method or self.fleet.restart.method, self.fleet.restart.restart_dir,
                    self.fleet.server.url)
 
     def kind(self, name: str) -> str:
         """tf-agent, upstream or server; for a program no longer in the fleet, from its file."""
-        if name in self.rendering.programs:
-            return self.rendering.programs[name].kind
+        if name in self.fleet.agents:
+            return "tf-agent" if self.fleet.agents[name].is_tf_agent else "upstream"
         if name == SERVER_PROGRAM:
             return "server"
         text = read_text(self.target.program_dir / f"{name}{self.target.program_suffix}") or ""

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import jinja2
+if TYPE_CHECKING:
+    import jinja2
 
 
 def template_dir() -> Path:
@@ -18,6 +20,8 @@ def template_dir() -> Path:
 
 @cache
 def environment() -> jinja2.Environment:
+    import jinja2  # here, not at the top: commands that render nothing skip its import
+
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(template_dir())),
         undefined=jinja2.StrictUndefined,

@@ -146,3 +146,23 @@ def test_system_mode_programs_are_visible_to_the_hosts_supervisorctl(fleet_env):
         for child in children:
             if child.is_running():
                 child.kill()
+
+
+def test_status_json_and_logs_of_real_agents(fleet_env):
+    fleet_env.write(fleet_env.agent_fleet(["l1", "l2"]))
+    fleet_env.run("up")
+    fleet_env.wait_for(lambda: all(s["last_poll"] for s in fleet_env.status().values()),
+                       what="both agents to poll")
+    row = fleet_env.status()["l1"]
+    assert set(row) >= {"name", "process", "pid", "uptime_s", "state", "job_id", "phase",
+                        "restart_pending", "last_poll"}
+    assert row["state"] == "waiting" and row["job_id"] is None and row["pid"] > 0
+    assert row["restart_pending"] is False
+    text = fleet_env.run("status", "l2").stdout
+    assert text.splitlines()[1].split()[:2] == ["l2", "RUNNING"] or "STARTING" in text
+    logs = fleet_env.run("logs", "l1", "-n", "3").stdout.splitlines()
+    assert 0 < len(logs) <= 3
+    missing = fleet_env.run("logs", "nope", check=False)
+    assert missing.returncode == 2 and "not in" in missing.stderr
+    unknown = fleet_env.run("status", "nope", check=False)
+    assert unknown.returncode == 2
