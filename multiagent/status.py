@@ -27,6 +27,7 @@ class AgentStatus:
     restart_pending: bool | None
     last_poll: float | None
     drained: bool | None = None
+    drain_flag: str | None = None  # "drain" or "hold" (held down until `up` swaps it)
     log_tail: tuple[str, ...] = ()
 
     @property
@@ -65,7 +66,8 @@ def tail_lines(path: Path, count: int, max_bytes: int = 64 * 1024) -> list[str]:
 
 
 def agent_status(name: str, info: ProcessInfo | None, status_file: dict[str, Any] | None,
-                 log_file: Path | None = None, tail: int = 5) -> AgentStatus:
+                 log_file: Path | None = None, tail: int = 5,
+                 drain_flag: str | None = None) -> AgentStatus:
     """Join one agent's process info and status file; a file from an older process counts
     only while no newer process runs (it then tells how the old one ended)."""
     process = info.state if info else None
@@ -88,14 +90,22 @@ def agent_status(name: str, info: ProcessInfo | None, status_file: dict[str, Any
         name=name, process=process, pid=pid, uptime_s=info.uptime if info else None,
         state=field("state"), job_id=field("job_id"), phase=field("phase"),
         restart_pending=field("restart_pending"), last_poll=field("last_poll"),
-        drained=field("drained"), log_tail=log_tail)
+        drained=field("drained"), drain_flag=drain_flag, log_tail=log_tail)
 
 
 def fleet_status(names: list[str], processes: dict[str, ProcessInfo],
                  layout: Layout) -> list[AgentStatus]:
     return [agent_status(name, processes.get(name),
-                         read_status_file(layout.status_file(name)), layout.log_file(name))
+                         read_status_file(layout.status_file(name)), layout.log_file(name),
+                         drain_flag=_drain_flag(layout.drain_file(name)))
             for name in names]
+
+
+def _drain_flag(path: Path) -> str | None:
+    try:
+        return "hold" if path.read_text().strip() == "hold" else "drain"
+    except FileNotFoundError:
+        return None
 
 
 def format_age(seconds: float | None) -> str:
@@ -119,6 +129,10 @@ def format_table(rows: list[AgentStatus], now: float | None = None) -> str:
         state = row.state or "-"
         if row.phase and row.phase != row.state:
             state = f"{state}/{row.phase}"
+        if row.drain_flag == "hold":
+            state += " (held: `up` finishes its change)"
+        elif row.drain_flag and row.state != "drained":
+            state += " (draining)"
         table.append((
             row.name, row.process or "not loaded", str(row.pid or "-"),
             format_age(row.uptime_s), state, row.job_id or "-",

@@ -219,3 +219,26 @@ def test_safe_restart_of_an_upstream_like_agent(fleet_env):
     fleet_env.assert_completed(job)
     assert fleet_env.status()["up1"]["pid"] != old_pid
     sampler.assert_never_two()
+
+
+def test_up_no_wait_asks_and_the_next_up_finishes(fleet_env):
+    start(fleet_env, ["n1"], {"n1": ["qn"]})
+    old_pid = fleet_env.status()["n1"]["pid"]
+    job = fleet_env.submit("qn", 3)
+    fleet_env.wait_running(job)
+    fleet = fleet_env.agent_fleet(["n1"], {"n1": ["qn"]})
+    fleet["agents"]["n1"]["environment"] = {"LAB_MARK": "green"}
+    fleet_env.write(fleet)
+    out = fleet_env.run("up", "--no-wait")
+    assert "asked" in out.stdout
+    assert fleet_env.status()["n1"]["pid"] == old_pid  # still running its job
+    assert "held" in fleet_env.run("status").stdout
+    assert "replace    n1" in fleet_env.run("plan").stdout
+    fleet_env.assert_completed(job)
+    fleet_env.wait_for(lambda: fleet_env.status()["n1"]["process"] == "EXITED",
+                       what="the held agent to exit once idle")
+    out = fleet_env.run("up")
+    assert "1 replace" in out.stdout
+    status = fleet_env.status()["n1"]
+    assert status["process"] in ("RUNNING", "STARTING") and status["pid"] != old_pid
+    assert "replace" not in fleet_env.run("plan").stdout

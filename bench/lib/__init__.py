@@ -1,0 +1,1 @@
+"""Helpers of bench/run.py: one module per group of figures, plus shared plumbing."""
