@@ -162,3 +162,11 @@ def test_missing_fleet_file_is_a_clear_error(tmp_path):
                           capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 2
     assert "nope.yaml: (file): cannot read the fleet file" in proc.stderr
+
+
+def test_the_example_fleet_is_valid():
+    example = Path(__file__).parent.parent / "etc" / "fleet.example.yaml"
+    proc = subprocess.run([sys.executable, "-m", "multiagent", "-c", str(example), "validate"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "3 agent(s), valid." in proc.stdout
