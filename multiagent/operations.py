@@ -192,27 +192,46 @@ class SafeRestart(Operation):
     def begin(self, snap: Snapshot, env: Env) -> None:
         super().begin(snap, env)
         info = snap.info(self.name)
-        method = self.method or env.restart_method
         if not info or info.state not in LIVE:
             # Nothing runs, so nothing can be interrupted: just start it.
             env.supervisor.start(self.name, False)
             self.stage = "coming-back"
             self.text = "starting"
-            return
-        if method == "file":
+        elif info.state == "STARTING":
+            # An exit within startsecs counts as a failed start (BACKOFF): ask once RUNNING.
+            self.stage = "settling"
+            self.text = "waiting for it to finish starting"
+        else:
+            self._ask(env)
+
+    def _ask(self, env: Env) -> None:
+        if (self.method or env.restart_method) == "file":
             triggers.ask_restart_by_file(env.restart_dir, self.name)
         else:
             triggers.ask_restart_by_signal(env.supervisor, self.name)
         self.stage = "asked"
 
     def step(self, snap: Snapshot, env: Env) -> None:
+        info = snap.info(self.name)
+        if self.stage == "settling":
+            if info and info.state == "RUNNING":
+                self.old_pid = info.pid
+                self._ask(env)
+            elif not info or info.state not in LIVE:
+                self.fail(f"did not start ({info.state if info else 'not loaded'})")
+            return
         if self.stage == "asked":
-            info = snap.info(self.name)
             if info and info.pid == self.old_pid and info.state in LIVE:
                 self.text = snap.busy(self.name, self.kind)[1]
                 if self.text in ("waiting", "idle", "drained"):
                     self.text = "asked; restarting"
                 return
+            if info and info.state == "EXITED" and info.exitstatus != 0:
+                # supervisord would respawn it on its next pass, up to a second away
+                try:
+                    env.supervisor.start(self.name, False)
+                except SupervisorError:
+                    pass  # it got there first
             self.stage = "coming-back"
         if self.stage == "coming-back":
             self._wait_back(snap, env)

@@ -83,7 +83,13 @@ def agent_conf_text(fleet: Fleet, agent: Agent) -> str:
     """The upstream testflinger-agent.conf: only upstream keys, so either agent accepts it."""
     conf = {"agent_id": agent.name, "server_address": fleet.server.url, **agent.upstream}
     header = f"# {MARKER}: edit the fleet file, not this file.\n"
-    return header + yaml.safe_dump(conf, sort_keys=False, default_flow_style=False)
+    return header + _yaml(conf)
+
+
+def _yaml(data: Any) -> str:
+    # libyaml's emitter writes the same text as the pure-Python one, several times faster
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    return yaml.dump(data, Dumper=dumper, sort_keys=False, default_flow_style=False)
 
 
 def agent_command(agent: Agent, layout: Layout, fleet: Fleet, ctx: RenderContext) -> list[str]:
@@ -103,7 +109,7 @@ def _render_agent(fleet: Fleet, agent: Agent, layout: Layout, ctx: RenderContext
     if agent.device is not None:
         config_files[layout.device_conf(agent.name)] = (
             f"# {MARKER}: the device connector config of {agent.name}\n"
-            + yaml.safe_dump(agent.device, sort_keys=False, default_flow_style=False))
+            + _yaml(agent.device))
     text = _program_text(
         fleet, ctx, name=agent.name,
         command=agent_command(agent, layout, fleet, ctx),
