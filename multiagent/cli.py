@@ -50,7 +50,23 @@ def handles_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class FleetGroup(click.Group):
+    """Loads the local server's commands only when they are asked for or listed."""
+
+    lazy = {"server": "server_command", "submit": "submit_command"}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy:
+            from .server import cli as server_cli
+
+            return getattr(server_cli, self.lazy[name])
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=FleetGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-c", "--config", default=lambda: os.environ.get("TF_FLEET_CONFIG", "fleet.yaml"),
               show_default="./fleet.yaml or $TF_FLEET_CONFIG", help="The fleet file.")
 @click.option("--state-dir", default=None,
@@ -402,16 +418,3 @@ def down(opts: Options, safe: bool, force: bool, timeout: str | None) -> None:
                                                         if stopped else ""))
     if ctx.target.mode == "private":
         click.echo("supervisord stopped")
-
-
-def _register_optional_commands() -> None:
-    """The local server's commands live with the server package."""
-    try:
-        from .server.cli import server_command, submit_command
-    except ImportError:
-        return
-    main.add_command(server_command, "server")
-    main.add_command(submit_command, "submit")
-
-
-_register_optional_commands()

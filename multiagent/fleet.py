@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from collections.abc import Callable
@@ -251,6 +250,8 @@ class _Collector:
 
     def unknown(self, path: tuple[Any, ...], key: Any, known: list[str],
                 agent: str | None = None, extra: str = "") -> None:
+        import difflib
+
         close = difflib.get_close_matches(str(key), known, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         self.add(path + (key,), f"unknown key{hint}{extra}", agent)

@@ -14,8 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import psutil
-
 from . import triggers
 from .layout import Layout
 from .procinfo import process_start_time
@@ -72,6 +70,8 @@ class Snapshot:
                               f" {data.get('phase') or data.get('state')} since {when}")
             return False, data.get("state") or "idle"
         # Upstream agents write no status file: a running job shows as child processes.
+        import psutil  # only here: most commands never need its import time
+
         try:
             children = psutil.Process(info.pid).children()
         except psutil.Error:

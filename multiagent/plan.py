@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .render import Program
+if TYPE_CHECKING:
+    from .render import Program
 
 ADD = "add"
 START = "start"  # known to supervisord but not running (after `down` in system mode, FATAL)

@@ -13,8 +13,6 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
-import psutil
-
 from . import plan as planning
 from . import triggers
 from .files import read_text, write_atomic, write_if_changed
@@ -386,6 +384,8 @@ def down(ctx: Context, *, safe: bool = False, force: bool = False, timeout: floa
 
 
 def _alive(pid: int) -> bool:
+    import psutil
+
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:

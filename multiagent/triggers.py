@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from .files import write_atomic
@@ -73,6 +71,9 @@ def clear_drain(layout: Layout, name: str) -> None:
 def set_server_state(server_url: str, name: str, state: str, comment: str) -> None:
     """Upstream agents read their state from the server: `offline` makes an idle one stop
     taking jobs, `waiting` lets it go on. The only drain an upstream agent understands."""
+    import urllib.error
+    import urllib.request
+
     body = json.dumps({"state": state, "comment": comment}).encode()
     request = urllib.request.Request(f"{server_url}/v1/agents/data/{name}", data=body,
                                      headers={"Content-Type": "application/json"},
@@ -85,6 +86,9 @@ def set_server_state(server_url: str, name: str, state: str, comment: str) -> No
 
 
 def get_server_agent(server_url: str, name: str) -> dict:
+    import urllib.error
+    import urllib.request
+
     try:
         with urllib.request.urlopen(f"{server_url}/v1/agents/data/{name}", timeout=5) as resp:
             data = json.loads(resp.read() or b"{}")
