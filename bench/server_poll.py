@@ -21,7 +21,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter
 from pathlib import Path
 
 import psutil
@@ -154,38 +153,12 @@ def phase_latency(url: str, agents: int, duration: float, procs: int, trickle: f
 
 
 def phase_throughput(url: str, jobs: int, pollers: int) -> None:
-    session = requests.Session()
-    ids = {session.post(f"{url}/v1/job", json={"job_queue": "burst"}, timeout=10).json()["job_id"]
-           for _ in range(jobs)}
-    got: list[str] = []
-    lock = threading.Lock()
-    barrier = threading.Barrier(pollers + 1)
+    from lib.server import hand_out  # bench/lib: the one implementation of this figure
 
-    def poller(i: int) -> None:
-        agent = requests.Session()
-        agent.post(f"{url}/v1/agents/data/burst-{i}", json={"queues": ["burst"]}, timeout=10)
-        mine = []
-        barrier.wait()
-        while True:
-            resp = agent.get(f"{url}/v1/job", params={"queue": "burst"}, timeout=30)
-            if resp.status_code != 200:
-                break
-            mine.append(resp.json()["job_id"])
-        with lock:
-            got.extend(mine)
-
-    threads = [threading.Thread(target=poller, args=(i,)) for i in range(pollers)]
-    for t in threads:
-        t.start()
-    barrier.wait()
     t0 = time.perf_counter()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - t0
-    counts = Counter(got)
-    exactly_once = set(counts) == ids and all(n == 1 for n in counts.values())
-    print(f"hand-out: {jobs} jobs, {pollers} pollers: {elapsed:.2f} s = "
-          f"{jobs / elapsed:.0f} jobs/s; each job exactly once: {exactly_once}")
+    rate, exactly_once = hand_out(url, jobs, pollers)
+    print(f"hand-out: {jobs} jobs, {pollers} pollers: {time.perf_counter() - t0:.2f} s = "
+          f"{rate:.0f} jobs/s; each job exactly once: {exactly_once}")
 
 
 def main() -> None:
