@@ -90,11 +90,13 @@ class AgentProc:
         return [sys.executable, "-m", "multiagent.agent", "-c", str(self.conf_path),
                 "--run-dir", str(self.run_dir), "--restart-dir", str(self.restart_dir), *extra]
 
-    def start(self, *extra: str, wait_polling: bool = True) -> AgentProc:
+    def start(self, *extra: str, wait_polling: bool = True,
+              env: dict[str, str] | None = None) -> AgentProc:
+        """`env`: extra environment variables for the agent (e.g. TF_AGENT_NO_INOTIFY)."""
         self.started_at = time.time()
         with open(self.stderr_path, "ab") as err:
             self.proc = subprocess.Popen(self.command(*extra), stdout=subprocess.DEVNULL,
-                                         stderr=err)
+                                         stderr=err, env={**os.environ, **(env or {})})
         if wait_polling:
             self.wait_status(lambda s: (s.get("last_poll") or 0) > self.started_at,
                              what="first poll")

@@ -184,6 +184,48 @@ def test_restart_when_idle(shared_server, make_agent, trigger):
     assert data["state"] == "offline" and "restarting" in data["comment"]
 
 
+def test_restart_file_seen_at_once_when_idle(shared_server, make_agent):
+    """inotify: the restart file is seen as fast as SIGUSR1, not after the old 0.5 s tick."""
+    agent = make_agent(shared_server.url, polling_interval=30).start()
+    wait_for(lambda: "idle wake-ups: inotify" in agent.log_text, 5, what="inotify in use")
+    start = time.monotonic()
+    agent.restart_file.write_text("")
+    assert agent.wait_exit(3) == 1
+    assert time.monotonic() - start < 0.45
+
+
+def test_unrelated_files_change_nothing(shared_server, make_agent):
+    agent = make_agent(shared_server.url, polling_interval=30).start()
+    wait_for(lambda: "idle wake-ups: inotify" in agent.log_text, 5, what="inotify in use")
+    before = agent.status_path.read_bytes(), agent.status_path.stat().st_mtime_ns
+    for d in (agent.restart_dir, agent.run_dir):
+        for name in ("unrelated", f"TESTFLINGER-DEVICE-RESTART-{agent.name}x",
+                     f"{agent.name}.drainx", "other-agent.drain"):
+            (d / name).write_text("hold")
+            (d / name).unlink()
+    (agent.run_dir / "other-agent.json").write_text("{}")
+    time.sleep(1.0)
+    assert agent.proc.poll() is None
+    assert (agent.status_path.read_bytes(), agent.status_path.stat().st_mtime_ns) == before
+    agent.restart_file.write_text("")  # still listening
+    assert agent.wait_exit(3) == 1
+
+
+def test_polling_fallback_without_inotify(shared_server, make_agent):
+    agent = make_agent(shared_server.url, polling_interval=30)
+    agent.start(env={"TF_AGENT_NO_INOTIFY": "1"})
+    wait_for(lambda: "idle wake-ups: looking every 0.5 s" in agent.log_text, 5,
+             what="polling fallback")
+    agent.drain_file.write_text("drain")
+    agent.wait_status(lambda s: s["state"] == "drained", 3, what="drained")
+    agent.drain_file.unlink()
+    start = time.monotonic()
+    agent.restart_file.write_text("")
+    assert agent.wait_exit(3) == 1
+    assert time.monotonic() - start < 1.0
+    assert "inotify" not in agent.log_text
+
+
 @pytest.mark.parametrize("trigger", ["sigusr1", "file"])
 def test_restart_when_busy_finishes_job(shared_server, make_agent, trigger):
     seconds = 5 if trigger == "sigusr1" else 3

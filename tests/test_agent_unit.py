@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from multiagent.agent import attachments, config, outcome
+from multiagent.agent import triggers as triggers_mod
 from multiagent.agent.metrics import Metrics
 from multiagent.agent.status import AgentLock, DrainFlag, LockHeld, StatusFile
-from multiagent.agent.triggers import Triggers, Waker
+from multiagent.agent.triggers import DirWatch, Triggers, Waker
 
 MINIMAL = {"agent_id": "a1", "server_address": "127.0.0.1:9", "job_queues": ["q"]}
 
@@ -172,6 +173,125 @@ def test_restart_file_foreign_owner_ignored(tmp_path, caplog):
     os.chown(path, 65534, 65534)
     assert trig.find_restart_file() is None and trig.find_restart_file() is None
     assert caplog.text.count("owned by uid 65534") == 1
+
+
+def _watched(tmp_path, monkeypatch, quiet=0.3):
+    monkeypatch.delenv("TF_AGENT_NO_INOTIFY", raising=False)
+    monkeypatch.setattr(triggers_mod, "QUIET", quiet)
+    restart_dir, run_dir = tmp_path / "restart", tmp_path / "run"
+    restart_dir.mkdir()
+    run_dir.mkdir()
+    trig = Triggers("dev-1", str(restart_dir))
+    trig.start_watch(str(run_dir / "dev-1.drain"))
+    return trig, restart_dir, run_dir
+
+
+def test_dir_watch_filters_by_name(tmp_path):
+    watch = DirWatch()
+    try:
+        watch.add(str(tmp_path), triggers_mod.RESTART_MASK, ["wanted"], prefixes=(".wanted.",))
+        assert watch.read() == (False, 0)
+        (tmp_path / "other").write_text("x")
+        (tmp_path / "wantedx").write_text("x")  # a longer name is not the name
+        relevant, count = watch.read()
+        assert not relevant and count
+        (tmp_path / ".wanted.tmp123").write_text("x")
+        assert watch.read()[0]
+        (tmp_path / "wanted").write_text("")
+        assert watch.read()[0]
+    finally:
+        watch.close()
+
+
+def test_idle_wait_wakes_for_restart_file_not_for_others(tmp_path, monkeypatch, caplog):
+    caplog.set_level("INFO")
+    trig, restart_dir, run_dir = _watched(tmp_path, monkeypatch)
+    assert trig.watching == "inotify" and trig.recheck_every == triggers_mod.RECHECK
+    assert "inotify on" in caplog.text
+    assert trig.wait(0.05) is False
+    # Unrelated names in both dirs, and another agent's status write (renamed in):
+    # read and compared, never reported.
+    (restart_dir / "unrelated").write_text("x")
+    (run_dir / "dev-2.drain").write_text("hold")
+    (restart_dir / "x.tmp").write_text("{}")
+    os.replace(restart_dir / "x.tmp", run_dir / "dev-2.json")
+    start = time.monotonic()
+    assert trig.wait(0.2) is False
+    # Woken once for nothing: events are left queued for QUIET, then read in one go.
+    (restart_dir / "TESTFLINGER-DEVICE-RESTART-dev-1").write_text("")
+    assert trig.wait(5) is True
+    assert time.monotonic() - start < 1.0
+    assert trig.check_restart_file()
+
+
+def test_idle_wait_wakes_for_drain_flag(tmp_path, monkeypatch):
+    trig, _, run_dir = _watched(tmp_path, monkeypatch)
+    flag = run_dir / "dev-1.drain"
+    flag.write_text("drain\n")
+    assert trig.wait(5) is True
+    flag.write_text("hold\n")  # rewritten in place
+    assert trig.wait(5) is True
+    flag.unlink()
+    assert trig.wait(5) is True
+    # tf-fleet's atomic write: a temp file `.dev-1.drain.XXXX.tmp` renamed onto the flag
+    tmp = run_dir / ".dev-1.drain.abcd.tmp"
+    tmp.write_text("hold\n")
+    trig.wait(5)  # its creation counts already (too early, but harmless)
+    os.replace(tmp, flag)
+    assert trig.wait(5) is True
+
+
+def test_signal_wakes_an_inotify_wait(tmp_path, monkeypatch):
+    trig, _, _ = _watched(tmp_path, monkeypatch)
+    trig.waker.wake()
+    start = time.monotonic()
+    assert trig.wait(5) is True and time.monotonic() - start < 1
+
+
+@pytest.mark.parametrize("why", ["env", "missing restart dir"])
+def test_idle_wait_falls_back_to_polling(tmp_path, monkeypatch, caplog, why):
+    caplog.set_level("INFO")
+    restart_dir = tmp_path / "restart"
+    if why == "env":
+        monkeypatch.setenv("TF_AGENT_NO_INOTIFY", "1")
+        restart_dir.mkdir()
+    trig = Triggers("dev-1", str(restart_dir))
+    trig.start_watch(str(tmp_path / "dev-1.drain"))
+    assert trig.watching == "poll" and trig.watch is None
+    assert trig.recheck_every == triggers_mod.POLL_TICK
+    assert caplog.text.count("idle wake-ups: looking every 0.5 s") == 1
+    trig.start_watch(str(tmp_path / "dev-1.drain"))  # logged once only
+    assert caplog.text.count("idle wake-ups") == 1
+    assert trig.wait(0.05) is False
+
+
+def test_lost_watch_falls_back_to_polling(tmp_path, monkeypatch, caplog):
+    trig, restart_dir, _ = _watched(tmp_path, monkeypatch)
+    restart_dir.rmdir()
+    assert trig.wait(5) is True  # IN_IGNORED: look now, and poll from now on
+    assert trig.watching == "poll" and trig.watch is None
+    assert "inotify watch lost" in caplog.text
+
+
+def test_idle_wait_loop_uses_events_not_ticks(tmp_path, monkeypatch):
+    """_wait_idle looks at the files on a relevant event and every RECHECK, not every TICK."""
+    from multiagent.agent import loop
+
+    monkeypatch.delenv("TF_AGENT_NO_INOTIFY", raising=False)
+    (tmp_path / "restart").mkdir()
+    cfg = config.validate("c", dict(MINIMAL))
+    agent = loop.Agent(cfg, StatusFile(str(tmp_path), "a1"), DrainFlag(str(tmp_path), "a1"),
+                       Triggers("a1", str(tmp_path / "restart")), Metrics("a1"))
+    looks = []
+    real = agent.drain.read
+    monkeypatch.setattr(agent.drain, "read", lambda: looks.append(1) or real())
+    agent._wait_idle(1.2)
+    assert agent.triggers.watching == "inotify"
+    assert len(looks) == 1  # once at the start; polling would have looked 3 times
+    (tmp_path / "a1.drain").write_text("drain")
+    start = time.monotonic()
+    agent._wait_idle(5)
+    assert time.monotonic() - start < 1 and agent.drain.read() == "drain"
 
 
 # -- status, drain, lock -------------------------------------------------------------

@@ -3,7 +3,7 @@
 Modules, one job each: config (the upstream YAML), client (REST on http.client),
 job (phases, process groups, stop conditions), attachments (safe unpack),
 outcome (deliver exactly once / keep for later), status (status file, drain
-flag, lock), triggers (signals, restart file, wake-up pipe), loop (main loop),
+flag, lock), triggers (signals, restart file, wake-up pipe, inotify), loop (main loop),
 metrics (Prometheus text), main (CLI).
 
 Exit status: 0 stopped (SIGTERM, drain `hold`), 1 safe restart (SIGUSR1,

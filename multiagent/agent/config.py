@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from typing import Any
+
+TYPE_CHECKING = False  # dataclasses/typing cost ~15 ms of start-up; a plain class will do
+if TYPE_CHECKING:
+    from typing import Any
 
 PHASES = ("setup", "provision", "firmware_update", "test", "allocate", "reserve")
 ALL_PHASES = (*PHASES, "cleanup")
@@ -72,17 +74,32 @@ _SCHEMA: dict[str, tuple[Any, str, bool, Any]] = {
 }
 
 
-@dataclass
 class AgentConfig:
-    path: str
-    values: dict[str, Any] = field(default_factory=dict)
+    __slots__ = ("path", "values")
+
+    def __init__(self, path: str, values: dict[str, Any] | None = None):
+        self.path = path
+        self.values: dict[str, Any] = {} if values is None else values
 
     def __getattr__(self, name: str) -> Any:
         # Called only for names that are not real attributes: config keys.
-        values = self.__dict__.get("values", {})
+        try:
+            values = object.__getattribute__(self, "values")
+        except AttributeError:
+            raise AttributeError(name) from None
         if name in values:
             return values[name]
         raise AttributeError(name)
+
+    def __repr__(self) -> str:
+        return f"AgentConfig(path={self.path!r}, values={self.values!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, AgentConfig):
+            return NotImplemented
+        return (self.path, self.values) == (other.path, other.values)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass was
 
     def command(self, phase: str) -> str:
         return self.values.get(f"{phase}_command") or ""

@@ -1,26 +1,30 @@
 """The agent's main loop: register, poll, run jobs, honour restart/drain/stop requests.
 
 Every wait goes through `Triggers.waker`, so SIGUSR1/SIGTERM end it at once;
-the restart file and drain flag are looked at every `TICK` seconds while idle.
-Network failures never escape the loop: they set a capped back-off.
+while idle, inotify wakes it for the restart file and drain flag (see triggers),
+else they are looked at every `TICK` seconds. Network failures never escape the
+loop: they set a capped back-off.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 from multiagent.agent import outcome
 from multiagent.agent.client import Client, ServerUnreachable
 from multiagent.agent.config import PHASES, AgentConfig
 from multiagent.agent.metrics import Metrics
 from multiagent.agent.status import DrainFlag, StatusFile
-from multiagent.agent.triggers import Triggers
+from multiagent.agent.triggers import POLL_TICK, Triggers
+
+TYPE_CHECKING = False  # no typing import at run time (start-up cost)
+if TYPE_CHECKING:
+    from typing import Any
 
 log = logging.getLogger("tf-agent")
 
-TICK = 0.5  # idle check period for the restart file and drain flag
+TICK = POLL_TICK  # idle check period for the restart file and drain flag without inotify
 HEARTBEAT_EVERY = 240.0  # POST agent data at least this often (server's updated_at)
 BACKOFF_MIN, BACKOFF_MAX = 1.0, 30.0
 EXIT_STOPPED, EXIT_RESTART = 0, 1
@@ -110,6 +114,7 @@ class Agent:
 
     def busy_tick(self) -> None:
         """Every few seconds inside a running phase."""
+        self.triggers.flush_events()
         self.triggers.check_restart_file()
         if self.triggers.restart_pending:
             self._show_restart()
@@ -176,19 +181,30 @@ class Agent:
             self.status.update(restart_pending=True, restart_reason=self.triggers.restart_reason)
 
     def _wait_idle(self, seconds: float) -> None:
-        """Sleep, but wake at once on signals and within TICK on restart file / drain changes."""
+        """Sleep, but wake at once on signals, restart file and drain flag changes.
+
+        With inotify the files are looked at when an event names them (and every
+        RECHECK s); without, every TICK s. Unrelated events cost no look at all.
+        """
+        triggers = self.triggers
+        if triggers.watching is None:
+            triggers.start_watch(self.drain.path)  # after the first poll: not on its path
         deadline = time.monotonic() + seconds
+        look, next_look = True, 0.0
         while True:
-            if self.stop_requested() or self.triggers.restart_pending:
+            if self.stop_requested() or triggers.restart_pending:
                 return
-            if self.triggers.check_restart_file():
-                return
-            if self.drain.read() != self._drain_seen:
-                return
-            remaining = deadline - time.monotonic()
+            now = time.monotonic()
+            if look or now >= next_look:
+                if triggers.check_restart_file():
+                    return
+                if self.drain.read() != self._drain_seen:
+                    return
+                next_look = now + triggers.recheck_every
+            remaining = deadline - now
             if remaining <= 0:
                 return
-            self.triggers.waker.wait(min(remaining, TICK))
+            look = triggers.wait(min(remaining, next_look - now))
 
     # -- exits --------------------------------------------------------------------
     def _farewell(self, state: str, comment: str) -> None:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
+
+TYPE_CHECKING = False  # no typing import at run time (start-up cost)
+if TYPE_CHECKING:
+    from typing import Any
 
 # Upstream's phase_duration_seconds buckets.
 BUCKETS = (60, 180, 300, 600, 1200, 1800, 3600, 7200, 14400)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 
 from multiagent.agent.client import Client, ServerUnreachable
 
@@ -33,6 +32,8 @@ def build_artifact(rundir: str) -> bool:
     with tarfile.open(tmp, "w:gz") as tar:
         tar.add(src, arcname="artifacts")
     os.replace(tmp, os.path.join(rundir, ARTIFACT_FILE))
+    import shutil  # per job only, like tarfile
+
     shutil.rmtree(src, ignore_errors=True)
     return True
 
@@ -94,10 +95,14 @@ def transmit(client: Client, rundir: str, job_id: str, timeout: float | None = N
         if not client.post_result(job_id, outcome, timeout=timeout):
             log.error("final result for %s refused; dropping it", job_id)
         os.unlink(outcome_path)
+    import shutil  # per job only: bz2/lzma come with it
+
     shutil.rmtree(rundir, ignore_errors=True)
 
 
 def store(rundir: str, results_basedir: str, job_id: str) -> str:
+    import shutil  # per job only
+
     os.makedirs(results_basedir, exist_ok=True)
     dest = os.path.join(results_basedir, job_id)
     if os.path.exists(dest):

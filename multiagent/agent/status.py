@@ -6,9 +6,12 @@ import fcntl
 import json
 import os
 import time
-from typing import Any
 
 from multiagent.agent import __version__
+
+TYPE_CHECKING = False  # no typing import at run time (start-up cost)
+if TYPE_CHECKING:
+    from typing import Any
 
 STATES = (
     "starting", "waiting", "setup", "provision", "firmware_update", "test", "allocate",
@@ -17,10 +20,18 @@ STATES = (
 
 
 class StatusFile:
-    """`<run-dir>/<agent>.json`, rewritten atomically so readers never see half a file."""
+    """`<run-dir>/<agent>.json`, rewritten atomically so readers never see half a file.
 
-    def __init__(self, run_dir: str, agent: str):
+    The temp file is written in `tmp_dir` if given (the agent's own directory), so
+    the shared run dir sees only the final rename: other agents' inotify watches on
+    the run dir then ignore our status writes without waking up. Falls back to the
+    run dir for good if that fails (another filesystem, not writable).
+    """
+
+    def __init__(self, run_dir: str, agent: str, tmp_dir: str | None = None):
         self.path = os.path.join(run_dir, f"{agent}.json")
+        self.tmp_dir = tmp_dir if tmp_dir and os.path.abspath(tmp_dir) != os.path.abspath(
+            run_dir) else None
         self.data: dict[str, Any] = {
             "agent": agent,
             "pid": os.getpid(),
@@ -45,7 +56,14 @@ class StatusFile:
         self.write()
 
     def write(self) -> None:
-        tmp = f"{self.path}.{os.getpid()}.tmp"
+        if self.tmp_dir is not None:
+            tmp = os.path.join(self.tmp_dir, f".{os.path.basename(self.path)}.{os.getpid()}.tmp")
+            if self._write_via(tmp):
+                return
+            self.tmp_dir = None  # EXDEV, read-only, gone: the run dir it is
+        self._write_via(f"{self.path}.{os.getpid()}.tmp")
+
+    def _write_via(self, tmp: str) -> bool:
         try:
             with open(tmp, "w", encoding="utf-8") as fh:
                 json.dump(self.data, fh)
@@ -56,6 +74,8 @@ class StatusFile:
                 os.unlink(tmp)
             except OSError:
                 pass
+            return False
+        return True
 
 
 class DrainFlag:

@@ -3,6 +3,13 @@
 Signal handlers only set flags and write one byte to a pipe. Every wait in the
 agent (idle polling, back-off, a running phase) selects on that pipe, so a
 signal ends the wait at once instead of after the polling interval.
+
+While idle, the agent also selects on an inotify fd (`DirWatch`) watching the
+restart dir and the run dir, so a restart file or a drain flag is seen at once
+without waking up to look. Events are filtered by name; files are still checked
+directly (the events only say "look now") and every `RECHECK` seconds anyway.
+Without inotify (no libc/ctypes, watch or instance limit, restart dir missing,
+TF_AGENT_NO_INOTIFY=1) the agent looks every `POLL_TICK` seconds as before.
 """
 
 from __future__ import annotations
@@ -12,9 +19,115 @@ import os
 import select
 import signal
 import stat
-from typing import Any
+import sys
+import time
+
+TYPE_CHECKING = False  # typing costs ~4 ms of start-up; only annotations need it
+if TYPE_CHECKING:
+    from typing import Any
 
 log = logging.getLogger("tf-agent.triggers")
+
+POLL_TICK = 0.5  # idle look at the restart file and drain flag without inotify
+RECHECK = 5.0  # with inotify: direct look anyway, in case an event was missed
+# After a wake-up for unrelated names (a busy /tmp, other agents in the run dir),
+# leave events queued this long and read them in one go: a busy directory then
+# costs at most one wake-up per QUIET, and a relevant event waits at most QUIET.
+QUIET = 0.5
+
+# <sys/inotify.h>
+IN_ATTRIB, IN_CLOSE_WRITE, IN_MOVED_FROM, IN_MOVED_TO = 0x4, 0x8, 0x40, 0x80
+IN_CREATE, IN_DELETE = 0x100, 0x200
+IN_Q_OVERFLOW, IN_IGNORED = 0x4000, 0x8000
+IN_ONLYDIR, IN_MASK_ADD = 0x01000000, 0x20000000
+IN_NONBLOCK, IN_CLOEXEC = os.O_NONBLOCK, os.O_CLOEXEC
+RESTART_MASK = IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE | IN_ATTRIB
+# No IN_MOVED_TO in the (shared) run dir: every agent's status file arrives by a
+# rename there, which would wake every agent for every other agent's poll. A drain
+# flag written in place or removed is seen by its own name; tf-fleet's atomic write
+# by its temp file's IN_MOVED_FROM (`.<agent>.drain.*`); one renamed in from another
+# directory by the RECHECK look (and, as always, the look before each job poll).
+DRAIN_MASK = IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_CLOSE_WRITE | IN_ATTRIB
+
+
+class DirWatch:
+    """Linux inotify through ctypes: one non-blocking fd, a few directories, events by name."""
+
+    def __init__(self) -> None:
+        import ctypes  # only here, once: ~3 ms and 0.3 MB
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        init = libc.inotify_init1
+        init.argtypes, init.restype = (ctypes.c_int,), ctypes.c_int
+        self._add_watch = libc.inotify_add_watch
+        self._add_watch.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32)
+        self._add_watch.restype = ctypes.c_int
+        self._errno = ctypes.get_errno
+        self.fd = init(IN_NONBLOCK | IN_CLOEXEC)
+        if self.fd < 0:
+            self._fail("inotify_init1")
+        self._names: dict[int, tuple[set[bytes], tuple[bytes, ...]]] = {}
+        self._needles: tuple[bytes, ...] = ()
+        self.lost = False  # a watched directory went away (IN_IGNORED)
+
+    def _fail(self, what: str) -> None:
+        err = self._errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+    def add(self, directory: str, mask: int, names: list[str],
+            prefixes: tuple[str, ...] = ()) -> None:
+        """Watch `directory`; events for `names` (or names starting with `prefixes`) count."""
+        wd = self._add_watch(self.fd, os.fsencode(directory), mask | IN_ONLYDIR | IN_MASK_ADD)
+        if wd < 0:
+            self._fail(f"inotify_add_watch {directory}")
+        exact, starts = self._names.get(wd, (set(), ()))
+        exact |= {os.fsencode(n) for n in names}
+        self._names[wd] = (exact, starts + tuple(os.fsencode(p) for p in prefixes))
+        # Byte strings that any event worth a closer look contains: a watched name
+        # (with its NUL) or prefix, IN_Q_OVERFLOW (wd -1), IN_IGNORED on one of ours.
+        order = sys.byteorder
+        needles = {(-1).to_bytes(4, order, signed=True) + IN_Q_OVERFLOW.to_bytes(4, order)}
+        for w, (ex, st) in self._names.items():
+            needles.add(w.to_bytes(4, order, signed=True) + IN_IGNORED.to_bytes(4, order))
+            needles.update(n + b"\0" for n in ex)
+            needles.update(st)
+        self._needles = tuple(needles)
+
+    def read(self) -> tuple[bool, int]:
+        """Read every queued event: (one may concern a watched name, events were read)."""
+        relevant, count, names, order = False, 0, self._names, sys.byteorder
+        while True:
+            try:
+                buf = os.read(self.fd, 65536)
+            except BlockingIOError:
+                return relevant, count
+            if not buf:
+                return relevant, count
+            if not any(needle in buf for needle in self._needles):
+                count += 1  # nothing for us (the usual case): no per-event work at all
+                continue
+            off, end = 0, len(buf)
+            while off < end:
+                # struct inotify_event: int wd; uint32 mask, cookie, len; char name[len]
+                wd = int.from_bytes(buf[off:off + 4], order, signed=True)
+                mask = int.from_bytes(buf[off + 4:off + 8], order)
+                length = int.from_bytes(buf[off + 12:off + 16], order)
+                count += 1
+                if mask & IN_Q_OVERFLOW:
+                    relevant = True
+                elif mask & IN_IGNORED:
+                    self.lost = relevant = True
+                elif not relevant and length:
+                    entry = names.get(wd)
+                    if entry is not None:
+                        name = buf[off + 16:off + 16 + length].rstrip(b"\0")
+                        relevant = name in entry[0] or name.startswith(entry[1])
+                off += 16 + length
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 class Waker:
@@ -48,6 +161,7 @@ class Triggers:
 
     def __init__(self, agent: str, restart_dir: str):
         self.waker = Waker()
+        self.restart_dir = restart_dir
         self.restart_reason: str | None = None
         self.stop_reason: str | None = None
         names = {agent, agent.replace("-", "")}
@@ -57,6 +171,83 @@ class Triggers:
         ]
         self._warned: dict[str, tuple[int, ...]] = {}
         self._uid = os.getuid()
+        self.watch: DirWatch | None = None
+        self.watching: str | None = None  # set by start_watch: how idle waits wake up
+        self.recheck_every = POLL_TICK
+        self._quiet_until = 0.0
+
+    # -- idle wake-ups ----------------------------------------------------------------
+    def start_watch(self, drain_path: str) -> None:
+        """Wake idle waits by inotify on the restart file and drain flag, else poll; log which."""
+        if self.watching is not None:
+            return
+        reason = None
+        if os.environ.get("TF_AGENT_NO_INOTIFY"):
+            reason = "TF_AGENT_NO_INOTIFY is set"
+        else:
+            watch = None
+            try:
+                watch = DirWatch()
+                watch.add(self.restart_dir, RESTART_MASK,
+                          [os.path.basename(p) for p in self.restart_files])
+                run_dir, drain_name = os.path.split(os.path.abspath(drain_path))
+                watch.add(run_dir, DRAIN_MASK, [drain_name], prefixes=(f".{drain_name}.",))
+            except (OSError, AttributeError, ImportError) as exc:
+                # AttributeError: a libc without inotify; ImportError: no ctypes.
+                reason = f"inotify unavailable: {exc}"
+                if watch is not None:
+                    watch.close()
+            else:
+                self.watch = watch
+                self.recheck_every = RECHECK
+                self.watching = "inotify"
+                log.info("idle wake-ups: inotify on %s and %s (direct look every %.0f s)",
+                         self.restart_dir, run_dir, RECHECK)
+                return
+        self.recheck_every = POLL_TICK
+        self.watching = "poll"
+        log.info("idle wake-ups: looking every %.1f s (%s)", POLL_TICK, reason)
+
+    def wait(self, timeout: float) -> bool:
+        """Idle sleep up to `timeout` s; True if woken by a signal or an event to look at."""
+        watch = self.watch
+        if watch is None:
+            return self.waker.wait(timeout)
+        now = time.monotonic()
+        if now < self._quiet_until:
+            if self.waker.wait(min(timeout, self._quiet_until - now)):
+                return True
+            if time.monotonic() < self._quiet_until:
+                return False  # the caller's timeout came first
+            return self._read_events()
+        ready, _, _ = select.select([self.waker.rfd, watch.fd], [], [], max(0.0, timeout))
+        if self.waker.rfd in ready:
+            self.waker.drain()
+            return True
+        return self._read_events() if ready else False
+
+    def flush_events(self) -> None:
+        """While busy (no idle wait reads them): drop queued events, keep the kernel queue short."""
+        if self.watch is not None:
+            self._read_events()
+
+    def _read_events(self) -> bool:
+        watch = self.watch
+        assert watch is not None
+        try:
+            relevant, count = watch.read()
+        except OSError as exc:
+            watch.lost, relevant, count = True, True, 1
+            log.debug("reading inotify events: %s", exc)
+        if watch.lost:
+            log.warning("inotify watch lost (directory gone?): looking every %.1f s from now",
+                        POLL_TICK)
+            watch.close()
+            self.watch, self.watching, self.recheck_every = None, "poll", POLL_TICK
+            return True
+        if count and not relevant:
+            self._quiet_until = time.monotonic() + QUIET
+        return relevant
 
     @property
     def restart_pending(self) -> bool:
