@@ -162,7 +162,7 @@ def test_sigterm_idle(shared_server, make_agent):
     start = time.monotonic()
     agent.signal(signal.SIGTERM)
     assert agent.wait_exit(5) == 0
-    assert time.monotonic() - start < 1
+    assert time.monotonic() - start < 3  # at once, not after its 30 s polling sleep
     data = requests.get(f"{shared_server.url}/v1/agents/data/{agent.name}", timeout=5).json()
     assert data["state"] == "offline"
 
@@ -175,8 +175,9 @@ def test_restart_when_idle(shared_server, make_agent, trigger):
         agent.signal(signal.SIGUSR1)
     else:
         agent.restart_file.write_text("")
-    assert agent.wait_exit(3) == 1
-    assert time.monotonic() - start < 1.0
+    assert agent.wait_exit(5) == 1
+    # at once, not after its 30 s polling sleep (the figure itself is measured in bench/)
+    assert time.monotonic() - start < 3
     st = agent.status()
     assert st["state"] == "restarting" and st["restart_pending"] is True
     assert not agent.restart_file.exists()
@@ -190,8 +191,9 @@ def test_restart_file_seen_at_once_when_idle(shared_server, make_agent):
     wait_for(lambda: "idle wake-ups: inotify" in agent.log_text, 5, what="inotify in use")
     start = time.monotonic()
     agent.restart_file.write_text("")
-    assert agent.wait_exit(3) == 1
-    assert time.monotonic() - start < 0.45
+    assert agent.wait_exit(5) == 1
+    # woken by the event, not by the 5 s direct look that backs inotify up
+    assert time.monotonic() - start < 2
 
 
 def test_unrelated_files_change_nothing(shared_server, make_agent):
@@ -221,8 +223,8 @@ def test_polling_fallback_without_inotify(shared_server, make_agent):
     agent.drain_file.unlink()
     start = time.monotonic()
     agent.restart_file.write_text("")
-    assert agent.wait_exit(3) == 1
-    assert time.monotonic() - start < 1.0
+    assert agent.wait_exit(5) == 1
+    assert time.monotonic() - start < 3  # the 0.5 s look, not the 30 s poll
     assert "inotify" not in agent.log_text
 
 

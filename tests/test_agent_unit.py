@@ -220,7 +220,7 @@ def test_idle_wait_wakes_for_restart_file_not_for_others(tmp_path, monkeypatch, 
     # Woken once for nothing: events are left queued for QUIET, then read in one go.
     (restart_dir / "TESTFLINGER-DEVICE-RESTART-dev-1").write_text("")
     assert trig.wait(5) is True
-    assert time.monotonic() - start < 1.0
+    assert time.monotonic() - start < 3  # woken by the event, well before the 5 s look
     assert trig.check_restart_file()
 
 
@@ -245,7 +245,7 @@ def test_signal_wakes_an_inotify_wait(tmp_path, monkeypatch):
     trig, _, _ = _watched(tmp_path, monkeypatch)
     trig.waker.wake()
     start = time.monotonic()
-    assert trig.wait(5) is True and time.monotonic() - start < 1
+    assert trig.wait(5) is True and time.monotonic() - start < 3
 
 
 @pytest.mark.parametrize("why", ["env", "missing restart dir"])
@@ -291,7 +291,7 @@ def test_idle_wait_loop_uses_events_not_ticks(tmp_path, monkeypatch):
     (tmp_path / "a1.drain").write_text("drain")
     start = time.monotonic()
     agent._wait_idle(5)
-    assert time.monotonic() - start < 1 and agent.drain.read() == "drain"
+    assert time.monotonic() - start < 3 and agent.drain.read() == "drain"
 
 
 # -- status, drain, lock -------------------------------------------------------------
