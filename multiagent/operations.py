@@ -100,6 +100,7 @@ class Operation:
     error: str | None = None
     result: str = ""
     notes: list[str] = field(default_factory=list)
+    on_job: bool = False  # waiting for a running job: nothing will change for a while
 
     verb = "operation"
 
@@ -222,10 +223,11 @@ class SafeRestart(Operation):
             return
         if self.stage == "asked":
             if info and info.pid == self.old_pid and info.state in LIVE:
-                self.text = snap.busy(self.name, self.kind)[1]
+                self.on_job, self.text = snap.busy(self.name, self.kind)
                 if self.text in ("waiting", "idle", "drained"):
                     self.text = "asked; restarting"
                 return
+            self.on_job = False
             if info and info.state == "EXITED" and info.exitstatus != 0:
                 # supervisord would respawn it on its next pass, up to a second away
                 try:
@@ -265,10 +267,11 @@ class SafeStop(Operation):
             self.stage = "down"
         if self.stage == "stopping":
             if info and info.pid == self.old_pid and info.state in LIVE:
-                self.text = snap.busy(self.name, self.kind)[1]
-                if not snap.busy(self.name, self.kind)[0]:
+                self.on_job, self.text = snap.busy(self.name, self.kind)
+                if not self.on_job:
                     self.text = "idle; exiting"
                 return
+            self.on_job = False
             if info and info.state in LIVE:
                 # An upstream agent that restarted: stop the new process before it polls.
                 try:
@@ -362,6 +365,7 @@ class Drain(Operation):
     def step(self, snap: Snapshot, env: Env) -> None:
         busy, text = snap.busy(self.name, self.kind)
         info = snap.info(self.name)
+        self.on_job = busy
         if busy:
             self.text = text
         elif info and info.state in LIVE and self.kind == "tf-agent" and (
@@ -394,11 +398,14 @@ class RunResult:
 
 
 def run(operations: list[Operation], env: Env, *, max_parallel: int, timeout: float,
-        stop_on_failure: bool, wait: bool = True, tick: float = 0.05,
+        stop_on_failure: bool, wait: bool = True, tick: float | None = None,
         progress: Callable[[list[Operation]], None] | None = None) -> RunResult:
     """Advance the operations until all are done, one fails (if stop_on_failure) or time
     runs out. Idle agents go first, so a busy one never holds up the idle ones."""
     names = [op.name for op in operations]
+    # A look costs supervisord a pass over its processes: look often while an agent is
+    # about to exit or come back, seldom while every one in flight waits for a job.
+    fast = tick if tick is not None else (0.05 if len(names) <= 50 else 0.2)
     queue = list(operations)
     active: list[Operation] = []
     result = RunResult(operations)
@@ -438,4 +445,4 @@ def run(operations: list[Operation], env: Env, *, max_parallel: int, timeout: fl
         if time.monotonic() > deadline:
             result.timed_out = True
             return result
-        time.sleep(tick)
+        time.sleep(0.5 if active and all(op.on_job for op in active) else fast)
