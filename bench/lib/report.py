@@ -95,7 +95,8 @@ def write(path: Path, rows: list[Row], mode: str, elapsed: float, command: str,
         "Every figure and its baseline were measured in the same run, on loopback, in a "
         "private temp state dir. Latencies to a *first poll* are from just before the "
         "trigger to the `last_poll` the new process wrote in `<state>/run/<name>.json`. "
-        "Agents and baselines use `startsecs: 1`.",
+        "Agents and baselines use `startsecs: 1`. The package's bytecode is compiled "
+        "first, as `pip install .` leaves it.",
         "",
         table(rows),
         "",
