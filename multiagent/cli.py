@@ -26,7 +26,7 @@ class Options:
     def context(self):
         from .reconcile import Context
 
-        return Context.load(load_fleet(self.config, self.state_dir))
+        return Context(load_fleet(self.config, self.state_dir))
 
 
 def handles_errors(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -42,6 +42,7 @@ class Snapshot:
     processes: dict[str, ProcessInfo]
     status_files: dict[str, dict[str, Any] | None]
     now: float
+    server_url: str | None = None
 
     def info(self, name: str) -> ProcessInfo | None:
         return self.processes.get(name)
@@ -78,13 +79,34 @@ class Snapshot:
             children = []
         if children:
             return True, f"waiting for its job to end ({len(children)} child process(es))"
+        # Between phases an upstream agent talks to the server with no child running;
+        # the server knows whether it holds a job.
+        job_id = _server_job(self.server_url, name) if self.server_url else None
+        if job_id:
+            return True, f"waiting for job {job_id} (as the server reports it)"
         return False, "idle"
+
+
+_SERVER_CACHE: dict[tuple[str, str], tuple[float, str | None]] = {}
+SERVER_CACHE_SECONDS = 2.0
+
+
+def _server_job(server_url: str, name: str) -> str | None:
+    """The job the server has for an agent, asked at most every 2 s per agent."""
+    key = (server_url, name)
+    now = time.monotonic()
+    cached = _SERVER_CACHE.get(key)
+    if cached and now - cached[0] < SERVER_CACHE_SECONDS:
+        return cached[1]
+    job_id = triggers.get_server_agent(server_url, name).get("job_id") or None
+    _SERVER_CACHE[key] = (now, job_id)
+    return job_id
 
 
 def take_snapshot(env: Env, names: list[str]) -> Snapshot:
     processes = env.supervisor.processes()
     status_files = {n: read_status_file(env.layout.status_file(n)) for n in names}
-    return Snapshot(processes, status_files, time.time())
+    return Snapshot(processes, status_files, time.time(), env.server_url)
 
 
 @dataclass

@@ -61,10 +61,6 @@ class Context:
         self.layout = Layout(fleet.state_dir)
         self.supervisor = Supervisor(self.target)
 
-    @classmethod
-    def load(cls, fleet: Fleet) -> Context:
-        return cls(fleet)
-
     @cached_property
     def rendering(self) -> Rendering:
         from .render import RenderContext, render
@@ -282,7 +278,7 @@ OPERATION_FOR = {planning.RESTART: SafeRestart, planning.REPLACE: Replace,
 
 
 def up(ctx: Context, wait: bool = True, timeout: float = 60.0,
-       apply_changes: bool = True, restart_timeout: float | None = None,
+       restart_timeout: float | None = None,
        progress: Callable[[list[Operation]], None] | None = None) -> UpReport:
     check_host(ctx)
     plan = make_plan(ctx)
@@ -311,7 +307,7 @@ def up(ctx: Context, wait: bool = True, timeout: float = 60.0,
                     raise
         report.started.append(action.name)
     report.pending = plan.of_kind(planning.RESTART, planning.REPLACE, planning.REMOVE)
-    if apply_changes and report.pending:
+    if report.pending:
         # Every changed agent at once: each waits for its own job, none for another's.
         operations = [OPERATION_FOR[a.kind](a.name, ctx.kind(a.name)) for a in report.pending]
         report.applied = run_operations(

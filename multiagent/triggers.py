@@ -46,12 +46,6 @@ def ask_restart_by_file(restart_dir: str, name: str) -> Path:
     return path
 
 
-def withdraw_restart_file(restart_dir: str, name: str) -> None:
-    path = restart_file(restart_dir, name)
-    if path.is_file() and not path.is_symlink():
-        path.unlink(missing_ok=True)
-
-
 def read_drain(layout: Layout, name: str) -> str | None:
     try:
         text = layout.drain_file(name).read_text().strip()
@@ -90,7 +84,7 @@ def get_server_agent(server_url: str, name: str) -> dict:
     import urllib.request
 
     try:
-        with urllib.request.urlopen(f"{server_url}/v1/agents/data/{name}", timeout=5) as resp:
+        with urllib.request.urlopen(f"{server_url}/v1/agents/data/{name}", timeout=2) as resp:
             data = json.loads(resp.read() or b"{}")
     except (urllib.error.URLError, OSError, ValueError):
         return {}
