@@ -149,10 +149,7 @@ def up(opts: Options, no_wait: bool, timeout: str | None, as_json: bool) -> None
         if applied and no_wait:
             click.echo("asked; `tf-fleet plan` or `tf-fleet status` shows what is pending")
         elif applied and applied.timed_out:
-            waiting = [op for op in applied.operations if not op.done]
-            click.echo("timed out; still pending (nothing was interrupted):", err=True)
-            for op in waiting:
-                click.echo(f"  {op.name}: {op.text}", err=True)
+            _print_pending(applied)
         counts = {k: len(report.plan.of_kind(k)) for k in
                   ("add", "start", "restart", "replace", "remove", "unchanged")}
         click.echo(", ".join(f"{v} {k}" for k, v in counts.items() if v) or "nothing to do")
@@ -188,6 +185,13 @@ def _select(ctx, names: tuple[str, ...], all_agents: bool) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def _print_pending(result) -> None:
+    click.echo("timed out; still pending (nothing was interrupted):", err=True)
+    for op in result.operations:
+        if not op.done:
+            click.echo(f"  {op.name}: {op.text}", err=True)
+
+
 def _report(result, as_json: bool, what: str) -> None:
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
@@ -200,10 +204,7 @@ def _report(result, as_json: bool, what: str) -> None:
     done = sum(op.stage == "done" for op in result.operations)
     click.echo(f"{done}/{len(result.operations)} {what}.")
     if result.timed_out:
-        click.echo("timed out; still pending (nothing was interrupted):", err=True)
-        for op in result.operations:
-            if not op.done:
-                click.echo(f"  {op.name}: {op.text}", err=True)
+        _print_pending(result)
     if result.stopped_early:
         untouched = [op.name for op in result.operations if op.stage == "queued"]
         click.echo(f"stopped after a failure; left untouched: {', '.join(untouched)}",

@@ -17,7 +17,7 @@ from typing import Any
 from . import triggers
 from .layout import Layout
 from .procinfo import process_start_time
-from .status import PHASES, read_status_file, tail_lines
+from .status import PHASES, current_status, read_status_file, tail_lines
 from .supervisor import ProcessInfo, Supervisor, SupervisorError
 
 DOWN = {"STOPPED", "EXITED", "FATAL"}
@@ -49,11 +49,10 @@ class Snapshot:
 
     def status(self, name: str) -> dict[str, Any] | None:
         """The status file, only if the process running now wrote it."""
-        data = self.status_files.get(name)
         info = self.info(name)
-        if data and info and info.pid and data.get("pid") == info.pid:
-            return data
-        return None
+        if not info or not info.pid:
+            return None
+        return current_status(self.status_files.get(name), info.pid)
 
     def busy(self, name: str, kind: str) -> tuple[bool, str]:
         """Whether the agent runs a job, and what it is doing, in words."""
@@ -315,20 +314,17 @@ class Replace(SafeStop):
     verb = "replace"
 
     def after_down(self, snap: Snapshot, env: Env) -> None:
-        if self.stage == "down":
-            info = snap.info(self.name)
-            if info and info.state not in DOWN:
-                env.supervisor.stop(self.name, True)
-            env.supervisor.remove(self.name)
-            triggers.clear_drain(env.layout, self.name)
-            added, _, _ = env.supervisor.reload_config()
-            if self.name not in added:
-                raise SupervisorError(f"{self.name}: supervisord did not see its new program")
-            env.supervisor.add(self.name)
-            self.old_pid = info.pid if info and info.pid else self.old_pid
-            self.stage = "coming-back"
-            return
-        self._wait_back(snap, env)
+        info = snap.info(self.name)
+        if info and info.state not in DOWN:
+            env.supervisor.stop(self.name, True)
+        env.supervisor.remove(self.name)
+        triggers.clear_drain(env.layout, self.name)
+        added, _, _ = env.supervisor.reload_config()
+        if self.name not in added:
+            raise SupervisorError(f"{self.name}: supervisord did not see its new program")
+        env.supervisor.add(self.name)
+        self.old_pid = info.pid if info and info.pid else self.old_pid
+        self.stage = "coming-back"
 
     def step(self, snap: Snapshot, env: Env) -> None:
         if self.stage == "coming-back":

@@ -139,7 +139,7 @@ def observe(ctx: Context) -> Observed:
             except FileNotFoundError:
                 pass
     held = frozenset(n for n in ctx.rendering.programs
-                     if (read_text(ctx.layout.drain_file(n)) or "").strip() == "hold")
+                     if triggers.read_drain(ctx.layout, n) == triggers.HOLD)
     return Observed(disk=disk, managed=frozenset(managed_programs(ctx, loaded)), loaded=loaded,
                     started=started, modified=modified, held=held)
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from .layout import Layout
 from .supervisor import ProcessInfo
+from .triggers import read_drain
 
 FAILED_STATES = {"FATAL", "BACKOFF"}
 PHASES = ("setup", "provision", "firmware_update", "test", "allocate", "reserve", "cleanup")
@@ -65,6 +66,14 @@ def tail_lines(path: Path, count: int, max_bytes: int = 64 * 1024) -> list[str]:
     return lines[-count:] if count else []
 
 
+def current_status(data: dict[str, Any] | None, pid: int | None) -> dict[str, Any] | None:
+    """A status file counts only if the process running now wrote it; with no process
+    running, the last one's file tells how it ended."""
+    if data and pid and data.get("pid") != pid:
+        return None
+    return data
+
+
 def agent_status(name: str, info: ProcessInfo | None, status_file: dict[str, Any] | None,
                  log_file: Path | None = None, tail: int = 5,
                  drain_flag: str | None = None) -> AgentStatus:
@@ -72,9 +81,7 @@ def agent_status(name: str, info: ProcessInfo | None, status_file: dict[str, Any
     only while no newer process runs (it then tells how the old one ended)."""
     process = info.state if info else None
     pid = info.pid if info and info.pid else None
-    current = status_file
-    if status_file and pid and status_file.get("pid") != pid:
-        current = None
+    current = current_status(status_file, pid)
     log_tail: tuple[str, ...] = ()
     if info and info.state in FAILED_STATES:
         source = Path(info.log_file) if info.log_file else log_file
@@ -97,15 +104,8 @@ def fleet_status(names: list[str], processes: dict[str, ProcessInfo],
                  layout: Layout) -> list[AgentStatus]:
     return [agent_status(name, processes.get(name),
                          read_status_file(layout.status_file(name)), layout.log_file(name),
-                         drain_flag=_drain_flag(layout.drain_file(name)))
+                         drain_flag=read_drain(layout, name))
             for name in names]
-
-
-def _drain_flag(path: Path) -> str | None:
-    try:
-        return "hold" if path.read_text().strip() == "hold" else "drain"
-    except FileNotFoundError:
-        return None
 
 
 def format_age(seconds: float | None) -> str:

@@ -93,6 +93,14 @@ def test_down_leaves_no_process_behind(fleet_env):
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
 
 
+def _supervisorctl_states(main_conf) -> dict[str, str]:
+    """What the host's own `supervisorctl status` says, by program name."""
+    ctl = subprocess.run(
+        [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(main_conf), "status"],
+        capture_output=True, text=True)
+    return {line.split()[0]: line.split()[1] for line in ctl.stdout.splitlines()}
+
+
 def test_system_mode_programs_are_visible_to_the_hosts_supervisorctl(fleet_env):
     include = fleet_env.root / "conf.d"
     include.mkdir()
@@ -123,19 +131,13 @@ def test_system_mode_programs_are_visible_to_the_hosts_supervisorctl(fleet_env):
         fleet_env.write(fleet)
         fleet_env.wait_for(lambda: (fleet_env.root / "sys.sock").exists(), what="socket")
         fleet_env.run("up")
-        ctl = subprocess.run(
-            [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(main_conf), "status"],
-            capture_output=True, text=True)
-        lines = {line.split()[0]: line.split()[1] for line in ctl.stdout.splitlines()}
+        lines = _supervisorctl_states(main_conf)
         assert lines["agent-01"] == "RUNNING"
         assert lines["agent-03"] == "RUNNING"
         # tf-fleet manages its own programs only
         assert set(fleet_env.status()) == {"agent-01", "agent-02", "agent-03"}
         fleet_env.run("down")
-        ctl = subprocess.run(
-            [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(main_conf), "status"],
-            capture_output=True, text=True)
-        states = {line.split()[0]: line.split()[1] for line in ctl.stdout.splitlines()}
+        states = _supervisorctl_states(main_conf)
         assert states["agent-01"] == "STOPPED"
         assert states["someone-else"] == "RUNNING"  # the host's supervisord and programs stay
     finally:
