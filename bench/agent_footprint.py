@@ -33,8 +33,9 @@ def free_port() -> int:
 
 def http(method: str, url: str, body: dict | None = None) -> tuple[int, bytes]:
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(req, timeout=10) as resp:
         return resp.status, resp.read()
 
@@ -53,15 +54,34 @@ def start_agent(base: Path, url: str, name: str, interval: float, **extra) -> tu
     run = base / name
     run.mkdir()
     conf = run / "agent.conf"
-    cfg = {"agent_id": name, "server_address": url, "polling_interval": interval,
-           "job_queues": [f"q-{name}"], "execution_basedir": str(run / "exec"),
-           "results_basedir": str(run / "results"), "logging_basedir": str(run / "logs"),
-           "logging_quiet": True, **extra}
+    cfg = {
+        "agent_id": name,
+        "server_address": url,
+        "polling_interval": interval,
+        "job_queues": [f"q-{name}"],
+        "execution_basedir": str(run / "exec"),
+        "results_basedir": str(run / "results"),
+        "logging_basedir": str(run / "logs"),
+        "logging_quiet": True,
+        **extra,
+    }
     conf.write_text(json.dumps(cfg))  # JSON is YAML
     started = time.time()
-    proc = subprocess.Popen([sys.executable, "-m", "multiagent.agent", "-c", str(conf),
-                             "--run-dir", str(run), "--restart-dir", str(run)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "multiagent.agent",
+            "-c",
+            str(conf),
+            "--run-dir",
+            str(run),
+            "--restart-dir",
+            str(run),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     status = run / f"{name}.json"
 
     def polled():
@@ -84,12 +104,24 @@ def main() -> None:
         base = Path(tmp)
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        server = subprocess.Popen([sys.executable, "-m", "multiagent.server", "--host",
-                                   "127.0.0.1", "--port", str(port), "--db",
-                                   str(base / "server.db")],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "multiagent.server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--db",
+                str(base / "server.db"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         procs.append(server)
         try:
+
             def up():
                 try:
                     return http("GET", url + "/v1")[0] == 200
@@ -104,13 +136,17 @@ def main() -> None:
             time.sleep(2)
             ps = psutil.Process(idle.pid)
             mem = ps.memory_full_info()
-            print(f"idle RSS: {mem.rss / 2**20:.1f} MiB   USS: {mem.uss / 2**20:.1f} MiB   "
-                  f"PSS: {getattr(mem, 'pss', 0) / 2**20:.1f} MiB")
+            print(
+                f"idle RSS: {mem.rss / 2**20:.1f} MiB   USS: {mem.uss / 2**20:.1f} MiB   "
+                f"PSS: {getattr(mem, 'pss', 0) / 2**20:.1f} MiB"
+            )
             cpu0 = sum(ps.cpu_times()[:2])
             time.sleep(args.idle_seconds)
             cpu1 = sum(ps.cpu_times()[:2])
-            print(f"idle CPU over {args.idle_seconds:.0f} s at polling_interval 10: "
-                  f"{cpu1 - cpu0:.3f} s")
+            print(
+                f"idle CPU over {args.idle_seconds:.0f} s at polling_interval 10: "
+                f"{cpu1 - cpu0:.3f} s"
+            )
 
             # 2. SIGUSR1 -> exit, idle
             t0 = time.monotonic()
@@ -124,9 +160,13 @@ def main() -> None:
             procs.append(busy)
             times = []
             for _ in range(args.jobs):
-                job = {"job_queue": cfg["job_queues"][0],
-                       "provision_data": {"url": "x"}, "firmware_update_data": {"v": 1},
-                       "test_data": {"test_cmds": "true"}, "reserve_data": {"timeout": 1}}
+                job = {
+                    "job_queue": cfg["job_queues"][0],
+                    "provision_data": {"url": "x"},
+                    "firmware_update_data": {"v": 1},
+                    "test_data": {"test_cmds": "true"},
+                    "reserve_data": {"timeout": 1},
+                }
                 t0 = time.monotonic()
                 job_id = json.loads(http("POST", url + "/v1/job", job)[1])["job_id"]
 
@@ -137,9 +177,11 @@ def main() -> None:
                 wait_for(done, 30, "job complete")
                 times.append(time.monotonic() - t0)
             times.sort()
-            print(f"submit -> complete (6 phases `true`, polling_interval 0.1, {args.jobs} jobs): "
-                  f"median {times[len(times) // 2] * 1000:.0f} ms, "
-                  f"min {times[0] * 1000:.0f} ms, max {times[-1] * 1000:.0f} ms")
+            print(
+                f"submit -> complete (6 phases `true`, polling_interval 0.1, {args.jobs} jobs): "
+                f"median {times[len(times) // 2] * 1000:.0f} ms, "
+                f"min {times[0] * 1000:.0f} ms, max {times[-1] * 1000:.0f} ms"
+            )
         finally:
             for proc in procs:
                 if proc.poll() is None:

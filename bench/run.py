@@ -97,8 +97,9 @@ class Bench:
         prof = self.prof
         small = self.fleet("s", prof.small)
         big_is_small = prof.big <= prof.small
-        self.section(3, f"cold up of {prof.small}", lambda: self.cold(
-            small, 1.5 if big_is_small else None))
+        self.section(
+            3, f"cold up of {prof.small}", lambda: self.cold(small, 1.5 if big_is_small else None)
+        )
         self.section(3, "no-change up", lambda: [startup.no_change_up(small, prof.up_reps)])
         single: list[float] = []
 
@@ -108,8 +109,11 @@ class Bench:
             return restart.restart_rows(samples, prof.reps)
 
         self.section(1, f"single-agent restarts x{prof.reps}", restarts)
-        self.section(2, "rolling restarts", lambda: restart.rolling_rows(
-            small, median(single) if single else 0.0, (1, 10)))
+        self.section(
+            2,
+            "rolling restarts",
+            lambda: restart.rolling_rows(small, median(single) if single else 0.0, (1, 10)),
+        )
         big = small
         if not big_is_small:
             small.down()
@@ -120,8 +124,13 @@ class Bench:
         self.section(5, "agent footprint", lambda: self.footprint(big))
         big.down()
         self.section(6, "job overhead", self.job_overhead)
-        self.section(7, "server", lambda: server.server_rows(
-            self.root, self.reaper, prof.big, prof.server_seconds, prof.server_jobs))
+        self.section(
+            7,
+            "server",
+            lambda: server.server_rows(
+                self.root, self.reaper, prof.big, prof.server_seconds, prof.server_jobs
+            ),
+        )
 
     def footprint(self, fleet: BenchFleet) -> list[Row]:
         sleeper = footprint.start_sleeper(self.reaper)
@@ -152,10 +161,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="fewer repetitions and agents")
-    mode.add_argument("--smoke", action="store_true",
-                      help="minimal repetitions, 2 s idle CPU: checks the bench runs")
-    parser.add_argument("--agents", type=int, default=None,
-                        help="cap for the big-fleet figures (default 200; quick 20; smoke 5)")
+    mode.add_argument(
+        "--smoke",
+        action="store_true",
+        help="minimal repetitions, 2 s idle CPU: checks the bench runs",
+    )
+    parser.add_argument(
+        "--agents",
+        type=int,
+        default=None,
+        help="cap for the big-fleet figures (default 200; quick 20; smoke 5)",
+    )
     parser.add_argument("--output", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir")
     return parser.parse_args(argv)
@@ -172,8 +188,11 @@ def compile_bytecode() -> None:
     import multiagent
 
     package = Path(multiagent.__file__).parent
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(package)], check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", str(package)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,10 +214,16 @@ def main(argv: list[str] | None = None) -> int:
     given = list(argv if argv is not None else sys.argv[1:])
     if "--output" in given:  # the output path is not part of what was measured
         index = given.index("--output")
-        del given[index:index + 2]
+        del given[index : index + 2]
     command = "python bench/run.py " + shlex.join(given)
-    report.write(args.output, bench.rows(), prof.mode, time.monotonic() - started,
-                 command.strip(), bench.errors)
+    report.write(
+        args.output,
+        bench.rows(),
+        prof.mode,
+        time.monotonic() - started,
+        command.strip(),
+        bench.errors,
+    )
     log(f"wrote {args.output} in {time.monotonic() - started:.0f} s")
     print(args.output.read_text())
     return 1 if bench.errors else 0

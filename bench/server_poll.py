@@ -36,8 +36,19 @@ def free_port() -> int:
 def start_server(db: Path, log: Path, threads: int) -> tuple[subprocess.Popen, str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "multiagent.server", "--host", "127.0.0.1",
-           "--port", str(port), "--db", str(db), "--threads", str(threads)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "multiagent.server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--db",
+        str(db),
+        "--threads",
+        str(threads),
+    ]
     proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
@@ -62,11 +73,19 @@ def _app_ms(resp: requests.Response) -> float | None:
     return float(timing.split("dur=", 1)[1].split(",")[0])
 
 
-def _agent_loop(url: str, name: str, offset: float, until: float, out: list[float],
-                app: list[float], errors: list[int]) -> None:
+def _agent_loop(
+    url: str,
+    name: str,
+    offset: float,
+    until: float,
+    out: list[float],
+    app: list[float],
+    errors: list[int],
+) -> None:
     session = requests.Session()
-    session.post(f"{url}/v1/agents/data/{name}", json={"state": "waiting", "queues": ["bench"]},
-                 timeout=10)
+    session.post(
+        f"{url}/v1/agents/data/{name}", json={"state": "waiting", "queues": ["bench"]}, timeout=10
+    )
     next_at = time.monotonic() + offset
     while True:
         delay = next_at - time.monotonic()
@@ -89,8 +108,9 @@ def _agent_loop(url: str, name: str, offset: float, until: float, out: list[floa
         next_at += 1.0
 
 
-def _poll_process(url: str, first: int, count: int, start_at: float, duration: float,
-                  queue: mp.Queue) -> None:
+def _poll_process(
+    url: str, first: int, count: int, start_at: float, duration: float, queue: mp.Queue
+) -> None:
     # Absolute monotonic times are shared between processes on Linux (CLOCK_MONOTONIC).
     until = start_at + duration
     latencies: list[float] = []
@@ -99,8 +119,10 @@ def _poll_process(url: str, first: int, count: int, start_at: float, duration: f
     threads = []
     for i in range(count):
         offset = (start_at - time.monotonic()) + ((first + i) % 100) / 100
-        thread = threading.Thread(target=_agent_loop, args=(url, f"bench-{first + i}", offset,
-                                                            until, latencies, app, errors))
+        thread = threading.Thread(
+            target=_agent_loop,
+            args=(url, f"bench-{first + i}", offset, until, latencies, app, errors),
+        )
         thread.start()
         threads.append(thread)
     for thread in threads:
@@ -108,17 +130,22 @@ def _poll_process(url: str, first: int, count: int, start_at: float, duration: f
     queue.put((latencies, app, len(errors)))
 
 
-def phase_latency(url: str, agents: int, duration: float, procs: int, trickle: float,
-                  server_pid: int) -> None:
+def phase_latency(
+    url: str, agents: int, duration: float, procs: int, trickle: float, server_pid: int
+) -> None:
     server = psutil.Process(server_pid)
     cpu_before = sum(server.cpu_times()[:2])
     start_at = time.monotonic() + 2.0  # time for every process to connect first
     queue: mp.Queue = mp.Queue()
     per = -(-agents // procs)
-    workers = [mp.Process(target=_poll_process,
-                          args=(url, k * per, min(per, agents - k * per), start_at, duration,
-                                queue))
-               for k in range(procs) if k * per < agents]
+    workers = [
+        mp.Process(
+            target=_poll_process,
+            args=(url, k * per, min(per, agents - k * per), start_at, duration, queue),
+        )
+        for k in range(procs)
+        if k * per < agents
+    ]
     for w in workers:
         w.start()
     submitter = requests.Session()
@@ -140,16 +167,24 @@ def phase_latency(url: str, agents: int, duration: float, procs: int, trickle: f
         w.join()
     server_cpu = sum(server.cpu_times()[:2]) - cpu_before
     ms = [v * 1000 for v in latencies]
-    print(f"poll latency: {agents} agents x 1 poll/s for {duration:.0f}s over {len(workers)} "
-          f"client processes, {submitted} jobs trickled in")
-    print(f"  polls={len(ms)} errors={errors} rate={len(ms) / duration:.0f}/s; server CPU "
-          f"{server_cpu:.2f} s = {1000 * server_cpu / max(1, len(ms)):.2f} ms per request "
-          f"(incl. registration and the trickle)")
-    print(f"  p50={statistics.median(ms):.2f} ms  p90={pct(ms, 90):.2f} ms  "
-          f"p99={pct(ms, 99):.2f} ms  max={max(ms):.2f} ms   (client-observed)")
-    print(f"  p50={statistics.median(app_ms):.2f} ms  p90={pct(app_ms, 90):.2f} ms  "
-          f"p99={pct(app_ms, 99):.2f} ms  max={max(app_ms):.2f} ms   "
-          f"(in the Flask app, from Server-Timing)")
+    print(
+        f"poll latency: {agents} agents x 1 poll/s for {duration:.0f}s over {len(workers)} "
+        f"client processes, {submitted} jobs trickled in"
+    )
+    print(
+        f"  polls={len(ms)} errors={errors} rate={len(ms) / duration:.0f}/s; server CPU "
+        f"{server_cpu:.2f} s = {1000 * server_cpu / max(1, len(ms)):.2f} ms per request "
+        f"(incl. registration and the trickle)"
+    )
+    print(
+        f"  p50={statistics.median(ms):.2f} ms  p90={pct(ms, 90):.2f} ms  "
+        f"p99={pct(ms, 99):.2f} ms  max={max(ms):.2f} ms   (client-observed)"
+    )
+    print(
+        f"  p50={statistics.median(app_ms):.2f} ms  p90={pct(app_ms, 90):.2f} ms  "
+        f"p99={pct(app_ms, 99):.2f} ms  max={max(app_ms):.2f} ms   "
+        f"(in the Flask app, from Server-Timing)"
+    )
 
 
 def phase_throughput(url: str, jobs: int, pollers: int) -> None:
@@ -157,16 +192,22 @@ def phase_throughput(url: str, jobs: int, pollers: int) -> None:
 
     t0 = time.perf_counter()
     rate, exactly_once = hand_out(url, jobs, pollers)
-    print(f"hand-out: {jobs} jobs, {pollers} pollers: {time.perf_counter() - t0:.2f} s = "
-          f"{rate:.0f} jobs/s; each job exactly once: {exactly_once}")
+    print(
+        f"hand-out: {jobs} jobs, {pollers} pollers: {time.perf_counter() - t0:.2f} s = "
+        f"{rate:.0f} jobs/s; each job exactly once: {exactly_once}"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agents", type=int, default=200)
     parser.add_argument("--duration", type=float, default=20.0)
-    parser.add_argument("--procs", type=int, default=min(4, os.cpu_count() or 1),
-                        help="client processes for phase 1 (more than CPUs measures the scheduler)")
+    parser.add_argument(
+        "--procs",
+        type=int,
+        default=min(4, os.cpu_count() or 1),
+        help="client processes for phase 1 (more than CPUs measures the scheduler)",
+    )
     parser.add_argument("--trickle", type=float, default=2.0, help="jobs/s during phase 1")
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--pollers", type=int, default=20)
@@ -174,16 +215,18 @@ def main() -> None:
     args = parser.parse_args()
     print(f"cpus={os.cpu_count()} loadavg before={os.getloadavg()[0]:.2f}")
     with tempfile.TemporaryDirectory(prefix="tf-bench-") as tmp:
-        proc, url = start_server(Path(tmp) / "bench.db", Path(tmp) / "server.log",
-                                 args.server_threads)
+        proc, url = start_server(
+            Path(tmp) / "bench.db", Path(tmp) / "server.log", args.server_threads
+        )
         try:
             phase_latency(url, args.agents, args.duration, args.procs, args.trickle, proc.pid)
             phase_throughput(url, args.jobs, args.pollers)
         finally:
             proc.terminate()
             proc.wait(15)
-        print(f"server stopped, exit status {proc.returncode}; "
-              f"loadavg after={os.getloadavg()[0]:.2f}")
+        print(
+            f"server stopped, exit status {proc.returncode}; loadavg after={os.getloadavg()[0]:.2f}"
+        )
 
 
 if __name__ == "__main__":

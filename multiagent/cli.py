@@ -40,8 +40,9 @@ def handles_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             for problem in exc.problems:
                 click.echo(f"error: {problem}", err=True)
             count = len(exc.problems)
-            click.echo(f"{count} problem{'s' if count != 1 else ''}; nothing was changed.",
-                       err=True)
+            click.echo(
+                f"{count} problem{'s' if count != 1 else ''}; nothing was changed.", err=True
+            )
             sys.exit(EXIT_INVALID)
         except SupervisorError as exc:
             click.echo(f"error: {exc}", err=True)
@@ -67,10 +68,18 @@ class FleetGroup(click.Group):
 
 
 @click.group(cls=FleetGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-c", "--config", default=lambda: os.environ.get("TF_FLEET_CONFIG", "fleet.yaml"),
-              show_default="./fleet.yaml or $TF_FLEET_CONFIG", help="The fleet file.")
-@click.option("--state-dir", default=None,
-              help="Where tf-fleet writes everything (overrides the fleet file's state_dir).")
+@click.option(
+    "-c",
+    "--config",
+    default=lambda: os.environ.get("TF_FLEET_CONFIG", "fleet.yaml"),
+    show_default="./fleet.yaml or $TF_FLEET_CONFIG",
+    help="The fleet file.",
+)
+@click.option(
+    "--state-dir",
+    default=None,
+    help="Where tf-fleet writes everything (overrides the fleet file's state_dir).",
+)
 @click.version_option(package_name="tf-fleet")
 @click.pass_context
 def main(click_ctx: click.Context, config: str, state_dir: str | None) -> None:
@@ -100,9 +109,17 @@ def plan(opts: Options, as_json: bool) -> None:
 
     result = make_plan(opts.context())
     if as_json:
-        click.echo(json.dumps({"actions": [{"name": a.name, "action": a.kind,
-                                            "reasons": list(a.reasons)}
-                                           for a in result.actions]}, indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "actions": [
+                        {"name": a.name, "action": a.kind, "reasons": list(a.reasons)}
+                        for a in result.actions
+                    ]
+                },
+                indent=2,
+            )
+        )
         return
     for action in result.actions:
         reasons = f"  ({'; '.join(action.reasons)})" if action.reasons else ""
@@ -110,10 +127,17 @@ def plan(opts: Options, as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--no-wait", is_flag=True,
-              help="Start and ask, then return; the next `up` finishes what is pending.")
-@click.option("--timeout", default=None, help="How long to wait for changed agents to be"
-              " idle and back (default: the fleet's restart.timeout), e.g. 30m.")
+@click.option(
+    "--no-wait",
+    is_flag=True,
+    help="Start and ask, then return; the next `up` finishes what is pending.",
+)
+@click.option(
+    "--timeout",
+    default=None,
+    help="How long to wait for changed agents to be"
+    " idle and back (default: the fleet's restart.timeout), e.g. 30m.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the final report as JSON.")
 @pass_options
 @handles_errors
@@ -125,23 +149,31 @@ def up(opts: Options, no_wait: bool, timeout: str | None, as_json: bool) -> None
 
     ctx = opts.context()
     progress = None if as_json else Progress()
-    report = run_up(ctx, wait=not no_wait, restart_timeout=_duration(timeout),
-                    progress=progress)
-    failed = [n for n in report.started if report.states.get(n) in ("FATAL", "BACKOFF",
-                                                                     "EXITED")]
+    report = run_up(ctx, wait=not no_wait, restart_timeout=_duration(timeout), progress=progress)
+    failed = [n for n in report.started if report.states.get(n) in ("FATAL", "BACKOFF", "EXITED")]
     applied = report.applied
     if as_json:
-        click.echo(json.dumps({
-            "started_supervisord": report.started_supervisord,
-            "written": [str(p) for p in report.written],
-            "started": {n: report.states.get(n) for n in report.started},
-            "plan": [{"name": a.name, "action": a.kind, "reasons": list(a.reasons)}
-                     for a in report.plan.actions],
-            "applied": applied.to_json() if applied else None}, indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "started_supervisord": report.started_supervisord,
+                    "written": [str(p) for p in report.written],
+                    "started": {n: report.states.get(n) for n in report.started},
+                    "plan": [
+                        {"name": a.name, "action": a.kind, "reasons": list(a.reasons)}
+                        for a in report.plan.actions
+                    ],
+                    "applied": applied.to_json() if applied else None,
+                },
+                indent=2,
+            )
+        )
     else:
         if report.started_supervisord:
-            click.echo(f"started supervisord (pid {report.started_supervisord},"
-                       f" socket {ctx.target.socket_url})")
+            click.echo(
+                f"started supervisord (pid {report.started_supervisord},"
+                f" socket {ctx.target.socket_url})"
+            )
         for path in report.written:
             click.echo(f"wrote {path}")
         for name in report.started:
@@ -150,8 +182,10 @@ def up(opts: Options, no_wait: bool, timeout: str | None, as_json: bool) -> None
             click.echo("asked; `tf-fleet plan` or `tf-fleet status` shows what is pending")
         elif applied and applied.timed_out:
             _print_pending(applied)
-        counts = {k: len(report.plan.of_kind(k)) for k in
-                  ("add", "start", "restart", "replace", "remove", "unchanged")}
+        counts = {
+            k: len(report.plan.of_kind(k))
+            for k in ("add", "start", "restart", "replace", "remove", "unchanged")
+        }
         click.echo(", ".join(f"{v} {k}" for k, v in counts.items() if v) or "nothing to do")
     if failed:
         click.echo(f"failed to start: {', '.join(failed)} (see `tf-fleet status`)", err=True)
@@ -166,8 +200,9 @@ def _duration(text: str | None) -> float | None:
         return None
     seconds = parse_duration(text)
     if seconds is None:
-        raise click.BadParameter(f"expected a duration such as 6h, 30m or 90s, got {text!r}",
-                                 param_hint="--timeout")
+        raise click.BadParameter(
+            f"expected a duration such as 6h, 30m or 90s, got {text!r}", param_hint="--timeout"
+        )
     return seconds
 
 
@@ -180,8 +215,7 @@ def _select(ctx, names: tuple[str, ...], all_agents: bool) -> list[str]:
         raise click.UsageError("name at least one agent, or --all")
     unknown = [n for n in names if n not in ctx.fleet.agents]
     if unknown:
-        raise click.BadParameter(f"not in the fleet file: {', '.join(unknown)}",
-                                 param_hint="NAME")
+        raise click.BadParameter(f"not in the fleet file: {', '.join(unknown)}", param_hint="NAME")
     return list(dict.fromkeys(names))
 
 
@@ -207,27 +241,43 @@ def _report(result, as_json: bool, what: str) -> None:
         _print_pending(result)
     if result.stopped_early:
         untouched = [op.name for op in result.operations if op.stage == "queued"]
-        click.echo(f"stopped after a failure; left untouched: {', '.join(untouched)}",
-                   err=True)
+        click.echo(f"stopped after a failure; left untouched: {', '.join(untouched)}", err=True)
 
 
 @main.command()
 @click.argument("names", nargs=-1)
 @click.option("--all", "all_agents", is_flag=True, help="Every agent of the fleet, rolling.")
 @click.option("--safe", is_flag=True, help="Restart only when idle (never interrupt a job).")
-@click.option("--max-parallel", default=1, show_default=True,
-              help="With --safe: how many agents may be restarting at once.")
+@click.option(
+    "--max-parallel",
+    default=1,
+    show_default=True,
+    help="With --safe: how many agents may be restarting at once.",
+)
 @click.option("--timeout", default=None, help="How long to wait (default: restart.timeout).")
-@click.option("--method", type=click.Choice(["signal", "file"]), default=None,
-              help="How to ask (default: restart.method): SIGUSR1 or the restart file.")
+@click.option(
+    "--method",
+    type=click.Choice(["signal", "file"]),
+    default=None,
+    help="How to ask (default: restart.method): SIGUSR1 or the restart file.",
+)
 @click.option("--no-wait", is_flag=True, help="Only ask, then return.")
 @click.option("--force", is_flag=True, help="Without --safe: restart even mid-job.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final report as JSON.")
 @pass_options
 @handles_errors
-def restart(opts: Options, names: tuple[str, ...], all_agents: bool, safe: bool,
-            max_parallel: int, timeout: str | None, method: str | None, no_wait: bool,
-            force: bool, as_json: bool) -> None:
+def restart(
+    opts: Options,
+    names: tuple[str, ...],
+    all_agents: bool,
+    safe: bool,
+    max_parallel: int,
+    timeout: str | None,
+    method: str | None,
+    no_wait: bool,
+    force: bool,
+    as_json: bool,
+) -> None:
     """Restart agents. --safe: each exits when idle and comes back; with --all, a rolling
     restart that stops at the first agent that does not come back."""
     from .operations import SafeRestart
@@ -241,8 +291,11 @@ def restart(opts: Options, names: tuple[str, ...], all_agents: bool, safe: bool,
         busy = busy_agents(ctx, selected)
         if busy and not force:
             for name, text in busy.items():
-                click.echo(f"{name} is busy ({text}); use --safe to restart it when idle,"
-                           " or --force to interrupt the job", err=True)
+                click.echo(
+                    f"{name} is busy ({text}); use --safe to restart it when idle,"
+                    " or --force to interrupt the job",
+                    err=True,
+                )
             sys.exit(1)
         for name in selected:
             if ctx.supervisor.process(name).state in ("RUNNING", "STARTING", "BACKOFF"):
@@ -254,9 +307,15 @@ def restart(opts: Options, names: tuple[str, ...], all_agents: bool, safe: bool,
         raise click.BadParameter("must be at least 1", param_hint="--max-parallel")
     operations = [SafeRestart(n, ctx.kind(n), method) for n in selected]
     progress = None if as_json else Progress()
-    result = run_operations(operations, ctx.env(method), max_parallel=max_parallel,
-                            timeout=_duration(timeout) or ctx.fleet.restart.timeout,
-                            stop_on_failure=True, wait=not no_wait, progress=progress)
+    result = run_operations(
+        operations,
+        ctx.env(method),
+        max_parallel=max_parallel,
+        timeout=_duration(timeout) or ctx.fleet.restart.timeout,
+        stop_on_failure=True,
+        wait=not no_wait,
+        progress=progress,
+    )
     if no_wait and not as_json:
         click.echo(f"asked {len(operations)} agent(s) to restart when idle")
         return
@@ -273,8 +332,14 @@ def restart(opts: Options, names: tuple[str, ...], all_agents: bool, safe: bool,
 @click.option("--json", "as_json", is_flag=True, help="Print the final report as JSON.")
 @pass_options
 @handles_errors
-def drain(opts: Options, names: tuple[str, ...], all_agents: bool, wait: bool,
-          timeout: str | None, as_json: bool) -> None:
+def drain(
+    opts: Options,
+    names: tuple[str, ...],
+    all_agents: bool,
+    wait: bool,
+    timeout: str | None,
+    as_json: bool,
+) -> None:
     """Take no new jobs (running jobs go on); `resume` undoes it."""
     from .operations import Drain
     from .operations import run as run_operations
@@ -283,10 +348,15 @@ def drain(opts: Options, names: tuple[str, ...], all_agents: bool, wait: bool,
     ctx = opts.context()
     selected = _select(ctx, names, all_agents)
     operations = [Drain(n, ctx.kind(n)) for n in selected]
-    result = run_operations(operations, ctx.env(), max_parallel=len(operations),
-                            timeout=_duration(timeout) or ctx.fleet.restart.timeout,
-                            stop_on_failure=False, wait=wait,
-                            progress=None if as_json or not wait else Progress())
+    result = run_operations(
+        operations,
+        ctx.env(),
+        max_parallel=len(operations),
+        timeout=_duration(timeout) or ctx.fleet.restart.timeout,
+        stop_on_failure=False,
+        wait=wait,
+        progress=None if as_json or not wait else Progress(),
+    )
     if not wait:
         failed = [op for op in operations if op.failed]
         for op in failed:
@@ -334,8 +404,7 @@ def status(opts: Options, names: tuple[str, ...], as_json: bool) -> None:
     wanted = list(names) or sorted(ctx.fleet.agents)
     unknown = [n for n in wanted if n not in ctx.fleet.agents]
     if unknown:
-        raise click.BadParameter(f"not in {opts.config}: {', '.join(unknown)}",
-                                 param_hint="NAME")
+        raise click.BadParameter(f"not in {opts.config}: {', '.join(unknown)}", param_hint="NAME")
     processes = ctx.supervisor.processes() if ctx.supervisor.is_running() else {}
     rows = fleet_status(wanted, processes, ctx.layout)
     if as_json:
@@ -402,20 +471,28 @@ def down(opts: Options, safe: bool, force: bool, timeout: str | None) -> None:
 
     ctx = opts.context()
     try:
-        stopped, drained = run_down(ctx, safe=safe, force=force,
-                                    timeout=_duration(timeout) or ctx.fleet.restart.timeout,
-                                    progress=Progress() if safe else None)
+        stopped, drained = run_down(
+            ctx,
+            safe=safe,
+            force=force,
+            timeout=_duration(timeout) or ctx.fleet.restart.timeout,
+            progress=Progress() if safe else None,
+        )
     except BusyError as exc:
         for name, text in exc.busy.items():
             click.echo(f"{name} is busy: {text}", err=True)
-        click.echo("refusing to stop agents that run jobs: use --safe to wait for them,"
-                   " or --force to interrupt them", err=True)
+        click.echo(
+            "refusing to stop agents that run jobs: use --safe to wait for them,"
+            " or --force to interrupt them",
+            err=True,
+        )
         sys.exit(1)
     if drained and not drained.ok:
         _report(drained, False, "stopped")
         click.echo("supervisord left running; agents still busy are draining", err=True)
         sys.exit(1)
-    click.echo(f"stopped {len(stopped)} program(s)" + (": " + ", ".join(stopped)
-                                                        if stopped else ""))
+    click.echo(
+        f"stopped {len(stopped)} program(s)" + (": " + ", ".join(stopped) if stopped else "")
+    )
     if ctx.target.mode == "private":
         click.echo("supervisord stopped")

@@ -214,8 +214,14 @@ class Fleet:
 def _kind(value: Any) -> str:
     if value is None:
         return "nothing (null)"
-    return {bool: "true/false", int: "a number", float: "a number", str: "a string",
-            list: "a list", dict: "a mapping"}.get(type(value), type(value).__name__)
+    return {
+        bool: "true/false",
+        int: "a number",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a mapping",
+    }.get(type(value), type(value).__name__)
 
 
 def parse_duration(value: Any) -> float | None:
@@ -245,11 +251,18 @@ class _Collector:
 
     def add(self, path: tuple[Any, ...], message: str, agent: str | None = None) -> None:
         field_name = ".".join(str(p) for p in path) if path else "(file)"
-        self.problems.append(Problem(self.file, self.located.line(path), agent, field_name,
-                                     message))
+        self.problems.append(
+            Problem(self.file, self.located.line(path), agent, field_name, message)
+        )
 
-    def unknown(self, path: tuple[Any, ...], key: Any, known: list[str],
-                agent: str | None = None, extra: str = "") -> None:
+    def unknown(
+        self,
+        path: tuple[Any, ...],
+        key: Any,
+        known: list[str],
+        agent: str | None = None,
+        extra: str = "",
+    ) -> None:
         import difflib
 
         close = difflib.get_close_matches(str(key), known, n=1)
@@ -263,13 +276,15 @@ def load_fleet(path: str | os.PathLike[str], state_dir_override: str | None = No
     try:
         text = fleet_path.read_text()
     except OSError as exc:
-        raise FleetError([Problem(display, None, None, "(file)",
-                                  f"cannot read the fleet file: {exc.strerror}")]) from exc
+        raise FleetError(
+            [Problem(display, None, None, "(file)", f"cannot read the fleet file: {exc.strerror}")]
+        ) from exc
     return parse_fleet(text, fleet_path, display, state_dir_override)
 
 
-def parse_fleet(text: str, fleet_path: Path, display: str | None = None,
-                state_dir_override: str | None = None) -> Fleet:
+def parse_fleet(
+    text: str, fleet_path: Path, display: str | None = None, state_dir_override: str | None = None
+) -> Fleet:
     display = display or str(fleet_path)
     try:
         located = load_located(text)
@@ -279,9 +294,16 @@ def parse_fleet(text: str, fleet_path: Path, display: str | None = None,
     for dup_path, first, again in located.duplicates:
         agent = dup_path[1] if len(dup_path) == 2 and dup_path[0] == "agents" else None
         what = f"agent {dup_path[-1]!r}" if agent else f"key {dup_path[-1]!r}"
-        errors.problems.append(Problem(display, again, agent, ".".join(map(str, dup_path)),
-                                       f"{what} is written twice (lines {first} and {again});"
-                                       " YAML would silently keep only the last"))
+        errors.problems.append(
+            Problem(
+                display,
+                again,
+                agent,
+                ".".join(map(str, dup_path)),
+                f"{what} is written twice (lines {first} and {again});"
+                " YAML would silently keep only the last",
+            )
+        )
     doc = located.value
     if doc is None:
         doc = {}
@@ -318,8 +340,11 @@ def _parse_server(value: Any, errors: _Collector) -> ServerSettings:
             if key not in known:
                 errors.unknown(("server",), key, known)
         if value.get("embedded") is not True:
-            errors.add(("server", "embedded"), "a server mapping needs `embedded: true`"
-                       " (for a remote server write its URL as `server: http://...`)")
+            errors.add(
+                ("server", "embedded"),
+                "a server mapping needs `embedded: true`"
+                " (for a remote server write its URL as `server: http://...`)",
+            )
         host = value.get("host", DEFAULT_EMBEDDED_HOST)
         port = value.get("port", DEFAULT_EMBEDDED_PORT)
         if not isinstance(host, str) or not host:
@@ -336,8 +361,7 @@ def _parse_server(value: Any, errors: _Collector) -> ServerSettings:
     return fallback
 
 
-def _parse_state_dir(value: Any, override: str | None, base: Path,
-                     errors: _Collector) -> Path:
+def _parse_state_dir(value: Any, override: str | None, base: Path, errors: _Collector) -> Path:
     if override:
         return Path(override).expanduser().resolve()
     if value is None:
@@ -388,18 +412,25 @@ def _parse_restart(value: Any, errors: _Collector) -> RestartSettings:
         restart_dir = "/tmp"
     timeout = parse_duration(value.get("timeout", DEFAULT_RESTART_TIMEOUT))
     if timeout is None:
-        errors.add(("restart", "timeout"),
-                   f"expected a duration such as 6h, 30m or 90s, got {value.get('timeout')!r}")
+        errors.add(
+            ("restart", "timeout"),
+            f"expected a duration such as 6h, 30m or 90s, got {value.get('timeout')!r}",
+        )
         timeout = DEFAULT_RESTART_TIMEOUT
     return RestartSettings(method, restart_dir, timeout)
 
 
-def _check_settings(settings: dict[Any, Any], path: tuple[Any, ...], agent: str | None,
-                    errors: _Collector) -> None:
+def _check_settings(
+    settings: dict[Any, Any], path: tuple[Any, ...], agent: str | None, errors: _Collector
+) -> None:
     for key, value in settings.items():
         if key in DERIVED_KEYS:
-            errors.add(path + (key,), "is derived by tf-fleet (agent_id is the agent's name,"
-                       " server_address comes from `server`); remove it", agent)
+            errors.add(
+                path + (key,),
+                "is derived by tf-fleet (agent_id is the agent's name,"
+                " server_address comes from `server`); remove it",
+                agent,
+            )
         elif key not in AGENT_KEYS:
             errors.unknown(path, key, sorted(AGENT_KEYS), agent)
         else:
@@ -408,8 +439,9 @@ def _check_settings(settings: dict[Any, Any], path: tuple[Any, ...], agent: str 
                 errors.add(path + (key,), message, agent)
 
 
-def _parse_agents(value: Any, defaults: dict[str, Any], state_dir: Path,
-                  errors: _Collector) -> dict[str, Agent]:
+def _parse_agents(
+    value: Any, defaults: dict[str, Any], state_dir: Path, errors: _Collector
+) -> dict[str, Agent]:
     if value is None:
         errors.add(("agents",), "the fleet has no agents: add `agents:` with one entry per device")
         return {}
@@ -420,9 +452,12 @@ def _parse_agents(value: Any, defaults: dict[str, Any], state_dir: Path,
     for name, own in value.items():
         path = ("agents", name)
         if not isinstance(name, str) or not AGENT_NAME_RE.fullmatch(name):
-            errors.add(path, "an agent name must be 1-64 letters, digits, '.', '_' or '-',"
-                       " starting with a letter or digit (it becomes a file and program name)",
-                       str(name))
+            errors.add(
+                path,
+                "an agent name must be 1-64 letters, digits, '.', '_' or '-',"
+                " starting with a letter or digit (it becomes a file and program name)",
+                str(name),
+            )
             continue
         if name in RESERVED_NAMES:
             errors.add(path, f"{name!r} is reserved for the embedded server", name)
@@ -436,8 +471,9 @@ def _parse_agents(value: Any, defaults: dict[str, Any], state_dir: Path,
         _check_settings(own, path, name, errors)
         merged = _overlay(defaults, own)
         if "job_queues" not in merged:
-            errors.add(path + ("job_queues",), "required: the queues this agent takes jobs from",
-                       name)
+            errors.add(
+                path + ("job_queues",), "required: the queues this agent takes jobs from", name
+            )
         if len(errors.problems) > before:
             continue
         agent_dir = state_dir / "agents" / name
@@ -472,8 +508,11 @@ def _build_agent(name: str, merged: dict[str, Any], agent_dir: Path) -> Agent:
     upstream = {k: v for k, v in merged.items() if k in UPSTREAM_KEYS}
     # Upstream's defaults are shared /tmp/testflinger paths; two agents sharing a
     # results dir would re-send each other's results, so each gets its own.
-    for key, sub in (("execution_basedir", "run"), ("logging_basedir", "logs"),
-                     ("results_basedir", "results")):
+    for key, sub in (
+        ("execution_basedir", "run"),
+        ("logging_basedir", "logs"),
+        ("results_basedir", "results"),
+    ):
         upstream.setdefault(key, str(agent_dir / sub))
     environment = {k: _env_text(v) for k, v in (merged.get("environment") or {}).items()}
     return Agent(

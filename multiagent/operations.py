@@ -66,8 +66,10 @@ class Snapshot:
             if data.get("job_id") or data.get("state") in PHASES:
                 since = data.get("since")
                 when = time.strftime("%H:%M:%S", time.localtime(since)) if since else "?"
-                return True, (f"waiting for job {data.get('job_id')} in phase"
-                              f" {data.get('phase') or data.get('state')} since {when}")
+                return True, (
+                    f"waiting for job {data.get('job_id')} in phase"
+                    f" {data.get('phase') or data.get('state')} since {when}"
+                )
             return False, data.get("state") or "idle"
         # Upstream agents write no status file: a running job shows as child processes.
         import psutil  # only here: most commands never need its import time
@@ -166,8 +168,11 @@ class Operation:
         info = snap.info(self.name)
         if not info:
             return "supervisord no longer knows this program"
-        if info.state in FAILED or info.state == "STOPPED" or (
-                info.state == "EXITED" and info.exitstatus == 0):
+        if (
+            info.state in FAILED
+            or info.state == "STOPPED"
+            or (info.state == "EXITED" and info.exitstatus == 0)
+        ):
             lines = tail_lines(env.layout.log_file(self.name), 3)
             detail = f"; log: {' | '.join(lines)}" if lines else ""
             why = f", {info.spawnerr}" if info.spawnerr else ""
@@ -196,8 +201,9 @@ class Operation:
         if failure:
             self.fail(failure)
         elif self._back(snap):
-            self.finish(f"back in {self.elapsed:.1f}s (pid {self.old_pid or '-'} ->"
-                        f" {self.new_pid})")
+            self.finish(
+                f"back in {self.elapsed:.1f}s (pid {self.old_pid or '-'} -> {self.new_pid})"
+            )
         else:
             self.text = "restarting"
 
@@ -345,7 +351,8 @@ class Remove(SafeStop):
                 env.supervisor.stop(self.name, True)
             env.supervisor.remove(self.name)
         program_file = env.supervisor.target.program_dir / (
-            self.name + env.supervisor.target.program_suffix)
+            self.name + env.supervisor.target.program_suffix
+        )
         program_file.unlink(missing_ok=True)
         env.supervisor.reload_config()
         for path in (env.layout.status_file(self.name), env.layout.drain_file(self.name)):
@@ -373,11 +380,11 @@ class Drain(Operation):
         if self.kind == "tf-agent":
             triggers.set_drain(env.layout, self.name, triggers.DRAIN)
         elif env.server_url:
-            triggers.set_server_state(env.server_url, self.name, "offline",
-                                      "drained by tf-fleet")
+            triggers.set_server_state(env.server_url, self.name, "offline", "drained by tf-fleet")
         else:
             raise triggers.TriggerError(
-                f"{self.name}: an upstream agent can only be drained through its server")
+                f"{self.name}: an upstream agent can only be drained through its server"
+            )
         self.stage = "draining"
 
     def step(self, snap: Snapshot, env: Env) -> None:
@@ -386,8 +393,12 @@ class Drain(Operation):
         self.on_job = busy
         if busy:
             self.text = text
-        elif info and info.state in LIVE and self.kind == "tf-agent" and (
-                (snap.status(self.name) or {}).get("state") != "drained"):
+        elif (
+            info
+            and info.state in LIVE
+            and self.kind == "tf-agent"
+            and ((snap.status(self.name) or {}).get("state") != "drained")
+        ):
             self.text = "draining"
         else:
             self.finish(f"idle after {self.elapsed:.1f}s")
@@ -405,19 +416,38 @@ class RunResult:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "ok": self.ok, "timed_out": self.timed_out, "stopped_early": self.stopped_early,
-            "agents": [{"name": op.name, "operation": op.verb, "stage": op.stage,
-                        "result": op.result or None, "error": op.error, "text": op.text,
-                        "seconds": round(op.elapsed, 3) if op.elapsed is not None else None,
-                        "old_pid": op.old_pid or None, "new_pid": op.new_pid or None,
-                        "notes": op.notes}
-                       for op in self.operations],
+            "ok": self.ok,
+            "timed_out": self.timed_out,
+            "stopped_early": self.stopped_early,
+            "agents": [
+                {
+                    "name": op.name,
+                    "operation": op.verb,
+                    "stage": op.stage,
+                    "result": op.result or None,
+                    "error": op.error,
+                    "text": op.text,
+                    "seconds": round(op.elapsed, 3) if op.elapsed is not None else None,
+                    "old_pid": op.old_pid or None,
+                    "new_pid": op.new_pid or None,
+                    "notes": op.notes,
+                }
+                for op in self.operations
+            ],
         }
 
 
-def run(operations: list[Operation], env: Env, *, max_parallel: int, timeout: float,
-        stop_on_failure: bool, wait: bool = True, tick: float | None = None,
-        progress: Callable[[list[Operation]], None] | None = None) -> RunResult:
+def run(
+    operations: list[Operation],
+    env: Env,
+    *,
+    max_parallel: int,
+    timeout: float,
+    stop_on_failure: bool,
+    wait: bool = True,
+    tick: float | None = None,
+    progress: Callable[[list[Operation]], None] | None = None,
+) -> RunResult:
     """Advance the operations until all are done, one fails (if stop_on_failure) or time
     runs out. Idle agents go first, so a busy one never holds up the idle ones."""
     names = [op.name for op in operations]

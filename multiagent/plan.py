@@ -65,8 +65,10 @@ def make_plan(desired: dict[str, Program], observed: Observed) -> Plan:
 def _action_for(name: str, program: Program, observed: Observed) -> Action:
     if name not in observed.loaded:
         return Action(name, ADD, ("new",) if name not in observed.managed else ("not loaded",))
-    if (observed.disk.get(program.program_path) != program.program_text
-            or name in observed.pending_in_supervisor):
+    if (
+        observed.disk.get(program.program_path) != program.program_text
+        or name in observed.pending_in_supervisor
+    ):
         return Action(name, REPLACE, ("program entry changed",))
     reasons = []
     started = observed.started.get(name, 0.0)

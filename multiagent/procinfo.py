@@ -22,6 +22,6 @@ def process_start_time(pid: int) -> float | None:
     except (OSError, ValueError):
         return None
     # The command name may hold spaces and parentheses: fields start after the last ')'.
-    fields = stat[stat.rindex(")") + 2:].split()
+    fields = stat[stat.rindex(")") + 2 :].split()
     started_ticks = int(fields[19])  # field 22 of the whole line: starttime
     return time.time() - uptime + started_ticks / _TICKS

@@ -65,18 +65,26 @@ class Context:
     def rendering(self) -> Rendering:
         from .render import RenderContext, render
 
-        ctx = RenderContext(python=stable_python(), program_dir=self.target.program_dir,
-                            program_suffix=self.target.program_suffix)
+        ctx = RenderContext(
+            python=stable_python(),
+            program_dir=self.target.program_dir,
+            program_suffix=self.target.program_suffix,
+        )
         try:
             return render(self.fleet, ctx)
         except ValueError as exc:
-            raise FleetError([Problem(str(self.fleet.path), None, None, "(render)",
-                                      str(exc))]) from exc
+            raise FleetError(
+                [Problem(str(self.fleet.path), None, None, "(render)", str(exc))]
+            ) from exc
 
     def env(self, restart_method: str | None = None) -> Env:
-        return Env(self.supervisor, self.layout,
-                   restart_method or self.fleet.restart.method, self.fleet.restart.restart_dir,
-                   self.fleet.server.url)
+        return Env(
+            self.supervisor,
+            self.layout,
+            restart_method or self.fleet.restart.method,
+            self.fleet.restart.restart_dir,
+            self.fleet.server.url,
+        )
 
     def kind(self, name: str) -> str:
         """tf-agent, upstream or server; for a program no longer in the fleet, from its file."""
@@ -138,10 +146,17 @@ def observe(ctx: Context) -> Observed:
                 modified[path] = path.stat().st_mtime - CLOCK_SLACK
             except FileNotFoundError:
                 pass
-    held = frozenset(n for n in ctx.rendering.programs
-                     if triggers.read_drain(ctx.layout, n) == triggers.HOLD)
-    return Observed(disk=disk, managed=frozenset(managed_programs(ctx, loaded)), loaded=loaded,
-                    started=started, modified=modified, held=held)
+    held = frozenset(
+        n for n in ctx.rendering.programs if triggers.read_drain(ctx.layout, n) == triggers.HOLD
+    )
+    return Observed(
+        disk=disk,
+        managed=frozenset(managed_programs(ctx, loaded)),
+        loaded=loaded,
+        started=started,
+        modified=modified,
+        held=held,
+    )
 
 
 def make_plan(ctx: Context) -> Plan:
@@ -162,8 +177,7 @@ def pending_in_supervisor(ctx: Context, observed: Observed) -> frozenset[str]:
     applied = read_applied(ctx)
     if applied is not None:
         loaded = [p for n, p in ctx.rendering.programs.items() if n in observed.loaded]
-        if all(applied.get(p.name) == _digest(observed.disk.get(p.program_path))
-               for p in loaded):
+        if all(applied.get(p.name) == _digest(observed.disk.get(p.program_path)) for p in loaded):
             return frozenset()
     return frozenset(ctx.supervisor.reload_config()[1])
 
@@ -184,13 +198,14 @@ def read_applied(ctx: Context) -> dict[str, str] | None:
 
 
 def write_applied(ctx: Context, plan: Plan, applied: RunResult | None) -> None:
-    unsettled = {op.name for op in (applied.operations if applied else [])
-                 if op.stage != "done"}
+    unsettled = {op.name for op in (applied.operations if applied else []) if op.stage != "done"}
     unsettled |= {a.name for a in plan.of_kind(planning.REMOVE)}
     loaded = ctx.supervisor.processes()
-    programs = {name: _digest(program.program_text)
-                for name, program in ctx.rendering.programs.items()
-                if name in loaded and name not in unsettled}
+    programs = {
+        name: _digest(program.program_text)
+        for name, program in ctx.rendering.programs.items()
+        if name in loaded and name not in unsettled
+    }
     record = {"supervisord_pid": ctx.supervisor.pid(), "programs": programs}
     write_atomic(_applied_file(ctx), json.dumps(record, indent=1, sort_keys=True) + "\n")
 
@@ -203,20 +218,39 @@ def check_host(ctx: Context) -> None:
             try:
                 pwd.getpwnam(agent.user)
             except KeyError:
-                problems.append(Problem(str(ctx.fleet.path), None, name, "user",
-                                        f"no such user {agent.user!r} on this host"))
+                problems.append(
+                    Problem(
+                        str(ctx.fleet.path),
+                        None,
+                        name,
+                        "user",
+                        f"no such user {agent.user!r} on this host",
+                    )
+                )
             if agent.user and os.geteuid() != 0 and ctx.target.mode == "private":
-                problems.append(Problem(str(ctx.fleet.path), None, name, "user",
-                                        "running agents as another user needs tf-fleet (and"
-                                        " so its supervisord) to run as root"))
+                problems.append(
+                    Problem(
+                        str(ctx.fleet.path),
+                        None,
+                        name,
+                        "user",
+                        "running agents as another user needs tf-fleet (and"
+                        " so its supervisord) to run as root",
+                    )
+                )
     if problems:
         raise FleetError(problems)
 
 
 def prepare_dirs(ctx: Context) -> None:
     layout = ctx.layout
-    for directory in (layout.state_dir, layout.run_dir, layout.logs_dir,
-                      ctx.target.program_dir, Path(ctx.fleet.restart.restart_dir)):
+    for directory in (
+        layout.state_dir,
+        layout.run_dir,
+        layout.logs_dir,
+        ctx.target.program_dir,
+        Path(ctx.fleet.restart.restart_dir),
+    ):
         directory.mkdir(parents=True, exist_ok=True)
     if ctx.fleet.server.embedded:
         layout.server_db.parent.mkdir(parents=True, exist_ok=True)
@@ -238,7 +272,8 @@ def ensure_supervisord(ctx: Context) -> int | None:
     if ctx.target.mode == "system":
         raise SupervisorError(
             f"the system supervisord ({ctx.target.config}) is not answering on"
-            f" {ctx.target.socket_url}; start it (e.g. `systemctl start supervisor`)")
+            f" {ctx.target.socket_url}; start it (e.g. `systemctl start supervisor`)"
+        )
     return start_private(ctx.layout)
 
 
@@ -257,8 +292,12 @@ def write_files(ctx: Context, plan: Plan) -> list[Path]:
     return written
 
 
-def wait_settled(supervisor: Supervisor, names: list[str], timeout: float,
-                 tick: Callable[[dict[str, str]], None] | None = None) -> dict[str, str]:
+def wait_settled(
+    supervisor: Supervisor,
+    names: list[str],
+    timeout: float,
+    tick: Callable[[dict[str, str]], None] | None = None,
+) -> dict[str, str]:
     """Wait until each program is past STARTING/BACKOFF (running, or failed for good)."""
     deadline = time.monotonic() + timeout
     states: dict[str, str] = {}
@@ -273,13 +312,16 @@ def wait_settled(supervisor: Supervisor, names: list[str], timeout: float,
         time.sleep(0.1 if len(names) <= 20 else 0.5)
 
 
-OPERATION_FOR = {planning.RESTART: SafeRestart, planning.REPLACE: Replace,
-                 planning.REMOVE: Remove}
+OPERATION_FOR = {planning.RESTART: SafeRestart, planning.REPLACE: Replace, planning.REMOVE: Remove}
 
 
-def up(ctx: Context, wait: bool = True, timeout: float = 60.0,
-       restart_timeout: float | None = None,
-       progress: Callable[[list[Operation]], None] | None = None) -> UpReport:
+def up(
+    ctx: Context,
+    wait: bool = True,
+    timeout: float = 60.0,
+    restart_timeout: float | None = None,
+    progress: Callable[[list[Operation]], None] | None = None,
+) -> UpReport:
     check_host(ctx)
     plan = make_plan(ctx)
     report = UpReport(plan)
@@ -292,14 +334,17 @@ def up(ctx: Context, wait: bool = True, timeout: float = 60.0,
     if report.started_supervisord is None and (wrote_programs or plan.of_kind(planning.ADD)):
         added = supervisor.reload_config()[0]
     # The server first, so agents find it when they first poll.
-    ordered = sorted(plan.of_kind(planning.ADD, planning.START),
-                     key=lambda a: (a.name != SERVER_PROGRAM, a.name))
+    ordered = sorted(
+        plan.of_kind(planning.ADD, planning.START), key=lambda a: (a.name != SERVER_PROGRAM, a.name)
+    )
     for action in ordered:
         if action.kind == planning.ADD and action.name in added:
             supervisor.add(action.name)  # autostart=true starts it
-        elif action.kind == planning.START or (action.kind == planning.ADD
-                                               and report.started_supervisord is None
-                                               and action.name not in added):
+        elif action.kind == planning.START or (
+            action.kind == planning.ADD
+            and report.started_supervisord is None
+            and action.name not in added
+        ):
             try:
                 supervisor.start(action.name, False)
             except SupervisorError as exc:
@@ -311,9 +356,14 @@ def up(ctx: Context, wait: bool = True, timeout: float = 60.0,
         # Every changed agent at once: each waits for its own job, none for another's.
         operations = [OPERATION_FOR[a.kind](a.name, ctx.kind(a.name)) for a in report.pending]
         report.applied = run_operations(
-            operations, ctx.env(), max_parallel=len(operations),
-            timeout=restart_timeout or ctx.fleet.restart.timeout, stop_on_failure=False,
-            wait=wait, progress=progress)
+            operations,
+            ctx.env(),
+            max_parallel=len(operations),
+            timeout=restart_timeout or ctx.fleet.restart.timeout,
+            stop_on_failure=False,
+            wait=wait,
+            progress=progress,
+        )
     if wait and report.started:
         report.states = wait_settled(supervisor, report.started, timeout)
     if not plan.is_noop or read_applied(ctx) is None:
@@ -338,9 +388,14 @@ def busy_agents(ctx: Context, names: list[str]) -> dict[str, str]:
     return found
 
 
-def down(ctx: Context, *, safe: bool = False, force: bool = False, timeout: float = 120.0,
-         progress: Callable[[list[Operation]], None] | None = None) -> tuple[list[str],
-                                                                            RunResult | None]:
+def down(
+    ctx: Context,
+    *,
+    safe: bool = False,
+    force: bool = False,
+    timeout: float = 120.0,
+    progress: Callable[[list[Operation]], None] | None = None,
+) -> tuple[list[str], RunResult | None]:
     """Stop every agent (and the private supervisord). `safe` waits for running jobs;
     without it, running jobs make it refuse unless `force`."""
     supervisor = ctx.supervisor
@@ -348,14 +403,21 @@ def down(ctx: Context, *, safe: bool = False, force: bool = False, timeout: floa
         return [], None
     processes = supervisor.processes()
     managed = managed_programs(ctx, {n: i.state for n, i in processes.items()})
-    running = sorted(n for n in managed if n in processes
-                     and processes[n].state not in planning.DOWN_STATES)
+    running = sorted(
+        n for n in managed if n in processes and processes[n].state not in planning.DOWN_STATES
+    )
     drained = None
     if safe:
         agents = [n for n in running if n != SERVER_PROGRAM]
         operations: list[Operation] = [SafeStop(n, ctx.kind(n)) for n in agents]
-        drained = run_operations(operations, ctx.env(), max_parallel=max(1, len(operations)),
-                                 timeout=timeout, stop_on_failure=False, progress=progress)
+        drained = run_operations(
+            operations,
+            ctx.env(),
+            max_parallel=max(1, len(operations)),
+            timeout=timeout,
+            stop_on_failure=False,
+            progress=progress,
+        )
         if not drained.ok:
             return running, drained
     elif not force:

@@ -69,8 +69,10 @@ def supervisor_value(value: Any) -> str:
 
 def render(fleet: Fleet, ctx: RenderContext) -> Rendering:
     layout = Layout(fleet.state_dir)
-    programs = {name: _render_agent(fleet, agent, layout, ctx)
-                for name, agent in sorted(fleet.agents.items())}
+    programs = {
+        name: _render_agent(fleet, agent, layout, ctx)
+        for name, agent in sorted(fleet.agents.items())
+    }
     if fleet.server.embedded:
         programs[SERVER_PROGRAM] = _render_server(fleet, layout, ctx)
     conf = None
@@ -99,8 +101,15 @@ def agent_command(agent: Agent, layout: Layout, fleet: Fleet, ctx: RenderContext
         # The plain name runs the interpreter tf-fleet was installed with, so the
         # program works whatever PATH supervisord has.
         base = [ctx.python, "-m", "multiagent.agent"] if words == ["tf-agent"] else words
-        return [*base, "-c", conf, "--run-dir", str(layout.run_dir),
-                "--restart-dir", fleet.restart.restart_dir]
+        return [
+            *base,
+            "-c",
+            conf,
+            "--run-dir",
+            str(layout.run_dir),
+            "--restart-dir",
+            fleet.restart.restart_dir,
+        ]
     return [*shlex.split(agent.agent_command), "-c", conf]
 
 
@@ -108,26 +117,50 @@ def _render_agent(fleet: Fleet, agent: Agent, layout: Layout, ctx: RenderContext
     config_files = {layout.agent_conf(agent.name): agent_conf_text(fleet, agent)}
     if agent.device is not None:
         config_files[layout.device_conf(agent.name)] = (
-            f"# {MARKER}: the device connector config of {agent.name}\n"
-            + _yaml(agent.device))
+            f"# {MARKER}: the device connector config of {agent.name}\n" + _yaml(agent.device)
+        )
     text = _program_text(
-        fleet, ctx, name=agent.name,
+        fleet,
+        ctx,
+        name=agent.name,
         command=agent_command(agent, layout, fleet, ctx),
         directory=layout.agent_dir(agent.name),
-        startsecs=agent.startsecs, stopwaitsecs=agent.stopwaitsecs, user=agent.user,
-        environment=_with_path(agent.environment, ctx), log_file=layout.log_file(agent.name),
-        priority=AGENT_PRIORITY)
+        startsecs=agent.startsecs,
+        stopwaitsecs=agent.stopwaitsecs,
+        user=agent.user,
+        environment=_with_path(agent.environment, ctx),
+        log_file=layout.log_file(agent.name),
+        priority=AGENT_PRIORITY,
+    )
     kind = "tf-agent" if agent.is_tf_agent else "upstream"
     return Program(agent.name, kind, _program_path(agent.name, ctx), text, config_files)
 
 
 def _render_server(fleet: Fleet, layout: Layout, ctx: RenderContext) -> Program:
-    command = [ctx.python, "-m", "multiagent.server", "--host", fleet.server.host,
-               "--port", str(fleet.server.port), "--db", str(layout.server_db)]
+    command = [
+        ctx.python,
+        "-m",
+        "multiagent.server",
+        "--host",
+        fleet.server.host,
+        "--port",
+        str(fleet.server.port),
+        "--db",
+        str(layout.server_db),
+    ]
     text = _program_text(
-        fleet, ctx, name=SERVER_PROGRAM, command=command, directory=layout.state_dir,
-        startsecs=1, stopwaitsecs=10, user=None, environment={},
-        log_file=layout.log_file(SERVER_PROGRAM), priority=SERVER_PRIORITY)
+        fleet,
+        ctx,
+        name=SERVER_PROGRAM,
+        command=command,
+        directory=layout.state_dir,
+        startsecs=1,
+        stopwaitsecs=10,
+        user=None,
+        environment={},
+        log_file=layout.log_file(SERVER_PROGRAM),
+        priority=SERVER_PRIORITY,
+    )
     return Program(SERVER_PROGRAM, "server", _program_path(SERVER_PROGRAM, ctx), text)
 
 
@@ -147,25 +180,47 @@ def _program_path(name: str, ctx: RenderContext) -> Path:
 def _environment_value(environment: dict[str, str]) -> str:
     def quote(text: str) -> str:
         return f"'{text}'" if '"' in text else f'"{text}"'
+
     return ",".join(f"{key}={quote(value)}" for key, value in sorted(environment.items()))
 
 
-def _program_text(fleet: Fleet, ctx: RenderContext, *, name: str, command: list[str],
-                  directory: Path, startsecs: int, stopwaitsecs: int, user: str | None,
-                  environment: dict[str, str], log_file: Path, priority: int) -> str:
+def _program_text(
+    fleet: Fleet,
+    ctx: RenderContext,
+    *,
+    name: str,
+    command: list[str],
+    directory: Path,
+    startsecs: int,
+    stopwaitsecs: int,
+    user: str | None,
+    environment: dict[str, str],
+    log_file: Path,
+    priority: int,
+) -> str:
     template = template_environment().get_template("program.conf.j2")
     return template.render(
-        marker=f"{MARKER} (state dir {fleet.state_dir})", name=name,
-        command=shlex.join(command), directory=directory, startsecs=startsecs,
-        stopwaitsecs=stopwaitsecs, user=user,
+        marker=f"{MARKER} (state dir {fleet.state_dir})",
+        name=name,
+        command=shlex.join(command),
+        directory=directory,
+        startsecs=startsecs,
+        stopwaitsecs=stopwaitsecs,
+        user=user,
         environment=_environment_value(environment) if environment else "",
-        log_file=log_file, priority=priority)
+        log_file=log_file,
+        priority=priority,
+    )
 
 
 def _render_supervisord(fleet: Fleet, layout: Layout, ctx: RenderContext) -> str:
     template = template_environment().get_template("supervisord.conf.j2")
     return template.render(
-        marker=f"{MARKER} (state dir {fleet.state_dir})", socket=layout.socket,
-        log_file=layout.supervisord_log, pid_file=layout.pid_file,
-        child_log_dir=layout.logs_dir, state_dir=fleet.state_dir,
-        program_glob=f"{ctx.program_dir}/*{ctx.program_suffix}")
+        marker=f"{MARKER} (state dir {fleet.state_dir})",
+        socket=layout.socket,
+        log_file=layout.supervisord_log,
+        pid_file=layout.pid_file,
+        child_log_dir=layout.logs_dir,
+        state_dir=fleet.state_dir,
+        program_glob=f"{ctx.program_dir}/*{ctx.program_suffix}",
+    )

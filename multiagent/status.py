@@ -74,9 +74,14 @@ def current_status(data: dict[str, Any] | None, pid: int | None) -> dict[str, An
     return data
 
 
-def agent_status(name: str, info: ProcessInfo | None, status_file: dict[str, Any] | None,
-                 log_file: Path | None = None, tail: int = 5,
-                 drain_flag: str | None = None) -> AgentStatus:
+def agent_status(
+    name: str,
+    info: ProcessInfo | None,
+    status_file: dict[str, Any] | None,
+    log_file: Path | None = None,
+    tail: int = 5,
+    drain_flag: str | None = None,
+) -> AgentStatus:
     """Join one agent's process info and status file; a file from an older process counts
     only while no newer process runs (it then tells how the old one ended)."""
     process = info.state if info else None
@@ -94,18 +99,34 @@ def agent_status(name: str, info: ProcessInfo | None, status_file: dict[str, Any
         return current.get(key) if current else None
 
     return AgentStatus(
-        name=name, process=process, pid=pid, uptime_s=info.uptime if info else None,
-        state=field("state"), job_id=field("job_id"), phase=field("phase"),
-        restart_pending=field("restart_pending"), last_poll=field("last_poll"),
-        drained=field("drained"), drain_flag=drain_flag, log_tail=log_tail)
+        name=name,
+        process=process,
+        pid=pid,
+        uptime_s=info.uptime if info else None,
+        state=field("state"),
+        job_id=field("job_id"),
+        phase=field("phase"),
+        restart_pending=field("restart_pending"),
+        last_poll=field("last_poll"),
+        drained=field("drained"),
+        drain_flag=drain_flag,
+        log_tail=log_tail,
+    )
 
 
-def fleet_status(names: list[str], processes: dict[str, ProcessInfo],
-                 layout: Layout) -> list[AgentStatus]:
-    return [agent_status(name, processes.get(name),
-                         read_status_file(layout.status_file(name)), layout.log_file(name),
-                         drain_flag=read_drain(layout, name))
-            for name in names]
+def fleet_status(
+    names: list[str], processes: dict[str, ProcessInfo], layout: Layout
+) -> list[AgentStatus]:
+    return [
+        agent_status(
+            name,
+            processes.get(name),
+            read_status_file(layout.status_file(name)),
+            layout.log_file(name),
+            drain_flag=read_drain(layout, name),
+        )
+        for name in names
+    ]
 
 
 def format_age(seconds: float | None) -> str:
@@ -133,15 +154,22 @@ def format_table(rows: list[AgentStatus], now: float | None = None) -> str:
             state += " (held: `up` finishes its change)"
         elif row.drain_flag and row.state != "drained":
             state += " (draining)"
-        table.append((
-            row.name, row.process or "not loaded", str(row.pid or "-"),
-            format_age(row.uptime_s), state, row.job_id or "-",
-            "pending" if row.restart_pending else "-",
-            format_age(now - row.last_poll) + " ago" if row.last_poll else "-",
-        ))
+        table.append(
+            (
+                row.name,
+                row.process or "not loaded",
+                str(row.pid or "-"),
+                format_age(row.uptime_s),
+                state,
+                row.job_id or "-",
+                "pending" if row.restart_pending else "-",
+                format_age(now - row.last_poll) + " ago" if row.last_poll else "-",
+            )
+        )
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
-             for r in table]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in table
+    ]
     for row in rows:
         if row.log_tail:
             lines.append(f"--- {row.name} is {row.process}; last lines of its log:")

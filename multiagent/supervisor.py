@@ -67,11 +67,17 @@ class ProcessInfo:
 
     @classmethod
     def from_rpc(cls, info: dict) -> ProcessInfo:
-        return cls(name=info["name"], state=info["statename"], pid=info["pid"],
-                   start=float(info["start"]), now=float(info["now"]),
-                   description=info["description"], spawnerr=info.get("spawnerr", ""),
-                   exitstatus=info.get("exitstatus", 0),
-                   log_file=info.get("stdout_logfile", ""))
+        return cls(
+            name=info["name"],
+            state=info["statename"],
+            pid=info["pid"],
+            start=float(info["start"]),
+            now=float(info["now"]),
+            description=info["description"],
+            spawnerr=info.get("spawnerr", ""),
+            exitstatus=info.get("exitstatus", 0),
+            log_file=info.get("stdout_logfile", ""),
+        )
 
 
 @dataclass(frozen=True)
@@ -89,8 +95,13 @@ class SupervisorTarget:
 def target_for(fleet: Fleet) -> SupervisorTarget:
     layout = Layout(fleet.state_dir)
     if fleet.supervisor.mode == "private":
-        return SupervisorTarget("private", f"unix://{layout.socket}", layout.supervisord_conf,
-                                layout.private_program_dir, ".conf")
+        return SupervisorTarget(
+            "private",
+            f"unix://{layout.socket}",
+            layout.supervisord_conf,
+            layout.private_program_dir,
+            ".conf",
+        )
     return read_system_config(Path(fleet.supervisor.config or ""))
 
 
@@ -102,7 +113,8 @@ def read_system_config(config: Path) -> SupervisorTarget:
             parser.read_file(handle)
     except (OSError, configparser.Error) as exc:
         raise SupervisorError(
-            f"{config}: cannot read the system supervisord config: {exc}") from exc
+            f"{config}: cannot read the system supervisord config: {exc}"
+        ) from exc
     here = str(config.parent)
 
     def value(section: str, key: str) -> str | None:
@@ -114,19 +126,25 @@ def read_system_config(config: Path) -> SupervisorTarget:
     if not socket_url:
         socket_file = value("unix_http_server", "file")
         if not socket_file:
-            raise SupervisorError(f"{config}: no [unix_http_server] file= and no"
-                                  " [supervisorctl] serverurl=: tf-fleet cannot reach it")
+            raise SupervisorError(
+                f"{config}: no [unix_http_server] file= and no"
+                " [supervisorctl] serverurl=: tf-fleet cannot reach it"
+            )
         socket_url = f"unix://{socket_file}"
     includes = (value("include", "files") or "").split()
     if not includes:
-        raise SupervisorError(f"{config}: no [include] files= section; add one (for example"
-                              " `files = /etc/supervisor/conf.d/*.conf`) so tf-fleet can add"
-                              " programs")
+        raise SupervisorError(
+            f"{config}: no [include] files= section; add one (for example"
+            " `files = /etc/supervisor/conf.d/*.conf`) so tf-fleet can add"
+            " programs"
+        )
     pattern = includes[0] if os.path.isabs(includes[0]) else os.path.join(here, includes[0])
     directory, name_glob = os.path.split(pattern)
     if glob.has_magic(directory) or not name_glob.startswith("*"):
-        raise SupervisorError(f"{config}: [include] files={includes[0]} must be of the form"
-                              " DIR/*.conf for tf-fleet to place programs in it")
+        raise SupervisorError(
+            f"{config}: [include] files={includes[0]} must be of the form"
+            " DIR/*.conf for tf-fleet to place programs in it"
+        )
     suffix = name_glob[1:] or ".conf"
     user, password = value("supervisorctl", "username"), value("supervisorctl", "password")
     auth = base64.b64encode(f"{user}:{password or ''}".encode()).decode() if user else None
@@ -143,7 +161,7 @@ class Supervisor:
         if self._proxy is None:
             url = self.target.socket_url
             if url.startswith("unix://"):
-                transport = UnixSocketTransport(url[len("unix://"):], self.target.auth)
+                transport = UnixSocketTransport(url[len("unix://") :], self.target.auth)
                 self._proxy = xmlrpc.client.ServerProxy("http://localhost", transport=transport)
             else:
                 self._proxy = xmlrpc.client.ServerProxy(url)
@@ -154,11 +172,13 @@ class Supervisor:
             return getattr(self.rpc, method)(*args)
         except xmlrpc.client.Fault as fault:
             raise SupervisorError(
-                f"supervisord refused {method}{args}: {fault.faultString}") from fault
+                f"supervisord refused {method}{args}: {fault.faultString}"
+            ) from fault
         except OSError as exc:
             self._proxy = None
-            raise SupervisorError(f"supervisord is not reachable at {self.target.socket_url}:"
-                                  f" {exc}") from exc
+            raise SupervisorError(
+                f"supervisord is not reachable at {self.target.socket_url}: {exc}"
+            ) from exc
 
     def is_running(self) -> bool:
         try:
@@ -169,8 +189,9 @@ class Supervisor:
 
     def processes(self) -> dict[str, ProcessInfo]:
         """Every process in one call."""
-        return {info["name"]: ProcessInfo.from_rpc(info)
-                for info in self._call("getAllProcessInfo")}
+        return {
+            info["name"]: ProcessInfo.from_rpc(info) for info in self._call("getAllProcessInfo")
+        }
 
     def process(self, name: str) -> ProcessInfo:
         return ProcessInfo.from_rpc(self._call("getProcessInfo", name))
@@ -207,21 +228,32 @@ def start_private(layout: Layout, timeout: float = 15.0) -> int:
     layout.supervisor_dir.mkdir(parents=True, exist_ok=True)
     layout.logs_dir.mkdir(parents=True, exist_ok=True)
     if len(str(layout.socket)) > 100:
-        raise SupervisorError(f"the state dir path is too long for a unix socket"
-                              f" ({layout.socket}); choose a shorter state_dir")
+        raise SupervisorError(
+            f"the state dir path is too long for a unix socket"
+            f" ({layout.socket}); choose a shorter state_dir"
+        )
     proc = subprocess.run(
         [sys.executable, "-m", "supervisor.supervisord", "-c", str(layout.supervisord_conf)],
-        capture_output=True, text=True, timeout=timeout)
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if proc.returncode != 0:
-        raise SupervisorError("supervisord did not start: "
-                              + (proc.stderr or proc.stdout).strip())
-    target = SupervisorTarget("private", f"unix://{layout.socket}", layout.supervisord_conf,
-                              layout.private_program_dir, ".conf")
+        raise SupervisorError("supervisord did not start: " + (proc.stderr or proc.stdout).strip())
+    target = SupervisorTarget(
+        "private",
+        f"unix://{layout.socket}",
+        layout.supervisord_conf,
+        layout.private_program_dir,
+        ".conf",
+    )
     supervisor = Supervisor(target)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if supervisor.is_running():
             return supervisor.pid()
         time.sleep(0.05)
-    raise SupervisorError(f"supervisord did not answer on {layout.socket} within {timeout:.0f}"
-                          f" s; see {layout.supervisord_log}")
+    raise SupervisorError(
+        f"supervisord did not answer on {layout.socket} within {timeout:.0f}"
+        f" s; see {layout.supervisord_log}"
+    )

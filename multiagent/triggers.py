@@ -36,8 +36,9 @@ def ask_restart_by_file(restart_dir: str, name: str) -> Path:
     except FileExistsError:
         st = os.lstat(path)
         if not os.path.isfile(path) or os.path.islink(path) or st.st_uid not in (0, os.geteuid()):
-            raise TriggerError(f"{path} exists and is not a regular file of ours; remove it"
-                               " and try again") from None
+            raise TriggerError(
+                f"{path} exists and is not a regular file of ours; remove it and try again"
+            ) from None
         return path  # already asked
     except OSError as exc:
         raise TriggerError(f"cannot create {path}: {exc.strerror}") from exc
@@ -69,9 +70,12 @@ def set_server_state(server_url: str, name: str, state: str, comment: str) -> No
     import urllib.request
 
     body = json.dumps({"state": state, "comment": comment}).encode()
-    request = urllib.request.Request(f"{server_url}/v1/agents/data/{name}", data=body,
-                                     headers={"Content-Type": "application/json"},
-                                     method="POST")
+    request = urllib.request.Request(
+        f"{server_url}/v1/agents/data/{name}",
+        data=body,
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             response.read()

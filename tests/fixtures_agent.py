@@ -20,8 +20,9 @@ from fixtures_server import LocalServer
 _names = itertools.count(1)
 
 
-def wait_for(cond: Callable[[], Any], timeout: float = 10.0, step: float = 0.02,
-             what: str = "condition") -> Any:
+def wait_for(
+    cond: Callable[[], Any], timeout: float = 10.0, step: float = 0.02, what: str = "condition"
+) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = cond()
@@ -87,19 +88,35 @@ class AgentProc:
         return path.read_text() if path.exists() else ""
 
     def command(self, *extra: str) -> list[str]:
-        return [sys.executable, "-m", "multiagent.agent", "-c", str(self.conf_path),
-                "--run-dir", str(self.run_dir), "--restart-dir", str(self.restart_dir), *extra]
+        return [
+            sys.executable,
+            "-m",
+            "multiagent.agent",
+            "-c",
+            str(self.conf_path),
+            "--run-dir",
+            str(self.run_dir),
+            "--restart-dir",
+            str(self.restart_dir),
+            *extra,
+        ]
 
-    def start(self, *extra: str, wait_polling: bool = True,
-              env: dict[str, str] | None = None) -> AgentProc:
+    def start(
+        self, *extra: str, wait_polling: bool = True, env: dict[str, str] | None = None
+    ) -> AgentProc:
         """`env`: extra environment variables for the agent (e.g. TF_AGENT_NO_INOTIFY)."""
         self.started_at = time.time()
         with open(self.stderr_path, "ab") as err:
-            self.proc = subprocess.Popen(self.command(*extra), stdout=subprocess.DEVNULL,
-                                         stderr=err, env={**os.environ, **(env or {})})
+            self.proc = subprocess.Popen(
+                self.command(*extra),
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                env={**os.environ, **(env or {})},
+            )
         if wait_polling:
-            self.wait_status(lambda s: (s.get("last_poll") or 0) > self.started_at,
-                             what="first poll")
+            self.wait_status(
+                lambda s: (s.get("last_poll") or 0) > self.started_at, what="first poll"
+            )
         return self
 
     def status(self) -> dict[str, Any]:
@@ -108,13 +125,15 @@ class AgentProc:
         except (OSError, ValueError):
             return {}
 
-    def wait_status(self, pred: Callable[[dict[str, Any]], bool], timeout: float = 10.0,
-                    what: str = "status") -> dict[str, Any]:
+    def wait_status(
+        self, pred: Callable[[dict[str, Any]], bool], timeout: float = 10.0, what: str = "status"
+    ) -> dict[str, Any]:
         def check() -> dict[str, Any] | None:
             if self.proc is not None and self.proc.poll() is not None:
                 raise AssertionError(
                     f"agent exited {self.proc.returncode} while waiting for {what}: "
-                    f"{self.stderr_path.read_text()}\n{self.log_text}")
+                    f"{self.stderr_path.read_text()}\n{self.log_text}"
+                )
             st = self.status()
             return st if st and pred(st) else None
 

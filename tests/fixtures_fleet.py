@@ -37,25 +37,34 @@ class FleetEnv:
         self.port = free_port()
         self.server_url = f"http://127.0.0.1:{self.port}"
 
-    def agent_fleet(self, names: list[str], queues: dict[str, list[str]] | None = None,
-                    **defaults: Any) -> dict[str, Any]:
+    def agent_fleet(
+        self, names: list[str], queues: dict[str, list[str]] | None = None, **defaults: Any
+    ) -> dict[str, Any]:
         """tf-agents with the local connector against an embedded server on a free port."""
         connector = "tf-local-connector {phase} -c {agent_dir}/default.yaml testflinger.json"
-        base = {"polling_interval": 0.5, "startsecs": 1, "stopwaitsecs": 20,
-                "setup_command": connector.format(phase="setup", agent_dir="{agent_dir}"),
-                "test_command": connector.format(phase="test", agent_dir="{agent_dir}"),
-                "cleanup_command": connector.format(phase="cleanup", agent_dir="{agent_dir}"),
-                "device": {"device_ip": "127.0.0.1"}}
+        base = {
+            "polling_interval": 0.5,
+            "startsecs": 1,
+            "stopwaitsecs": 20,
+            "setup_command": connector.format(phase="setup", agent_dir="{agent_dir}"),
+            "test_command": connector.format(phase="test", agent_dir="{agent_dir}"),
+            "cleanup_command": connector.format(phase="cleanup", agent_dir="{agent_dir}"),
+            "device": {"device_ip": "127.0.0.1"},
+        }
         base.update(defaults)
         queues = queues or {}
-        return {"server": {"embedded": True, "port": self.port},
-                "restart": {"restart_dir": str(self.root / "restart")},
-                "defaults": base,
-                "agents": {n: {"job_queues": queues.get(n, ["shared"])} for n in names}}
+        return {
+            "server": {"embedded": True, "port": self.port},
+            "restart": {"restart_dir": str(self.root / "restart")},
+            "defaults": base,
+            "agents": {n: {"job_queues": queues.get(n, ["shared"])} for n in names},
+        }
 
     def submit(self, queue: str, seconds: float, commands: str | None = None) -> str:
-        job = {"job_queue": queue,
-               "test_data": {"test_cmds": commands or f"echo working; sleep {seconds}; echo ok"}}
+        job = {
+            "job_queue": queue,
+            "test_data": {"test_cmds": commands or f"echo working; sleep {seconds}; echo ok"},
+        }
         resp = requests.post(f"{self.server_url}/v1/job", json=job, timeout=10)
         resp.raise_for_status()
         return resp.json()["job_id"]
@@ -68,17 +77,24 @@ class FleetEnv:
         return self.result(job_id).get("job_state")
 
     def wait_running(self, job_id: str, timeout: float = 30.0) -> None:
-        self.wait_for(lambda: self.job_state(job_id) in ("test",), timeout,
-                      f"job {job_id} to reach its test phase")
+        self.wait_for(
+            lambda: self.job_state(job_id) in ("test",),
+            timeout,
+            f"job {job_id} to reach its test phase",
+        )
 
     def assert_completed(self, job_id: str, timeout: float = 60.0) -> None:
         """The job ended `complete` and every phase that ran exited 0, as the server saw."""
-        self.wait_for(lambda: self.job_state(job_id) in ("complete", "completed", "cancelled"),
-                      timeout, f"job {job_id} to end")
+        self.wait_for(
+            lambda: self.job_state(job_id) in ("complete", "completed", "cancelled"),
+            timeout,
+            f"job {job_id} to end",
+        )
         result = self.result(job_id)
         assert result["job_state"] == "complete", result
-        statuses = {p: result.get(f"{p}_status") for p in PHASES
-                    if result.get(f"{p}_status") is not None}
+        statuses = {
+            p: result.get(f"{p}_status") for p in PHASES if result.get(f"{p}_status") is not None
+        }
         assert statuses.get("test") == 0, result
         assert all(code == 0 for code in statuses.values()), statuses
 
@@ -86,14 +102,21 @@ class FleetEnv:
         fleet.setdefault("state_dir", str(self.state_dir))
         self.fleet_file.write_text(yaml.safe_dump(fleet, sort_keys=False))
 
-    def run(self, *args: str, check: bool = True, timeout: float = 120
-            ) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
             [sys.executable, "-m", "multiagent", "-c", str(self.fleet_file), *args],
-            capture_output=True, text=True, timeout=timeout, cwd=self.root)
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=self.root,
+        )
         if check and proc.returncode != 0:
-            raise AssertionError(f"tf-fleet {' '.join(args)} exited {proc.returncode}\n"
-                                 f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+            raise AssertionError(
+                f"tf-fleet {' '.join(args)} exited {proc.returncode}\n"
+                f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+            )
         return proc
 
     def status(self) -> dict[str, dict[str, Any]]:
@@ -159,7 +182,7 @@ class ProcessSampler:
                 cmdline = proc.info["cmdline"] or []
                 for word in cmdline:
                     if word.startswith(marker) and word.endswith("/testflinger-agent.conf"):
-                        name = word[len(marker):].split("/")[0]
+                        name = word[len(marker) :].split("/")[0]
                         counts[name] = counts.get(name, 0) + 1
             for name, count in counts.items():
                 self.most[name] = max(self.most.get(name, 0), count)

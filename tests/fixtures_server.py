@@ -33,8 +33,15 @@ class LocalServer:
 
     def start(self, timeout: float = 15.0) -> None:
         cmd = [
-            sys.executable, "-m", "multiagent.server",
-            "--host", "127.0.0.1", "--port", str(self.port), "--db", str(self.db_path),
+            sys.executable,
+            "-m",
+            "multiagent.server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--db",
+            str(self.db_path),
             *self.extra_args,
         ]
         log = open(self.log_path, "ab")
@@ -78,8 +85,9 @@ class LocalServer:
 
     def output(self, job_id: str, log_type: str = "output") -> str:
         """The job's whole output (or serial) log as one text, phases in run order."""
-        resp = requests.get(f"{self.url}/v1/result/{job_id}/log/{log_type}",
-                            params={"format": "text"}, timeout=10)
+        resp = requests.get(
+            f"{self.url}/v1/result/{job_id}/log/{log_type}", params={"format": "text"}, timeout=10
+        )
         return resp.text if resp.status_code == 200 else ""
 
     def job_state(self, job_id: str) -> str | None:

@@ -28,16 +28,18 @@ def result(server, job_id: str) -> dict:
 
 
 def log_output(server, job_id: str, phase: str) -> str:
-    resp = requests.get(f"{server.url}/v1/result/{job_id}/log/output",
-                        params={"phase": phase}, timeout=5)
+    resp = requests.get(
+        f"{server.url}/v1/result/{job_id}/log/output", params={"phase": phase}, timeout=5
+    )
     if resp.status_code != 200:
         return ""
     return resp.json().get("output", {}).get(phase, {}).get("log_data", "")
 
 
 def cancel(server, job_id: str) -> None:
-    resp = requests.post(f"{server.url}/v1/job/{job_id}/action", json={"action": "cancel"},
-                         timeout=5)
+    resp = requests.post(
+        f"{server.url}/v1/job/{job_id}/action", json={"action": "cancel"}, timeout=5
+    )
     resp.raise_for_status()
 
 
@@ -45,8 +47,7 @@ _grandchildren: list[int] = []
 
 
 def read_pid(path: Path) -> int:
-    pid = int(wait_for(lambda: path.exists() and path.read_text().strip(), 10,
-                       what=f"{path}"))
+    pid = int(wait_for(lambda: path.exists() and path.read_text().strip(), 10, what=f"{path}"))
     _grandchildren.append(pid)
     return pid
 
@@ -78,15 +79,23 @@ def test_full_job_end_to_end(shared_server, make_agent, tmp_path):
         reserve_command=f"{CONNECTOR} reserve",
         cleanup_command="echo cleanup done",
     ).start("-p", str(port))
-    cmds = ("echo first-line; mkdir -p artifacts/sub; echo art > artifacts/sub/a.txt; "
-            "sleep 2.5; echo second-line")
-    job_id = shared_server.submit(job(
-        agent, cmds, provision_data={"url": "http://example/img"},
-        firmware_update_data={"version": "1.2"}, reserve_data={"timeout": 5},
-    ))
+    cmds = (
+        "echo first-line; mkdir -p artifacts/sub; echo art > artifacts/sub/a.txt; "
+        "sleep 2.5; echo second-line"
+    )
+    job_id = shared_server.submit(
+        job(
+            agent,
+            cmds,
+            provision_data={"url": "http://example/img"},
+            firmware_update_data={"version": "1.2"},
+            reserve_data={"timeout": 5},
+        )
+    )
     # Output is streamed while the phase still runs.
-    wait_for(lambda: "first-line" in log_output(shared_server, job_id, "test"), 6,
-             what="streamed output")
+    wait_for(
+        lambda: "first-line" in log_output(shared_server, job_id, "test"), 6, what="streamed output"
+    )
     assert shared_server.job_state(job_id) == "test"
     assert agent.status()["state"] == "test" and agent.status()["job_id"] == job_id
     shared_server.wait_job_state(job_id, {"complete"}, timeout=15)
@@ -105,9 +114,20 @@ def test_full_job_end_to_end(shared_server, make_agent, tmp_path):
         assert tar.extractfile("artifacts/sub/a.txt").read() == b"art\n"
     st = agent.wait_status(lambda s: s["state"] == "waiting", what="idle again")
     assert st["job_id"] is None and st["phase"] is None
-    assert set(st) == {"agent", "pid", "state", "job_id", "phase", "since", "last_poll",
-                       "restart_pending", "restart_reason", "drained", "server_reachable",
-                       "version"}
+    assert set(st) == {
+        "agent",
+        "pid",
+        "state",
+        "job_id",
+        "phase",
+        "since",
+        "last_poll",
+        "restart_pending",
+        "restart_reason",
+        "drained",
+        "server_reachable",
+        "version",
+    }
     metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     assert f'jobs_total{{agent_id="{agent.name}"}} 1' in metrics
     assert "phase_duration_seconds_count" in metrics
@@ -117,8 +137,9 @@ def test_full_job_end_to_end(shared_server, make_agent, tmp_path):
 @pytest.mark.parametrize("how", ["cancel", "global_timeout", "output_timeout"])
 def test_stop_condition_kills_process_group(shared_server, make_agent, tmp_path, how):
     pidfile = tmp_path / f"gc-{how}.pid"
-    agent = make_agent(shared_server.url, test_command=f"{CONNECTOR} test",
-                       cleanup_command="echo cleanup ran").start()
+    agent = make_agent(
+        shared_server.url, test_command=f"{CONNECTOR} test", cleanup_command="echo cleanup ran"
+    ).start()
     extra = {"global_timeout": 2} if how == "global_timeout" else {}
     if how == "output_timeout":
         extra = {"output_timeout": 1}
@@ -128,22 +149,27 @@ def test_stop_condition_kills_process_group(shared_server, make_agent, tmp_path,
     assert pid_alive(grandchild)
     if how == "cancel":
         cancel(shared_server, job_id)
-    agent.wait_status(lambda s: s["job_id"] is None and s["state"] == "waiting", 10,
-                      what="job end")
+    agent.wait_status(lambda s: s["job_id"] is None and s["state"] == "waiting", 10, what="job end")
     wait_for(lambda: not pid_alive(grandchild), 3, what="grandchild gone")
     res = result(shared_server, job_id)
     assert res["test_status"] == 247
     assert res["cleanup_status"] == 0 and "cleanup ran" in res["cleanup_output"]
-    expected = {"cancel": "cancel", "global_timeout": "Global timeout",
-                "output_timeout": "Output timeout"}[how]
+    expected = {
+        "cancel": "cancel",
+        "global_timeout": "Global timeout",
+        "output_timeout": "Output timeout",
+    }[how]
     assert expected in res["test_output"]
     assert res["job_state"] == ("cancelled" if how == "cancel" else "complete")
 
 
 def test_sigterm_during_job(shared_server, make_agent, tmp_path):
     pidfile = tmp_path / "gc.pid"
-    agent = make_agent(shared_server.url, test_command=GRANDCHILD.format(pidfile=pidfile),
-                       cleanup_command="sleep 30").start()
+    agent = make_agent(
+        shared_server.url,
+        test_command=GRANDCHILD.format(pidfile=pidfile),
+        cleanup_command="sleep 30",
+    ).start()
     job_id = shared_server.submit(job(agent, "x"))
     grandchild = read_pid(pidfile)
     start = time.monotonic()
@@ -201,8 +227,12 @@ def test_unrelated_files_change_nothing(shared_server, make_agent):
     wait_for(lambda: "idle wake-ups: inotify" in agent.log_text, 5, what="inotify in use")
     before = agent.status_path.read_bytes(), agent.status_path.stat().st_mtime_ns
     for d in (agent.restart_dir, agent.run_dir):
-        for name in ("unrelated", f"TESTFLINGER-DEVICE-RESTART-{agent.name}x",
-                     f"{agent.name}.drainx", "other-agent.drain"):
+        for name in (
+            "unrelated",
+            f"TESTFLINGER-DEVICE-RESTART-{agent.name}x",
+            f"{agent.name}.drainx",
+            "other-agent.drain",
+        ):
             (d / name).write_text("hold")
             (d / name).unlink()
     (agent.run_dir / "other-agent.json").write_text("{}")
@@ -216,8 +246,9 @@ def test_unrelated_files_change_nothing(shared_server, make_agent):
 def test_polling_fallback_without_inotify(shared_server, make_agent):
     agent = make_agent(shared_server.url, polling_interval=30)
     agent.start(env={"TF_AGENT_NO_INOTIFY": "1"})
-    wait_for(lambda: "idle wake-ups: looking every 0.5 s" in agent.log_text, 5,
-             what="polling fallback")
+    wait_for(
+        lambda: "idle wake-ups: looking every 0.5 s" in agent.log_text, 5, what="polling fallback"
+    )
     agent.drain_file.write_text("drain")
     agent.wait_status(lambda s: s["state"] == "drained", 3, what="drained")
     agent.drain_file.unlink()
@@ -298,11 +329,15 @@ def _attachment_tar(members: dict[str, bytes]) -> bytes:
 @pytest.mark.parametrize("member", ["test/hello.txt", "test/../../x", "/tmp/abs-x"])
 def test_attachments(shared_server, make_agent, member):
     agent = make_agent(shared_server.url, test_command="cat attachments/test/hello.txt").start()
-    job_id = shared_server.submit(job(agent, "x") | {
-        "test_data": {"test_cmds": "x", "attachments": [{"agent": "hello.txt"}]}})
+    job_id = shared_server.submit(
+        job(agent, "x") | {"test_data": {"test_cmds": "x", "attachments": [{"agent": "hello.txt"}]}}
+    )
     payload = _attachment_tar({member: b"hello attachment\n"})
-    resp = requests.post(f"{shared_server.url}/v1/job/{job_id}/attachments",
-                         files={"file": ("file", payload)}, timeout=5)
+    resp = requests.post(
+        f"{shared_server.url}/v1/job/{job_id}/attachments",
+        files={"file": ("file", payload)},
+        timeout=5,
+    )
     resp.raise_for_status()
     shared_server.wait_job_state(job_id, {"complete"}, timeout=10)
     res = result(shared_server, job_id)
@@ -334,8 +369,12 @@ def test_drain_and_hold(shared_server, make_agent):
 
 
 def test_outcome_survives_server_outage(tf_server, make_agent):
-    agent = make_agent(tf_server.url, test_command=(
-        "echo before; sleep 1.5; mkdir -p artifacts; echo kept > artifacts/k.txt; echo after"))
+    agent = make_agent(
+        tf_server.url,
+        test_command=(
+            "echo before; sleep 1.5; mkdir -p artifacts; echo kept > artifacts/k.txt; echo after"
+        ),
+    )
     agent.start()
     job_id = tf_server.submit(job(agent, "x"))
     agent.wait_status(lambda s: s["state"] == "test", what="test phase")
@@ -361,16 +400,22 @@ def test_token_auth(tmp_path, make_agent):
 
     token_file = tmp_path / "server-token"
     token_file.write_text("s3cret-token")
-    server = LocalServer(tmp_path / "auth.db", tmp_path / "auth.log",
-                         extra_args=["--token-file", str(token_file)])
+    server = LocalServer(
+        tmp_path / "auth.db", tmp_path / "auth.log", extra_args=["--token-file", str(token_file)]
+    )
     server.start()
     try:
         refresh = tmp_path / "refresh.json"
         refresh.write_text(json.dumps({"refresh_token": "s3cret-token"}))
         agent = make_agent(server.url, test_command="echo authed").start(
-            "--token-file", str(refresh))
-        resp = requests.post(server.url + "/v1/job", json=job(agent, "x"), timeout=5,
-                             headers={"Authorization": "Bearer s3cret-token"})
+            "--token-file", str(refresh)
+        )
+        resp = requests.post(
+            server.url + "/v1/job",
+            json=job(agent, "x"),
+            timeout=5,
+            headers={"Authorization": "Bearer s3cret-token"},
+        )
         job_id = resp.json()["job_id"]
         server.wait_job_state(job_id, {"complete"}, timeout=10)
         assert "authed" in server.result(job_id)["test_output"]
@@ -379,8 +424,11 @@ def test_token_auth(tmp_path, make_agent):
 
 
 def _set_server_state(server, agent, state: str, comment: str = "") -> None:
-    resp = requests.post(f"{server.url}/v1/agents/data/{agent.name}",
-                         json={"state": state, "comment": comment}, timeout=5)
+    resp = requests.post(
+        f"{server.url}/v1/agents/data/{agent.name}",
+        json={"state": state, "comment": comment},
+        timeout=5,
+    )
     resp.raise_for_status()
 
 
@@ -400,8 +448,9 @@ def test_server_states(shared_server, make_agent):
 
 
 def test_recovery_failure_sets_offline(shared_server, make_agent):
-    agent = make_agent(shared_server.url, provision_command="exit 46",
-                       test_command="echo never").start()
+    agent = make_agent(
+        shared_server.url, provision_command="exit 46", test_command="echo never"
+    ).start()
     job_id = shared_server.submit(job(agent, "x", provision_data={"url": "u"}))
     shared_server.wait_job_state(job_id, {"complete"}, timeout=10)
     res = result(shared_server, job_id)
@@ -413,24 +462,30 @@ def test_recovery_failure_sets_offline(shared_server, make_agent):
     agent.signal(signal.SIGUSR1)
     assert agent.wait_exit(3) == 1
     agent.start(wait_polling=False)
-    agent.wait_status(lambda s: s["state"] == "offline" and s["pid"] == agent.proc.pid, 5,
-                      what="offline after restart")
+    agent.wait_status(
+        lambda s: s["state"] == "offline" and s["pid"] == agent.proc.pid,
+        5,
+        what="offline after restart",
+    )
     data = requests.get(f"{shared_server.url}/v1/agents/data/{agent.name}", timeout=5).json()
     assert data["state"] == "offline" and "Recovery failed" in data["comment"]
 
 
 def test_allocate_waits_until_cancelled(shared_server, make_agent):
-    agent = make_agent(shared_server.url, allocate_command=f"{CONNECTOR} allocate",
-                       reserve_command="echo reserve-should-not-run",
-                       cleanup_command="echo cleaned")
+    agent = make_agent(
+        shared_server.url,
+        allocate_command=f"{CONNECTOR} allocate",
+        reserve_command="echo reserve-should-not-run",
+        cleanup_command="echo cleaned",
+    )
     agent.start()
-    job_id = shared_server.submit(job(agent, None, allocate_data={"allocate": True},
-                                      reserve_data={"timeout": 1}))
+    job_id = shared_server.submit(
+        job(agent, None, allocate_data={"allocate": True}, reserve_data={"timeout": 1})
+    )
     shared_server.wait_job_state(job_id, {"allocated"}, timeout=10)
     assert result(shared_server, job_id)["device_info"]["device_ip"] == "127.0.0.1"
     cancel(shared_server, job_id)
-    agent.wait_status(lambda s: s["state"] == "waiting" and s["job_id"] is None, 10,
-                      what="job end")
+    agent.wait_status(lambda s: s["state"] == "waiting" and s["job_id"] is None, 10, what="job end")
     res = result(shared_server, job_id)
     assert res["allocate_status"] == 0 and res["cleanup_status"] == 0
     assert "reserve_status" not in res and res["job_state"] == "cancelled"

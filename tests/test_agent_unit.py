@@ -35,15 +35,18 @@ def test_config_defaults():
     assert cfg.string_items()["agent_id"] == "a1"
 
 
-@pytest.mark.parametrize("data,key", [
-    ({**MINIMAL, "bogus": 1}, "bogus"),
-    ({k: v for k, v in MINIMAL.items() if k != "agent_id"}, "agent_id"),
-    ({**MINIMAL, "polling_interval": "10"}, "polling_interval"),
-    ({**MINIMAL, "polling_interval": True}, "polling_interval"),
-    ({**MINIMAL, "job_queues": "q"}, "job_queues"),
-    ({**MINIMAL, "global_timeout": 1.5}, "global_timeout"),
-    ({**MINIMAL, "advertised_queues": {"q": 1}}, "advertised_queues"),
-])
+@pytest.mark.parametrize(
+    "data,key",
+    [
+        ({**MINIMAL, "bogus": 1}, "bogus"),
+        ({k: v for k, v in MINIMAL.items() if k != "agent_id"}, "agent_id"),
+        ({**MINIMAL, "polling_interval": "10"}, "polling_interval"),
+        ({**MINIMAL, "polling_interval": True}, "polling_interval"),
+        ({**MINIMAL, "job_queues": "q"}, "job_queues"),
+        ({**MINIMAL, "global_timeout": 1.5}, "global_timeout"),
+        ({**MINIMAL, "advertised_queues": {"q": 1}}, "advertised_queues"),
+    ],
+)
 def test_config_errors_name_the_key(data, key):
     with pytest.raises(config.ConfigError) as err:
         config.validate("c.yaml", data)
@@ -64,13 +67,18 @@ def test_config_file_errors(tmp_path):
         config.load(str(tmp_path / "missing.conf"))
 
 
-@pytest.mark.parametrize("body,key", [("bogus_key: 1\n", "bogus_key"),
-                                      ("polling_interval: soon\n", "polling_interval")])
+@pytest.mark.parametrize(
+    "body,key", [("bogus_key: 1\n", "bogus_key"), ("polling_interval: soon\n", "polling_interval")]
+)
 def test_cli_bad_config_exits_2(tmp_path, body, key):
     conf = tmp_path / "agent.conf"
     conf.write_text("agent_id: a1\nserver_address: x\njob_queues: [q]\n" + body)
-    proc = subprocess.run([sys.executable, "-m", "multiagent.agent", "-c", str(conf)],
-                          capture_output=True, text=True, timeout=10)
+    proc = subprocess.run(
+        [sys.executable, "-m", "multiagent.agent", "-c", str(conf)],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and str(conf) in lines[0] and repr(key) in lines[0]
@@ -92,23 +100,28 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes = b"x", **attrs) -> None:
 
 
 def test_attachments_ok(tmp_path):
-    tb = _tar(tmp_path / "a.tgz", lambda t: (_add(t, "test/dir/f.txt", b"hi"),
-                                             _add(t, "provision/img", b"img")))
+    tb = _tar(
+        tmp_path / "a.tgz",
+        lambda t: (_add(t, "test/dir/f.txt", b"hi"), _add(t, "provision/img", b"img")),
+    )
     dest = tmp_path / "run" / "attachments"
     assert sorted(attachments.unpack(str(tb), str(dest))) == ["provision/img", "test/dir/f.txt"]
     assert (dest / "test" / "dir" / "f.txt").read_bytes() == b"hi"
 
 
-@pytest.mark.parametrize("name,attrs,reason", [
-    ("test/../../x", {}, "'..'"),
-    ("../x", {}, "'..'"),
-    ("/etc/x", {}, "absolute"),
-    ("other/x", {}, "must lie under"),
-    ("test/link", {"type": tarfile.SYMTYPE, "linkname": "/etc/passwd"}, "links"),
-    ("test/hard", {"type": tarfile.LNKTYPE, "linkname": "test/f"}, "links"),
-    ("test/dev", {"type": tarfile.CHRTYPE, "devmajor": 1, "devminor": 3}, "devices"),
-    ("test/fifo", {"type": tarfile.FIFOTYPE}, "devices"),
-])
+@pytest.mark.parametrize(
+    "name,attrs,reason",
+    [
+        ("test/../../x", {}, "'..'"),
+        ("../x", {}, "'..'"),
+        ("/etc/x", {}, "absolute"),
+        ("other/x", {}, "must lie under"),
+        ("test/link", {"type": tarfile.SYMTYPE, "linkname": "/etc/passwd"}, "links"),
+        ("test/hard", {"type": tarfile.LNKTYPE, "linkname": "test/f"}, "links"),
+        ("test/dev", {"type": tarfile.CHRTYPE, "devmajor": 1, "devminor": 3}, "devices"),
+        ("test/fifo", {"type": tarfile.FIFOTYPE}, "devices"),
+    ],
+)
 def test_attachments_rejected(tmp_path, name, attrs, reason):
     tb = _tar(tmp_path / "a.tgz", lambda t: (_add(t, "test/ok", b"fine"), _add(t, name, **attrs)))
     dest = tmp_path / "run" / "attachments"
@@ -280,8 +293,13 @@ def test_idle_wait_loop_uses_events_not_ticks(tmp_path, monkeypatch):
     monkeypatch.delenv("TF_AGENT_NO_INOTIFY", raising=False)
     (tmp_path / "restart").mkdir()
     cfg = config.validate("c", dict(MINIMAL))
-    agent = loop.Agent(cfg, StatusFile(str(tmp_path), "a1"), DrainFlag(str(tmp_path), "a1"),
-                       Triggers("a1", str(tmp_path / "restart")), Metrics("a1"))
+    agent = loop.Agent(
+        cfg,
+        StatusFile(str(tmp_path), "a1"),
+        DrainFlag(str(tmp_path), "a1"),
+        Triggers("a1", str(tmp_path / "restart")),
+        Metrics("a1"),
+    )
     looks = []
     real = agent.drain.read
     monkeypatch.setattr(agent.drain, "read", lambda: looks.append(1) or real())
@@ -299,9 +317,20 @@ def test_status_file_keys_and_since(tmp_path):
     st = StatusFile(str(tmp_path), "a1")
     st.update(state="waiting")
     data = json.loads((tmp_path / "a1.json").read_text())
-    assert set(data) == {"agent", "pid", "state", "job_id", "phase", "since", "last_poll",
-                         "restart_pending", "restart_reason", "drained", "server_reachable",
-                         "version"}
+    assert set(data) == {
+        "agent",
+        "pid",
+        "state",
+        "job_id",
+        "phase",
+        "since",
+        "last_poll",
+        "restart_pending",
+        "restart_reason",
+        "drained",
+        "server_reachable",
+        "version",
+    }
     since = data["since"]
     st.update(state="waiting", last_poll=123.0)
     assert json.loads((tmp_path / "a1.json").read_text())["since"] == since
@@ -361,17 +390,24 @@ def test_metrics_render():
 
 # -- local connector -----------------------------------------------------------------
 def test_local_connector_phases(tmp_path):
-    (tmp_path / "testflinger.json").write_text(json.dumps(
-        {"provision_data": {"url": "u"}, "test_data": {"test_cmds": "echo in-test; exit 3"}}))
+    (tmp_path / "testflinger.json").write_text(
+        json.dumps(
+            {"provision_data": {"url": "u"}, "test_data": {"test_cmds": "echo in-test; exit 3"}}
+        )
+    )
     (tmp_path / "default.yaml").write_text("agent_name: dev-9\n")
     cmd = [sys.executable, "-m", "multiagent.connectors.local"]
-    prov = subprocess.run([*cmd, "provision", "-c", "default.yaml", "testflinger.json"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=10)
+    prov = subprocess.run(
+        [*cmd, "provision", "-c", "default.yaml", "testflinger.json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
     assert prov.returncode == 0 and "would provision" in prov.stdout
     info = json.loads((tmp_path / "device-info.json").read_text())
     assert info == {"device_info": {"device_ip": "127.0.0.1", "agent_name": "dev-9"}}
-    test = subprocess.run([*cmd, "test"], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=10)
+    test = subprocess.run([*cmd, "test"], cwd=tmp_path, capture_output=True, text=True, timeout=10)
     assert test.returncode == 3 and "in-test" in test.stdout
 
 
@@ -395,8 +431,13 @@ def test_heartbeat_reposts_server_state(tmp_path, monkeypatch):
     assert loop.HEARTBEAT_EVERY < 300  # the server's updated_at stays fresher than 5 min
 
     cfg = config.validate("c", dict(MINIMAL))
-    agent = loop.Agent(cfg, StatusFile(str(tmp_path), "a1"), DrainFlag(str(tmp_path), "a1"),
-                       Triggers("a1", str(tmp_path)), Metrics("a1"))
+    agent = loop.Agent(
+        cfg,
+        StatusFile(str(tmp_path), "a1"),
+        DrainFlag(str(tmp_path), "a1"),
+        Triggers("a1", str(tmp_path)),
+        Metrics("a1"),
+    )
     stub = _StubClient({"state": "offline", "comment": "lab"})
     agent.client = stub
     agent.last_agent_post = time.monotonic()

@@ -13,8 +13,11 @@ from fixtures_fleet import SLEEPER
 def three_agents(extra: dict | None = None) -> dict:
     agents = {f"agent-0{i}": {"job_queues": ["q"]} for i in range(1, 4)}
     agents.update(extra or {})
-    return {"server": "http://127.0.0.1:9", "defaults": {"agent_command": SLEEPER},
-            "agents": agents}
+    return {
+        "server": "http://127.0.0.1:9",
+        "defaults": {"agent_command": SLEEPER},
+        "agents": agents,
+    }
 
 
 def test_up_starts_every_agent_and_second_up_touches_nothing(fleet_env):
@@ -23,10 +26,14 @@ def test_up_starts_every_agent_and_second_up_touches_nothing(fleet_env):
     assert "3 add" in first.stdout
     status = fleet_env.status()
     assert {n: s["process"] for n, s in status.items()} == {
-        "agent-01": "RUNNING", "agent-02": "RUNNING", "agent-03": "RUNNING"}
+        "agent-01": "RUNNING",
+        "agent-02": "RUNNING",
+        "agent-03": "RUNNING",
+    }
     pids = {n: s["pid"] for n, s in status.items()}
-    files = [p for p in fleet_env.state_dir.rglob("*") if p.is_file() and p.suffix in
-             (".conf", ".yaml")]
+    files = [
+        p for p in fleet_env.state_dir.rglob("*") if p.is_file() and p.suffix in (".conf", ".yaml")
+    ]
     mtimes = {p: p.stat().st_mtime_ns for p in files}
 
     second = fleet_env.run("up")
@@ -35,8 +42,14 @@ def test_up_starts_every_agent_and_second_up_touches_nothing(fleet_env):
     assert {p: p.stat().st_mtime_ns for p in files} == mtimes
     assert {n: s["pid"] for n, s in fleet_env.status().items()} == pids
     plan = fleet_env.run("plan")
-    assert plan.stdout.split() == ["unchanged", "agent-01", "unchanged", "agent-02",
-                                   "unchanged", "agent-03"]
+    assert plan.stdout.split() == [
+        "unchanged",
+        "agent-01",
+        "unchanged",
+        "agent-02",
+        "unchanged",
+        "agent-03",
+    ]
 
 
 def test_adding_an_agent_starts_only_it(fleet_env):
@@ -64,14 +77,16 @@ def test_changed_agent_is_restarted_and_the_others_are_not(fleet_env):
     assert status["agent-02"]["process"] == "RUNNING"
     assert status["agent-02"]["pid"] != pids["agent-02"]
     assert {n: status[n]["pid"] for n in ("agent-01", "agent-03")} == {
-        n: pids[n] for n in ("agent-01", "agent-03")}
+        n: pids[n] for n in ("agent-01", "agent-03")
+    }
     assert fleet_env.run("up").stdout.strip() == "3 unchanged"
 
 
 def test_agent_that_fails_at_once_ends_fatal_and_status_says_why(fleet_env):
     failing = f"{sys.executable} -c 'import sys; sys.exit(\"cannot open /dev/ttyUSB9\")'"
-    fleet_env.write(three_agents({"agent-03": {"job_queues": ["q"], "agent_command": failing,
-                                               "startsecs": 1}}))
+    fleet_env.write(
+        three_agents({"agent-03": {"job_queues": ["q"], "agent_command": failing, "startsecs": 1}})
+    )
     up = fleet_env.run("up", check=False)
     assert up.returncode == 1
     assert "started agent-03: FATAL" in up.stdout
@@ -97,7 +112,9 @@ def _supervisorctl_states(main_conf) -> dict[str, str]:
     """What the host's own `supervisorctl status` says, by program name."""
     ctl = subprocess.run(
         [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(main_conf), "status"],
-        capture_output=True, text=True)
+        capture_output=True,
+        text=True,
+    )
     return {line.split()[0]: line.split()[1] for line in ctl.stdout.splitlines()}
 
 
@@ -105,7 +122,8 @@ def test_system_mode_programs_are_visible_to_the_hosts_supervisorctl(fleet_env):
     include = fleet_env.root / "conf.d"
     include.mkdir()
     main_conf = fleet_env.root / "supervisord.conf"
-    main_conf.write_text(textwrap.dedent(f"""\
+    main_conf.write_text(
+        textwrap.dedent(f"""\
         [unix_http_server]
         file={fleet_env.root}/sys.sock
         [supervisord]
@@ -117,14 +135,21 @@ def test_system_mode_programs_are_visible_to_the_hosts_supervisorctl(fleet_env):
         serverurl=unix://{fleet_env.root}/sys.sock
         [include]
         files = conf.d/*.conf
-        """))
-    (include / "someone-else.conf").write_text(
-        f"[program:someone-else]\ncommand={SLEEPER}\n")
-    subprocess.run([sys.executable, "-m", "supervisor.supervisord", "-c", str(main_conf)],
-                   check=True)
-    sys_pid = int(fleet_env.wait_for(
-        lambda: (fleet_env.root / "supervisord.pid").exists()
-        and (fleet_env.root / "supervisord.pid").read_text().strip(), what="supervisord"))
+        """)
+    )
+    (include / "someone-else.conf").write_text(f"[program:someone-else]\ncommand={SLEEPER}\n")
+    subprocess.run(
+        [sys.executable, "-m", "supervisor.supervisord", "-c", str(main_conf)], check=True
+    )
+    sys_pid = int(
+        fleet_env.wait_for(
+            lambda: (
+                (fleet_env.root / "supervisord.pid").exists()
+                and (fleet_env.root / "supervisord.pid").read_text().strip()
+            ),
+            what="supervisord",
+        )
+    )
     try:
         fleet = three_agents()
         fleet["supervisor"] = {"mode": "system", "config": str(main_conf)}
@@ -153,11 +178,21 @@ def test_system_mode_programs_are_visible_to_the_hosts_supervisorctl(fleet_env):
 def test_status_json_and_logs_of_real_agents(fleet_env):
     fleet_env.write(fleet_env.agent_fleet(["l1", "l2"]))
     fleet_env.run("up")
-    fleet_env.wait_for(lambda: all(s["last_poll"] for s in fleet_env.status().values()),
-                       what="both agents to poll")
+    fleet_env.wait_for(
+        lambda: all(s["last_poll"] for s in fleet_env.status().values()), what="both agents to poll"
+    )
     row = fleet_env.status()["l1"]
-    assert set(row) >= {"name", "process", "pid", "uptime_s", "state", "job_id", "phase",
-                        "restart_pending", "last_poll"}
+    assert set(row) >= {
+        "name",
+        "process",
+        "pid",
+        "uptime_s",
+        "state",
+        "job_id",
+        "phase",
+        "restart_pending",
+        "last_poll",
+    }
     assert row["state"] == "waiting" and row["job_id"] is None and row["pid"] > 0
     assert row["restart_pending"] is False
     text = fleet_env.run("status", "l2").stdout

@@ -12,8 +12,17 @@ from multiagent.supervisor import ProcessInfo
 
 
 def _info(pid: int) -> ProcessInfo:
-    return ProcessInfo(name="u1", state="RUNNING", pid=pid, start=0.0, now=0.0,
-                       description="", spawnerr="", exitstatus=0, log_file="")
+    return ProcessInfo(
+        name="u1",
+        state="RUNNING",
+        pid=pid,
+        start=0.0,
+        now=0.0,
+        description="",
+        spawnerr="",
+        exitstatus=0,
+        log_file="",
+    )
 
 
 def test_upstream_agent_between_phases_is_busy_by_the_servers_word(tf_server):
@@ -33,10 +42,14 @@ def test_upstream_agent_between_phases_is_busy_by_the_servers_word(tf_server):
 
 
 def test_tf_agent_status_file_of_an_older_process_is_not_trusted():
-    snap = Snapshot({"a1": _info(4242)}, {"a1": {"pid": 1111, "job_id": "old", "state": "test"}},
-                    0.0)
+    snap = Snapshot(
+        {"a1": _info(4242)}, {"a1": {"pid": 1111, "job_id": "old", "state": "test"}}, 0.0
+    )
     assert snap.busy("a1", "tf-agent") == (False, "starting")
-    snap = Snapshot({"a1": _info(4242)}, {"a1": {"pid": 4242, "job_id": "j", "state": "test",
-                                                 "phase": "test", "since": None}}, 0.0)
+    snap = Snapshot(
+        {"a1": _info(4242)},
+        {"a1": {"pid": 4242, "job_id": "j", "state": "test", "phase": "test", "since": None}},
+        0.0,
+    )
     busy, text = snap.busy("a1", "tf-agent")
     assert busy and "job j in phase test" in text

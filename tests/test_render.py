@@ -37,8 +37,9 @@ FLEET = textwrap.dedent("""\
 
 def rendered():
     fleet = parse_fleet(FLEET, Path("/srv/fleet.yaml"))
-    ctx = RenderContext(python="/opt/venv/bin/python",
-                        program_dir=Path("/srv/tf/supervisor/conf.d"))
+    ctx = RenderContext(
+        python="/opt/venv/bin/python", program_dir=Path("/srv/tf/supervisor/conf.d")
+    )
     return fleet, render(fleet, ctx)
 
 
@@ -69,8 +70,9 @@ def test_agent_conf_holds_only_upstream_keys():
     assert conf["agent_id"] == "dut-1"
     assert conf["server_address"] == "http://127.0.0.1:8600"
     assert conf["location"] == "rack 3 %(here)s"  # not a supervisord file: no escaping
-    assert conf["test_command"] == ("connector test -c /srv/tf/agents/dut-1/default.yaml"
-                                    " testflinger.json")
+    assert conf["test_command"] == (
+        "connector test -c /srv/tf/agents/dut-1/default.yaml testflinger.json"
+    )
     for fleet_only in ("environment", "stopwaitsecs", "device", "user", "agent_command"):
         assert fleet_only not in conf
     device = yaml.safe_load(files[Path("/srv/tf/agents/dut-1/default.yaml")])
@@ -86,7 +88,7 @@ def test_percent_is_escaped_in_every_supervisord_value():
     from supervisor.datatypes import dict_of_key_value_pairs
 
     env_line = next(line for line in text.splitlines() if line.startswith("environment="))
-    parsed = dict_of_key_value_pairs(env_line[len("environment="):].replace("%%", "%"))
+    parsed = dict_of_key_value_pairs(env_line[len("environment=") :].replace("%%", "%"))
     assert parsed["PROXY"] == "http://p:3128/?a=1%"
     assert parsed["QUOTED"] == 'say "hi" now'
 
@@ -98,8 +100,13 @@ def test_rendering_is_deterministic():
 def observed_for(rendering, **overrides) -> Observed:
     disk = dict(rendering.all_files())
     loaded = {name: "RUNNING" for name in rendering.programs}
-    base = dict(disk=disk, managed=frozenset(loaded), loaded=loaded,
-                started={n: 1000.0 for n in loaded}, modified={p: 900.0 for p in disk})
+    base = dict(
+        disk=disk,
+        managed=frozenset(loaded),
+        loaded=loaded,
+        started={n: 1000.0 for n in loaded},
+        modified={p: 900.0 for p in disk},
+    )
     base.update(overrides)
     return Observed(**base)
 
@@ -119,11 +126,14 @@ def test_plan_kinds():
     disk[conf1] = "old"
     disk[programs["dut-2"].program_path] = "old program"
     loaded = {"dut-1": "RUNNING", "dut-2": "RUNNING", "gone": "RUNNING"}
-    observed = observed_for(rendering, disk=disk, loaded=loaded,
-                            managed=frozenset(loaded))
+    observed = observed_for(rendering, disk=disk, loaded=loaded, managed=frozenset(loaded))
     kinds = {a.name: a.kind for a in planning.make_plan(programs, observed).actions}
-    assert kinds == {"dut-1": "restart", "dut-2": "replace", "gone": "remove",
-                     "tf-fleet-server": "add"}
+    assert kinds == {
+        "dut-1": "restart",
+        "dut-2": "replace",
+        "gone": "remove",
+        "tf-fleet-server": "add",
+    }
 
 
 def test_plan_sees_a_config_written_after_the_process_started():

@@ -13,8 +13,9 @@ from fixtures_fleet import UPSTREAM_LIKE, ProcessSampler
 def start(fleet_env, names, queues=None, **defaults):
     fleet_env.write(fleet_env.agent_fleet(names, queues, **defaults))
     fleet_env.run("up")
-    fleet_env.wait_for(lambda: all(s["last_poll"] for s in fleet_env.status().values()),
-                       what="every agent to poll")
+    fleet_env.wait_for(
+        lambda: all(s["last_poll"] for s in fleet_env.status().values()), what="every agent to poll"
+    )
 
 
 def test_safe_restart_of_a_busy_agent_waits_for_its_job(fleet_env):
@@ -60,8 +61,7 @@ def test_up_after_changing_queues_restarts_after_the_job(fleet_env):
     pids = {n: s["pid"] for n, s in fleet_env.status().items()}
     job = fleet_env.submit("q1", 3)
     fleet_env.wait_running(job)
-    fleet_env.write(fleet_env.agent_fleet(["u1", "u2"], {"u1": ["q1", "q1-extra"],
-                                                        "u2": ["q2"]}))
+    fleet_env.write(fleet_env.agent_fleet(["u1", "u2"], {"u1": ["q1", "q1-extra"], "u2": ["q2"]}))
     with ProcessSampler(fleet_env) as sampler:
         out = fleet_env.run("up")
     assert "1 restart, 2 unchanged" in out.stdout
@@ -100,8 +100,7 @@ def test_up_after_changing_environment_swaps_the_program_after_the_job(fleet_env
 def _output(fleet_env, job_id):
     import requests
 
-    return requests.get(f"{fleet_env.server_url}/v1/result/{job_id}/log/output",
-                        timeout=10).text
+    return requests.get(f"{fleet_env.server_url}/v1/result/{job_id}/log/output", timeout=10).text
 
 
 def test_up_after_removing_an_agent_stops_it_after_the_job(fleet_env):
@@ -177,8 +176,10 @@ def test_timeout_leaves_the_restart_pending_and_the_job_running(fleet_env):
     status = fleet_env.status()["t1"]
     assert status["pid"] == old_pid and status["restart_pending"] is True
     fleet_env.assert_completed(job)
-    fleet_env.wait_for(lambda: fleet_env.status()["t1"]["pid"] not in (None, old_pid),
-                       what="the pending restart to happen after the job")
+    fleet_env.wait_for(
+        lambda: fleet_env.status()["t1"]["pid"] not in (None, old_pid),
+        what="the pending restart to happen after the job",
+    )
 
 
 def test_restart_file_method(fleet_env):
@@ -203,8 +204,9 @@ def test_hard_restart_refuses_a_busy_agent(fleet_env):
 
 
 def test_safe_restart_of_an_upstream_like_agent(fleet_env):
-    start_upstream = fleet_env.agent_fleet(["up1"], {"up1": ["qu"]},
-                                           agent_command=UPSTREAM_LIKE, polling_interval=1)
+    start_upstream = fleet_env.agent_fleet(
+        ["up1"], {"up1": ["qu"]}, agent_command=UPSTREAM_LIKE, polling_interval=1
+    )
     for key in ("setup_command", "cleanup_command", "device"):
         start_upstream["defaults"].pop(key)
     fleet_env.write(start_upstream)
@@ -235,8 +237,10 @@ def test_up_no_wait_asks_and_the_next_up_finishes(fleet_env):
     assert "held" in fleet_env.run("status").stdout
     assert "replace    n1" in fleet_env.run("plan").stdout
     fleet_env.assert_completed(job)
-    fleet_env.wait_for(lambda: fleet_env.status()["n1"]["process"] == "EXITED",
-                       what="the held agent to exit once idle")
+    fleet_env.wait_for(
+        lambda: fleet_env.status()["n1"]["process"] == "EXITED",
+        what="the held agent to exit once idle",
+    )
     out = fleet_env.run("up")
     assert "1 replace" in out.stdout
     status = fleet_env.status()["n1"]

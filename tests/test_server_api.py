@@ -129,9 +129,17 @@ def test_agent_log_keeps_last_100(app, client):
     assert agent["log"][0] == "line 50" and agent["log"][-1] == "line 149"
 
 
-@pytest.mark.parametrize("body", [
-    {"foo": "bar"}, {"state": 3}, {"queues": "demo"}, {"queues": [1]}, {"log": "x"}, [1],
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"foo": "bar"},
+        {"state": 3},
+        {"queues": "demo"},
+        {"queues": [1]},
+        {"log": "x"},
+        [1],
+    ],
+)
 def test_agent_post_rejects_bad_fields(client, body):
     resp = client.post("/v1/agents/data/dev-1", json=body)
     assert resp.status_code == 422
@@ -164,7 +172,9 @@ def test_advertised_queues_and_images(client):
     register(client, "a1", queues=["other"])
     submit(client, job_queue="pending")
     assert client.get("/v1/queues").get_json() == {
-        "demo": "Demo queue", "other": "", "pending": "",
+        "demo": "Demo queue",
+        "other": "",
+        "pending": "",
     }
 
 
@@ -192,12 +202,18 @@ def test_submit_defaults_and_get_job(client):
     assert client.get(f"/v1/result/{job_id}").get_json()["job_state"] == "waiting"
 
 
-@pytest.mark.parametrize("body", [
-    {}, {"job_queue": ""}, {"job_queue": "demo", "bogus": 1},
-    {"job_queue": "demo", "job_priority": "high"}, {"job_queue": "demo", "job_priority": -1},
-    {"job_queue": "demo", "exclude_agents": "a1"},
-    {"job_queue": "demo", "test_data": {"attachments": [{"device": "x"}]}},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"job_queue": ""},
+        {"job_queue": "demo", "bogus": 1},
+        {"job_queue": "demo", "job_priority": "high"},
+        {"job_queue": "demo", "job_priority": -1},
+        {"job_queue": "demo", "exclude_agents": "a1"},
+        {"job_queue": "demo", "test_data": {"attachments": [{"device": "x"}]}},
+    ],
+)
 def test_submit_validation(client, body):
     assert client.post("/v1/job", json=body).status_code == 422
 
@@ -260,8 +276,9 @@ def test_attachments_block_until_uploaded(app, client):
     assert pop(agent, "demo").status_code == 204
     assert agent.get(f"/v1/job/{job_id}/attachments").status_code == 204
     archive = tar_gz({"test/f.txt": b"hello"})
-    resp = client.post(f"/v1/job/{job_id}/attachments",
-                       data={"file": (io.BytesIO(archive), "attachments.tar.gz")})
+    resp = client.post(
+        f"/v1/job/{job_id}/attachments", data={"file": (io.BytesIO(archive), "attachments.tar.gz")}
+    )
     assert resp.status_code == 200
     job = pop(agent, "demo").get_json()
     assert job["job_id"] == job_id and job["attachments_status"] == "complete"
@@ -326,13 +343,20 @@ def test_position(app, client):
 
 def test_bad_job_ids_are_400(client):
     for method, path in [
-        ("get", "/v1/job/xyz"), ("get", "/v1/result/xyz"), ("get", "/v1/result/xyz/artifact"),
-        ("get", "/v1/result/xyz/log/output"), ("get", "/v1/job/xyz/position"),
+        ("get", "/v1/job/xyz"),
+        ("get", "/v1/result/xyz"),
+        ("get", "/v1/result/xyz/artifact"),
+        ("get", "/v1/result/xyz/log/output"),
+        ("get", "/v1/job/xyz/position"),
     ]:
         assert getattr(client, method)(path).status_code == 400, path
     assert client.post("/v1/result/xyz", json={"job_state": "test"}).status_code == 400
-    log = {"fragment_number": 0, "timestamp": "2026-01-01T00:00:00+00:00", "phase": "test",
-           "log_data": "x"}
+    log = {
+        "fragment_number": 0,
+        "timestamp": "2026-01-01T00:00:00+00:00",
+        "phase": "test",
+        "log_data": "x",
+    }
     assert client.post("/v1/result/xyz/log/output", json=log).status_code == 400
     data = {"file": (io.BytesIO(b"x"), "file")}
     assert client.post("/v1/result/xyz/artifact", data=data).status_code == 400
@@ -352,30 +376,51 @@ def test_result_post_and_flat_get(app, client):
     job_id = submit(client)
     pop(agent_client(app, "a1"), "demo")
     posts = [
-        {"job_state": "setup"}, {"status": {"setup": 0}}, {"job_state": "test"},
+        {"job_state": "setup"},
+        {"status": {"setup": 0}},
+        {"job_state": "test"},
         {"device_info": {"device_ip": "10.0.0.2"}},
         {"status": {"setup": 0, "test": 3}, "job_state": "complete"},
     ]
     for body in posts:
         assert client.post(f"/v1/result/{job_id}", json=body).status_code == 200
     for n, (phase, text) in enumerate([("setup", "s1\n"), ("test", "t1\n"), ("test", "t2\n")]):
-        frag = {"fragment_number": n, "timestamp": "2026-05-28T20:30:00.123456+00:00",
-                "phase": phase, "log_data": text}
+        frag = {
+            "fragment_number": n,
+            "timestamp": "2026-05-28T20:30:00.123456+00:00",
+            "phase": phase,
+            "log_data": text,
+        }
         assert client.post(f"/v1/result/{job_id}/log/output", json=frag).status_code == 200
-    serial = {"fragment_number": 0, "timestamp": "2026-05-28T20:30:00+00:00", "phase": "test",
-              "log_data": "console"}
+    serial = {
+        "fragment_number": 0,
+        "timestamp": "2026-05-28T20:30:00+00:00",
+        "phase": "test",
+        "log_data": "console",
+    }
     assert client.post(f"/v1/result/{job_id}/log/serial", json=serial).status_code == 200
     assert client.get(f"/v1/result/{job_id}").get_json() == {
-        "setup_status": 0, "test_status": 3, "setup_output": "s1\n", "test_output": "t1\nt2\n",
-        "test_serial": "console", "device_info": {"device_ip": "10.0.0.2"},
+        "setup_status": 0,
+        "test_status": 3,
+        "setup_output": "s1\n",
+        "test_output": "t1\nt2\n",
+        "test_serial": "console",
+        "device_info": {"device_ip": "10.0.0.2"},
         "job_state": "complete",
     }
 
 
-@pytest.mark.parametrize("body", [
-    {"foo": "bar"}, {"status": {"bogus_phase": 0}}, {"status": {"test": "0"}},
-    {"test_status": 0}, {"device_info": "x"}, {"job_state": 1},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"foo": "bar"},
+        {"status": {"bogus_phase": 0}},
+        {"status": {"test": "0"}},
+        {"test_status": 0},
+        {"device_info": "x"},
+        {"job_state": 1},
+    ],
+)
 def test_result_post_is_strict(client, body):
     job_id = submit(client)
     assert client.post(f"/v1/result/{job_id}", json=body).status_code == 422
@@ -397,18 +442,26 @@ def test_log_fragments_get_and_filters(client):
     job_id = submit(client)
     url = f"/v1/result/{job_id}/log/output"
     for n, phase in enumerate(["setup", "test", "test"]):
-        frag = {"fragment_number": n, "timestamp": f"2026-05-28T20:3{n}:00+00:00",
-                "phase": phase, "log_data": f"{phase}{n}\n"}
+        frag = {
+            "fragment_number": n,
+            "timestamp": f"2026-05-28T20:3{n}:00+00:00",
+            "phase": phase,
+            "log_data": f"{phase}{n}\n",
+        }
         client.post(url, json=frag)
     full = client.get(url).get_json()
-    assert full == {"output": {
-        "setup": {"last_fragment_number": 0, "log_data": "setup0\n"},
-        "test": {"last_fragment_number": 2, "log_data": "test1\ntest2\n"},
-    }}
+    assert full == {
+        "output": {
+            "setup": {"last_fragment_number": 0, "log_data": "setup0\n"},
+            "test": {"last_fragment_number": 2, "log_data": "test1\ntest2\n"},
+        }
+    }
     assert client.get(url, query_string={"phase": "test", "start_fragment": 2}).get_json() == {
-        "output": {"test": {"last_fragment_number": 2, "log_data": "test2\n"}}}
+        "output": {"test": {"last_fragment_number": 2, "log_data": "test2\n"}}
+    }
     assert client.get(url, query_string={"phase": "reserve"}).get_json() == {
-        "output": {"reserve": {"last_fragment_number": -1, "log_data": ""}}}
+        "output": {"reserve": {"last_fragment_number": -1, "log_data": ""}}
+    }
     since = client.get(url, query_string={"start_timestamp": "2026-05-28T20:31:00Z"})
     assert list(since.get_json()["output"]) == ["test"]
     text = client.get(url, query_string={"format": "text"})
@@ -417,16 +470,32 @@ def test_log_fragments_get_and_filters(client):
     assert client.get(url, query_string={"start_fragment": "x"}).status_code == 400
 
 
-@pytest.mark.parametrize("body", [
-    {"fragment_number": 0, "timestamp": "2026-05-28T20:30:00+00:00", "phase": "test"},
-    {"fragment_number": "0", "timestamp": "2026-05-28T20:30:00+00:00", "phase": "test",
-     "log_data": ""},
-    {"fragment_number": 0, "timestamp": "yesterday", "phase": "test", "log_data": ""},
-    {"fragment_number": 0, "timestamp": "2026-05-28T20:30:00+00:00", "phase": "bogus",
-     "log_data": ""},
-    {"fragment_number": 0, "timestamp": "2026-05-28T20:30:00+00:00", "phase": "test",
-     "log_data": "", "extra": 1},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"fragment_number": 0, "timestamp": "2026-05-28T20:30:00+00:00", "phase": "test"},
+        {
+            "fragment_number": "0",
+            "timestamp": "2026-05-28T20:30:00+00:00",
+            "phase": "test",
+            "log_data": "",
+        },
+        {"fragment_number": 0, "timestamp": "yesterday", "phase": "test", "log_data": ""},
+        {
+            "fragment_number": 0,
+            "timestamp": "2026-05-28T20:30:00+00:00",
+            "phase": "bogus",
+            "log_data": "",
+        },
+        {
+            "fragment_number": 0,
+            "timestamp": "2026-05-28T20:30:00+00:00",
+            "phase": "test",
+            "log_data": "",
+            "extra": 1,
+        },
+    ],
+)
 def test_log_post_is_strict(client, body):
     job_id = submit(client)
     assert client.post(f"/v1/result/{job_id}/log/output", json=body).status_code == 422
@@ -434,10 +503,16 @@ def test_log_post_is_strict(client, body):
 
 def test_bad_log_type_is_clean_404(client):
     job_id = submit(client)
-    frag = {"fragment_number": 0, "timestamp": "2026-05-28T20:30:00+00:00", "phase": "test",
-            "log_data": "x"}
-    for resp in (client.post(f"/v1/result/{job_id}/log/bogus", json=frag),
-                 client.get(f"/v1/result/{job_id}/log/bogus")):
+    frag = {
+        "fragment_number": 0,
+        "timestamp": "2026-05-28T20:30:00+00:00",
+        "phase": "test",
+        "log_data": "x",
+    }
+    for resp in (
+        client.post(f"/v1/result/{job_id}/log/bogus", json=frag),
+        client.get(f"/v1/result/{job_id}/log/bogus"),
+    ):
         assert resp.status_code == 404
         assert "output or serial" in resp.get_json()["message"]
 
@@ -458,8 +533,12 @@ def test_artifact_roundtrip(client):
 
 def test_events(client):
     job_id = submit(client, job_status_webhook="http://hook")
-    body = {"agent_id": "a1", "job_queue": "demo", "job_status_webhook": "http://hook",
-            "events": [{"event_name": "job_start", "timestamp": "t", "detail": "d"}]}
+    body = {
+        "agent_id": "a1",
+        "job_queue": "demo",
+        "job_status_webhook": "http://hook",
+        "events": [{"event_name": "job_start", "timestamp": "t", "detail": "d"}],
+    }
     assert client.post(f"/v1/job/{job_id}/events", json=body).status_code == 200
     assert client.post(f"/v1/job/{job_id}/events", json={"events": []}).status_code == 422
     assert client.post(f"/v1/job/{job_id}/events", json=body | {"x": 1}).status_code == 422
@@ -476,8 +555,12 @@ def secured(tmp_path: Path, clock: Clock):
 
 def test_token_protects_agent_and_submit_endpoints(secured):
     job_id = str(uuid.uuid4())
-    frag = {"fragment_number": 0, "timestamp": "2026-05-28T20:30:00+00:00", "phase": "test",
-            "log_data": "x"}
+    frag = {
+        "fragment_number": 0,
+        "timestamp": "2026-05-28T20:30:00+00:00",
+        "phase": "test",
+        "log_data": "x",
+    }
     writes = [
         ("post", "/v1/agents/data/a1", {"json": {"state": "waiting"}}),
         ("post", "/v1/agents/queues", {"json": {"q": "d"}}),
@@ -500,16 +583,21 @@ def test_token_protects_agent_and_submit_endpoints(secured):
     resp = secured.post("/v1/job", json={"job_queue": "demo"}, headers=good)
     assert resp.status_code == 200
     # Reads stay open.
-    for path in ("/v1", "/v1/agents/data", "/v1/agents/data/a1", "/v1/queues", "/agents",
-                 f"/v1/job/{resp.get_json()['job_id']}"):
+    for path in (
+        "/v1",
+        "/v1/agents/data",
+        "/v1/agents/data/a1",
+        "/v1/queues",
+        "/agents",
+        f"/v1/job/{resp.get_json()['job_id']}",
+    ):
         assert secured.get(path).status_code == 200, path
 
 
 def test_refresh_endpoint(secured, client):
     ok = secured.post("/v1/oauth2/refresh", json={"refresh_token": "s3cret"})
     assert ok.status_code == 200
-    assert ok.get_json() == {"access_token": "s3cret", "token_type": "Bearer",
-                             "expires_in": 600}
+    assert ok.get_json() == {"access_token": "s3cret", "token_type": "Bearer", "expires_in": 600}
     bad = secured.post("/v1/oauth2/refresh", json={"refresh_token": "nope"})
     assert bad.status_code == 400 and bad.get_json()["message"] == "Invalid refresh token."
     assert secured.post("/v1/oauth2/refresh", json={"refresh_token": ""}).status_code == 422

@@ -59,8 +59,9 @@ def test_expired_agent_reposting_starts_afresh(app, clock):
 
 
 def test_agent_ttl_is_configurable(tmp_path: Path, clock: Clock):
-    client = create_app(tmp_path / "ttl.db", clock=clock,
-                        agent_ttl=parse_duration("30m")).test_client()
+    client = create_app(
+        tmp_path / "ttl.db", clock=clock, agent_ttl=parse_duration("30m")
+    ).test_client()
     register(client, "dev")
     clock.advance(29 * 60)
     assert names(client) == ["dev"]
@@ -71,8 +72,12 @@ def test_agent_ttl_is_configurable(tmp_path: Path, clock: Clock):
 def test_jobs_expire_seven_days_after_creation_with_their_data(app, clock):
     client = app.test_client()
     job_id = submit(client)
-    frag = {"fragment_number": 0, "timestamp": "2026-05-28T20:30:00+00:00", "phase": "test",
-            "log_data": "x"}
+    frag = {
+        "fragment_number": 0,
+        "timestamp": "2026-05-28T20:30:00+00:00",
+        "phase": "test",
+        "log_data": "x",
+    }
     client.post(f"/v1/result/{job_id}/log/output", json=frag)
     client.post(f"/v1/result/{job_id}/artifact", data={"file": (io.BytesIO(b"tgz"), "file")})
     client.post(f"/v1/job/{job_id}/events", json={"job_status_webhook": "h", "events": []})

@@ -21,15 +21,22 @@ from multiagent.server.cli import submit_command
 
 def agent_session(server: LocalServer, name: str, queues: list[str]) -> requests.Session:
     session = requests.Session()
-    resp = session.post(f"{server.url}/v1/agents/data/{name}",
-                        json={"state": "waiting", "queues": queues}, timeout=10)
+    resp = session.post(
+        f"{server.url}/v1/agents/data/{name}",
+        json={"state": "waiting", "queues": queues},
+        timeout=10,
+    )
     assert resp.status_code == 200
     return session
 
 
 def fragment(n: int, phase: str, text: str) -> dict:
-    return {"fragment_number": n, "timestamp": datetime.now(timezone.utc).isoformat(),
-            "phase": phase, "log_data": text}
+    return {
+        "fragment_number": n,
+        "timestamp": datetime.now(timezone.utc).isoformat(),
+        "phase": phase,
+        "log_data": text,
+    }
 
 
 def test_agent_flow_over_http(tf_server: LocalServer):
@@ -43,8 +50,9 @@ def test_agent_flow_over_http(tf_server: LocalServer):
     assert job["job_id"] == job_id and job["started_at"].endswith("Z")
     assert agent.get(f"{url}/v1/job", params={"queue": "demo"}, timeout=5).status_code == 204
     agent.post(f"{url}/v1/result/{job_id}", json={"job_state": "test"}, timeout=5)
-    resp = agent.post(f"{url}/v1/result/{job_id}/log/output",
-                      json=fragment(0, "test", "hi\n"), timeout=5)
+    resp = agent.post(
+        f"{url}/v1/result/{job_id}/log/output", json=fragment(0, "test", "hi\n"), timeout=5
+    )
     assert resp.status_code == 200
     assert agent.post(f"{url}/v1/result/{job_id}", json={"foo": 1}, timeout=5).status_code == 422
     buf = io.BytesIO()
@@ -54,14 +62,19 @@ def test_agent_flow_over_http(tf_server: LocalServer):
         tar.addfile(info, io.BytesIO(b"hi\n"))
     files = {"file": ("file", buf.getvalue(), "application/x-gzip")}
     assert agent.post(f"{url}/v1/result/{job_id}/artifact", files=files, timeout=5).ok
-    agent.post(f"{url}/v1/result/{job_id}",
-               json={"status": {"test": 0}, "job_state": "complete"}, timeout=5)
-    assert tf_server.result(job_id) == {"test_status": 0, "test_output": "hi\n",
-                                        "job_state": "complete"}
+    agent.post(
+        f"{url}/v1/result/{job_id}",
+        json={"status": {"test": 0}, "job_state": "complete"},
+        timeout=5,
+    )
+    assert tf_server.result(job_id) == {
+        "test_status": 0,
+        "test_output": "hi\n",
+        "job_state": "complete",
+    }
     assert tf_server.output(job_id) == "hi\n"
     assert requests.get(f"{url}/v1/result/{job_id}/artifact", timeout=5).content == buf.getvalue()
-    bad = agent.post(f"{url}/v1/result/{job_id}/log/nope", json=fragment(1, "test", ""),
-                     timeout=5)
+    bad = agent.post(f"{url}/v1/result/{job_id}/log/nope", json=fragment(1, "test", ""), timeout=5)
     assert bad.status_code == 404
     page = requests.get(f"{url}/agents", timeout=5).text
     assert '<a href="/agents/dev-1">dev-1</a>' in page and "minutes ago" in page
@@ -70,8 +83,12 @@ def test_agent_flow_over_http(tf_server: LocalServer):
 
 def test_twenty_pollers_never_share_a_job(tf_server: LocalServer):
     session = requests.Session()
-    jobs = {session.post(f"{tf_server.url}/v1/job", json={"job_queue": "race"},
-                         timeout=10).json()["job_id"] for _ in range(200)}
+    jobs = {
+        session.post(f"{tf_server.url}/v1/job", json={"job_queue": "race"}, timeout=10).json()[
+            "job_id"
+        ]
+        for _ in range(200)
+    }
     assert len(jobs) == 200
     got: list[str] = []
     lock = threading.Lock()
@@ -123,8 +140,17 @@ def test_sigterm_while_agents_keep_connections_open(tf_server: LocalServer):
 
 
 def test_non_loopback_bind_needs_token_file(tmp_path: Path):
-    cmd = [sys.executable, "-m", "multiagent.server", "--host", "0.0.0.0",
-           "--port", str(free_port()), "--db", str(tmp_path / "x.db")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "multiagent.server",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(free_port()),
+        "--db",
+        str(tmp_path / "x.db"),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2
     assert "--token-file" in proc.stderr and "not loopback" in proc.stderr
@@ -132,8 +158,15 @@ def test_non_loopback_bind_needs_token_file(tmp_path: Path):
 
 
 def test_bad_agent_ttl_is_a_usage_error(tmp_path: Path):
-    cmd = [sys.executable, "-m", "multiagent.server", "--agent-ttl", "7x",
-           "--db", str(tmp_path / "x.db")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "multiagent.server",
+        "--agent-ttl",
+        "7x",
+        "--db",
+        str(tmp_path / "x.db"),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2 and "--agent-ttl" in proc.stderr
 
@@ -141,15 +174,17 @@ def test_bad_agent_ttl_is_a_usage_error(tmp_path: Path):
 def test_token_file_server(tmp_path: Path):
     token_file = tmp_path / "token"
     token_file.write_text("s3cret\n")
-    server = LocalServer(tmp_path / "auth.db", tmp_path / "auth.log",
-                         ["--token-file", str(token_file)])
+    server = LocalServer(
+        tmp_path / "auth.db", tmp_path / "auth.log", ["--token-file", str(token_file)]
+    )
     server.start()
     try:
         url = server.url
         body = {"state": "waiting"}
         assert requests.post(f"{url}/v1/agents/data/a1", json=body, timeout=5).status_code == 401
-        token = requests.post(f"{url}/v1/oauth2/refresh", json={"refresh_token": "s3cret"},
-                              timeout=5).json()["access_token"]
+        token = requests.post(
+            f"{url}/v1/oauth2/refresh", json={"refresh_token": "s3cret"}, timeout=5
+        ).json()["access_token"]
         auth = {"Authorization": f"Bearer {token}"}
         resp = requests.post(f"{url}/v1/agents/data/a1", json=body, headers=auth, timeout=5)
         assert resp.status_code == 200
@@ -171,13 +206,19 @@ def fake_agent(server: LocalServer, name: str, exit_status: int, stop: threading
         status: dict[str, int] = {}
         for n, phase in enumerate(("setup", "test")):
             agent.post(f"{url}/v1/result/{job_id}", json={"job_state": phase}, timeout=10)
-            agent.post(f"{url}/v1/result/{job_id}/log/output",
-                       json=fragment(n, phase, f"running {phase}\n"), timeout=10)
+            agent.post(
+                f"{url}/v1/result/{job_id}/log/output",
+                json=fragment(n, phase, f"running {phase}\n"),
+                timeout=10,
+            )
             status[phase] = exit_status if phase == "test" else 0
             agent.post(f"{url}/v1/result/{job_id}", json={"status": status}, timeout=10)
             time.sleep(0.1)
-        agent.post(f"{url}/v1/result/{job_id}",
-                   json={"status": status, "job_state": "complete"}, timeout=10)
+        agent.post(
+            f"{url}/v1/result/{job_id}",
+            json={"status": status, "job_state": "complete"},
+            timeout=10,
+        )
 
 
 def test_submit_wait_follows_job_to_the_end(tf_server: LocalServer, tmp_path: Path):
@@ -220,12 +261,14 @@ def test_submit_uses_env_server_and_reports_errors(tf_server: LocalServer, tmp_p
     job_file = tmp_path / "job.yaml"
     job_file.write_text("job_queue: demo\nbogus: 1\n")
     runner = CliRunner()
-    result = runner.invoke(submit_command, [str(job_file)],
-                           env={"TESTFLINGER_SERVER": tf_server.url})
+    result = runner.invoke(
+        submit_command, [str(job_file)], env={"TESTFLINGER_SERVER": tf_server.url}
+    )
     assert result.exit_code == 1 and "422" in result.output
     job_file.write_text("job_queue: demo\n")
-    result = runner.invoke(submit_command, [str(job_file)],
-                           env={"TESTFLINGER_SERVER": tf_server.url})
+    result = runner.invoke(
+        submit_command, [str(job_file)], env={"TESTFLINGER_SERVER": tf_server.url}
+    )
     assert result.exit_code == 0
     assert tf_server.job_state(result.output.strip()) == "waiting"
 

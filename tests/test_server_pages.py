@@ -23,8 +23,7 @@ def client(tmp_path: Path, clock: Clock):
 
 
 def row_of(html: str, name: str) -> str:
-    match = re.search(rf'<tr class="([^"]*)" id="agent-{re.escape(name)}">(.*?)</tr>', html,
-                      re.S)
+    match = re.search(rf'<tr class="([^"]*)" id="agent-{re.escape(name)}">(.*?)</tr>', html, re.S)
     assert match, f"no row for {name}"
     return match.group(1) + " " + match.group(2)
 
@@ -71,8 +70,10 @@ def test_agent_page(client, clock):
     register(client, "dev-1", queues=["demo"], location="lab")
     client.post("/v1/agents/queues", json={"demo": "The demo queue"})
     job_id = submit(client)
-    client.post("/v1/agents/provision_logs/dev-1",
-                json={"job_id": job_id, "exit_code": 0, "detail": "provision_success"})
+    client.post(
+        "/v1/agents/provision_logs/dev-1",
+        json={"job_id": job_id, "exit_code": 0, "detail": "provision_success"},
+    )
     client.post("/v1/agents/data/dev-1", json={"log": ["booted"]})
     html = client.get("/agents/dev-1").get_data(as_text=True)
     assert "Agent dev-1" in html and '<a href="/agents">Agents</a>' in html
@@ -85,11 +86,18 @@ def test_job_page(client):
     job_id = submit(client, name="hello job")
     client.post("/v1/agents/data/a1", json={"queues": ["demo"]})
     client.get("/v1/job?queue=demo")
-    client.post(f"/v1/result/{job_id}", json={"status": {"setup": 0, "test": 1},
-                                              "job_state": "complete"})
-    client.post(f"/v1/result/{job_id}/log/output", json={
-        "fragment_number": 0, "timestamp": "2026-05-28T20:30:00+00:00", "phase": "test",
-        "log_data": "hello <world>\n"})
+    client.post(
+        f"/v1/result/{job_id}", json={"status": {"setup": 0, "test": 1}, "job_state": "complete"}
+    )
+    client.post(
+        f"/v1/result/{job_id}/log/output",
+        json={
+            "fragment_number": 0,
+            "timestamp": "2026-05-28T20:30:00+00:00",
+            "phase": "test",
+            "log_data": "hello <world>\n",
+        },
+    )
     client.post(f"/v1/result/{job_id}/artifact", data={"file": (io.BytesIO(b"x"), "file")})
     html = client.get(f"/jobs/{job_id}").get_data(as_text=True)
     assert '<td class="job-state">complete</td>' in html
@@ -109,5 +117,8 @@ def test_queues_page(client):
     submit(client)
     html = client.get("/queues").get_data(as_text=True)
     assert '<a href="/agents">Agents</a>' in html
-    assert re.search(r"<td>demo</td><td>Demo queue</td>\s*<td><a href=\"/agents/dev-1\">"
-                     r"dev-1</a></td>\s*<td>2</td><td>0</td>", html)
+    assert re.search(
+        r"<td>demo</td><td>Demo queue</td>\s*<td><a href=\"/agents/dev-1\">"
+        r"dev-1</a></td>\s*<td>2</td><td>0</td>",
+        html,
+    )

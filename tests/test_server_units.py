@@ -15,10 +15,20 @@ from multiagent.server.serve import is_loopback
 from multiagent.server.submit import SubmitError, exit_code, pack_attachments
 
 
-@pytest.mark.parametrize("text,seconds", [
-    ("7d", 604800), ("12h", 43200), ("30m", 1800), ("45s", 45), ("90", 90), ("1.5", 1.5),
-    ("1d12h", 129600), (" 2W ", 1209600), (30, 30),
-])
+@pytest.mark.parametrize(
+    "text,seconds",
+    [
+        ("7d", 604800),
+        ("12h", 43200),
+        ("30m", 1800),
+        ("45s", 45),
+        ("90", 90),
+        ("1.5", 1.5),
+        ("1d12h", 129600),
+        (" 2W ", 1209600),
+        (30, 30),
+    ],
+)
 def test_parse_duration(text, seconds):
     assert parse_duration(text) == seconds
 
@@ -83,8 +93,9 @@ def test_pack_attachments_none_and_errors(tmp_path: Path):
         pack_attachments({"test_data": {"attachments": [{"agent": "nope"}]}}, tmp_path)
     (tmp_path / "f").write_text("x")
     with pytest.raises(SubmitError, match="relative"):
-        pack_attachments({"test_data": {"attachments": [{"local": "f", "agent": "../f"}]}},
-                         tmp_path)
+        pack_attachments(
+            {"test_data": {"attachments": [{"local": "f", "agent": "../f"}]}}, tmp_path
+        )
 
 
 def test_exit_code():

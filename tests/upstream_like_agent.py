@@ -29,16 +29,16 @@ def main() -> int:
     server = conf["server_address"]
     name = conf["agent_id"]
     session = requests.Session()
-    session.post(f"{server}/v1/agents/data/{name}", json={"state": "waiting", "comment": ""},
-                 timeout=10)
+    session.post(
+        f"{server}/v1/agents/data/{name}", json={"state": "waiting", "comment": ""}, timeout=10
+    )
     while True:
         if restart_pending:
             print("restart requested at poll: exiting 1", flush=True)
             return 1
         state = session.get(f"{server}/v1/agents/data/{name}", timeout=10).json().get("state")
         if state not in ("offline", "maintenance"):
-            resp = session.get(f"{server}/v1/job", params={"queue": conf["job_queues"]},
-                               timeout=10)
+            resp = session.get(f"{server}/v1/job", params={"queue": conf["job_queues"]}, timeout=10)
             if resp.status_code == 200 and resp.content:
                 run_job(session, server, name, resp.json(), conf)
                 continue
@@ -47,15 +47,22 @@ def main() -> int:
 
 def run_job(session, server: str, name: str, job: dict, conf: dict) -> None:
     job_id = job["job_id"]
-    session.post(f"{server}/v1/agents/data/{name}", json={"job_id": job_id, "state": "test"},
-                 timeout=10)
+    session.post(
+        f"{server}/v1/agents/data/{name}", json={"job_id": job_id, "state": "test"}, timeout=10
+    )
     session.post(f"{server}/v1/result/{job_id}", json={"job_state": "test"}, timeout=10)
     cmds = job.get("test_data", {}).get("test_cmds", "true")
     code = subprocess.call(["/bin/sh", "-c", cmds])
-    session.post(f"{server}/v1/result/{job_id}",
-                 json={"status": {"test": code}, "job_state": "complete"}, timeout=10)
-    session.post(f"{server}/v1/agents/data/{name}",
-                 json={"job_id": "", "state": "waiting", "comment": ""}, timeout=10)
+    session.post(
+        f"{server}/v1/result/{job_id}",
+        json={"status": {"test": code}, "job_state": "complete"},
+        timeout=10,
+    )
+    session.post(
+        f"{server}/v1/agents/data/{name}",
+        json={"job_id": "", "state": "waiting", "comment": ""},
+        timeout=10,
+    )
 
 
 if __name__ == "__main__":

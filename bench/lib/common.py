@@ -55,15 +55,18 @@ def read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def timed_run(cmd: list[str], timeout: float = 120.0, check: bool = True,
-              **kwargs: Any) -> tuple[float, subprocess.CompletedProcess]:
+def timed_run(
+    cmd: list[str], timeout: float = 120.0, check: bool = True, **kwargs: Any
+) -> tuple[float, subprocess.CompletedProcess]:
     """Run a command; wall seconds and the completed process."""
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kwargs)
     wall = time.perf_counter() - t0
     if check and proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}:"
-                           f" {(proc.stderr or proc.stdout).strip()[-800:]}")
+        raise RuntimeError(
+            f"{' '.join(cmd)} exited {proc.returncode}:"
+            f" {(proc.stderr or proc.stdout).strip()[-800:]}"
+        )
     return wall, proc
 
 

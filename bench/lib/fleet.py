@@ -40,28 +40,34 @@ class BenchFleet:
         self._rpc: Any = None
 
     # -- files and commands --------------------------------------------------------
-    def write(self, names: list[str], defaults: dict[str, Any] | None = None,
-              agents: dict[str, dict[str, Any]] | None = None) -> None:
+    def write(
+        self,
+        names: list[str],
+        defaults: dict[str, Any] | None = None,
+        agents: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
         """The fleet file (JSON is YAML)."""
         self.names = list(names)
         base = {"job_queues": ["bench"], "polling_interval": 10, "startsecs": 1}
         base.update(defaults or {})
-        doc = {"server": {"embedded": True, "port": self.port},
-               "state_dir": str(self.state),
-               "restart": {"restart_dir": str(self.restart_dir), "timeout": "5m"},
-               "defaults": base,
-               "agents": {n: (agents or {}).get(n, {}) for n in names}}
+        doc = {
+            "server": {"embedded": True, "port": self.port},
+            "state_dir": str(self.state),
+            "restart": {"restart_dir": str(self.restart_dir), "timeout": "5m"},
+            "defaults": base,
+            "agents": {n: (agents or {}).get(n, {}) for n in names},
+        }
         self.file.write_text(json.dumps(doc, indent=1))
 
     def cli(self, *args: str, timeout: float = 300.0, check: bool = True) -> float:
         """Run `tf-fleet -c FILE ARGS`; its wall time in seconds."""
-        wall, _ = timed_run(tf_fleet_cmd("-c", str(self.file), *args), timeout=timeout,
-                            check=check)
+        wall, _ = timed_run(tf_fleet_cmd("-c", str(self.file), *args), timeout=timeout, check=check)
         return wall
 
     def cli_output(self, *args: str, timeout: float = 120.0) -> tuple[float, str]:
-        wall, proc = timed_run(tf_fleet_cmd("-c", str(self.file), *args), timeout=timeout,
-                               check=False)
+        wall, proc = timed_run(
+            tf_fleet_cmd("-c", str(self.file), *args), timeout=timeout, check=False
+        )
         return wall, proc.stdout
 
     def up(self, timeout: float = 600.0) -> float:
@@ -120,8 +126,12 @@ class BenchFleet:
         """RUNNING (past startsecs) and polled by the process running now."""
         info = self.rpc.getProcessInfo(name)
         data = self.status(name)
-        if info["statename"] == "RUNNING" and data and data.get("pid") == info["pid"] and (
-                data.get("last_poll") and data.get("state") == "waiting"):
+        if (
+            info["statename"] == "RUNNING"
+            and data
+            and data.get("pid") == info["pid"]
+            and (data.get("last_poll") and data.get("state") == "waiting")
+        ):
             self.seen_pids.add(info["pid"])
             return data
         return None
@@ -133,18 +143,27 @@ class BenchFleet:
             infos = self.processes()
             for name in list(pending):
                 info, data = infos.get(name), self.status(name)
-                if info and info["statename"] == "RUNNING" and data and (
-                        data.get("pid") == info["pid"] and data.get("last_poll")
-                        and data.get("state") == "waiting"):
+                if (
+                    info
+                    and info["statename"] == "RUNNING"
+                    and data
+                    and (
+                        data.get("pid") == info["pid"]
+                        and data.get("last_poll")
+                        and data.get("state") == "waiting"
+                    )
+                ):
                     pending.remove(name)
             return not pending
 
         wait_for(check, timeout, f"{len(pending)} agent(s) running and polling", 0.1)
 
-    def first_poll_after(self, name: str, old_pid: int, since: float,
-                         timeout: float = 30.0) -> float:
+    def first_poll_after(
+        self, name: str, old_pid: int, since: float, timeout: float = 30.0
+    ) -> float:
         """Epoch of the first poll by a process other than old_pid (status file only: no
         XML-RPC call, which would wake supervisord's loop and hide its latency)."""
+
         def polled() -> float | None:
             data = self.status(name)
             if data and data.get("pid") != old_pid and (data.get("last_poll") or 0) >= since:
@@ -217,6 +236,7 @@ class PollWatcher:
 
 def wait_all_polled(fleet: BenchFleet, watcher: PollWatcher, timeout: float) -> float:
     """Epoch at which every agent of the fleet had polled from its current process."""
+
     def check() -> float | None:
         pids = fleet.agent_pids()
         if len(pids) < len(fleet.names):

@@ -33,22 +33,33 @@ def memory_rows(agent_pids: dict[str, int], sleeper: int) -> list[Row]:
     rows = []
     for index, (label, limit) in enumerate((("RSS", 25.0), ("USS", 18.0), ("PSS", None))):
         values = [s[index] for s in samples]
-        row = Row(f"Idle agent {label}, one agent (median over {count})", median(values),
-                  "MiB", pct(values, 95), baseline=bare[index],
-                  baseline_text="bare sleeping interpreter")
+        row = Row(
+            f"Idle agent {label}, one agent (median over {count})",
+            median(values),
+            "MiB",
+            pct(values, 95),
+            baseline=bare[index],
+            baseline_text="bare sleeping interpreter",
+        )
         if limit is not None:
             absolute_target(row, limit, f"≤ {limit:g} MB")
         rows.append(row)
-        rows.append(Row(f"Idle agent {label}, total over {count} agents", sum(values), "MiB",
-                        baseline=bare[index] * count,
-                        baseline_text=f"bare interpreter × {count}",
-                        note="RSS counts shared pages once per process" if label == "RSS"
-                        else ""))
+        rows.append(
+            Row(
+                f"Idle agent {label}, total over {count} agents",
+                sum(values),
+                "MiB",
+                baseline=bare[index] * count,
+                baseline_text=f"bare interpreter × {count}",
+                note="RSS counts shared pages once per process" if label == "RSS" else "",
+            )
+        )
     return rows
 
 
-def idle_cpu_rows(agent_pids: dict[str, int], sleeper: int, seconds: float,
-                  interval: float) -> list[Row]:
+def idle_cpu_rows(
+    agent_pids: dict[str, int], sleeper: int, seconds: float, interval: float
+) -> list[Row]:
     """Per-agent CPU % (of one core) over `seconds` of idling at polling_interval."""
     pids = {**agent_pids, "_bare": sleeper}
     before = {n: _cpu(p) for n, p in pids.items()}
@@ -61,9 +72,15 @@ def idle_cpu_rows(agent_pids: dict[str, int], sleeper: int, seconds: float,
     values = list(percent.values())
     # One agent's CPU time moves in 10 ms ticks: the mean over all agents (total CPU / N)
     # resolves far finer than any single agent's figure, so it is the value.
-    row = Row(f"Idle agent CPU over {seconds:.0f} s at polling_interval {interval:g} "
-              f"(% of a core, mean over {len(values)} agents)", sum(values) / len(values),
-              "%", pct(values, 95), baseline=bare, baseline_text="bare sleeping interpreter",
-              note=f"median {median(values):.3f} %; one agent's resolution is "
-                   f"{100 * 0.01 / elapsed:.3f} % (10 ms ticks)")
+    row = Row(
+        f"Idle agent CPU over {seconds:.0f} s at polling_interval {interval:g} "
+        f"(% of a core, mean over {len(values)} agents)",
+        sum(values) / len(values),
+        "%",
+        pct(values, 95),
+        baseline=bare,
+        baseline_text="bare sleeping interpreter",
+        note=f"median {median(values):.3f} %; one agent's resolution is "
+        f"{100 * 0.01 / elapsed:.3f} % (10 ms ticks)",
+    )
     return [absolute_target(row, 0.05)]

@@ -19,8 +19,11 @@ AGENT = "jobber"
 
 def job_agent() -> dict[str, Any]:
     """Agent settings: every phase `true`, a short polling interval."""
-    return {"job_queues": [QUEUE], "polling_interval": 0.1,
-            **{f"{phase}_command": "true" for phase in PHASES}}
+    return {
+        "job_queues": [QUEUE],
+        "polling_interval": 0.1,
+        **{f"{phase}_command": "true" for phase in PHASES},
+    }
 
 
 def job_body(parent: str | None) -> dict[str, Any]:
@@ -28,9 +31,12 @@ def job_body(parent: str | None) -> dict[str, Any]:
     until the job or its parent job ends: a parent that has already completed lets it
     go on at once, so every phase runs."""
     body: dict[str, Any] = {
-        "job_queue": QUEUE, "provision_data": {"url": "http://example.invalid/img"},
-        "firmware_update_data": {"version": "latest"}, "test_data": {"test_cmds": "true"},
-        "reserve_data": {"ssh_keys": ["lp:nobody"], "timeout": 1}}
+        "job_queue": QUEUE,
+        "provision_data": {"url": "http://example.invalid/img"},
+        "firmware_update_data": {"version": "latest"},
+        "test_data": {"test_cmds": "true"},
+        "reserve_data": {"ssh_keys": ["lp:nobody"], "timeout": 1},
+    }
     if parent:
         body["allocate_data"] = {"allocate": True}
         body["parent_job_id"] = parent
@@ -76,12 +82,29 @@ def job_rows(fleet: BenchFleet, reps: int) -> list[Row]:
     base = shell_baseline(max(reps, 5))
     baseline = median(base)
     value = median(times)
-    rows = [Row("Shell script: the 7 commands (`sh -c true`) back to back", baseline, "s",
-                pct(base, 95), note="baseline"),
-            Row("Job submit → complete, 6 phases + cleanup all `true` (polling_interval 0.1)",
-                value, "s", pct(times, 95), baseline=baseline, baseline_text="shell script",
-                note=f"median of {reps}; includes ≤ 0.1 s polling wait")]
-    overhead = Row("Job agent overhead (submit → complete − shell script)", value - baseline,
-                   "s", note="six trivial phases + cleanup")
+    rows = [
+        Row(
+            "Shell script: the 7 commands (`sh -c true`) back to back",
+            baseline,
+            "s",
+            pct(base, 95),
+            note="baseline",
+        ),
+        Row(
+            "Job submit → complete, 6 phases + cleanup all `true` (polling_interval 0.1)",
+            value,
+            "s",
+            pct(times, 95),
+            baseline=baseline,
+            baseline_text="shell script",
+            note=f"median of {reps}; includes ≤ 0.1 s polling wait",
+        ),
+    ]
+    overhead = Row(
+        "Job agent overhead (submit → complete − shell script)",
+        value - baseline,
+        "s",
+        note="six trivial phases + cleanup",
+    )
     rows.append(absolute_target(overhead, 1.0))
     return rows

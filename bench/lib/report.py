@@ -62,8 +62,16 @@ def table(rows: list[Row]) -> str:
             baseline += f" ({row.baseline_text})"
         ratio = f"{row.ratio:.2f}×" if row.ratio is not None else "—"
         met = "—" if row.met is None else ("yes" if row.met else "**NO**")
-        cells = (row.figure, _num(row.value, row.unit), _num(row.p95, row.unit), baseline,
-                 ratio, row.target or "—", met, row.note)
+        cells = (
+            row.figure,
+            _num(row.value, row.unit),
+            _num(row.p95, row.unit),
+            baseline,
+            ratio,
+            row.target or "—",
+            met,
+            row.note,
+        )
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return "\n".join(lines)
 
@@ -73,16 +81,19 @@ LOAD_AT_START = os.getloadavg()
 
 def machine() -> str:
     load = os.getloadavg()
-    return (f"{platform.node() or 'host'}: {os.cpu_count()} cores "
-            f"({platform.processor() or platform.machine()}), "
-            f"{psutil.virtual_memory().total / 2**30:.1f} GiB RAM, "
-            f"Python {sys.version.split()[0]}, {platform.system()} {platform.release()}; "
-            f"load average (1 min) at the start {LOAD_AT_START[0]:.2f}, at the end "
-            f"{load[0]:.2f}: other work on this host shares the cores")
+    return (
+        f"{platform.node() or 'host'}: {os.cpu_count()} cores "
+        f"({platform.processor() or platform.machine()}), "
+        f"{psutil.virtual_memory().total / 2**30:.1f} GiB RAM, "
+        f"Python {sys.version.split()[0]}, {platform.system()} {platform.release()}; "
+        f"load average (1 min) at the start {LOAD_AT_START[0]:.2f}, at the end "
+        f"{load[0]:.2f}: other work on this host shares the cores"
+    )
 
 
-def write(path: Path, rows: list[Row], mode: str, elapsed: float, command: str,
-          errors: list[str]) -> None:
+def write(
+    path: Path, rows: list[Row], mode: str, elapsed: float, command: str, errors: list[str]
+) -> None:
     missed = [r for r in rows if r.met is False]
     parts = [
         "# tf-fleet bench results",
@@ -109,6 +120,10 @@ def write(path: Path, rows: list[Row], mode: str, elapsed: float, command: str,
         parts += ["", "Figures that could not be measured in this run:", ""]
         parts += [f"* {e}" for e in errors]
     parts += ["", NOTES.rstrip()]
-    parts += ["", "Reproduce: `.venv/bin/python bench/run.py` (full, under 15 min) or "
-              "`--quick` (under 2 min); `--agents N` caps the big-fleet figures.", ""]
+    parts += [
+        "",
+        "Reproduce: `.venv/bin/python bench/run.py` (full, under 15 min) or "
+        "`--quick` (under 2 min); `--agents N` caps the big-fleet figures.",
+        "",
+    ]
     path.write_text("\n".join(parts))

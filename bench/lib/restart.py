@@ -20,6 +20,7 @@ Trigger = Callable[[BenchFleet, str], None]
 def _cli(method: str) -> Trigger:
     def trigger(fleet: BenchFleet, name: str) -> None:
         fleet.cli("restart", "--safe", name, "--method", method, timeout=60)
+
     return trigger
 
 
@@ -38,8 +39,10 @@ def _hard(fleet: BenchFleet, name: str) -> None:
 
 
 def _hard_ctl(fleet: BenchFleet, name: str) -> None:
-    timed_run([sys.executable, "-m", "supervisor.supervisorctl", "-c", str(fleet.conf),
-               "restart", name], timeout=60)
+    timed_run(
+        [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(fleet.conf), "restart", name],
+        timeout=60,
+    )
 
 
 VARIANTS: dict[str, Trigger] = {
@@ -74,18 +77,28 @@ def single_restarts(fleet: BenchFleet, name: str, reps: int) -> dict[str, list[f
 
 
 BASELINES = {
-    "hard-ctl": ("Hard restart, `supervisorctl restart NAME` (a CLI too) → first poll",
-                 "supervisorctl restart"),
-    "hard": ("Hard restart, XML-RPC stopProcess+startProcess (no CLI) → first poll",
-             "XML-RPC hard restart"),
+    "hard-ctl": (
+        "Hard restart, `supervisorctl restart NAME` (a CLI too) → first poll",
+        "supervisorctl restart",
+    ),
+    "hard": (
+        "Hard restart, XML-RPC stopProcess+startProcess (no CLI) → first poll",
+        "XML-RPC hard restart",
+    ),
 }
 SAFE = {  # variant -> (label, the baseline it is compared with)
-    "cli-signal": ("Idle safe restart, `tf-fleet restart --safe NAME --method signal`, "
-                   "CLI end-to-end", "hard-ctl"),
-    "cli-file": ("Idle safe restart, `tf-fleet restart --safe NAME --method file`, "
-                 "CLI end-to-end", "hard-ctl"),
-    "trigger-signal": ("Idle safe restart, trigger only: XML-RPC signalProcess(NAME, USR1)",
-                       "hard"),
+    "cli-signal": (
+        "Idle safe restart, `tf-fleet restart --safe NAME --method signal`, CLI end-to-end",
+        "hard-ctl",
+    ),
+    "cli-file": (
+        "Idle safe restart, `tf-fleet restart --safe NAME --method file`, CLI end-to-end",
+        "hard-ctl",
+    ),
+    "trigger-signal": (
+        "Idle safe restart, trigger only: XML-RPC signalProcess(NAME, USR1)",
+        "hard",
+    ),
     "trigger-file": ("Idle safe restart, trigger only: create the restart file", "hard"),
 }
 
@@ -93,13 +106,25 @@ SAFE = {  # variant -> (label, the baseline it is compared with)
 def restart_rows(samples: dict[str, list[float]], reps: int) -> list[Row]:
     rows = []
     for variant, (label, _) in BASELINES.items():
-        rows.append(Row(label, median(samples[variant]), "s", pct(samples[variant], 95),
-                        note=f"baseline; median of {reps}; {_spawn(samples, variant)}"))
+        rows.append(
+            Row(
+                label,
+                median(samples[variant]),
+                "s",
+                pct(samples[variant], 95),
+                note=f"baseline; median of {reps}; {_spawn(samples, variant)}",
+            )
+        )
     for variant, (label, base) in SAFE.items():
-        row = Row(f"{label} → first poll", median(samples[variant]), "s",
-                  pct(samples[variant], 95), baseline=median(samples[base]),
-                  baseline_text=BASELINES[base][1],
-                  note=f"median of {reps}; {_spawn(samples, variant)}")
+        row = Row(
+            f"{label} → first poll",
+            median(samples[variant]),
+            "s",
+            pct(samples[variant], 95),
+            baseline=median(samples[base]),
+            baseline_text=BASELINES[base][1],
+            note=f"median of {reps}; {_spawn(samples, variant)}",
+        )
         rows.append(ratio_target(row, 1.3))
     return rows
 
@@ -109,12 +134,15 @@ def _spawn(samples: dict[str, list[float]], variant: str) -> str:
     if not spawn:
         return ""
     rest = median(samples[variant]) - median(spawn)
-    return (f"new process created {median(spawn):.3f} s after the trigger (median; "
-            f"p95 {pct(spawn, 95):.3f} s), first poll {rest:.3f} s later")
+    return (
+        f"new process created {median(spawn):.3f} s after the trigger (median; "
+        f"p95 {pct(spawn, 95):.3f} s), first poll {rest:.3f} s later"
+    )
 
 
-def rolling_rows(fleet: BenchFleet, single: float, parallels: tuple[int, ...],
-                 reps: int = 1) -> list[Row]:
+def rolling_rows(
+    fleet: BenchFleet, single: float, parallels: tuple[int, ...], reps: int = 1
+) -> list[Row]:
     """`restart --safe --all` wall time; baseline: one agent's latency x N / parallelism."""
     count = len(fleet.names)
     rows = []
@@ -122,13 +150,27 @@ def rolling_rows(fleet: BenchFleet, single: float, parallels: tuple[int, ...],
         walls = []
         for _ in range(reps):
             fleet.wait_ready(timeout=180)
-            walls.append(fleet.cli("restart", "--safe", "--all", "--max-parallel",
-                                   str(parallel), "--method", "signal", timeout=600))
-        row = Row(f"Rolling `restart --safe --all`, {count} idle agents, --max-parallel "
-                  f"{parallel} (wall)", median(walls), "s",
-                  baseline=single * count / parallel,
-                  baseline_text=f"CLI-signal single restart × {count} / {parallel}",
-                  note=f"{'median of ' + str(reps) if reps > 1 else 'one run'}")
+            walls.append(
+                fleet.cli(
+                    "restart",
+                    "--safe",
+                    "--all",
+                    "--max-parallel",
+                    str(parallel),
+                    "--method",
+                    "signal",
+                    timeout=600,
+                )
+            )
+        row = Row(
+            f"Rolling `restart --safe --all`, {count} idle agents, --max-parallel "
+            f"{parallel} (wall)",
+            median(walls),
+            "s",
+            baseline=single * count / parallel,
+            baseline_text=f"CLI-signal single restart × {count} / {parallel}",
+            note=f"{'median of ' + str(reps) if reps > 1 else 'one run'}",
+        )
         if parallel == 10 and count == 50:
             absolute_target(row, 8.0)
         elif parallel == 10:

@@ -34,8 +34,12 @@ def _probe(url: str, until: float, out: list[float]) -> None:
         time.sleep(0.1)
 
 
-def poll_latency(url: str, agents: int, duration: float, server_pid: int,
-                 ) -> tuple[list[float], list[float], int, float]:
+def poll_latency(
+    url: str,
+    agents: int,
+    duration: float,
+    server_pid: int,
+) -> tuple[list[float], list[float], int, float]:
     """(GET /v1/job latencies s, GET /v1 latencies s, errors, server CPU s)."""
     procs = min(4, os.cpu_count() or 1)
     server = psutil.Process(server_pid)
@@ -43,10 +47,14 @@ def poll_latency(url: str, agents: int, duration: float, server_pid: int,
     start_at = time.monotonic() + 2.0
     queue: mp.Queue = mp.Queue()
     per = -(-agents // procs)
-    workers = [mp.Process(target=server_poll._poll_process,
-                          args=(url, k * per, min(per, agents - k * per), start_at, duration,
-                                queue))
-               for k in range(procs) if k * per < agents]
+    workers = [
+        mp.Process(
+            target=server_poll._poll_process,
+            args=(url, k * per, min(per, agents - k * per), start_at, duration, queue),
+        )
+        for k in range(procs)
+        if k * per < agents
+    ]
     for worker in workers:
         worker.start()
     probes: list[float] = []
@@ -75,8 +83,10 @@ def poll_latency(url: str, agents: int, duration: float, server_pid: int,
 def hand_out(url: str, jobs: int, pollers: int) -> tuple[float, bool]:
     """(jobs/s, each job handed out exactly once) with `pollers` agents popping a queue."""
     session = requests.Session()
-    ids = {session.post(f"{url}/v1/job", json={"job_queue": "burst"}, timeout=10)
-           .json()["job_id"] for _ in range(jobs)}
+    ids = {
+        session.post(f"{url}/v1/job", json={"job_queue": "burst"}, timeout=10).json()["job_id"]
+        for _ in range(jobs)
+    }
     got: list[str] = []
     lock = threading.Lock()
     barrier = threading.Barrier(pollers + 1)
@@ -107,8 +117,7 @@ def hand_out(url: str, jobs: int, pollers: int) -> tuple[float, bool]:
     return jobs / elapsed, once
 
 
-def server_rows(root: Path, reaper: Reaper, agents: int, duration: float,
-                jobs: int) -> list[Row]:
+def server_rows(root: Path, reaper: Reaper, agents: int, duration: float, jobs: int) -> list[Row]:
     pid, url = start(root, reaper)
     try:
         lat, probes, errors, cpu = poll_latency(url, agents, duration, pid)
@@ -117,12 +126,29 @@ def server_rows(root: Path, reaper: Reaper, agents: int, duration: float,
         reaper.end([pid], grace=15)
     ms = [v * 1000 for v in lat]
     base = [v * 1000 for v in probes]
-    note = (f"{len(ms)} polls, {errors} errors, server CPU {1000 * cpu / max(1, len(ms)):.2f}"
-            f" ms/request; client-observed")
-    p50 = Row(f"Server GET /v1/job p50, {agents} agents polling every 1 s", median(ms), "ms",
-              baseline=median(base), baseline_text="GET /v1 (no DB), same load", note=note)
-    p99 = Row(f"Server GET /v1/job p99, {agents} agents polling every 1 s", pct(ms, 99), "ms",
-              baseline=pct(base, 99), baseline_text="GET /v1 (no DB), same load p99")
-    handed = Row(f"Server hand-out: {jobs} jobs, 20 pollers", rate, "jobs/s",
-                 note=f"each job exactly once: {once}")
+    note = (
+        f"{len(ms)} polls, {errors} errors, server CPU {1000 * cpu / max(1, len(ms)):.2f}"
+        f" ms/request; client-observed"
+    )
+    p50 = Row(
+        f"Server GET /v1/job p50, {agents} agents polling every 1 s",
+        median(ms),
+        "ms",
+        baseline=median(base),
+        baseline_text="GET /v1 (no DB), same load",
+        note=note,
+    )
+    p99 = Row(
+        f"Server GET /v1/job p99, {agents} agents polling every 1 s",
+        pct(ms, 99),
+        "ms",
+        baseline=pct(base, 99),
+        baseline_text="GET /v1 (no DB), same load p99",
+    )
+    handed = Row(
+        f"Server hand-out: {jobs} jobs, 20 pollers",
+        rate,
+        "jobs/s",
+        note=f"each job exactly once: {once}",
+    )
     return [p50, absolute_target(p99, 20.0), handed]

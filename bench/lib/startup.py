@@ -56,7 +56,8 @@ def bare_supervisord(root: Path, count: int, reaper: Reaper, startsecs: int = 1)
     command = " ".join([SLEEPER[0], SLEEPER[1], f"'{SLEEPER[2]}'"])
     text = BARE_CONF.format(root=root) + "".join(
         BARE_PROGRAM.format(name=f"p{i:03d}", command=command, startsecs=startsecs, root=root)
-        for i in range(count))
+        for i in range(count)
+    )
     conf = root / "supervisord.conf"
     conf.write_text(text)
     rpc = rpc_proxy(root / "bare.sock")
@@ -66,6 +67,7 @@ def bare_supervisord(root: Path, count: int, reaper: Reaper, startsecs: int = 1)
     pids = [pid]
     reaper.add(pid)
     try:
+
         def all_running() -> bool:
             try:
                 infos = rpc.getAllProcessInfo()
@@ -106,15 +108,33 @@ def cold_up(fleet: BenchFleet, timeout: float = 600.0) -> tuple[float, float]:
     return wall, polled - t0
 
 
-def cold_up_rows(count: int, wall: float, polled: float, bare: float,
-                 target_ratio: float | None) -> list[Row]:
-    rows = [Row(f"Bare supervisord: {count} sleeping interpreters → all RUNNING", bare, "s",
-                note="baseline; startsecs 1"),
-            Row(f"Cold `tf-fleet up`, {count} agents, command wall (returns at RUNNING)",
-                wall, "s", baseline=bare, baseline_text="bare supervisord",
-                note="startsecs 1; includes supervisord and the embedded server"),
-            Row(f"Cold `tf-fleet up`, {count} agents → all polling", polled, "s",
-                baseline=bare, baseline_text="bare supervisord", note="startsecs 1")]
+def cold_up_rows(
+    count: int, wall: float, polled: float, bare: float, target_ratio: float | None
+) -> list[Row]:
+    rows = [
+        Row(
+            f"Bare supervisord: {count} sleeping interpreters → all RUNNING",
+            bare,
+            "s",
+            note="baseline; startsecs 1",
+        ),
+        Row(
+            f"Cold `tf-fleet up`, {count} agents, command wall (returns at RUNNING)",
+            wall,
+            "s",
+            baseline=bare,
+            baseline_text="bare supervisord",
+            note="startsecs 1; includes supervisord and the embedded server",
+        ),
+        Row(
+            f"Cold `tf-fleet up`, {count} agents → all polling",
+            polled,
+            "s",
+            baseline=bare,
+            baseline_text="bare supervisord",
+            note="startsecs 1",
+        ),
+    ]
     if target_ratio is not None:
         ratio_target(rows[2], target_ratio)
     return rows
@@ -122,8 +142,13 @@ def cold_up_rows(count: int, wall: float, polled: float, bare: float,
 
 def no_change_up(fleet: BenchFleet, reps: int) -> Row:
     walls = [fleet.cli("up", timeout=120) for _ in range(reps)]
-    row = Row(f"No-change `tf-fleet up`, {len(fleet.names)} agents (wall)", median(walls), "s",
-              pct(walls, 95), note=f"median of {reps}")
+    row = Row(
+        f"No-change `tf-fleet up`, {len(fleet.names)} agents (wall)",
+        median(walls),
+        "s",
+        pct(walls, 95),
+        note=f"median of {reps}",
+    )
     return absolute_target(row, 0.5)
 
 
@@ -132,12 +157,25 @@ def status_rows(fleet: BenchFleet, reps: int) -> list[Row]:
     base = [timed_run(ctl, timeout=60, check=False)[0] for _ in range(reps)]
     baseline = median(base)
     count = len(fleet.names)
-    rows = [Row(f"`supervisorctl status`, {count} agents (wall)", baseline, "s",
-                pct(base, 95), note=f"baseline; median of {reps}")]
+    rows = [
+        Row(
+            f"`supervisorctl status`, {count} agents (wall)",
+            baseline,
+            "s",
+            pct(base, 95),
+            note=f"baseline; median of {reps}",
+        )
+    ]
     for label, args in (("text", ()), ("--json", ("--json",))):
         walls = [fleet.cli_output("status", *args)[0] for _ in range(reps)]
-        row = Row(f"`tf-fleet status` {label}, {count} agents (wall)", median(walls), "s",
-                  pct(walls, 95), baseline=baseline, baseline_text="supervisorctl status",
-                  note=f"median of {reps}")
+        row = Row(
+            f"`tf-fleet status` {label}, {count} agents (wall)",
+            median(walls),
+            "s",
+            pct(walls, 95),
+            baseline=baseline,
+            baseline_text="supervisorctl status",
+            note=f"median of {reps}",
+        )
         rows.append(absolute_target(row, 0.5))
     return rows

@@ -104,7 +104,12 @@ class Client:
             self._conn = None
 
     def _send_once(
-        self, method: str, path: str, body: Any, headers: dict[str, str], timeout: float,
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        headers: dict[str, str],
+        timeout: float,
         sink: Any = None,
     ) -> Response:
         conn = self._connect(timeout)
@@ -294,7 +299,10 @@ class Client:
             "Content-Length": str(len(body)),
         }
         return self.request(
-            "POST", f"/v1/result/{job_id}/artifact", body=body, headers=headers,
+            "POST",
+            f"/v1/result/{job_id}/artifact",
+            body=body,
+            headers=headers,
             timeout=TRANSFER_TIMEOUT,
         )
 

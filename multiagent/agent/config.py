@@ -59,11 +59,12 @@ _SCHEMA: dict[str, tuple[Any, str, bool, Any]] = {
     "logging_quiet": (lambda v: isinstance(v, bool), "bool", False, False),
     "job_queues": (
         lambda v: isinstance(v, list) and all(isinstance(q, str) for q in v),
-        "list of str", True, None,
+        "list of str",
+        True,
+        None,
     ),
     **{
-        f"{phase}_command": (lambda v: isinstance(v, str), "str", False, "")
-        for phase in ALL_PHASES
+        f"{phase}_command": (lambda v: isinstance(v, str), "str", False, "") for phase in ALL_PHASES
     },
     "provision_type": (lambda v: isinstance(v, str), "str", False, ""),
     "global_timeout": (_is_int, "int", False, None),

@@ -64,8 +64,9 @@ class Job:
         self.device_info_sent: bytes | None = None
         self.end_reason = "normal_exit"
         secrets = (job.get("test_data") or {}).get("secrets") or {}
-        self.secrets = {str(k): str(v) for k, v in secrets.items()} if isinstance(
-            secrets, dict) else {}
+        self.secrets = (
+            {str(k): str(v) for k, v in secrets.items()} if isinstance(secrets, dict) else {}
+        )
         self.global_timeout = min(
             job.get("global_timeout") or DEFAULT_GLOBAL_TIMEOUT,
             self.cfg.global_timeout or DEFAULT_GLOBAL_TIMEOUT,
@@ -88,8 +89,11 @@ class Job:
         return result
 
     def _post_state(self, state: str, comment: str = "") -> None:
-        self._call(self.client.post_agent_data, {"state": state, "comment": comment},
-                   timeout=PHASE_HTTP_TIMEOUT)
+        self._call(
+            self.client.post_agent_data,
+            {"state": state, "comment": comment},
+            timeout=PHASE_HTTP_TIMEOUT,
+        )
 
     def _is_cancelled(self) -> bool:
         result = self._call(self.client.get_result, self.job_id)
@@ -110,10 +114,17 @@ class Job:
     def _queue_fragment(self, log_type: str, phase: str, text: str) -> None:
         if not text:
             return
-        self.unsent.append((log_type, {
-            "fragment_number": self.fragment_number if log_type == "output" else 0,
-            "timestamp": _now_iso(), "phase": phase, "log_data": text,
-        }))
+        self.unsent.append(
+            (
+                log_type,
+                {
+                    "fragment_number": self.fragment_number if log_type == "output" else 0,
+                    "timestamp": _now_iso(),
+                    "phase": phase,
+                    "log_data": text,
+                },
+            )
+        )
         if log_type == "output":
             self.fragment_number += 1
 
@@ -135,8 +146,7 @@ class Job:
             json.dump(self.job, fh)
         outcome.write_outcome(self.rundir, {})
         open(os.path.join(self.rundir, "device-connector-error.json"), "w").close()
-        self._call(self.client.post_agent_data, {"job_id": self.job_id},
-                   timeout=PHASE_HTTP_TIMEOUT)
+        self._call(self.client.post_agent_data, {"job_id": self.job_id}, timeout=PHASE_HTTP_TIMEOUT)
         self.agent.metrics.job_started()
         try:
             if self._prepare_attachments():
@@ -196,8 +206,12 @@ class Job:
                 log.info("job %s cancelled before %s", self.job_id, phase)
                 return
             self.agent.read_server_state_busy()
-            self._call(self.client.post_result, self.job_id, {"job_state": phase},
-                       timeout=PHASE_HTTP_TIMEOUT)
+            self._call(
+                self.client.post_result,
+                self.job_id,
+                {"job_state": phase},
+                timeout=PHASE_HTTP_TIMEOUT,
+            )
             self._post_state(phase, self.agent.pending_comment())
             code = self._run_phase(phase)
             if self.interrupted:
@@ -257,8 +271,12 @@ class Job:
         self._send_serial(phase)
         self.status[phase] = code
         outcome.write_outcome(self.rundir, {"status": dict(self.status)})
-        self._call(self.client.post_result, self.job_id, {"status": dict(self.status)},
-                   timeout=PHASE_HTTP_TIMEOUT)
+        self._call(
+            self.client.post_result,
+            self.job_id,
+            {"status": dict(self.status)},
+            timeout=PHASE_HTTP_TIMEOUT,
+        )
         self._send_device_info()
         self.agent.metrics.phase_done(phase, code, time.monotonic() - started)
         if phase == "allocate" and code == 0 and not self.interrupted:
@@ -300,8 +318,13 @@ class Job:
         self._append_log(phase, banner)
         self._queue_fragment("output", phase, banner)
         proc = subprocess.Popen(
-            command, shell=True, cwd=self.rundir, env=self._env(phase),
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            command,
+            shell=True,
+            cwd=self.rundir,
+            env=self._env(phase),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         assert proc.stdout is not None

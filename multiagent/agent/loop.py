@@ -175,8 +175,11 @@ class Agent:
 
     def _show_restart(self) -> None:
         if not self.status.data["restart_pending"]:
-            log.info("restart pending (%s)%s", self.triggers.restart_reason,
-                     "; after the running job" if self.busy else "")
+            log.info(
+                "restart pending (%s)%s",
+                self.triggers.restart_reason,
+                "; after the running job" if self.busy else "",
+            )
             self.metrics.restart_pending = 1
             self.status.update(restart_pending=True, restart_reason=self.triggers.restart_reason)
 
@@ -209,13 +212,18 @@ class Agent:
     # -- exits --------------------------------------------------------------------
     def _farewell(self, state: str, comment: str) -> None:
         if self.server_state in OFF_STATES and not self.server_comment.startswith(
-                OWN_COMMENT_PREFIX):
+            OWN_COMMENT_PREFIX
+        ):
             # Keep an admin's offline/maintenance (and its comment) across the restart.
-            self._post_agent({"state": self.server_state, "comment": self.server_comment},
-                             timeout=FAREWELL_TIMEOUT)
+            self._post_agent(
+                {"state": self.server_state, "comment": self.server_comment},
+                timeout=FAREWELL_TIMEOUT,
+            )
         else:
-            self._post_agent({"state": "offline", "comment": OWN_COMMENT_PREFIX + comment},
-                             timeout=FAREWELL_TIMEOUT)
+            self._post_agent(
+                {"state": "offline", "comment": OWN_COMMENT_PREFIX + comment},
+                timeout=FAREWELL_TIMEOUT,
+            )
         self.status.update(state=state, job_id=None, phase=None)
 
     def _exit_restart(self) -> int:
@@ -269,7 +277,8 @@ class Agent:
         if cfg.advertised_images:
             self.client.post_images(cfg.advertised_images)
         info: dict[str, Any] = {
-            "location": cfg.location or "", "queues": list(cfg.job_queues),
+            "location": cfg.location or "",
+            "queues": list(cfg.job_queues),
             "provision_type": cfg.provision_type or "",
         }
         if cfg.identifier:
@@ -286,8 +295,11 @@ class Agent:
         self.server_state = data.get("state") or ""
         self.server_comment = data.get("comment") or ""
         restricted = data.get("restricted_to") or {}
-        self.restricted = [q for q, owners in restricted.items() if owners] if isinstance(
-            restricted, dict) else []
+        self.restricted = (
+            [q for q, owners in restricted.items() if owners]
+            if isinstance(restricted, dict)
+            else []
+        )
 
     def _poll_once(self) -> int | None:
         if not self.registered:
@@ -305,8 +317,9 @@ class Agent:
         if self._heartbeat_due():
             if self.cfg.advertised_queues:
                 self.client.post_queues(self.cfg.advertised_queues)
-            self._post_agent({"state": self.server_state or "waiting",
-                              "comment": self.server_comment})
+            self._post_agent(
+                {"state": self.server_state or "waiting", "comment": self.server_comment}
+            )
         # Checked immediately before the poll: no window to take a job once drained.
         drain = self._drain_seen = self.drain.read()
         if drain == "hold":

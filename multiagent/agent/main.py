@@ -14,10 +14,15 @@ EXIT_LOCKED = 3
 
 # option -> dest, for the fast path of parse_args
 _OPTIONS = {
-    "-c": "config", "--config": "config",
-    "-p": "metrics_port", "--metrics_port": "metrics_port", "--metrics-port": "metrics_port",
-    "--token-file": "token_file", "--token_file": "token_file",
-    "--run-dir": "run_dir", "--restart-dir": "restart_dir",
+    "-c": "config",
+    "--config": "config",
+    "-p": "metrics_port",
+    "--metrics_port": "metrics_port",
+    "--metrics-port": "metrics_port",
+    "--token-file": "token_file",
+    "--token_file": "token_file",
+    "--run-dir": "run_dir",
+    "--restart-dir": "restart_dir",
 }
 
 
@@ -29,8 +34,13 @@ def parse_args(argv: list[str] | None) -> object:
     its behaviour and messages are unchanged.
     """
     args = sys.argv[1:] if argv is None else list(argv)
-    values: dict[str, object] = {"config": "testflinger-agent.conf", "metrics_port": None,
-                                 "token_file": None, "run_dir": None, "restart_dir": "/tmp"}
+    values: dict[str, object] = {
+        "config": "testflinger-agent.conf",
+        "metrics_port": None,
+        "token_file": None,
+        "run_dir": None,
+        "restart_dir": "/tmp",
+    }
     i = 0
     while i < len(args):
         opt, value = args[i], None
@@ -60,16 +70,34 @@ def _parse_args_argparse(argv: list[str] | None) -> object:
     parser = argparse.ArgumentParser(
         prog="tf-agent", description="Testflinger device agent with safe restarts."
     )
-    parser.add_argument("-c", "--config", default="testflinger-agent.conf",
-                        help="agent config (upstream YAML format)")
-    parser.add_argument("-p", "--metrics_port", "--metrics-port", dest="metrics_port", type=int,
-                        help="serve Prometheus metrics on 127.0.0.1:PORT")
-    parser.add_argument("--token-file", "--token_file", dest="token_file",
-                        help='JSON {"refresh_token": ...} for the server\'s OAuth2 refresh flow')
-    parser.add_argument("--run-dir", help="status file, drain flag and lock (default: the "
-                        "config file's directory)")
-    parser.add_argument("--restart-dir", default="/tmp",
-                        help="where TESTFLINGER-DEVICE-RESTART-<agent> is looked for")
+    parser.add_argument(
+        "-c",
+        "--config",
+        default="testflinger-agent.conf",
+        help="agent config (upstream YAML format)",
+    )
+    parser.add_argument(
+        "-p",
+        "--metrics_port",
+        "--metrics-port",
+        dest="metrics_port",
+        type=int,
+        help="serve Prometheus metrics on 127.0.0.1:PORT",
+    )
+    parser.add_argument(
+        "--token-file",
+        "--token_file",
+        dest="token_file",
+        help='JSON {"refresh_token": ...} for the server\'s OAuth2 refresh flow',
+    )
+    parser.add_argument(
+        "--run-dir", help="status file, drain flag and lock (default: the config file's directory)"
+    )
+    parser.add_argument(
+        "--restart-dir",
+        default="/tmp",
+        help="where TESTFLINGER-DEVICE-RESTART-<agent> is looked for",
+    )
     parser.add_argument("--version", action="version", version=f"tf-agent {__version__}")
     return parser.parse_args(argv)
 
@@ -91,7 +119,8 @@ def setup_logging(cfg) -> None:
         os.makedirs(cfg.logging_basedir, exist_ok=True)
         handler = TimedRotatingFileHandler(
             os.path.join(cfg.logging_basedir, "testflinger-agent.log"),
-            when="midnight", backupCount=6,
+            when="midnight",
+            backupCount=6,
         )
         handler.setFormatter(fmt)
         root.addHandler(handler)
@@ -120,20 +149,26 @@ def main(argv: list[str] | None = None) -> int:
     triggers.install()
 
     run_dir = args.run_dir or os.path.dirname(os.path.abspath(args.config))
-    for key, path in (("--run-dir", run_dir), ("execution_basedir", cfg.execution_basedir),
-                      ("results_basedir", cfg.results_basedir)):
+    for key, path in (
+        ("--run-dir", run_dir),
+        ("execution_basedir", cfg.execution_basedir),
+        ("results_basedir", cfg.results_basedir),
+    ):
         try:
             os.makedirs(path, exist_ok=True)
         except OSError as exc:
-            return fail(f"{args.config}: key {key!r}: cannot create {path}: {exc.strerror}",
-                        EXIT_CONFIG)
+            return fail(
+                f"{args.config}: key {key!r}: cannot create {path}: {exc.strerror}", EXIT_CONFIG
+            )
 
     lock = AgentLock(run_dir, agent_id)
     try:
         lock.acquire()
     except LockHeld as exc:
-        return fail(f"agent {agent_id!r} is already running: pid {exc.pid or '?'} holds "
-                    f"{exc.path}", EXIT_LOCKED)
+        return fail(
+            f"agent {agent_id!r} is already running: pid {exc.pid or '?'} holds {exc.path}",
+            EXIT_LOCKED,
+        )
 
     setup_logging(cfg)
     log = logging.getLogger("tf-agent")
@@ -153,8 +188,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             metrics.serve(args.metrics_port)
         except OSError as exc:
-            return fail(f"cannot serve metrics on 127.0.0.1:{args.metrics_port}: {exc}",
-                        EXIT_CONFIG)
+            return fail(
+                f"cannot serve metrics on 127.0.0.1:{args.metrics_port}: {exc}", EXIT_CONFIG
+            )
     log.info("tf-agent %s starting as %s (pid %s)", __version__, agent_id, os.getpid())
     agent = Agent(cfg, status, drain, triggers, metrics, token_file=args.token_file)
     try:

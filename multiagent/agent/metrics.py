@@ -53,30 +53,38 @@ class Metrics:
         a = f'agent_id="{self.agent}"'
         with self.lock:
             out = [
-                "# HELP jobs_total Jobs started by this agent.", "# TYPE jobs_total counter",
+                "# HELP jobs_total Jobs started by this agent.",
+                "# TYPE jobs_total counter",
                 f"jobs_total{{{a}}} {self.jobs}",
-                "# HELP failures_total Failed phases.", "# TYPE failures_total counter",
+                "# HELP failures_total Failed phases.",
+                "# TYPE failures_total counter",
             ]
             for phase, n in sorted(self.failures.items()):
                 out.append(f'failures_total{{{a},test_phase="{phase}"}} {n}')
-            out += ["# HELP recovery_failures_total Phases that exited 46.",
-                    "# TYPE recovery_failures_total counter",
-                    f"recovery_failures_total{{{a}}} {self.recovery_failures}",
-                    "# HELP phase_duration_seconds Phase run time.",
-                    "# TYPE phase_duration_seconds histogram"]
+            out += [
+                "# HELP recovery_failures_total Phases that exited 46.",
+                "# TYPE recovery_failures_total counter",
+                f"recovery_failures_total{{{a}}} {self.recovery_failures}",
+                "# HELP phase_duration_seconds Phase run time.",
+                "# TYPE phase_duration_seconds histogram",
+            ]
             for phase, row in sorted(self.durations.items()):
                 labels = f'{a},test_phase="{phase}"'
                 for i, bound in enumerate(BUCKETS):
-                    out.append(f'phase_duration_seconds_bucket{{{labels},le="{bound}"}} '
-                               f"{int(row[i])}")
+                    out.append(
+                        f'phase_duration_seconds_bucket{{{labels},le="{bound}"}} {int(row[i])}'
+                    )
                 out.append(f'phase_duration_seconds_bucket{{{labels},le="+Inf"}} {int(row[-1])}')
                 out.append(f"phase_duration_seconds_sum{{{labels}}} {row[-2]:.3f}")
                 out.append(f"phase_duration_seconds_count{{{labels}}} {int(row[-1])}")
-            out += ["# HELP agent_busy 1 while a job runs.", "# TYPE agent_busy gauge",
-                    f"agent_busy{{{a}}} {self.busy}",
-                    "# HELP agent_restart_pending 1 when a safe restart is waiting.",
-                    "# TYPE agent_restart_pending gauge",
-                    f"agent_restart_pending{{{a}}} {self.restart_pending}"]
+            out += [
+                "# HELP agent_busy 1 while a job runs.",
+                "# TYPE agent_busy gauge",
+                f"agent_busy{{{a}}} {self.busy}",
+                "# HELP agent_restart_pending 1 when a safe restart is waiting.",
+                "# TYPE agent_restart_pending gauge",
+                f"agent_restart_pending{{{a}}} {self.restart_pending}",
+            ]
         return "\n".join(out) + "\n"
 
     def serve(self, port: int, host: str = "127.0.0.1") -> Any:

@@ -82,8 +82,9 @@ def transmit(client: Client, rundir: str, job_id: str, timeout: float | None = N
         resp = client.upload_artifact(job_id, artifact)
         if not resp.ok:
             # A 4xx will not get better by retrying; keep the outcome moving.
-            log.error("artifact upload for %s refused: HTTP %s %s",
-                      job_id, resp.status, resp.body[:200])
+            log.error(
+                "artifact upload for %s refused: HTTP %s %s", job_id, resp.status, resp.body[:200]
+            )
         os.unlink(artifact)
 
     outcome_path = os.path.join(rundir, OUTCOME_FILE)
@@ -124,8 +125,10 @@ def retry_stored(client: Client, results_basedir: str) -> int:
     delivered = 0
     for job_id in pending(results_basedir):
         rundir = os.path.join(results_basedir, job_id)
-        if not (os.path.exists(os.path.join(rundir, "testflinger.json"))
-                or os.path.exists(os.path.join(rundir, OUTCOME_FILE))):
+        if not (
+            os.path.exists(os.path.join(rundir, "testflinger.json"))
+            or os.path.exists(os.path.join(rundir, OUTCOME_FILE))
+        ):
             if rundir not in _warned:
                 _warned.add(rundir)
                 log.warning("%s has no testflinger.json; leaving it alone", rundir)

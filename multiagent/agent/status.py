@@ -14,8 +14,20 @@ if TYPE_CHECKING:
     from typing import Any
 
 STATES = (
-    "starting", "waiting", "setup", "provision", "firmware_update", "test", "allocate",
-    "reserve", "cleanup", "offline", "maintenance", "drained", "restarting", "stopped",
+    "starting",
+    "waiting",
+    "setup",
+    "provision",
+    "firmware_update",
+    "test",
+    "allocate",
+    "reserve",
+    "cleanup",
+    "offline",
+    "maintenance",
+    "drained",
+    "restarting",
+    "stopped",
 )
 
 
@@ -30,8 +42,9 @@ class StatusFile:
 
     def __init__(self, run_dir: str, agent: str, tmp_dir: str | None = None):
         self.path = os.path.join(run_dir, f"{agent}.json")
-        self.tmp_dir = tmp_dir if tmp_dir and os.path.abspath(tmp_dir) != os.path.abspath(
-            run_dir) else None
+        self.tmp_dir = (
+            tmp_dir if tmp_dir and os.path.abspath(tmp_dir) != os.path.abspath(run_dir) else None
+        )
         self.data: dict[str, Any] = {
             "agent": agent,
             "pid": os.getpid(),

@@ -74,8 +74,9 @@ class DirWatch:
         err = self._errno()
         raise OSError(err, f"{what}: {os.strerror(err)}")
 
-    def add(self, directory: str, mask: int, names: list[str],
-            prefixes: tuple[str, ...] = ()) -> None:
+    def add(
+        self, directory: str, mask: int, names: list[str], prefixes: tuple[str, ...] = ()
+    ) -> None:
         """Watch `directory`; events for `names` (or names starting with `prefixes`) count."""
         wd = self._add_watch(self.fd, os.fsencode(directory), mask | IN_ONLYDIR | IN_MASK_ADD)
         if wd < 0:
@@ -109,9 +110,9 @@ class DirWatch:
             off, end = 0, len(buf)
             while off < end:
                 # struct inotify_event: int wd; uint32 mask, cookie, len; char name[len]
-                wd = int.from_bytes(buf[off:off + 4], order, signed=True)
-                mask = int.from_bytes(buf[off + 4:off + 8], order)
-                length = int.from_bytes(buf[off + 12:off + 16], order)
+                wd = int.from_bytes(buf[off : off + 4], order, signed=True)
+                mask = int.from_bytes(buf[off + 4 : off + 8], order)
+                length = int.from_bytes(buf[off + 12 : off + 16], order)
                 count += 1
                 if mask & IN_Q_OVERFLOW:
                     relevant = True
@@ -120,7 +121,7 @@ class DirWatch:
                 elif not relevant and length:
                     entry = names.get(wd)
                     if entry is not None:
-                        name = buf[off + 16:off + 16 + length].rstrip(b"\0")
+                        name = buf[off + 16 : off + 16 + length].rstrip(b"\0")
                         relevant = name in entry[0] or name.startswith(entry[1])
                 off += 16 + length
 
@@ -188,8 +189,11 @@ class Triggers:
             watch = None
             try:
                 watch = DirWatch()
-                watch.add(self.restart_dir, RESTART_MASK,
-                          [os.path.basename(p) for p in self.restart_files])
+                watch.add(
+                    self.restart_dir,
+                    RESTART_MASK,
+                    [os.path.basename(p) for p in self.restart_files],
+                )
                 run_dir, drain_name = os.path.split(os.path.abspath(drain_path))
                 watch.add(run_dir, DRAIN_MASK, [drain_name], prefixes=(f".{drain_name}.",))
             except (OSError, AttributeError, ImportError) as exc:
@@ -201,8 +205,12 @@ class Triggers:
                 self.watch = watch
                 self.recheck_every = RECHECK
                 self.watching = "inotify"
-                log.info("idle wake-ups: inotify on %s and %s (direct look every %.0f s)",
-                         self.restart_dir, run_dir, RECHECK)
+                log.info(
+                    "idle wake-ups: inotify on %s and %s (direct look every %.0f s)",
+                    self.restart_dir,
+                    run_dir,
+                    RECHECK,
+                )
                 return
         self.recheck_every = POLL_TICK
         self.watching = "poll"
@@ -240,8 +248,9 @@ class Triggers:
             watch.lost, relevant, count = True, True, 1
             log.debug("reading inotify events: %s", exc)
         if watch.lost:
-            log.warning("inotify watch lost (directory gone?): looking every %.1f s from now",
-                        POLL_TICK)
+            log.warning(
+                "inotify watch lost (directory gone?): looking every %.1f s from now", POLL_TICK
+            )
             watch.close()
             self.watch, self.watching, self.recheck_every = None, "poll", POLL_TICK
             return True

@@ -55,8 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tf-local-connector", description=__doc__.split("\n")[0])
     parser.add_argument("phase", choices=PHASES)
     parser.add_argument("-c", "--config", help="connector config (default.yaml)")
-    parser.add_argument("job", nargs="?", default="testflinger.json",
-                        help="job file (default: testflinger.json)")
+    parser.add_argument(
+        "job", nargs="?", default="testflinger.json", help="job file (default: testflinger.json)"
+    )
     # Intermixed: upstream connectors are called as `PHASE -c default.yaml testflinger.json`.
     args = parser.parse_intermixed_args(argv)
     config = load_yaml(args.config)

@@ -77,8 +77,7 @@ def oauth_refresh() -> Response:
     # token nothing is checked, so echoing the offered value keeps such agents happy.
     if token is not None and not bearer_ok(f"Bearer {offered}", token):
         return error(400, "Invalid refresh token.")
-    return jsonify({"access_token": token or offered, "token_type": "Bearer",
-                    "expires_in": 600})
+    return jsonify({"access_token": token or offered, "token_type": "Bearer", "expires_in": 600})
 
 
 @bp.post("/v1/oauth2/token")
@@ -89,8 +88,9 @@ def oauth_token() -> Response:
     if token is not None and not bearer_ok(f"Bearer {secret or ''}", token):
         return error(401, "Invalid client id or secret")
     value = token or "anonymous"
-    return jsonify({"access_token": value, "token_type": "Bearer", "expires_in": 600,
-                    "refresh_token": value})
+    return jsonify(
+        {"access_token": value, "token_type": "Bearer", "expires_in": 600, "refresh_token": value}
+    )
 
 
 # -- agents ---------------------------------------------------------------------------
@@ -266,8 +266,12 @@ def attachments_get(job_id: str) -> Response:
     data = store().get_blob(job_id, "attachments")
     if data is None:
         return Response(status=204)
-    return send_file(io.BytesIO(data), mimetype="application/gzip", as_attachment=True,
-                     download_name=f"{job_id}.attachments")
+    return send_file(
+        io.BytesIO(data),
+        mimetype="application/gzip",
+        as_attachment=True,
+        download_name=f"{job_id}.attachments",
+    )
 
 
 @bp.post("/v1/job/<job_id>/events")
@@ -357,8 +361,13 @@ def log_get(job_id: str, log_type: str) -> Response:
         start_fragment = int(request.args.get("start_fragment", 0))
     except ValueError:
         return error(400, "start_fragment must be an integer")
-    logs = store().get_logs(job_id, log_type, phase=phase, start_fragment=start_fragment,
-                            start_timestamp=request.args.get("start_timestamp"))
+    logs = store().get_logs(
+        job_id,
+        log_type,
+        phase=phase,
+        start_fragment=start_fragment,
+        start_timestamp=request.args.get("start_timestamp"),
+    )
     if request.args.get("format") == "text":
         # Convenience for humans and tests: the whole log as one text, phases in order.
         text = "".join(entry["log_data"] for entry in logs.values())
@@ -385,5 +394,9 @@ def artifact_get(job_id: str) -> Response:
     data = store().get_blob(job_id, "artifact")
     if data is None:
         return Response(status=204)
-    return send_file(io.BytesIO(data), mimetype="application/gzip", as_attachment=True,
-                     download_name=f"{job_id}.artifact.tar.gz")
+    return send_file(
+        io.BytesIO(data),
+        mimetype="application/gzip",
+        as_attachment=True,
+        download_name=f"{job_id}.artifact.tar.gz",
+    )

@@ -134,8 +134,9 @@ class Store:
         if conn is None:
             # Autocommit mode: transactions are opened explicitly with BEGIN IMMEDIATE, so
             # a read-then-write (pop, merge) holds the write lock from its first read.
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                   timeout=30)
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=30
+            )
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA busy_timeout=30000")
             # WAL + NORMAL: durable across process crashes, fsync only at checkpoints.
@@ -206,16 +207,24 @@ class Store:
         return doc
 
     def get_agent(self, name: str, *, with_log: bool = False) -> dict[str, Any] | None:
-        row = self.conn().execute(
-            "SELECT * FROM agents WHERE name = ? AND updated_at >= ?",
-            (name, self._agent_cutoff()),
-        ).fetchone()
+        row = (
+            self.conn()
+            .execute(
+                "SELECT * FROM agents WHERE name = ? AND updated_at >= ?",
+                (name, self._agent_cutoff()),
+            )
+            .fetchone()
+        )
         return self._agent_view(row, with_log=with_log) if row else None
 
     def list_agents(self) -> list[dict[str, Any]]:
-        rows = self.conn().execute(
-            "SELECT * FROM agents WHERE updated_at >= ? ORDER BY name", (self._agent_cutoff(),)
-        ).fetchall()
+        rows = (
+            self.conn()
+            .execute(
+                "SELECT * FROM agents WHERE updated_at >= ? ORDER BY name", (self._agent_cutoff(),)
+            )
+            .fetchall()
+        )
         return [self._agent_view(row) for row in rows]
 
     def agents_in_queue(self, queue: str) -> list[dict[str, Any]]:
@@ -253,11 +262,15 @@ class Store:
             return True
 
     def provision_history(self, agent: str, limit: int = 100) -> list[dict[str, Any]]:
-        rows = self.conn().execute(
-            "SELECT job_id, exit_code, detail, timestamp FROM provision_logs "
-            "WHERE agent = ? ORDER BY id DESC LIMIT ?",
-            (agent, limit),
-        ).fetchall()
+        rows = (
+            self.conn()
+            .execute(
+                "SELECT job_id, exit_code, detail, timestamp FROM provision_logs "
+                "WHERE agent = ? ORDER BY id DESC LIMIT ?",
+                (agent, limit),
+            )
+            .fetchall()
+        )
         return [dict(row) | {"timestamp": iso(row["timestamp"])} for row in rows]
 
     # -- queues -----------------------------------------------------------------------
@@ -283,30 +296,42 @@ class Store:
                 )
 
     def advertised_queues(self) -> dict[str, str]:
-        rows = self.conn().execute(
-            "SELECT name, description FROM queues WHERE updated_at >= ? ORDER BY name",
-            (self._job_cutoff(),),
-        ).fetchall()
+        rows = (
+            self.conn()
+            .execute(
+                "SELECT name, description FROM queues WHERE updated_at >= ? ORDER BY name",
+                (self._job_cutoff(),),
+            )
+            .fetchall()
+        )
         return {row["name"]: row["description"] or "" for row in rows}
 
     def all_queues(self) -> dict[str, str]:
         """Advertised queues plus every queue a live agent listens to or a job waits in."""
         queues = {name: "" for agent in self.list_agents() for name in agent.get("queues") or []}
-        rows = self.conn().execute(
-            "SELECT DISTINCT queue FROM jobs WHERE state = 'waiting' AND created_at >= ?",
-            (self._job_cutoff(),),
-        ).fetchall()
+        rows = (
+            self.conn()
+            .execute(
+                "SELECT DISTINCT queue FROM jobs WHERE state = 'waiting' AND created_at >= ?",
+                (self._job_cutoff(),),
+            )
+            .fetchall()
+        )
         queues.update({row["queue"]: queues.get(row["queue"], "") for row in rows})
         queues.update(self.advertised_queues())
         return dict(sorted(queues.items()))
 
     def queue_counts(self) -> dict[str, dict[str, int]]:
-        rows = self.conn().execute(
-            "SELECT queue, state = 'waiting' AS waiting, COUNT(*) AS n FROM jobs "
-            "WHERE created_at >= ? AND state NOT IN ('cancelled', 'complete', 'completed') "
-            "GROUP BY queue, waiting",
-            (self._job_cutoff(),),
-        ).fetchall()
+        rows = (
+            self.conn()
+            .execute(
+                "SELECT queue, state = 'waiting' AS waiting, COUNT(*) AS n FROM jobs "
+                "WHERE created_at >= ? AND state NOT IN ('cancelled', 'complete', 'completed') "
+                "GROUP BY queue, waiting",
+                (self._job_cutoff(),),
+            )
+            .fetchall()
+        )
         counts: dict[str, dict[str, int]] = {}
         for row in rows:
             key = "waiting" if row["waiting"] else "running"
@@ -326,9 +351,14 @@ class Store:
                 "exclude_agents, job_data, result_data, created_at) "
                 "VALUES (?, ?, ?, 'waiting', ?, ?, ?, ?, ?)",
                 (
-                    job_id, job_data["job_queue"], int(job_data.get("job_priority", 0)),
-                    job_data.get("attachments_status"), json.dumps(job_data["exclude_agents"]),
-                    json.dumps(job_data), json.dumps({"job_state": "waiting"}), self.clock(),
+                    job_id,
+                    job_data["job_queue"],
+                    int(job_data.get("job_priority", 0)),
+                    job_data.get("attachments_status"),
+                    json.dumps(job_data["exclude_agents"]),
+                    json.dumps(job_data),
+                    json.dumps({"job_state": "waiting"}),
+                    self.clock(),
                 ),
             )
         return job_id
@@ -449,10 +479,14 @@ class Store:
         if agent is not None:
             where.append("agent = ?")
             params.append(agent)
-        rows = self.conn().execute(
-            f"SELECT * FROM jobs WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?",
-            (*params, limit),
-        ).fetchall()
+        rows = (
+            self.conn()
+            .execute(
+                f"SELECT * FROM jobs WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?",
+                (*params, limit),
+            )
+            .fetchall()
+        )
         return [self._job_view(row) for row in rows]
 
     def set_attachments(self, job_id: str, data: bytes) -> str:
@@ -486,17 +520,25 @@ class Store:
             self._put_blob(conn, job_id, "artifact", data)
 
     def get_blob(self, job_id: str, kind: str) -> bytes | None:
-        row = self.conn().execute(
-            "SELECT data FROM blobs WHERE job_id = ? AND kind = ? AND created_at >= ?",
-            (job_id, kind, self._job_cutoff()),
-        ).fetchone()
+        row = (
+            self.conn()
+            .execute(
+                "SELECT data FROM blobs WHERE job_id = ? AND kind = ? AND created_at >= ?",
+                (job_id, kind, self._job_cutoff()),
+            )
+            .fetchone()
+        )
         return bytes(row["data"]) if row else None
 
     def has_blob(self, job_id: str, kind: str) -> bool:
-        row = self.conn().execute(
-            "SELECT 1 FROM blobs WHERE job_id = ? AND kind = ? AND created_at >= ?",
-            (job_id, kind, self._job_cutoff()),
-        ).fetchone()
+        row = (
+            self.conn()
+            .execute(
+                "SELECT 1 FROM blobs WHERE job_id = ? AND kind = ? AND created_at >= ?",
+                (job_id, kind, self._job_cutoff()),
+            )
+            .fetchone()
+        )
         return row is not None
 
     def add_log(self, job_id: str, log_type: str, fragment: dict[str, Any]) -> None:
@@ -505,8 +547,13 @@ class Store:
                 "INSERT INTO logs(job_id, log_type, phase, fragment_number, timestamp, "
                 "log_data, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
-                    job_id, log_type, fragment["phase"], fragment["fragment_number"],
-                    fragment["timestamp"], fragment["log_data"], self.clock(),
+                    job_id,
+                    log_type,
+                    fragment["phase"],
+                    fragment["fragment_number"],
+                    fragment["timestamp"],
+                    fragment["log_data"],
+                    self.clock(),
                 ),
             )
 
@@ -525,11 +572,15 @@ class Store:
         if phase:
             where.append("phase = ?")
             params.append(phase)
-        rows = self.conn().execute(
-            f"SELECT phase, fragment_number, timestamp, log_data FROM logs "
-            f"WHERE {' AND '.join(where)} ORDER BY fragment_number, id",
-            params,
-        ).fetchall()
+        rows = (
+            self.conn()
+            .execute(
+                f"SELECT phase, fragment_number, timestamp, log_data FROM logs "
+                f"WHERE {' AND '.join(where)} ORDER BY fragment_number, id",
+                params,
+            )
+            .fetchall()
+        )
         since = _parse_ts(start_timestamp) if start_timestamp else None
         out: dict[str, dict[str, Any]] = {}
         if phase:
@@ -555,9 +606,11 @@ class Store:
 
     def get_events(self, job_id: str) -> list[dict[str, Any]]:
         # The agent re-sends the whole list each time: the newest post is the full story.
-        row = self.conn().execute(
-            "SELECT body FROM events WHERE job_id = ? ORDER BY id DESC LIMIT 1", (job_id,)
-        ).fetchone()
+        row = (
+            self.conn()
+            .execute("SELECT body FROM events WHERE job_id = ? ORDER BY id DESC LIMIT 1", (job_id,))
+            .fetchone()
+        )
         return json.loads(row["body"]).get("events", []) if row else []
 
     # -- expiry -----------------------------------------------------------------------

@@ -76,8 +76,7 @@ def agent_page(name: str):
     queues = s.advertised_queues()
     counts = s.queue_counts()
     queue_rows = [
-        {"name": q, "description": queues.get(q, ""), **counts.get(q, {"waiting": 0,
-                                                                        "running": 0})}
+        {"name": q, "description": queues.get(q, ""), **counts.get(q, {"waiting": 0, "running": 0})}
         for q in agent.get("queues") or []
     ]
     history = s.provision_history(name)
@@ -121,6 +120,12 @@ def queues_page():
     rows = []
     for name, description in s.all_queues().items():
         members = [a["name"] for a in agents if name in (a.get("queues") or [])]
-        rows.append({"name": name, "description": description, "agents": members,
-                     **counts.get(name, {"waiting": 0, "running": 0})})
+        rows.append(
+            {
+                "name": name,
+                "description": description,
+                "agents": members,
+                **counts.get(name, {"waiting": 0, "running": 0}),
+            }
+        )
     return render_template("queues.html", queues=rows)

@@ -13,7 +13,13 @@ from typing import Any
 Checker = Callable[[Any], "str | None"]
 
 TEST_PHASES = (
-    "setup", "provision", "firmware_update", "test", "allocate", "reserve", "cleanup",
+    "setup",
+    "provision",
+    "firmware_update",
+    "test",
+    "allocate",
+    "reserve",
+    "cleanup",
 )
 # Phases whose `<phase>_data` a submitted job may carry (upstream Job schema).
 DATA_PHASES = ("provision", "firmware_update", "test", "allocate", "reserve")
@@ -95,19 +101,30 @@ def _validate(body: Any, fields: dict[str, tuple[Checker, bool]]) -> dict[str, l
 
 
 AGENT_IN = {
-    "state": (is_str, False), "comment": (is_str, False), "queues": (list_of_str, False),
-    "location": (is_str, False), "provision_type": (is_str, False),
-    "identifier": (is_str, False), "job_id": (is_str, False), "log": (list_of_str, False),
+    "state": (is_str, False),
+    "comment": (is_str, False),
+    "queues": (list_of_str, False),
+    "location": (is_str, False),
+    "provision_type": (is_str, False),
+    "identifier": (is_str, False),
+    "job_id": (is_str, False),
+    "log": (list_of_str, False),
 }
 RESULT_POST = {
-    "status": (is_status, False), "device_info": (is_dict, False), "job_state": (is_str, False),
+    "status": (is_status, False),
+    "device_info": (is_dict, False),
+    "job_state": (is_str, False),
 }
 LOG_POST = {
-    "fragment_number": (is_int, True), "timestamp": (is_datetime, True),
-    "phase": (is_phase, True), "log_data": (is_str, True),
+    "fragment_number": (is_int, True),
+    "timestamp": (is_datetime, True),
+    "phase": (is_phase, True),
+    "log_data": (is_str, True),
 }
 PROVISION_LOG_IN = {
-    "job_id": (is_str, True), "exit_code": (is_int, True), "detail": (is_str, False),
+    "job_id": (is_str, True),
+    "exit_code": (is_int, True),
+    "detail": (is_str, False),
 }
 REFRESH_IN = {"refresh_token": (is_nonempty_str, True)}
 ACTION_IN = {"action": (is_str, True)}
@@ -124,8 +141,10 @@ def _is_event_list(value: Any) -> str | None:
 
 
 STATUS_UPDATE = {
-    "agent_id": (is_str, False), "job_queue": (is_str, False),
-    "job_status_webhook": (is_str, True), "events": (_is_event_list, False),
+    "agent_id": (is_str, False),
+    "job_queue": (is_str, False),
+    "job_status_webhook": (is_str, True),
+    "events": (_is_event_list, False),
 }
 
 
@@ -147,11 +166,17 @@ def _is_phase_data(value: Any) -> str | None:
 
 
 JOB_IN: dict[str, tuple[Checker, bool]] = {
-    "job_queue": (is_nonempty_str, True), "name": (is_str, False), "tags": (list_of_str, False),
-    "parent_job_id": (is_str, False), "global_timeout": (is_int, False),
-    "output_timeout": (is_int, False), "allocation_timeout": (is_int, False),
-    "job_status_webhook": (is_str, False), "job_priority": (is_int, False),
-    "exclude_agents": (list_of_str, False), "debug": (is_bool, False),
+    "job_queue": (is_nonempty_str, True),
+    "name": (is_str, False),
+    "tags": (list_of_str, False),
+    "parent_job_id": (is_str, False),
+    "global_timeout": (is_int, False),
+    "output_timeout": (is_int, False),
+    "allocation_timeout": (is_int, False),
+    "job_status_webhook": (is_str, False),
+    "job_priority": (is_int, False),
+    "exclude_agents": (list_of_str, False),
+    "debug": (is_bool, False),
     **{f"{phase}_data": (_is_phase_data, False) for phase in DATA_PHASES},
 }
 

@@ -54,8 +54,15 @@ def run_server(
     sweeper.sweep_once()
     # Many agents keep a connection open each: waitress' default limit (100) is too low, and
     # select() stops at 1024 descriptors, so use poll().
-    server = create_server(app, host=host, port=port, threads=threads, connection_limit=2000,
-                           asyncore_use_poll=True, ident="tf-fleet")
+    server = create_server(
+        app,
+        host=host,
+        port=port,
+        threads=threads,
+        connection_limit=2000,
+        asyncore_use_poll=True,
+        ident="tf-fleet",
+    )
     server.channel_class = keepalive_channel_class()
     # waitress warns on every queued request ("Task queue depth is N"): noise under load.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
@@ -70,9 +77,11 @@ def run_server(
     signal.signal(signal.SIGINT, stop)
     sweeper.start()
     auth = "token auth" if token else "no auth"
-    print(f"tf-fleet server listening on http://{host}:{server.effective_port} "
-          f"(db {db_path}, {auth})",
-          flush=True)
+    print(
+        f"tf-fleet server listening on http://{host}:{server.effective_port} "
+        f"(db {db_path}, {auth})",
+        flush=True,
+    )
     try:
         # Returns once a signal raised _Stop: waitress catches SystemExit and closes itself.
         server.run()

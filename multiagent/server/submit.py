@@ -86,8 +86,9 @@ class Client:
         job_id = resp.json()["job_id"]
         if archive is not None:
             files = {"file": ("attachments.tar.gz", archive, "application/gzip")}
-            resp = self.session.post(self.url(f"/v1/job/{job_id}/attachments"), files=files,
-                                     timeout=600)
+            resp = self.session.post(
+                self.url(f"/v1/job/{job_id}/attachments"), files=files, timeout=600
+            )
             if resp.status_code != 200:
                 raise SubmitError(
                     f"attachment upload failed: HTTP {resp.status_code}: {resp.text.strip()}"
@@ -103,8 +104,11 @@ class Client:
 
     def output_since(self, job_id: str, start: int) -> tuple[str, int]:
         """New output text from fragment `start` on, and the next fragment number."""
-        resp = self.session.get(self.url(f"/v1/result/{job_id}/log/output"),
-                                params={"start_fragment": start}, timeout=self.timeout)
+        resp = self.session.get(
+            self.url(f"/v1/result/{job_id}/log/output"),
+            params={"start_fragment": start},
+            timeout=self.timeout,
+        )
         resp.raise_for_status()
         phases = resp.json().get("output", {})
         text = "".join(entry["log_data"] for entry in phases.values())
