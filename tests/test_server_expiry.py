@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 
 import pytest
 from test_server_api import Clock, register, submit
 
 from multiagent.server.app import create_app
-from multiagent.server.durations import parse_duration
 from multiagent.server.expiry import Sweeper
+from multiagent.vocabulary import parse_duration
 
 DAY = 86400
 
@@ -109,12 +110,9 @@ def test_sweeper_thread_runs_periodically(app, clock):
     sweeper.start()
     try:
         store = app.extensions["tf_store"]
-        for _ in range(100):
-            if store.conn().execute("SELECT COUNT(*) FROM agents").fetchone()[0] == 0:
-                break
-            import time
-
+        deadline = time.monotonic() + 2
+        while store.conn().execute("SELECT COUNT(*) FROM agents").fetchone()[0]:
+            assert time.monotonic() < deadline, "the sweeper never removed the expired agent"
             time.sleep(0.02)
-        assert store.conn().execute("SELECT COUNT(*) FROM agents").fetchone()[0] == 0
     finally:
         sweeper.stop()

@@ -1,4 +1,4 @@
-"""Pure helpers of the server package: durations, ages, attachments packing, exit codes."""
+"""Pure helpers of the server package: --agent-ttl, ages, attachments packing, exit codes."""
 
 from __future__ import annotations
 
@@ -6,37 +6,33 @@ import io
 import tarfile
 from pathlib import Path
 
+import click
 import pytest
+from click.testing import CliRunner
 
 from multiagent.server.auth import bearer_ok, read_token_file
-from multiagent.server.durations import parse_duration
+from multiagent.server.cli import _ttl, server_command
 from multiagent.server.pages import ago, is_stale, utc_text
 from multiagent.server.serve import is_loopback
 from multiagent.server.submit import SubmitError, exit_code, pack_attachments
 
 
+@pytest.mark.parametrize("text,seconds", [("7d", 604800), ("1d12h", 129600), ("90", 90)])
+def test_agent_ttl_takes_durations(text, seconds):
+    option = next(p for p in server_command.params if p.name == "agent_ttl")
+    assert _ttl(click.Context(server_command), option, text) == seconds
+
+
 @pytest.mark.parametrize(
-    "text,seconds",
-    [
-        ("7d", 604800),
-        ("12h", 43200),
-        ("30m", 1800),
-        ("45s", 45),
-        ("90", 90),
-        ("1.5", 1.5),
-        ("1d12h", 129600),
-        (" 2W ", 1209600),
-        (30, 30),
-    ],
+    "text,says",
+    [("7x", "got '7x'"), ("-5", "got '-5'"), ("0", "longer than 0 seconds, got '0'")],
 )
-def test_parse_duration(text, seconds):
-    assert parse_duration(text) == seconds
-
-
-@pytest.mark.parametrize("text", ["", "d", "7x", "-5", "5 d", "1d-2h", "abc"])
-def test_parse_duration_rejects(text):
-    with pytest.raises(ValueError):
-        parse_duration(text)
+def test_agent_ttl_rejects_with_the_value_named(tmp_path: Path, text, says):
+    db = tmp_path / "x.db"
+    result = CliRunner().invoke(server_command, ["--agent-ttl", text, "--db", str(db)])
+    assert result.exit_code == 2
+    assert "--agent-ttl" in result.output and says in result.output
+    assert not db.exists()
 
 
 def test_ages_and_stale():

@@ -9,6 +9,8 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_file
 
+from multiagent.vocabulary import ALL_PHASES
+
 from . import SERVER_VERSION, schemas
 from .auth import bearer_ok
 from .db import Store, valid_job_id
@@ -355,7 +357,7 @@ def log_get(job_id: str, log_type: str) -> Response:
     if (bad := checked_job_id(job_id)) is not None:
         return bad
     phase = request.args.get("phase") or None
-    if phase is not None and phase not in schemas.TEST_PHASES:
+    if phase is not None and phase not in ALL_PHASES:
         return error(400, f"Invalid phase {phase!r}")
     try:
         start_fragment = int(request.args.get("start_fragment", 0))

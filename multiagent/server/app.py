@@ -50,13 +50,15 @@ def create_app(
     token: str | None = None,
 ) -> Flask:
     from flask import Flask
+    from flask.json.provider import DefaultJSONProvider
 
     from . import api, pages
 
     app = Flask(__name__)
     app.config["TF_TOKEN"] = token
     app.config["TF_CLOCK"] = clock
-    app.json.sort_keys = False  # keep documents in the order they were built
+    if isinstance(app.json, DefaultJSONProvider):
+        app.json.sort_keys = False  # keep documents in the order they were built
     app.extensions["tf_store"] = Store(db_path, clock=clock, agent_ttl=agent_ttl)
     app.register_blueprint(api.bp)
     app.register_blueprint(pages.bp)

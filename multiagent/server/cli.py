@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from multiagent.vocabulary import parse_duration
+
 DEFAULT_SERVER = "http://127.0.0.1:8585"
 
 
@@ -18,14 +20,12 @@ def default_db() -> Path:
 
 
 def _ttl(ctx: click.Context, param: click.Parameter, value: str) -> float:
-    from .durations import parse_duration
-
     try:
         seconds = parse_duration(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
     if seconds <= 0:
-        raise click.BadParameter("must be positive")
+        raise click.BadParameter(f"must be longer than 0 seconds, got {value!r}")
     return seconds
 
 

@@ -16,13 +16,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .schemas import TEST_PHASES
+from multiagent.vocabulary import ALL_PHASES, FINAL_JOB_STATES, JOB_CANCELLED, JOB_WAITING
 
 DAY = 86400.0
 JOB_TTL = 7 * DAY  # upstream TTL index on jobs.created_at (and logs, GridFS, queues)
 AGENT_LOG_KEEP = 100
 PROVISION_LOG_KEEP = 100
-FINAL_STATES = ("cancelled", "complete", "completed")
+# A job the server has handed out but whose agent has not yet posted its first phase.
+JOB_RUNNING = "running"
+_FINAL_MARKS = ", ".join("?" * len(FINAL_JOB_STATES))
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS agents (
@@ -312,8 +314,8 @@ class Store:
         rows = (
             self.conn()
             .execute(
-                "SELECT DISTINCT queue FROM jobs WHERE state = 'waiting' AND created_at >= ?",
-                (self._job_cutoff(),),
+                "SELECT DISTINCT queue FROM jobs WHERE state = ? AND created_at >= ?",
+                (JOB_WAITING, self._job_cutoff()),
             )
             .fetchall()
         )
@@ -325,10 +327,10 @@ class Store:
         rows = (
             self.conn()
             .execute(
-                "SELECT queue, state = 'waiting' AS waiting, COUNT(*) AS n FROM jobs "
-                "WHERE created_at >= ? AND state NOT IN ('cancelled', 'complete', 'completed') "
+                "SELECT queue, state = ? AS waiting, COUNT(*) AS n FROM jobs "
+                f"WHERE created_at >= ? AND state NOT IN ({_FINAL_MARKS}) "
                 "GROUP BY queue, waiting",
-                (self._job_cutoff(),),
+                (JOB_WAITING, self._job_cutoff(), *FINAL_JOB_STATES),
             )
             .fetchall()
         )
@@ -349,15 +351,16 @@ class Store:
             conn.execute(
                 "INSERT INTO jobs(job_id, queue, priority, state, attachments_status, "
                 "exclude_agents, job_data, result_data, created_at) "
-                "VALUES (?, ?, ?, 'waiting', ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     job_id,
                     job_data["job_queue"],
                     int(job_data.get("job_priority", 0)),
+                    JOB_WAITING,
                     job_data.get("attachments_status"),
                     json.dumps(job_data["exclude_agents"]),
                     json.dumps(job_data),
-                    json.dumps({"job_state": "waiting"}),
+                    json.dumps({"job_state": JOB_WAITING}),
                     self.clock(),
                 ),
             )
@@ -388,7 +391,7 @@ class Store:
         return self._job_view(row) if row else None
 
     _POP_SQL = (
-        "SELECT seq, job_data FROM jobs WHERE state = 'waiting' AND queue IN ({marks}) "
+        "SELECT seq, job_data FROM jobs WHERE state = ? AND queue IN ({marks}) "
         "AND (attachments_status IS NULL OR attachments_status = 'complete') "
         "AND created_at >= ? "
         "AND NOT EXISTS (SELECT 1 FROM json_each(jobs.exclude_agents) WHERE value = ?) "
@@ -403,7 +406,7 @@ class Store:
         can never get the same job.
         """
         sql = self._POP_SQL.format(marks=",".join("?" * len(queues)))
-        params = (*queues, self._job_cutoff(), agent)
+        params = (JOB_WAITING, *queues, self._job_cutoff(), agent)
         conn = self.conn()
         if conn.execute(sql, params).fetchone() is None:
             return None
@@ -413,8 +416,8 @@ class Store:
             if row is None:
                 return None
             conn.execute(
-                "UPDATE jobs SET state = 'running', started_at = ?, agent = ? WHERE seq = ?",
-                (now, agent, row["seq"]),
+                "UPDATE jobs SET state = ?, started_at = ?, agent = ? WHERE seq = ?",
+                (JOB_RUNNING, now, agent, row["seq"]),
             )
         job = json.loads(row["job_data"])
         job["started_at"] = iso(now)
@@ -431,7 +434,7 @@ class Store:
             for key, value in fields.items():
                 if key == "job_state":
                     # A cancel sticks: the agent's later phase or final posts do not undo it.
-                    if state != "cancelled":
+                    if state != JOB_CANCELLED:
                         state = value
                 else:
                     result[key] = value
@@ -448,31 +451,39 @@ class Store:
             row = self._job_row(conn, job_id)
             if row is None:
                 return "missing"
-            if row["state"] in FINAL_STATES:
+            if row["state"] in FINAL_JOB_STATES:
                 return "final"
-            result = json.loads(row["result_data"]) | {"job_state": "cancelled"}
+            result = json.loads(row["result_data"]) | {"job_state": JOB_CANCELLED}
             conn.execute(
-                "UPDATE jobs SET state = 'cancelled', result_data = ? WHERE seq = ?",
-                (json.dumps(result), row["seq"]),
+                "UPDATE jobs SET state = ?, result_data = ? WHERE seq = ?",
+                (JOB_CANCELLED, json.dumps(result), row["seq"]),
             )
             return "ok"
 
     def job_position(self, job_id: str) -> int | None:
         conn = self.conn()
         row = self._job_row(conn, job_id)
-        if row is None or row["state"] != "waiting":
+        if row is None or row["state"] != JOB_WAITING:
             return None
         (ahead,) = conn.execute(
-            "SELECT COUNT(*) FROM jobs WHERE state = 'waiting' AND queue = ? "
+            "SELECT COUNT(*) FROM jobs WHERE state = ? AND queue = ? "
             "AND created_at >= ? AND (priority > ? OR (priority = ? AND seq < ?))",
-            (row["queue"], self._job_cutoff(), row["priority"], row["priority"], row["seq"]),
+            (
+                JOB_WAITING,
+                row["queue"],
+                self._job_cutoff(),
+                row["priority"],
+                row["priority"],
+                row["seq"],
+            ),
         ).fetchone()
         return int(ahead)
 
     def list_jobs(
         self, *, queue: str | None = None, agent: str | None = None, limit: int = 50
     ) -> list[dict[str, Any]]:
-        where, params = ["created_at >= ?"], [self._job_cutoff()]
+        where: list[str] = ["created_at >= ?"]
+        params: list[object] = [self._job_cutoff()]
         if queue is not None:
             where.append("queue = ?")
             params.append(queue)
@@ -594,7 +605,7 @@ class Store:
             parts.setdefault(row["phase"], []).append(row["log_data"])
         for name, texts in parts.items():
             out[name]["log_data"] = "".join(texts)
-        ordered = sorted(out, key=lambda p: TEST_PHASES.index(p) if p in TEST_PHASES else 99)
+        ordered = sorted(out, key=lambda p: ALL_PHASES.index(p) if p in ALL_PHASES else 99)
         return {name: out[name] for name in ordered}
 
     def add_events(self, job_id: str, body: dict[str, Any]) -> None:

@@ -7,8 +7,9 @@ from typing import Any
 
 from flask import Blueprint, abort, current_app, redirect, render_template
 
+from multiagent.vocabulary import ALL_PHASES
+
 from .db import Store, valid_job_id
-from .schemas import TEST_PHASES
 
 bp = Blueprint("pages", __name__, template_folder="templates")
 
@@ -100,7 +101,7 @@ def job_page(job_id: str):
     if job is None:
         abort(404)
     status = job["result_data"].get("status") or {}
-    phases = [{"name": p, "status": status.get(p)} for p in TEST_PHASES if p in status]
+    phases = [{"name": p, "status": status.get(p)} for p in ALL_PHASES if p in status]
     output = "".join(e["log_data"] for e in s.get_logs(job_id, "output").values())
     return render_template(
         "job.html",

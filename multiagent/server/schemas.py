@@ -6,24 +6,14 @@ Unknown fields are errors, as upstream (marshmallow RAISE) rejects them with 422
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-Checker = Callable[[Any], "str | None"]
+from multiagent.vocabulary import ALL_PHASES, ATTACHMENT_PHASES, DATA_PHASES
 
-TEST_PHASES = (
-    "setup",
-    "provision",
-    "firmware_update",
-    "test",
-    "allocate",
-    "reserve",
-    "cleanup",
-)
-# Phases whose `<phase>_data` a submitted job may carry (upstream Job schema).
-DATA_PHASES = ("provision", "firmware_update", "test", "allocate", "reserve")
-ATTACHMENT_PHASES = ("provision", "firmware_update", "test")
+Checker = Callable[[Any], "str | None"]
+Fields = Mapping[str, tuple[Checker, bool]]
 
 
 def is_str(value: Any) -> str | None:
@@ -68,21 +58,21 @@ def is_datetime(value: Any) -> str | None:
 
 
 def is_phase(value: Any) -> str | None:
-    return None if value in TEST_PHASES else f"Must be one of: {', '.join(TEST_PHASES)}."
+    return None if value in ALL_PHASES else f"Must be one of: {', '.join(ALL_PHASES)}."
 
 
 def is_status(value: Any) -> str | None:
     if not isinstance(value, dict):
         return "Not a valid mapping type."
     for key, code in value.items():
-        if key not in TEST_PHASES:
+        if key not in ALL_PHASES:
             return f"Invalid phase {key!r}."
         if is_int(code):
             return f"Status of {key!r} is not a valid integer."
     return None
 
 
-def _validate(body: Any, fields: dict[str, tuple[Checker, bool]]) -> dict[str, list[str]]:
+def _validate(body: Any, fields: Fields) -> dict[str, list[str]]:
     if not isinstance(body, dict):
         return {"_schema": ["Invalid input type."]}
     errors: dict[str, list[str]] = {}

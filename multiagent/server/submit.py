@@ -12,9 +12,7 @@ from typing import Any
 
 import requests
 
-from .schemas import ATTACHMENT_PHASES, TEST_PHASES
-
-FINAL_STATES = ("complete", "completed", "cancelled")
+from multiagent.vocabulary import ALL_PHASES, ATTACHMENT_PHASES, FINAL_JOB_STATES, JOB_CANCELLED
 
 
 class SubmitError(Exception):
@@ -60,7 +58,7 @@ def pack_attachments(job: dict[str, Any], base_dir: Path) -> tuple[dict[str, Any
 
 def exit_code(result: dict[str, Any]) -> int:
     """0 when the job completed and every phase that ran exited 0, else 1."""
-    if result.get("job_state") == "cancelled":
+    if result.get("job_state") == JOB_CANCELLED:
         return 1
     codes = [v for k, v in result.items() if k.endswith("_status")]
     return 0 if all(code == 0 for code in codes) else 1
@@ -139,12 +137,12 @@ def follow(
         text, next_fragment = client.output_since(job_id, next_fragment)
         if text:
             echo(text.rstrip("\n"))
-        if state in FINAL_STATES:
+        if state in FINAL_JOB_STATES:
             # The agent posts the last fragments before its final state; read them once more.
             text, next_fragment = client.output_since(job_id, next_fragment)
             if text:
                 echo(text.rstrip("\n"))
-            for phase in TEST_PHASES:
+            for phase in ALL_PHASES:
                 if f"{phase}_status" in result:
                     echo(f"{phase}: exit {result[f'{phase}_status']}")
             return exit_code(result)
