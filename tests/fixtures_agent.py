@@ -17,6 +17,8 @@ import pytest
 import yaml
 from fixtures_server import LocalServer
 
+from multiagent.vocabulary import drain_file_name, restart_file_name, status_file_name
+
 _names = itertools.count(1)
 
 
@@ -30,6 +32,29 @@ def wait_for(
             return value
         time.sleep(step)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def holds_until(
+    invariant: Callable[[], Any],
+    done: Callable[[], Any],
+    timeout: float = 10.0,
+    step: float = 0.02,
+    what: str = "invariant",
+) -> None:
+    """`invariant` stays true, looked at every `step`, until `done` is (before `timeout`).
+
+    For "nothing happened": the invariant is the absence of what would have happened, and
+    `done` is the proof that it had every chance to happen (the agent went round its loop).
+    """
+    start = time.monotonic()
+    while True:
+        if not invariant():
+            raise AssertionError(f"{what} broke after {time.monotonic() - start:.2f}s")
+        if done():
+            return
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"timed out after {timeout}s; {what} held all along")
+        time.sleep(step)
 
 
 def pid_alive(pid: int) -> bool:
@@ -72,15 +97,15 @@ class AgentProc:
 
     @property
     def status_path(self) -> Path:
-        return self.run_dir / f"{self.name}.json"
+        return self.run_dir / status_file_name(self.name)
 
     @property
     def restart_file(self) -> Path:
-        return self.restart_dir / f"TESTFLINGER-DEVICE-RESTART-{self.name}"
+        return self.restart_dir / restart_file_name(self.name)
 
     @property
     def drain_file(self) -> Path:
-        return self.run_dir / f"{self.name}.drain"
+        return self.run_dir / drain_file_name(self.name)
 
     @property
     def log_text(self) -> str:
@@ -138,6 +163,20 @@ class AgentProc:
             return st if st and pred(st) else None
 
         return wait_for(check, timeout, what=what)
+
+    def status_writes(self) -> Callable[[int], bool]:
+        """A `done` for holds_until: true once the agent rewrote its status file `n` times."""
+        seen: set[tuple[int, int]] = set()
+
+        def written(n: int) -> bool:
+            try:
+                st = self.status_path.stat()
+                seen.add((st.st_ino, st.st_mtime_ns))
+            except OSError:
+                pass
+            return len(seen) > n  # the first value is the write before the window
+
+        return written
 
     def signal(self, sig: int) -> None:
         assert self.proc is not None

@@ -14,7 +14,15 @@ from pathlib import Path
 
 import pytest
 import requests
-from fixtures_agent import AgentProc, job, make_agent, pid_alive, shared_server, wait_for
+from fixtures_agent import (
+    AgentProc,
+    holds_until,
+    job,
+    make_agent,
+    pid_alive,
+    shared_server,
+    wait_for,
+)
 
 __all__ = ["make_agent", "shared_server"]  # fixtures, imported for pytest
 
@@ -236,11 +244,20 @@ def test_unrelated_files_change_nothing(shared_server, make_agent):
             (d / name).write_text("hold")
             (d / name).unlink()
     (agent.run_dir / "other-agent.json").write_text("{}")
-    time.sleep(1.0)
-    assert agent.proc.poll() is None
-    assert (agent.status_path.read_bytes(), agent.status_path.stat().st_mtime_ns) == before
+    # Nothing for a while (no exit, no drained status), then the real restart file: the
+    # agent exits for it alone, so none of the names above woke it into a restart.
+    start = time.monotonic()
+    holds_until(
+        lambda: (
+            agent.proc.poll() is None
+            and (agent.status_path.read_bytes(), agent.status_path.stat().st_mtime_ns) == before
+        ),
+        lambda: time.monotonic() - start > 1.0,
+        what="agent running, status file untouched",
+    )
     agent.restart_file.write_text("")  # still listening
     assert agent.wait_exit(3) == 1
+    assert agent.status()["restart_reason"] == "restart file"
 
 
 def test_polling_fallback_without_inotify(shared_server, make_agent):
@@ -283,7 +300,8 @@ def test_untrusted_restart_files_ignored(shared_server, make_agent, tmp_path):
     target = tmp_path / "target"
     target.write_text("")
     agent.restart_file.symlink_to(target)
-    time.sleep(1.5)
+    # The agent looked at it, said why it ignores it, and kept running.
+    wait_for(lambda: "not a regular file" in agent.log_text, 5, what="symlink looked at")
     assert agent.proc.poll() is None
     agent.restart_file.unlink()
     if os.getuid() == 0:
@@ -292,7 +310,7 @@ def test_untrusted_restart_files_ignored(shared_server, make_agent, tmp_path):
         staged.write_text("")
         os.chown(staged, 65534, 65534)
         staged.rename(agent.restart_file)
-        time.sleep(1.5)
+        wait_for(lambda: "owned by uid 65534" in agent.log_text, 5, what="foreign file seen")
         assert agent.proc.poll() is None
         agent.restart_file.unlink()
     log = agent.log_text
@@ -355,8 +373,14 @@ def test_drain_and_hold(shared_server, make_agent):
     agent.drain_file.write_text("drain\n")
     agent.wait_status(lambda s: s["state"] == "drained" and s["drained"], 3, what="drained")
     job_id = shared_server.submit(job(agent, "x"))
-    time.sleep(0.8)
-    assert shared_server.job_state(job_id) == "waiting"
+    # Three more rounds of the agent's loop (each rewrites the status file), the job
+    # waiting all along.
+    writes = agent.status_writes()
+    holds_until(
+        lambda: shared_server.job_state(job_id) == "waiting" and agent.status()["drained"],
+        lambda: writes(3),
+        what="job waiting while drained",
+    )
     agent.drain_file.unlink()
     shared_server.wait_job_state(job_id, {"complete"}, timeout=10)
     agent.wait_status(lambda s: s["state"] == "waiting" and not s["drained"], what="undrained")
@@ -437,8 +461,12 @@ def test_server_states(shared_server, make_agent):
     _set_server_state(shared_server, agent, "maintenance", "lab work")
     agent.wait_status(lambda s: s["state"] == "maintenance", 3, what="maintenance")
     job_id = shared_server.submit(job(agent, "x"))
-    time.sleep(0.6)
-    assert shared_server.job_state(job_id) == "waiting"
+    writes = agent.status_writes()
+    holds_until(
+        lambda: shared_server.job_state(job_id) == "waiting",
+        lambda: writes(3),
+        what="job waiting during maintenance",
+    )
     _set_server_state(shared_server, agent, "waiting")
     shared_server.wait_job_state(job_id, {"complete"}, timeout=10)
     agent.wait_status(lambda s: s["state"] == "waiting", what="waiting")

@@ -10,7 +10,11 @@ from __future__ import annotations
 import os
 import posixpath
 
-ATTACHMENT_PHASES = ("provision", "firmware_update", "test")
+from multiagent.vocabulary import ATTACHMENT_PHASES
+
+TYPE_CHECKING = False  # no typing/tarfile import at run time (start-up cost)
+if TYPE_CHECKING:
+    import tarfile
 
 
 class AttachmentError(Exception):
@@ -41,44 +45,58 @@ def unpack(tarball: str, dest: str) -> list[str]:
     except (tarfile.TarError, OSError) as exc:
         raise AttachmentError(f"attachments are not a readable tarball: {exc}") from None
     with archive:
-        try:
-            members = archive.getmembers()
-        except (tarfile.TarError, OSError, EOFError) as exc:
-            raise AttachmentError(f"attachments tarball is corrupt: {exc}") from None
-        checked: list[tuple[tarfile.TarInfo, str]] = []
-        for member in members:
-            name = _check_name(member.name)
-            if member.issym() or member.islnk():
-                raise AttachmentError(f"attachment {member.name!r}: links are not allowed")
-            if not (member.isfile() or member.isdir()):
-                raise AttachmentError(
-                    f"attachment {member.name!r}: devices, fifos and other special files "
-                    "are not allowed"
-                )
-            checked.append((member, name))
+        checked = _checked_members(archive)
         os.makedirs(dest, exist_ok=True)
         root = os.path.realpath(dest)
         extracted: list[str] = []
         for member, name in checked:
-            target = os.path.join(root, *name.split("/"))
-            parent = target if member.isdir() else os.path.dirname(target)
-            os.makedirs(parent, exist_ok=True)
-            real_parent = os.path.realpath(parent)
-            if real_parent != root and not real_parent.startswith(root + os.sep):
-                raise AttachmentError(f"attachment {member.name!r}: escapes the job directory")
-            if member.isdir():
-                continue
-            source = archive.extractfile(member)
-            if source is None:
-                raise AttachmentError(f"attachment {member.name!r}: cannot be read")
-            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-            mode = 0o755 if member.mode & 0o100 else 0o644
-            try:
-                fd = os.open(target, flags, mode)
-            except OSError as exc:
-                raise AttachmentError(f"attachment {member.name!r}: {exc.strerror}") from None
-            with os.fdopen(fd, "wb") as out, source:
-                while chunk := source.read(1 << 16):
-                    out.write(chunk)
-            extracted.append(name)
+            if _extract(archive, member, name, root):
+                extracted.append(name)
         return extracted
+
+
+def _checked_members(archive: tarfile.TarFile) -> list[tuple[tarfile.TarInfo, str]]:
+    """Every member with its checked name; raises on the first one not allowed."""
+    import tarfile
+
+    try:
+        members = archive.getmembers()
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise AttachmentError(f"attachments tarball is corrupt: {exc}") from None
+    checked: list[tuple[tarfile.TarInfo, str]] = []
+    for member in members:
+        name = _check_name(member.name)
+        if member.issym() or member.islnk():
+            raise AttachmentError(f"attachment {member.name!r}: links are not allowed")
+        if not (member.isfile() or member.isdir()):
+            raise AttachmentError(
+                f"attachment {member.name!r}: devices, fifos and other special files "
+                "are not allowed"
+            )
+        checked.append((member, name))
+    return checked
+
+
+def _extract(archive: tarfile.TarFile, member: tarfile.TarInfo, name: str, root: str) -> bool:
+    """Create one checked member under `root`; True for a file, False for a directory."""
+    target = os.path.join(root, *name.split("/"))
+    parent = target if member.isdir() else os.path.dirname(target)
+    os.makedirs(parent, exist_ok=True)
+    real_parent = os.path.realpath(parent)
+    if real_parent != root and not real_parent.startswith(root + os.sep):
+        raise AttachmentError(f"attachment {member.name!r}: escapes the job directory")
+    if member.isdir():
+        return False
+    source = archive.extractfile(member)
+    if source is None:
+        raise AttachmentError(f"attachment {member.name!r}: cannot be read")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    mode = 0o755 if member.mode & 0o100 else 0o644
+    try:
+        fd = os.open(target, flags, mode)
+    except OSError as exc:
+        raise AttachmentError(f"attachment {member.name!r}: {exc.strerror}") from None
+    with os.fdopen(fd, "wb") as out, source:
+        while chunk := source.read(1 << 16):
+            out.write(chunk)
+    return True

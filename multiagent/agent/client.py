@@ -222,9 +222,6 @@ class Client:
     def _agent_path(self, prefix: str) -> str:
         return f"{prefix}/{quote(self.agent_name, safe='')}"
 
-    def health(self) -> bool:
-        return self.request("GET", "/v1", timeout=5.0).status < 500
-
     def post_agent_data(self, data: dict[str, Any], timeout: float | None = None) -> bool:
         resp = self.request(
             "POST", self._agent_path("/v1/agents/data"), json_body=data, timeout=timeout

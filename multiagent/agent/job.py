@@ -21,7 +21,19 @@ from typing import TYPE_CHECKING, Any
 from multiagent.agent import outcome
 from multiagent.agent.attachments import AttachmentError, unpack
 from multiagent.agent.client import ServerUnreachable
-from multiagent.agent.config import PHASES
+from multiagent.vocabulary import (
+    ALLOCATE,
+    CLEANUP,
+    DATA_PHASES,
+    FINAL_JOB_STATES,
+    JOB_CANCELLED,
+    JOB_COMPLETE,
+    PHASES,
+    PROVISION,
+    RESERVE,
+    SETUP,
+    TEST,
+)
 
 if TYPE_CHECKING:
     from multiagent.agent.loop import Agent
@@ -36,16 +48,11 @@ DEFAULT_OUTPUT_TIMEOUT = 900
 EXIT_KILLED = 247  # -SIGKILL % 256, as upstream reports a killed phase
 EXIT_AGENT_ERROR = 100
 EXIT_RECOVERY_FAILED = 46
-DATA_PHASES = ("provision", "firmware_update", "test", "allocate", "reserve")
-DONE_STATES = ("complete", "completed", "cancelled")
+JOB_ALLOCATED = "allocated"  # job_state while an allocated device waits for its job(s)
 
 
 def _now_iso() -> str:
     return datetime.now(timezone.utc).isoformat()
-
-
-class PhaseStopped(Exception):
-    pass
 
 
 class Job:
@@ -62,7 +69,6 @@ class Job:
         self.cancelled = False
         self.interrupted = False  # SIGTERM
         self.device_info_sent: bytes | None = None
-        self.end_reason = "normal_exit"
         secrets = (job.get("test_data") or {}).get("secrets") or {}
         self.secrets = (
             {str(k): str(v) for k, v in secrets.items()} if isinstance(secrets, dict) else {}
@@ -97,7 +103,7 @@ class Job:
 
     def _is_cancelled(self) -> bool:
         result = self._call(self.client.get_result, self.job_id)
-        if result is not None and result.get("job_state") == "cancelled":
+        if result is not None and result.get("job_state") == JOB_CANCELLED:
             self.cancelled = True
         return self.cancelled
 
@@ -153,10 +159,10 @@ class Job:
                 self._run_main_phases()
         except Exception as exc:  # an agent bug must not leave the job running
             log.exception("job %s: agent error", self.job_id)
-            self._queue_fragment("output", "setup", f"\nERROR: tf-agent internal error: {exc}\n")
+            self._queue_fragment("output", SETUP, f"\nERROR: tf-agent internal error: {exc}\n")
         finally:
             if not self.interrupted:
-                self._run_phase("cleanup")
+                self._run_phase(CLEANUP)
             self._finish()
 
     def _prepare_attachments(self) -> bool:
@@ -188,51 +194,69 @@ class Job:
             return True
         log.error("job %s: %s", self.job_id, reason)
         # Attributed to setup: it is the first thing the job does.
-        self.status["setup"] = EXIT_AGENT_ERROR
+        self.status[SETUP] = EXIT_AGENT_ERROR
         text = f"\nERROR: {reason}\nThe job is aborted before setup.\n"
-        self._append_log("setup", text)
-        self._queue_fragment("output", "setup", text)
+        self._append_log(SETUP, text)
+        self._queue_fragment("output", SETUP, text)
         self._send_fragments()
         self._call(self.client.post_result, self.job_id, {"status": dict(self.status)})
-        self.end_reason = "setup_fail"
         return False
 
     def _run_main_phases(self) -> None:
         for phase in PHASES:
-            if self.agent.stop_requested():
-                self.interrupted = True
+            if not self._may_start(phase):
                 return
-            if self._is_cancelled():
-                log.info("job %s cancelled before %s", self.job_id, phase)
-                return
-            self.agent.read_server_state_busy()
-            self._call(
-                self.client.post_result,
-                self.job_id,
-                {"job_state": phase},
-                timeout=PHASE_HTTP_TIMEOUT,
-            )
-            self._post_state(phase, self.agent.pending_comment())
+            self._announce_phase(phase)
             code = self._run_phase(phase)
             if self.interrupted:
                 return
-            if phase == "provision":
-                detail = "provision_success" if code == 0 else "provision_fail"
-                if code == EXIT_RECOVERY_FAILED:
-                    detail = "recovery_fail"
-                self._call(self.client.post_provision_log, self.job_id, code or 0, detail)
             if code is None:
-                continue
-            if code == EXIT_RECOVERY_FAILED:
-                self.agent.recovery_failed(self.job_id)
-                self.end_reason = "recovery_fail"
-                if phase != "test":
-                    return
-            elif code != 0 and phase != "test":
-                self.end_reason = f"{phase}_fail"
+                continue  # skipped
+            if phase == PROVISION:
+                self._post_provision_log(code)
+            if not self._goes_on_after(phase, code):
                 return
-            if self.cancelled:
-                return
+
+    def _may_start(self, phase: str) -> bool:
+        """False when the agent must stop (SIGTERM) or the job was cancelled."""
+        if self.agent.stop_requested():
+            self.interrupted = True
+            return False
+        if self._is_cancelled():
+            log.info("job %s cancelled before %s", self.job_id, phase)
+            return False
+        return True
+
+    def _announce_phase(self, phase: str) -> None:
+        """Between phases: read the server's wishes, post the job's and the agent's state."""
+        self.agent.read_server_state_busy()
+        self._call(
+            self.client.post_result,
+            self.job_id,
+            {"job_state": phase},
+            timeout=PHASE_HTTP_TIMEOUT,
+        )
+        self._post_state(phase, self.agent.pending_comment())
+
+    def _post_provision_log(self, code: int) -> None:
+        if code == EXIT_RECOVERY_FAILED:
+            detail = "recovery_fail"
+        else:
+            detail = "provision_success" if code == 0 else "provision_fail"
+        self._call(self.client.post_provision_log, self.job_id, code, detail)
+
+    def _goes_on_after(self, phase: str, code: int) -> bool:
+        """False when the job ends after `phase`: a failure (test's excepted) or a cancel.
+
+        A failed recovery (exit 46) also sets the agent offline once the job is over.
+        """
+        if code == EXIT_RECOVERY_FAILED:
+            self.agent.recovery_failed(self.job_id)
+            if phase != TEST:
+                return False
+        elif code != 0 and phase != TEST:
+            return False
+        return not self.cancelled
 
     def _skipped(self, phase: str) -> bool:
         if not self.cfg.command(phase):
@@ -246,7 +270,7 @@ class Job:
     def _env(self, phase: str) -> dict[str, str]:
         env = dict(os.environ)
         env.update(self.cfg.string_items())
-        if phase == "test":
+        if phase == TEST:
             env.update(self.secrets)
         return env
 
@@ -279,7 +303,7 @@ class Job:
         )
         self._send_device_info()
         self.agent.metrics.phase_done(phase, code, time.monotonic() - started)
-        if phase == "allocate" and code == 0 and not self.interrupted:
+        if phase == ALLOCATE and code == 0 and not self.interrupted:
             self._allocate_wait()
         return code
 
@@ -312,13 +336,13 @@ class Job:
         self._send_fragments()
 
     def _execute(self, phase: str) -> int:
-        command = self.cfg.command(phase)
+        """Run the phase's command in its own process group; its exit code (or 247)."""
         banner = "*" * 40 + f"\n* Starting testflinger {phase} phase on {self.cfg.agent_id}\n"
         banner += "*" * 40 + "\n"
         self._append_log(phase, banner)
         self._queue_fragment("output", phase, banner)
         proc = subprocess.Popen(
-            command,
+            self.cfg.command(phase),
             shell=True,
             cwd=self.rundir,
             env=self._env(phase),
@@ -327,136 +351,14 @@ class Job:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        assert proc.stdout is not None
-        fd = proc.stdout.fileno()
-        os.set_blocking(fd, False)
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        waker = self.agent.triggers.waker
-        logfile = open(os.path.join(self.rundir, f"{phase}.log"), "a", encoding="utf-8")
-        pending: list[str] = []
-        start = time.monotonic()
-        last_output = start
-        next_flush = start + FLUSH_EVERY
-        check_cancel = phase != "provision"  # upstream never interrupts provision
-        next_cancel = start + CANCEL_EVERY
-        global_deadline = None if phase == "reserve" else start + self.global_timeout
-        output_timeout = self.output_timeout if phase == "test" else None
-        eof = False
-        reason = None
-
-        def take(data: bytes, final: bool = False) -> None:
-            text = self._mask(decoder.decode(data, final))
-            if text:
-                logfile.write(text)
-                pending.append(text)
-
-        def flush() -> None:
-            if pending:
-                logfile.flush()
-                self._queue_fragment("output", phase, "".join(pending))
-                pending.clear()
-            self._send_fragments()
-
-        try:
-            while True:
-                if proc.poll() is not None and eof:
-                    break
-                now = time.monotonic()
-                if self.agent.stop_requested():
-                    reason = f"ERROR: tf-agent stopped ({self.agent.triggers.stop_reason})"
-                    self.interrupted = True
-                elif global_deadline is not None and now >= global_deadline:
-                    reason = f"ERROR: Global timeout reached! ({self.global_timeout}s)"
-                elif output_timeout is not None and now - last_output >= output_timeout:
-                    reason = f"ERROR: Output timeout reached! ({output_timeout}s)"
-                elif check_cancel and now >= next_cancel:
-                    next_cancel = now + CANCEL_EVERY
-                    if self._is_cancelled():
-                        reason = "\nJob cancellation was requested, exiting."
-                if reason:
-                    break
-                if now >= next_flush:
-                    next_flush = now + FLUSH_EVERY
-                    flush()
-                    self.agent.busy_tick()
-                if proc.poll() is not None:
-                    # The shell is gone but a background child still holds the
-                    # pipe: take what is there and stop, as upstream does.
-                    ready, _, _ = select.select([fd], [], [], 0)
-                    if ready:
-                        self._read_available(fd, take)
-                    break
-                due = [next_flush]
-                if check_cancel:
-                    due.append(next_cancel)
-                if global_deadline is not None:
-                    due.append(global_deadline)
-                if output_timeout is not None:
-                    due.append(last_output + output_timeout)
-                timeout = min(min(due) - time.monotonic(), 1.0)
-                fds = [waker.rfd] if eof else [fd, waker.rfd]
-                ready, _, _ = select.select(fds, [], [], max(timeout, 0.0))
-                if waker.rfd in ready:
-                    waker.drain()
-                    self.agent.busy_tick()  # a signal: show restart_pending at once
-                if fd in ready:
-                    got, eof = self._read_available(fd, take)
-                    if got:
-                        last_output = time.monotonic()
-            if reason:
-                log.warning("job %s phase %s: %s", self.job_id, phase, reason.strip())
-                self._kill(proc)
-                ready, _, _ = select.select([fd], [], [], 0)
-                if ready:
-                    self._read_available(fd, take)
-                take(b"", final=True)
-                pending.append(f"\n{reason}\n")
-                logfile.write(f"\n{reason}\n")
-                code = EXIT_KILLED
-            else:
-                take(b"", final=True)
-                code = proc.wait() % 256
-            flush()
-            return code
-        finally:
-            logfile.close()
-            proc.stdout.close()
-            if proc.poll() is None:
-                self._kill(proc)
-
-    @staticmethod
-    def _read_available(fd: int, take: Any) -> tuple[bool, bool]:
-        got = False
-        while True:
-            try:
-                data = os.read(fd, 1 << 16)
-            except BlockingIOError:
-                return got, False
-            if not data:
-                return got, True
-            got = True
-            take(data)
-
-    @staticmethod
-    def _kill(proc: subprocess.Popen) -> None:
-        # The whole process group: connectors' children and grandchildren too.
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            proc.kill()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            log.error("pid %s did not die after SIGKILL", proc.pid)
+        return PhaseRun(self, phase, proc).run()
 
     def _allocate_wait(self) -> None:
         """Upstream allocate: device_info, job_state allocated, wait for the job(s) to end."""
         while not self._send_device_info_required():
             if self.agent.wait_busy(5.0):
                 return
-        self._call(self.client.post_result, self.job_id, {"job_state": "allocated"})
+        self._call(self.client.post_result, self.job_id, {"job_state": JOB_ALLOCATED})
         watch = [self.job_id]
         parent = self.job.get("parent_job_id")
         if parent:
@@ -465,8 +367,8 @@ class Job:
         while True:
             for job_id in watch:
                 result = self._call(self.client.get_result, job_id)
-                if result and result.get("job_state") in DONE_STATES:
-                    if job_id == self.job_id and result.get("job_state") == "cancelled":
+                if result and result.get("job_state") in FINAL_JOB_STATES:
+                    if job_id == self.job_id and result.get("job_state") == JOB_CANCELLED:
                         self.cancelled = True
                     return
             if self.agent.wait_busy(interval):
@@ -483,12 +385,12 @@ class Job:
     def _finish(self) -> None:
         """Artifacts + final result, or keep everything for later if the server is away."""
         self.agent.set_phase(None, self.job_id)
-        failed = [p for p, c in self.status.items() if c != 0]
-        self.agent.metrics.job_done(failed)
+        self.agent.metrics.job_done()
         final: dict[str, Any] = {"status": dict(self.status)}
         # A cancelled or interrupted job stays "cancelled" on the server rather than
         # being overwritten with "complete" (upstream would post complete).
-        final["job_state"] = "cancelled" if (self.cancelled or self.interrupted) else "complete"
+        stopped = self.cancelled or self.interrupted
+        final["job_state"] = JOB_CANCELLED if stopped else JOB_COMPLETE
         try:
             outcome.build_artifact(self.rundir)
         except OSError as exc:
@@ -507,3 +409,161 @@ class Job:
                 self.agent.net_failed(exc)
             outcome.store(self.rundir, self.cfg.results_basedir, self.job_id)
         self._call(self.client.post_agent_data, {"job_id": ""}, timeout=PHASE_HTTP_TIMEOUT)
+
+
+class PhaseRun:
+    """One phase's command while it runs: output streaming and stop conditions.
+
+    The loop selects on the command's output pipe and on the agent's wake-up pipe with a
+    timeout set by the next thing due (log flush, cancel check, timeouts).
+    """
+
+    def __init__(self, job: Job, phase: str, proc: subprocess.Popen[bytes]):
+        self.job = job
+        self.agent = job.agent
+        self.phase = phase
+        self.proc = proc
+        assert proc.stdout is not None
+        self.stdout = proc.stdout
+        self.fd = proc.stdout.fileno()
+        os.set_blocking(self.fd, False)
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.pending: list[str] = []
+        self.eof = False
+        start = time.monotonic()
+        self.last_output = start
+        self.next_flush = start + FLUSH_EVERY
+        self.check_cancel = phase != PROVISION  # upstream never interrupts provision
+        self.next_cancel = start + CANCEL_EVERY
+        self.global_deadline = None if phase == RESERVE else start + job.global_timeout
+        self.output_timeout = job.output_timeout if phase == TEST else None
+
+    def run(self) -> int:
+        try:
+            with open(
+                os.path.join(self.job.rundir, f"{self.phase}.log"), "a", encoding="utf-8"
+            ) as self.logfile:
+                reason = self._follow()
+                code = self._stopped(reason) if reason else self._exited()
+                self._flush()
+                return code
+        finally:
+            self.stdout.close()
+            if self.proc.poll() is None:
+                kill_group(self.proc)
+
+    def _follow(self) -> str | None:
+        """Stream output until the command ends; the reason if a stop condition came first."""
+        while True:
+            if self.proc.poll() is not None and self.eof:
+                return None
+            now = time.monotonic()
+            reason = self._stop_reason(now)
+            if reason:
+                return reason
+            if now >= self.next_flush:
+                self.next_flush = now + FLUSH_EVERY
+                self._flush()
+                self.agent.busy_tick()
+            if self.proc.poll() is not None:
+                # The shell is gone but a background child still holds the pipe:
+                # take what is there and stop, as upstream does.
+                self._read_if_ready()
+                return None
+            self._wait()
+
+    def _stop_reason(self, now: float) -> str | None:
+        """Why the phase must be killed now, if it must: stop, timeouts, cancel."""
+        if self.agent.stop_requested():
+            self.job.interrupted = True
+            return f"ERROR: tf-agent stopped ({self.agent.triggers.stop_reason})"
+        if self.global_deadline is not None and now >= self.global_deadline:
+            return f"ERROR: Global timeout reached! ({self.job.global_timeout}s)"
+        if self.output_timeout is not None and now - self.last_output >= self.output_timeout:
+            return f"ERROR: Output timeout reached! ({self.output_timeout}s)"
+        if self.check_cancel and now >= self.next_cancel:
+            self.next_cancel = now + CANCEL_EVERY
+            if self.job._is_cancelled():
+                return "\nJob cancellation was requested, exiting."
+        return None
+
+    def _next_due(self) -> float:
+        due = [self.next_flush]
+        if self.check_cancel:
+            due.append(self.next_cancel)
+        if self.global_deadline is not None:
+            due.append(self.global_deadline)
+        if self.output_timeout is not None:
+            due.append(self.last_output + self.output_timeout)
+        return min(due)
+
+    def _wait(self) -> None:
+        """Sleep until output, a signal or the next thing due (at most 1 s)."""
+        waker = self.agent.triggers.waker
+        timeout = min(self._next_due() - time.monotonic(), 1.0)
+        fds = [waker.rfd] if self.eof else [self.fd, waker.rfd]
+        ready, _, _ = select.select(fds, [], [], max(timeout, 0.0))
+        if waker.rfd in ready:
+            waker.drain()
+            self.agent.busy_tick()  # a signal: show restart_pending at once
+        if self.fd in ready and self._read_available():
+            self.last_output = time.monotonic()
+
+    def _read_if_ready(self) -> None:
+        ready, _, _ = select.select([self.fd], [], [], 0)
+        if ready:
+            self._read_available()
+
+    def _read_available(self) -> bool:
+        """Read what the pipe holds (sets `eof` at its end); True if anything came."""
+        got = False
+        while True:
+            try:
+                data = os.read(self.fd, 1 << 16)
+            except BlockingIOError:
+                return got
+            if not data:
+                self.eof = True
+                return got
+            got = True
+            self._take(data)
+
+    def _take(self, data: bytes, final: bool = False) -> None:
+        text = self.job._mask(self.decoder.decode(data, final))
+        if text:
+            self.logfile.write(text)
+            self.pending.append(text)
+
+    def _flush(self) -> None:
+        if self.pending:
+            self.logfile.flush()
+            self.job._queue_fragment("output", self.phase, "".join(self.pending))
+            self.pending.clear()
+        self.job._send_fragments()
+
+    def _stopped(self, reason: str) -> int:
+        log.warning("job %s phase %s: %s", self.job.job_id, self.phase, reason.strip())
+        kill_group(self.proc)
+        self._read_if_ready()
+        self._take(b"", final=True)
+        self.pending.append(f"\n{reason}\n")
+        self.logfile.write(f"\n{reason}\n")
+        return EXIT_KILLED
+
+    def _exited(self) -> int:
+        self._take(b"", final=True)
+        return self.proc.wait() % 256
+
+
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the whole process group: connectors' children and grandchildren too."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        proc.kill()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        log.error("pid %s did not die after SIGKILL", proc.pid)

@@ -2,8 +2,8 @@
 
 Every wait goes through `Triggers.waker`, so SIGUSR1/SIGTERM end it at once;
 while idle, inotify wakes it for the restart file and drain flag (see triggers),
-else they are looked at every `TICK` seconds. Network failures never escape the
-loop: they set a capped back-off.
+else they are looked at every `triggers.POLL_TICK` seconds. Network failures never
+escape the loop: they set a capped back-off.
 """
 
 from __future__ import annotations
@@ -13,10 +13,23 @@ import time
 
 from multiagent.agent import outcome
 from multiagent.agent.client import Client, ServerUnreachable
-from multiagent.agent.config import PHASES, AgentConfig
+from multiagent.agent.config import AgentConfig
 from multiagent.agent.metrics import Metrics
 from multiagent.agent.status import DrainFlag, StatusFile
-from multiagent.agent.triggers import POLL_TICK, Triggers
+from multiagent.agent.triggers import Triggers
+from multiagent.vocabulary import (
+    AGENT_DRAINED,
+    AGENT_MAINTENANCE,
+    AGENT_OFFLINE,
+    AGENT_RESTARTING,
+    AGENT_STARTING,
+    AGENT_STOPPED,
+    AGENT_WAITING,
+    EXIT_RESTART,
+    EXIT_STOPPED,
+    HOLD,
+    PHASES,
+)
 
 TYPE_CHECKING = False  # no typing import at run time (start-up cost)
 if TYPE_CHECKING:
@@ -24,15 +37,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tf-agent")
 
-TICK = POLL_TICK  # idle check period for the restart file and drain flag without inotify
 HEARTBEAT_EVERY = 240.0  # POST agent data at least this often (server's updated_at)
 BACKOFF_MIN, BACKOFF_MAX = 1.0, 30.0
-EXIT_STOPPED, EXIT_RESTART = 0, 1
 FAREWELL_TIMEOUT = 2.0
 # Comments the agent itself writes when going down; a state with one of these is
 # not an admin's offline and is cleared at the next start.
 OWN_COMMENT_PREFIX = "tf-agent "
-OFF_STATES = ("offline", "maintenance")
+OFF_STATES = (AGENT_OFFLINE, AGENT_MAINTENANCE)
+# What the server's agent state says when an admin asks for a (safe) restart.
+SERVER_RESTART = "restart"
 
 
 class Agent:
@@ -62,7 +75,6 @@ class Agent:
         self.last_agent_post = 0.0
         self.busy = False
         self._drain_seen: str | None = None
-        self._retry_warned: set[str] = set()
 
     # -- reachability -------------------------------------------------------------
     def net_ok(self) -> bool:
@@ -98,7 +110,7 @@ class Agent:
     def recovery_failed(self, job_id: str) -> None:
         comment = f"Set to offline by agent. Recovery failed during job '{job_id}' execution."
         self.deferred_offline = comment
-        self._post_agent({"state": "offline", "comment": comment})
+        self._post_agent({"state": AGENT_OFFLINE, "comment": comment})
 
     def read_server_state_busy(self) -> None:
         """Between phases: remember an offline/maintenance/restart request for after the job."""
@@ -109,7 +121,7 @@ class Agent:
         if state in OFF_STATES and self.deferred_offline is None:
             log.info("server set %s during a job; going offline after it", state)
             self.deferred_offline = comment
-        elif state == "restart":
+        elif state == SERVER_RESTART:
             self._request_restart("server")
 
     def busy_tick(self) -> None:
@@ -167,7 +179,7 @@ class Agent:
 
     def _local_server_state(self) -> str:
         phase = self.status.data["phase"]
-        return phase if phase else "waiting"
+        return phase if phase else AGENT_WAITING
 
     def _request_restart(self, reason: str) -> None:
         self.triggers.request_restart(reason)
@@ -187,7 +199,7 @@ class Agent:
         """Sleep, but wake at once on signals, restart file and drain flag changes.
 
         With inotify the files are looked at when an event names them (and every
-        RECHECK s); without, every TICK s. Unrelated events cost no look at all.
+        RECHECK s); without, every POLL_TICK s. Unrelated events cost no look at all.
         """
         triggers = self.triggers
         if triggers.watching is None:
@@ -221,7 +233,7 @@ class Agent:
             )
         else:
             self._post_agent(
-                {"state": "offline", "comment": OWN_COMMENT_PREFIX + comment},
+                {"state": AGENT_OFFLINE, "comment": OWN_COMMENT_PREFIX + comment},
                 timeout=FAREWELL_TIMEOUT,
             )
         self.status.update(state=state, job_id=None, phase=None)
@@ -229,19 +241,19 @@ class Agent:
     def _exit_restart(self) -> int:
         reason = self.triggers.restart_reason or "restart"
         log.info("restarting (%s)", reason)
-        self.status.update(state="restarting", restart_pending=True, restart_reason=reason)
+        self.status.update(state=AGENT_RESTARTING, restart_pending=True, restart_reason=reason)
         self.triggers.consume_restart_file()
-        self._farewell("restarting", f"restarting: {reason}")
+        self._farewell(AGENT_RESTARTING, f"restarting: {reason}")
         return EXIT_RESTART
 
     def _exit_stop(self) -> int:
         log.info("stopping (%s)", self.triggers.stop_reason)
-        self._farewell("stopped", f"stopped ({self.triggers.stop_reason})")
+        self._farewell(AGENT_STOPPED, f"stopped ({self.triggers.stop_reason})")
         return EXIT_STOPPED
 
     # -- main loop ------------------------------------------------------------------
     def run(self) -> int:
-        self.status.update(state="starting")
+        self.status.update(state=AGENT_STARTING)
         while True:
             code = self._step()
             if code is not None:
@@ -271,7 +283,7 @@ class Agent:
             log.info("server has this agent %s (%s); keeping it", state, comment)
             self.client.post_agent_data({"state": state, "comment": comment})
         else:
-            self.client.post_agent_data({"state": "waiting", "comment": ""})
+            self.client.post_agent_data({"state": AGENT_WAITING, "comment": ""})
         if cfg.advertised_queues:
             self.client.post_queues(cfg.advertised_queues)
         if cfg.advertised_images:
@@ -311,43 +323,52 @@ class Agent:
             self._heartbeat_if_due()
             self._wait_idle(self.interval)
             return None
-        if self.server_state == "restart":
+        if self.server_state == SERVER_RESTART:
             self._request_restart("server")
             return None
         if self._heartbeat_due():
-            if self.cfg.advertised_queues:
-                self.client.post_queues(self.cfg.advertised_queues)
-            self._post_agent(
-                {"state": self.server_state or "waiting", "comment": self.server_comment}
-            )
+            self._heartbeat_idle()
         # Checked immediately before the poll: no window to take a job once drained.
         drain = self._drain_seen = self.drain.read()
-        if drain == "hold":
+        if drain == HOLD:
             log.info("drain flag says hold: exiting and staying down")
             self.status.update(drained=True)
-            self._farewell("stopped", "held (drain hold)")
+            self._farewell(AGENT_STOPPED, "held (drain hold)")
             return EXIT_STOPPED
         if drain:
-            if self.status.data["state"] != "drained" or not self.status.data["drained"]:
-                log.info("drained: taking no new job")
-            self.status.update(state="drained", drained=True, job_id=None, phase=None)
-            self._wait_idle(self.interval)
+            self._stay_drained()
             return None
+        self._poll_job()
+        return None
+
+    def _heartbeat_idle(self) -> None:
+        if self.cfg.advertised_queues:
+            self.client.post_queues(self.cfg.advertised_queues)
+        self._post_agent(
+            {"state": self.server_state or AGENT_WAITING, "comment": self.server_comment}
+        )
+
+    def _stay_drained(self) -> None:
+        if self.status.data["state"] != AGENT_DRAINED or not self.status.data["drained"]:
+            log.info("drained: taking no new job")
+        self.status.update(state=AGENT_DRAINED, drained=True, job_id=None, phase=None)
+        self._wait_idle(self.interval)
+
+    def _poll_job(self) -> None:
+        """Ask the server for a job: run it if one comes, else wait a polling interval."""
         code, job = self.client.poll_job(self.restricted or list(self.cfg.job_queues))
         self.net_succeeded()
-        answered = code in (200, 204)
         if code == 401:
             self.registered = False  # lost the agent_name cookie: register again
         changes: dict[str, Any] = {"drained": False, "job_id": None, "phase": None}
-        if answered:
+        if code in (200, 204):
             changes["last_poll"] = time.time()
         if job is None:
-            self.status.update(state="waiting", **changes)
+            self.status.update(state=AGENT_WAITING, **changes)
             self._wait_idle(self.interval)
-            return None
+            return
         self.status.update(**changes)
         self._run_job(job)
-        return None
 
     def _heartbeat_due(self) -> bool:
         return time.monotonic() - self.last_agent_post >= HEARTBEAT_EVERY
@@ -373,10 +394,10 @@ class Agent:
         self.triggers.check_restart_file()
         self.read_server_state_busy()
         if self.deferred_offline is not None:
-            self._post_agent({"state": "offline", "comment": self.deferred_offline})
+            self._post_agent({"state": AGENT_OFFLINE, "comment": self.deferred_offline})
             self.deferred_offline = None
         elif not self.triggers.restart_pending:
-            self._post_agent({"state": "waiting", "comment": ""})
+            self._post_agent({"state": AGENT_WAITING, "comment": ""})
 
     def _retry_stored(self) -> None:
         names = outcome.pending(self.cfg.results_basedir)

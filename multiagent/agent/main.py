@@ -7,9 +7,19 @@ import os
 import sys
 
 from multiagent.agent import __version__
+from multiagent.vocabulary import (
+    AGENT_STOPPED,
+    EXIT_BAD_CONFIG,
+    EXIT_NAME_TAKEN,
+    EXIT_STOPPED,
+    HOLD,
+)
 
-EXIT_CONFIG = 2
-EXIT_LOCKED = 3
+TYPE_CHECKING = False  # no typing import at run time (start-up cost)
+if TYPE_CHECKING:
+    from multiagent.agent.config import AgentConfig
+
+EXIT_INTERNAL_ERROR = 70
 
 
 # option -> dest, for the fast path of parse_args
@@ -26,7 +36,27 @@ _OPTIONS = {
 }
 
 
-def parse_args(argv: list[str] | None) -> object:
+class Args:
+    """The parsed command line (a plain class: argparse's Namespace is not typed)."""
+
+    __slots__ = ("config", "metrics_port", "token_file", "run_dir", "restart_dir")
+
+    def __init__(
+        self,
+        config: str = "testflinger-agent.conf",
+        metrics_port: int | None = None,
+        token_file: str | None = None,
+        run_dir: str | None = None,
+        restart_dir: str = "/tmp",
+    ):
+        self.config = config
+        self.metrics_port = metrics_port
+        self.token_file = token_file
+        self.run_dir = run_dir
+        self.restart_dir = restart_dir
+
+
+def parse_args(argv: list[str] | None) -> Args:
     """The plain `--opt value` / `--opt=value` command lines without argparse.
 
     argparse brings gettext, locale and shutil (bz2, lzma): ~8 ms of every start.
@@ -34,13 +64,7 @@ def parse_args(argv: list[str] | None) -> object:
     its behaviour and messages are unchanged.
     """
     args = sys.argv[1:] if argv is None else list(argv)
-    values: dict[str, object] = {
-        "config": "testflinger-agent.conf",
-        "metrics_port": None,
-        "token_file": None,
-        "run_dir": None,
-        "restart_dir": "/tmp",
-    }
+    parsed = Args()
     i = 0
     while i < len(args):
         opt, value = args[i], None
@@ -55,16 +79,15 @@ def parse_args(argv: list[str] | None) -> object:
             return _parse_args_argparse(argv)
         if dest == "metrics_port":
             try:
-                value = int(value)
+                parsed.metrics_port = int(value)
             except ValueError:
                 return _parse_args_argparse(argv)
-        values[dest] = value
-    from types import SimpleNamespace
+        else:
+            setattr(parsed, dest, value)
+    return parsed
 
-    return SimpleNamespace(**values)
 
-
-def _parse_args_argparse(argv: list[str] | None) -> object:
+def _parse_args_argparse(argv: list[str] | None) -> Args:
     import argparse
 
     parser = argparse.ArgumentParser(
@@ -99,10 +122,10 @@ def _parse_args_argparse(argv: list[str] | None) -> object:
         help="where TESTFLINGER-DEVICE-RESTART-<agent> is looked for",
     )
     parser.add_argument("--version", action="version", version=f"tf-agent {__version__}")
-    return parser.parse_args(argv)
+    return Args(**vars(parser.parse_args(argv)))
 
 
-def setup_logging(cfg) -> None:
+def setup_logging(cfg: AgentConfig) -> None:
     level = logging.getLevelName(str(cfg.logging_level).upper())
     if not isinstance(level, int):
         level = logging.INFO
@@ -142,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load(args.config)
     except ConfigError as exc:
-        return fail(str(exc), EXIT_CONFIG)
+        return fail(str(exc), EXIT_BAD_CONFIG)
     agent_id = cfg.agent_id
     # Handlers go in first: SIGUSR1's default action would kill the process.
     triggers = Triggers(agent_id, args.restart_dir)
@@ -158,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             os.makedirs(path, exist_ok=True)
         except OSError as exc:
             return fail(
-                f"{args.config}: key {key!r}: cannot create {path}: {exc.strerror}", EXIT_CONFIG
+                f"{args.config}: key {key!r}: cannot create {path}: {exc.strerror}", EXIT_BAD_CONFIG
             )
 
     lock = AgentLock(run_dir, agent_id)
@@ -167,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     except LockHeld as exc:
         return fail(
             f"agent {agent_id!r} is already running: pid {exc.pid or '?'} holds {exc.path}",
-            EXIT_LOCKED,
+            EXIT_NAME_TAKEN,
         )
 
     setup_logging(cfg)
@@ -175,10 +198,10 @@ def main(argv: list[str] | None = None) -> int:
     # Temp files in the agent's own (config) dir: see StatusFile.
     status = StatusFile(run_dir, agent_id, tmp_dir=os.path.dirname(os.path.abspath(args.config)))
     drain = DrainFlag(run_dir, agent_id)
-    if drain.read() == "hold":
+    if drain.read() == HOLD:
         log.info("drain flag %s says hold: not starting", drain.path)
-        status.update(state="stopped", drained=True)
-        return 0
+        status.update(state=AGENT_STOPPED, drained=True)
+        return EXIT_STOPPED
 
     from multiagent.agent.loop import Agent
     from multiagent.agent.metrics import Metrics
@@ -189,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             metrics.serve(args.metrics_port)
         except OSError as exc:
             return fail(
-                f"cannot serve metrics on 127.0.0.1:{args.metrics_port}: {exc}", EXIT_CONFIG
+                f"cannot serve metrics on 127.0.0.1:{args.metrics_port}: {exc}", EXIT_BAD_CONFIG
             )
     log.info("tf-agent %s starting as %s (pid %s)", __version__, agent_id, os.getpid())
     agent = Agent(cfg, status, drain, triggers, metrics, token_file=args.token_file)
@@ -197,8 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         code = agent.run()
     except Exception:
         log.exception("tf-agent crashed")
-        status.update(state="stopped")
-        return 70
+        status.update(state=AGENT_STOPPED)
+        return EXIT_INTERNAL_ERROR
     log.info("exiting with status %s", code)
     return code
 

@@ -32,7 +32,7 @@ class Metrics:
             self.jobs += 1
             self.busy = 1
 
-    def job_done(self, _failed_phases: list[str]) -> None:
+    def job_done(self) -> None:
         with self.lock:
             self.busy = 0
 

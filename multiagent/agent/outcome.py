@@ -52,11 +52,16 @@ def save_fragments(rundir: str, fragments: list[tuple[str, dict]]) -> None:
 
 def load_fragments(rundir: str) -> list[tuple[str, dict]]:
     path = os.path.join(rundir, FRAGMENTS_FILE)
+    fragments: list[tuple[str, dict]] = []
     try:
         with open(path, encoding="utf-8") as fh:
-            return [tuple(json.loads(line)) for line in fh if line.strip()]  # type: ignore[misc]
-    except (OSError, ValueError):
+            for line in fh:
+                if line.strip():
+                    log_type, fragment = json.loads(line)
+                    fragments.append((log_type, fragment))
+    except (OSError, ValueError, TypeError):
         return []
+    return fragments
 
 
 def write_outcome(rundir: str, outcome: dict) -> None:

@@ -8,27 +8,17 @@ import os
 import time
 
 from multiagent.agent import __version__
+from multiagent.vocabulary import (
+    AGENT_STARTING,
+    drain_file_name,
+    lock_file_name,
+    read_drain_flag,
+    status_file_name,
+)
 
 TYPE_CHECKING = False  # no typing import at run time (start-up cost)
 if TYPE_CHECKING:
     from typing import Any
-
-STATES = (
-    "starting",
-    "waiting",
-    "setup",
-    "provision",
-    "firmware_update",
-    "test",
-    "allocate",
-    "reserve",
-    "cleanup",
-    "offline",
-    "maintenance",
-    "drained",
-    "restarting",
-    "stopped",
-)
 
 
 class StatusFile:
@@ -41,14 +31,14 @@ class StatusFile:
     """
 
     def __init__(self, run_dir: str, agent: str, tmp_dir: str | None = None):
-        self.path = os.path.join(run_dir, f"{agent}.json")
+        self.path = os.path.join(run_dir, status_file_name(agent))
         self.tmp_dir = (
             tmp_dir if tmp_dir and os.path.abspath(tmp_dir) != os.path.abspath(run_dir) else None
         )
         self.data: dict[str, Any] = {
             "agent": agent,
             "pid": os.getpid(),
-            "state": "starting",
+            "state": AGENT_STARTING,
             "job_id": None,
             "phase": None,
             "since": time.time(),
@@ -95,18 +85,11 @@ class DrainFlag:
     """`<run-dir>/<agent>.drain`: take no new job; content `hold` means stay down."""
 
     def __init__(self, run_dir: str, agent: str):
-        self.path = os.path.join(run_dir, f"{agent}.drain")
+        self.path = os.path.join(run_dir, drain_file_name(agent))
 
     def read(self) -> str | None:
-        """None if absent, else 'hold' or 'drain'."""
-        try:
-            with open(self.path, encoding="utf-8", errors="replace") as fh:
-                content = fh.read(64).strip()
-        except FileNotFoundError:
-            return None
-        except OSError:
-            return "drain"  # present but unreadable: err on the side of taking no job
-        return "hold" if content == "hold" else "drain"
+        """None if absent, else HOLD or DRAIN (see vocabulary.read_drain_flag)."""
+        return read_drain_flag(self.path)
 
 
 class LockHeld(Exception):
@@ -120,7 +103,7 @@ class AgentLock:
     """`<run-dir>/<agent>.lock` (flock, holding our pid) so one name runs once per host."""
 
     def __init__(self, run_dir: str, agent: str):
-        self.path = os.path.join(run_dir, f"{agent}.lock")
+        self.path = os.path.join(run_dir, lock_file_name(agent))
         self.fd: int | None = None
 
     def acquire(self) -> None:

@@ -22,6 +22,8 @@ import stat
 import sys
 import time
 
+from multiagent.vocabulary import restart_file_name
+
 TYPE_CHECKING = False  # typing costs ~4 ms of start-up; only annotations need it
 if TYPE_CHECKING:
     from typing import Any
@@ -167,8 +169,7 @@ class Triggers:
         self.stop_reason: str | None = None
         names = {agent, agent.replace("-", "")}
         self.restart_files = [
-            os.path.join(restart_dir, f"TESTFLINGER-DEVICE-RESTART-{name}")
-            for name in sorted(names)
+            os.path.join(restart_dir, restart_file_name(name)) for name in sorted(names)
         ]
         self._warned: dict[str, tuple[int, ...]] = {}
         self._uid = os.getuid()
