@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import getpass
+import json
 import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -35,8 +39,8 @@ FLEET = textwrap.dedent("""\
     """)
 
 
-def rendered():
-    fleet = parse_fleet(FLEET, Path("/srv/fleet.yaml"))
+def rendered(text: str = FLEET):
+    fleet = parse_fleet(text, Path("/srv/fleet.yaml"))
     ctx = RenderContext(
         python="/opt/venv/bin/python", program_dir=Path("/srv/tf/supervisor/conf.d")
     )
@@ -61,6 +65,113 @@ def test_supervisord_conf_matches_golden():
     if os.environ.get("TF_FLEET_UPDATE_GOLDEN") == "1":
         golden.write_text(text)
     assert text == golden.read_text()
+
+
+def _parsed_by_supervisord(tmp_path: Path, files: dict[str, str]) -> dict:
+    """Lay `files` (supervisord.conf and program entries, as rendered for /srv/tf) out under
+    tmp_path and let supervisord's own parser read supervisord.conf with its [include];
+    returns {program name: supervisor.options.ProcessConfig}.
+
+    Only the state dir is moved (/srv/tf -> tmp_path) and dut-2's `user=lab` becomes this
+    user's name: supervisord resolves the user while parsing and there is no `lab` here."""
+    from supervisor.options import ServerOptions
+
+    root = tmp_path / "srv-tf"
+    for sub in ("supervisor/conf.d", "logs", "agents/dut-1", "agents/dut-2"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        text = text.replace("/srv/tf", str(root)).replace(
+            "user=lab\n", f"user={getpass.getuser()}\n"
+        )
+        target = (
+            root
+            / "supervisor"
+            / ("supervisord.conf" if name == "supervisord.conf" else f"conf.d/{name}")
+        )
+        target.write_text(text)
+    options = ServerOptions()
+    options.configfile = str(root / "supervisor/supervisord.conf")
+    options.process_config(do_usage=False)
+    assert options.logfile == str(root / "supervisor/supervisord.log")
+    assert options.pidfile == str(root / "supervisor/supervisord.pid")
+    assert options.identifier == "tf-fleet"
+    assert options.configroot.supervisord.server_configs[0]["file"] == str(root / "supervisor.sock")
+    assert options.configroot.supervisord.server_configs[0]["chmod"] == 0o700
+    groups = {g.name: g for g in options.process_group_configs}
+    assert all(len(g.process_configs) == 1 for g in groups.values())  # no [group:]
+    return root, {name: g.process_configs[0] for name, g in groups.items()}
+
+
+def _golden_files() -> dict[str, str]:
+    return {p.name: p.read_text() for p in GOLDEN.iterdir()}
+
+
+def _check_programs_as_supervisord_reads_them(root: Path, programs: dict) -> None:
+    from supervisor.datatypes import RestartWhenExitUnexpected
+
+    assert set(programs) == {"dut-1", "dut-2", "tf-fleet-server"}
+    for name, conf in programs.items():
+        assert conf.autostart is True
+        assert conf.autorestart is RestartWhenExitUnexpected, name
+        assert conf.exitcodes == [0], name
+        assert conf.startsecs > 0, name
+        assert conf.stopasgroup is True and conf.killasgroup is True, name
+        assert conf.redirect_stderr is True, name
+        assert conf.stdout_logfile == str(root / f"logs/{name}.log"), name
+        assert conf.stdout_logfile_maxbytes == 10 * 1024 * 1024, name
+        assert conf.stdout_logfile_backups == 5, name
+    dut1, dut2, server = programs["dut-1"], programs["dut-2"], programs["tf-fleet-server"]
+    assert dut1.command == (
+        f"/opt/venv/bin/python -m multiagent.agent -c {root}/agents/dut-1/testflinger-agent.conf"
+        f" --run-dir {root}/run --restart-dir /run/tf-restart"
+    )
+    assert dut1.directory == str(root / "agents/dut-1")
+    assert (dut1.startsecs, dut1.stopwaitsecs) == (2, 600)
+    # `%%` comes back as `%`, quotes as written
+    assert dut1.environment["PROXY"] == "http://p:3128/?a=1%"
+    assert dut1.environment["QUOTED"] == 'say "hi" now'
+    assert dut1.uid is None
+    for agent in (dut1, dut2):  # the agent's own venv first: tf-local-connector and friends
+        assert agent.environment["PATH"].startswith("/opt/venv/bin:"), agent.name
+    assert dut2.command == (
+        f"/opt/testflinger/bin/testflinger-agent -c {root}/agents/dut-2/testflinger-agent.conf"
+    )
+    assert dut2.stopwaitsecs == 30 and dut2.uid == os.getuid()
+    assert set(dut2.environment) == {"PATH"}
+    assert server.command == (
+        f"/opt/venv/bin/python -m multiagent.server --host 127.0.0.1 --port 8600"
+        f" --db {root}/server/testflinger.db"
+    )
+    assert server.priority < dut1.priority  # the server starts before the agents
+    assert not server.environment
+
+
+def test_golden_files_as_supervisord_reads_them(tmp_path):
+    root, programs = _parsed_by_supervisord(tmp_path, _golden_files())
+    _check_programs_as_supervisord_reads_them(root, programs)
+
+
+def test_rendered_files_as_supervisord_reads_them(tmp_path):
+    """The same checks on the renderer's output itself (not only on the golden files)."""
+    _, rendering = rendered()
+    files = {p.program_path.name: p.program_text for p in rendering.programs.values()}
+    files["supervisord.conf"] = rendering.supervisord_conf[1]
+    root, programs = _parsed_by_supervisord(tmp_path, files)
+    _check_programs_as_supervisord_reads_them(root, programs)
+
+
+def test_every_rendered_agent_file_loads_with_safe_load():
+    """What upstream's agent does with its config (yaml.safe_load): every agent config and
+    device config is a mapping, with the keys upstream requires."""
+    _, rendering = rendered()
+    for name, program in rendering.programs.items():
+        for path, text in program.config_files.items():
+            data = yaml.safe_load(text)
+            assert isinstance(data, dict), path
+            if path.name == "testflinger-agent.conf":
+                assert data["agent_id"] == name
+                assert data["job_queues"] == ["lab"]
+                assert data["polling_interval"] == 10
 
 
 def test_agent_conf_holds_only_upstream_keys():
@@ -93,8 +204,79 @@ def test_percent_is_escaped_in_every_supervisord_value():
     assert parsed["QUOTED"] == 'say "hi" now'
 
 
-def test_rendering_is_deterministic():
-    assert rendered()[1] == rendered()[1]
+def _reversed_mappings(value):
+    """The same YAML data with every mapping's keys in the opposite order."""
+    if isinstance(value, dict):
+        return {k: _reversed_mappings(value[k]) for k in reversed(list(value))}
+    if isinstance(value, list):
+        return [_reversed_mappings(v) for v in value]
+    return value
+
+
+def _both_orders():
+    shuffled = yaml.safe_dump(_reversed_mappings(yaml.safe_load(FLEET)), sort_keys=False)
+    assert shuffled.splitlines()[0].startswith("agents:")  # really reordered
+    _, first = rendered()
+    _, second = rendered(shuffled)
+    return (
+        {str(p): t for p, t in first.all_files().items()},
+        {str(p): t for p, t in second.all_files().items()},
+    )
+
+
+def test_supervisord_files_do_not_depend_on_key_order():
+    """The same fleet written with every mapping (agents, defaults, environment, device)
+    in the opposite order renders the same supervisord files and device configs, byte for
+    byte."""
+    first, second = _both_orders()
+    assert first.keys() == second.keys()
+    for path in first:
+        if not path.endswith("/testflinger-agent.conf"):
+            assert second[path] == first[path], path
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="testflinger-agent.conf lists keys in the fleet file's order (defaults, then the "
+    "agent's own), so reordering the keys of `defaults:` rewrites every agent's config and the "
+    "next `up` restarts every agent although nothing changed",
+)
+def test_agent_configs_do_not_depend_on_key_order():
+    first, second = _both_orders()
+    for path in first:
+        assert second[path] == first[path], path
+
+
+RENDER_IN_A_FRESH_INTERPRETER = """
+import json, sys
+from pathlib import Path
+from multiagent.fleet import parse_fleet
+from multiagent.render import RenderContext, render
+fleet = parse_fleet(sys.stdin.read(), Path("/srv/fleet.yaml"))
+ctx = RenderContext(python="/opt/venv/bin/python", program_dir=Path("/srv/tf/supervisor/conf.d"))
+rendering = render(fleet, ctx)
+files = {str(p): t for p, t in rendering.all_files().items()}
+files["supervisord.conf"] = rendering.supervisord_conf[1]
+print(json.dumps(files))
+"""
+
+
+def test_rendering_is_the_same_in_interpreters_with_different_hash_seeds():
+    """Two fresh processes with different PYTHONHASHSEED (set and dict-of-set iteration
+    order differ between them) render the same bytes as this one."""
+    _, here = rendered()
+    expected = {str(p): t for p, t in here.all_files().items()}
+    expected["supervisord.conf"] = here.supervisord_conf[1]
+    for seed in ("1", "2"):
+        proc = subprocess.run(
+            [sys.executable, "-c", RENDER_IN_A_FRESH_INTERPRETER],
+            input=FLEET,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            check=True,
+        )
+        assert json.loads(proc.stdout) == expected
 
 
 def observed_for(rendering, **overrides) -> Observed:
