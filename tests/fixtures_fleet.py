@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -26,6 +27,7 @@ SLEEPER = f"{sys.executable} -c 'import signal,sys,time; signal.signal(15, lambd
 
 
 UPSTREAM_LIKE = f"{sys.executable} {Path(__file__).parent / 'upstream_like_agent.py'}"
+DONE_STATES = ("complete", "completed", "cancelled")
 PHASES = ("setup", "provision", "firmware_update", "test", "allocate", "reserve", "cleanup")
 
 
@@ -60,6 +62,73 @@ class FleetEnv:
             "agents": {n: {"job_queues": queues.get(n, ["shared"])} for n in names},
         }
 
+    def upstream_fleet(
+        self, names: list[str], queues: dict[str, list[str]] | None = None, **defaults: Any
+    ) -> dict[str, Any]:
+        """Upstream-like agents (tests/upstream_like_agent.py): no status file, no drain
+        flag, SIGUSR1 acted on at the next poll, the job a child process."""
+        defaults.setdefault("polling_interval", 1)
+        fleet = self.agent_fleet(names, queues, agent_command=UPSTREAM_LIKE, **defaults)
+        for key in ("setup_command", "cleanup_command", "device"):
+            fleet["defaults"].pop(key)
+        return fleet
+
+    def start(self, fleet: dict[str, Any]) -> dict[str, int]:
+        """Write the fleet, `up`, wait until every agent runs (and tf-agents polled);
+        returns the agents' pids."""
+        self.write(fleet)
+        self.run("up")
+
+        def ready() -> bool:
+            rows = self.status()
+            return bool(rows) and all(
+                row["process"] == "RUNNING"
+                and (row["last_poll"] or fleet["defaults"].get("agent_command") == UPSTREAM_LIKE)
+                for row in rows.values()
+            )
+
+        self.wait_for(ready, what="every agent to run and poll")
+        return {name: row["pid"] for name, row in self.status().items()}
+
+    def agent_processes(self, name: str | None = None) -> list[psutil.Process]:
+        """Every process on the host running an agent of this fleet (whoever started it),
+        found by the agent config path on its command line."""
+        marker = str(self.state_dir / "agents") + "/"
+        found = []
+        for proc in psutil.process_iter(["cmdline", "status"]):
+            if proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            for word in proc.info["cmdline"] or []:
+                if word.startswith(marker) and word.endswith("/testflinger-agent.conf"):
+                    if name is None or word[len(marker) :].split("/")[0] == name:
+                        found.append(proc)
+        return found
+
+    def same_process_until_done(
+        self, name: str, pid: int, job_id: str, timeout: float = 60
+    ) -> None:
+        """Until `job_id` ends on the server, at every look the one process on the host
+        running agent `name` is `pid`: nothing restarted, stopped or doubled it mid-job."""
+
+        def job_over() -> bool:
+            before = self.job_state(job_id)
+            pids = [proc.pid for proc in self.agent_processes(name)]
+            after = self.job_state(job_id)
+            if after not in DONE_STATES:  # the job ran for the whole look
+                assert pids == [pid], f"{name} ran {pids} mid-job (was {pid}), job {after}"
+            return before in DONE_STATES
+
+        self.wait_for(job_over, timeout, f"job {job_id} to end")
+
+    def log(self, name: str) -> str:
+        """An agent's log as supervisord wrote it."""
+        path = self.state_dir / "logs" / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def supervisord_log(self) -> str:
+        path = self.state_dir / "supervisor" / "supervisord.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
     def submit(self, queue: str, seconds: float, commands: str | None = None) -> str:
         job = {
             "job_queue": queue,
@@ -86,7 +155,7 @@ class FleetEnv:
     def assert_completed(self, job_id: str, timeout: float = 60.0) -> None:
         """The job ended `complete` and every phase that ran exited 0, as the server saw."""
         self.wait_for(
-            lambda: self.job_state(job_id) in ("complete", "completed", "cancelled"),
+            lambda: self.job_state(job_id) in DONE_STATES,
             timeout,
             f"job {job_id} to end",
         )
@@ -141,13 +210,19 @@ class FleetEnv:
             return []
 
     def wait_for(self, predicate, timeout: float = 30.0, what: str = "condition") -> Any:
-        deadline = time.monotonic() + timeout
+        return wait_until(predicate, timeout, what)
+
+    def hold_for(self, seconds: float, predicate, what: str) -> int:
+        """`predicate` holds at every look (every 0.1 s) for `seconds`: for "nothing
+        happened", observe the thing that would have happened over the whole window."""
+        deadline = time.monotonic() + seconds
+        looks = 0
         while time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                return value
+            assert predicate(), f"{what}: broken after {looks} look(s)"
+            looks += 1
             time.sleep(0.1)
-        raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        assert looks >= 5, looks
+        return looks
 
     def cleanup(self) -> None:
         procs = self.processes()
@@ -160,9 +235,28 @@ class FleetEnv:
                 pass
 
 
+def wait_until(predicate, timeout: float = 30.0, what: str = "condition") -> Any:
+    """Wait for an event with a deadline; returns the predicate's first truthy value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
 class ProcessSampler:
-    """Samples the process table while a test runs: records the most processes that ever
-    ran at once for each agent name (the promise: never two)."""
+    """Watches one agent name per process while a test runs (the promise: one process per
+    agent name, never two).
+
+    Sampling alone cannot prove "never two" (two processes could overlap between looks),
+    so `assert_never_two` proves it from records with an order: supervisord logs each
+    `spawned: 'NAME' with pid N` after the fork and each `exited:`/`stopped: NAME` after
+    reaping, so per name these must alternate; every pid that ever logged tf-agent's
+    `starting as NAME (pid N)` (it holds the name's lock by then) must be one supervisord
+    spawned; and every agent process the sampler saw on the host, whoever started it,
+    must be one of those too (no process outside supervisord holds a name)."""
 
     def __init__(self, env: FleetEnv, interval: float = 0.05):
         import threading
@@ -170,6 +264,7 @@ class ProcessSampler:
         self.env = env
         self.interval = interval
         self.most: dict[str, int] = {}
+        self.seen: dict[str, set[int]] = {}
         self.samples = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -178,12 +273,14 @@ class ProcessSampler:
         marker = str(self.env.state_dir / "agents") + "/"
         while not self._stop.is_set():
             counts: dict[str, int] = {}
-            for proc in psutil.process_iter(["cmdline"]):
-                cmdline = proc.info["cmdline"] or []
-                for word in cmdline:
+            for proc in psutil.process_iter(["cmdline", "status"]):
+                if proc.info["status"] == psutil.STATUS_ZOMBIE:
+                    continue
+                for word in proc.info["cmdline"] or []:
                     if word.startswith(marker) and word.endswith("/testflinger-agent.conf"):
                         name = word[len(marker) :].split("/")[0]
                         counts[name] = counts.get(name, 0) + 1
+                        self.seen.setdefault(name, set()).add(proc.pid)
             for name, count in counts.items():
                 self.most[name] = max(self.most.get(name, 0), count)
             self.samples += 1
@@ -197,9 +294,45 @@ class ProcessSampler:
         self._stop.set()
         self._thread.join(5)
 
+    def pids(self, name: str) -> set[int]:
+        """Every pid that ran agent `name` at some look."""
+        return self.seen.get(name, set())
+
     def assert_never_two(self) -> None:
         assert self.samples > 5
         assert self.most and max(self.most.values()) == 1, self.most
+        spawned = supervisord_lifetimes(self.env.supervisord_log())
+        for name, pids in self.seen.items():
+            assert pids <= set(spawned.get(name, [])), (name, pids, spawned.get(name))
+            held = {
+                int(pid)
+                for pid in re.findall(rf"starting as {name} \(pid (\d+)\)", self.env.log(name))
+            }
+            if "tf-agent" in self.env.log(name):
+                assert held, f"{name}: no `starting as` line in its log"
+            assert held <= set(spawned[name]), (name, held, spawned[name])
+
+
+def supervisord_lifetimes(log: str) -> dict[str, list[int]]:
+    """The pids supervisord spawned per program, in order, checking from its log that each
+    one had ended (`exited:`/`stopped:`) before the next was spawned."""
+    spawned: dict[str, list[int]] = {}
+    alive: dict[str, int | None] = {}
+    event = re.compile(
+        r" (?:INFO|WARN|CRIT) (spawned|exited|stopped): '?([\w.-]+?)'?(?: with pid (\d+)| \()"
+    )
+    for line in log.splitlines():
+        match = event.search(line)
+        if not match:
+            continue
+        kind, name, pid = match.groups()
+        if kind == "spawned":
+            assert alive.get(name) is None, f"{name}: pid {pid} spawned while {alive[name]} ran"
+            alive[name] = int(pid)
+            spawned.setdefault(name, []).append(int(pid))
+        else:
+            alive[name] = None
+    return spawned
 
 
 @pytest.fixture

@@ -4,18 +4,13 @@ server, tf-agent processes and jobs that run `sleep`, with the operation run mid
 from __future__ import annotations
 
 import json
-import time
 
 import psutil
-from fixtures_fleet import UPSTREAM_LIKE, ProcessSampler
+from fixtures_fleet import ProcessSampler
 
 
 def start(fleet_env, names, queues=None, **defaults):
-    fleet_env.write(fleet_env.agent_fleet(names, queues, **defaults))
-    fleet_env.run("up")
-    fleet_env.wait_for(
-        lambda: all(s["last_poll"] for s in fleet_env.status().values()), what="every agent to poll"
-    )
+    return fleet_env.start(fleet_env.agent_fleet(names, queues, **defaults))
 
 
 def test_safe_restart_of_a_busy_agent_waits_for_its_job(fleet_env):
@@ -89,12 +84,26 @@ def test_up_after_changing_environment_swaps_the_program_after_the_job(fleet_env
     fleet_env.assert_completed(job)
     # the draining agent took no new job: the queued one ran under the new program
     fleet_env.assert_completed(queued)
-    log = (fleet_env.state_dir / "agents/e1/run").parent
-    assert fleet_env.status()["e1"]["pid"] != old_pid
+    new_pid = fleet_env.status()["e1"]["pid"]
+    assert new_pid != old_pid
     output = _output(fleet_env, queued)
     assert "mark=blue" in output, output
     sampler.assert_never_two()
-    assert log.exists()
+    assert sampler.pids("e1") == {old_pid, new_pid}
+    # the agent's log, in order: the old process finished its job, stayed down on the
+    # drain flag and exited 0; then the new process started and ran the queued job
+    log = fleet_env.log("e1")
+    order = [
+        f"starting as e1 (pid {old_pid})",
+        f"job {job} done",
+        "drain flag says hold",
+        "exiting with status 0",
+        f"starting as e1 (pid {new_pid})",
+        f"starting job {queued}",
+    ]
+    positions = [log.find(line) for line in order]
+    assert -1 not in positions and positions == sorted(positions), (positions, log)
+    assert log.count("starting job") == 2, log
 
 
 def _output(fleet_env, job_id):
@@ -123,16 +132,28 @@ def test_drain_wait_returns_when_idle_and_takes_no_new_job(fleet_env):
     start(fleet_env, ["d1"], {"d1": ["qd"]})
     running = fleet_env.submit("qd", 3)
     fleet_env.wait_running(running)
+    pid = fleet_env.status()["d1"]["pid"]
     out = fleet_env.run("drain", "d1", "--wait")
     queued = fleet_env.submit("qd", 0)
     assert "1/1 idle." in out.stdout
     fleet_env.assert_completed(running)
-    time.sleep(2)  # four polling intervals
-    assert fleet_env.job_state(queued) == "waiting"
-    assert fleet_env.status()["d1"]["state"] == "drained"
+
+    def still_drained() -> bool:
+        row = fleet_env.status()["d1"]
+        return (
+            fleet_env.job_state(queued) == "waiting"
+            and row["state"] == "drained"
+            and row["pid"] == pid
+            and [p.pid for p in fleet_env.agent_processes("d1")] == [pid]
+        )
+
+    # over four polling intervals the job stays queued and the same agent stays drained
+    fleet_env.hold_for(2.0, still_drained, "the drained agent left the queued job alone")
+    assert f"starting job {queued}" not in fleet_env.log("d1")
     assert "d1" in fleet_env.run("status").stdout
     fleet_env.run("resume", "d1")
     fleet_env.assert_completed(queued)
+    assert f"starting job {queued}" in fleet_env.log("d1")
 
 
 def test_down_refuses_mid_job_and_down_safe_waits(fleet_env):
@@ -147,7 +168,10 @@ def test_down_refuses_mid_job_and_down_safe_waits(fleet_env):
     sampler.assert_never_two()
     fleet_env.run("up")  # the server's database kept what the agents reported
     fleet_env.assert_completed(job, timeout=5)
-    assert {s["process"] for s in fleet_env.status().values()} <= {"RUNNING", "STARTING"}
+    fleet_env.wait_for(
+        lambda: {s["process"] for s in fleet_env.status().values()} == {"RUNNING"},
+        what="both agents to run again",
+    )
 
 
 def test_agent_that_crashes_after_restart_stops_the_roll(fleet_env):
@@ -175,6 +199,7 @@ def test_timeout_leaves_the_restart_pending_and_the_job_running(fleet_env):
     assert "timed out" in out.stderr and f"t1: waiting for job {job}" in out.stderr
     status = fleet_env.status()["t1"]
     assert status["pid"] == old_pid and status["restart_pending"] is True
+    fleet_env.same_process_until_done("t1", old_pid, job)
     fleet_env.assert_completed(job)
     fleet_env.wait_for(
         lambda: fleet_env.status()["t1"]["pid"] not in (None, old_pid),
@@ -198,20 +223,15 @@ def test_hard_restart_refuses_a_busy_agent(fleet_env):
     start(fleet_env, ["h1"], {"h1": ["qh"]})
     job = fleet_env.submit("qh", 3)
     fleet_env.wait_running(job)
+    pid = fleet_env.status()["h1"]["pid"]
     out = fleet_env.run("restart", "h1", check=False)
     assert out.returncode == 1 and f"job {job}" in out.stderr
+    fleet_env.same_process_until_done("h1", pid, job)
     fleet_env.assert_completed(job)
 
 
 def test_safe_restart_of_an_upstream_like_agent(fleet_env):
-    start_upstream = fleet_env.agent_fleet(
-        ["up1"], {"up1": ["qu"]}, agent_command=UPSTREAM_LIKE, polling_interval=1
-    )
-    for key in ("setup_command", "cleanup_command", "device"):
-        start_upstream["defaults"].pop(key)
-    fleet_env.write(start_upstream)
-    fleet_env.run("up")
-    old_pid = fleet_env.status()["up1"]["pid"]
+    old_pid = fleet_env.start(fleet_env.upstream_fleet(["up1"], {"up1": ["qu"]}))["up1"]
     job = fleet_env.submit("qu", 3)
     fleet_env.wait_running(job)
     with ProcessSampler(fleet_env) as sampler:
@@ -233,9 +253,9 @@ def test_up_no_wait_asks_and_the_next_up_finishes(fleet_env):
     fleet_env.write(fleet)
     out = fleet_env.run("up", "--no-wait")
     assert "asked" in out.stdout
-    assert fleet_env.status()["n1"]["pid"] == old_pid  # still running its job
     assert "held" in fleet_env.run("status").stdout
     assert "replace    n1" in fleet_env.run("plan").stdout
+    fleet_env.same_process_until_done("n1", old_pid, job)
     fleet_env.assert_completed(job)
     fleet_env.wait_for(
         lambda: fleet_env.status()["n1"]["process"] == "EXITED",
@@ -243,6 +263,9 @@ def test_up_no_wait_asks_and_the_next_up_finishes(fleet_env):
     )
     out = fleet_env.run("up")
     assert "1 replace" in out.stdout
-    status = fleet_env.status()["n1"]
-    assert status["process"] in ("RUNNING", "STARTING") and status["pid"] != old_pid
+    status = fleet_env.wait_for(
+        lambda: (row := fleet_env.status()["n1"])["process"] == "RUNNING" and row,
+        what="the new program to run",
+    )
+    assert status["pid"] != old_pid
     assert "replace" not in fleet_env.run("plan").stdout
