@@ -18,6 +18,7 @@ from multiagent.agent import triggers as triggers_mod
 from multiagent.agent.metrics import Metrics
 from multiagent.agent.status import AgentLock, DrainFlag, LockHeld, StatusFile
 from multiagent.agent.triggers import DirWatch, Triggers, Waker
+from multiagent.vocabulary import ALL_PHASES, DRAIN, HOLD
 
 MINIMAL = {"agent_id": "a1", "server_address": "127.0.0.1:9", "job_queues": ["q"]}
 
@@ -56,6 +57,66 @@ def test_config_errors_name_the_key(data, key):
 
 def test_config_float_polling_interval_allowed():
     assert config.validate("c", {**MINIMAL, "polling_interval": 0.2}).polling_interval == 0.2
+
+
+def test_config_empty_optional_value_means_the_default():
+    cfg = config.validate("c", {**MINIMAL, "polling_interval": None, "location": None})
+    assert cfg.polling_interval == 10 and cfg.location == ""
+    with pytest.raises(config.ConfigError, match="got nothing"):
+        config.validate("c", {**MINIMAL, "agent_id": None})
+
+
+@pytest.mark.parametrize(
+    "key,value,reason",
+    [
+        ("output_timeout", -1, "expected a positive whole number, got -1"),
+        ("global_timeout", 0, "expected a positive whole number, got 0"),
+        ("global_timeout", 1.5, "expected a positive whole number, got 1.5"),
+        ("output_bytes", True, "expected a positive whole number, got true"),
+        ("polling_interval", 0, "expected a positive number of seconds, got 0"),
+        ("polling_interval", "10", "expected a positive number of seconds, got the string '10'"),
+        ("polling_interval", float("inf"), "expected a positive number of seconds, got inf"),
+        ("job_queues", [], "expected a non-empty list of non-empty queue names, got a list"),
+        ("job_queues", ["q", ""], "expected a non-empty list of non-empty queue names"),
+        ("logging_level", "verbose", "expected one of CRITICAL, "),
+        ("logging_quiet", "yes", "expected true or false, got the string 'yes'"),
+        ("results_basedir", "", "expected a non-empty path, got the string ''"),
+        ("advertised_images", {"q": {"img": 1}}, "expected a mapping of queue names to {image"),
+        ("test_command", None, "expected a string, got nothing"),
+        ("job_queue", ["q"], "not a key of testflinger-agent.conf"),
+    ],
+)
+def test_check_setting_says_what_is_wrong(key, value, reason):
+    assert config.check_setting(key, value).startswith(reason)
+    if key in config.UPSTREAM_KEYS and value is not None:
+        # The agent's own loading applies the same rule, with the same words.
+        with pytest.raises(config.ConfigError) as err:
+            config.validate("c.yaml", {**MINIMAL, key: value})
+        assert err.value.key == key and err.value.reason == config.check_setting(key, value)
+
+
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("polling_interval", 0.2),
+        ("polling_interval", 10),
+        ("output_timeout", 900),
+        ("logging_level", "debug"),
+        ("job_queues", ["a", "b"]),
+        ("advertised_queues", {"q": "a queue"}),
+        ("advertised_images", {"q": {"jammy": "url: http://x"}}),
+        ("identifier", ""),
+        ("cleanup_command", "echo done"),
+    ],
+)
+def test_check_setting_accepts(key, value):
+    assert config.check_setting(key, value) is None
+
+
+def test_upstream_keys_are_the_loaded_keys():
+    cfg = config.validate("c", dict(MINIMAL))
+    assert set(cfg.values) == set(config.UPSTREAM_KEYS)
+    assert {f"{phase}_command" for phase in ALL_PHASES} <= set(config.UPSTREAM_KEYS)
 
 
 def test_config_file_errors(tmp_path):
@@ -287,7 +348,7 @@ def test_lost_watch_falls_back_to_polling(tmp_path, monkeypatch, caplog):
 
 
 def test_idle_wait_loop_uses_events_not_ticks(tmp_path, monkeypatch):
-    """_wait_idle looks at the files on a relevant event and every RECHECK, not every TICK."""
+    """_wait_idle looks at the files on a relevant event and every RECHECK, not every POLL_TICK."""
     from multiagent.agent import loop
 
     monkeypatch.delenv("TF_AGENT_NO_INOTIFY", raising=False)
@@ -341,9 +402,9 @@ def test_drain_flag(tmp_path):
     flag = DrainFlag(str(tmp_path), "a1")
     assert flag.read() is None
     (tmp_path / "a1.drain").write_text("")
-    assert flag.read() == "drain"
+    assert flag.read() == DRAIN
     (tmp_path / "a1.drain").write_text(" hold\n")
-    assert flag.read() == "hold"
+    assert flag.read() == HOLD
 
 
 def test_lock_is_exclusive(tmp_path):
@@ -425,10 +486,8 @@ class _StubClient:
         return True
 
 
-def test_heartbeat_reposts_server_state(tmp_path, monkeypatch):
+def test_heartbeat_reposts_server_state(tmp_path):
     from multiagent.agent import loop
-
-    assert loop.HEARTBEAT_EVERY < 300  # the server's updated_at stays fresher than 5 min
 
     cfg = config.validate("c", dict(MINIMAL))
     agent = loop.Agent(
@@ -443,6 +502,9 @@ def test_heartbeat_reposts_server_state(tmp_path, monkeypatch):
     agent.last_agent_post = time.monotonic()
     agent._heartbeat_if_due()
     assert stub.posts == []  # not due yet
-    monkeypatch.setattr(loop, "HEARTBEAT_EVERY", 0.0)
+    agent.last_agent_post = time.monotonic() - 2 * loop.HEARTBEAT_EVERY
     agent._heartbeat_if_due()
     assert stub.posts == [{"state": "offline", "comment": "lab"}]
+    # That post starts the next period: nothing more until it is over.
+    agent._heartbeat_if_due()
+    assert len(stub.posts) == 1

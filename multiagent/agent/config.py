@@ -1,15 +1,21 @@
-"""The upstream agent config file (YAML): same keys, same defaults, unknown keys rejected."""
+"""The upstream agent config file (`testflinger-agent.conf`, YAML): upstream's keys and
+defaults, unknown keys rejected, every value checked by one rule per key.
+
+`check_setting(key, value)` is that rule, public so that another module (tf-fleet's
+fleet file) validates an upstream key exactly as the agent will. Upstream's newer
+`links` and `control_host` keys are not supported.
+"""
 
 from __future__ import annotations
 
 import os
 
+from multiagent.vocabulary import ALL_PHASES
+
 TYPE_CHECKING = False  # dataclasses/typing cost ~15 ms of start-up; a plain class will do
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
-
-PHASES = ("setup", "provision", "firmware_update", "test", "allocate", "reserve")
-ALL_PHASES = (*PHASES, "cleanup")
 
 
 class ConfigError(Exception):
@@ -23,56 +29,130 @@ class ConfigError(Exception):
         super().__init__(where + reason)
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+# -- one rule per key ------------------------------------------------------------------
+def _is_str(value: object) -> bool:
+    return isinstance(value, str)
 
 
-def _is_number(value: Any) -> bool:
-    # polling_interval: upstream says int; a float is accepted too so tests can
-    # poll every 0.2 s (documented in the README).
-    return (_is_int(value) or isinstance(value, float)) and value > 0
+def _is_nonempty_str(value: object) -> bool:
+    return isinstance(value, str) and value != ""
 
 
-def _str_dict(value: Any) -> bool:
+def _is_bool(value: object) -> bool:
+    return isinstance(value, bool)
+
+
+def _is_positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _is_positive_number(value: object) -> bool:
+    # Upstream takes an int; a float is accepted too so tests can poll every 0.2 s.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return 0 < value < float("inf")
+
+
+def _is_queue_list(value: object) -> bool:
+    return isinstance(value, list) and bool(value) and all(_is_nonempty_str(q) for q in value)
+
+
+def _is_str_map(value: object) -> bool:
     return isinstance(value, dict) and all(
-        isinstance(k, str) and k and isinstance(v, str) for k, v in value.items()
+        _is_nonempty_str(k) and isinstance(v, str) for k, v in value.items()
     )
 
 
-def _images(value: Any) -> bool:
+def _is_images(value: object) -> bool:
     return isinstance(value, dict) and all(
-        isinstance(q, str) and _str_dict(images) for q, images in value.items()
+        _is_nonempty_str(queue) and _is_str_map(images) for queue, images in value.items()
     )
 
 
-# key -> (check, type name for the message, required, default)
-_SCHEMA: dict[str, tuple[Any, str, bool, Any]] = {
-    "agent_id": (lambda v: isinstance(v, str) and v != "", "non-empty str", True, None),
-    "identifier": (lambda v: isinstance(v, str), "str", False, None),
-    "location": (lambda v: isinstance(v, str), "str", False, ""),
-    "polling_interval": (_is_number, "positive int", False, 10),
-    "server_address": (lambda v: isinstance(v, str) and v != "", "non-empty str", True, None),
-    "execution_basedir": (lambda v: isinstance(v, str), "str", False, "/tmp/testflinger/run"),
-    "logging_basedir": (lambda v: isinstance(v, str), "str", False, "/tmp/testflinger/logs"),
-    "results_basedir": (lambda v: isinstance(v, str), "str", False, "/tmp/testflinger/results"),
-    "logging_level": (lambda v: isinstance(v, str), "str", False, "INFO"),
-    "logging_quiet": (lambda v: isinstance(v, bool), "bool", False, False),
-    "job_queues": (
-        lambda v: isinstance(v, list) and all(isinstance(q, str) for q in v),
-        "list of str",
-        True,
-        None,
-    ),
-    **{
-        f"{phase}_command": (lambda v: isinstance(v, str), "str", False, "") for phase in ALL_PHASES
-    },
-    "provision_type": (lambda v: isinstance(v, str), "str", False, ""),
-    "global_timeout": (_is_int, "int", False, None),
-    "output_timeout": (_is_int, "int", False, None),
-    "advertised_queues": (_str_dict, "dict of str -> str", False, None),
-    "advertised_images": (_images, "dict of queue -> {image: str}", False, None),
-    "output_bytes": (_is_int, "int", False, 10 * 1024 * 1024),
+# logging's level names, without importing logging to list them (the agent's
+# setup_logging upper-cases the value).
+LOGGING_LEVELS = ("CRITICAL", "FATAL", "ERROR", "WARNING", "WARN", "INFO", "DEBUG", "NOTSET")
+
+
+def _is_logging_level(value: object) -> bool:
+    return isinstance(value, str) and value.upper() in LOGGING_LEVELS
+
+
+_STRING = (_is_str, "a string")
+_PATH = (_is_nonempty_str, "a non-empty path")
+_POSITIVE_INT = (_is_positive_int, "a positive whole number")
+
+# key -> (rule, what the rule expects, for the message)
+_RULES: dict[str, tuple[Callable[[object], bool], str]] = {
+    "agent_id": (_is_nonempty_str, "a non-empty string"),
+    "identifier": _STRING,
+    "location": _STRING,
+    "polling_interval": (_is_positive_number, "a positive number of seconds"),
+    "server_address": (_is_nonempty_str, "a non-empty server address"),
+    "execution_basedir": _PATH,
+    "logging_basedir": _PATH,
+    "results_basedir": _PATH,
+    "logging_level": (_is_logging_level, f"one of {', '.join(LOGGING_LEVELS)}"),
+    "logging_quiet": (_is_bool, "true or false"),
+    "job_queues": (_is_queue_list, "a non-empty list of non-empty queue names"),
+    **{f"{phase}_command": _STRING for phase in ALL_PHASES},
+    "provision_type": _STRING,
+    "global_timeout": _POSITIVE_INT,
+    "output_timeout": _POSITIVE_INT,
+    "advertised_queues": (_is_str_map, "a mapping of queue names to descriptions"),
+    "advertised_images": (_is_images, "a mapping of queue names to {image name: string}"),
+    "output_bytes": _POSITIVE_INT,
 }
+
+# Every key `testflinger-agent.conf` may hold, in upstream's order.
+UPSTREAM_KEYS: tuple[str, ...] = tuple(_RULES)
+REQUIRED_KEYS = ("agent_id", "server_address", "job_queues")
+# The value an absent (or empty, `key:`) optional key takes.
+DEFAULTS: dict[str, Any] = {
+    "identifier": None,
+    "location": "",
+    "polling_interval": 10,
+    "execution_basedir": "/tmp/testflinger/run",
+    "logging_basedir": "/tmp/testflinger/logs",
+    "results_basedir": "/tmp/testflinger/results",
+    "logging_level": "INFO",
+    "logging_quiet": False,
+    **{f"{phase}_command": "" for phase in ALL_PHASES},
+    "provision_type": "",
+    "global_timeout": None,
+    "output_timeout": None,
+    "advertised_queues": None,
+    "advertised_images": None,
+    "output_bytes": 10 * 1024 * 1024,
+}
+
+
+def _describe(value: object) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return f"the string {value!r}" if len(value) <= 40 else "a long string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
+def check_setting(key: str, value: object) -> str | None:
+    """None when `value` is valid for the upstream key `key`, else a short reason such as
+    "expected a positive whole number, got -1". An unknown key is a reason too. `None`
+    (an empty YAML value) is checked like any other value: the loader, not this rule,
+    lets it stand for the default of an optional key."""
+    rule = _RULES.get(key)
+    if rule is None:
+        return "not a key of testflinger-agent.conf"
+    test, expected = rule
+    return None if test(value) else f"expected {expected}, got {_describe(value)}"
 
 
 class AgentConfig:
@@ -95,13 +175,6 @@ class AgentConfig:
     def __repr__(self) -> str:
         return f"AgentConfig(path={self.path!r}, values={self.values!r})"
 
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, AgentConfig):
-            return NotImplemented
-        return (self.path, self.values) == (other.path, other.values)
-
-    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass was
-
     def command(self, phase: str) -> str:
         return self.values.get(f"{phase}_command") or ""
 
@@ -116,20 +189,19 @@ def validate(path: str, data: Any) -> AgentConfig:
     if not isinstance(data, dict):
         raise ConfigError(path, "top level must be a mapping")
     for key in data:
-        if key not in _SCHEMA:
+        if key not in _RULES:
             raise ConfigError(path, "unknown key", key=str(key))
     values: dict[str, Any] = {}
-    for key, (check, type_name, required, default) in _SCHEMA.items():
-        if key not in data or (data[key] is None and not required):
-            if required:
-                raise ConfigError(path, "required key missing", key=key)
-            values[key] = default
+    for key in UPSTREAM_KEYS:
+        value = data.get(key)
+        if value is None and key not in REQUIRED_KEYS:
+            values[key] = DEFAULTS[key]
             continue
-        value = data[key]
-        if not check(value):
-            raise ConfigError(
-                path, f"expected {type_name}, got {type(value).__name__} {value!r}", key=key
-            )
+        if key not in data:
+            raise ConfigError(path, "required key missing", key=key)
+        reason = check_setting(key, value)
+        if reason is not None:
+            raise ConfigError(path, reason, key=key)
         values[key] = value
     address = values["server_address"]
     if "://" not in address:
