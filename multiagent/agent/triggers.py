@@ -9,7 +9,7 @@ restart dir and the run dir, so a restart file or a drain flag is seen at once
 without waking up to look. Events are filtered by name; files are still checked
 directly (the events only say "look now") and every `RECHECK` seconds anyway.
 Without inotify (no libc/ctypes, watch or instance limit, restart dir missing,
-TF_AGENT_NO_INOTIFY=1) the agent looks every `POLL_TICK` seconds as before.
+TF_AGENT_NO_INOTIFY=1) the agent looks every `POLL_TICK` seconds instead.
 """
 
 from __future__ import annotations
@@ -267,8 +267,8 @@ class Triggers:
         signal.signal(signal.SIGUSR1, self._on_usr1)
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, self._on_term)
-        # SIGCHLD only wakes a running phase's select when the shell exits while
-        # a background grandchild still holds the output pipe open.
+        # SIGCHLD wakes a running phase's select, so a shell that exits while a
+        # background grandchild still holds the output pipe open is seen at once.
         signal.signal(signal.SIGCHLD, self._on_chld)
 
     def _on_usr1(self, _signum: int, _frame: Any) -> None:

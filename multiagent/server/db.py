@@ -259,7 +259,7 @@ class Store:
             else:
                 doc["provision_streak_type"] = kind
                 doc["provision_streak_count"] = 1
-            # Streak bookkeeping is not a sign of life: updated_at stays as it is (§5).
+            # Streak bookkeeping is not a sign of life: updated_at stays as it is.
             conn.execute("UPDATE agents SET doc = ? WHERE name = ?", (json.dumps(doc), agent))
             return True
 
