@@ -377,7 +377,7 @@ def test_drain_and_hold(shared_server, make_agent):
     # waiting all along.
     writes = agent.status_writes()
     holds_until(
-        lambda: shared_server.job_state(job_id) == "waiting" and agent.status()["drained"],
+        lambda: shared_server.job_state(job_id) == "waiting" and agent.status().get("drained"),
         lambda: writes(3),
         what="job waiting while drained",
     )
