@@ -5,17 +5,23 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
-from collections.abc import Callable
+import tempfile
+import traceback
+from collections.abc import Callable, Sequence
 from functools import wraps
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from .fleet import FleetError, load_fleet
-from .supervisor import SupervisorError
+from .errors import UserError
+from .fleet import SERVER_PROGRAM, load_fleet
+from .vocabulary import parse_duration
 
-EXIT_INVALID = 2
+if TYPE_CHECKING:
+    from .context import Context
+    from .operations import Operation, RunResult
+
+PLAN_KINDS = ("add", "start", "restart", "replace", "remove", "unchanged")
 
 
 class Options:
@@ -23,32 +29,42 @@ class Options:
         self.config = config
         self.state_dir = state_dir
 
-    def context(self):
-        from .reconcile import Context
+    def context(self) -> Context:
+        from .context import Context
 
         return Context(load_fleet(self.config, self.state_dir))
 
 
 def handles_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn our errors into a clear message and an exit status, without a traceback."""
+    """A known failure prints its lines and exits with its status; anything else is a bug:
+    one line on the terminal, the traceback in a log file."""
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except FleetError as exc:
-            for problem in exc.problems:
-                click.echo(f"error: {problem}", err=True)
-            count = len(exc.problems)
+        except UserError as exc:
+            for line in exc.lines():
+                click.echo(line, err=True)
+            sys.exit(exc.exit_status)
+        except click.ClickException:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the last resort: never a traceback
+            log = _write_traceback()
             click.echo(
-                f"{count} problem{'s' if count != 1 else ''}; nothing was changed.", err=True
+                f"error: unexpected {type(exc).__name__}: {exc}; the traceback is in {log}",
+                err=True,
             )
-            sys.exit(EXIT_INVALID)
-        except SupervisorError as exc:
-            click.echo(f"error: {exc}", err=True)
             sys.exit(1)
 
     return wrapper
+
+
+def _write_traceback() -> str:
+    fd, path = tempfile.mkstemp(prefix="tf-fleet-error-", suffix=".log")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(traceback.format_exc())
+    return path
 
 
 class FleetGroup(click.Group):
@@ -63,7 +79,8 @@ class FleetGroup(click.Group):
         if name in self.lazy:
             from .server import cli as server_cli
 
-            return getattr(server_cli, self.lazy[name])
+            command: click.Command = getattr(server_cli, self.lazy[name])
+            return command
         return super().get_command(ctx, name)
 
 
@@ -90,6 +107,63 @@ def main(click_ctx: click.Context, config: str, state_dir: str | None) -> None:
 pass_options = click.make_pass_decorator(Options)
 
 
+def _duration(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--timeout") from None
+
+
+def _select(ctx: Context, names: tuple[str, ...], all_agents: bool) -> list[str]:
+    if all_agents and names:
+        raise click.UsageError("give agent names or --all, not both")
+    if all_agents:
+        return sorted(ctx.fleet.agents)
+    if not names:
+        raise click.UsageError("name at least one agent, or --all")
+    unknown = [n for n in names if n not in ctx.fleet.agents]
+    if unknown:
+        raise click.BadParameter(f"not in the fleet file: {', '.join(unknown)}", param_hint="NAME")
+    return list(dict.fromkeys(names))
+
+
+def _progress(enabled: bool) -> Callable[[Sequence[Operation]], None] | None:
+    from .progress import Progress
+
+    return Progress() if enabled else None
+
+
+def _print_pending(result: RunResult) -> None:
+    click.echo("timed out; still pending (nothing was interrupted):", err=True)
+    for op in result.operations:
+        if not op.done:
+            click.echo(f"  {op.name}: {op.text}", err=True)
+
+
+def _report(result: RunResult, as_json: bool, what: str) -> None:
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+        return
+    for op in result.operations:
+        if op.failed:
+            click.echo(f"{op.name}: {op.text}", err=True)
+        for note in op.notes:
+            click.echo(f"{op.name}: {note}")
+    done = sum(op.stage == "done" for op in result.operations)
+    click.echo(f"{done}/{len(result.operations)} {what}.")
+    if result.timed_out:
+        _print_pending(result)
+    if result.stopped_early:
+        untouched = [op.name for op in result.operations if op.stage == "queued"]
+        click.echo(f"stopped after a failure; left untouched: {', '.join(untouched)}", err=True)
+
+
+def _actions_json(actions: Sequence[Any]) -> list[dict[str, Any]]:
+    return [{"name": a.name, "action": a.kind, "reasons": list(a.reasons)} for a in actions]
+
+
 @main.command()
 @pass_options
 @handles_errors
@@ -105,21 +179,11 @@ def validate(opts: Options) -> None:
 @handles_errors
 def plan(opts: Options, as_json: bool) -> None:
     """Show what `up` would do, per agent, without doing it."""
-    from .reconcile import make_plan
+    from .observe import make_plan
 
     result = make_plan(opts.context())
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "actions": [
-                        {"name": a.name, "action": a.kind, "reasons": list(a.reasons)}
-                        for a in result.actions
-                    ]
-                },
-                indent=2,
-            )
-        )
+        click.echo(json.dumps({"actions": _actions_json(result.actions)}, indent=2))
         return
     for action in result.actions:
         reasons = f"  ({'; '.join(action.reasons)})" if action.reasons else ""
@@ -128,15 +192,13 @@ def plan(opts: Options, as_json: bool) -> None:
 
 @main.command()
 @click.option(
-    "--no-wait",
-    is_flag=True,
-    help="Start and ask, then return; the next `up` finishes what is pending.",
+    "--no-wait", is_flag=True, help="Start and ask, then return; the next `up` finishes the rest."
 )
 @click.option(
     "--timeout",
     default=None,
-    help="How long to wait for changed agents to be"
-    " idle and back (default: the fleet's restart.timeout), e.g. 30m.",
+    help="How long to wait for changed agents to be idle and back (default: the fleet's"
+    " restart.timeout), e.g. 30m.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the final report as JSON.")
 @pass_options
@@ -144,30 +206,25 @@ def plan(opts: Options, as_json: bool) -> None:
 def up(opts: Options, no_wait: bool, timeout: str | None, as_json: bool) -> None:
     """Render every agent, start supervisord if needed, start new agents, and apply changes
     safely: changed agents restart once idle, removed ones stop once idle."""
-    from .progress import Progress
-    from .reconcile import up as run_up
+    from .up import up as run_up
 
     ctx = opts.context()
-    progress = None if as_json else Progress()
-    report = run_up(ctx, wait=not no_wait, restart_timeout=_duration(timeout), progress=progress)
-    failed = [n for n in report.started if report.states.get(n) in ("FATAL", "BACKOFF", "EXITED")]
+    report = run_up(
+        ctx,
+        wait=not no_wait,
+        restart_timeout=_duration(timeout),
+        progress=_progress(not as_json),
+    )
     applied = report.applied
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "started_supervisord": report.started_supervisord,
-                    "written": [str(p) for p in report.written],
-                    "started": {n: report.states.get(n) for n in report.started},
-                    "plan": [
-                        {"name": a.name, "action": a.kind, "reasons": list(a.reasons)}
-                        for a in report.plan.actions
-                    ],
-                    "applied": applied.to_json() if applied else None,
-                },
-                indent=2,
-            )
-        )
+        data = {
+            "started_supervisord": report.started_supervisord,
+            "written": [str(p) for p in report.written],
+            "started": {n: report.states.get(n) for n in report.started},
+            "plan": _actions_json(report.plan.actions),
+            "applied": applied.to_json() if applied else None,
+        }
+        click.echo(json.dumps(data, indent=2))
     else:
         if report.started_supervisord:
             click.echo(
@@ -182,66 +239,13 @@ def up(opts: Options, no_wait: bool, timeout: str | None, as_json: bool) -> None
             click.echo("asked; `tf-fleet plan` or `tf-fleet status` shows what is pending")
         elif applied and applied.timed_out:
             _print_pending(applied)
-        counts = {
-            k: len(report.plan.of_kind(k))
-            for k in ("add", "start", "restart", "replace", "remove", "unchanged")
-        }
+        counts = {k: len(report.plan.of_kind(k)) for k in PLAN_KINDS}
         click.echo(", ".join(f"{v} {k}" for k, v in counts.items() if v) or "nothing to do")
+    failed = report.failed_to_start
     if failed:
         click.echo(f"failed to start: {', '.join(failed)} (see `tf-fleet status`)", err=True)
     if failed or (applied and not no_wait and not applied.ok):
         sys.exit(1)
-
-
-def _duration(text: str | None) -> float | None:
-    from .fleet import parse_duration
-
-    if text is None:
-        return None
-    seconds = parse_duration(text)
-    if seconds is None:
-        raise click.BadParameter(
-            f"expected a duration such as 6h, 30m or 90s, got {text!r}", param_hint="--timeout"
-        )
-    return seconds
-
-
-def _select(ctx, names: tuple[str, ...], all_agents: bool) -> list[str]:
-    if all_agents and names:
-        raise click.UsageError("give agent names or --all, not both")
-    if all_agents:
-        return sorted(ctx.fleet.agents)
-    if not names:
-        raise click.UsageError("name at least one agent, or --all")
-    unknown = [n for n in names if n not in ctx.fleet.agents]
-    if unknown:
-        raise click.BadParameter(f"not in the fleet file: {', '.join(unknown)}", param_hint="NAME")
-    return list(dict.fromkeys(names))
-
-
-def _print_pending(result) -> None:
-    click.echo("timed out; still pending (nothing was interrupted):", err=True)
-    for op in result.operations:
-        if not op.done:
-            click.echo(f"  {op.name}: {op.text}", err=True)
-
-
-def _report(result, as_json: bool, what: str) -> None:
-    if as_json:
-        click.echo(json.dumps(result.to_json(), indent=2))
-        return
-    for op in result.operations:
-        if op.stage == "failed":
-            click.echo(f"{op.name}: {op.text}", err=True)
-        for note in op.notes:
-            click.echo(f"{op.name}: {note}")
-    done = sum(op.stage == "done" for op in result.operations)
-    click.echo(f"{done}/{len(result.operations)} {what}.")
-    if result.timed_out:
-        _print_pending(result)
-    if result.stopped_early:
-        untouched = [op.name for op in result.operations if op.stage == "queued"]
-        click.echo(f"stopped after a failure; left untouched: {', '.join(untouched)}", err=True)
 
 
 @main.command()
@@ -280,41 +284,29 @@ def restart(
 ) -> None:
     """Restart agents. --safe: each exits when idle and comes back; with --all, a rolling
     restart that stops at the first agent that does not come back."""
-    from .operations import SafeRestart
-    from .operations import run as run_operations
-    from .progress import Progress
-    from .reconcile import busy_agents
-
     ctx = opts.context()
     selected = _select(ctx, names, all_agents)
     if not safe:
-        busy = busy_agents(ctx, selected)
-        if busy and not force:
-            for name, text in busy.items():
-                click.echo(
-                    f"{name} is busy ({text}); use --safe to restart it when idle,"
-                    " or --force to interrupt the job",
-                    err=True,
-                )
-            sys.exit(1)
-        for name in selected:
-            if ctx.supervisor.process(name).state in ("RUNNING", "STARTING", "BACKOFF"):
-                ctx.supervisor.stop(name, True)
-            ctx.supervisor.start(name, True)
-            click.echo(f"{name}: restarted (pid {ctx.supervisor.process(name).pid})")
+        from .control import hard_restart
+
+        for name, pid in hard_restart(ctx, selected, force).items():
+            click.echo(f"{name}: restarted (pid {pid})")
         return
     if max_parallel < 1:
         raise click.BadParameter("must be at least 1", param_hint="--max-parallel")
+    from .operations import SafeRestart
+    from .scheduler import run as run_operations
+
+    method = method or ctx.fleet.restart.method
     operations = [SafeRestart(n, ctx.kind(n), method) for n in selected]
-    progress = None if as_json else Progress()
     result = run_operations(
         operations,
-        ctx.env(method),
+        ctx.env(),
         max_parallel=max_parallel,
         timeout=_duration(timeout) or ctx.fleet.restart.timeout,
         stop_on_failure=True,
         wait=not no_wait,
-        progress=progress,
+        progress=_progress(not as_json),
     )
     if no_wait and not as_json:
         click.echo(f"asked {len(operations)} agent(s) to restart when idle")
@@ -342,12 +334,10 @@ def drain(
 ) -> None:
     """Take no new jobs (running jobs go on); `resume` undoes it."""
     from .operations import Drain
-    from .operations import run as run_operations
-    from .progress import Progress
+    from .scheduler import run as run_operations
 
     ctx = opts.context()
-    selected = _select(ctx, names, all_agents)
-    operations = [Drain(n, ctx.kind(n)) for n in selected]
+    operations = [Drain(n, ctx.kind(n)) for n in _select(ctx, names, all_agents)]
     result = run_operations(
         operations,
         ctx.env(),
@@ -355,7 +345,7 @@ def drain(
         timeout=_duration(timeout) or ctx.fleet.restart.timeout,
         stop_on_failure=False,
         wait=wait,
-        progress=None if as_json or not wait else Progress(),
+        progress=_progress(wait and not as_json),
     )
     if not wait:
         failed = [op for op in operations if op.failed]
@@ -375,20 +365,11 @@ def drain(
 @handles_errors
 def resume(opts: Options, names: tuple[str, ...], all_agents: bool) -> None:
     """Take jobs again after `drain` (and start agents a hold left down)."""
-    from . import triggers
+    from .control import resume as run_resume
 
     ctx = opts.context()
-    for name in _select(ctx, names, all_agents):
-        kind = ctx.kind(name)
-        triggers.clear_drain(ctx.layout, name)
-        if kind == "upstream":
-            triggers.set_server_state(ctx.fleet.server.url, name, "waiting", "")
-        info = ctx.supervisor.process(name)
-        if info.state in ("EXITED", "STOPPED", "FATAL"):
-            ctx.supervisor.start(name, False)
-            click.echo(f"{name}: resumed and started")
-        else:
-            click.echo(f"{name}: resumed")
+    for name, started in run_resume(ctx, _select(ctx, names, all_agents)).items():
+        click.echo(f"{name}: resumed and started" if started else f"{name}: resumed")
 
 
 @main.command()
@@ -398,19 +379,18 @@ def resume(opts: Options, names: tuple[str, ...], all_agents: bool) -> None:
 @handles_errors
 def status(opts: Options, names: tuple[str, ...], as_json: bool) -> None:
     """One line per agent: process, pid, uptime, state, job, restart, last poll."""
-    from .status import fleet_status, format_table
+    from .status import format_table, look
 
     ctx = opts.context()
     wanted = list(names) or sorted(ctx.fleet.agents)
     unknown = [n for n in wanted if n not in ctx.fleet.agents]
     if unknown:
         raise click.BadParameter(f"not in {opts.config}: {', '.join(unknown)}", param_hint="NAME")
-    processes = ctx.supervisor.processes() if ctx.supervisor.is_running() else {}
-    rows = fleet_status(wanted, processes, ctx.layout)
+    running, rows = look(ctx, wanted)
     if as_json:
         click.echo(json.dumps({"agents": [r.to_json() for r in rows]}, indent=2))
     else:
-        if not processes:
+        if not running:
             click.echo(f"supervisord is not running ({ctx.target.socket_url})")
         click.echo(format_table(rows))
     if any(r.failed for r in rows):
@@ -425,8 +405,8 @@ def status(opts: Options, names: tuple[str, ...], as_json: bool) -> None:
 @handles_errors
 def logs(opts: Options, name: str, follow: bool, lines: int) -> None:
     """Print an agent's log (what it wrote to stdout and stderr)."""
-    from .fleet import SERVER_PROGRAM
-    from .status import tail_lines
+    from .logs import follow as follow_log
+    from .logs import tail_lines
 
     ctx = opts.context()
     if name not in ctx.fleet.agents and name != SERVER_PROGRAM:
@@ -438,23 +418,7 @@ def logs(opts: Options, name: str, follow: bool, lines: int) -> None:
     for line in tail_lines(path, lines, max_bytes=max(64 * 1024, lines * 512)):
         click.echo(line)
     if follow:
-        _follow(path)
-
-
-def _follow(path) -> None:
-    with open(path, "rb") as handle:
-        handle.seek(0, 2)
-        try:
-            while True:
-                chunk = handle.read()
-                if chunk:
-                    click.echo(chunk.decode("utf-8", "replace"), nl=False)
-                else:
-                    if path.stat().st_size < handle.tell():  # rotated
-                        handle.seek(0)
-                    time.sleep(0.25)
-        except KeyboardInterrupt:
-            pass
+        follow_log(path, lambda text: click.echo(text, nl=False))
 
 
 @main.command()
@@ -465,28 +429,16 @@ def _follow(path) -> None:
 @handles_errors
 def down(opts: Options, safe: bool, force: bool, timeout: str | None) -> None:
     """Stop every agent and, in private mode, supervisord."""
-    from .progress import Progress
-    from .reconcile import BusyError
-    from .reconcile import down as run_down
+    from .down import down as run_down
 
     ctx = opts.context()
-    try:
-        stopped, drained = run_down(
-            ctx,
-            safe=safe,
-            force=force,
-            timeout=_duration(timeout) or ctx.fleet.restart.timeout,
-            progress=Progress() if safe else None,
-        )
-    except BusyError as exc:
-        for name, text in exc.busy.items():
-            click.echo(f"{name} is busy: {text}", err=True)
-        click.echo(
-            "refusing to stop agents that run jobs: use --safe to wait for them,"
-            " or --force to interrupt them",
-            err=True,
-        )
-        sys.exit(1)
+    stopped, drained = run_down(
+        ctx,
+        safe=safe,
+        force=force,
+        timeout=_duration(timeout) or ctx.fleet.restart.timeout,
+        progress=_progress(safe),
+    )
     if drained and not drained.ok:
         _report(drained, False, "stopped")
         click.echo("supervisord left running; agents still busy are draining", err=True)

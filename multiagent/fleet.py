@@ -13,11 +13,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import EXIT_INVALID, UserError
+from .vocabulary import parse_duration
 from .yamlsource import Located, YamlSyntaxError, load_located
 
 AGENT_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 SERVER_PROGRAM = "tf-fleet-server"
+# What a supervisord program of a fleet runs.
+TF_AGENT = "tf-agent"
+UPSTREAM = "upstream"  # testflinger-agent, or any command taking -c CONF
+SERVER = "server"  # the embedded local server
 RESERVED_NAMES = {SERVER_PROGRAM}
 DEFAULT_EMBEDDED_HOST = "127.0.0.1"
 DEFAULT_EMBEDDED_PORT = 8585
@@ -154,10 +160,20 @@ class Problem:
         return f"{where}: {who}{self.field}: {self.message}"
 
 
-class FleetError(Exception):
+class FleetError(UserError):
+    """The fleet file (or what the host makes of it) is invalid: every problem at once."""
+
+    exit_status = EXIT_INVALID
+
     def __init__(self, problems: list[Problem]):
         super().__init__("\n".join(str(p) for p in problems))
         self.problems = problems
+
+    def lines(self) -> list[str]:
+        count = len(self.problems)
+        return [f"error: {p}" for p in self.problems] + [
+            f"{count} problem{'s' if count != 1 else ''}; nothing was changed."
+        ]
 
 
 @dataclass(frozen=True)
@@ -193,12 +209,24 @@ class Agent:
     device: dict[str, Any] | None = None
 
     @property
+    def kind(self) -> str:
+        return command_kind(self.agent_command.split())
+
+    @property
     def is_tf_agent(self) -> bool:
         """tf-agent writes a status file and takes our extra options; upstream does not."""
-        words = self.agent_command.split()
-        return bool(words) and (
-            os.path.basename(words[0]) == "tf-agent" or words[-2:] == ["-m", "multiagent.agent"]
-        )
+        return self.kind == TF_AGENT
+
+
+def command_kind(words: list[str]) -> str:
+    """TF_AGENT for a command that runs tf-agent (by its console script or as
+    `python -m multiagent.agent`), else UPSTREAM: the one rule, for the fleet file's
+    agent_command and for the command line of a program file alike."""
+    if words and os.path.basename(words[0]) == "tf-agent":
+        return TF_AGENT
+    if any(words[i : i + 2] == ["-m", "multiagent.agent"] for i in range(len(words) - 1)):
+        return TF_AGENT
+    return UPSTREAM
 
 
 @dataclass(frozen=True)
@@ -222,25 +250,6 @@ def _kind(value: Any) -> str:
         list: "a list",
         dict: "a mapping",
     }.get(type(value), type(value).__name__)
-
-
-def parse_duration(value: Any) -> float | None:
-    """'6h', '30m', '45s', '2d', '1h30m' or a number of seconds; None when unreadable."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return float(value) if value > 0 else None
-    if not isinstance(value, str):
-        return None
-    text = value.strip()
-    if re.fullmatch(r"\d+(\.\d+)?", text):
-        return float(text) or None
-    parts = re.findall(r"(\d+(?:\.\d+)?)([dhms])", text)
-    if not parts or "".join(n + u for n, u in parts) != text.replace(" ", ""):
-        return None
-    scale = {"d": 86400, "h": 3600, "m": 60, "s": 1}
-    total = sum(float(n) * scale[u] for n, u in parts)
-    return total or None
 
 
 class _Collector:
@@ -410,12 +419,12 @@ def _parse_restart(value: Any, errors: _Collector) -> RestartSettings:
     if not isinstance(restart_dir, str) or not restart_dir.startswith("/"):
         errors.add(("restart", "restart_dir"), f"expected an absolute path, got {restart_dir!r}")
         restart_dir = "/tmp"
-    timeout = parse_duration(value.get("timeout", DEFAULT_RESTART_TIMEOUT))
-    if timeout is None:
-        errors.add(
-            ("restart", "timeout"),
-            f"expected a duration such as 6h, 30m or 90s, got {value.get('timeout')!r}",
-        )
+    try:
+        timeout = parse_duration(value.get("timeout", DEFAULT_RESTART_TIMEOUT))
+        if not timeout:
+            raise ValueError(f"a timeout must be longer than 0, got {value.get('timeout')!r}")
+    except ValueError as exc:
+        errors.add(("restart", "timeout"), str(exc))
         timeout = DEFAULT_RESTART_TIMEOUT
     return RestartSettings(method, restart_dir, timeout)
 

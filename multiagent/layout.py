@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .vocabulary import drain_file_name, status_file_name
+
 MARKER = "managed by tf-fleet"
 AGENT_CONF = "testflinger-agent.conf"
 DEVICE_CONF = "default.yaml"
@@ -32,10 +34,10 @@ class Layout:
         return self.state_dir / "run"
 
     def status_file(self, name: str) -> Path:
-        return self.run_dir / f"{name}.json"
+        return self.run_dir / status_file_name(name)
 
     def drain_file(self, name: str) -> Path:
-        return self.run_dir / f"{name}.drain"
+        return self.run_dir / drain_file_name(name)
 
     @property
     def logs_dir(self) -> Path:

@@ -1,119 +1,108 @@
-"""Safe operations on agents, as small state machines advanced by one scheduler loop.
+"""Safe operations on agents, as pure state machines over a Snapshot of facts.
 
-Each tick reads every process in one XML-RPC call plus the status files of the agents in
-flight, and moves each operation on by at most one step. Nothing here kills a process
-that runs a job: an agent is only ever *asked* (SIGUSR1, restart file, drain flag) and
-stopped or swapped once supervisord reports it has exited by itself.
+Each operation decides, from the snapshot alone, its next stage and the actions the
+shell (`scheduler.py`) is to carry out; nothing here does I/O, so every transition is
+tested on hand-built snapshots. Nothing here kills a process that runs a job: an agent
+is only ever *asked* (SIGUSR1, restart file, drain flag) and stopped or swapped once
+supervisord reports that it has exited by itself.
 """
 
 from __future__ import annotations
 
-import shutil
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import triggers
-from .layout import Layout
-from .procinfo import process_start_time
-from .status import PHASES, current_status, read_status_file, tail_lines
-from .supervisor import ProcessInfo, Supervisor, SupervisorError
+from .fleet import SERVER, TF_AGENT
+from .statusfile import current_status
+from .supervisor import ProcessInfo
+from .vocabulary import AGENT_DRAINED, ALL_PHASES, DRAIN, HOLD, QUIET_AGENT_STATES
 
-DOWN = {"STOPPED", "EXITED", "FATAL"}
-FAILED = {"FATAL", "BACKOFF"}
-LIVE = {"RUNNING", "STARTING"}
-QUIET_STATES = {"offline", "maintenance", "drained"}  # up, but not polling for jobs
+DOWN = frozenset({"STOPPED", "EXITED", "FATAL"})
+FAILED = frozenset({"FATAL", "BACKOFF"})
+LIVE = frozenset({"RUNNING", "STARTING"})
+# A status file's last poll may precede the start time we compute by a clock tick.
+START_SLACK = 0.05
+
+# What an operation asks the shell to do (Action.verb).
+START = "start"  # supervisord startProcess; already started is fine
+STOP = "stop"  # supervisord stopProcess, waiting; already stopped is fine
+ASK_SIGNAL = "ask-signal"  # SIGUSR1 through supervisord
+ASK_FILE = "ask-file"  # the restart file
+SET_DRAIN = "set-drain"  # the drain flag, with arg DRAIN or HOLD
+SERVER_STATE = "server-state"  # the agent's state on the server, arg the state
+SWAP_PROGRAM = "swap-program"  # remove the old program, clear its drain flag, add the new
+REMOVE_PROGRAM = "remove-program"  # remove the program, its file and the agent's files
+
+SERVER_OFFLINE = "offline"  # what an upstream agent reads as "take no job"
 
 
-@dataclass
-class Env:
-    """What operations act on: supervisord, the state dir and the fleet's settings."""
-
-    supervisor: Supervisor
-    layout: Layout
-    restart_method: str = "signal"
-    restart_dir: str = "/tmp"
-    server_url: str | None = None
+@dataclass(frozen=True)
+class Action:
+    verb: str
+    name: str
+    arg: str = ""
 
 
-@dataclass
+@dataclass(frozen=True)
+class AgentFacts:
+    """Everything known of one program at one moment."""
+
+    info: ProcessInfo | None = None  # supervisord's view; None: not loaded
+    status_file: dict[str, Any] | None = None  # the status file as read (any writer)
+    started: float | None = None  # when the running pid started, to a clock tick
+    children: int = 0  # child processes of the running pid (upstream agents)
+    server_job: str | None = None  # the job the server holds for it (upstream agents)
+    log_tail: tuple[str, ...] = ()  # the end of its log, when it is down or failing
+
+
+@dataclass(frozen=True)
 class Snapshot:
-    processes: dict[str, ProcessInfo]
-    status_files: dict[str, dict[str, Any] | None]
+    agents: dict[str, AgentFacts]
     now: float
-    server_url: str | None = None
+    server_known: bool = False  # the fleet has a server to set agent states on
+
+    def facts(self, name: str) -> AgentFacts:
+        return self.agents.get(name) or AgentFacts()
 
     def info(self, name: str) -> ProcessInfo | None:
-        return self.processes.get(name)
+        return self.facts(name).info
 
     def status(self, name: str) -> dict[str, Any] | None:
         """The status file, only if the process running now wrote it."""
         info = self.info(name)
         if not info or not info.pid:
             return None
-        return current_status(self.status_files.get(name), info.pid)
+        return current_status(self.facts(name).status_file, info.pid)
 
     def busy(self, name: str, kind: str) -> tuple[bool, str]:
         """Whether the agent runs a job, and what it is doing, in words."""
-        info = self.info(name)
+        facts = self.facts(name)
+        info = facts.info
         if not info or info.state not in LIVE:
             return False, (info.state.lower() if info else "not loaded")
-        if kind == "tf-agent":
+        if kind == TF_AGENT:
             data = self.status(name)
             if not data:
                 return False, "starting"
-            if data.get("job_id") or data.get("state") in PHASES:
+            if data.get("job_id") or data.get("state") in ALL_PHASES:
                 since = data.get("since")
                 when = time.strftime("%H:%M:%S", time.localtime(since)) if since else "?"
-                return True, (
-                    f"waiting for job {data.get('job_id')} in phase"
-                    f" {data.get('phase') or data.get('state')} since {when}"
-                )
+                phase = data.get("phase") or data.get("state")
+                return True, f"waiting for job {data.get('job_id')} in phase {phase} since {when}"
             return False, data.get("state") or "idle"
-        # Upstream agents write no status file: a running job shows as child processes.
-        import psutil  # only here: most commands never need its import time
-
-        try:
-            children = psutil.Process(info.pid).children()
-        except psutil.Error:
-            children = []
-        if children:
-            return True, f"waiting for its job to end ({len(children)} child process(es))"
-        # Between phases an upstream agent talks to the server with no child running;
-        # the server knows whether it holds a job.
-        job_id = _server_job(self.server_url, name) if self.server_url else None
-        if job_id:
-            return True, f"waiting for job {job_id} (as the server reports it)"
+        if facts.children:
+            return True, f"waiting for its job to end ({facts.children} child process(es))"
+        if facts.server_job:
+            # Between phases an upstream agent runs no child; its server knows the job.
+            return True, f"waiting for job {facts.server_job} (as the server reports it)"
         return False, "idle"
-
-
-_SERVER_CACHE: dict[tuple[str, str], tuple[float, str | None]] = {}
-SERVER_CACHE_SECONDS = 2.0
-
-
-def _server_job(server_url: str, name: str) -> str | None:
-    """The job the server has for an agent, asked at most every 2 s per agent."""
-    key = (server_url, name)
-    now = time.monotonic()
-    cached = _SERVER_CACHE.get(key)
-    if cached and now - cached[0] < SERVER_CACHE_SECONDS:
-        return cached[1]
-    job_id = triggers.get_server_agent(server_url, name).get("job_id") or None
-    _SERVER_CACHE[key] = (now, job_id)
-    return job_id
-
-
-def take_snapshot(env: Env, names: list[str]) -> Snapshot:
-    processes = env.supervisor.processes()
-    status_files = {n: read_status_file(env.layout.status_file(n)) for n in names}
-    return Snapshot(processes, status_files, time.time(), env.server_url)
 
 
 @dataclass
 class Operation:
     name: str
-    kind: str  # the agent kind: tf-agent, upstream, server
+    kind: str  # the program kind: tf-agent, upstream, server
     stage: str = "queued"
     text: str = "queued"
     started_at: float | None = None
@@ -135,37 +124,43 @@ class Operation:
     def failed(self) -> bool:
         return self.stage == "failed"
 
-    def begin(self, snap: Snapshot, env: Env) -> None:
-        self.started_at = time.monotonic()
-        info = snap.info(self.name)
-        self.old_pid = info.pid if info else 0
-
-    def step(self, snap: Snapshot, env: Env) -> None:
-        raise NotImplementedError
-
-    def finish(self, result: str) -> None:
-        self.stage = "done"
-        self.finished_at = time.monotonic()
-        self.result = result
-        self.text = result
-
-    def fail(self, error: str) -> None:
-        self.stage = "failed"
-        self.finished_at = time.monotonic()
-        self.error = error
-        self.text = f"FAILED: {error}"
-
     @property
     def elapsed(self) -> float | None:
         if self.started_at is None:
             return None
-        return (self.finished_at or time.monotonic()) - self.started_at
+        return (self.finished_at or time.time()) - self.started_at
+
+    def begin(self, snap: Snapshot) -> list[Action]:
+        """The first step: what to ask, from the facts of the moment."""
+        self.started_at = snap.now
+        info = snap.info(self.name)
+        self.old_pid = info.pid if info else 0
+        self.text = "asked"
+        return []
+
+    def step(self, snap: Snapshot) -> list[Action]:
+        raise NotImplementedError
+
+    def finish(self, snap: Snapshot, result: str) -> None:
+        self.stage = "done"
+        self.finished_at = snap.now
+        self.result = self.text = result
+
+    def fail(self, error: str, now: float | None = None) -> None:
+        self.stage = "failed"
+        self.finished_at = time.time() if now is None else now
+        self.error = error
+        self.text = f"FAILED: {error}"
+
+    def _took(self, snap: Snapshot) -> str:
+        return f"{snap.now - (self.started_at or snap.now):.1f}s"
 
     # shared steps ---------------------------------------------------------------
-    def _failure(self, snap: Snapshot, env: Env) -> str | None:
+    def _failure(self, snap: Snapshot) -> str | None:
         """A new process that will not stay up: the reason, with its last log lines.
         EXITED with a non-zero status is the old process between exit and respawn."""
-        info = snap.info(self.name)
+        facts = snap.facts(self.name)
+        info = facts.info
         if not info:
             return "supervisord no longer knows this program"
         if (
@@ -173,36 +168,36 @@ class Operation:
             or info.state == "STOPPED"
             or (info.state == "EXITED" and info.exitstatus == 0)
         ):
-            lines = tail_lines(env.layout.log_file(self.name), 3)
-            detail = f"; log: {' | '.join(lines)}" if lines else ""
+            detail = f"; log: {' | '.join(facts.log_tail)}" if facts.log_tail else ""
             why = f", {info.spawnerr}" if info.spawnerr else ""
             return f"did not come back ({info.state}{why}){detail}"
         return None
 
     def _back(self, snap: Snapshot) -> bool:
         """The new process is up: tf-agent has polled the server (or is up but told not to
-        poll); an upstream agent has lived past startsecs."""
-        info = snap.info(self.name)
+        poll); any other program has lived past startsecs (RUNNING)."""
+        facts = snap.facts(self.name)
+        info = facts.info
         if not info or not info.pid or info.pid == self.old_pid or info.state not in LIVE:
             return False
         self.new_pid = info.pid
-        if self.kind != "tf-agent":
+        if self.kind != TF_AGENT:
             return info.state == "RUNNING"
         data = snap.status(self.name)
         if not data:
             return False
-        started = process_start_time(info.pid) or info.start
+        started = facts.started or info.start
         last_poll = data.get("last_poll")
-        polled = last_poll is not None and last_poll >= started - 0.05
-        return polled or data.get("state") in QUIET_STATES
+        polled = isinstance(last_poll, (int, float)) and last_poll >= started - START_SLACK
+        return polled or data.get("state") in QUIET_AGENT_STATES
 
-    def _wait_back(self, snap: Snapshot, env: Env) -> None:
-        failure = self._failure(snap, env)
+    def _wait_back(self, snap: Snapshot) -> None:
+        failure = self._failure(snap)
         if failure:
-            self.fail(failure)
+            self.fail(failure, snap.now)
         elif self._back(snap):
             self.finish(
-                f"back in {self.elapsed:.1f}s (pid {self.old_pid or '-'} -> {self.new_pid})"
+                snap, f"back in {self._took(snap)} (pid {self.old_pid or '-'} -> {self.new_pid})"
             )
         else:
             self.text = "restarting"
@@ -213,57 +208,50 @@ class SafeRestart(Operation):
 
     verb = "restart"
 
-    def __init__(self, name: str, kind: str, method: str | None = None):
+    def __init__(self, name: str, kind: str, method: str):
         super().__init__(name, kind)
-        self.method = method
+        self.method = method  # "signal" (SIGUSR1) or "file" (the restart file)
 
-    def begin(self, snap: Snapshot, env: Env) -> None:
-        super().begin(snap, env)
+    def begin(self, snap: Snapshot) -> list[Action]:
+        super().begin(snap)
         info = snap.info(self.name)
         if not info or info.state not in LIVE:
             # Nothing runs, so nothing can be interrupted: just start it.
-            env.supervisor.start(self.name, False)
-            self.stage = "coming-back"
-            self.text = "starting"
-        elif info.state == "STARTING":
+            self.stage, self.text = "coming-back", "starting"
+            return [Action(START, self.name)]
+        if info.state == "STARTING":
             # An exit within startsecs counts as a failed start (BACKOFF): ask once RUNNING.
-            self.stage = "settling"
-            self.text = "waiting for it to finish starting"
-        else:
-            self._ask(env)
+            self.stage, self.text = "settling", "waiting for it to finish starting"
+            return []
+        return self._ask()
 
-    def _ask(self, env: Env) -> None:
-        if (self.method or env.restart_method) == "file":
-            triggers.ask_restart_by_file(env.restart_dir, self.name)
-        else:
-            triggers.ask_restart_by_signal(env.supervisor, self.name)
+    def _ask(self) -> list[Action]:
         self.stage = "asked"
+        return [Action(ASK_FILE if self.method == "file" else ASK_SIGNAL, self.name)]
 
-    def step(self, snap: Snapshot, env: Env) -> None:
+    def step(self, snap: Snapshot) -> list[Action]:
         info = snap.info(self.name)
         if self.stage == "settling":
             if info and info.state == "RUNNING":
                 self.old_pid = info.pid
-                self._ask(env)
-            elif not info or info.state not in LIVE:
-                self.fail(f"did not start ({info.state if info else 'not loaded'})")
-            return
+                return self._ask()
+            if not info or info.state not in LIVE:
+                self.fail(f"did not start ({info.state if info else 'not loaded'})", snap.now)
+            return []
+        actions: list[Action] = []
         if self.stage == "asked":
             if info and info.pid == self.old_pid and info.state in LIVE:
                 self.on_job, self.text = snap.busy(self.name, self.kind)
-                if self.text in ("waiting", "idle", "drained"):
+                if not self.on_job:
                     self.text = "asked; restarting"
-                return
+                return []
             self.on_job = False
             if info and info.state == "EXITED" and info.exitstatus != 0:
                 # supervisord would respawn it on its next pass, up to a second away
-                try:
-                    env.supervisor.start(self.name, False)
-                except SupervisorError:
-                    pass  # it got there first
+                actions.append(Action(START, self.name))
             self.stage = "coming-back"
-        if self.stage == "coming-back":
-            self._wait_back(snap, env)
+        self._wait_back(snap)
+        return actions
 
 
 class SafeStop(Operation):
@@ -272,46 +260,45 @@ class SafeStop(Operation):
 
     verb = "stop"
 
-    def begin(self, snap: Snapshot, env: Env) -> None:
-        super().begin(snap, env)
+    def begin(self, snap: Snapshot) -> list[Action]:
+        super().begin(snap)
         info = snap.info(self.name)
         if not info or info.state not in LIVE:
             self.stage = "down"
-            return
-        if self.kind == "tf-agent":
-            triggers.set_drain(env.layout, self.name, triggers.HOLD)
-        elif self.kind == "server":
-            self.stage = "down-pending"  # the server runs no job: stop it when told
-            return
-        else:
-            triggers.ask_restart_by_signal(env.supervisor, self.name)
+            return []
+        if self.kind == SERVER:
+            self.stage = "down-pending"  # the server runs no job: stop it on the next step
+            return []
         self.stage = "stopping"
+        if self.kind == TF_AGENT:
+            return [Action(SET_DRAIN, self.name, HOLD)]
+        return [Action(ASK_SIGNAL, self.name)]
 
-    def step(self, snap: Snapshot, env: Env) -> None:
+    def step(self, snap: Snapshot) -> list[Action]:
         info = snap.info(self.name)
         if self.stage == "down-pending":
-            env.supervisor.stop(self.name, True)
             self.stage = "down"
-        if self.stage == "stopping":
+        elif self.stage == "stopping":
             if info and info.pid == self.old_pid and info.state in LIVE:
                 self.on_job, self.text = snap.busy(self.name, self.kind)
                 if not self.on_job:
                     self.text = "idle; exiting"
-                return
+                return []
+            # Gone, or (an upstream agent) respawned: a new process is stopped before it polls.
             self.on_job = False
-            if info and info.state in LIVE:
-                # An upstream agent that restarted: stop the new process before it polls.
-                try:
-                    env.supervisor.stop(self.name, True)
-                except SupervisorError as exc:
-                    if "NOT_RUNNING" not in str(exc):
-                        raise
             self.stage = "down"
         if self.stage == "down":
-            self.after_down(snap, env)
+            return self.after_down(snap)
+        return []
 
-    def after_down(self, snap: Snapshot, env: Env) -> None:
-        self.finish(f"stopped after {self.elapsed:.1f}s")
+    def _stop_if_up(self, snap: Snapshot) -> list[Action]:
+        info = snap.info(self.name)
+        return [Action(STOP, self.name)] if info and info.state not in DOWN else []
+
+    def after_down(self, snap: Snapshot) -> list[Action]:
+        actions = self._stop_if_up(snap)
+        self.finish(snap, f"stopped after {self._took(snap)}")
+        return actions
 
 
 class Replace(SafeStop):
@@ -319,24 +306,18 @@ class Replace(SafeStop):
 
     verb = "replace"
 
-    def after_down(self, snap: Snapshot, env: Env) -> None:
+    def after_down(self, snap: Snapshot) -> list[Action]:
         info = snap.info(self.name)
-        if info and info.state not in DOWN:
-            env.supervisor.stop(self.name, True)
-        env.supervisor.remove(self.name)
-        triggers.clear_drain(env.layout, self.name)
-        added, _, _ = env.supervisor.reload_config()
-        if self.name not in added:
-            raise SupervisorError(f"{self.name}: supervisord did not see its new program")
-        env.supervisor.add(self.name)
-        self.old_pid = info.pid if info and info.pid else self.old_pid
-        self.stage = "coming-back"
+        if info and info.pid:
+            self.old_pid = info.pid
+        self.stage, self.text = "coming-back", "swapping the program"
+        return [*self._stop_if_up(snap), Action(SWAP_PROGRAM, self.name)]
 
-    def step(self, snap: Snapshot, env: Env) -> None:
+    def step(self, snap: Snapshot) -> list[Action]:
         if self.stage == "coming-back":
-            self._wait_back(snap, env)
-        else:
-            super().step(snap, env)
+            self._wait_back(snap)
+            return []
+        return super().step(snap)
 
 
 class Remove(SafeStop):
@@ -344,30 +325,9 @@ class Remove(SafeStop):
 
     verb = "remove"
 
-    def after_down(self, snap: Snapshot, env: Env) -> None:
-        info = snap.info(self.name)
-        if info:
-            if info.state not in DOWN:
-                env.supervisor.stop(self.name, True)
-            env.supervisor.remove(self.name)
-        program_file = env.supervisor.target.program_dir / (
-            self.name + env.supervisor.target.program_suffix
-        )
-        program_file.unlink(missing_ok=True)
-        env.supervisor.reload_config()
-        for path in (env.layout.status_file(self.name), env.layout.drain_file(self.name)):
-            path.unlink(missing_ok=True)
-        agent_dir = env.layout.agent_dir(self.name)
-        results = agent_dir / "results"
-        if results.is_dir() and any(results.iterdir()):
-            # Undelivered outcomes are somebody's test results: never delete them.
-            self.notes.append(f"kept {results}: it holds undelivered results")
-            for child in agent_dir.iterdir():
-                if child != results:
-                    shutil.rmtree(child) if child.is_dir() else child.unlink()
-        else:
-            shutil.rmtree(agent_dir, ignore_errors=True)
-        self.finish(f"removed after {self.elapsed:.1f}s")
+    def after_down(self, snap: Snapshot) -> list[Action]:
+        self.finish(snap, f"removed after {self._took(snap)}")
+        return [*self._stop_if_up(snap), Action(REMOVE_PROGRAM, self.name)]
 
 
 class Drain(Operation):
@@ -375,19 +335,17 @@ class Drain(Operation):
 
     verb = "drain"
 
-    def begin(self, snap: Snapshot, env: Env) -> None:
-        super().begin(snap, env)
-        if self.kind == "tf-agent":
-            triggers.set_drain(env.layout, self.name, triggers.DRAIN)
-        elif env.server_url:
-            triggers.set_server_state(env.server_url, self.name, "offline", "drained by tf-fleet")
-        else:
-            raise triggers.TriggerError(
-                f"{self.name}: an upstream agent can only be drained through its server"
-            )
+    def begin(self, snap: Snapshot) -> list[Action]:
+        super().begin(snap)
         self.stage = "draining"
+        if self.kind == TF_AGENT:
+            return [Action(SET_DRAIN, self.name, DRAIN)]
+        if snap.server_known:
+            return [Action(SERVER_STATE, self.name, SERVER_OFFLINE)]
+        self.fail("an upstream agent can only be drained through its server", snap.now)
+        return []
 
-    def step(self, snap: Snapshot, env: Env) -> None:
+    def step(self, snap: Snapshot) -> list[Action]:
         busy, text = snap.busy(self.name, self.kind)
         info = snap.info(self.name)
         self.on_job = busy
@@ -396,12 +354,13 @@ class Drain(Operation):
         elif (
             info
             and info.state in LIVE
-            and self.kind == "tf-agent"
-            and ((snap.status(self.name) or {}).get("state") != "drained")
+            and self.kind == TF_AGENT
+            and (snap.status(self.name) or {}).get("state") != AGENT_DRAINED
         ):
             self.text = "draining"
         else:
-            self.finish(f"idle after {self.elapsed:.1f}s")
+            self.finish(snap, f"idle after {self._took(snap)}")
+        return []
 
 
 @dataclass
@@ -435,62 +394,3 @@ class RunResult:
                 for op in self.operations
             ],
         }
-
-
-def run(
-    operations: list[Operation],
-    env: Env,
-    *,
-    max_parallel: int,
-    timeout: float,
-    stop_on_failure: bool,
-    wait: bool = True,
-    tick: float | None = None,
-    progress: Callable[[list[Operation]], None] | None = None,
-) -> RunResult:
-    """Advance the operations until all are done, one fails (if stop_on_failure) or time
-    runs out. Idle agents go first, so a busy one never holds up the idle ones."""
-    names = [op.name for op in operations]
-    # A look costs supervisord a pass over its processes: look often while an agent is
-    # about to exit or come back, seldom while every one in flight waits for a job.
-    fast = tick if tick is not None else (0.05 if len(names) <= 50 else 0.2)
-    queue = list(operations)
-    active: list[Operation] = []
-    result = RunResult(operations)
-    deadline = time.monotonic() + timeout
-    while True:
-        snap = take_snapshot(env, names)
-        for op in list(active):
-            try:
-                op.step(snap, env)
-            except (SupervisorError, triggers.TriggerError, OSError) as exc:
-                op.fail(str(exc))
-            if op.done:
-                active.remove(op)
-        if any(op.failed for op in operations) and stop_on_failure:
-            result.stopped_early = bool(queue)
-            queue.clear()
-        if queue and len(active) < max_parallel:
-            queue.sort(key=lambda op: snap.busy(op.name, op.kind)[0])  # stable: idle first
-            while queue and len(active) < max_parallel:
-                op = queue.pop(0)
-                try:
-                    op.begin(snap, env)
-                    op.text = "asked" if op.stage != "coming-back" else op.text
-                except (SupervisorError, triggers.TriggerError, OSError) as exc:
-                    op.fail(str(exc))
-                    if stop_on_failure:
-                        break
-                    continue
-                active.append(op)
-            continue  # step the new ones on the next tick's fresh snapshot
-        if progress:
-            progress(operations)
-        if not active and not queue:
-            return result
-        if not wait and not queue:
-            return result  # asked everyone; the rest happens without us
-        if time.monotonic() > deadline:
-            result.timed_out = True
-            return result
-        time.sleep(0.5 if active and all(op.on_job for op in active) else fast)

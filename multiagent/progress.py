@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from typing import TextIO
 
 from .operations import Operation
@@ -15,7 +16,7 @@ class Progress:
         self.drawn = 0
         self.last: dict[str, str] = {}
 
-    def __call__(self, operations: list[Operation]) -> None:
+    def __call__(self, operations: Sequence[Operation]) -> None:
         if self.live:
             self._redraw(operations)
         else:
@@ -25,7 +26,7 @@ class Progress:
                     self.stream.write(f"{op.name}: {op.text}\n")
             self.stream.flush()
 
-    def _redraw(self, operations: list[Operation]) -> None:
+    def _redraw(self, operations: Sequence[Operation]) -> None:
         width = max((len(op.name) for op in operations), default=0)
         if self.drawn:
             self.stream.write(f"\x1b[{self.drawn}F")  # back to the block's first line
@@ -33,9 +34,3 @@ class Progress:
             self.stream.write(f"\x1b[2K{op.name.ljust(width)}  {op.text}\n")
         self.drawn = len(operations)
         self.stream.flush()
-
-    def close(self, operations: list[Operation]) -> None:
-        if self.live:
-            self._redraw(operations)
-        else:
-            self(operations)

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .context import Context
 from .layout import Layout
+from .logs import tail_lines
+from .statusfile import current_status, read_status_file
 from .supervisor import ProcessInfo
 from .triggers import read_drain
+from .vocabulary import AGENT_DRAINED, ALL_PHASES, HOLD
 
 FAILED_STATES = {"FATAL", "BACKOFF"}
-PHASES = ("setup", "provision", "firmware_update", "test", "allocate", "reserve", "cleanup")
 
 
 @dataclass(frozen=True)
@@ -37,41 +39,12 @@ class AgentStatus:
 
     @property
     def busy(self) -> bool:
-        return bool(self.job_id) or self.state in PHASES
+        return bool(self.job_id) or self.state in ALL_PHASES
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["log_tail"] = list(self.log_tail)
         return data
-
-
-def read_status_file(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def tail_lines(path: Path, count: int, max_bytes: int = 64 * 1024) -> list[str]:
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, 2)
-            size = handle.tell()
-            handle.seek(max(0, size - max_bytes))
-            data = handle.read()
-    except OSError:
-        return []
-    lines = data.decode("utf-8", "replace").splitlines()
-    return lines[-count:] if count else []
-
-
-def current_status(data: dict[str, Any] | None, pid: int | None) -> dict[str, Any] | None:
-    """A status file counts only if the process running now wrote it; with no process
-    running, the last one's file tells how it ended."""
-    if data and pid and data.get("pid") != pid:
-        return None
-    return data
 
 
 def agent_status(
@@ -150,9 +123,9 @@ def format_table(rows: list[AgentStatus], now: float | None = None) -> str:
         state = row.state or "-"
         if row.phase and row.phase != row.state:
             state = f"{state}/{row.phase}"
-        if row.drain_flag == "hold":
+        if row.drain_flag == HOLD:
             state += " (held: `up` finishes its change)"
-        elif row.drain_flag and row.state != "drained":
+        elif row.drain_flag and row.state != AGENT_DRAINED:
             state += " (draining)"
         table.append(
             (
@@ -175,3 +148,10 @@ def format_table(rows: list[AgentStatus], now: float | None = None) -> str:
             lines.append(f"--- {row.name} is {row.process}; last lines of its log:")
             lines.extend(f"    {line}" for line in row.log_tail)
     return "\n".join(lines)
+
+
+def look(ctx: Context, names: list[str]) -> tuple[bool, list[AgentStatus]]:
+    """Whether supervisord answers, and the status of each of `names`."""
+    running = ctx.supervisor.is_running()
+    processes = ctx.supervisor.processes() if running else {}
+    return running, fleet_status(names, processes, ctx.layout)

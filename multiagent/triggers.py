@@ -7,20 +7,19 @@ import json
 import os
 from pathlib import Path
 
+from .errors import UserError
 from .files import write_atomic
 from .layout import Layout
 from .supervisor import Supervisor
-
-DRAIN = "drain"  # take no new job, stay up
-HOLD = "hold"  # take no new job, exit 0 once idle, and stay down
+from .vocabulary import DRAIN, read_drain_flag, restart_file_name
 
 
-class TriggerError(Exception):
+class TriggerError(UserError):
     pass
 
 
 def restart_file(restart_dir: str, name: str) -> Path:
-    return Path(restart_dir) / f"TESTFLINGER-DEVICE-RESTART-{name}"
+    return Path(restart_dir) / restart_file_name(name)
 
 
 def ask_restart_by_signal(supervisor: Supervisor, name: str) -> None:
@@ -48,11 +47,7 @@ def ask_restart_by_file(restart_dir: str, name: str) -> Path:
 
 
 def read_drain(layout: Layout, name: str) -> str | None:
-    try:
-        text = layout.drain_file(name).read_text().strip()
-    except FileNotFoundError:
-        return None
-    return HOLD if text == HOLD else DRAIN
+    return read_drain_flag(str(layout.drain_file(name)))
 
 
 def set_drain(layout: Layout, name: str, mode: str = DRAIN) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from multiagent.fleet import FleetError, parse_duration, parse_fleet
+from multiagent.fleet import FleetError, parse_fleet
 
 GOOD_AGENT = "    job_queues: [q]\n"
 
@@ -214,24 +214,6 @@ def test_yaml_merge_keys_are_not_duplicates():
     with pytest.raises(FleetError) as caught:  # `x` is unknown, but no duplicate is claimed
         parse_fleet(text, Path("/lab/fleet.yaml"))
     assert [p.field for p in caught.value.problems] == ["x"]
-
-
-@pytest.mark.parametrize(
-    "value,seconds",
-    [
-        ("6h", 21600),
-        ("30m", 1800),
-        ("1h30m", 5400),
-        ("2d", 172800),
-        (90, 90),
-        ("45s", 45),
-        ("x", None),
-        ("0", None),
-        (-1, None),
-    ],
-)
-def test_parse_duration(value, seconds):
-    assert parse_duration(value) == seconds
 
 
 def test_validate_command_exits_2_and_writes_nothing(tmp_path):

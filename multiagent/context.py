@@ -1,0 +1,77 @@
+"""A loaded fleet with everything the commands derive from it: where its supervisord
+listens, where its files go, its rendering, and what kind of program each name is."""
+
+from __future__ import annotations
+
+import configparser
+import shlex
+import sys
+from functools import cached_property
+from pathlib import Path
+
+from .fleet import SERVER, SERVER_PROGRAM, UPSTREAM, Fleet, FleetError, Problem, command_kind
+from .layout import Layout
+from .render import Rendering
+from .scheduler import Env
+from .supervisor import Supervisor, SupervisorTarget, target_for
+
+
+def stable_python() -> str:
+    """The interpreter for rendered programs, named the same however tf-fleet was started
+    (`tf-fleet`'s shebang says python3, `.venv/bin/python -m multiagent` says python):
+    a different spelling would change every program entry and replace every agent.
+    Symlinks are kept: resolving them would leave the virtualenv."""
+    for name in ("python3", "python"):
+        candidate = Path(sys.prefix) / "bin" / name
+        if candidate.exists():
+            return str(candidate)
+    return sys.executable
+
+
+class Context:
+    """Rendering is done on first use: `status` and `restart` do not need it (nor
+    Jinja2's import)."""
+
+    def __init__(self, fleet: Fleet):
+        self.fleet = fleet
+        self.target: SupervisorTarget = target_for(fleet)
+        self.layout = Layout(fleet.state_dir)
+        self.supervisor = Supervisor(self.target)
+
+    @cached_property
+    def rendering(self) -> Rendering:
+        from .render import RenderContext, render
+
+        ctx = RenderContext(
+            python=stable_python(),
+            program_dir=self.target.program_dir,
+            program_suffix=self.target.program_suffix,
+        )
+        try:
+            return render(self.fleet, ctx)
+        except ValueError as exc:
+            problem = Problem(str(self.fleet.path), None, None, "(render)", str(exc))
+            raise FleetError([problem]) from exc
+
+    def env(self) -> Env:
+        return Env(
+            self.supervisor, self.layout, self.fleet.restart.restart_dir, self.fleet.server.url
+        )
+
+    def program_file(self, name: str) -> Path:
+        return self.target.program_dir / f"{name}{self.target.program_suffix}"
+
+    def kind(self, name: str) -> str:
+        """tf-agent, upstream or server; for a program no longer in the fleet file, from
+        the command line of its program file."""
+        if name in self.fleet.agents:
+            return self.fleet.agents[name].kind
+        if name == SERVER_PROGRAM:
+            return SERVER
+        parser = configparser.RawConfigParser(interpolation=None, strict=False)
+        try:
+            parser.read(self.program_file(name))
+            command = parser.get(f"program:{name}", "command", fallback="")
+            return command_kind(shlex.split(command.replace("%%", "%")))
+        except (configparser.Error, ValueError):
+            return UPSTREAM  # no status file to trust: treated with the most care

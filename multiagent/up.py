@@ -1,0 +1,174 @@
+"""`up`: check, plan, write, ensure supervisord, start new agents, apply changes safely."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import plan as planning
+from .applied import read_applied, write_applied
+from .context import Context
+from .files import write_if_changed
+from .fleet import SERVER_PROGRAM
+from .hostcheck import check_host
+from .observe import make_plan
+from .operations import Operation, Remove, Replace, RunResult, SafeRestart
+from .plan import Plan
+from .scheduler import run as run_operations
+from .supervisor import Faults, Supervisor, SupervisorError, start_private
+
+SETTLED_STATES = {"RUNNING", "FATAL", "EXITED", "STOPPED"}
+
+
+@dataclass
+class UpReport:
+    plan: Plan
+    written: list[Path] = field(default_factory=list)
+    started_supervisord: int | None = None
+    started: list[str] = field(default_factory=list)
+    states: dict[str, str] = field(default_factory=dict)
+    applied: RunResult | None = None
+
+    @property
+    def failed_to_start(self) -> list[str]:
+        return [n for n in self.started if self.states.get(n) in ("FATAL", "BACKOFF", "EXITED")]
+
+
+def prepare_dirs(ctx: Context) -> None:
+    layout = ctx.layout
+    for directory in (
+        layout.state_dir,
+        layout.run_dir,
+        layout.logs_dir,
+        ctx.target.program_dir,
+        Path(ctx.fleet.restart.restart_dir),
+    ):
+        directory.mkdir(parents=True, exist_ok=True)
+    if ctx.fleet.server.embedded:
+        layout.server_db.parent.mkdir(parents=True, exist_ok=True)
+    owned = [a for a in ctx.fleet.agents.values() if a.user]
+    for agent in ctx.fleet.agents.values():
+        layout.agent_dir(agent.name).mkdir(parents=True, exist_ok=True)
+    if owned:
+        # Agents of several users share the run dir: sticky, like /tmp.
+        os.chmod(layout.run_dir, 0o1777)
+        for agent in owned:
+            entry = pwd.getpwnam(agent.user or "")
+            os.chown(layout.agent_dir(agent.name), entry.pw_uid, entry.pw_gid)
+
+
+def ensure_supervisord(ctx: Context) -> int | None:
+    """Start the private supervisord if it is not running; returns its pid if started."""
+    if ctx.supervisor.is_running():
+        return None
+    if ctx.target.mode == "system":
+        raise SupervisorError(
+            f"the system supervisord ({ctx.target.config}) is not answering on"
+            f" {ctx.target.socket_url}; start it (e.g. `systemctl start supervisor`)",
+            Faults.UNREACHABLE,
+        )
+    return start_private(ctx.layout)
+
+
+def write_files(ctx: Context) -> list[Path]:
+    """Write what changed; files of agents being removed stay until they are gone."""
+    written = []
+    rendering = ctx.rendering
+    if rendering.supervisord_conf:
+        path, text = rendering.supervisord_conf
+        if write_if_changed(path, text):
+            written.append(path)
+    for program in rendering.programs.values():
+        for path, text in program.files.items():
+            if write_if_changed(path, text):
+                written.append(path)
+    return written
+
+
+def wait_settled(supervisor: Supervisor, names: list[str], timeout: float) -> dict[str, str]:
+    """Wait until each program is past STARTING/BACKOFF (running, or failed for good)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        infos = supervisor.processes()
+        states = {n: infos[n].state if n in infos else "UNKNOWN" for n in names}
+        if all(s in SETTLED_STATES for s in states.values()) or time.monotonic() > deadline:
+            return states
+        # each look costs supervisord a pass over every process: fewer for large fleets
+        time.sleep(0.1 if len(names) <= 20 else 0.5)
+
+
+def start_new(
+    ctx: Context, plan: Plan, started_supervisord: bool, wrote_programs: bool
+) -> list[str]:
+    """Add and start the programs the plan adds or starts, the server first so agents
+    find it when they first poll. A supervisord just started has loaded them already."""
+    supervisor = ctx.supervisor
+    added: list[str] = []
+    if not started_supervisord and (wrote_programs or plan.of_kind(planning.ADD)):
+        added = supervisor.reload_config()[0]
+    ordered = sorted(
+        plan.of_kind(planning.ADD, planning.START), key=lambda a: (a.name != SERVER_PROGRAM, a.name)
+    )
+    for action in ordered:
+        if action.kind == planning.ADD and action.name in added:
+            supervisor.add(action.name)  # autostart=true starts it
+        elif action.kind == planning.START or not started_supervisord:
+            try:
+                supervisor.start(action.name, False)
+            except SupervisorError as exc:
+                if exc.code != Faults.ALREADY_STARTED:
+                    raise
+    return [a.name for a in ordered]
+
+
+def changes(ctx: Context, plan: Plan) -> list[Operation]:
+    """The safe operation for each agent whose change needs its process to go."""
+    operations: list[Operation] = []
+    for action in plan.of_kind(planning.RESTART, planning.REPLACE, planning.REMOVE):
+        kind = ctx.kind(action.name)
+        if action.kind == planning.RESTART:
+            operations.append(SafeRestart(action.name, kind, ctx.fleet.restart.method))
+        elif action.kind == planning.REPLACE:
+            operations.append(Replace(action.name, kind))
+        else:
+            operations.append(Remove(action.name, kind))
+    return operations
+
+
+def up(
+    ctx: Context,
+    wait: bool = True,
+    timeout: float = 60.0,
+    restart_timeout: float | None = None,
+    progress: Callable[[Sequence[Operation]], None] | None = None,
+) -> UpReport:
+    check_host(ctx)
+    plan = make_plan(ctx)
+    report = UpReport(plan)
+    prepare_dirs(ctx)
+    report.written = write_files(ctx)
+    report.started_supervisord = ensure_supervisord(ctx)
+    wrote_programs = any(p.parent == ctx.target.program_dir for p in report.written)
+    report.started = start_new(ctx, plan, report.started_supervisord is not None, wrote_programs)
+    operations = changes(ctx, plan)
+    if operations:
+        # Every changed agent at once: each waits for its own job, none for another's.
+        report.applied = run_operations(
+            operations,
+            ctx.env(),
+            max_parallel=len(operations),
+            timeout=restart_timeout or ctx.fleet.restart.timeout,
+            stop_on_failure=False,
+            wait=wait,
+            progress=progress,
+        )
+    if wait and report.started:
+        report.states = wait_settled(ctx.supervisor, report.started, timeout)
+    if not plan.is_noop or read_applied(ctx) is None:
+        unsettled = {op.name for op in operations if op.stage != "done"}
+        write_applied(ctx, unsettled | {a.name for a in plan.of_kind(planning.REMOVE)})
+    return report
