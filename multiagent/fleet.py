@@ -10,9 +10,12 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from .agent import config as agent_config
+from .agent.config import check_setting
 from .errors import EXIT_INVALID, UserError
 from .vocabulary import parse_duration
 from .yamlsource import Located, YamlSyntaxError, load_located
@@ -48,41 +51,6 @@ def _is_positive_int(value: Any) -> str | None:
     return _is_int(value) or (None if value > 0 else f"must be greater than 0, got {value}")
 
 
-def _is_positive_number(value: Any) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return f"expected a number, got {_kind(value)}"
-    return None if value > 0 else f"must be greater than 0, got {value}"
-
-
-def _is_bool(value: Any) -> str | None:
-    return None if isinstance(value, bool) else f"expected true or false, got {_kind(value)}"
-
-
-def _is_str_list(value: Any) -> str | None:
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        return f"expected a list of non-empty strings, got {_kind(value)}"
-    return None if value else "must list at least one queue"
-
-
-def _is_str_map(value: Any) -> str | None:
-    if not isinstance(value, dict):
-        return f"expected a mapping, got {_kind(value)}"
-    for key, item in value.items():
-        if not isinstance(key, str) or not key or not isinstance(item, str):
-            return f"expected a mapping of non-empty names to strings, entry {key!r} is not"
-    return None
-
-
-def _is_images(value: Any) -> str | None:
-    if not isinstance(value, dict):
-        return f"expected a mapping of queue to images, got {_kind(value)}"
-    for queue, images in value.items():
-        error = _is_str_map(images)
-        if error:
-            return f"queue {queue!r}: {error}"
-    return None
-
-
 def _is_mapping(value: Any) -> str | None:
     return None if isinstance(value, dict) else f"expected a mapping, got {_kind(value)}"
 
@@ -105,30 +73,13 @@ def _is_environment(value: Any) -> str | None:
     return None
 
 
+# Keys of upstream's testflinger-agent.conf a fleet file may set, checked by tf-agent's
+# own rule for each (one rule per setting); agent_id and server_address are derived.
+DERIVED_KEYS = {"agent_id", "server_address"}
 UPSTREAM_KEYS: dict[str, Checker] = {
-    "identifier": _is_str,
-    "location": _is_str,
-    # upstream takes an int; tf-agent also takes fractions of a second (tests, demos)
-    "polling_interval": _is_positive_number,
-    "execution_basedir": _is_str,
-    "logging_basedir": _is_str,
-    "results_basedir": _is_str,
-    "logging_level": _is_str,
-    "logging_quiet": _is_bool,
-    "job_queues": _is_str_list,
-    "setup_command": _is_str,
-    "provision_command": _is_str,
-    "firmware_update_command": _is_str,
-    "test_command": _is_str,
-    "allocate_command": _is_str,
-    "reserve_command": _is_str,
-    "cleanup_command": _is_str,
-    "provision_type": _is_str,
-    "global_timeout": _is_positive_int,
-    "output_timeout": _is_positive_int,
-    "advertised_queues": _is_str_map,
-    "advertised_images": _is_images,
-    "output_bytes": _is_positive_int,
+    key: partial(check_setting, key)
+    for key in agent_config.UPSTREAM_KEYS
+    if key not in DERIVED_KEYS
 }
 
 FLEET_KEYS: dict[str, Checker] = {
@@ -140,7 +91,6 @@ FLEET_KEYS: dict[str, Checker] = {
     "device": _is_mapping,
 }
 
-DERIVED_KEYS = {"agent_id", "server_address"}
 AGENT_KEYS = {**UPSTREAM_KEYS, **FLEET_KEYS}
 MERGED_KEYS = {"environment", "device"}  # defaults and agent values are merged, not replaced
 TOP_KEYS = ("server", "state_dir", "supervisor", "restart", "defaults", "agents")

@@ -60,12 +60,12 @@ CASES = [
     (
         "empty-queues",
         "agents:\n  a1:\n    job_queues: []\n",
-        ["fleet.yaml:3:", "job_queues: must list at least one queue"],
+        ["fleet.yaml:3:", "job_queues: expected a non-empty list of non-empty queue names"],
     ),
     (
         "queues-not-list",
         "agents:\n  a1:\n    job_queues: q\n",
-        ["job_queues: expected a list of non-empty strings, got a string"],
+        ["job_queues: expected a non-empty list of non-empty queue names, got the string 'q'"],
     ),
     (
         "server-no-scheme",
@@ -81,7 +81,10 @@ CASES = [
     (
         "wrong-type-int",
         "agents:\n  a1:\n" + GOOD_AGENT + "    global_timeout: soon\n",
-        ["fleet.yaml:4:", "agents.a1.global_timeout: expected a whole number, got a string"],
+        [
+            "fleet.yaml:4:",
+            "agents.a1.global_timeout: expected a positive whole number, got the string 'soon'",
+        ],
     ),
     (
         "wrong-type-bool",
@@ -145,7 +148,7 @@ CASES = [
     (
         "images-shape",
         "agents:\n  a1:\n" + GOOD_AGENT + "    advertised_images: {q: [x]}\n",
-        ["advertised_images: queue 'q'"],
+        ["advertised_images: expected a mapping of queue names to {image name: string}"],
     ),
 ]
 
@@ -228,7 +231,7 @@ def test_validate_command_exits_2_and_writes_nothing(tmp_path):
         )
         assert proc.returncode == 2, proc.stderr
         assert f"{fleet_file}:3: agent 'a1', agents.a1.job_queue: unknown key" in proc.stderr
-        assert "agent 'a2', agents.a2.job_queues: expected a list" in proc.stderr
+        assert "agent 'a2', agents.a2.job_queues: expected a non-empty list" in proc.stderr
         assert "3 problems; nothing was changed." in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fleet.yaml"]
 
