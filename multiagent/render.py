@@ -33,7 +33,6 @@ class Program:
     """One supervisord program and every file that belongs to it."""
 
     name: str
-    kind: str  # "tf-agent" | "upstream" | "server"
     program_path: Path
     program_text: str
     # Files the process reads at start (agent config, device config); a change to them
@@ -132,8 +131,7 @@ def _render_agent(fleet: Fleet, agent: Agent, layout: Layout, ctx: RenderContext
         log_file=layout.log_file(agent.name),
         priority=AGENT_PRIORITY,
     )
-    kind = "tf-agent" if agent.is_tf_agent else "upstream"
-    return Program(agent.name, kind, _program_path(agent.name, ctx), text, config_files)
+    return Program(agent.name, _program_path(agent.name, ctx), text, config_files)
 
 
 def _render_server(fleet: Fleet, layout: Layout, ctx: RenderContext) -> Program:
@@ -161,7 +159,7 @@ def _render_server(fleet: Fleet, layout: Layout, ctx: RenderContext) -> Program:
         log_file=layout.log_file(SERVER_PROGRAM),
         priority=SERVER_PRIORITY,
     )
-    return Program(SERVER_PROGRAM, "server", _program_path(SERVER_PROGRAM, ctx), text)
+    return Program(SERVER_PROGRAM, _program_path(SERVER_PROGRAM, ctx), text)
 
 
 def _with_path(environment: dict[str, str], ctx: RenderContext) -> dict[str, str]:

@@ -40,6 +40,7 @@ from .statusfile import read_status_file
 from .supervisor import Faults, ProcessInfo, Supervisor, SupervisorError
 
 SERVER_CACHE_SECONDS = 2.0
+REMOVE_TRIES = 20
 
 
 @dataclass
@@ -115,7 +116,7 @@ def execute(action: Action, env: Env) -> list[str]:
     if action.verb == START:
         _tolerating(Faults.ALREADY_STARTED, supervisor.start, name, False)
     elif action.verb == STOP:
-        _tolerating(Faults.NOT_RUNNING, supervisor.stop, name, True)
+        _tolerating((Faults.NOT_RUNNING, Faults.BAD_NAME), supervisor.stop, name, True)
     elif action.verb == ASK_SIGNAL:
         triggers.ask_restart_by_signal(supervisor, name)
     elif action.verb == ASK_FILE:
@@ -133,16 +134,32 @@ def execute(action: Action, env: Env) -> list[str]:
     return []
 
 
-def _tolerating(code: int, call: Callable[..., None], *args: object) -> None:
+def _tolerating(codes: int | tuple[int, ...], call: Callable[..., None], *args: object) -> None:
     try:
         call(*args)
     except SupervisorError as exc:
-        if exc.code != code:
+        if exc.code not in (codes if isinstance(codes, tuple) else (codes,)):
             raise
 
 
+def _take_out(env: Env, name: str) -> None:
+    """Stop the program and remove it from supervisord. A process that exited with a
+    restart status may be respawned by supervisord between our look and our call: stop
+    it again until the removal holds."""
+    gone = (Faults.NOT_RUNNING, Faults.BAD_NAME)
+    for _ in range(REMOVE_TRIES):
+        _tolerating(gone, env.supervisor.stop, name, True)
+        try:
+            _tolerating(Faults.BAD_NAME, env.supervisor.remove, name)
+            return
+        except SupervisorError as exc:
+            if exc.code != Faults.STILL_RUNNING:
+                raise
+    raise SupervisorError(f"{name}: supervisord keeps starting it again; not removed")
+
+
 def _swap_program(env: Env, name: str) -> None:
-    env.supervisor.remove(name)
+    _take_out(env, name)
     triggers.clear_drain(env.layout, name)  # before the new process could read it
     added, _, _ = env.supervisor.reload_config()
     if name not in added:
@@ -151,7 +168,7 @@ def _swap_program(env: Env, name: str) -> None:
 
 
 def _remove_program(env: Env, name: str) -> list[str]:
-    _tolerating(Faults.BAD_NAME, env.supervisor.remove, name)
+    _take_out(env, name)
     target = env.supervisor.target
     (target.program_dir / f"{name}{target.program_suffix}").unlink(missing_ok=True)
     env.supervisor.reload_config()

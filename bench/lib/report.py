@@ -22,8 +22,9 @@ How to read it:
   is created ~1.0 s after the old one exits unless something (an XML-RPC call) wakes the
   loop. `tf-fleet restart --safe` polls supervisord every 50 ms while it waits, which hides
   that second; its rows are dominated by the CLI's own start-up instead.
-* The restart file is looked at every `TICK` (0.5 s) while idle, so the file method adds
-  up to 0.5 s to the signal method.
+* An idle agent waits on inotify over the restart dir as well as on its signal pipe, so
+  the restart file wakes it as at once as SIGUSR1 does; the file method adds only the
+  file's creation and the event's delivery.
 * CLI rows are compared with `supervisorctl restart` (also a CLI); trigger-only rows with
   a hard restart through XML-RPC (no CLI).
 * The job runs all seven phases: `allocate` waits (upstream semantics) until the job or its
