@@ -29,6 +29,8 @@ JOB_WAITING = "waiting"
 JOB_COMPLETE = "complete"
 JOB_COMPLETED = "completed"  # upstream's older spelling, still accepted
 JOB_CANCELLED = "cancelled"
+JOB_ALLOCATED = "allocated"  # an allocated device waits for the job(s) that use it
+JOB_RUNNING = "running"  # the local server's state of a job handed out, before its phase
 FINAL_JOB_STATES = (JOB_COMPLETE, JOB_COMPLETED, JOB_CANCELLED)
 
 # Agent states (the status file's `state`, and what the server shows): a phase's name
@@ -40,6 +42,7 @@ AGENT_MAINTENANCE = "maintenance"
 AGENT_DRAINED = "drained"
 AGENT_RESTARTING = "restarting"
 AGENT_STOPPED = "stopped"
+AGENT_RESTART_REQUESTED = "restart"  # set on the server: restart when idle
 # Up, but not polling for jobs.
 QUIET_AGENT_STATES = (AGENT_OFFLINE, AGENT_MAINTENANCE, AGENT_DRAINED)
 AGENT_STATES = (
@@ -61,6 +64,17 @@ EXIT_STOPPED = 0
 EXIT_RESTART = 1
 EXIT_BAD_CONFIG = 2
 EXIT_NAME_TAKEN = 3
+EXIT_INTERNAL_ERROR = 70  # a bug in tf-agent (EX_SOFTWARE)
+
+# A device connector's phase exit status meaning "the device could not be recovered":
+# the agent goes offline once the job is over.
+EXIT_RECOVERY_FAILED = 46
+
+# tf-agent rewrites its status file at least this often, busy or idle, so that tf-fleet
+# can tell a live writer from one that cannot write (a full disk): a file older than
+# STATUS_STALE_SECONDS proves nothing, and its agent counts as busy.
+STATUS_REFRESH_SECONDS = 20
+STATUS_STALE_SECONDS = 60
 
 RESTART_FILE_PREFIX = "TESTFLINGER-DEVICE-RESTART-"
 
