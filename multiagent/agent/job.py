@@ -25,7 +25,9 @@ from multiagent.vocabulary import (
     ALLOCATE,
     CLEANUP,
     DATA_PHASES,
+    EXIT_RECOVERY_FAILED,
     FINAL_JOB_STATES,
+    JOB_ALLOCATED,
     JOB_CANCELLED,
     JOB_COMPLETE,
     PHASES,
@@ -47,8 +49,6 @@ DEFAULT_GLOBAL_TIMEOUT = 14400
 DEFAULT_OUTPUT_TIMEOUT = 900
 EXIT_KILLED = 247  # -SIGKILL % 256, as upstream reports a killed phase
 EXIT_AGENT_ERROR = 100
-EXIT_RECOVERY_FAILED = 46
-JOB_ALLOCATED = "allocated"  # job_state while an allocated device waits for its job(s)
 
 
 def _now_iso() -> str:

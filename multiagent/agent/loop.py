@@ -21,6 +21,7 @@ from multiagent.vocabulary import (
     AGENT_DRAINED,
     AGENT_MAINTENANCE,
     AGENT_OFFLINE,
+    AGENT_RESTART_REQUESTED,
     AGENT_RESTARTING,
     AGENT_STARTING,
     AGENT_STOPPED,
@@ -44,8 +45,6 @@ FAREWELL_TIMEOUT = 2.0
 # not an admin's offline and is cleared at the next start.
 OWN_COMMENT_PREFIX = "tf-agent "
 OFF_STATES = (AGENT_OFFLINE, AGENT_MAINTENANCE)
-# What the server's agent state says when an admin asks for a (safe) restart.
-SERVER_RESTART = "restart"
 
 
 class Agent:
@@ -121,7 +120,7 @@ class Agent:
         if state in OFF_STATES and self.deferred_offline is None:
             log.info("server set %s during a job; going offline after it", state)
             self.deferred_offline = comment
-        elif state == SERVER_RESTART:
+        elif state == AGENT_RESTART_REQUESTED:
             self._request_restart("server")
 
     def busy_tick(self) -> None:
@@ -323,7 +322,7 @@ class Agent:
             self._heartbeat_if_due()
             self._wait_idle(self.interval)
             return None
-        if self.server_state == SERVER_RESTART:
+        if self.server_state == AGENT_RESTART_REQUESTED:
             self._request_restart("server")
             return None
         if self._heartbeat_due():

@@ -10,6 +10,7 @@ from multiagent.agent import __version__
 from multiagent.vocabulary import (
     AGENT_STOPPED,
     EXIT_BAD_CONFIG,
+    EXIT_INTERNAL_ERROR,
     EXIT_NAME_TAKEN,
     EXIT_STOPPED,
     HOLD,
@@ -18,8 +19,6 @@ from multiagent.vocabulary import (
 TYPE_CHECKING = False  # no typing import at run time (start-up cost)
 if TYPE_CHECKING:
     from multiagent.agent.config import AgentConfig
-
-EXIT_INTERNAL_ERROR = 70
 
 
 # option -> dest, for the fast path of parse_args

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 
+from multiagent.vocabulary import EXIT_RECOVERY_FAILED
+
 TYPE_CHECKING = False  # no typing import at run time (start-up cost)
 if TYPE_CHECKING:
     from typing import Any
@@ -40,7 +42,7 @@ class Metrics:
         with self.lock:
             if code != 0:
                 self.failures[phase] = self.failures.get(phase, 0) + 1
-            if code == 46:
+            if code == EXIT_RECOVERY_FAILED:
                 self.recovery_failures += 1
             row = self.durations.setdefault(phase, [0.0] * (len(BUCKETS) + 2))
             for i, bound in enumerate(BUCKETS):
