@@ -94,21 +94,29 @@ def test_changed_upstream_agent_keeps_its_job_until_it_ends(fleet_env):
     sampler.assert_never_two()
 
 
+# Three agents at once: the race is lost most of the time for each, so a run where all
+# three win (and this strict xfail passes) means it is fixed, not luck.
 @pytest.mark.xfail(strict=True, reason=UPSTREAM_STOP_RACE)
-def test_up_replaces_a_changed_upstream_agent(fleet_env):
-    fleet = fleet_env.upstream_fleet(["ur2"], {"ur2": ["qr2"]})
-    old_pid = fleet_env.start(fleet)["ur2"]
-    fleet["agents"]["ur2"]["environment"] = {"LAB_MARK": "blue"}
+def test_up_replaces_changed_upstream_agents(fleet_env):
+    names = ["ur2", "ur3", "ur4"]
+    fleet = fleet_env.upstream_fleet(names, {n: [f"q-{n}"] for n in names})
+    old = fleet_env.start(fleet)
+    for name in names:
+        fleet["agents"][name]["environment"] = {"LAB_MARK": "blue"}
     fleet_env.write(fleet)
     out = fleet_env.run("up", check=False)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "1 replace" in out.stdout
-    new_pid = fleet_env.wait_for(
-        lambda: (row := fleet_env.status()["ur2"])["process"] == "RUNNING" and row["pid"],
-        what="the new program to run",
+    assert "3 replace" in out.stdout
+    new = fleet_env.wait_for(
+        lambda: (
+            (rows := fleet_env.status())
+            and all(rows[n]["process"] == "RUNNING" for n in names)
+            and {n: rows[n]["pid"] for n in names}
+        ),
+        what="the new programs to run",
     )
-    assert new_pid != old_pid
-    queued = fleet_env.submit("qr2", 0, "echo mark=$LAB_MARK")
+    assert all(new[n] != old[n] for n in names)
+    queued = fleet_env.submit("q-ur2", 0, "echo mark=$LAB_MARK")
     fleet_env.assert_completed(queued)
     assert "mark=blue" in _output(fleet_env, queued)
 
@@ -129,16 +137,24 @@ def test_removed_upstream_agent_keeps_its_job_until_it_ends(fleet_env):
     assert fleet_env.status()["uk1"]["pid"] == pids["uk1"]
 
 
-@pytest.mark.xfail(strict=True, reason=UPSTREAM_STOP_RACE)
-def test_up_removes_a_dropped_upstream_agent(fleet_env):
-    fleet = fleet_env.upstream_fleet(["uk3", "uk4"], {"uk3": ["qk3"], "uk4": ["qk4"]})
+# Not strict: on a loaded host tf-fleet's loop often looks only after the respawn and
+# removal then wins the race for all three; replacing (above) loses it every time seen.
+@pytest.mark.xfail(strict=False, reason=UPSTREAM_STOP_RACE)
+def test_up_removes_dropped_upstream_agents(fleet_env):
+    names = ["uk3", "uk4", "uk5", "uk6"]
+    fleet = fleet_env.upstream_fleet(names, {n: [f"q-{n}"] for n in names})
     pids = fleet_env.start(fleet)
-    del fleet["agents"]["uk4"]
+    for name in names[1:]:
+        del fleet["agents"][name]
     fleet_env.write(fleet)
     out = fleet_env.run("up", check=False)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "1 remove" in out.stdout
-    fleet_env.wait_for(lambda: not fleet_env.agent_processes("uk4"), what="uk4 to stop")
+    assert "3 remove" in out.stdout
+    fleet_env.wait_for(
+        lambda: all(not fleet_env.agent_processes(n) for n in names[1:]), what="them to stop"
+    )
     assert set(fleet_env.status()) == {"uk3"}
     assert fleet_env.status()["uk3"]["pid"] == pids["uk3"]
-    assert not (fleet_env.state_dir / "supervisor/conf.d/uk4.conf").exists()
+    assert not any(
+        (fleet_env.state_dir / f"supervisor/conf.d/{n}.conf").exists() for n in names[1:]
+    )
