@@ -157,7 +157,11 @@ def test_agents_list_and_queue_agents(client):
     names = [a["name"] for a in client.get("/v1/agents/data").get_json()]
     assert names == ["a1", "a2"]
     assert [a["name"] for a in client.get("/v1/queues/q2/agents").get_json()] == ["a2"]
-    assert client.get("/v1/queues/none/agents").get_json() == []
+    # Upstream: a queue no agent listens to does not exist (the CLI stops on this 404).
+    unknown = client.get("/v1/queues/none/agents")
+    assert unknown.status_code == 404
+    assert unknown.get_json()["message"] == "Queue 'none' does not exist."
+    assert set(client.get("/v1/queues/q1/agents").get_json()[0]) == {"name", "state", "queues"}
 
 
 def test_advertised_queues_and_images(client):
@@ -209,7 +213,12 @@ def test_submit_defaults_and_get_job(client):
         {"job_queue": ""},
         {"job_queue": "demo", "bogus": 1},
         {"job_queue": "demo", "job_priority": "high"},
-        {"job_queue": "demo", "job_priority": -1},
+        {"job_queue": "demo", "provision_data": {"url": "myimage"}},
+        {"job_queue": "demo", "reserve_data": {"timeout": "soon"}},
+        {"job_queue": "demo", "reserve_data": {"ssh_keys": ["me"]}},
+        {"job_queue": "demo", "test_data": {"test_cmds": "ls", "extra": 1}},
+        {"job_queue": "demo", "test_data": {"attachments": [{"agent": "a", "local": "b"}]}},
+        {"job_queue": "demo", "test_data": {"secrets": {"1BAD": "p"}}},
         {"job_queue": "demo", "exclude_agents": "a1"},
         {"job_queue": "demo", "test_data": {"attachments": [{"device": "x"}]}},
     ],
@@ -263,15 +272,19 @@ def test_poll_several_queues(app, client):
 
 
 def test_exclude_agents(app, client):
-    job_id = submit(client, exclude_agents=["a1"])
     a1, a2 = agent_client(app, "a1"), agent_client(app, "a2")
+    job_id = submit(client, exclude_agents=["a1"])
+    everyone = client.post("/v1/job", json={"job_queue": "demo", "exclude_agents": ["a1", "a2"]})
+    assert everyone.status_code == 422
+    assert "no agents on the specified queue" in str(everyone.get_json())
     assert pop(a1, "demo").status_code == 204
     assert pop(a2, "demo").get_json()["job_id"] == job_id
 
 
 def test_attachments_block_until_uploaded(app, client):
     job_id = submit(client, test_data={"test_cmds": "ls", "attachments": [{"agent": "f.txt"}]})
-    assert client.get(f"/v1/job/{job_id}").get_json()["attachments_status"] == "waiting"
+    # Upstream's job view has no attachments_status; the job handed to an agent has.
+    assert "attachments_status" not in client.get(f"/v1/job/{job_id}").get_json()
     agent = agent_client(app, "a1")
     assert pop(agent, "demo").status_code == 204
     assert agent.get(f"/v1/job/{job_id}/attachments").status_code == 204
@@ -294,7 +307,9 @@ def test_attachment_upload_errors(client):
     assert client.post(f"/v1/job/{plain}/attachments", data={}).status_code == 400
     missing = str(uuid.uuid4())
     data = {"file": (io.BytesIO(b"x"), "a.tar.gz")}
-    assert client.post(f"/v1/job/{missing}/attachments", data=data).status_code == 404
+    resp = client.post(f"/v1/job/{missing}/attachments", data=data)
+    assert resp.status_code == 422
+    assert resp.get_data(as_text=True) == f"Job {missing} is not valid\n"
     assert client.get("/v1/job/not-a-uuid/attachments").status_code == 400
 
 
@@ -307,10 +322,13 @@ def test_cancel(app, client):
     again = client.post(f"/v1/job/{job_id}/action", json={"action": "cancel"})
     assert again.status_code == 400
     other = submit(client)
-    assert client.post(f"/v1/job/{other}/action", json={"action": "nope"}).status_code == 400
+    assert client.post(f"/v1/job/{other}/action", json={"action": "nope"}).status_code == 422
     assert client.post(f"/v1/job/{other}/action", json={"x": 1}).status_code == 422
+    # Upstream answers an unknown id like a finished job: 400, which the CLI reports.
     missing = str(uuid.uuid4())
-    assert client.post(f"/v1/job/{missing}/action", json={"action": "cancel"}).status_code == 404
+    resp = client.post(f"/v1/job/{missing}/action", json={"action": "cancel"})
+    assert resp.status_code == 400
+    assert resp.get_data(as_text=True) == "The job is already completed or cancelled"
     assert client.post("/v1/job/bad/action", json={"action": "cancel"}).status_code == 400
 
 
@@ -450,10 +468,16 @@ def test_log_fragments_get_and_filters(client):
         }
         client.post(url, json=frag)
     full = client.get(url).get_json()
+    none = {"last_fragment_number": -1, "log_data": ""}
     assert full == {
         "output": {
             "setup": {"last_fragment_number": 0, "log_data": "setup0\n"},
+            "provision": none,
+            "firmware_update": none,
             "test": {"last_fragment_number": 2, "log_data": "test1\ntest2\n"},
+            "allocate": none,
+            "reserve": none,
+            "cleanup": none,
         }
     }
     assert client.get(url, query_string={"phase": "test", "start_fragment": 2}).get_json() == {
@@ -463,11 +487,16 @@ def test_log_fragments_get_and_filters(client):
         "output": {"reserve": {"last_fragment_number": -1, "log_data": ""}}
     }
     since = client.get(url, query_string={"start_timestamp": "2026-05-28T20:31:00Z"})
-    assert list(since.get_json()["output"]) == ["test"]
+    assert since.get_json()["output"]["setup"] == none
+    assert since.get_json()["output"]["test"]["log_data"] == "test1\ntest2\n"
     text = client.get(url, query_string={"format": "text"})
     assert text.get_data(as_text=True) == "setup0\ntest1\ntest2\n"
     assert client.get(url, query_string={"phase": "bogus"}).status_code == 400
     assert client.get(url, query_string={"start_fragment": "x"}).status_code == 400
+    assert client.get(url, query_string={"start_fragment": "-1"}).status_code == 400
+    bad = client.get(url, query_string={"start_timestamp": "yesterday", "bogus": "1"})
+    assert bad.status_code == 400
+    assert set(bad.get_json()["message"]) == {"start_timestamp", "bogus"}
 
 
 @pytest.mark.parametrize(
@@ -553,7 +582,7 @@ def secured(tmp_path: Path, clock: Clock):
     return create_app(tmp_path / "auth.db", clock=clock, token="s3cret").test_client()
 
 
-def test_token_protects_agent_and_submit_endpoints(secured):
+def test_shared_token_gates_agent_endpoints(secured):
     job_id = str(uuid.uuid4())
     frag = {
         "fragment_number": 0,
@@ -561,28 +590,27 @@ def test_token_protects_agent_and_submit_endpoints(secured):
         "phase": "test",
         "log_data": "x",
     }
-    writes = [
+    agent_only = [
         ("post", "/v1/agents/data/a1", {"json": {"state": "waiting"}}),
         ("post", "/v1/agents/queues", {"json": {"q": "d"}}),
         ("post", "/v1/agents/images", {"json": {"q": {"i": "u"}}}),
         ("post", "/v1/agents/provision_logs/a1", {"json": {"job_id": "j", "exit_code": 0}}),
-        ("post", "/v1/job", {"json": {"job_queue": "demo"}}),
         ("get", "/v1/job?queue=demo", {}),
         ("get", f"/v1/job/{job_id}/attachments", {}),
-        ("post", f"/v1/job/{job_id}/action", {"json": {"action": "cancel"}}),
         ("post", f"/v1/result/{job_id}", {"json": {"job_state": "test"}}),
         ("post", f"/v1/result/{job_id}/log/output", {"json": frag}),
         ("post", f"/v1/job/{job_id}/events", {"json": {"job_status_webhook": "h"}}),
     ]
-    for method, path, kwargs in writes:
+    for method, path, kwargs in agent_only:
+        # Upstream: anonymous has no agent role (403); an undecodable token is 403 too.
         for headers in ({}, {"Authorization": "Bearer wrong"}):
             resp = getattr(secured, method)(path, headers=headers, **kwargs)
-            assert resp.status_code == 401, (path, headers)
+            assert resp.status_code == 403, (path, headers)
     good = {"Authorization": "Bearer s3cret"}
     assert secured.post("/v1/agents/data/a1", json={}, headers=good).status_code == 200
-    resp = secured.post("/v1/job", json={"job_queue": "demo"}, headers=good)
+    # Anonymous callers are upstream's contributors: they read and submit plain jobs.
+    resp = secured.post("/v1/job", json={"job_queue": "demo"})
     assert resp.status_code == 200
-    # Reads stay open.
     for path in (
         "/v1",
         "/v1/agents/data",
@@ -592,6 +620,9 @@ def test_token_protects_agent_and_submit_endpoints(secured):
         f"/v1/job/{resp.get_json()['job_id']}",
     ):
         assert secured.get(path).status_code == 200, path
+    priority = {"job_queue": "demo", "job_priority": 5}
+    assert secured.post("/v1/job", json=priority).status_code == 401
+    assert secured.post("/v1/job", json=priority, headers=good).status_code == 200
 
 
 def test_refresh_endpoint(secured, client):

@@ -18,17 +18,28 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def client(tmp_path: Path, clock: Clock):
-    return create_app(tmp_path / "pages.db", clock=clock).test_client()
+def app_client(tmp_path: Path, clock: Clock):
+    app = create_app(tmp_path / "pages.db", clock=clock)
+    return app, app.test_client()
+
+
+@pytest.fixture
+def client(app_client):
+    return app_client[1]
 
 
 def row_of(html: str, name: str) -> str:
-    match = re.search(rf'<tr class="([^"]*)" id="agent-{re.escape(name)}">(.*?)</tr>', html, re.S)
+    pattern = rf'<tr class="([^"]*)" id="agent-{re.escape(name)}"[^>]*>(.*?)</tr>'
+    match = re.search(pattern, html, re.S)
     assert match, f"no row for {name}"
     return match.group(1) + " " + match.group(2)
 
 
-def test_agents_page_lists_agent_with_last_updated(client, clock):
+def names_in(html: str) -> list[str]:
+    return re.findall(r'<tr class="[^"]*" id="agent-([^"]+)"', html)
+
+
+def test_agents_page_lists_agent_with_last_seen(client, clock):
     register(client, "dev-1", location="rack 3", comment="all good", queues=["demo", "gpu"])
     clock.advance(5 * 60 + 10)
     html = client.get("/agents").get_data(as_text=True)
@@ -37,27 +48,64 @@ def test_agents_page_lists_agent_with_last_updated(client, clock):
     assert '<a href="/agents/dev-1">dev-1</a>' in row
     assert '<td title="all good">waiting</td>' in row
     assert "rack 3" in row and "demo, gpu" in row
-    assert "2026-05-28 20:26:40" in row and "5 minutes ago" in row
+    assert 'title="2026-05-28 20:26:40 UTC"' in row and ">5 min ago</time>" in row
     assert "stale" not in row
+    assert "waiting: 1" in html and "all: 1" in html
 
 
-def test_agents_page_marks_stale_after_15_minutes(client, clock):
-    register(client, "quiet")
+def test_relative_times():
+    from multiagent.server.pages import ago, duration
+
+    assert ago(100, 100) == "just now" and ago(100, 41) == "just now"
+    assert ago(200, 20) == "3 min ago" and ago(5000, 0) == "83 min ago"
+    assert ago(3 * 3600, 0) == "3 h ago" and ago(3 * 86400, 0) == "3 days ago"
+    assert duration(5) == "5 s" and duration(200) == "3 min 20 s"
+    assert duration(3 * 3600 + 300) == "3 h 05 min"
+
+
+def test_agents_page_marks_stale_and_offline(app_client, clock):
+    app, client = app_client
+    register(app.test_client(), "quiet")  # each agent has its own cookie jar
     clock.advance(10 * 60)
-    register(client, "chatty")
+    register(app.test_client(), "chatty")
+    register(app.test_client(), "down", state="offline", comment="broken cable")
     clock.advance(5 * 60 + 1)
     html = client.get("/agents").get_data(as_text=True)
     quiet = row_of(html, "quiet")
     assert quiet.startswith("agent stale ") and "stale</span>" in quiet
-    assert "15 minutes ago" in quiet
+    assert "15 min ago" in quiet
     assert "stale" not in row_of(html, "chatty")
+    down = row_of(html, "down")
+    assert down.startswith("agent offline ") and '<span class="tag offline">offline</span>' in down
+    assert "offline: 1" in html and "waiting: 2" in html
 
 
-def test_agents_page_links_current_job(client):
-    job_id = submit(client)
-    register(client, "dev-1", job_id=job_id)
+def test_agent_polls_keep_it_fresh(app_client, clock):
+    app, client = app_client
+    agent = app.test_client()
+    register(agent, "poller")
+    clock.advance(20 * 60)
+    agent.get("/v1/job?queue=demo")  # its cookie is a sign of life
     html = client.get("/agents").get_data(as_text=True)
-    assert f'<a href="/jobs/{job_id}">{job_id}</a>' in row_of(html, "dev-1")
+    assert "stale" not in row_of(html, "poller")
+
+
+def test_agents_page_filters_and_sorts(client):
+    register(client, "b-dev", queues=["lab"], location="rack 1")
+    register(client, "a-dev", queues=["lab", "gpu"], location="rack 2")
+    register(client, "c-dev", queues=["gpu"], location="rack 1", state="offline")
+    assert names_in(client.get("/agents").get_data(as_text=True)) == ["a-dev", "b-dev", "c-dev"]
+    html = client.get("/agents?queue=gpu").get_data(as_text=True)
+    assert names_in(html) == ["a-dev", "c-dev"]
+    assert '<option value="gpu" selected>gpu</option>' in html
+    assert names_in(client.get("/agents?state=offline").get_data(as_text=True)) == ["c-dev"]
+    html = client.get("/agents?location=rack+1&sort=name&dir=desc").get_data(as_text=True)
+    assert names_in(html) == ["c-dev", "b-dev"]
+    # Sorting links keep the filter; counts link to a state with the other filters kept.
+    assert 'href="/agents?location=rack+1&amp;sort=state"' in html
+    html = client.get("/agents?queue=lab").get_data(as_text=True)
+    assert 'href="/agents?state=waiting&amp;queue=lab"' in html
+    assert "No agent matches this filter" in client.get("/agents?queue=none").get_data(as_text=True)
 
 
 def test_agents_page_escapes_html(client):
@@ -77,15 +125,33 @@ def test_agent_page(client, clock):
     client.post("/v1/agents/data/dev-1", json={"log": ["booted"]})
     html = client.get("/agents/dev-1").get_data(as_text=True)
     assert "Agent dev-1" in html and '<a href="/agents">Agents</a>' in html
-    assert "The demo queue" in html and "provision_success" in html
+    assert "The demo queue" in html and '<td class="pass">pass</td><td>0</td>' in html
     assert "Success: 100%" in html and "booted" in html
-    assert client.get("/agents/nobody").status_code == 404
+    missing = client.get("/agents/nobody")
+    assert missing.status_code == 404
+    text = missing.get_data(as_text=True)
+    assert "No agent named &#39;nobody&#39;" in text
+    assert '<a href="/agents">Back to Agents</a>' in text
 
 
-def test_job_page(client):
+def test_provision_outcome_follows_the_exit_code(client):
+    register(client, "dev-1")
+    # A skipped provision reported with a failure's event name is still a pass.
+    client.post(
+        "/v1/agents/provision_logs/dev-1",
+        json={"job_id": "j", "exit_code": 0, "detail": "provision_fail"},
+    )
+    html = client.get("/agents/dev-1").get_data(as_text=True)
+    assert "provision_fail" not in html and '<td class="pass">pass</td>' in html
+
+
+def test_job_page(client, clock):
     job_id = submit(client, name="hello job")
     client.post("/v1/agents/data/a1", json={"queues": ["demo"]})
     client.get("/v1/job?queue=demo")
+    for phase, seconds in (("setup", 5), ("provision", 1), ("test", 200)):
+        client.post(f"/v1/result/{job_id}", json={"job_state": phase})
+        clock.advance(seconds)
     client.post(
         f"/v1/result/{job_id}", json={"status": {"setup": 0, "test": 1}, "job_state": "complete"}
     )
@@ -101,13 +167,21 @@ def test_job_page(client):
     client.post(f"/v1/result/{job_id}/artifact", data={"file": (io.BytesIO(b"x"), "file")})
     html = client.get(f"/jobs/{job_id}").get_data(as_text=True)
     assert '<td class="job-state">complete</td>' in html
-    assert '<td>test</td><td class="fail">1</td>' in html
-    assert '<td>setup</td><td class="pass">0</td>' in html
+    assert '<td class="job-queue">demo</td>' in html
+    assert '<td class="job-start">2026-05-28 20:26:40 UTC</td>' in html
+    assert "2026-05-28 20:30:06 UTC (took 3 min 26 s)" in html
+    phases = dict(re.findall(r'data-phase="(\w+)"><td>\w+</td>(<td class.*?)</tr>', html, re.S))
+    assert phases["setup"].startswith('<td class="pass">0</td>') and "5 s" in phases["setup"]
+    assert phases["provision"].startswith('<td class="skipped">skipped</td>')
+    assert phases["test"].startswith('<td class="fail">1</td>') and "3 min 20 s" in phases["test"]
     assert "hello &lt;world&gt;" in html
     assert f'href="/v1/result/{job_id}/artifact"' in html
     assert '<a href="/agents/a1">a1</a>' in html
-    assert client.get("/jobs/not-a-uuid").status_code == 404
-    assert client.get("/jobs/00000000-0000-0000-0000-000000000000").status_code == 404
+    for bad in ("not-a-uuid", "00000000-0000-0000-0000-000000000000"):
+        resp = client.get(f"/jobs/{bad}")
+        assert resp.status_code == 404 and "Back to Agents" in resp.get_data(as_text=True)
+    assert "Back to Agents" in client.get("/nowhere").get_data(as_text=True)
+    assert client.get("/v1/nowhere").get_data(as_text=True) == "Not found: /v1/nowhere\n"
 
 
 def test_queues_page(client):

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
-from functools import wraps
+import json
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_file
 
 from multiagent.vocabulary import ALL_PHASES
 
-from . import SERVER_VERSION, schemas
-from .auth import bearer_ok
+from . import SERVER_VERSION, jobschema, schemas
+from .accounts import Accounts
+from .auth import AMC, AMCG, AMG, ONLY_AGENT, caller, gate
 from .db import Store, valid_job_id
+from .permissions import submit_denied
 
 bp = Blueprint("api", __name__)
 
@@ -25,7 +26,9 @@ def store() -> Store:
     return current_app.extensions["tf_store"]
 
 
-def error(status: int, message: str, detail: dict[str, Any] | None = None) -> Response:
+def error(
+    status: int, message: str | dict[str, Any], detail: dict[str, Any] | None = None
+) -> Response:
     resp = jsonify({"message": message, "detail": detail or {}})
     resp.status_code = status
     return resp
@@ -39,26 +42,39 @@ def ok() -> Response:
     return Response("OK", mimetype="text/plain")
 
 
+def accounts() -> Accounts:
+    return current_app.extensions["tf_accounts"]
+
+
+def text(body: str, status: int = 200) -> Response:
+    return Response(body, status=status, mimetype="text/plain")
+
+
+class BadJson(Exception):
+    """A body sent as JSON that does not parse: upstream answers 400 "Bad Request"."""
+
+
 def json_body() -> Any:
-    return request.get_json(force=True, silent=True)
-
-
-def needs_token(view: Callable[..., Any]) -> Callable[..., Any]:
-    """Agent and submit endpoints: Bearer token when the server has one (reads stay open)."""
-
-    @wraps(view)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        token = current_app.config.get("TF_TOKEN")
-        if not bearer_ok(request.headers.get("Authorization"), token):
-            # 401 (not 403) so an upstream agent refreshes its token and replays once.
-            return error(401, "Authentication is required for specified endpoint")
-        return view(*args, **kwargs)
-
-    return wrapper
+    """The JSON body; an empty or non-JSON body reads as {} (upstream then says which field
+    is missing, 422); a JSON body that does not parse raises BadJson (400)."""
+    raw = request.get_data(cache=True)
+    if not raw.strip():
+        return {}
+    try:
+        return json.loads(raw)
+    except ValueError:
+        if request.is_json:
+            raise BadJson() from None
+        return {}
 
 
 def checked_job_id(job_id: str) -> Response | None:
-    return None if valid_job_id(job_id) else error(400, "Invalid job id")
+    return None if valid_job_id(job_id) else text("Invalid job id\n", 400)
+
+
+@bp.app_errorhandler(BadJson)
+def bad_json(exc: BadJson) -> Response:
+    return error(400, "Bad Request")
 
 
 # -- health and auth ------------------------------------------------------------------
@@ -67,41 +83,22 @@ def health() -> Response:
     return Response(f"Testflinger Server v{SERVER_VERSION}", mimetype="text/plain")
 
 
-@bp.post("/v1/oauth2/refresh")
-def oauth_refresh() -> Response:
-    body = json_body()
-    errors = schemas.validate_refresh(body)
-    if errors:
-        return invalid(errors)
-    token = current_app.config.get("TF_TOKEN")
-    offered = body["refresh_token"]
-    # The shared server token is both the refresh and the access token. Without a server
-    # token nothing is checked, so echoing the offered value keeps such agents happy.
-    if token is not None and not bearer_ok(f"Bearer {offered}", token):
-        return error(400, "Invalid refresh token.")
-    return jsonify({"access_token": token or offered, "token_type": "Bearer", "expires_in": 600})
-
-
-@bp.post("/v1/oauth2/token")
-def oauth_token() -> Response:
-    token = current_app.config.get("TF_TOKEN")
-    auth = request.authorization
-    secret = auth.password if auth else None
-    if token is not None and not bearer_ok(f"Bearer {secret or ''}", token):
-        return error(401, "Invalid client id or secret")
-    value = token or "anonymous"
-    return jsonify(
-        {"access_token": value, "token_type": "Bearer", "expires_in": 600, "refresh_token": value}
-    )
-
-
 # -- agents ---------------------------------------------------------------------------
-def public_agent(agent: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in agent.items() if k != "updated_at_ts"}
+QUEUE_AGENT_FIELDS = ("name", "state", "queues", "location", "provision_type", "job_id", "comment")
+
+
+def public_agent(agent: dict[str, Any], owners: dict[str, list[str]]) -> dict[str, Any]:
+    """The agent document as upstream serves it, with `restricted_to` computed: those of
+    its queues that are restricted and have owners."""
+    out = {k: v for k, v in agent.items() if k != "updated_at_ts"}
+    out["restricted_to"] = {
+        q: owners[q] for q in agent.get("queues") or [] if isinstance(q, str) and owners.get(q)
+    }
+    return out
 
 
 @bp.post("/v1/agents/data/<agent>")
-@needs_token
+@gate(AMG)
 def agent_post(agent: str) -> Response:
     body = json_body()
     errors = schemas.validate_agent_in(body)
@@ -114,22 +111,25 @@ def agent_post(agent: str) -> Response:
 
 
 @bp.get("/v1/agents/data/<agent>")
+@gate(AMCG)
 def agent_get(agent: str) -> Response:
     found = store().get_agent(agent)
     if found is None:
         resp = jsonify({})
         resp.status_code = 404
         return resp
-    return jsonify(public_agent(found))
+    return jsonify(public_agent(found, accounts().owners()))
 
 
 @bp.get("/v1/agents/data")
+@gate(AMC)
 def agents_get_all() -> Response:
-    return jsonify([public_agent(a) for a in store().list_agents()])
+    owners = accounts().owners()
+    return jsonify([public_agent(a, owners) for a in store().list_agents()])
 
 
 @bp.post("/v1/agents/queues")
-@needs_token
+@gate(AMG)
 def agent_queues_post() -> Response:
     body = json_body()
     errors = schemas.validate_advertised_queues(body)
@@ -140,12 +140,13 @@ def agent_queues_post() -> Response:
 
 
 @bp.get("/v1/agents/queues")
+@gate(AMC)
 def agent_queues_get() -> Response:
     return jsonify(store().advertised_queues())
 
 
 @bp.post("/v1/agents/images")
-@needs_token
+@gate(AMG)
 def agent_images_post() -> Response:
     body = json_body()
     errors = schemas.validate_advertised_images(body)
@@ -156,7 +157,7 @@ def agent_images_post() -> Response:
 
 
 @bp.post("/v1/agents/provision_logs/<agent>")
-@needs_token
+@gate(ONLY_AGENT)
 def provision_logs_post(agent: str) -> Response:
     body = json_body()
     errors = schemas.validate_provision_log(body)
@@ -169,29 +170,94 @@ def provision_logs_post(agent: str) -> Response:
 
 
 @bp.get("/v1/queues")
+@gate(AMC)
 def queues_get() -> Response:
     return jsonify(store().all_queues())
 
 
 @bp.get("/v1/queues/<queue>/agents")
+@gate(AMC)
 def queue_agents_get(queue: str) -> Response:
-    return jsonify([public_agent(a) for a in store().agents_in_queue(queue)])
+    agents = store().agents_in_queue(queue)
+    if not agents:
+        return error(404, f"Queue '{queue}' does not exist.")
+    return jsonify([{k: a[k] for k in QUEUE_AGENT_FIELDS if k in a} for a in agents])
+
+
+@bp.get("/v1/queues/<queue>/jobs")
+@gate(AMC)
+def queue_jobs_get(queue: str) -> Response:
+    jobs = [
+        {"job_id": j["job_id"], "created_at": j["created_at"], "job_state": j["job_state"]}
+        | {"job_queue": j["queue"]}
+        for j in store().list_jobs(queue=queue, limit=None)
+    ]
+    return jsonify(jobs) if jobs else Response(status=204)
+
+
+@bp.get("/v1/agents/images/<queue>")
+@gate(AMC)
+def queue_images_get(queue: str) -> Response:
+    return jsonify(store().queue_images(queue))
+
+
+@bp.get("/v1/queues/wait_times")
+@gate(AMC)
+def wait_times_get() -> Response:
+    queues = [q for q in request.args.getlist("queue") if q] or None
+    return jsonify(store().wait_time_percentiles(queues))
 
 
 # -- jobs -----------------------------------------------------------------------------
 @bp.post("/v1/job")
-@needs_token
+@gate(AMC)
 def job_post() -> Response:
     body = json_body()
-    errors = schemas.validate_job(body)
+    errors = jobschema.validate_job(body, strict_provision=not current_app.config["TF_ANY_PD"])
     if errors:
         return invalid(errors)
-    job_id = store().add_job(body, attachments=schemas.job_has_attachments(body))
+    if (refused := job_refused(body)) is not None:
+        return refused
+    job = jobschema.normalised(body)
+    principal = caller()
+    if (job.get("test_data") or {}).get("secrets"):
+        job["client_id"] = principal.client_id
+    job_id = store().add_job(job, attachments=jobschema.has_attachments(job))
     return jsonify({"job_id": job_id})
 
 
+def job_refused(body: dict[str, Any]) -> Response | None:
+    """Upstream's checks after the schema, in order: excluded agents, secrets, job_id,
+    then the caller's limits (priority, restricted queue, reservation time)."""
+    queue = body["job_queue"]
+    excluded = set(body.get("exclude_agents") or [])
+    if excluded and all(a["name"] in excluded for a in store().agents_in_queue(queue)):
+        return invalid(
+            {
+                "exclude_agents": [
+                    "There are no agents on the specified queue that are allowed to run this job"
+                ]
+            }
+        )
+    principal = caller()
+    wanted = (body.get("test_data") or {}).get("secrets") or {}
+    if wanted:
+        if principal.client_id is None:
+            return invalid({"test_data": ["Missing client ID (user not authenticated)"]})
+        missing = accounts().missing_secrets(principal.client_id, sorted(set(wanted.values())))
+        if missing:
+            return invalid({"test_data": [f"Inaccessible secret paths: {', '.join(missing)}"]})
+    if "job_id" in body:
+        if not valid_job_id(body["job_id"]):
+            return error(400, "Invalid job_id specified")
+        if store().get_job(body["job_id"]) is not None:
+            return error(422, f"Job {body['job_id']} already exists")
+    denied = submit_denied(principal, body, accounts().restricted())
+    return error(denied[0], denied[1]) if denied else None
+
+
 @bp.get("/v1/job")
-@needs_token
+@gate(ONLY_AGENT)
 def job_pop() -> Response:
     queues = [q for q in request.args.getlist("queue") if q]
     if not queues:
@@ -202,20 +268,45 @@ def job_pop() -> Response:
     job = store().pop_job(queues, agent)
     if job is None:
         return Response(status=204)
+    test_data = job.get("test_data")
+    if isinstance(test_data, dict) and isinstance(test_data.get("secrets"), dict):
+        # Only the job handed to the agent carries values; everywhere else shows paths.
+        values = accounts().resolve_secrets(job.get("client_id"), test_data["secrets"])
+        job["test_data"] = dict(test_data, secrets=values)
     return jsonify(job)
 
 
+@bp.get("/v1/job/search")
+@gate(AMC)
+def job_search() -> Response:
+    match = request.args.get("match", "any")
+    states = request.args.getlist("state")
+    problems: dict[str, list[str]] = {}
+    if match not in ("any", "all"):
+        problems["match"] = ["Must be one of: any, all."]
+    bad = [st for st in states if st not in schemas.SEARCH_STATES]
+    if bad:
+        problems["state"] = [f"Must be one of: {', '.join(schemas.SEARCH_STATES)}."]
+    if problems:
+        return error(422, "Validation error", {"query": problems})
+    tags = request.args.getlist("tags")
+    return jsonify(store().search_jobs(tags=tags, match_all=match == "all", states=states))
+
+
 @bp.get("/v1/job/<job_id>")
+@gate(AMC)
 def job_get(job_id: str) -> Response:
     if (bad := checked_job_id(job_id)) is not None:
         return bad
     job = store().get_job(job_id)
     if job is None:
         return Response(status=204)
-    return jsonify(job["job_data"])
+    hidden = ("attachments_status", "client_id")
+    return jsonify({k: v for k, v in job["job_data"].items() if k not in hidden})
 
 
 @bp.get("/v1/job/<job_id>/position")
+@gate(AMC)
 def job_position(job_id: str) -> Response:
     if (bad := checked_job_id(job_id)) is not None:
         return bad
@@ -226,42 +317,43 @@ def job_position(job_id: str) -> Response:
 
 
 @bp.post("/v1/job/<job_id>/action")
-@needs_token
+@gate(AMC)
 def job_action(job_id: str) -> Response:
     body = json_body()
     errors = schemas.validate_action(body)
     if errors:
         return invalid(errors)
+    if body["action"] != "cancel":
+        return invalid({"action": ["Must be one of: cancel."]})
     if (bad := checked_job_id(job_id)) is not None:
         return bad
-    if body["action"] != "cancel":
-        return error(400, f"Invalid action: {body['action']}")
-    outcome = store().cancel_job(job_id)
-    if outcome == "missing":
-        return error(404, "Job not found")
-    if outcome == "final":
-        return error(400, "The job is already completed or cancelled")
+    # Upstream: an unknown job and a finished one get the same 400.
+    if store().cancel_job(job_id) != "ok":
+        return text("The job is already completed or cancelled", 400)
     return ok()
 
 
 @bp.post("/v1/job/<job_id>/attachments")
-@needs_token
+@gate(AMC)
 def attachments_post(job_id: str) -> Response:
     if (bad := checked_job_id(job_id)) is not None:
         return bad
+    job = store().get_job(job_id)
+    if job is None or job["job_state"] != "waiting":
+        return text(f"Job {job_id} is not valid\n", 422)
     upload = request.files.get("file")
     if upload is None:
         return error(400, "Missing multipart field 'file'")
     outcome = store().set_attachments(job_id, upload.read())
     if outcome == "missing":
-        return error(404, "Job not found")
+        return text(f"Job {job_id} is not valid\n", 422)
     if outcome == "not-waiting":
-        return error(422, "Job is not awaiting attachments")
+        return text(f"Job {job_id} not awaiting attachments\n", 422)
     return ok()
 
 
 @bp.get("/v1/job/<job_id>/attachments")
-@needs_token
+@gate(ONLY_AGENT)
 def attachments_get(job_id: str) -> Response:
     if (bad := checked_job_id(job_id)) is not None:
         return bad
@@ -277,7 +369,7 @@ def attachments_get(job_id: str) -> Response:
 
 
 @bp.post("/v1/job/<job_id>/events")
-@needs_token
+@gate(ONLY_AGENT)
 def events_post(job_id: str) -> Response:
     body = json_body()
     errors = schemas.validate_status_update(body)
@@ -309,7 +401,7 @@ def flat_result(s: Store, job: dict[str, Any]) -> dict[str, Any]:
 
 
 @bp.post("/v1/result/<job_id>")
-@needs_token
+@gate(ONLY_AGENT)
 def result_post(job_id: str) -> Response:
     if (request.content_length or 0) >= MAX_RESULT_BYTES:
         return error(413, "Payload too large")
@@ -325,6 +417,7 @@ def result_post(job_id: str) -> Response:
 
 
 @bp.get("/v1/result/<job_id>")
+@gate(AMCG)
 def result_get(job_id: str) -> Response:
     if (bad := checked_job_id(job_id)) is not None:
         return bad
@@ -336,7 +429,7 @@ def result_get(job_id: str) -> Response:
 
 
 @bp.post("/v1/result/<job_id>/log/<log_type>")
-@needs_token
+@gate(ONLY_AGENT)
 def log_post(job_id: str, log_type: str) -> Response:
     if log_type not in LOG_TYPES:
         return error(404, f"Unknown log type {log_type!r}; use output or serial")
@@ -351,25 +444,20 @@ def log_post(job_id: str, log_type: str) -> Response:
 
 
 @bp.get("/v1/result/<job_id>/log/<log_type>")
+@gate(AMC)
 def log_get(job_id: str, log_type: str) -> Response:
     if log_type not in LOG_TYPES:
         return error(404, f"Unknown log type {log_type!r}; use output or serial")
     if (bad := checked_job_id(job_id)) is not None:
         return bad
-    phase = request.args.get("phase") or None
-    if phase is not None and phase not in ALL_PHASES:
-        return error(400, f"Invalid phase {phase!r}")
-    try:
-        start_fragment = int(request.args.get("start_fragment", 0))
-    except ValueError:
-        return error(400, "start_fragment must be an integer")
-    logs = store().get_logs(
-        job_id,
-        log_type,
-        phase=phase,
-        start_fragment=start_fragment,
-        start_timestamp=request.args.get("start_timestamp"),
-    )
+    query, problems = schemas.log_query(request.args)
+    if problems:
+        return error(400, problems)
+    logs = store().get_logs(job_id, log_type, **query)
+    if query["phase"] is None:
+        # Upstream lists all seven phases, those without output as -1 and "".
+        empty = {"last_fragment_number": -1, "log_data": ""}
+        logs = {p: logs.get(p, empty) for p in ALL_PHASES}
     if request.args.get("format") == "text":
         # Convenience for humans and tests: the whole log as one text, phases in order.
         text = "".join(entry["log_data"] for entry in logs.values())
@@ -378,7 +466,7 @@ def log_get(job_id: str, log_type: str) -> Response:
 
 
 @bp.post("/v1/result/<job_id>/artifact")
-@needs_token
+@gate(ONLY_AGENT)
 def artifact_post(job_id: str) -> Response:
     if (bad := checked_job_id(job_id)) is not None:
         return bad
@@ -390,6 +478,7 @@ def artifact_post(job_id: str) -> Response:
 
 
 @bp.get("/v1/result/<job_id>/artifact")
+@gate(AMC)
 def artifact_get(job_id: str) -> Response:
     if (bad := checked_job_id(job_id)) is not None:
         return bad

@@ -48,19 +48,27 @@ def create_app(
     clock: Callable[[], float] = time.time,
     agent_ttl: float = 7 * DAY,
     token: str | None = None,
+    require_auth: bool = False,
+    any_provision_data: bool = False,
 ) -> Flask:
     from flask import Flask
     from flask.json.provider import DefaultJSONProvider
 
-    from . import api, pages
+    from . import api, api_auth, pages
+    from .accounts import Accounts
 
     app = Flask(__name__)
     app.config["TF_TOKEN"] = token
     app.config["TF_CLOCK"] = clock
+    app.config["TF_REQUIRE_AUTH"] = require_auth
+    app.config["TF_ANY_PD"] = any_provision_data
     if isinstance(app.json, DefaultJSONProvider):
         app.json.sort_keys = False  # keep documents in the order they were built
-    app.extensions["tf_store"] = Store(db_path, clock=clock, agent_ttl=agent_ttl)
+    store = Store(db_path, clock=clock, agent_ttl=agent_ttl)
+    app.extensions["tf_store"] = store
+    app.extensions["tf_accounts"] = Accounts(store)
     app.register_blueprint(api.bp)
+    app.register_blueprint(api_auth.bp)
     app.register_blueprint(pages.bp)
     _add_server_timing(app, clock_ns=time.perf_counter_ns)
     app.wsgi_app = StripTrailingSlash(app.wsgi_app)  # type: ignore[method-assign]

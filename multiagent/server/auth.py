@@ -1,15 +1,53 @@
-"""Optional shared-token auth: with a token, agent and submit endpoints need it.
+"""Who is asking, and may they: upstream's role gate over clients, tokens and the shared token.
 
-The local server has one secret (the content of --token-file). An agent's token file is
-JSON `{"refresh_token": ...}`; a server token file may be that same JSON, so one file can
-serve both sides.
+Three ways to be let in:
+* **open** (no client configured and no --token-file): every caller may do everything, as
+  the loopback-only server always allowed;
+* **the shared token** (--token-file): its content as a bearer (or as a refresh token)
+  may do everything, the simplest single-host set-up;
+* **clients**: an access token from `/v1/oauth2/token` or `/v1/oauth2/refresh` carries a
+  role and limits; a caller without a token is upstream's anonymous contributor (or is
+  refused with 401 when the server was started with --require-auth).
 """
 
 from __future__ import annotations
 
 import hmac
 import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import wraps
 from pathlib import Path
+from typing import Any
+
+from .accounts import ADMIN, AGENT, CONTRIBUTOR, MANAGER, Accounts
+from .tokens import TokenError, decode_access_token
+
+A, M, C, G = ADMIN, MANAGER, CONTRIBUTOR, AGENT
+AMCG = (A, M, C, G)
+AMC = (A, M, C)
+AMG = (A, M, G)
+AM = (A, M)
+ONLY_ADMIN = (A,)
+ONLY_AGENT = (G,)
+
+
+@dataclass(frozen=True)
+class Principal:
+    role: str | None
+    client_id: str | None = None
+    permissions: dict[str, Any] = field(default_factory=dict)
+    everything: bool = False  # open server or shared token: no role or limit applies
+    anonymous: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.client_id or ("local operator" if self.everything else "anonymous")
+
+
+OPEN = Principal(role=ADMIN, everything=True, anonymous=True)
+SHARED = Principal(role=ADMIN, everything=True)
+ANONYMOUS = Principal(role=CONTRIBUTOR, anonymous=True)
 
 
 def read_token_file(path: str | Path) -> str:
@@ -33,3 +71,89 @@ def bearer_ok(header: str | None, token: str | None) -> bool:
     if not header or not header.startswith("Bearer "):
         return False
     return hmac.compare_digest(header[len("Bearer ") :].strip().encode(), token.encode())
+
+
+def same_secret(offered: str, token: str | None) -> bool:
+    return token is not None and hmac.compare_digest(offered.encode(), token.encode())
+
+
+class Denied(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def identify(
+    header: str | None, *, shared: str | None, accounts: Accounts, now: float
+) -> Principal:
+    """The caller behind an Authorization header; Denied for a token that cannot be used."""
+    if shared is None and not accounts.has_clients():
+        return OPEN
+    if not header:
+        return ANONYMOUS
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer":
+        return Principal(role=None)  # upstream: another scheme has no role (403)
+    value = value.strip()
+    if same_secret(value, shared):
+        return SHARED
+    try:
+        permissions = decode_access_token(value, accounts.signing_key(), now)
+    except TokenError as exc:
+        raise Denied(exc.status, exc.message) from None
+    role = permissions.get("role")
+    return Principal(
+        role=role if isinstance(role, str) else CONTRIBUTOR,
+        client_id=permissions.get("client_id"),
+        permissions=permissions,
+    )
+
+
+def allowed(principal: Principal, roles: tuple[str, ...], *, require_auth: bool) -> None:
+    """Raise Denied unless `principal` may call a route open to `roles`."""
+    if principal.everything:
+        return
+    if principal.anonymous and require_auth:
+        raise Denied(401, "Authentication is required for specified endpoint")
+    if principal.role not in roles:
+        raise Denied(403, f"Specified action requires role: {', '.join(roles)}")
+
+
+def gate(roles: tuple[str, ...]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A route decorator: upstream's `require_role`, answered before any body check."""
+
+    def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
+        @wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            from flask import current_app, g
+
+            from .api import error
+
+            try:
+                principal = caller()
+                allowed(principal, roles, require_auth=current_app.config["TF_REQUIRE_AUTH"])
+            except Denied as exc:
+                return error(exc.status, exc.message)
+            g.tf_principal = principal
+            return view(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+def caller() -> Principal:
+    from flask import current_app, g, request
+
+    cached = g.get("tf_principal")
+    if cached is not None:
+        return cached
+    principal = identify(
+        request.headers.get("Authorization"),
+        shared=current_app.config.get("TF_TOKEN"),
+        accounts=current_app.extensions["tf_accounts"],
+        now=current_app.config["TF_CLOCK"](),
+    )
+    g.tf_principal = principal
+    return principal

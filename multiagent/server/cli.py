@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -29,12 +31,12 @@ def _ttl(ctx: click.Context, param: click.Parameter, value: str) -> float:
     return seconds
 
 
-@click.command("server")
+@click.group("server", invoke_without_command=True)
 @click.option(
     "--host",
     default="127.0.0.1",
     show_default=True,
-    help="Address to bind; anything but loopback needs --token-file.",
+    help="Address to bind; anything but loopback needs a client or --token-file.",
 )
 @click.option("--port", default=8585, show_default=True, type=click.IntRange(0, 65535))
 @click.option(
@@ -54,7 +56,17 @@ def _ttl(ctx: click.Context, param: click.Parameter, value: str) -> float:
 @click.option(
     "--token-file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Require `Authorization: Bearer <file content>` on agent/submit endpoints.",
+    help="A shared bearer token (the file's content) that may do everything.",
+)
+@click.option(
+    "--require-auth",
+    is_flag=True,
+    help="Refuse callers without a token (401) instead of treating them as contributors.",
+)
+@click.option(
+    "--any-provision-data",
+    is_flag=True,
+    help="Accept any provision_data mapping (home-made device connectors).",
 )
 @click.option(
     "--threads",
@@ -63,15 +75,24 @@ def _ttl(ctx: click.Context, param: click.Parameter, value: str) -> float:
     type=click.IntRange(1, 256),
     help="waitress worker threads (more only adds GIL contention; see bench/).",
 )
+@click.pass_context
 def server_command(
+    ctx: click.Context,
     host: str,
     port: int,
     db_path: Path | None,
     agent_ttl: float,
     token_file: Path | None,
+    require_auth: bool,
+    any_provision_data: bool,
     threads: int,
 ) -> None:
-    """Run the local Testflinger-compatible server (API v1 + Agents pages)."""
+    """Run the local Testflinger-compatible server (API v1 + Agents pages).
+
+    The sub-commands manage its clients and credentials without a running server.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
     from .auth import read_token_file
     from .serve import is_loopback, run_server
 
@@ -81,21 +102,205 @@ def server_command(
             token = read_token_file(token_file)
         except (OSError, ValueError) as exc:
             raise click.UsageError(f"--token-file: {exc}") from exc
-    if token is None and not is_loopback(host):
+    db = db_path or default_db()
+    if token is None and not is_loopback(host) and not _has_clients(db):
         raise click.UsageError(
-            f"binding {host} (not loopback) exposes the server; give --token-file too"
+            f"binding {host} (not loopback) exposes the server; create a client "
+            "(tf-fleet server create-client) or give --token-file"
         )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     sys.exit(
         run_server(
             host=host,
             port=port,
-            db_path=db_path or default_db(),
+            db_path=db,
             agent_ttl=agent_ttl,
             token=token,
             threads=threads,
+            require_auth=require_auth,
+            any_provision_data=any_provision_data,
         )
     )
+
+
+def _has_clients(db: Path) -> bool:
+    return db.exists() and _accounts(db).has_clients()
+
+
+def _accounts(db: Path):
+    from .accounts import Accounts
+    from .db import Store
+
+    return Accounts(Store(db, clock=time.time))
+
+
+DB_OPTION = click.option(
+    "--db",
+    "db_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help=f"The server's SQLite file [default: {default_db()}]",
+)
+
+
+def _json_map(ctx: click.Context, param: click.Parameter, value: str | None) -> dict | None:
+    if value is None:
+        return None
+    try:
+        data = json.loads(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}") from exc
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
+        for k, v in data.items()
+    ):
+        raise click.BadParameter('expected {"queue or *": integer, ...}')
+    return data
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a credential file 0600, atomically, never through a symlink."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@server_command.command("create-client")
+@DB_OPTION
+@click.option("--client-id", required=True, help="The client's login name.")
+@click.option(
+    "--role",
+    type=click.Choice(["admin", "manager", "contributor", "agent"]),
+    default="contributor",
+    show_default=True,
+)
+@click.option(
+    "--secret-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Read the secret from this file; without it a secret is generated and printed.",
+)
+@click.option("--max-priority", callback=_json_map, help='JSON, e.g. {"*": 100}.')
+@click.option("--max-reservation-time", callback=_json_map, help='JSON seconds, e.g. {"*": 86400}.')
+@click.option("--allowed-queue", "allowed_queues", multiple=True, help="A restricted queue.")
+@click.option("--email", default=None)
+def create_client_command(
+    db_path: Path | None,
+    client_id: str,
+    role: str,
+    secret_file: Path | None,
+    max_priority: dict | None,
+    max_reservation_time: dict | None,
+    allowed_queues: tuple[str, ...],
+    email: str | None,
+) -> None:
+    """Create a client (or update it: a new secret replaces the old one).
+
+    Once a client exists the server leaves open mode: callers without a token are
+    upstream's anonymous contributors.
+    """
+    from .tokens import new_client_secret
+
+    secret = secret_file.read_text().strip() if secret_file else new_client_secret()
+    if len(secret) < 15:
+        raise click.UsageError("a client secret has at least 15 characters")
+    doc: dict = {"role": role}
+    optional = {
+        "max_priority": max_priority,
+        "max_reservation_time": max_reservation_time,
+        "allowed_queues": list(allowed_queues) or None,
+        "email": email,
+    }
+    doc.update({k: v for k, v in optional.items() if v is not None})
+    accounts = _accounts(db_path or default_db())
+    created = accounts.save(client_id, doc, secret=secret)
+    for queue in allowed_queues:
+        accounts.restrict(queue, client_id)
+    click.echo(f"{'created' if created else 'updated'} client {client_id!r} ({role})")
+    if secret_file is None:
+        click.echo(f"secret: {secret}")
+
+
+@server_command.command("agent-token")
+@DB_OPTION
+@click.option("--name", "agent", required=True, help="The agent (its client id).")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The agent's token file (--token-file), written 0600.",
+)
+@click.option(
+    "--lifetime",
+    default="365d",
+    show_default=True,
+    callback=_ttl,
+    help="How long the refresh token stays valid.",
+)
+def agent_token_command(db_path: Path | None, agent: str, out: Path, lifetime: float) -> None:
+    """Give an agent its own credential: an agent-role client named after it and a token
+    file `{"refresh_token": ...}` that tf-agent and testflinger-agent read with --token-file.
+
+    Idempotent: a file that still holds a valid token for at least half its lifetime is
+    left alone (prints "unchanged")."""
+    from datetime import datetime, timezone
+
+    from .auth import read_token_file
+    from .tokens import new_client_secret
+
+    accounts = _accounts(db_path or default_db())
+    existing = accounts.get(agent)
+    if existing is not None and existing.get("role") != "agent":
+        raise click.UsageError(f"client {agent!r} exists with role {existing.get('role')}")
+    try:
+        current = read_token_file(out)
+    except (OSError, ValueError):
+        current = None
+    if existing and current and accounts.refresh_valid_for(current, agent) > lifetime / 2:
+        click.echo(f"unchanged {out}")
+        return
+    if existing is None:
+        # Nobody logs in with this secret: the refresh token is the agent's credential.
+        accounts.save(agent, {"role": "agent"}, secret=new_client_secret())
+    token = accounts.mint_refresh(agent, lifetime)
+    if current:
+        accounts.revoke(current)
+    obtained = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    write_private(out, json.dumps({"refresh_token": token, "obtained_at": obtained}) + "\n")
+    click.echo(f"wrote {out}")
+
+
+@server_command.command("revoke")
+@DB_OPTION
+@click.option("--client-id", required=True)
+def revoke_command(db_path: Path | None, client_id: str) -> None:
+    """Revoke every refresh token of a client (its access tokens end within 10 minutes)."""
+    count = _accounts(db_path or default_db()).revoke_client(client_id)
+    click.echo(f"revoked {count} refresh token{'' if count == 1 else 's'} of {client_id!r}")
+
+
+@server_command.command("delete-client")
+@DB_OPTION
+@click.option("--client-id", required=True)
+def delete_client_command(db_path: Path | None, client_id: str) -> None:
+    """Delete a client and revoke its refresh tokens."""
+    if not _accounts(db_path or default_db()).delete(client_id):
+        raise click.ClickException(f"no client {client_id!r}")
+    click.echo(f"deleted client {client_id!r}")
+
+
+@server_command.command("clients")
+@DB_OPTION
+def clients_command(db_path: Path | None) -> None:
+    """List the clients and their permissions (never a secret)."""
+    for client in _accounts(db_path or default_db()).all():
+        click.echo(json.dumps(client, sort_keys=True))
 
 
 @click.command("submit")

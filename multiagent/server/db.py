@@ -7,6 +7,7 @@ are filtered on every read (never visible after their deadline) and deleted by `
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import uuid
@@ -20,6 +21,8 @@ from multiagent.vocabulary import ALL_PHASES, FINAL_JOB_STATES, JOB_CANCELLED, J
 
 DAY = 86400.0
 JOB_TTL = 7 * DAY  # upstream TTL index on jobs.created_at (and logs, GridFS, queues)
+TIMELINE = "_timeline"  # result_data key: {state: epoch seconds it began}; never served
+WAIT_TIMES_KEEP = 90 * DAY  # queue wait times feed /v1/queues/wait_times
 AGENT_LOG_KEEP = 100
 PROVISION_LOG_KEEP = 100
 # A job the server has handed out but whose agent has not yet posted its first phase.
@@ -90,6 +93,37 @@ CREATE TABLE IF NOT EXISTS events (
     created_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_job ON events(job_id);
+CREATE TABLE IF NOT EXISTS clients (
+    client_id TEXT PRIMARY KEY,
+    secret_hash TEXT,
+    doc TEXT NOT NULL DEFAULT '{}'     -- role, max_priority, max_reservation_time, ...
+);
+CREATE TABLE IF NOT EXISTS refresh_tokens (
+    digest TEXT PRIMARY KEY,
+    client_id TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    revoked INTEGER NOT NULL DEFAULT 0,
+    last_accessed REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS refresh_tokens_client ON refresh_tokens(client_id);
+CREATE TABLE IF NOT EXISTS restricted_queues (name TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS secrets (
+    client_id TEXT NOT NULL,
+    path TEXT NOT NULL,
+    value TEXT NOT NULL,
+    expires_at REAL,
+    ephemeral INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (client_id, path)
+);
+CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS wait_times (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    queue TEXT NOT NULL,
+    seconds REAL NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS wait_times_queue ON wait_times(queue, id);
 """
 
 
@@ -126,6 +160,7 @@ class Store:
         self.job_ttl = job_ttl
         self._local = threading.local()
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        _create_private(self.path)
         conn = self.conn()
         conn.execute("PRAGMA journal_mode=WAL")
         conn.executescript(SCHEMA)
@@ -273,7 +308,9 @@ class Store:
             )
             .fetchall()
         )
-        return [dict(row) | {"timestamp": iso(row["timestamp"])} for row in rows]
+        return [
+            dict(row) | {"timestamp": iso(row["timestamp"]), "ts": row["timestamp"]} for row in rows
+        ]
 
     # -- queues -----------------------------------------------------------------------
     def advertise_queues(self, queues: dict[str, str]) -> None:
@@ -342,7 +379,7 @@ class Store:
 
     # -- jobs -------------------------------------------------------------------------
     def add_job(self, job: dict[str, Any], *, attachments: bool) -> str:
-        job_id = str(uuid.uuid4())
+        job_id = job.get("job_id") or str(uuid.uuid4())
         job_data = dict(job, job_id=job_id)
         job_data.setdefault("exclude_agents", [])
         if attachments:
@@ -383,6 +420,8 @@ class Store:
             "priority": row["priority"],
             "created_at": iso(row["created_at"]),
             "started_at": iso(row["started_at"]),
+            "created_ts": row["created_at"],
+            "started_ts": row["started_at"],
             "agent": row["agent"],
         }
 
@@ -391,7 +430,7 @@ class Store:
         return self._job_view(row) if row else None
 
     _POP_SQL = (
-        "SELECT seq, job_data FROM jobs WHERE state = ? AND queue IN ({marks}) "
+        "SELECT seq, job_data, queue, created_at FROM jobs WHERE state = ? AND queue IN ({marks}) "
         "AND (attachments_status IS NULL OR attachments_status = 'complete') "
         "AND created_at >= ? "
         "AND NOT EXISTS (SELECT 1 FROM json_each(jobs.exclude_agents) WHERE value = ?) "
@@ -419,6 +458,10 @@ class Store:
                 "UPDATE jobs SET state = ?, started_at = ?, agent = ? WHERE seq = ?",
                 (JOB_RUNNING, now, agent, row["seq"]),
             )
+            conn.execute(
+                "INSERT INTO wait_times(queue, seconds, created_at) VALUES (?, ?, ?)",
+                (row["queue"], max(0.0, now - row["created_at"]), now),
+            )
         job = json.loads(row["job_data"])
         job["started_at"] = iso(now)
         return job
@@ -439,6 +482,9 @@ class Store:
                 else:
                     result[key] = value
             result["job_state"] = state
+            if state != row["state"]:
+                # When each state began: the job page's per-phase start, end and duration.
+                result.setdefault(TIMELINE, {}).setdefault(state, self.clock())
             conn.execute(
                 "UPDATE jobs SET result_data = ?, state = ? WHERE seq = ?",
                 (json.dumps(result), state, row["seq"]),
@@ -454,6 +500,7 @@ class Store:
             if row["state"] in FINAL_JOB_STATES:
                 return "final"
             result = json.loads(row["result_data"]) | {"job_state": JOB_CANCELLED}
+            result.setdefault(TIMELINE, {}).setdefault(JOB_CANCELLED, self.clock())
             conn.execute(
                 "UPDATE jobs SET state = ?, result_data = ? WHERE seq = ?",
                 (JOB_CANCELLED, json.dumps(result), row["seq"]),
@@ -480,7 +527,7 @@ class Store:
         return int(ahead)
 
     def list_jobs(
-        self, *, queue: str | None = None, agent: str | None = None, limit: int = 50
+        self, *, queue: str | None = None, agent: str | None = None, limit: int | None = 50
     ) -> list[dict[str, Any]]:
         where: list[str] = ["created_at >= ?"]
         params: list[object] = [self._job_cutoff()]
@@ -494,11 +541,46 @@ class Store:
             self.conn()
             .execute(
                 f"SELECT * FROM jobs WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?",
-                (*params, limit),
+                (*params, -1 if limit is None else limit),
             )
             .fetchall()
         )
         return [self._job_view(row) for row in rows]
+
+    def search_jobs(
+        self, *, tags: list[str], match_all: bool, states: list[str]
+    ) -> list[dict[str, Any]]:
+        """Upstream's job search: tags (any or all), states (`active` = not finished)."""
+        wanted = set(states) - {"active"}
+        found = []
+        for job in reversed(self.list_jobs(limit=None)):
+            job_tags = set(job["job_data"].get("tags") or [])
+            if tags and not (set(tags) <= job_tags if match_all else set(tags) & job_tags):
+                continue
+            state = job["job_state"]
+            active = "active" in states and state not in FINAL_JOB_STATES
+            if states and not (active or state in wanted):
+                continue
+            found.append(
+                {"job_id": job["job_id"], "created_at": job["created_at"], "job_state": state}
+            )
+        return found
+
+    def queue_images(self, queue: str) -> dict[str, str]:
+        row = self.conn().execute("SELECT images FROM queues WHERE name = ?", (queue,)).fetchone()
+        return json.loads(row["images"]) if row and row["images"] else {}
+
+    def wait_time_percentiles(self, queues: list[str] | None) -> dict[str, dict[str, float]]:
+        """Per queue, the 5th..95th percentiles of the waits from submission to hand-out."""
+        rows = self.conn().execute("SELECT queue, seconds FROM wait_times ORDER BY id").fetchall()
+        waits: dict[str, list[float]] = {}
+        for row in rows:
+            if queues is None or row["queue"] in queues:
+                waits.setdefault(row["queue"], []).append(row["seconds"])
+        return {
+            queue: {str(p): percentile(sorted(values), p) for p in (5, 10, 50, 90, 95)}
+            for queue, values in sorted(waits.items())
+        }
 
     def set_attachments(self, job_id: str, data: bytes) -> str:
         """Store the attachment archive; 'ok', 'missing' or 'not-waiting'."""
@@ -645,10 +727,33 @@ class Store:
             counts["jobs"] = conn.execute(
                 "DELETE FROM jobs WHERE created_at < ?", (job_cutoff,)
             ).rowcount
+            counts["wait_times"] = conn.execute(
+                "DELETE FROM wait_times WHERE created_at < ?", (self.clock() - WAIT_TIMES_KEEP,)
+            ).rowcount
             counts["queues"] = conn.execute(
                 "DELETE FROM queues WHERE updated_at < ?", (job_cutoff,)
             ).rowcount
         return counts
+
+
+def percentile(ordered: list[float], p: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    if len(ordered) == 1:
+        return ordered[0]
+    rank = (len(ordered) - 1) * p / 100
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def _create_private(path: str) -> None:
+    """Create the database file 0600 before SQLite does: it holds hashed client secrets and
+    the secrets store (SQLite gives its -wal and -shm files the same mode)."""
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
 
 
 def _parse_ts(value: str) -> float:

@@ -1,37 +1,82 @@
-"""Server-rendered HTML pages: agents, one agent, one job, queues. No JavaScript."""
+"""Server-rendered pages an operator keeps open: agents, one agent, one job, queues.
+
+Filtering and sorting are query strings (they survive a reload, a bookmark and the
+self-refresh); `static/pages.js` only keeps relative times current and reloads the page.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import urlencode
 
-from flask import Blueprint, abort, current_app, redirect, render_template
+from flask import Blueprint, Response, current_app, redirect, render_template, request
 
-from multiagent.vocabulary import ALL_PHASES
+from multiagent.vocabulary import (
+    AGENT_MAINTENANCE,
+    AGENT_OFFLINE,
+    ALL_PHASES,
+    CLEANUP,
+    FINAL_JOB_STATES,
+    JOB_CANCELLED,
+)
 
-from .db import Store, valid_job_id
+from .db import TIMELINE, Store, valid_job_id
 
-bp = Blueprint("pages", __name__, template_folder="templates")
+bp = Blueprint(
+    "pages",
+    __name__,
+    template_folder="templates",
+    static_folder="static",
+    static_url_path="/static",
+)
 
-STALE_AFTER = 15 * 60  # an agent silent this long is marked stale on the Agents page
+STALE_AFTER = 15 * 60  # an agent not heard from this long is marked stale
+REFRESH_SECONDS = 30  # the Agents page reloads itself this often (keeping its query)
+FILTERS = ("state", "queue", "location")
+SORT_LABELS = {
+    "name": "Name",
+    "state": "State",
+    "location": "Location",
+    "queues": "Queues",
+    "job": "Job",
+    "seen": "Last seen",
+}
+SORT_KEYS = tuple(SORT_LABELS)
 
 
-def utc_text(ts: float | None) -> str:
+def when(ts: float | None) -> str:
+    """The one time format of every page."""
     if ts is None:
         return ""
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def ago(now: float, ts: float) -> str:
-    """Coarse age for humans: minutes up to two hours, then hours, then days."""
+    """'just now', '3 min ago', '5 h ago', '2 days ago' (static/pages.js says the same)."""
     seconds = max(0.0, now - ts)
+    if seconds < 60:
+        return "just now"
     minutes = int(seconds // 60)
-    if minutes < 120:
-        return f"{minutes} minute{'' if minutes == 1 else 's'} ago"
+    if minutes < 90:
+        return f"{minutes} min ago"
     hours = minutes // 60
     if hours < 48:
-        return f"{hours} hours ago"
+        return f"{hours} h ago"
     return f"{hours // 24} days ago"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    total = int(round(max(0.0, seconds)))
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    if minutes:
+        return f"{minutes} min {secs:02d} s"
+    return f"{secs} s"
 
 
 def is_stale(now: float, ts: float, limit: float = STALE_AFTER) -> bool:
@@ -46,13 +91,60 @@ def now() -> float:
     return current_app.config["TF_CLOCK"]()
 
 
+def last_seen(agent: dict[str, Any]) -> float:
+    """The agent's last sign of life: its last post, or its last request with its cookie."""
+    heard = current_app.extensions.get("tf_seen", {}).get(agent["name"], 0.0)
+    return max(agent["updated_at_ts"], heard)
+
+
 def agent_row(agent: dict[str, Any], current: float) -> dict[str, Any]:
-    ts = agent["updated_at_ts"]
+    seen = last_seen(agent)
+    state = agent.get("state") or "unknown"
     return agent | {
-        "updated_text": utc_text(ts),
-        "updated_ago": ago(current, ts),
-        "stale": is_stale(current, ts),
+        "state_text": state,
+        "seen_ts": seen,
+        "seen_text": when(seen),
+        "seen_ago": ago(current, seen),
+        "stale": is_stale(current, seen),
+        "offline": state == AGENT_OFFLINE,
+        "maintenance": state == AGENT_MAINTENANCE,
+        "queues_text": ", ".join(q for q in agent.get("queues") or [] if isinstance(q, str)),
+        "location_text": agent.get("location") or "unknown",
     }
+
+
+def _sort_key(column: str):
+    keys = {
+        "name": lambda r: r["name"],
+        "state": lambda r: r["state_text"],
+        "location": lambda r: r["location_text"],
+        "queues": lambda r: r["queues_text"],
+        "job": lambda r: r.get("job_id") or "",
+        "seen": lambda r: r["seen_ts"],
+    }
+    return keys[column]
+
+
+def _matches(row: dict[str, Any], chosen: dict[str, str]) -> bool:
+    if chosen.get("state") and row["state_text"] != chosen["state"]:
+        return False
+    if chosen.get("queue") and chosen["queue"] not in (row.get("queues") or []):
+        return False
+    return not (chosen.get("location") and row["location_text"] != chosen["location"])
+
+
+def _link(chosen: dict[str, str], **changes: str) -> str:
+    query = {k: v for k, v in (chosen | changes).items() if v}
+    return "/agents" + ("?" + urlencode(query) if query else "")
+
+
+@bp.before_app_request
+def _note_agent_seen() -> None:
+    # Upstream's agent sends its `agent_name` cookie on every request once registered:
+    # a cheap sign of life between its (rare) agent-data posts.
+    name = request.cookies.get("agent_name")
+    if name and request.path.startswith("/v1/"):
+        current_app.extensions.setdefault("tf_seen", {})[name] = now()
 
 
 @bp.get("/")
@@ -64,7 +156,63 @@ def index():
 def agents_page():
     current = now()
     rows = [agent_row(agent, current) for agent in store().list_agents()]
-    return render_template("agents.html", agents=rows, now_text=utc_text(current))
+    chosen = {k: request.args.get(k, "") for k in FILTERS}
+    sort = request.args.get("sort", "name")
+    sort = sort if sort in SORT_KEYS else "name"
+    descending = request.args.get("dir") == "desc"
+    chosen_sort = {"sort": sort if sort != "name" else "", "dir": "desc" if descending else ""}
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["state_text"]] = counts.get(row["state_text"], 0) + 1
+    shown = sorted(
+        (r for r in rows if _matches(r, chosen)), key=_sort_key(sort), reverse=descending
+    )
+    headers = []
+    for column, label in SORT_LABELS.items():
+        flip = "desc" if column == sort and not descending else ""
+        arrow = (" ▼" if descending else " ▲") if column == sort else ""
+        headers.append(
+            {"label": label + arrow, "href": _link(chosen, sort=column, dir=flip), "key": column}
+        )
+    return render_template(
+        "agents.html",
+        agents=shown,
+        total=len(rows),
+        counts=sorted(counts.items()),
+        chosen=chosen,
+        state_links={s: _link(chosen | chosen_sort, state=s) for s in counts},
+        all_link=_link(chosen_sort, state="", queue=chosen["queue"], location=chosen["location"]),
+        options={
+            "state": sorted(counts),
+            "queue": sorted({q for r in rows for q in (r.get("queues") or [])}),
+            "location": sorted({r["location_text"] for r in rows}),
+        },
+        headers=headers,
+        sort=sort,
+        direction="desc" if descending else "",
+        now_ts=current,
+        now_text=when(current),
+        refresh=REFRESH_SECONDS,
+        stale_minutes=STALE_AFTER // 60,
+    )
+
+
+def not_found(what: str, back: str, back_label: str) -> tuple[str, int]:
+    return render_template("not_found.html", what=what, back=back, back_label=back_label), 404
+
+
+def _provision_rows(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One outcome per entry, from its exit code: never 'provision_fail' beside exit 0."""
+    rows = []
+    for entry in history:
+        detail = entry.get("detail") or ""
+        if detail in ("provision_success", "provision_fail"):
+            detail = ""
+        rows.append(
+            entry
+            | {"passed": entry["exit_code"] == 0, "detail_text": detail, "when": when(entry["ts"])}
+        )
+    return rows
 
 
 @bp.get("/agents/<name>")
@@ -72,7 +220,7 @@ def agent_page(name: str):
     s = store()
     agent = s.get_agent(name, with_log=True)
     if agent is None:
-        abort(404)
+        return not_found(f"No agent named {name!r} is known to this server.", "/agents", "Agents")
     current = now()
     queues = s.advertised_queues()
     counts = s.queue_counts()
@@ -80,36 +228,84 @@ def agent_page(name: str):
         {"name": q, "description": queues.get(q, ""), **counts.get(q, {"waiting": 0, "running": 0})}
         for q in agent.get("queues") or []
     ]
-    history = s.provision_history(name)
-    passed = sum(1 for entry in history if entry["exit_code"] == 0)
+    history = _provision_rows(s.provision_history(name))
+    passed = sum(1 for entry in history if entry["passed"])
+    jobs = [j | {"started_text": when(j["started_ts"])} for j in s.list_jobs(agent=name, limit=20)]
     return render_template(
         "agent.html",
         agent=agent_row(agent, current),
         queues=queue_rows,
         history=history,
         success=(100 * passed // len(history)) if history else None,
-        jobs=s.list_jobs(agent=name, limit=20),
+        jobs=jobs,
+        now_ts=current,
     )
+
+
+def phase_rows(job: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each phase that began or has a status: start, end, duration, exit code or what
+    else it is (running, skipped), in run order."""
+    result = job["result_data"]
+    status = result.get("status") or {}
+    timeline: dict[str, float] = result.get(TIMELINE) or {}
+    marks = sorted(timeline.items(), key=lambda item: item[1])
+    rows = []
+    for phase in ALL_PHASES:
+        start = timeline.get(phase)
+        if start is None and phase not in status:
+            continue
+        end = (
+            next((ts for state, ts in marks if ts > start and state != phase), None)
+            if start
+            else None
+        )
+        code = status.get(phase)
+        if code is not None:
+            outcome = "pass" if code == 0 else "fail"
+        elif job["job_state"] == phase:
+            outcome = "running"
+        else:
+            outcome = "skipped"
+        rows.append(
+            {
+                "name": phase,
+                "code": code,
+                "outcome": outcome,
+                "start": when(start),
+                "end": when(end) if end and outcome != "running" else "",
+                "duration": duration(end - start) if start and end and outcome != "running" else "",
+            }
+        )
+    return rows
+
+
+def job_end(job: dict[str, Any]) -> float | None:
+    timeline = job["result_data"].get(TIMELINE) or {}
+    ends = [timeline[s] for s in FINAL_JOB_STATES if s in timeline]
+    return min(ends) if ends and job["job_state"] in FINAL_JOB_STATES else None
 
 
 @bp.get("/jobs/<job_id>")
 def job_page(job_id: str):
-    if not valid_job_id(job_id):
-        abort(404)
     s = store()
-    job = s.get_job(job_id)
+    job = s.get_job(job_id) if valid_job_id(job_id) else None
     if job is None:
-        abort(404)
-    status = job["result_data"].get("status") or {}
-    phases = [{"name": p, "status": status.get(p)} for p in ALL_PHASES if p in status]
+        return not_found(f"No job {job_id!r} is known to this server.", "/agents", "Agents")
+    end = job_end(job)
     output = "".join(e["log_data"] for e in s.get_logs(job_id, "output").values())
     return render_template(
         "job.html",
         job=job,
-        phases=phases,
+        phases=phase_rows(job),
+        created=when(job["created_ts"]),
+        started=when(job["started_ts"]),
+        ended=when(end),
+        took=duration(end - job["started_ts"]) if end and job["started_ts"] else "",
+        cancelled=job["job_state"] == JOB_CANCELLED,
         output=output,
         has_artifact=s.has_blob(job_id, "artifact"),
         events=s.get_events(job_id),
+        cleanup=CLEANUP,
     )
 
 
@@ -130,3 +326,18 @@ def queues_page():
             }
         )
     return render_template("queues.html", queues=rows)
+
+
+@bp.app_errorhandler(404)
+def page_not_found(exc: Exception) -> Any:
+    if request.path.startswith("/v1"):
+        # Upstream's unknown route: plain text.
+        return Response(f"Not found: {request.path}\n", status=404, mimetype="text/plain")
+    return not_found(f"There is no page at {request.path}.", "/agents", "Agents")
+
+
+@bp.app_errorhandler(405)
+def method_not_allowed(exc: Exception) -> Any:
+    from .api import error
+
+    return error(405, "Method Not Allowed")

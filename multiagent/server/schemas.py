@@ -10,7 +10,13 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from multiagent.vocabulary import ALL_PHASES, ATTACHMENT_PHASES, DATA_PHASES
+from multiagent.vocabulary import (
+    ALL_PHASES,
+    JOB_ALLOCATED,
+    JOB_CANCELLED,
+    JOB_COMPLETED,
+    PHASES,
+)
 
 Checker = Callable[[Any], "str | None"]
 Fields = Mapping[str, tuple[Checker, bool]]
@@ -138,39 +144,6 @@ STATUS_UPDATE = {
 }
 
 
-def _is_phase_data(value: Any) -> str | None:
-    # Connector-specific and polymorphic upstream; only the attachment list is checked.
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        return "Not a valid mapping type."
-    attachments = value.get("attachments")
-    if attachments is None:
-        return None
-    if not isinstance(attachments, list):
-        return "attachments: Not a valid list."
-    for item in attachments:
-        if not isinstance(item, dict) or not isinstance(item.get("agent"), str):
-            return "attachments: each entry needs an `agent` path."
-    return None
-
-
-JOB_IN: dict[str, tuple[Checker, bool]] = {
-    "job_queue": (is_nonempty_str, True),
-    "name": (is_str, False),
-    "tags": (list_of_str, False),
-    "parent_job_id": (is_str, False),
-    "global_timeout": (is_int, False),
-    "output_timeout": (is_int, False),
-    "allocation_timeout": (is_int, False),
-    "job_status_webhook": (is_str, False),
-    "job_priority": (is_int, False),
-    "exclude_agents": (list_of_str, False),
-    "debug": (is_bool, False),
-    **{f"{phase}_data": (_is_phase_data, False) for phase in DATA_PHASES},
-}
-
-
 def validate_agent_in(body: Any) -> dict[str, list[str]]:
     return _validate(body, AGENT_IN)
 
@@ -197,13 +170,6 @@ def validate_action(body: Any) -> dict[str, list[str]]:
 
 def validate_status_update(body: Any) -> dict[str, list[str]]:
     return _validate(body, STATUS_UPDATE)
-
-
-def validate_job(body: Any) -> dict[str, list[str]]:
-    errors = _validate(body, JOB_IN)
-    if not errors and body.get("job_priority", 0) < 0:
-        errors["job_priority"] = ["Must be greater than or equal to 0."]
-    return errors
 
 
 def validate_advertised_queues(body: Any) -> dict[str, list[str]]:
@@ -236,10 +202,38 @@ def validate_advertised_images(body: Any) -> dict[str, list[str]]:
     return errors
 
 
-def job_has_attachments(job: dict[str, Any]) -> bool:
-    """True when any phase of a submitted job names attachments (they must be uploaded)."""
-    for phase in ATTACHMENT_PHASES:
-        data = job.get(f"{phase}_data")
-        if isinstance(data, dict) and data.get("attachments"):
-            return True
-    return False
+# States `GET /v1/job/search` accepts (upstream's list; `active` = not finished).
+# (`waiting`, `running` and the agent's `complete` are refused, as upstream does.)
+SEARCH_ACTIVE = "active"
+SEARCH_STATES = (*PHASES, JOB_ALLOCATED, "cleanup", JOB_CANCELLED, JOB_COMPLETED, SEARCH_ACTIVE)
+LOG_QUERY = ("start_fragment", "start_timestamp", "phase")
+LOCAL_LOG_QUERY = ("format",)  # the local server's `format=text`: the whole log as text
+
+
+def log_query(args: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """The log reader's query (`start_fragment`, `start_timestamp`, `phase`) and upstream's
+    400 messages for a bad or unknown parameter."""
+    problems: dict[str, list[str]] = {}
+    for name in args:
+        if name not in LOG_QUERY + LOCAL_LOG_QUERY:
+            problems[name] = ["Unknown field."]
+    query: dict[str, Any] = {"start_fragment": 0, "start_timestamp": None, "phase": None}
+    raw = args.get("start_fragment")
+    if raw is not None:
+        if raw.isdigit():
+            query["start_fragment"] = int(raw)
+        else:
+            problems["start_fragment"] = ["Must be greater than or equal to 0."]
+    stamp = args.get("start_timestamp")
+    if stamp is not None:
+        if is_datetime(stamp):
+            problems["start_timestamp"] = ["Not a valid datetime."]
+        else:
+            query["start_timestamp"] = stamp
+    phase = args.get("phase")
+    if phase is not None:
+        if is_phase(phase):
+            problems["phase"] = [is_phase(phase) or ""]
+        else:
+            query["phase"] = phase
+    return query, problems

@@ -8,6 +8,7 @@ import signal
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 from .expiry import SWEEP_INTERVAL, Sweeper
 from .keepalive import keepalive_channel_class
@@ -35,6 +36,19 @@ def is_loopback(host: str) -> bool:
     return bool(infos) and all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos)
 
 
+def auth_summary(app: Any, token: str | None, require_auth: bool) -> str:
+    """One line saying who may do what, printed at start."""
+    clients = app.extensions["tf_accounts"].has_clients()
+    if token is None and not clients:
+        return (
+            "auth: none - no client is configured, so every caller on this address may do "
+            "everything (create one with `tf-fleet server create-client`)"
+        )
+    ways = (["clients"] if clients else []) + (["the shared token"] if token else [])
+    anonymous = "refused (401)" if require_auth else "upstream's anonymous contributors"
+    return f"auth: {' and '.join(ways)}; callers without a token are {anonymous}"
+
+
 def run_server(
     *,
     host: str,
@@ -44,12 +58,20 @@ def run_server(
     token: str | None,
     threads: int = 4,
     sweep_interval: float = SWEEP_INTERVAL,
+    require_auth: bool = False,
+    any_provision_data: bool = False,
 ) -> int:
     from waitress import create_server
 
     from .app import create_app
 
-    app = create_app(db_path, agent_ttl=agent_ttl, token=token)
+    app = create_app(
+        db_path,
+        agent_ttl=agent_ttl,
+        token=token,
+        require_auth=require_auth,
+        any_provision_data=any_provision_data,
+    )
     sweeper = Sweeper(app.extensions["tf_store"], sweep_interval)
     sweeper.sweep_once()
     # Many agents keep a connection open each: waitress' default limit (100) is too low, and
@@ -76,12 +98,11 @@ def run_server(
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     sweeper.start()
-    auth = "token auth" if token else "no auth"
     print(
-        f"tf-fleet server listening on http://{host}:{server.effective_port} "
-        f"(db {db_path}, {auth})",
+        f"tf-fleet server listening on http://{host}:{server.effective_port} (db {db_path})",
         flush=True,
     )
+    print(auth_summary(app, token, require_auth), flush=True)
     try:
         # Returns once a signal raised _Stop: waitress catches SystemExit and closes itself.
         server.run()

@@ -1,0 +1,282 @@
+"""API v1 routes of upstream's auth model: OAuth2 tokens, client permissions, restricted
+queues and the secrets store."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from . import schemas
+from .accounts import DEFAULT_SECRET_LIFETIME, PROTECTED_CLIENT, RANK, ROLES, SECRET_PATH, role_of
+from .api import accounts, error, invalid, json_body, store, text
+from .auth import AM, AMC, ONLY_ADMIN, caller, gate, same_secret
+from .jobschema import fields_errors
+from .tokens import ACCESS_LIFETIME
+
+bp = Blueprint("api_auth", __name__)
+
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+MIN_SECRET = 15
+
+
+def _token_answer(access: str, refresh: str | None = None) -> Response:
+    body: dict[str, Any] = {
+        "access_token": access,
+        "token_type": "Bearer",
+        "expires_in": ACCESS_LIFETIME,
+    }
+    if refresh is not None:
+        body["refresh_token"] = refresh
+    return jsonify(body)
+
+
+# -- oauth2 ---------------------------------------------------------------------------
+@bp.post("/v1/oauth2/token")
+def oauth_token() -> Response:
+    """HTTP Basic client_id:secret -> an access token and a new refresh token."""
+    if not request.headers.get("Authorization"):
+        return text("No authorization header specified", 401)
+    auth = request.authorization
+    if auth is None or not auth.username or not auth.password:
+        return text("Client id and key must be specified in authorization header", 401)
+    shared = current_app.config.get("TF_TOKEN")
+    if shared is not None and same_secret(auth.password, shared):
+        return _token_answer(shared, shared)  # the shared token is its own access token
+    client = accounts().authenticate(auth.username, auth.password)
+    if client is None:
+        return text("Invalid client id or client key", 401)
+    return _token_answer(
+        accounts().access_token(client), accounts().mint_refresh(client["client_id"])
+    )
+
+
+@bp.post("/v1/oauth2/refresh")
+def oauth_refresh() -> Response:
+    body = json_body()
+    errors = schemas.validate_refresh(body)
+    if errors:
+        return invalid(errors)
+    offered = body["refresh_token"]
+    shared = current_app.config.get("TF_TOKEN")
+    if shared is not None and same_secret(offered, shared):
+        return _token_answer(shared)
+    if shared is None and not accounts().has_clients():
+        # An open server checks nothing; echoing the offered value keeps such agents happy.
+        return _token_answer(offered)
+    client, problem = accounts().use_refresh(offered)
+    if client is None:
+        return error(400, problem)
+    return _token_answer(accounts().access_token(client))
+
+
+@bp.post("/v1/oauth2/revoke")
+@gate(ONLY_ADMIN)
+def oauth_revoke() -> Response:
+    body = json_body()
+    errors = schemas.validate_refresh(body)
+    if errors:
+        return invalid(errors)
+    problem = accounts().revoke(body["refresh_token"])
+    return error(400, problem) if problem else jsonify({"status": "OK"})
+
+
+# -- client permissions ---------------------------------------------------------------
+def _public_client(client: dict[str, Any]) -> dict[str, Any]:
+    return {"role": role_of(client), **client}
+
+
+@bp.get("/v1/client-permissions")
+@gate(AM)
+def clients_get() -> Response:
+    return jsonify([_public_client(c) for c in accounts().all()])
+
+
+@bp.get("/v1/client-permissions/<client_id>")
+@gate(AM)
+def client_get(client_id: str) -> Response:
+    client = accounts().get(client_id)
+    if client is None:
+        return error(404, "Error: Specified client_id does not exist.")
+    return jsonify(_public_client(client))
+
+
+def _int_map(value: Any) -> str | None:
+    ok = isinstance(value, dict) and all(
+        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
+        for k, v in value.items()
+    )
+    return None if ok else "Expected {queue or '*': integer}."
+
+
+def _secret(value: Any) -> str | None:
+    if not isinstance(value, str) or len(value) < MIN_SECRET:
+        return f"Shorter than minimum length {MIN_SECRET}."
+    return None
+
+
+def _role(value: Any) -> str | None:
+    return None if value in ROLES else f"Must be one of: {', '.join(ROLES)}."
+
+
+def _email(value: Any) -> str | None:
+    return None if isinstance(value, str) and EMAIL.match(value) else "Not a valid email address."
+
+
+CLIENT_IN = {
+    "client_secret": (_secret, False),
+    "max_priority": (_int_map, False),
+    "max_reservation_time": (_int_map, False),
+    "role": (_role, False),
+    "email": (_email, False),
+}
+
+
+@bp.put("/v1/client-permissions/<client_id>")
+@gate(AM)
+def client_put(client_id: str) -> Response:
+    body = json_body()
+    errors = fields_errors(body, CLIENT_IN)
+    if errors:
+        return invalid(errors)
+    if client_id == PROTECTED_CLIENT:
+        return error(422, f"'{PROTECTED_CLIENT}' cannot be modified")
+    existing = accounts().get(client_id)
+    if existing is None and "client_secret" not in body:
+        return error(400, "Error: Missing client_secret in request body for new client")
+    principal = caller()
+    rank = RANK[principal.role or "agent"] if not principal.everything else RANK["admin"]
+    if existing is not None and rank < RANK[role_of(existing)]:
+        return error(
+            403, f"{principal.name} has insufficient permissions to modify client '{client_id}'"
+        )
+    if "role" in body and rank < RANK[body["role"]]:
+        return error(
+            403,
+            f"{principal.name} has insufficient permissions to assign role '{body['role']}' "
+            f"to client '{client_id}'",
+        )
+    doc = {k: v for k, v in body.items() if k != "client_secret"}
+    created = accounts().save(client_id, doc, secret=body.get("client_secret"))
+    verb = "Created" if created else "Updated"
+    return text(f"{verb} permissions for client '{client_id}'")
+
+
+@bp.delete("/v1/client-permissions/<client_id>")
+@gate(ONLY_ADMIN)
+def client_delete(client_id: str) -> Response:
+    if client_id == PROTECTED_CLIENT:
+        return error(422, f"'{PROTECTED_CLIENT}' cannot be deleted")
+    if not accounts().delete(client_id):
+        return error(404, "Error: Specified client_id does not exist.")
+    return text("OK")
+
+
+# -- restricted queues ----------------------------------------------------------------
+@bp.get("/v1/restricted-queues")
+@gate(AMC)
+def restricted_get_all() -> Response:
+    owners = accounts().owners()
+    return jsonify([{"queue": q, "owners": o} for q, o in owners.items()])
+
+
+@bp.get("/v1/restricted-queues/<queue>")
+@gate(AMC)
+def restricted_get(queue: str) -> Response:
+    owners = accounts().owners()
+    if queue not in owners:
+        return error(404, "Error: Restricted queue not found.")
+    return jsonify({"queue": queue, "owners": owners[queue]})
+
+
+def _owner_body() -> tuple[str | None, Response | None]:
+    body = json_body()
+    errors = fields_errors(body, {"client_id": (schemas.is_str, True)})
+    if errors:
+        return None, invalid(errors)
+    if not body["client_id"]:
+        return None, error(400, "Error: Missing client ID.")
+    return body["client_id"], None
+
+
+@bp.post("/v1/restricted-queues/<queue>")
+@gate(AM)
+def restricted_post(queue: str) -> Response:
+    client_id, problem = _owner_body()
+    if problem is not None or client_id is None:
+        return problem or error(400, "Error: Missing client ID.")
+    if accounts().get(client_id) is None:
+        return error(404, "Error: Specified client_id does not exist.")
+    if not store().agents_in_queue(queue):
+        return error(404, "Error: No agent is associated with the specified queue.")
+    accounts().restrict(queue, client_id)
+    return text("OK")
+
+
+@bp.delete("/v1/restricted-queues/<queue>")
+@gate(AM)
+def restricted_delete(queue: str) -> Response:
+    if queue not in accounts().restricted():
+        return error(404, "Error: Restricted queue not found.")
+    client_id, problem = _owner_body()
+    if problem is not None or client_id is None:
+        return problem or error(400, "Error: Missing client ID.")
+    accounts().unrestrict(queue, client_id)
+    return text("OK")
+
+
+# -- secrets --------------------------------------------------------------------------
+def _expire_after(value: Any) -> str | None:
+    if value is None:
+        return None
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    return None if ok else "Must be greater than or equal to 1."
+
+
+SECRET_IN = {
+    "value": (schemas.is_nonempty_str, True),
+    "expire_after": (_expire_after, False),
+    "ephemeral": (schemas.is_bool, False),
+}
+
+
+def _secret_owner(client_id: str, path: str) -> Response | None:
+    principal = caller()
+    if principal.client_id is None:
+        return error(401, "Authentication required to access secrets")
+    if principal.client_id != client_id:
+        return error(403, f"'{client_id}' doesn't match authenticated client id")
+    if not SECRET_PATH.match(path):
+        return invalid({"path": [f"Invalid secret path {path!r}."]})
+    return None
+
+
+@bp.put("/v1/secrets/<client_id>/<path:path>")
+@gate(AMC)
+def secret_put(client_id: str, path: str) -> Response:
+    body = json_body()
+    errors = fields_errors(body, SECRET_IN)
+    if not errors and body.get("ephemeral") and "expire_after" in body:
+        errors = {"_schema": ["An ephemeral secret has no expire_after."]}
+    if errors:
+        return invalid(errors)
+    if (refused := _secret_owner(client_id, path)) is not None:
+        return refused
+    expires = accounts().put_secret(
+        client_id,
+        path,
+        body["value"],
+        body.get("expire_after", DEFAULT_SECRET_LIFETIME),
+        bool(body.get("ephemeral")),
+    )
+    return jsonify({"expires_at": expires})
+
+
+@bp.delete("/v1/secrets/<client_id>/<path:path>")
+@gate(AMC)
+def secret_delete(client_id: str, path: str) -> Response:
+    if (refused := _secret_owner(client_id, path)) is not None:
+        return refused
+    accounts().delete_secret(client_id, path)
+    return text("OK")
