@@ -313,7 +313,7 @@ def job_position(job_id: str) -> Response:
     position = store().job_position(job_id)
     if position is None:
         return Response("Job not found or already started\n", status=410, mimetype="text/plain")
-    return jsonify(position)
+    return text(str(position))  # upstream: plain digits
 
 
 @bp.post("/v1/job/<job_id>/action")
