@@ -77,7 +77,7 @@ def test_agent_flow_over_http(tf_server: LocalServer):
     bad = agent.post(f"{url}/v1/result/{job_id}/log/nope", json=fragment(1, "test", ""), timeout=5)
     assert bad.status_code == 404
     page = requests.get(f"{url}/agents", timeout=5).text
-    assert '<a href="/agents/dev-1">dev-1</a>' in page and "minutes ago" in page
+    assert '<a href="/agents/dev-1">dev-1</a>' in page and "just now" in page
     assert requests.get(f"{url}/jobs/{job_id}", timeout=5).status_code == 200
 
 
@@ -181,7 +181,8 @@ def test_token_file_server(tmp_path: Path):
     try:
         url = server.url
         body = {"state": "waiting"}
-        assert requests.post(f"{url}/v1/agents/data/a1", json=body, timeout=5).status_code == 401
+        # Upstream: a caller without a token has no agent role.
+        assert requests.post(f"{url}/v1/agents/data/a1", json=body, timeout=5).status_code == 403
         token = requests.post(
             f"{url}/v1/oauth2/refresh", json={"refresh_token": "s3cret"}, timeout=5
         ).json()["access_token"]
@@ -251,7 +252,7 @@ def test_submit_wait_follows_job_to_the_end(tf_server: LocalServer, tmp_path: Pa
         assert f"--- job {job_id}: complete" in result.output
         assert f"test: exit {exit_status}" in result.output
         job = requests.get(f"{tf_server.url}/v1/job/{job_id}", timeout=5).json()
-        assert job["attachments_status"] == "complete"
+        assert job["test_data"]["attachments"] == [{"agent": "data.txt"}]
         archive = requests.get(f"{tf_server.url}/v1/job/{job_id}/attachments", timeout=5)
         with tarfile.open(fileobj=io.BytesIO(archive.content), mode="r:gz") as tar:
             assert tar.extractfile("test/data.txt").read() == b"payload\n"
