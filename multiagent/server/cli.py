@@ -158,20 +158,6 @@ def _json_map(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     return data
 
 
-def write_private(path: Path, text: str) -> None:
-    """Write a credential file 0600, atomically, never through a symlink."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 @server_command.command("create-client")
 @DB_OPTION
 @click.option("--client-id", required=True, help="The client's login name.")
@@ -249,31 +235,13 @@ def agent_token_command(db_path: Path | None, agent: str, out: Path, lifetime: f
 
     Idempotent: a file that still holds a valid token for at least half its lifetime is
     left alone (prints "unchanged")."""
-    from datetime import datetime, timezone
+    from .credentials import AgentTokenError, ensure_agent_token
 
-    from .auth import read_token_file
-    from .tokens import new_client_secret
-
-    accounts = _accounts(db_path or default_db())
-    existing = accounts.get(agent)
-    if existing is not None and existing.get("role") != "agent":
-        raise click.UsageError(f"client {agent!r} exists with role {existing.get('role')}")
     try:
-        current = read_token_file(out)
-    except (OSError, ValueError):
-        current = None
-    if existing and current and accounts.refresh_valid_for(current, agent) > lifetime / 2:
-        click.echo(f"unchanged {out}")
-        return
-    if existing is None:
-        # Nobody logs in with this secret: the refresh token is the agent's credential.
-        accounts.save(agent, {"role": "agent"}, secret=new_client_secret())
-    token = accounts.mint_refresh(agent, lifetime)
-    if current:
-        accounts.revoke(current)
-    obtained = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    write_private(out, json.dumps({"refresh_token": token, "obtained_at": obtained}) + "\n")
-    click.echo(f"wrote {out}")
+        changed = ensure_agent_token(db_path or default_db(), agent, out, lifetime=lifetime)
+    except AgentTokenError as exc:
+        raise click.UsageError(str(exc)) from exc
+    click.echo(f"{'wrote' if changed else 'unchanged'} {out}")
 
 
 @server_command.command("revoke")
