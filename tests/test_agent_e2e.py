@@ -135,6 +135,7 @@ def test_full_job_end_to_end(shared_server, make_agent, tmp_path):
         "drained",
         "server_reachable",
         "version",
+        "written_at",
     }
     metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     assert f'jobs_total{{agent_id="{agent.name}"}} 1' in metrics

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from multiagent.agent import attachments, config, outcome
+from multiagent.agent import status as status_mod
 from multiagent.agent import triggers as triggers_mod
 from multiagent.agent.metrics import Metrics
-from multiagent.agent.status import AgentLock, DrainFlag, LockHeld, StatusFile
+from multiagent.agent.status import DrainFlag, NameGuard, NameTaken, StatusFile
 from multiagent.agent.triggers import DirWatch, Triggers, Waker
 from multiagent.vocabulary import ALL_PHASES, DRAIN, HOLD
 
@@ -391,7 +392,9 @@ def test_status_file_keys_and_since(tmp_path):
         "drained",
         "server_reachable",
         "version",
+        "written_at",
     }
+    assert abs(data["written_at"] - time.time()) < 5
     since = data["since"]
     st.update(state="waiting", last_poll=123.0)
     assert json.loads((tmp_path / "a1.json").read_text())["since"] == since
@@ -407,12 +410,44 @@ def test_drain_flag(tmp_path):
     assert flag.read() == HOLD
 
 
-def test_lock_is_exclusive(tmp_path):
-    AgentLock(str(tmp_path), "a1").acquire()
-    # flock locks belong to the open file description: a second open conflicts.
-    with pytest.raises(LockHeld) as err:
-        AgentLock(str(tmp_path), "a1").acquire()
-    assert err.value.pid == str(os.getpid())
+def test_name_guard_is_exclusive_and_names_the_holder():
+    name = f"guard-{os.getpid()}"
+    first = NameGuard(name, "http://127.0.0.1:1")
+    first.acquire()
+    try:
+        with pytest.raises(NameTaken) as err:
+            NameGuard(name, "127.0.0.1:1").acquire()  # same server, spelt differently
+        assert (err.value.pid, err.value.uid) == (os.getpid(), os.getuid())
+        NameGuard(name, "http://127.0.0.1:2").acquire()  # another server: another agent
+    finally:
+        first.release()
+    again = NameGuard(name, "http://127.0.0.1:1")
+    again.acquire()  # released: free again
+    again.release()
+
+
+def test_name_guard_holder_found_with_a_full_backlog():
+    name = f"guard-full-{os.getpid()}"
+    guard = NameGuard(name, "http://h:1")
+    guard.acquire()
+    assert guard.sock is not None
+    guard.sock.listen(0)
+    try:
+        for _ in range(3):  # fill the accept queue: connects now fail with EAGAIN
+            try:
+                status_mod.holder(guard.address)
+            except OSError:
+                pass
+        assert status_mod._holder_from_proc(guard.address) == (os.getpid(), os.getuid())
+        assert status_mod.holder(guard.address) == (os.getpid(), os.getuid())
+    finally:
+        guard.release()
+
+
+def test_name_guard_long_names_fit():
+    address = status_mod.socket_name("x" * 300, "http://127.0.0.1:8585")
+    assert len(address) <= 108 and address.startswith(b"\0tf-agent/")
+    assert address != status_mod.socket_name("x" * 299 + "y", "http://127.0.0.1:8585")
 
 
 # -- outcome store -------------------------------------------------------------------

@@ -15,6 +15,7 @@ from multiagent.agent import outcome
 from multiagent.agent.client import Client, ServerUnreachable
 from multiagent.agent.config import AgentConfig
 from multiagent.agent.metrics import Metrics
+from multiagent.agent.record import record_path
 from multiagent.agent.status import DrainFlag, StatusFile
 from multiagent.agent.triggers import Triggers
 from multiagent.vocabulary import (
@@ -29,12 +30,15 @@ from multiagent.vocabulary import (
     EXIT_RESTART,
     EXIT_STOPPED,
     HOLD,
+    JOB_COMPLETE,
     PHASES,
 )
 
 TYPE_CHECKING = False  # no typing import at run time (start-up cost)
 if TYPE_CHECKING:
     from typing import Any
+
+    from multiagent.agent.record import DeadJob
 
 log = logging.getLogger("tf-agent")
 
@@ -74,6 +78,8 @@ class Agent:
         self.last_agent_post = 0.0
         self.busy = False
         self._drain_seen: str | None = None
+        self.record_path = record_path(cfg.execution_basedir, cfg.agent_id)
+        self.dead_job: DeadJob | None = None  # a job to close before the next poll
 
     # -- reachability -------------------------------------------------------------
     def net_ok(self) -> bool:
@@ -125,6 +131,7 @@ class Agent:
 
     def busy_tick(self) -> None:
         """Every few seconds inside a running phase."""
+        self.status.refresh_if_due()
         self.triggers.flush_events()
         self.triggers.check_restart_file()
         if self.triggers.restart_pending:
@@ -199,6 +206,7 @@ class Agent:
 
         With inotify the files are looked at when an event names them (and every
         RECHECK s); without, every POLL_TICK s. Unrelated events cost no look at all.
+        The status file is rewritten when due (see StatusFile.refresh_if_due).
         """
         triggers = self.triggers
         if triggers.watching is None:
@@ -218,7 +226,9 @@ class Agent:
             remaining = deadline - now
             if remaining <= 0:
                 return
-            look = triggers.wait(min(remaining, next_look - now))
+            self.status.refresh_if_due()
+            wake = min(next_look, self.status.next_refresh())
+            look = triggers.wait(max(0.0, min(remaining, wake - now)))
 
     # -- exits --------------------------------------------------------------------
     def _farewell(self, state: str, comment: str) -> None:
@@ -253,6 +263,7 @@ class Agent:
     # -- main loop ------------------------------------------------------------------
     def run(self) -> int:
         self.status.update(state=AGENT_STARTING)
+        self._find_dead_job()
         while True:
             code = self._step()
             if code is not None:
@@ -312,7 +323,45 @@ class Agent:
             else []
         )
 
+    def _find_dead_job(self) -> None:
+        """A job record left on disk: its agent process died mid-job (or could not close
+        it). End what is left of its processes now; the server is told before any poll."""
+        import os
+
+        if not os.path.exists(self.record_path):
+            return
+        from multiagent.agent import record
+
+        data = record.load(self.record_path)
+        if data is None:
+            return
+        dead = record.DeadJob(self.record_path, data, self.cfg.execution_basedir)
+        log.warning(
+            "job %s was left in its %s phase by pid %s: closing it before polling",
+            dead.job_id,
+            data.get("phase"),
+            data.get("agent_pid"),
+        )
+        dead.end_processes()
+        self.dead_job = dead
+        self.status.update(job_id=dead.job_id, phase=None)
+
+    def _close_dead_job(self) -> None:
+        """Tell the server how the dead job ended; raises ServerUnreachable to retry."""
+        dead = self.dead_job
+        assert dead is not None
+        try:
+            dead.close(self.client)
+        except OSError as exc:  # local: logged, retried with back-off, no poll meanwhile
+            log.error("cannot close job %s of the dead agent: %s", dead.job_id, exc)
+            raise ServerUnreachable(f"closing job {dead.job_id}: {exc}") from exc
+        self.net_succeeded()
+        self.dead_job = None
+        self.status.update(job_id=None, phase=None)
+
     def _poll_once(self) -> int | None:
+        if self.dead_job is not None:
+            self._close_dead_job()  # first: no new job while one is left open
         if not self.registered:
             self._register()
         self._retry_stored()
@@ -384,10 +433,14 @@ class Agent:
         self.status.update(state=PHASES[0], job_id=str(job_id), phase=None)
         try:
             Job(self, job).run()
+        except Exception as exc:  # Job could not even start: fail the job in setup
+            log.exception("job %s: tf-agent error", job_id)
+            self._fail_job(str(job_id), exc)
         finally:
             self.busy = False
         log.info("job %s done", job_id)
         self.status.update(job_id=None, phase=None)
+        self._find_dead_job()  # the job could not be closed: close it before the next poll
         if self.stop_requested():
             return
         self.triggers.check_restart_file()
@@ -397,6 +450,25 @@ class Agent:
             self.deferred_offline = None
         elif not self.triggers.restart_pending:
             self._post_agent({"state": AGENT_WAITING, "comment": ""})
+
+    def _fail_job(self, job_id: str, exc: Exception) -> None:
+        from datetime import datetime, timezone
+
+        from multiagent.agent.record import EXIT_AGENT_ERROR
+
+        fragment = {
+            "fragment_number": 0,
+            "timestamp": datetime.now(timezone.utc).isoformat(),
+            "phase": PHASES[0],
+            "log_data": f"\nERROR: tf-agent internal error before setup: {exc!r}\n",
+        }
+        try:
+            self.client.post_log(job_id, "output", fragment)
+            final = {"status": {PHASES[0]: EXIT_AGENT_ERROR}, "job_state": JOB_COMPLETE}
+            self.client.post_result(job_id, final)
+            self.client.post_agent_data({"job_id": ""})
+        except ServerUnreachable as err:
+            self.net_failed(err)
 
     def _retry_stored(self) -> None:
         names = outcome.pending(self.cfg.results_basedir)

@@ -157,7 +157,7 @@ def fail(message: str, code: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     from multiagent.agent.config import ConfigError, load
-    from multiagent.agent.status import AgentLock, DrainFlag, LockHeld, StatusFile
+    from multiagent.agent.status import DrainFlag, NameGuard, NameTaken, StatusFile
     from multiagent.agent.triggers import Triggers
 
     args = parse_args(argv)
@@ -166,6 +166,15 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         return fail(str(exc), EXIT_BAD_CONFIG)
     agent_id = cfg.agent_id
+    # First of all, before any file or server is touched: one process per agent name.
+    guard = NameGuard(agent_id, cfg.server_address)
+    try:
+        guard.acquire()
+    except NameTaken as exc:
+        who = f"pid {exc.pid}" if exc.pid else "another process"
+        if exc.uid is not None and exc.uid != os.getuid():
+            who += f" (uid {exc.uid})"
+        return fail(f"agent {agent_id!r} is already running: {who} holds the name", EXIT_NAME_TAKEN)
     # Handlers go in first: SIGUSR1's default action would kill the process.
     triggers = Triggers(agent_id, args.restart_dir)
     triggers.install()
@@ -182,15 +191,6 @@ def main(argv: list[str] | None = None) -> int:
             return fail(
                 f"{args.config}: key {key!r}: cannot create {path}: {exc.strerror}", EXIT_BAD_CONFIG
             )
-
-    lock = AgentLock(run_dir, agent_id)
-    try:
-        lock.acquire()
-    except LockHeld as exc:
-        return fail(
-            f"agent {agent_id!r} is already running: pid {exc.pid or '?'} holds {exc.path}",
-            EXIT_NAME_TAKEN,
-        )
 
     setup_logging(cfg)
     log = logging.getLogger("tf-agent")
