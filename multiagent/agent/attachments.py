@@ -50,8 +50,13 @@ def unpack(tarball: str, dest: str) -> list[str]:
         root = os.path.realpath(dest)
         extracted: list[str] = []
         for member, name in checked:
-            if _extract(archive, member, name, root):
-                extracted.append(name)
+            try:
+                if _extract(archive, member, name, root):
+                    extracted.append(name)
+            except OSError as exc:  # e.g. `test/a/b` after a file `test/a`
+                raise AttachmentError(
+                    f"attachment {member.name!r}: {exc.strerror or exc}"
+                ) from None
         return extracted
 
 

@@ -263,6 +263,13 @@ class Client:
             log.warning("result post for %s: HTTP %s %s", job_id, resp.status, resp.body[:200])
         return resp.ok
 
+    def get_log(self, job_id: str, log_type: str) -> dict[str, dict[str, Any]]:
+        """What the server holds of a job's log: `{phase: {last_fragment_number, log_data}}`."""
+        resp = self.request("GET", f"/v1/result/{job_id}/log/{log_type}")
+        data = resp.json() if resp.status == 200 else None
+        logs = data.get(log_type) if isinstance(data, dict) else None
+        return logs if isinstance(logs, dict) else {}
+
     def post_log(self, job_id: str, log_type: str, fragment: dict[str, Any]) -> bool:
         resp = self.request("POST", f"/v1/result/{job_id}/log/{log_type}", json_body=fragment)
         if not resp.ok:

@@ -18,9 +18,10 @@ import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from multiagent.agent import outcome
+from multiagent.agent import outcome, procs
 from multiagent.agent.attachments import AttachmentError, unpack
 from multiagent.agent.client import ServerUnreachable
+from multiagent.agent.record import EXIT_AGENT_ERROR, FINISHING, JobRecord, record_path
 from multiagent.vocabulary import (
     ALLOCATE,
     CLEANUP,
@@ -48,11 +49,23 @@ PHASE_HTTP_TIMEOUT = 5.0
 DEFAULT_GLOBAL_TIMEOUT = 14400
 DEFAULT_OUTPUT_TIMEOUT = 900
 EXIT_KILLED = 247  # -SIGKILL % 256, as upstream reports a killed phase
-EXIT_AGENT_ERROR = 100
 
 
 def _now_iso() -> str:
     return datetime.now(timezone.utc).isoformat()
+
+
+def _limit(job_value: Any, cfg_value: Any, default: int) -> float:
+    """min(job's value, config's value), each falling back to `default` if unset or bad."""
+
+    def seconds(value: Any) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            return default
+        return number if number > 0 else default
+
+    return min(seconds(job_value), seconds(cfg_value))
 
 
 class Job:
@@ -69,18 +82,20 @@ class Job:
         self.cancelled = False
         self.interrupted = False  # SIGTERM
         self.device_info_sent: bytes | None = None
-        secrets = (job.get("test_data") or {}).get("secrets") or {}
+        test_data = job.get("test_data")
+        secrets = (test_data.get("secrets") if isinstance(test_data, dict) else None) or {}
         self.secrets = (
             {str(k): str(v) for k, v in secrets.items()} if isinstance(secrets, dict) else {}
         )
-        self.global_timeout = min(
-            job.get("global_timeout") or DEFAULT_GLOBAL_TIMEOUT,
-            self.cfg.global_timeout or DEFAULT_GLOBAL_TIMEOUT,
+        self.global_timeout = _limit(
+            job.get("global_timeout"), self.cfg.global_timeout, DEFAULT_GLOBAL_TIMEOUT
         )
-        self.output_timeout = min(
-            job.get("output_timeout") or DEFAULT_OUTPUT_TIMEOUT,
-            self.cfg.output_timeout or DEFAULT_OUTPUT_TIMEOUT,
+        self.output_timeout = _limit(
+            job.get("output_timeout"), self.cfg.output_timeout, DEFAULT_OUTPUT_TIMEOUT
         )
+        path = record_path(self.cfg.execution_basedir, self.cfg.agent_id)
+        self.record = JobRecord(path, self.cfg.agent_id, self.job_id)
+        self.phase: str | None = None  # the phase running (or last run)
 
     # -- network helpers: never raise, remember reachability --------------------
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -147,23 +162,48 @@ class Job:
 
     # -- the job ----------------------------------------------------------------
     def run(self) -> None:
-        os.makedirs(self.rundir, exist_ok=True)
-        with open(os.path.join(self.rundir, "testflinger.json"), "w", encoding="utf-8") as fh:
-            json.dump(self.job, fh)
-        outcome.write_outcome(self.rundir, {})
-        open(os.path.join(self.rundir, "device-connector-error.json"), "w").close()
-        self._call(self.client.post_agent_data, {"job_id": self.job_id}, timeout=PHASE_HTTP_TIMEOUT)
+        """The whole job; any exception inside is the failure of the phase it happened in."""
         self.agent.metrics.job_started()
         try:
+            self._start()
             if self._prepare_attachments():
                 self._run_main_phases()
         except Exception as exc:  # an agent bug must not leave the job running
-            log.exception("job %s: agent error", self.job_id)
-            self._queue_fragment("output", SETUP, f"\nERROR: tf-agent internal error: {exc}\n")
-        finally:
+            self._internal_error(exc)
+        try:
             if not self.interrupted:
                 self._run_phase(CLEANUP)
-            self._finish()
+        except Exception as exc:
+            self._internal_error(exc)
+        self._finish()
+
+    def _start(self) -> None:
+        """The job record first (a successor must find the job), then the rundir."""
+        self.record.write()
+        os.makedirs(self.rundir, exist_ok=True)
+        path = os.path.join(self.rundir, "testflinger.json")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+        with os.fdopen(os.open(path, flags, 0o600), "w", encoding="utf-8") as fh:
+            json.dump(self.job, fh)  # holds the job's secrets: 0600
+        outcome.write_outcome(self.rundir, {})
+        open(os.path.join(self.rundir, "device-connector-error.json"), "w").close()
+        self._call(self.client.post_agent_data, {"job_id": self.job_id}, timeout=PHASE_HTTP_TIMEOUT)
+
+    def _internal_error(self, exc: Exception) -> None:
+        """tf-agent failed: the phase it was in (setup before any) fails with the error."""
+        phase = self.phase or SETUP
+        log.exception("job %s: tf-agent error in the %s phase", self.job_id, phase)
+        text = (
+            f"\nERROR: tf-agent internal error in the {phase} phase: {type(exc).__name__}: {exc}\n"
+        )
+        self.status[phase] = EXIT_AGENT_ERROR
+        try:
+            self._append_log(phase, text)
+        except OSError:
+            pass
+        self._queue_fragment("output", phase, text)
+        self._send_fragments()
+        self._call(self.client.post_result, self.job_id, {"status": dict(self.status)})
 
     def _prepare_attachments(self) -> bool:
         if self.job.get("attachments_status") != "complete":
@@ -270,6 +310,7 @@ class Job:
     def _env(self, phase: str) -> dict[str, str]:
         env = dict(os.environ)
         env.update(self.cfg.string_items())
+        env[procs.JOB_MARKER] = self.job_id  # proves a leftover ours after a restart
         if phase == TEST:
             env.update(self.secrets)
         return env
@@ -282,6 +323,8 @@ class Job:
         """Run one phase; None if skipped, else its exit code (recorded and posted)."""
         if self._skipped(phase):
             return None
+        self.phase = phase
+        self.record.update(phase=phase)
         self.agent.set_phase(phase, self.job_id)
         started = time.monotonic()
         try:
@@ -351,6 +394,7 @@ class Job:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        self.record.add_group(phase, proc.pid)
         return PhaseRun(self, phase, proc).run()
 
     def _allocate_wait(self) -> None:
@@ -383,14 +427,38 @@ class Job:
         return self.device_info_sent is not None
 
     def _finish(self) -> None:
-        """Artifacts + final result, or keep everything for later if the server is away."""
+        """Deliver the outcome (or keep it for later); then the job record goes.
+
+        Nothing here may raise: if even the outcome cannot be written, the final result
+        is posted directly, and failing that the record stays for the loop to close.
+        """
         self.agent.set_phase(None, self.job_id)
         self.agent.metrics.job_done()
-        final: dict[str, Any] = {"status": dict(self.status)}
+        self.record.update(stage=FINISHING)
         # A cancelled or interrupted job stays "cancelled" on the server rather than
         # being overwritten with "complete" (upstream would post complete).
         stopped = self.cancelled or self.interrupted
-        final["job_state"] = JOB_CANCELLED if stopped else JOB_COMPLETE
+        final: dict[str, Any] = {
+            "status": dict(self.status),
+            "job_state": JOB_CANCELLED if stopped else JOB_COMPLETE,
+        }
+        try:
+            self._deliver(final)
+        except Exception:
+            log.exception(
+                "job %s: cannot deliver the outcome; posting the result only", self.job_id
+            )
+            self._send_fragments()
+            if not self._call(self.client.post_result, self.job_id, final):
+                return  # the record stays: the loop closes the job before the next poll
+            import shutil
+
+            shutil.rmtree(self.rundir, ignore_errors=True)  # testflinger.json: secrets
+        self._call(self.client.post_agent_data, {"job_id": ""}, timeout=PHASE_HTTP_TIMEOUT)
+        self.record.remove()
+
+    def _deliver(self, final: dict[str, Any]) -> None:
+        """Artifacts + final result, or keep everything for later if the server is away."""
         try:
             outcome.build_artifact(self.rundir)
         except OSError as exc:
@@ -408,7 +476,6 @@ class Job:
             if isinstance(exc, ServerUnreachable):
                 self.agent.net_failed(exc)
             outcome.store(self.rundir, self.cfg.results_basedir, self.job_id)
-        self._call(self.client.post_agent_data, {"job_id": ""}, timeout=PHASE_HTTP_TIMEOUT)
 
 
 class PhaseRun:
@@ -423,6 +490,7 @@ class PhaseRun:
         self.agent = job.agent
         self.phase = phase
         self.proc = proc
+        self.leader_start = procs.start_time(proc.pid)
         assert proc.stdout is not None
         self.stdout = proc.stdout
         self.fd = proc.stdout.fileno()
@@ -445,6 +513,7 @@ class PhaseRun:
             ) as self.logfile:
                 reason = self._follow()
                 code = self._stopped(reason) if reason else self._exited()
+                self._end_leftovers()
                 self._flush()
                 return code
         finally:
@@ -553,6 +622,20 @@ class PhaseRun:
     def _exited(self) -> int:
         self._take(b"", final=True)
         return self.proc.wait() % 256
+
+    def _end_leftovers(self) -> None:
+        """What remains of the phase's process group once its command is over goes too
+        (SIGTERM, then SIGKILL after procs.GRACE s), and the phase's output says so."""
+        if self.leader_start is None:
+            return
+        start = self.leader_start
+        killed = procs.end_group(self.proc.pid, lambda proc: proc.start >= start)
+        if killed:
+            text = f"\ntf-agent: killed {procs.describe(killed, 'leftover')}\n"
+            log.warning("job %s phase %s:%s", self.job.job_id, self.phase, text.rstrip())
+            self._read_if_ready()
+            self.pending.append(text)
+            self.logfile.write(text)
 
 
 def kill_group(proc: subprocess.Popen[bytes]) -> None:

@@ -120,7 +120,9 @@ def store(rundir: str, results_basedir: str, job_id: str) -> str:
 
 def pending(results_basedir: str) -> list[str]:
     try:
-        return sorted(e.name for e in os.scandir(results_basedir) if e.is_dir())
+        return sorted(
+            e.name for e in os.scandir(results_basedir) if e.is_dir() and not e.name.startswith(".")
+        )
     except OSError:
         return []
 
