@@ -3,12 +3,13 @@
 Modules, one job each: config (the upstream YAML), client (REST on http.client),
 job (phases, process groups, stop conditions), attachments (safe unpack),
 outcome (deliver exactly once / keep for later), status (status file, drain
-flag, lock), triggers (signals, restart file, wake-up pipe, inotify), loop (main loop),
-metrics (Prometheus text), main (CLI).
+flag, one-process-per-name guard), record (the job record; closing a dead agent's job),
+procs (process groups from /proc), triggers (signals, restart file, wake-up pipe,
+inotify), loop (main loop), metrics (Prometheus text), main (CLI).
 
 Exit status: 0 stopped (SIGTERM, drain `hold`), 1 safe restart (SIGUSR1,
 restart file, server state `restart`), 2 bad config, 3 another process holds
-the agent's lock, 70 internal error.
+the agent's name, 70 internal error.
 
 Deliberate differences from upstream, for a host that restarts agents often:
 * `polling_interval` also accepts a float (tests poll every 0.2 s).
@@ -23,6 +24,9 @@ Deliberate differences from upstream, for a host that restarts agents often:
   including the recovery-failure one) survives a restart; upstream's start-up
   post of `waiting` would clear it. A restart asked while offline happens at once
   (the agent is idle) and leaves that state as it is.
+* A job killed with its agent (kill -9, OOM) is closed by the next start: status 100 in
+  the phase it died in, job_state complete. Any tf-agent error fails its phase (100).
+* Processes a phase leaves behind are ended (SIGTERM, SIGKILL 5 s later).
 * Job events (webhooks) are not sent; the ssh os-release probe is not done.
 """
 
