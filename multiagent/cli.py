@@ -7,7 +7,8 @@ import os
 import sys
 import tempfile
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from functools import wraps
 from typing import TYPE_CHECKING, Any
 
@@ -129,6 +130,19 @@ def _select(ctx: Context, names: tuple[str, ...], all_agents: bool) -> list[str]
     return list(dict.fromkeys(names))
 
 
+@contextmanager
+def _changing(ctx: Context, command: str, wait: bool = True) -> Iterator[None]:
+    """One command that changes the fleet at a time (a second waits, or fails at once)."""
+    from .statelock import exclusive
+
+    with exclusive(ctx.layout, command, wait=wait, say=_say):
+        yield
+
+
+def _say(text: str) -> None:
+    click.echo(text, err=True)
+
+
 def _progress(enabled: bool) -> Callable[[Sequence[Operation]], None] | None:
     from .progress import Progress
 
@@ -209,12 +223,14 @@ def up(opts: Options, no_wait: bool, timeout: str | None, as_json: bool) -> None
     from .up import up as run_up
 
     ctx = opts.context()
-    report = run_up(
-        ctx,
-        wait=not no_wait,
-        restart_timeout=_duration(timeout),
-        progress=_progress(not as_json),
-    )
+    with _changing(ctx, "up", wait=not no_wait):
+        report = run_up(
+            ctx,
+            wait=not no_wait,
+            restart_timeout=_duration(timeout),
+            progress=_progress(not as_json),
+            say=_say,
+        )
     applied = report.applied
     if as_json:
         data = {
@@ -239,12 +255,22 @@ def up(opts: Options, no_wait: bool, timeout: str | None, as_json: bool) -> None
             click.echo("asked; `tf-fleet plan` or `tf-fleet status` shows what is pending")
         elif applied and applied.timed_out:
             _print_pending(applied)
+        for name, pids in sorted(report.strays_left.items()):
+            click.echo(
+                f"{name}: pid {', '.join(map(str, pids))} (left by a supervisord that died) runs"
+                " until its job ends; the next `up` starts its program",
+                err=True,
+            )
         counts = {k: len(report.plan.of_kind(k)) for k in PLAN_KINDS}
         click.echo(", ".join(f"{v} {k}" for k, v in counts.items() if v) or "nothing to do")
     failed = report.failed_to_start
     if failed:
         click.echo(f"failed to start: {', '.join(failed)} (see `tf-fleet status`)", err=True)
-    if failed or (applied and not no_wait and not applied.ok):
+    if (
+        failed
+        or (applied and not no_wait and not applied.ok)
+        or (report.strays_left and not no_wait)
+    ):
         sys.exit(1)
 
 
@@ -289,7 +315,9 @@ def restart(
     if not safe:
         from .control import hard_restart
 
-        for name, pid in hard_restart(ctx, selected, force).items():
+        with _changing(ctx, "restart", wait=not no_wait):
+            pids = hard_restart(ctx, selected, force)
+        for name, pid in pids.items():
             click.echo(f"{name}: restarted (pid {pid})")
         return
     if max_parallel < 1:
@@ -299,15 +327,16 @@ def restart(
 
     method = method or ctx.fleet.restart.method
     operations = [SafeRestart(n, ctx.kind(n), method) for n in selected]
-    result = run_operations(
-        operations,
-        ctx.env(),
-        max_parallel=max_parallel,
-        timeout=_duration(timeout) or ctx.fleet.restart.timeout,
-        stop_on_failure=True,
-        wait=not no_wait,
-        progress=_progress(not as_json),
-    )
+    with _changing(ctx, "restart --safe", wait=not no_wait):
+        result = run_operations(
+            operations,
+            ctx.env(),
+            max_parallel=max_parallel,
+            timeout=_duration(timeout) or ctx.fleet.restart.timeout,
+            stop_on_failure=True,
+            wait=not no_wait,
+            progress=_progress(not as_json),
+        )
     if no_wait and not as_json:
         click.echo(f"asked {len(operations)} agent(s) to restart when idle")
         return
@@ -338,15 +367,16 @@ def drain(
 
     ctx = opts.context()
     operations = [Drain(n, ctx.kind(n)) for n in _select(ctx, names, all_agents)]
-    result = run_operations(
-        operations,
-        ctx.env(),
-        max_parallel=len(operations),
-        timeout=_duration(timeout) or ctx.fleet.restart.timeout,
-        stop_on_failure=False,
-        wait=wait,
-        progress=_progress(wait and not as_json),
-    )
+    with _changing(ctx, "drain"):
+        result = run_operations(
+            operations,
+            ctx.env(),
+            max_parallel=len(operations),
+            timeout=_duration(timeout) or ctx.fleet.restart.timeout,
+            stop_on_failure=False,
+            wait=wait,
+            progress=_progress(wait and not as_json),
+        )
     if not wait:
         failed = [op for op in operations if op.failed]
         for op in failed:
@@ -368,7 +398,9 @@ def resume(opts: Options, names: tuple[str, ...], all_agents: bool) -> None:
     from .control import resume as run_resume
 
     ctx = opts.context()
-    for name, started in run_resume(ctx, _select(ctx, names, all_agents)).items():
+    with _changing(ctx, "resume"):
+        resumed = run_resume(ctx, _select(ctx, names, all_agents))
+    for name, started in resumed.items():
         click.echo(f"{name}: resumed and started" if started else f"{name}: resumed")
 
 
@@ -432,13 +464,14 @@ def down(opts: Options, safe: bool, force: bool, timeout: str | None) -> None:
     from .down import down as run_down
 
     ctx = opts.context()
-    stopped, drained = run_down(
-        ctx,
-        safe=safe,
-        force=force,
-        timeout=_duration(timeout) or ctx.fleet.restart.timeout,
-        progress=_progress(safe),
-    )
+    with _changing(ctx, "down"):
+        stopped, drained = run_down(
+            ctx,
+            safe=safe,
+            force=force,
+            timeout=_duration(timeout) or ctx.fleet.restart.timeout,
+            progress=_progress(safe),
+        )
     if drained and not drained.ok:
         _report(drained, False, "stopped")
         click.echo("supervisord left running; agents still busy are draining", err=True)

@@ -13,6 +13,8 @@ from .supervisor import Faults, SupervisorError
 
 def busy_agents(ctx: Context, names: list[str]) -> dict[str, str]:
     """{name: what it is doing} for each of `names` that runs a job now."""
+    if not names:
+        return {}
     snap = take_snapshot(ctx.env(), {n: ctx.kind(n) for n in names})
     found = {}
     for name in names:

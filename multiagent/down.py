@@ -1,5 +1,5 @@
 """`down`: stop every agent of the fleet (and the private supervisord), never mid-job
-unless forced."""
+unless forced, and never report success while a process of the fleet still runs."""
 
 from __future__ import annotations
 
@@ -10,11 +10,24 @@ from . import plan as planning
 from . import triggers
 from .context import Context
 from .control import refuse_if_busy
-from .fleet import SERVER_PROGRAM
+from .errors import BusyError, UserError
+from .fleet import SERVER_PROGRAM, TF_AGENT
 from .observe import managed_programs
 from .operations import Operation, RunResult, SafeStop
+from .orphans import ask_to_leave, fleet_processes, kill, orphans, wait_gone
 from .scheduler import run as run_operations
+from .statusfile import judge, read_status
 from .supervisor import SupervisorError
+from .vocabulary import ALL_PHASES
+
+FORCE_ADVICE = (
+    "refusing to stop agents that run jobs: use --safe to wait for them, or --force to"
+    " interrupt them"
+)
+
+
+class LeftRunning(UserError):
+    pass
 
 
 def down(
@@ -29,35 +42,62 @@ def down(
     without it, running jobs make it refuse unless `force`. Returns the programs that
     were running, and the safe stops' result (None without `safe`)."""
     supervisor = ctx.supervisor
-    if not supervisor.is_running():
-        return [], None
-    processes = supervisor.processes()
-    managed = managed_programs(ctx, {n: i.state for n, i in processes.items()})
-    running = sorted(
-        n for n in managed if n in processes and processes[n].state not in planning.DOWN_STATES
-    )
+    supervisord_pid = supervisor.pid() if supervisor.is_running() else None
+    running: list[str] = []
+    if supervisord_pid:
+        processes = supervisor.processes()
+        managed = managed_programs(ctx, {n: i.state for n, i in processes.items()})
+        running = sorted(
+            n for n in managed if n in processes and processes[n].state not in planning.DOWN_STATES
+        )
+    strays = orphans(ctx, supervisord_pid)
     drained = None
     if safe:
         drained = _stop_safely(ctx, running, timeout, progress)
+        ask_to_leave(ctx, strays)
         if not drained.ok:
             return running, drained
+        _expect_gone(wait_gone(strays, timeout))
     elif not force:
-        refuse_if_busy(
-            ctx,
-            running,
-            "refusing to stop agents that run jobs: use --safe to wait for them,"
-            " or --force to interrupt them",
-        )
-    if ctx.target.mode == "private":
-        _shutdown_private(ctx, timeout)
+        refuse_if_busy(ctx, running, FORCE_ADVICE)
+        _refuse_busy_strays(ctx, strays)
+        ask_to_leave(ctx, strays)
+        _expect_gone(wait_gone(strays, 30.0))
     else:
+        _expect_gone(kill(strays))
+    if supervisord_pid and ctx.target.mode == "private":
+        _shutdown_private(ctx, supervisord_pid, timeout)
+    elif supervisord_pid:
         # Agents first, the server last, so agents can report their state on the way out.
         for name in sorted(running, key=lambda n: n == SERVER_PROGRAM):
             supervisor.stop(name, True)
-    if safe:
-        for name in running:
-            triggers.clear_drain(ctx.layout, name)  # a later `up` starts them again
-    return running, drained
+    for name in [*running, *strays]:
+        triggers.clear_drain(ctx.layout, name)  # a later `up` starts them again
+    _expect_gone(fleet_processes(ctx))
+    return sorted({*running, *strays}), drained
+
+
+def _refuse_busy_strays(ctx: Context, strays: dict[str, list[int]]) -> None:
+    """A stray is idle only if it is a tf-agent whose status file says so."""
+    busy = {}
+    now = time.time()
+    for name, pids in strays.items():
+        data = None
+        if ctx.kind(name) == TF_AGENT and len(pids) == 1:
+            data, _ = judge(read_status(ctx.layout.status_file(name)), pids[0], now)
+        if data is None or data.get("job_id") or data.get("state") in ALL_PHASES:
+            busy[name] = (
+                f"pid {', '.join(map(str, pids))} runs outside supervisord (its supervisord"
+                " died) and is not known to be idle"
+            )
+    if busy:
+        raise BusyError(busy, FORCE_ADVICE)
+
+
+def _expect_gone(left: dict[str, list[int]]) -> None:
+    if left:
+        listed = "; ".join(f"{n} (pid {', '.join(map(str, p))})" for n, p in sorted(left.items()))
+        raise LeftRunning(f"still running: {listed}; nothing else was left half-done")
 
 
 def _stop_safely(
@@ -78,8 +118,7 @@ def _stop_safely(
     )
 
 
-def _shutdown_private(ctx: Context, timeout: float) -> None:
-    pid = ctx.supervisor.pid()
+def _shutdown_private(ctx: Context, pid: int, timeout: float) -> None:
     ctx.supervisor.shutdown()  # stops every program, waiting stopwaitsecs for each, then exits
     deadline = time.monotonic() + max(timeout, 30.0)
     while _alive(pid) and time.monotonic() < deadline:

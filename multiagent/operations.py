@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .fleet import SERVER, TF_AGENT
-from .statusfile import current_status
+from .statusfile import StatusRead, judge
 from .supervisor import ProcessInfo
 from .vocabulary import AGENT_DRAINED, ALL_PHASES, DRAIN, HOLD, QUIET_AGENT_STATES
 
@@ -49,7 +49,7 @@ class AgentFacts:
     """Everything known of one program at one moment."""
 
     info: ProcessInfo | None = None  # supervisord's view; None: not loaded
-    status_file: dict[str, Any] | None = None  # the status file as read (any writer)
+    status_file: StatusRead | None = None  # the status file as read (any writer, any age)
     started: float | None = None  # when the running pid started, to a clock tick
     children: int = 0  # child processes of the running pid (upstream agents)
     server_job: str | None = None  # the job the server holds for it (upstream agents)
@@ -69,11 +69,11 @@ class Snapshot:
         return self.facts(name).info
 
     def status(self, name: str) -> dict[str, Any] | None:
-        """The status file, only if the process running now wrote it."""
+        """The status file, only if the process running now wrote it, recently."""
         info = self.info(name)
         if not info or not info.pid:
             return None
-        return current_status(self.facts(name).status_file, info.pid)
+        return judge(self.facts(name).status_file, info.pid, self.now)[0]
 
     def busy(self, name: str, kind: str) -> tuple[bool, str]:
         """Whether the agent runs a job, and what it is doing, in words."""
@@ -82,9 +82,10 @@ class Snapshot:
         if not info or info.state not in LIVE:
             return False, (info.state.lower() if info else "not loaded")
         if kind == TF_AGENT:
-            data = self.status(name)
-            if not data:
-                return False, "starting"
+            data, why = judge(facts.status_file, info.pid, self.now)
+            if data is None:
+                # Unknown is busy: only a status file the running pid wrote proves idleness.
+                return True, f"not known to be idle ({why}{_activity(facts)})"
             if data.get("job_id") or data.get("state") in ALL_PHASES:
                 since = data.get("since")
                 when = time.strftime("%H:%M:%S", time.localtime(since)) if since else "?"
@@ -97,6 +98,14 @@ class Snapshot:
             # Between phases an upstream agent runs no child; its server knows the job.
             return True, f"waiting for job {facts.server_job} (as the server reports it)"
         return False, "idle"
+
+
+def _activity(facts: AgentFacts) -> str:
+    if facts.children:
+        return f"; it has {facts.children} child process(es)"
+    if facts.server_job:
+        return f"; the server says it runs job {facts.server_job}"
+    return ""
 
 
 @dataclass

@@ -36,7 +36,7 @@ from .operations import (
     Snapshot,
 )
 from .procinfo import process_start_time
-from .statusfile import read_status_file
+from .statusfile import judge, read_status
 from .supervisor import Faults, ProcessInfo, Supervisor, SupervisorError
 
 SERVER_CACHE_SECONDS = 2.0
@@ -80,11 +80,14 @@ def _facts(env: Env, name: str, kind: str, info: ProcessInfo | None) -> AgentFac
     if info is None:
         return AgentFacts()
     live = info.state in LIVE and info.pid
-    status_file = read_status_file(env.layout.status_file(name)) if kind == TF_AGENT else None
+    status_file = read_status(env.layout.status_file(name)) if kind == TF_AGENT else None
     started = process_start_time(info.pid) if live else None
     children = 0
     server_job = None
-    if kind == UPSTREAM and live:
+    # What the process does, where no status file can say: upstream agents write none,
+    # and a tf-agent's may be missing, stale or another process's.
+    unproven = kind == TF_AGENT and judge(status_file, info.pid, time.time())[0] is None
+    if live and (kind == UPSTREAM or unproven):
         children = _children(info.pid)
         if not children:
             server_job = env.server_jobs.job_of(name)
@@ -207,6 +210,8 @@ def run(
 ) -> RunResult:
     """Advance the operations until all are done, one fails (if stop_on_failure) or time
     runs out. Idle agents go first, so a busy one never holds up the idle ones."""
+    if not operations:
+        return RunResult([])
     kinds = {op.name: op.kind for op in operations}
     # A look costs supervisord a pass over its processes: look often while an agent is
     # about to exit or come back, seldom while every one in flight waits for a job.
@@ -217,10 +222,7 @@ def run(
     deadline = time.monotonic() + timeout
     while True:
         snap = take_snapshot(env, kinds)
-        for op in list(active):
-            _carry_out(op, op.step(snap), env)
-            if op.done:
-                active.remove(op)
+        _step_active(active, snap, env)
         if any(op.failed for op in operations) and stop_on_failure:
             result.stopped_early = bool(queue)
             queue.clear()
@@ -237,6 +239,13 @@ def run(
             result.timed_out = True
             return result
         time.sleep(0.5 if active and all(op.on_job for op in active) else fast)
+
+
+def _step_active(active: list[Operation], snap: Snapshot, env: Env) -> None:
+    for op in list(active):
+        _carry_out(op, op.step(snap), env)
+        if op.done:
+            active.remove(op)
 
 
 def _begin_next(

@@ -8,14 +8,16 @@ from pathlib import Path
 from typing import Any
 
 from .context import Context
+from .fleet import TF_AGENT
 from .layout import Layout
 from .logs import tail_lines
-from .statusfile import current_status, read_status_file
+from .statusfile import StatusRead, judge, read_status
 from .supervisor import ProcessInfo
 from .triggers import read_drain
-from .vocabulary import AGENT_DRAINED, ALL_PHASES, HOLD
+from .vocabulary import AGENT_DRAINED, ALL_PHASES, HOLD, STATUS_STALE_SECONDS
 
 FAILED_STATES = {"FATAL", "BACKOFF"}
+DOWN_STATES = {"EXITED", "STOPPED", "FATAL"}
 
 
 @dataclass(frozen=True)
@@ -32,14 +34,21 @@ class AgentStatus:
     drained: bool | None = None
     drain_flag: str | None = None  # "drain" or "hold" (held down until `up` swaps it)
     log_tail: tuple[str, ...] = ()
+    # Why nothing is known of what the running process does (its status file cannot
+    # be trusted); such an agent counts as busy.
+    unknown: str | None = None
+    # Down although the fleet wants it running (no hold): `up` starts it again.
+    down_unwanted: bool = False
 
     @property
     def failed(self) -> bool:
-        return self.process in FAILED_STATES
+        """Needs a person: it failed, is down unwanted, or has long been unknown."""
+        settled = (self.uptime_s or 0) > STATUS_STALE_SECONDS
+        return self.process in FAILED_STATES or self.down_unwanted or bool(self.unknown and settled)
 
     @property
     def busy(self) -> bool:
-        return bool(self.job_id) or self.state in ALL_PHASES
+        return bool(self.job_id) or self.state in ALL_PHASES or bool(self.unknown)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -50,16 +59,20 @@ class AgentStatus:
 def agent_status(
     name: str,
     info: ProcessInfo | None,
-    status_file: dict[str, Any] | None,
+    status_file: StatusRead | None,
     log_file: Path | None = None,
     tail: int = 5,
     drain_flag: str | None = None,
+    now: float | None = None,
 ) -> AgentStatus:
-    """Join one agent's process info and status file; a file from an older process counts
-    only while no newer process runs (it then tells how the old one ended)."""
+    """Join one agent's process info and status file (None: the agent writes none); a
+    file counts only if the running process wrote it recently, or, with no process
+    running, it tells how the last one ended."""
+    now = time.time() if now is None else now
     process = info.state if info else None
+    live = info is not None and info.state in ("RUNNING", "STARTING") and info.pid
     pid = info.pid if info and info.pid else None
-    current = current_status(status_file, pid)
+    current, why = judge(status_file, pid, now) if status_file else (None, "")
     log_tail: tuple[str, ...] = ()
     if info and info.state in FAILED_STATES:
         source = Path(info.log_file) if info.log_file else log_file
@@ -84,19 +97,23 @@ def agent_status(
         drained=field("drained"),
         drain_flag=drain_flag,
         log_tail=log_tail,
+        unknown=why if live and status_file and current is None else None,
+        down_unwanted=bool(info and info.state in DOWN_STATES and drain_flag != HOLD),
     )
 
 
 def fleet_status(
-    names: list[str], processes: dict[str, ProcessInfo], layout: Layout
+    names: list[str], processes: dict[str, ProcessInfo], layout: Layout, kinds: dict[str, str]
 ) -> list[AgentStatus]:
+    now = time.time()
     return [
         agent_status(
             name,
             processes.get(name),
-            read_status_file(layout.status_file(name)),
+            read_status(layout.status_file(name)) if kinds.get(name) == TF_AGENT else None,
             layout.log_file(name),
             drain_flag=read_drain(layout, name),
+            now=now,
         )
         for name in names
     ]
@@ -123,10 +140,14 @@ def format_table(rows: list[AgentStatus], now: float | None = None) -> str:
         state = row.state or "-"
         if row.phase and row.phase != row.state:
             state = f"{state}/{row.phase}"
+        if row.unknown:
+            state = "unknown"
         if row.drain_flag == HOLD:
             state += " (held: `up` finishes its change)"
         elif row.drain_flag and row.state != AGENT_DRAINED:
             state += " (draining)"
+        elif row.down_unwanted:
+            state += " (down: `tf-fleet up` starts it)"
         table.append(
             (
                 row.name,
@@ -144,6 +165,8 @@ def format_table(rows: list[AgentStatus], now: float | None = None) -> str:
         "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in table
     ]
     for row in rows:
+        if row.unknown:
+            lines.append(f"--- {row.name}: counted as busy, {row.unknown}")
         if row.log_tail:
             lines.append(f"--- {row.name} is {row.process}; last lines of its log:")
             lines.extend(f"    {line}" for line in row.log_tail)
@@ -154,4 +177,5 @@ def look(ctx: Context, names: list[str]) -> tuple[bool, list[AgentStatus]]:
     """Whether supervisord answers, and the status of each of `names`."""
     running = ctx.supervisor.is_running()
     processes = ctx.supervisor.processes() if running else {}
-    return running, fleet_status(names, processes, ctx.layout)
+    kinds = {name: ctx.kind(name) for name in names}
+    return running, fleet_status(names, processes, ctx.layout, kinds)

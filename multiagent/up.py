@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import plan as planning
+from . import triggers
 from .applied import read_applied, write_applied
 from .context import Context
 from .files import write_if_changed
@@ -17,9 +18,11 @@ from .fleet import SERVER_PROGRAM
 from .hostcheck import check_host
 from .observe import make_plan
 from .operations import Operation, Remove, Replace, RunResult, SafeRestart
+from .orphans import alive, ask_to_leave, orphans
 from .plan import Plan
 from .scheduler import run as run_operations
 from .supervisor import Faults, Supervisor, SupervisorError, start_private
+from .vocabulary import HOLD
 
 SETTLED_STATES = {"RUNNING", "FATAL", "EXITED", "STOPPED"}
 
@@ -32,6 +35,10 @@ class UpReport:
     started: list[str] = field(default_factory=list)
     states: dict[str, str] = field(default_factory=dict)
     applied: RunResult | None = None
+    # Processes a dead supervisord left running: {name: pids}, asked to leave once idle;
+    # those gone by the end were started under this supervisord (`started`).
+    strays: dict[str, list[int]] = field(default_factory=dict)
+    strays_left: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def failed_to_start(self) -> list[str]:
@@ -74,16 +81,22 @@ def ensure_supervisord(ctx: Context) -> int | None:
     return start_private(ctx.layout)
 
 
-def write_files(ctx: Context) -> list[Path]:
-    """Write what changed; files of agents being removed stay until they are gone."""
+def write_files(ctx: Context, hold_back: set[str] | frozenset[str] = frozenset()) -> list[Path]:
+    """Write what changed; files of agents being removed stay until they are gone. The
+    program files of `hold_back` are left out (and taken away in private mode, where a
+    supervisord about to start would start them)."""
     written = []
     rendering = ctx.rendering
     if rendering.supervisord_conf:
         path, text = rendering.supervisord_conf
         if write_if_changed(path, text):
             written.append(path)
-    for program in rendering.programs.values():
+    for name, program in rendering.programs.items():
         for path, text in program.files.items():
+            if name in hold_back and path == program.program_path:
+                if ctx.target.mode == "private":
+                    path.unlink(missing_ok=True)
+                continue
             if write_if_changed(path, text):
                 written.append(path)
     return written
@@ -102,7 +115,11 @@ def wait_settled(supervisor: Supervisor, names: list[str], timeout: float) -> di
 
 
 def start_new(
-    ctx: Context, plan: Plan, started_supervisord: bool, wrote_programs: bool
+    ctx: Context,
+    plan: Plan,
+    started_supervisord: bool,
+    wrote_programs: bool,
+    skip: set[str] | frozenset[str] = frozenset(),
 ) -> list[str]:
     """Add and start the programs the plan adds or starts, the server first so agents
     find it when they first poll. A supervisord just started has loaded them already."""
@@ -111,9 +128,12 @@ def start_new(
     if not started_supervisord and (wrote_programs or plan.of_kind(planning.ADD)):
         added = supervisor.reload_config()[0]
     ordered = sorted(
-        plan.of_kind(planning.ADD, planning.START), key=lambda a: (a.name != SERVER_PROGRAM, a.name)
+        (a for a in plan.of_kind(planning.ADD, planning.START) if a.name not in skip),
+        key=lambda a: (a.name != SERVER_PROGRAM, a.name),
     )
     for action in ordered:
+        if action.kind == planning.ADD and triggers.read_drain(ctx.layout, action.name) == HOLD:
+            triggers.clear_drain(ctx.layout, action.name)  # a hold from before it was loaded
         if action.kind == planning.ADD and action.name in added:
             supervisor.add(action.name)  # autostart=true starts it
         elif action.kind == planning.START or not started_supervisord:
@@ -145,15 +165,22 @@ def up(
     timeout: float = 60.0,
     restart_timeout: float | None = None,
     progress: Callable[[Sequence[Operation]], None] | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> UpReport:
     check_host(ctx)
     plan = make_plan(ctx)
     report = UpReport(plan)
+    supervisord_pid = ctx.supervisor.pid() if ctx.supervisor.is_running() else None
+    if supervisord_pid is None or plan.of_kind(planning.ADD, planning.START):
+        report.strays = orphans(ctx, supervisord_pid)
     prepare_dirs(ctx)
-    report.written = write_files(ctx)
+    ask_to_leave(ctx, report.strays)
+    report.written = write_files(ctx, hold_back=set(report.strays))
     report.started_supervisord = ensure_supervisord(ctx)
     wrote_programs = any(p.parent == ctx.target.program_dir for p in report.written)
-    report.started = start_new(ctx, plan, report.started_supervisord is not None, wrote_programs)
+    report.started = start_new(
+        ctx, plan, report.started_supervisord is not None, wrote_programs, set(report.strays)
+    )
     operations = changes(ctx, plan)
     if operations:
         # Every changed agent at once: each waits for its own job, none for another's.
@@ -166,9 +193,61 @@ def up(
             wait=wait,
             progress=progress,
         )
+    if report.strays:
+        report.started += _take_over(ctx, report, wait, restart_timeout, say)
     if wait and report.started:
         report.states = wait_settled(ctx.supervisor, report.started, timeout)
     if not plan.is_noop or read_applied(ctx) is None:
         unsettled = {op.name for op in operations if op.stage != "done"}
         write_applied(ctx, unsettled | {a.name for a in plan.of_kind(planning.REMOVE)})
     return report
+
+
+def _take_over(
+    ctx: Context,
+    report: UpReport,
+    wait: bool,
+    restart_timeout: float | None,
+    say: Callable[[str], None] | None,
+) -> list[str]:
+    """Wait for the strays of a dead supervisord to finish their jobs and exit, starting
+    each one's program under this supervisord as soon as it is gone (the server first,
+    which runs no job); returns the names started."""
+    left = dict(report.strays)
+    started: list[str] = []
+    deadline = time.monotonic() + (restart_timeout or ctx.fleet.restart.timeout)
+    next_say = 0.0
+    while left:
+        gone = sorted(n for n, pids in left.items() if not alive(pids))
+        for name in gone:
+            del left[name]
+            triggers.clear_drain(ctx.layout, name)
+        if gone:
+            write_files(ctx, hold_back=set(left))
+            _load_and_start(ctx, gone)
+            started += gone
+        if not left or not wait or time.monotonic() > deadline:
+            break
+        if say and time.monotonic() >= next_say:
+            for name, pids in sorted(left.items()):
+                say(
+                    f"{name}: waiting for pid {', '.join(map(str, pids))}, left running by a"
+                    " supervisord that died, to finish its job and exit"
+                )
+            next_say = time.monotonic() + 10.0
+        time.sleep(0.1)
+    report.strays_left = left
+    return started
+
+
+def _load_and_start(ctx: Context, names: list[str]) -> None:
+    added = ctx.supervisor.reload_config()[0]
+    for name in names:
+        if name in added:
+            ctx.supervisor.add(name)  # autostart=true starts it
+            continue
+        try:
+            ctx.supervisor.start(name, False)
+        except SupervisorError as exc:
+            if exc.code != Faults.ALREADY_STARTED:
+                raise

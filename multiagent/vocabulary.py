@@ -69,6 +69,9 @@ EXIT_INTERNAL_ERROR = 70  # a bug in tf-agent (EX_SOFTWARE)
 # A device connector's phase exit status meaning "the device could not be recovered":
 # the agent goes offline once the job is over.
 EXIT_RECOVERY_FAILED = 46
+# The phase status tf-agent reports when it failed itself in that phase (a bug, a dead
+# agent's job closed by its successor): not the device's verdict.
+EXIT_AGENT_ERROR = 100
 
 # tf-agent rewrites its status file at least this often, busy or idle, so that tf-fleet
 # can tell a live writer from one that cannot write (a full disk): a file older than
@@ -87,11 +90,6 @@ def status_file_name(agent: str) -> str:
 def drain_file_name(agent: str) -> str:
     """The drain flag in the run dir: written by tf-fleet, read by tf-agent."""
     return f"{agent}.drain"
-
-
-def lock_file_name(agent: str) -> str:
-    """The one-process-per-name lock in the run dir."""
-    return f"{agent}.lock"
 
 
 def restart_file_name(agent: str) -> str:

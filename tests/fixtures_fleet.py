@@ -231,12 +231,22 @@ class FleetEnv:
     def cleanup(self) -> None:
         procs = self.processes()
         if procs:
-            self.run("down", check=False, timeout=60)
-        for proc in self.processes():  # only what this test's supervisord started
+            self.run("down", "--force", check=False, timeout=60)
+        # What this test started, whoever its parent is now (a test may kill supervisord):
+        # every process whose command line names this test's own directory.
+        for proc in [*self.processes(), *self.own_processes()]:
             try:
                 proc.send_signal(signal.SIGKILL)
             except psutil.NoSuchProcess:
                 pass
+
+    def own_processes(self) -> list[psutil.Process]:
+        root = str(self.root) + "/"
+        found = []
+        for proc in psutil.process_iter(["cmdline"]):
+            if proc.pid != os.getpid() and any(root in w for w in proc.info["cmdline"] or []):
+                found.append(proc)
+        return found
 
 
 def wait_until(predicate, timeout: float = 30.0, what: str = "condition") -> Any:

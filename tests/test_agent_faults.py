@@ -21,11 +21,10 @@ import requests
 import yaml
 from fixtures_agent import AgentProc, job, make_agent, shared_server, wait_for
 
-from multiagent.vocabulary import EXIT_NAME_TAKEN, status_file_name
+from multiagent.vocabulary import EXIT_AGENT_ERROR, EXIT_NAME_TAKEN, status_file_name
 
 __all__ = ["make_agent", "shared_server"]  # fixtures, imported for pytest
 
-EXIT_AGENT_ERROR = 100  # a phase's status when tf-agent itself failed in it
 CONNECTOR = f"{sys.executable} -m multiagent.connectors.local"
 
 

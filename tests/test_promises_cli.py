@@ -272,38 +272,6 @@ def test_up_never_restarts_supervisord(fleet_env):
     assert set(fleet_env.status()) == {"ns1", "ns3"}
 
 
-def test_no_duplicate_agents_after_supervisord_is_killed(fleet_env):
-    names = ["kd1", "kd2"]
-    pids = fleet_env.start(fleet_env.agent_fleet(names))
-    supervisord = fleet_env.supervisord_pid()
-    orphans = fleet_env.processes()[1:]  # its agents and the server, started by this test
-    assert {pids[n] for n in names} <= {p.pid for p in orphans}
-    try:
-        os.kill(supervisord, signal.SIGKILL)
-        wait_until(lambda: not psutil.pid_exists(supervisord), 10, "supervisord to die")
-        up = fleet_env.run("up", check=False)
-        # Today: the new supervisord's agents find the names locked (exit 3) and end
-        # FATAL, the old processes keep running. Either way: one process per name.
-        fleet_env.wait_for(
-            lambda: all(len(fleet_env.agent_processes(n)) == 1 for n in names),
-            20,
-            "one process per agent name",
-        )
-        fleet_env.hold_for(
-            2.5,
-            lambda: all(len(fleet_env.agent_processes(n)) == 1 for n in names),
-            "one process per agent name",
-        )
-        assert up.returncode in (0, 1), up.stderr
-        assert "Traceback" not in up.stdout + up.stderr
-    finally:
-        for proc in orphans:
-            try:
-                proc.kill()
-            except psutil.NoSuchProcess:
-                pass
-
-
 def test_readme_demo(fleet_env):
     """README "Set up": the example fleet `up`, a job through it with `submit --wait`,
     then `status`, `restart --safe --all` and `down --safe` (only the port and the state

@@ -21,11 +21,12 @@ from typing import TYPE_CHECKING, Any
 from multiagent.agent import outcome, procs
 from multiagent.agent.attachments import AttachmentError, unpack
 from multiagent.agent.client import ServerUnreachable
-from multiagent.agent.record import EXIT_AGENT_ERROR, FINISHING, JobRecord, record_path
+from multiagent.agent.record import FINISHING, JobRecord, record_path
 from multiagent.vocabulary import (
     ALLOCATE,
     CLEANUP,
     DATA_PHASES,
+    EXIT_AGENT_ERROR,
     EXIT_RECOVERY_FAILED,
     FINAL_JOB_STATES,
     JOB_ALLOCATED,

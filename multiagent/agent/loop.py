@@ -27,6 +27,7 @@ from multiagent.vocabulary import (
     AGENT_STARTING,
     AGENT_STOPPED,
     AGENT_WAITING,
+    EXIT_AGENT_ERROR,
     EXIT_RESTART,
     EXIT_STOPPED,
     HOLD,
@@ -276,6 +277,11 @@ class Agent:
         if self.triggers.restart_pending:
             return self._exit_restart()
         if not self.net_ok():
+            # Unreachable server: a hold still ends an idle agent (what is undelivered
+            # stays on disk for its successor), and a drain flag seen is no news.
+            self._drain_seen = self.drain.read()
+            if self._drain_seen == HOLD:
+                return self._exit_hold()
             self._wait_idle(self.retry_at - time.monotonic())
             return None
         try:
@@ -379,15 +385,18 @@ class Agent:
         # Checked immediately before the poll: no window to take a job once drained.
         drain = self._drain_seen = self.drain.read()
         if drain == HOLD:
-            log.info("drain flag says hold: exiting and staying down")
-            self.status.update(drained=True)
-            self._farewell(AGENT_STOPPED, "held (drain hold)")
-            return EXIT_STOPPED
+            return self._exit_hold()
         if drain:
             self._stay_drained()
             return None
         self._poll_job()
         return None
+
+    def _exit_hold(self) -> int:
+        log.info("drain flag says hold: exiting and staying down")
+        self.status.update(drained=True)
+        self._farewell(AGENT_STOPPED, "held (drain hold)")
+        return EXIT_STOPPED
 
     def _heartbeat_idle(self) -> None:
         if self.cfg.advertised_queues:
@@ -453,8 +462,6 @@ class Agent:
 
     def _fail_job(self, job_id: str, exc: Exception) -> None:
         from datetime import datetime, timezone
-
-        from multiagent.agent.record import EXIT_AGENT_ERROR
 
         fragment = {
             "fragment_number": 0,

@@ -27,7 +27,13 @@ import time
 
 from multiagent.agent import outcome, procs
 from multiagent.agent.client import Client
-from multiagent.vocabulary import ALL_PHASES, FINAL_JOB_STATES, JOB_COMPLETE, SETUP
+from multiagent.vocabulary import (
+    ALL_PHASES,
+    EXIT_AGENT_ERROR,
+    FINAL_JOB_STATES,
+    JOB_COMPLETE,
+    SETUP,
+)
 
 TYPE_CHECKING = False  # no typing import at run time (start-up cost)
 if TYPE_CHECKING:
@@ -35,8 +41,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tf-agent.record")
 
-# A phase's status when tf-agent itself failed (an exception, or the agent died in it).
-EXIT_AGENT_ERROR = 100
+# The stages of a job record.
 RUNNING, FINISHING, CLOSING = "running", "finishing", "closing"
 
 
