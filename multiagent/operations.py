@@ -209,7 +209,17 @@ class Operation:
                 snap, f"back in {self._took(snap)} (pid {self.old_pid or '-'} -> {self.new_pid})"
             )
         else:
-            self.text = "restarting"
+            self.text = self._not_back_yet(snap)
+
+    def _not_back_yet(self, snap: Snapshot) -> str:
+        facts = snap.facts(self.name)
+        info = facts.info
+        if self.kind != TF_AGENT or not info or not info.pid or info.pid == self.old_pid:
+            return "restarting"
+        _, why = judge(facts.status_file, info.pid, snap.now)
+        if not why or info.state == "STARTING":
+            return f"restarted (pid {info.pid}); waiting for its first poll"
+        return f"restarted (pid {info.pid}); not known to have polled: {why}"
 
 
 class SafeRestart(Operation):

@@ -214,7 +214,7 @@ ROWS = [
         facts(proc("STARTING", pid=NEW)),
         "coming-back",
         [],
-        "restarting",
+        "waiting for its first poll",
     ),
     Row(
         "restart asked: upstream with children is busy",
@@ -270,7 +270,16 @@ ROWS = [
         facts(proc(pid=NEW), idle(NEW, STARTED - 3)),
         "coming-back",
         [],
-        "restarting",
+        f"restarted (pid {NEW}); waiting for its first poll",
+    ),
+    Row(
+        "back: a new process whose status file is not written says so",
+        restart(),
+        "coming-back",
+        facts(proc(pid=NEW), idle(NEW, NOW), NOW - 3600),
+        "coming-back",
+        [],
+        f"restarted (pid {NEW}); not known to have polled: status file not written since",
     ),
     Row(
         "back: a status file of the old process is not trusted",
