@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from multiagent.server.auth import bearer_ok, read_token_file
 from multiagent.server.cli import _ttl, server_command
-from multiagent.server.pages import ago, is_stale, utc_text
+from multiagent.server.pages import ago, is_stale, when
 from multiagent.server.serve import is_loopback
 from multiagent.server.submit import SubmitError, exit_code, pack_attachments
 
@@ -36,11 +36,11 @@ def test_agent_ttl_rejects_with_the_value_named(tmp_path: Path, text, says):
 
 
 def test_ages_and_stale():
-    assert utc_text(0) == "1970-01-01 00:00:00"
-    assert ago(1000, 1000) == "0 minutes ago"
-    assert ago(1060, 1000) == "1 minute ago"
-    assert ago(7200 + 1000 - 1, 1000) == "119 minutes ago"
-    assert ago(3 * 3600, 0) == "3 hours ago"
+    assert when(0) == "1970-01-01 00:00:00 UTC" and when(None) == ""
+    assert ago(1000, 1000) == "just now"
+    assert ago(1060, 1000) == "1 min ago"
+    assert ago(5400 + 1000 - 1, 1000) == "89 min ago"
+    assert ago(3 * 3600, 0) == "3 h ago"
     assert ago(3 * 86400, 0) == "3 days ago"
     assert not is_stale(900, 0) and is_stale(901, 0)
 
