@@ -17,10 +17,23 @@ from typing import Any
 from .agent import config as agent_config
 from .agent.config import check_setting
 from .errors import EXIT_INVALID, UserError
-from .vocabulary import parse_duration
+from .vocabulary import RESTART_FILE_PREFIX, parse_duration
 from .yamlsource import Located, YamlSyntaxError, load_located
 
+# An agent's name becomes a supervisord program, file and directory names, the restart
+# file and a URL path: ASCII letters, digits, '.', '_' and '-', starting with a letter or
+# digit, at most 64 characters. Two names may not differ only by case or by '-' (tf-agent
+# also obeys the restart file named without dashes, as upstream's does).
 AGENT_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+AGENT_NAME_RULE = (
+    "an agent name must be 1-64 letters, digits, '.', '_' or '-',"
+    " starting with a letter or digit (it becomes a file and program name)"
+)
+# A user name as useradd takes it (supervisord's `user=` line, pwd lookups).
+USER_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?")
+# A fleet file larger than this is refused before it is parsed (a fleet of 2,000
+# agents is a few hundred KB).
+MAX_FLEET_BYTES = 2 * 1024 * 1024
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 SERVER_PROGRAM = "tf-fleet-server"
 # What a supervisord program of a fleet runs.
@@ -82,13 +95,33 @@ UPSTREAM_KEYS: dict[str, Checker] = {
     if key not in DERIVED_KEYS
 }
 
+
+def _is_user(value: Any) -> str | None:
+    if not isinstance(value, str) or not USER_NAME_RE.fullmatch(value):
+        return f"expected a user name (letters, digits, '_', '.', '-'), got {value!r}"
+    return None
+
+
+def _is_command(value: Any) -> str | None:
+    if not isinstance(value, str) or not value.strip():
+        return f"expected a command, got {_kind(value)}"
+    if _has_control(value):
+        return "control characters (newlines, tabs, NUL) are not allowed"
+    return None
+
+
+def _has_control(text: str) -> bool:
+    return any(ord(c) < 32 or ord(c) == 127 for c in text)
+
+
 FLEET_KEYS: dict[str, Checker] = {
-    "agent_command": _is_str,
+    "agent_command": _is_command,
     "environment": _is_environment,
-    "user": _is_str,
+    "user": _is_user,
     "stopwaitsecs": _is_positive_int,
     "startsecs": _is_positive_int,
     "device": _is_mapping,
+    "token_file": _is_str,
 }
 
 AGENT_KEYS = {**UPSTREAM_KEYS, **FLEET_KEYS}
@@ -132,6 +165,9 @@ class ServerSettings:
     embedded: bool
     host: str = DEFAULT_EMBEDDED_HOST
     port: int = DEFAULT_EMBEDDED_PORT
+    # The embedded server gives every agent its own credential (an agent-role client and
+    # its refresh token in <agent_dir>/token.json, passed with --token-file).
+    agent_tokens: bool = False
 
 
 @dataclass(frozen=True)
@@ -157,6 +193,7 @@ class Agent:
     stopwaitsecs: int = 30
     startsecs: int = 2
     device: dict[str, Any] | None = None
+    token_file: str | None = None  # the agent's credential, passed as --token-file
 
     @property
     def kind(self) -> str:
@@ -233,18 +270,41 @@ def load_fleet(path: str | os.PathLike[str], state_dir_override: str | None = No
     fleet_path = Path(path)
     display = str(path)
     try:
-        text = fleet_path.read_text()
+        with open(fleet_path, "rb") as handle:
+            data = handle.read(MAX_FLEET_BYTES + 1)
     except OSError as exc:
         raise FleetError(
             [Problem(display, None, None, "(file)", f"cannot read the fleet file: {exc.strerror}")]
         ) from exc
+    if len(data) > MAX_FLEET_BYTES:
+        message = f"the fleet file is larger than {MAX_FLEET_BYTES // (1024 * 1024)} MB"
+        raise FleetError([Problem(display, None, None, "(file)", message)])
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        message = f"not UTF-8: byte {data[exc.start]:#04x} cannot be read"
+        raise FleetError([Problem(display, line, None, "(file)", message)]) from exc
     return parse_fleet(text, fleet_path, display, state_dir_override)
 
 
 def parse_fleet(
     text: str, fleet_path: Path, display: str | None = None, state_dir_override: str | None = None
 ) -> Fleet:
+    """The Fleet in `text`, or FleetError: whatever the text holds, never another error."""
     display = display or str(fleet_path)
+    try:
+        return _parse_fleet(text, fleet_path, display, state_dir_override)
+    except FleetError:
+        raise
+    except Exception as exc:  # a value no check foresaw is still the file's fault
+        message = f"cannot use this fleet file: {type(exc).__name__}: {exc}"
+        raise FleetError([Problem(display, None, None, "(file)", message)]) from exc
+
+
+def _parse_fleet(
+    text: str, fleet_path: Path, display: str, state_dir_override: str | None
+) -> Fleet:
     try:
         located = load_located(text)
     except YamlSyntaxError as exc:
@@ -294,7 +354,7 @@ def _parse_server(value: Any, errors: _Collector) -> ServerSettings:
     if value == "embedded":
         return fallback
     if isinstance(value, dict):
-        known = ["embedded", "host", "port"]
+        known = ["embedded", "host", "port", "agent_tokens"]
         for key in value:
             if key not in known:
                 errors.unknown(("server",), key, known)
@@ -312,8 +372,12 @@ def _parse_server(value: Any, errors: _Collector) -> ServerSettings:
         if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
             errors.add(("server", "port"), f"expected a port number 1-65535, got {port!r}")
             port = DEFAULT_EMBEDDED_PORT
+        agent_tokens = value.get("agent_tokens", False)
+        if not isinstance(agent_tokens, bool):
+            errors.add(("server", "agent_tokens"), f"expected true or false, got {agent_tokens!r}")
+            agent_tokens = False
         shown = f"[{host}]" if ":" in host else host
-        return ServerSettings(f"http://{shown}:{port}", True, host, port)
+        return ServerSettings(f"http://{shown}:{port}", True, host, port, agent_tokens)
     if isinstance(value, str) and re.match(r"https?://[^/\s]+", value):
         return ServerSettings(value.rstrip("/"), False)
     errors.add(("server",), f"expected `embedded` or an http(s):// URL, got {value!r}")
@@ -325,10 +389,14 @@ def _parse_state_dir(value: Any, override: str | None, base: Path, errors: _Coll
         return Path(override).expanduser().resolve()
     if value is None:
         return base / ".tf-fleet"
-    if not isinstance(value, str) or not value:
-        errors.add(("state_dir",), f"expected a directory path, got {_kind(value)}")
+    if not isinstance(value, str) or not value or _has_control(value):
+        errors.add(("state_dir",), f"expected a directory path, got {value!r}")
         return base / ".tf-fleet"
-    return (base / Path(value).expanduser()).resolve()
+    try:
+        return (base / Path(value).expanduser()).resolve()
+    except (OSError, RuntimeError, ValueError) as exc:
+        errors.add(("state_dir",), f"cannot use {value!r} as a directory: {exc}")
+        return base / ".tf-fleet"
 
 
 def _parse_supervisor(value: Any, base: Path, errors: _Collector) -> SupervisorSettings:
@@ -343,8 +411,8 @@ def _parse_supervisor(value: Any, base: Path, errors: _Collector) -> SupervisorS
         errors.add(("supervisor", "mode"), f"expected `private` or `system`, got {mode!r}")
         mode = "private"
     config = value.get("config")
-    if config is not None and not isinstance(config, str):
-        errors.add(("supervisor", "config"), f"expected a file path, got {_kind(config)}")
+    if config is not None and (not isinstance(config, str) or not config or _has_control(config)):
+        errors.add(("supervisor", "config"), f"expected a file path, got {config!r}")
         config = None
     if mode == "system":
         config = str((base / (config or "/etc/supervisor/supervisord.conf")).resolve())
@@ -366,7 +434,11 @@ def _parse_restart(value: Any, errors: _Collector) -> RestartSettings:
         errors.add(("restart", "method"), f"expected `signal` or `file`, got {method!r}")
         method = "signal"
     restart_dir = value.get("restart_dir", "/tmp")
-    if not isinstance(restart_dir, str) or not restart_dir.startswith("/"):
+    if (
+        not isinstance(restart_dir, str)
+        or not restart_dir.startswith("/")
+        or _has_control(restart_dir)
+    ):
         errors.add(("restart", "restart_dir"), f"expected an absolute path, got {restart_dir!r}")
         restart_dir = "/tmp"
     try:
@@ -411,14 +483,9 @@ def _parse_agents(
     for name, own in value.items():
         path = ("agents", name)
         if not isinstance(name, str) or not AGENT_NAME_RE.fullmatch(name):
-            errors.add(
-                path,
-                "an agent name must be 1-64 letters, digits, '.', '_' or '-',"
-                " starting with a letter or digit (it becomes a file and program name)",
-                str(name),
-            )
+            errors.add(path, AGENT_NAME_RULE, str(name))
             continue
-        if name in RESERVED_NAMES:
+        if name_keys(name) & name_keys(SERVER_PROGRAM):
             errors.add(path, f"{name!r} is reserved for the embedded server", name)
             continue
         if own is None:
@@ -438,7 +505,42 @@ def _parse_agents(
         agent_dir = state_dir / "agents" / name
         merged = _expand(merged, {"{agent}": name, "{agent_dir}": str(agent_dir)})
         agents[name] = _build_agent(name, merged, agent_dir)
+    _check_collisions([n for n in value if isinstance(n, str)], errors)
     return agents
+
+
+def name_keys(name: str) -> set[str]:
+    """What an agent's name claims on the host, compared case-insensitively: its program,
+    files and directories (the name), and the restart files tf-agent obeys (the name,
+    and the name without dashes)."""
+    lowered = name.lower()
+    return {lowered, lowered.replace("-", "")}
+
+
+def _check_collisions(names: list[str], errors: _Collector) -> None:
+    """Two agents whose names claim the same program, restart file or directory."""
+    owner: dict[str, str] = {}
+    for name in names:
+        if not AGENT_NAME_RE.fullmatch(name):
+            continue
+        clash = sorted({owner[k] for k in name_keys(name) if k in owner})
+        for other in clash:
+            errors.add(("agents", name), _collision(name, other), name)
+        for key in name_keys(name):
+            owner.setdefault(key, name)
+
+
+def _collision(name: str, other: str) -> str:
+    if name.lower() == other.lower():
+        return (
+            f"differs from agent {other!r} only by case: the two would share a supervisord"
+            " program and directories on a case-insensitive view; rename one"
+        )
+    shared = (name_keys(name) & name_keys(other)).pop()
+    return (
+        f"collides with agent {other!r}: both would obey the restart file"
+        f" {RESTART_FILE_PREFIX}{shared} (tf-agent also obeys its name without '-'); rename one"
+    )
 
 
 def _overlay(defaults: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
@@ -483,6 +585,7 @@ def _build_agent(name: str, merged: dict[str, Any], agent_dir: Path) -> Agent:
         stopwaitsecs=merged.get("stopwaitsecs", 30),
         startsecs=merged.get("startsecs", 2),
         device=merged.get("device"),
+        token_file=merged.get("token_file"),
     )
 
 
