@@ -55,8 +55,19 @@ class Context:
 
     def env(self) -> Env:
         return Env(
-            self.supervisor, self.layout, self.fleet.restart.restart_dir, self.fleet.server.url
+            self.supervisor,
+            self.layout,
+            self.fleet.restart.restart_dir,
+            self.fleet.server.url,
+            self.token_files(),
         )
+
+    def token_files(self) -> dict[str, str]:
+        """Each agent's credential file, where it has one."""
+        from .render import token_file
+
+        found = {name: token_file(self.fleet, agent) for name, agent in self.fleet.agents.items()}
+        return {name: path for name, path in found.items() if path}
 
     def program_file(self, name: str) -> Path:
         return self.target.program_dir / f"{name}{self.target.program_suffix}"

@@ -9,6 +9,7 @@ from .fleet import SERVER_PROGRAM, UPSTREAM
 from .operations import DOWN, LIVE
 from .scheduler import take_snapshot
 from .supervisor import Faults, SupervisorError
+from .vocabulary import AGENT_WAITING
 
 
 def busy_agents(ctx: Context, names: list[str]) -> dict[str, str]:
@@ -54,10 +55,13 @@ def resume(ctx: Context, names: list[str]) -> dict[str, bool]:
     """Take jobs again after a drain; start agents a hold left down.
     Returns {name: whether it was started}."""
     started = {}
+    tokens = ctx.token_files()
     for name in names:
         triggers.clear_drain(ctx.layout, name)
         if ctx.kind(name) == UPSTREAM:
-            triggers.set_server_state(ctx.fleet.server.url, name, "waiting", "")
+            triggers.set_server_state(
+                ctx.fleet.server.url, name, AGENT_WAITING, "", tokens.get(name)
+            )
         down = ctx.supervisor.process(name).state in DOWN
         if down:
             ctx.supervisor.start(name, False)

@@ -26,6 +26,10 @@ class Layout:
     def agent_conf(self, name: str) -> Path:
         return self.agent_dir(name) / AGENT_CONF
 
+    def agent_token(self, name: str) -> Path:
+        """The agent's own credential, when the embedded server mints one (agent_tokens)."""
+        return self.agent_dir(name) / "token.json"
+
     def device_conf(self, name: str) -> Path:
         return self.agent_dir(name) / DEVICE_CONF
 

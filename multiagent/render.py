@@ -93,8 +93,20 @@ def _yaml(data: Any) -> str:
     return yaml.dump(data, Dumper=dumper, sort_keys=False, default_flow_style=False)
 
 
+def token_file(fleet: Fleet, agent: Agent) -> str | None:
+    """The credential the agent is given with --token-file: its own `token_file`, else the
+    one the embedded server mints for it with `agent_tokens: true`."""
+    if agent.token_file:
+        return agent.token_file
+    if fleet.server.embedded and fleet.server.agent_tokens:
+        return str(Layout(fleet.state_dir).agent_token(agent.name))
+    return None
+
+
 def agent_command(agent: Agent, layout: Layout, fleet: Fleet, ctx: RenderContext) -> list[str]:
     conf = str(layout.agent_conf(agent.name))
+    credential = token_file(fleet, agent)
+    token = ["--token-file", credential] if credential else []
     if agent.is_tf_agent:
         words = agent.agent_command.split()
         # The plain name runs the interpreter tf-fleet was installed with, so the
@@ -108,8 +120,9 @@ def agent_command(agent: Agent, layout: Layout, fleet: Fleet, ctx: RenderContext
             str(layout.run_dir),
             "--restart-dir",
             fleet.restart.restart_dir,
+            *token,
         ]
-    return [*shlex.split(agent.agent_command), "-c", conf]
+    return [*shlex.split(agent.agent_command), "-c", conf, *token]
 
 
 def _render_agent(fleet: Fleet, agent: Agent, layout: Layout, ctx: RenderContext) -> Program:

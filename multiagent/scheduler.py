@@ -70,6 +70,7 @@ class Env:
     layout: Layout
     restart_dir: str = "/tmp"
     server_url: str | None = None
+    token_files: dict[str, str] = field(default_factory=dict)  # agent -> its credential
     server_jobs: ServerJobs = field(init=False)
 
     def __post_init__(self) -> None:
@@ -127,7 +128,9 @@ def execute(action: Action, env: Env) -> list[str]:
     elif action.verb == SET_DRAIN:
         triggers.set_drain(env.layout, name, action.arg)
     elif action.verb == SERVER_STATE:
-        triggers.set_server_state(env.server_url or "", name, action.arg, "drained by tf-fleet")
+        triggers.set_server_state(
+            env.server_url or "", name, action.arg, "drained by tf-fleet", env.token_files.get(name)
+        )
     elif action.verb == SWAP_PROGRAM:
         _swap_program(env, name)
     elif action.verb == REMOVE_PROGRAM:

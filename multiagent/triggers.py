@@ -58,24 +58,54 @@ def clear_drain(layout: Layout, name: str) -> None:
     layout.drain_file(name).unlink(missing_ok=True)
 
 
-def set_server_state(server_url: str, name: str, state: str, comment: str) -> None:
+def set_server_state(
+    server_url: str, name: str, state: str, comment: str, token_file: str | None = None
+) -> None:
     """Upstream agents read their state from the server: `offline` makes an idle one stop
-    taking jobs, `waiting` lets it go on. The only drain an upstream agent understands."""
+    taking jobs, `waiting` lets it go on. The only drain an upstream agent understands.
+    A server with clients takes it only from the agent's own credential (`token_file`)."""
+    headers = {"Content-Type": "application/json"}
+    if token_file:
+        headers["Authorization"] = f"Bearer {_access_token(server_url, token_file)}"
+    body = json.dumps({"state": state, "comment": comment}).encode()
+    _post(server_url, f"/v1/agents/data/{name}", body, headers, f"set {name}'s state")
+
+
+def _post(server_url: str, path: str, body: bytes, headers: dict[str, str], what: str) -> bytes:
     import urllib.error
     import urllib.request
 
-    body = json.dumps({"state": state, "comment": comment}).encode()
-    request = urllib.request.Request(
-        f"{server_url}/v1/agents/data/{name}",
-        data=body,
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
+    request = urllib.request.Request(f"{server_url}{path}", body, headers, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
-            response.read()
+            return bytes(response.read())
     except (urllib.error.URLError, OSError) as exc:
-        raise TriggerError(f"cannot set {name}'s state on {server_url}: {exc}") from exc
+        raise TriggerError(f"cannot {what} on {server_url}: {exc}") from exc
+
+
+def _access_token(server_url: str, token_file: str) -> str:
+    """A token file holds a refresh token (`{"refresh_token": ...}`, exchanged for an
+    access token as the agent does) or a plain bearer token (the shared token)."""
+    try:
+        text = Path(token_file).read_text().strip()
+    except OSError as exc:
+        raise TriggerError(f"cannot read the token file {token_file}: {exc.strerror}") from exc
+    try:
+        refresh = json.loads(text).get("refresh_token")
+    except (ValueError, AttributeError):
+        return text
+    body = json.dumps({"refresh_token": refresh}).encode()
+    answer = _post(
+        server_url,
+        "/v1/oauth2/refresh",
+        body,
+        {"Content-Type": "application/json"},
+        f"refresh the token of {token_file}",
+    )
+    try:
+        return str(json.loads(answer)["access_token"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise TriggerError(f"{server_url} gave no access token for {token_file}") from exc
 
 
 def get_server_agent(server_url: str, name: str) -> dict:

@@ -14,7 +14,7 @@ from . import triggers
 from .applied import read_applied, write_applied
 from .context import Context
 from .files import write_if_changed
-from .fleet import SERVER_PROGRAM
+from .fleet import SERVER_PROGRAM, FleetError, Problem
 from .hostcheck import check_host
 from .observe import make_plan
 from .operations import Operation, Remove, Replace, RunResult, SafeRestart
@@ -66,6 +66,28 @@ def prepare_dirs(ctx: Context) -> None:
         for agent in owned:
             entry = pwd.getpwnam(agent.user or "")
             os.chown(layout.agent_dir(agent.name), entry.pw_uid, entry.pw_gid)
+
+
+def mint_agent_tokens(ctx: Context) -> None:
+    """With `agent_tokens: true`, each agent gets its own agent-role client on the embedded
+    server and its refresh token in its agent dir (0600; a valid one is kept)."""
+    fleet = ctx.fleet
+    if not (fleet.server.embedded and fleet.server.agent_tokens):
+        return
+    from .server.credentials import AgentTokenError, ensure_agent_token
+
+    for name, agent in sorted(fleet.agents.items()):
+        if agent.token_file:
+            continue
+        path = ctx.layout.agent_token(name)
+        try:
+            ensure_agent_token(ctx.layout.server_db, name, path)
+        except AgentTokenError as exc:
+            problem = Problem(str(fleet.path), None, name, "server.agent_tokens", str(exc))
+            raise FleetError([problem]) from exc
+        if agent.user:
+            entry = pwd.getpwnam(agent.user)
+            os.chown(path, entry.pw_uid, entry.pw_gid)
 
 
 def ensure_supervisord(ctx: Context) -> int | None:
@@ -174,6 +196,7 @@ def up(
     if supervisord_pid is None or plan.of_kind(planning.ADD, planning.START):
         report.strays = orphans(ctx, supervisord_pid)
     prepare_dirs(ctx)
+    mint_agent_tokens(ctx)
     ask_to_leave(ctx, report.strays)
     report.written = write_files(ctx, hold_back=set(report.strays))
     report.started_supervisord = ensure_supervisord(ctx)

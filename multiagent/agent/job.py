@@ -381,8 +381,9 @@ class Job:
 
     def _execute(self, phase: str) -> int:
         """Run the phase's command in its own process group; its exit code (or 247)."""
-        banner = "*" * 40 + f"\n* Starting testflinger {phase} phase on {self.cfg.agent_id}\n"
-        banner += "*" * 40 + "\n"
+        line = f"Starting testflinger {phase} phase on {self.cfg.agent_id}"
+        border = "*" * (len(line) + 4)  # as upstream: sized to the text, "* text *"
+        banner = f"{border}\n* {line} *\n{border}\n"
         self._append_log(phase, banner)
         self._queue_fragment("output", phase, banner)
         proc = subprocess.Popen(
