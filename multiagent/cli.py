@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from .errors import UserError
-from .fleet import SERVER_PROGRAM, load_fleet
+from .fleet import load_fleet
 from .vocabulary import parse_duration
 
 if TYPE_CHECKING:
@@ -441,7 +441,7 @@ def logs(opts: Options, name: str, follow: bool, lines: int) -> None:
     from .logs import tail_lines
 
     ctx = opts.context()
-    if name not in ctx.fleet.agents and name != SERVER_PROGRAM:
+    if name not in ctx.fleet.agents and name != ctx.fleet.server_program:
         raise click.BadParameter(f"not in {opts.config}", param_hint="NAME")
     path = ctx.layout.log_file(name)
     if not path.exists():

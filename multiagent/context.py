@@ -9,7 +9,7 @@ import sys
 from functools import cached_property
 from pathlib import Path
 
-from .fleet import SERVER, SERVER_PROGRAM, UPSTREAM, Fleet, FleetError, Problem, command_kind
+from .fleet import SERVER, UPSTREAM, Fleet, FleetError, Problem, command_kind
 from .layout import Layout
 from .render import Rendering
 from .scheduler import Env
@@ -77,7 +77,7 @@ class Context:
         the command line of its program file."""
         if name in self.fleet.agents:
             return self.fleet.agents[name].kind
-        if name == SERVER_PROGRAM:
+        if name == self.fleet.server_program:
             return SERVER
         parser = configparser.RawConfigParser(interpolation=None, strict=False)
         try:

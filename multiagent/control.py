@@ -5,7 +5,7 @@ from __future__ import annotations
 from . import triggers
 from .context import Context
 from .errors import BusyError
-from .fleet import SERVER_PROGRAM, UPSTREAM
+from .fleet import UPSTREAM
 from .operations import DOWN, LIVE
 from .scheduler import take_snapshot
 from .supervisor import Faults, SupervisorError
@@ -26,7 +26,7 @@ def busy_agents(ctx: Context, names: list[str]) -> dict[str, str]:
 
 
 def refuse_if_busy(ctx: Context, names: list[str], advice: str) -> None:
-    busy = busy_agents(ctx, [n for n in names if n != SERVER_PROGRAM])
+    busy = busy_agents(ctx, [n for n in names if n != ctx.fleet.server_program])
     if busy:
         raise BusyError(busy, advice)
 

@@ -11,11 +11,13 @@ from . import triggers
 from .context import Context
 from .control import refuse_if_busy
 from .errors import BusyError, UserError
-from .fleet import SERVER_PROGRAM, TF_AGENT
+from .fleet import TF_AGENT
 from .observe import managed_programs
 from .operations import Operation, RunResult, SafeStop
 from .orphans import ask_to_leave, fleet_processes, kill, orphans, wait_gone
+from .ownership import is_ours
 from .scheduler import run as run_operations
+from .scheduler import take_out
 from .statusfile import judge, read_status
 from .supervisor import SupervisorError
 from .vocabulary import ALL_PHASES
@@ -44,12 +46,12 @@ def down(
     supervisor = ctx.supervisor
     supervisord_pid = supervisor.pid() if supervisor.is_running() else None
     running: list[str] = []
+    loaded: list[str] = []  # every program of this fleet supervisord has, running or not
     if supervisord_pid:
         processes = supervisor.processes()
         managed = managed_programs(ctx, {n: i.state for n, i in processes.items()})
-        running = sorted(
-            n for n in managed if n in processes and processes[n].state not in planning.DOWN_STATES
-        )
+        loaded = sorted(n for n in managed if n in processes)
+        running = [n for n in loaded if processes[n].state not in planning.DOWN_STATES]
     strays = orphans(ctx, supervisord_pid)
     drained = None
     if safe:
@@ -65,16 +67,27 @@ def down(
         _expect_gone(wait_gone(strays, 30.0))
     else:
         _expect_gone(kill(strays))
-    if supervisord_pid and ctx.target.mode == "private":
-        _shutdown_private(ctx, supervisord_pid, timeout)
+    if ctx.target.mode != "private":
+        _take_out_of_shared(ctx, loaded)
     elif supervisord_pid:
-        # Agents first, the server last, so agents can report their state on the way out.
-        for name in sorted(running, key=lambda n: n == SERVER_PROGRAM):
-            supervisor.stop(name, True)
+        _shutdown_private(ctx, supervisord_pid, timeout)
     for name in [*running, *strays]:
         triggers.clear_drain(ctx.layout, name)  # a later `up` starts them again
     _expect_gone(fleet_processes(ctx))
     return sorted({*running, *strays}), drained
+
+
+def _take_out_of_shared(ctx: Context, loaded: list[str]) -> None:
+    """In a shared supervisord: stop each program of this fleet, remove it and delete its
+    file, so a reload or a reboot starts nothing of the fleet; others stay as they are.
+    Agents first, the server last, so agents can report their state on the way out."""
+    for name in sorted(loaded, key=lambda n: n == ctx.fleet.server_program):
+        take_out(ctx.supervisor, name)
+        ctx.program_file(name).unlink(missing_ok=True)
+    if ctx.target.program_dir.is_dir():
+        for path in ctx.target.program_dir.glob(f"*{ctx.target.program_suffix}"):
+            if is_ours(ctx, path):  # not loaded (a failed `up`): still ours to delete
+                path.unlink(missing_ok=True)
 
 
 def _refuse_busy_strays(ctx: Context, strays: dict[str, list[int]]) -> None:
@@ -106,7 +119,7 @@ def _stop_safely(
     timeout: float,
     progress: Callable[[Sequence[Operation]], None] | None,
 ) -> RunResult:
-    agents = [n for n in running if n != SERVER_PROGRAM]
+    agents = [n for n in running if n != ctx.fleet.server_program]
     operations = [SafeStop(n, ctx.kind(n)) for n in agents]
     return run_operations(
         operations,

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Callable
@@ -224,6 +225,19 @@ class Fleet:
     supervisor: SupervisorSettings
     restart: RestartSettings
     agents: dict[str, Agent]
+
+    @property
+    def identity(self) -> str:
+        """What marks this fleet's files and programs: its state dir."""
+        return f"state dir {self.state_dir}"
+
+    @property
+    def server_program(self) -> str:
+        """The embedded server's program: in a shared (system) supervisord, one per fleet."""
+        if self.supervisor.mode == "private":
+            return SERVER_PROGRAM
+        digest = hashlib.sha256(str(self.state_dir).encode()).hexdigest()[:8]
+        return f"{SERVER_PROGRAM}-{digest}"
 
 
 def _kind(value: Any) -> str:

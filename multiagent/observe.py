@@ -9,7 +9,7 @@ from . import triggers
 from .applied import digest, read_applied
 from .context import Context
 from .files import read_text
-from .layout import MARKER
+from .ownership import check_names_free, is_ours
 from .plan import Observed, Plan
 from .procinfo import process_start_time
 from .vocabulary import HOLD
@@ -19,24 +19,17 @@ CLOCK_SLACK = 0.05
 
 
 def managed_programs(ctx: Context, loaded: dict[str, str]) -> set[str]:
-    """Programs of this fleet: our marker in the file, or (private) anything supervisord has."""
+    """Programs of this fleet: a program file with this fleet's marker, or (in its own
+    private supervisord) anything supervisord has."""
     names: set[str] = set()
-    marker = f"{MARKER} (state dir {ctx.fleet.state_dir})"
     directory = ctx.target.program_dir
     suffix = ctx.target.program_suffix
     if directory.is_dir():
         for path in directory.glob(f"*{suffix}"):
-            try:
-                with open(path) as handle:
-                    first = handle.readline()
-            except (OSError, UnicodeDecodeError):
-                continue
-            if marker in first:
+            if is_ours(ctx, path):
                 names.add(path.name[: -len(suffix)])
     if ctx.target.mode == "private":
         names |= set(loaded)
-    else:
-        names |= {n for n in loaded if n in ctx.rendering.programs}
     return names
 
 
@@ -81,7 +74,9 @@ def pending_in_supervisor(ctx: Context, observed: Observed) -> frozenset[str]:
 
 
 def make_plan(ctx: Context) -> Plan:
+    """What `up` would do; a program name another owner holds is a validation error."""
     observed = observe(ctx)
+    check_names_free(ctx, observed.loaded)
     if ctx.supervisor.is_running():
         observed = replace(observed, pending_in_supervisor=pending_in_supervisor(ctx, observed))
     return planning.make_plan(ctx.rendering.programs, observed)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from . import triggers
 from .context import Context
-from .fleet import SERVER, SERVER_PROGRAM, TF_AGENT
+from .fleet import SERVER, TF_AGENT
 from .vocabulary import HOLD
 
 
@@ -22,7 +22,7 @@ def fleet_processes(ctx: Context) -> dict[str, list[int]]:
 
     marks = {str(ctx.layout.agent_conf(name)): name for name in ctx.fleet.agents}
     if ctx.fleet.server.embedded:
-        marks[str(ctx.layout.server_db)] = SERVER_PROGRAM
+        marks[str(ctx.layout.server_db)] = ctx.fleet.server_program
     found: dict[str, list[int]] = {}
     me = os.getpid()
     for proc in psutil.process_iter(["pid", "cmdline"]):

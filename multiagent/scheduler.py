@@ -148,15 +148,15 @@ def _tolerating(codes: int | tuple[int, ...], call: Callable[..., None], *args: 
             raise
 
 
-def _take_out(env: Env, name: str) -> None:
+def take_out(supervisor: Supervisor, name: str) -> None:
     """Stop the program and remove it from supervisord. A process that exited with a
     restart status may be respawned by supervisord between our look and our call: stop
     it again until the removal holds."""
     gone = (Faults.NOT_RUNNING, Faults.BAD_NAME)
     for _ in range(REMOVE_TRIES):
-        _tolerating(gone, env.supervisor.stop, name, True)
+        _tolerating(gone, supervisor.stop, name, True)
         try:
-            _tolerating(Faults.BAD_NAME, env.supervisor.remove, name)
+            _tolerating(Faults.BAD_NAME, supervisor.remove, name)
             return
         except SupervisorError as exc:
             if exc.code != Faults.STILL_RUNNING:
@@ -165,7 +165,7 @@ def _take_out(env: Env, name: str) -> None:
 
 
 def _swap_program(env: Env, name: str) -> None:
-    _take_out(env, name)
+    take_out(env.supervisor, name)
     triggers.clear_drain(env.layout, name)  # before the new process could read it
     added, _, _ = env.supervisor.reload_config()
     if name not in added:
@@ -174,7 +174,7 @@ def _swap_program(env: Env, name: str) -> None:
 
 
 def _remove_program(env: Env, name: str) -> list[str]:
-    _take_out(env, name)
+    take_out(env.supervisor, name)
     target = env.supervisor.target
     (target.program_dir / f"{name}{target.program_suffix}").unlink(missing_ok=True)
     env.supervisor.reload_config()

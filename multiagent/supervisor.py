@@ -123,6 +123,8 @@ class SupervisorTarget:
     program_dir: Path
     program_suffix: str
     auth: str | None = None  # base64 user:password from [supervisorctl], if it has one
+    # Every file pattern of the [include] section, absolute: where other programs live.
+    include_patterns: tuple[str, ...] = ()
 
 
 def target_for(fleet: Fleet) -> SupervisorTarget:
@@ -181,7 +183,8 @@ def read_system_config(config: Path) -> SupervisorTarget:
     suffix = name_glob[1:] or ".conf"
     user, password = value("supervisorctl", "username"), value("supervisorctl", "password")
     auth = base64.b64encode(f"{user}:{password or ''}".encode()).decode() if user else None
-    return SupervisorTarget("system", socket_url, config, Path(directory), suffix, auth)
+    patterns = tuple(p if os.path.isabs(p) else os.path.join(here, p) for p in includes)
+    return SupervisorTarget("system", socket_url, config, Path(directory), suffix, auth, patterns)
 
 
 class Supervisor:

@@ -15,6 +15,8 @@ import sys
 import psutil
 from fixtures_fleet import wait_until
 
+from multiagent.layout import Layout
+
 
 def _test_status(env, job_id: str) -> int | None:
     return env.result(job_id).get("test_status")
@@ -40,19 +42,19 @@ def test_two_changing_commands_take_turns(fleet_env):
         first = waiting.stderr.readline()  # said before it waits
         assert "waiting for pid 4242 (tf-fleet up) to finish" in first
         assert waiting.poll() is None
-        assert not (fleet_env.state_dir / "run" / "lk1.drain").exists()  # it did nothing yet
+        assert not Layout(fleet_env.state_dir).drain_file("lk1").exists()  # it did nothing yet
     finally:
         os.close(fd)
     out, _ = waiting.communicate(timeout=30)
     assert waiting.returncode == 0, out
-    assert (fleet_env.state_dir / "run" / "lk1.drain").exists()
+    assert Layout(fleet_env.state_dir).drain_file("lk1").exists()
 
 
 def test_an_agent_whose_status_file_cannot_be_written_counts_as_busy(fleet_env):
     pids = fleet_env.start(fleet_env.agent_fleet(["uk1"]))
     job = fleet_env.submit("shared", 8)
     fleet_env.wait_running(job)
-    status_file = fleet_env.state_dir / "run" / "uk1.json"
+    status_file = Layout(fleet_env.state_dir).status_file("uk1")
     status_file.unlink()
     status_file.mkdir()  # every write of the agent now fails, and the file is unreadable
     try:
@@ -134,7 +136,7 @@ def test_odd_state_files_are_ignored_with_a_warning(fleet_env):
     assert plan.returncode == 0, plan.stderr
     assert f"warning: ignoring {applied}" in plan.stderr
     assert "unchanged  od1" in plan.stdout
-    status_file = fleet_env.state_dir / "run" / "od1.json"
+    status_file = Layout(fleet_env.state_dir).status_file("od1")
     good = json.loads(status_file.read_text())
     for odd in ('{"pid": "12", "state": 3}', "[1, 2]", "{not json", ""):
         status_file.write_text(odd)

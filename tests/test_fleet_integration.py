@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
-import textwrap
 
 import psutil
 from fixtures_fleet import SLEEPER
@@ -106,73 +104,6 @@ def test_down_leaves_no_process_behind(fleet_env):
     assert "stopped 3 program(s)" in out
     for pid in pids:
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
-
-
-def _supervisorctl_states(main_conf) -> dict[str, str]:
-    """What the host's own `supervisorctl status` says, by program name."""
-    ctl = subprocess.run(
-        [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(main_conf), "status"],
-        capture_output=True,
-        text=True,
-    )
-    return {line.split()[0]: line.split()[1] for line in ctl.stdout.splitlines()}
-
-
-def test_system_mode_programs_are_visible_to_the_hosts_supervisorctl(fleet_env):
-    include = fleet_env.root / "conf.d"
-    include.mkdir()
-    main_conf = fleet_env.root / "supervisord.conf"
-    main_conf.write_text(
-        textwrap.dedent(f"""\
-        [unix_http_server]
-        file={fleet_env.root}/sys.sock
-        [supervisord]
-        logfile={fleet_env.root}/supervisord.log
-        pidfile={fleet_env.root}/supervisord.pid
-        [rpcinterface:supervisor]
-        supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-        [supervisorctl]
-        serverurl=unix://{fleet_env.root}/sys.sock
-        [include]
-        files = conf.d/*.conf
-        """)
-    )
-    (include / "someone-else.conf").write_text(f"[program:someone-else]\ncommand={SLEEPER}\n")
-    subprocess.run(
-        [sys.executable, "-m", "supervisor.supervisord", "-c", str(main_conf)], check=True
-    )
-    sys_pid = int(
-        fleet_env.wait_for(
-            lambda: (
-                (fleet_env.root / "supervisord.pid").exists()
-                and (fleet_env.root / "supervisord.pid").read_text().strip()
-            ),
-            what="supervisord",
-        )
-    )
-    try:
-        fleet = three_agents()
-        fleet["supervisor"] = {"mode": "system", "config": str(main_conf)}
-        fleet_env.write(fleet)
-        fleet_env.wait_for(lambda: (fleet_env.root / "sys.sock").exists(), what="socket")
-        fleet_env.run("up")
-        lines = _supervisorctl_states(main_conf)
-        assert lines["agent-01"] == "RUNNING"
-        assert lines["agent-03"] == "RUNNING"
-        # tf-fleet manages its own programs only
-        assert set(fleet_env.status()) == {"agent-01", "agent-02", "agent-03"}
-        fleet_env.run("down")
-        states = _supervisorctl_states(main_conf)
-        assert states["agent-01"] == "STOPPED"
-        assert states["someone-else"] == "RUNNING"  # the host's supervisord and programs stay
-    finally:
-        proc = psutil.Process(sys_pid)
-        children = proc.children(recursive=True)
-        proc.terminate()
-        psutil.wait_procs([proc], timeout=20)
-        for child in children:
-            if child.is_running():
-                child.kill()
 
 
 def test_status_json_and_logs_of_real_agents(fleet_env):
