@@ -41,6 +41,7 @@ class LocalServer:
             self.extra_args.append("--any-provision-data")
         self.proc: subprocess.Popen[bytes] | None = None
         self.returncode: int | None = None  # exit status of the last stopped process
+        self.read_headers: dict[str, str] = {}  # a reader's token once reads need one
 
     def start(self, timeout: float = 15.0) -> None:
         cmd = [
@@ -90,15 +91,38 @@ class LocalServer:
         resp.raise_for_status()
         return resp.json()["job_id"]
 
+    def read(self, path: str, **kwargs) -> requests.Response:
+        """A GET as a reader: once the server has clients or a shared token, reads need a
+        token, so the first 401 creates a contributor client in the db and logs in."""
+        resp = requests.get(self.url + path, headers=self.read_headers, timeout=10, **kwargs)
+        if resp.status_code == 401:
+            self.read_headers = self._reader_login()
+            resp = requests.get(self.url + path, headers=self.read_headers, timeout=10, **kwargs)
+        return resp
+
+    def _reader_login(self) -> dict[str, str]:
+        from multiagent.server.accounts import Accounts
+        from multiagent.server.db import Store
+
+        secret = "fixture-reader-secret"
+        store = Store(self.db_path, clock=time.time)
+        try:
+            Accounts(store).save("fixture-reader", {"role": "contributor"}, secret=secret)
+        finally:
+            store.close()
+        resp = requests.post(
+            self.url + "/v1/oauth2/token", auth=("fixture-reader", secret), timeout=10
+        )
+        resp.raise_for_status()
+        return {"Authorization": f"Bearer {resp.json()['access_token']}"}
+
     def result(self, job_id: str) -> dict:
-        resp = requests.get(f"{self.url}/v1/result/{job_id}", timeout=10)
+        resp = self.read(f"/v1/result/{job_id}")
         return resp.json() if resp.status_code == 200 else {}
 
     def output(self, job_id: str, log_type: str = "output") -> str:
         """The job's whole output (or serial) log as one text, phases in run order."""
-        resp = requests.get(
-            f"{self.url}/v1/result/{job_id}/log/{log_type}", params={"format": "text"}, timeout=10
-        )
+        resp = self.read(f"/v1/result/{job_id}/log/{log_type}", params={"format": "text"})
         return resp.text if resp.status_code == 200 else ""
 
     def job_state(self, job_id: str) -> str | None:

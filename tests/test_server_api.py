@@ -446,9 +446,10 @@ def test_result_post_is_strict(client, body):
     assert client.post(f"/v1/result/{job_id}", json=body).status_code == 422
 
 
-def test_result_post_unknown_job_is_ok_noop(client):
+def test_result_post_unknown_job_is_404_and_stores_nothing(client):
+    # Upstream answers OK and stores nothing; here the agent learns that the job is gone.
     missing = str(uuid.uuid4())
-    assert client.post(f"/v1/result/{missing}", json={"job_state": "test"}).status_code == 200
+    assert client.post(f"/v1/result/{missing}", json={"job_state": "test"}).status_code == 404
     assert client.get(f"/v1/result/{missing}").status_code == 204
 
 
@@ -610,18 +611,20 @@ def test_shared_token_gates_agent_endpoints(secured):
             assert resp.status_code == 403, (path, headers)
     good = {"Authorization": "Bearer s3cret"}
     assert secured.post("/v1/agents/data/a1", json={}, headers=good).status_code == 200
-    # Anonymous callers are upstream's contributors: they read and submit plain jobs.
+    # Anonymous callers are upstream's contributors: they submit plain jobs; unlike
+    # upstream they read nothing but the health check once a token is set.
     resp = secured.post("/v1/job", json={"job_queue": "demo"})
     assert resp.status_code == 200
+    assert secured.get("/v1").status_code == 200
     for path in (
-        "/v1",
         "/v1/agents/data",
         "/v1/agents/data/a1",
         "/v1/queues",
         "/agents",
         f"/v1/job/{resp.get_json()['job_id']}",
     ):
-        assert secured.get(path).status_code == 200, path
+        assert secured.get(path).status_code == 401, path
+        assert secured.get(path, headers=good).status_code == 200, path
     priority = {"job_queue": "demo", "job_priority": 5}
     assert secured.post("/v1/job", json=priority).status_code == 401
     assert secured.post("/v1/job", json=priority, headers=good).status_code == 200

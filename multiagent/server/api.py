@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_file
@@ -13,13 +12,13 @@ from multiagent.vocabulary import ALL_PHASES
 from . import SERVER_VERSION, jobschema, schemas
 from .accounts import Accounts
 from .auth import AMC, AMCG, AMG, ONLY_AGENT, caller, gate
-from .db import Store, valid_job_id
+from .db import JOB_STATES, Store, valid_job_id
+from .limits import BadInput, Limits, parse_json
 from .permissions import submit_denied
 
 bp = Blueprint("api", __name__)
 
 LOG_TYPES = ("output", "serial")
-MAX_RESULT_BYTES = 16 * 1024 * 1024  # upstream answers 413 on result posts this big
 
 
 def store() -> Store:
@@ -54,14 +53,22 @@ class BadJson(Exception):
     """A body sent as JSON that does not parse: upstream answers 400 "Bad Request"."""
 
 
-def json_body() -> Any:
+def limits() -> Limits:
+    return current_app.config["TF_LIMITS"]
+
+
+def json_body(max_chars: int | None = None) -> Any:
     """The JSON body; an empty or non-JSON body reads as {} (upstream then says which field
-    is missing, 422); a JSON body that does not parse raises BadJson (400)."""
+    is missing, 422); a JSON body that does not parse raises BadJson (400). Past a bound
+    (depth, integer range, `max_chars` per string, default the body limit) BadInput."""
     raw = request.get_data(cache=True)
     if not raw.strip():
         return {}
+    bounds = limits()
+    if max_chars is None:
+        max_chars = bounds.body_limit(request.endpoint)
     try:
-        return json.loads(raw)
+        return parse_json(raw, bounds, max_chars=max_chars)
     except ValueError:
         if request.is_json:
             raise BadJson() from None
@@ -75,6 +82,52 @@ def checked_job_id(job_id: str) -> Response | None:
 @bp.app_errorhandler(BadJson)
 def bad_json(exc: BadJson) -> Response:
     return error(400, "Bad Request")
+
+
+@bp.app_errorhandler(BadInput)
+def bad_input(exc: BadInput) -> Response:
+    return error(exc.status, exc.message)
+
+
+@bp.app_errorhandler(413)
+def too_large(exc: Exception) -> Response:
+    return error(413, f"Payload too large (limit {limits().body_limit(request.endpoint)} bytes)")
+
+
+@bp.before_app_request
+def _bounded() -> Response | None:
+    """Body size per endpoint (413; also for a body without Content-Length), the length of
+    names in the URL and of query values (400), before any view reads anything."""
+    bounds = limits()
+    limit = bounds.body_limit(request.endpoint)
+    if (request.content_length or 0) > limit:
+        return error(413, f"Payload too large (limit {limit} bytes)")
+    request.max_content_length = limit
+    for value in (request.view_args or {}).values():
+        if isinstance(value, str) and len(value) > bounds.name_chars:
+            return error(400, f"A name in the URL is longer than {bounds.name_chars} characters")
+    if any(len(v) > bounds.text_chars for v in request.args.values()):
+        return error(400, f"A query value is longer than {bounds.text_chars} characters")
+    return None
+
+
+def held(job_id: str) -> Response | None:
+    """None when the caller may write to the job: it exists (else 404), it was handed out,
+    and to this caller: the client (or shared token) that popped it and, when the caller
+    names itself with its `agent_name` cookie, the agent it was handed to (else 403).
+    On an open server only the cookie is checked: every caller may do everything."""
+    job = store().get_job(job_id)
+    if job is None:
+        return error(404, "Job not found")
+    principal = caller()
+    name = request.cookies.get("agent_name")
+    if name is not None and name != job["agent"]:
+        return error(403, f"Job {job_id} is not held by agent {name!r}")
+    if principal.everything:
+        return None
+    if job["agent"] is None or principal.holder != job["holder"]:
+        return error(403, f"Job {job_id} is not held by {principal.name}")
+    return None
 
 
 # -- health and auth ------------------------------------------------------------------
@@ -100,7 +153,7 @@ def public_agent(agent: dict[str, Any], owners: dict[str, list[str]]) -> dict[st
 @bp.post("/v1/agents/data/<agent>")
 @gate(AMG)
 def agent_post(agent: str) -> Response:
-    body = json_body()
+    body = json_body(max_chars=limits().text_chars)
     errors = schemas.validate_agent_in(body)
     if errors:
         return invalid(errors)
@@ -265,7 +318,7 @@ def job_pop() -> Response:
     agent = request.cookies.get("agent_name")
     if not agent:
         return error(401, "Agent not identified")
-    job = store().pop_job(queues, agent)
+    job = store().pop_job(queues, agent, caller().holder)
     if job is None:
         return Response(status=204)
     test_data = job.get("test_data")
@@ -360,6 +413,8 @@ def attachments_get(job_id: str) -> Response:
     data = store().get_blob(job_id, "attachments")
     if data is None:
         return Response(status=204)
+    if (refused := held(job_id)) is not None:
+        return refused
     return send_file(
         io.BytesIO(data),
         mimetype="application/gzip",
@@ -377,8 +432,8 @@ def events_post(job_id: str) -> Response:
         return invalid(errors)
     if (bad := checked_job_id(job_id)) is not None:
         return bad
-    if store().get_job(job_id) is None:
-        return error(404, "Job not found")
+    if (refused := held(job_id)) is not None:
+        return refused
     # Stored for the job page; no webhook forwarding, so no 500 for a missing WEBHOOK_URL.
     store().add_events(job_id, body)
     return ok()
@@ -403,16 +458,24 @@ def flat_result(s: Store, job: dict[str, Any]) -> dict[str, Any]:
 @bp.post("/v1/result/<job_id>")
 @gate(ONLY_AGENT)
 def result_post(job_id: str) -> Response:
-    if (request.content_length or 0) >= MAX_RESULT_BYTES:
-        return error(413, "Payload too large")
     body = json_body()
     errors = schemas.validate_result_post(body)
     if errors:
         return invalid(errors)
     if (bad := checked_job_id(job_id)) is not None:
         return bad
-    # Like upstream, an unknown job is a silent no-op that still answers OK.
-    store().update_result(job_id, body)
+    state = body.get("job_state")
+    if state is not None and state not in JOB_STATES:
+        return error(400, f"Unknown job_state {state!r}; one of {', '.join(JOB_STATES)}")
+    if (refused := held(job_id)) is not None:
+        return refused
+    # Unlike upstream (a silent no-op), an unknown job is 404 and a state that would move
+    # the job backwards (or out of complete) is 400; nothing is stored then.
+    outcome = store().update_result(job_id, body)
+    if outcome == "missing":
+        return error(404, "Job not found")
+    if outcome == "backwards":
+        return error(400, f"Job {job_id} cannot move back to {state!r}")
     return ok()
 
 
@@ -439,6 +502,8 @@ def log_post(job_id: str, log_type: str) -> Response:
         return invalid(errors)
     if (bad := checked_job_id(job_id)) is not None:
         return bad
+    if (refused := held(job_id)) is not None:
+        return refused
     store().add_log(job_id, log_type, body)
     return ok()
 
@@ -470,6 +535,8 @@ def log_get(job_id: str, log_type: str) -> Response:
 def artifact_post(job_id: str) -> Response:
     if (bad := checked_job_id(job_id)) is not None:
         return bad
+    if (refused := held(job_id)) is not None:
+        return refused
     upload = request.files.get("file")
     if upload is None:
         return error(400, "Missing multipart field 'file'")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .db import DAY, Store
+from .limits import Limits
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -50,11 +51,13 @@ def create_app(
     token: str | None = None,
     require_auth: bool = False,
     any_provision_data: bool = False,
+    limits: Limits | None = None,
+    public_pages: bool = False,
 ) -> Flask:
     from flask import Flask
     from flask.json.provider import DefaultJSONProvider
 
-    from . import api, api_auth, pages
+    from . import api, api_auth, openapi, pages
     from .accounts import Accounts
 
     app = Flask(__name__)
@@ -62,6 +65,9 @@ def create_app(
     app.config["TF_CLOCK"] = clock
     app.config["TF_REQUIRE_AUTH"] = require_auth
     app.config["TF_ANY_PD"] = any_provision_data
+    app.config["TF_LIMITS"] = limits or Limits()
+    app.config["TF_PUBLIC_PAGES"] = public_pages
+    app.config["MAX_FORM_PARTS"] = 16  # a file upload has one part
     if isinstance(app.json, DefaultJSONProvider):
         app.json.sort_keys = False  # keep documents in the order they were built
     store = Store(db_path, clock=clock, agent_ttl=agent_ttl)
@@ -70,6 +76,7 @@ def create_app(
     app.register_blueprint(api.bp)
     app.register_blueprint(api_auth.bp)
     app.register_blueprint(pages.bp)
+    app.register_blueprint(openapi.bp)
     _add_server_timing(app, clock_ns=time.perf_counter_ns)
     app.wsgi_app = StripTrailingSlash(app.wsgi_app)  # type: ignore[method-assign]
     return app

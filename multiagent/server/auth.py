@@ -8,10 +8,16 @@ Three ways to be let in:
 * **clients**: an access token from `/v1/oauth2/token` or `/v1/oauth2/refresh` carries a
   role and limits; a caller without a token is upstream's anonymous contributor (or is
   refused with 401 when the server was started with --require-auth).
+
+Unlike upstream, once a token or a client exists an anonymous caller reads nothing (401):
+reads carry job data, output and agents' state. A browser may send the same credentials
+as HTTP Basic (any user name and the shared token, or a client id and its secret).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import json
 from collections.abc import Callable
@@ -21,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .accounts import ADMIN, AGENT, CONTRIBUTOR, MANAGER, Accounts
+from .db import HOLDER_SHARED
 from .tokens import TokenError, decode_access_token
 
 A, M, C, G = ADMIN, MANAGER, CONTRIBUTOR, AGENT
@@ -30,6 +37,7 @@ AMG = (A, M, G)
 AM = (A, M)
 ONLY_ADMIN = (A,)
 ONLY_AGENT = (G,)
+READ_METHODS = ("GET", "HEAD")
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,13 @@ class Principal:
     @property
     def name(self) -> str:
         return self.client_id or ("local operator" if self.everything else "anonymous")
+
+    @property
+    def holder(self) -> str | None:
+        """Who holds a job this caller pops: its client, the shared token, or nobody (open)."""
+        if self.client_id is not None:
+            return self.client_id
+        return HOLDER_SHARED if self.everything and not self.anonymous else None
 
 
 OPEN = Principal(role=ADMIN, everything=True, anonymous=True)
@@ -84,15 +99,44 @@ class Denied(Exception):
         self.message = message
 
 
+def auth_configured(shared: str | None, accounts: Accounts) -> bool:
+    return shared is not None or accounts.has_clients()
+
+
+def basic_principal(value: str, *, shared: str | None, accounts: Accounts) -> Principal:
+    """HTTP Basic from a browser: the shared token as password, or a client's secret."""
+    try:
+        user, _, password = base64.b64decode(value.strip(), validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise Denied(401, "Malformed basic credentials") from None
+    if same_secret(password, shared):
+        return SHARED
+    client = accounts.authenticate(user, password) if user and password else None
+    if client is None:
+        raise Denied(401, "Invalid client id or client key")
+    permissions = accounts.permissions(client)
+    return Principal(
+        role=permissions["role"], client_id=client["client_id"], permissions=permissions
+    )
+
+
 def identify(
-    header: str | None, *, shared: str | None, accounts: Accounts, now: float
+    header: str | None,
+    *,
+    shared: str | None,
+    accounts: Accounts,
+    now: float,
+    basic: bool = False,
 ) -> Principal:
-    """The caller behind an Authorization header; Denied for a token that cannot be used."""
-    if shared is None and not accounts.has_clients():
+    """The caller behind an Authorization header; Denied for a token that cannot be used.
+    `basic`: HTTP Basic credentials count too (reads)."""
+    if not auth_configured(shared, accounts):
         return OPEN
     if not header:
         return ANONYMOUS
     scheme, _, value = header.partition(" ")
+    if basic and scheme.lower() == "basic":
+        return basic_principal(value, shared=shared, accounts=accounts)
     if scheme.lower() != "bearer":
         return Principal(role=None)  # upstream: another scheme has no role (403)
     value = value.strip()
@@ -110,11 +154,14 @@ def identify(
     )
 
 
-def allowed(principal: Principal, roles: tuple[str, ...], *, require_auth: bool) -> None:
-    """Raise Denied unless `principal` may call a route open to `roles`."""
+def allowed(
+    principal: Principal, roles: tuple[str, ...], *, require_auth: bool, read: bool = False
+) -> None:
+    """Raise Denied unless `principal` may call a route open to `roles`. An anonymous
+    caller (there are clients or a shared token) reads nothing: `read` routes are 401."""
     if principal.everything:
         return
-    if principal.anonymous and require_auth:
+    if principal.anonymous and (require_auth or (read and CONTRIBUTOR in roles)):
         raise Denied(401, "Authentication is required for specified endpoint")
     if principal.role not in roles:
         raise Denied(403, f"Specified action requires role: {', '.join(roles)}")
@@ -126,13 +173,15 @@ def gate(roles: tuple[str, ...]) -> Callable[[Callable[..., Any]], Callable[...,
     def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
         @wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            from flask import current_app, g
+            from flask import current_app, g, request
 
             from .api import error
 
+            read = request.method in READ_METHODS
             try:
                 principal = caller()
-                allowed(principal, roles, require_auth=current_app.config["TF_REQUIRE_AUTH"])
+                require = current_app.config["TF_REQUIRE_AUTH"]
+                allowed(principal, roles, require_auth=require, read=read)
             except Denied as exc:
                 return error(exc.status, exc.message)
             g.tf_principal = principal
@@ -154,6 +203,7 @@ def caller() -> Principal:
         shared=current_app.config.get("TF_TOKEN"),
         accounts=current_app.extensions["tf_accounts"],
         now=current_app.config["TF_CLOCK"](),
+        basic=request.method in READ_METHODS,
     )
     g.tf_principal = principal
     return principal

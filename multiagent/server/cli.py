@@ -69,6 +69,18 @@ def _ttl(ctx: click.Context, param: click.Parameter, value: str) -> float:
     help="Accept any provision_data mapping (home-made device connectors).",
 )
 @click.option(
+    "--public-pages",
+    is_flag=True,
+    help="Open the agents and queues pages to callers without a token (never job data).",
+)
+@click.option(
+    "--limit",
+    "limit_settings",
+    multiple=True,
+    metavar="NAME=SIZE",
+    help="Change a request bound, e.g. artifact_bytes=1G or text_chars=8192 (README).",
+)
+@click.option(
     "--threads",
     default=4,
     show_default=True,
@@ -85,6 +97,8 @@ def server_command(
     token_file: Path | None,
     require_auth: bool,
     any_provision_data: bool,
+    public_pages: bool,
+    limit_settings: tuple[str, ...],
     threads: int,
 ) -> None:
     """Run the local Testflinger-compatible server (API v1 + Agents pages).
@@ -94,7 +108,13 @@ def server_command(
     if ctx.invoked_subcommand is not None:
         return
     from .auth import read_token_file
+    from .limits import Limits
     from .serve import is_loopback, run_server
+
+    try:
+        limits = Limits().with_settings(list(limit_settings))
+    except ValueError as exc:
+        raise click.UsageError(f"--limit: {exc}") from exc
 
     token = None
     if token_file is not None:
@@ -119,6 +139,8 @@ def server_command(
             threads=threads,
             require_auth=require_auth,
             any_provision_data=any_provision_data,
+            limits=limits,
+            public_pages=public_pages,
         )
     )
 

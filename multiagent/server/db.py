@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import threading
 import uuid
@@ -17,7 +18,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from multiagent.vocabulary import ALL_PHASES, FINAL_JOB_STATES, JOB_CANCELLED, JOB_WAITING
+from multiagent.vocabulary import (
+    ALL_PHASES,
+    CLEANUP,
+    FINAL_JOB_STATES,
+    JOB_ALLOCATED,
+    JOB_CANCELLED,
+    JOB_COMPLETE,
+    JOB_COMPLETED,
+    JOB_WAITING,
+    PHASES,
+)
 
 DAY = 86400.0
 JOB_TTL = 7 * DAY  # upstream TTL index on jobs.created_at (and logs, GridFS, queues)
@@ -28,6 +39,14 @@ PROVISION_LOG_KEEP = 100
 # A job the server has handed out but whose agent has not yet posted its first phase.
 JOB_RUNNING = "running"
 _FINAL_MARKS = ", ".join("?" * len(FINAL_JOB_STATES))
+# Upstream's order of a job's states; a state only moves to one of the same rank or later
+# (or to cancelled), so a result post cannot hand a job out again or reopen it.
+_ORDER = (JOB_WAITING, JOB_RUNNING, *PHASES[:5], JOB_ALLOCATED, PHASES[5], CLEANUP)
+STATE_RANK = {state: rank for rank, state in enumerate(_ORDER)}
+STATE_RANK.update({JOB_COMPLETE: len(_ORDER), JOB_COMPLETED: len(_ORDER)})
+JOB_STATES = (*STATE_RANK, JOB_CANCELLED)
+HOLDER_SHARED = "*"  # `jobs.holder` of a job popped with the shared token
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS agents (
@@ -55,7 +74,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     result_data TEXT NOT NULL DEFAULT '{}',
     created_at REAL NOT NULL,
     started_at REAL,
-    agent TEXT
+    agent TEXT,
+    holder TEXT                    -- the client that popped it (HOLDER_SHARED, NULL: open)
 );
 CREATE INDEX IF NOT EXISTS jobs_pop ON jobs(state, queue, priority DESC, seq);
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created_at);
@@ -136,11 +156,23 @@ def iso(ts: float | None) -> str | None:
 
 
 def valid_job_id(job_id: str) -> bool:
-    try:
-        uuid.UUID(job_id)
-    except (ValueError, TypeError, AttributeError):
-        return False
-    return True
+    """Only the canonical spelling (lowercase, dashed): `{...}`, `urn:uuid:`, dash-less or
+    upper-case spellings of the same UUID would otherwise name the job twice."""
+    return isinstance(job_id, str) and _CANONICAL_UUID.fullmatch(job_id) is not None
+
+
+def state_move(current: str, wanted: str) -> str | None:
+    """The state a job ends in when `wanted` is posted to it in `current`; None when the
+    move is backwards or out of a final state. A cancel sticks: posts after it are no-ops."""
+    if current == JOB_CANCELLED:
+        return current
+    if wanted == JOB_CANCELLED:
+        return wanted if current not in FINAL_JOB_STATES else None
+    if current in FINAL_JOB_STATES:
+        return current if wanted in (JOB_COMPLETE, JOB_COMPLETED) else None
+    if STATE_RANK.get(wanted, -1) < STATE_RANK.get(current, 0):
+        return None
+    return wanted
 
 
 class Store:
@@ -164,6 +196,9 @@ class Store:
         conn = self.conn()
         conn.execute("PRAGMA journal_mode=WAL")
         conn.executescript(SCHEMA)
+        columns = {row["name"] for row in conn.execute("PRAGMA table_info(jobs)")}
+        if "holder" not in columns:  # a database from before job holders
+            conn.execute("ALTER TABLE jobs ADD COLUMN holder TEXT")
 
     # -- connections and transactions -------------------------------------------------
     def conn(self) -> sqlite3.Connection:
@@ -423,6 +458,7 @@ class Store:
             "created_ts": row["created_at"],
             "started_ts": row["started_at"],
             "agent": row["agent"],
+            "holder": row["holder"],
         }
 
     def get_job(self, job_id: str) -> dict[str, Any] | None:
@@ -437,7 +473,9 @@ class Store:
         "ORDER BY priority DESC, seq ASC LIMIT 1"
     )
 
-    def pop_job(self, queues: list[str], agent: str) -> dict[str, Any] | None:
+    def pop_job(
+        self, queues: list[str], agent: str, holder: str | None = None
+    ) -> dict[str, Any] | None:
         """Hand the best waiting job to `agent`: highest priority first, then oldest.
 
         A plain read first answers the common "nothing to do" poll without taking the
@@ -455,8 +493,8 @@ class Store:
             if row is None:
                 return None
             conn.execute(
-                "UPDATE jobs SET state = ?, started_at = ?, agent = ? WHERE seq = ?",
-                (JOB_RUNNING, now, agent, row["seq"]),
+                "UPDATE jobs SET state = ?, started_at = ?, agent = ?, holder = ? WHERE seq = ?",
+                (JOB_RUNNING, now, agent, holder, row["seq"]),
             )
             conn.execute(
                 "INSERT INTO wait_times(queue, seconds, created_at) VALUES (?, ?, ?)",
@@ -466,21 +504,21 @@ class Store:
         job["started_at"] = iso(now)
         return job
 
-    def update_result(self, job_id: str, fields: dict[str, Any]) -> bool:
-        """Upstream J: `$set` each field of result_data; False if there is no such job."""
+    def update_result(self, job_id: str, fields: dict[str, Any]) -> str:
+        """Upstream J: `$set` each field of result_data: 'ok', 'missing', or 'backwards'
+        (a state move `state_move` refuses: nothing is stored)."""
         with self.write() as conn:
             row = self._job_row(conn, job_id)
             if row is None:
-                return False
+                return "missing"
             result = json.loads(row["result_data"])
             state = row["state"]
-            for key, value in fields.items():
-                if key == "job_state":
-                    # A cancel sticks: the agent's later phase or final posts do not undo it.
-                    if state != JOB_CANCELLED:
-                        state = value
-                else:
-                    result[key] = value
+            if "job_state" in fields:
+                moved = state_move(state, fields["job_state"])
+                if moved is None:
+                    return "backwards"
+                state = moved
+            result.update((k, v) for k, v in fields.items() if k != "job_state")
             result["job_state"] = state
             if state != row["state"]:
                 # When each state began: the job page's per-phase start, end and duration.
@@ -489,7 +527,7 @@ class Store:
                 "UPDATE jobs SET result_data = ?, state = ? WHERE seq = ?",
                 (json.dumps(result), state, row["seq"]),
             )
-            return True
+            return "ok"
 
     def cancel_job(self, job_id: str) -> str:
         """'ok', 'missing', or 'final' (already cancelled or complete)."""

@@ -21,6 +21,7 @@ from multiagent.vocabulary import (
     JOB_CANCELLED,
 )
 
+from .auth import AMC, Denied, allowed, auth_configured, caller
 from .db import TIMELINE, Store, valid_job_id
 
 bp = Blueprint(
@@ -145,6 +146,33 @@ def _note_agent_seen() -> None:
     name = request.cookies.get("agent_name")
     if name and request.path.startswith("/v1/"):
         current_app.extensions.setdefault("tf_seen", {})[name] = now()
+
+
+PUBLIC = ("pages.static", "pages.index")
+NEVER_PUBLIC = ("pages.job_page",)  # --public-pages opens no job data
+
+
+@bp.before_request
+def _readers_only() -> Any:
+    """Once a token or a client exists, the pages need credentials as the API's reads do:
+    a browser sends them as HTTP Basic (it asks on the 401). `--public-pages` opens the
+    agents and queues pages, never a job's page."""
+    if request.endpoint in PUBLIC:
+        return None
+    public = current_app.config["TF_PUBLIC_PAGES"] and request.endpoint not in NEVER_PUBLIC
+    if public or not auth_configured(
+        current_app.config.get("TF_TOKEN"), current_app.extensions["tf_accounts"]
+    ):
+        return None
+    try:
+        allowed(caller(), AMC, require_auth=True)
+    except Denied as exc:
+        body = render_template("denied.html", message=exc.message)
+        resp = Response(body, status=exc.status, mimetype="text/html")
+        if exc.status == 401:
+            resp.headers["WWW-Authenticate"] = 'Basic realm="tf-fleet server", charset="UTF-8"'
+        return resp
+    return None
 
 
 @bp.get("/")

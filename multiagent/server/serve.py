@@ -12,6 +12,7 @@ from typing import Any
 
 from .expiry import SWEEP_INTERVAL, Sweeper
 from .keepalive import keepalive_channel_class
+from .limits import BODY_ENDPOINTS, Limits
 
 log = logging.getLogger("multiagent.server")
 
@@ -60,6 +61,8 @@ def run_server(
     sweep_interval: float = SWEEP_INTERVAL,
     require_auth: bool = False,
     any_provision_data: bool = False,
+    limits: Limits | None = None,
+    public_pages: bool = False,
 ) -> int:
     from waitress import create_server
 
@@ -71,6 +74,8 @@ def run_server(
         token=token,
         require_auth=require_auth,
         any_provision_data=any_provision_data,
+        limits=limits,
+        public_pages=public_pages,
     )
     sweeper = Sweeper(app.extensions["tf_store"], sweep_interval)
     sweeper.sweep_once()
@@ -84,6 +89,10 @@ def run_server(
         connection_limit=2000,
         asyncore_use_poll=True,
         ident="tf-fleet",
+        # The largest body any endpoint takes; each endpoint's own limit is checked first.
+        max_request_body_size=max(
+            (limits or Limits()).body_limit(name) for name in (None, *BODY_ENDPOINTS)
+        ),
     )
     server.channel_class = keepalive_channel_class()
     # waitress warns on every queued request ("Task queue depth is N"): noise under load.
