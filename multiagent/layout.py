@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,13 +37,35 @@ class Layout:
 
     @property
     def run_dir(self) -> Path:
+        """Root-owned, 0755: holds one directory per agent, nothing else."""
         return self.state_dir / "run"
 
+    def agent_run_dir(self, name: str) -> Path:
+        """The agent's run state (its status file, the drain flag): owned by the agent's
+        user, 0700; tf-agent gets it as --run-dir."""
+        return self.run_dir / name
+
     def status_file(self, name: str) -> Path:
-        return self.run_dir / status_file_name(name)
+        path = self.agent_run_dir(name) / status_file_name(name)
+        legacy = self.legacy_run_file(status_file_name(name))
+        if legacy is not None and not os.path.lexists(path):
+            return legacy  # an agent started before run dirs were per agent
+        return path
 
     def drain_file(self, name: str) -> Path:
-        return self.run_dir / drain_file_name(name)
+        return self.agent_run_dir(name) / drain_file_name(name)
+
+    def legacy_run_file(self, file_name: str) -> Path | None:
+        """`run/<file>` as an agent started by an older tf-fleet wrote it, if it is a
+        regular file of root or ours (the old run dir could be shared: trust no other)."""
+        path = self.run_dir / file_name
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return None
+        if stat.S_ISREG(st.st_mode) and st.st_uid in (0, os.geteuid()):
+            return path
+        return None
 
     @property
     def logs_dir(self) -> Path:

@@ -117,7 +117,7 @@ def agent_command(agent: Agent, layout: Layout, fleet: Fleet, ctx: RenderContext
             "-c",
             conf,
             "--run-dir",
-            str(layout.run_dir),
+            str(layout.agent_run_dir(agent.name)),
             "--restart-dir",
             fleet.restart.restart_dir,
             *token,

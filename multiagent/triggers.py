@@ -8,10 +8,17 @@ import os
 from pathlib import Path
 
 from .errors import UserError
-from .files import write_atomic
+from .files import read_text, write_atomic
 from .layout import Layout
 from .supervisor import Supervisor
-from .vocabulary import DRAIN, read_drain_flag, restart_file_name
+from .vocabulary import (
+    DRAIN,
+    HOLD,
+    drain_file_name,
+    restart_file_name,
+    status_file_name,
+)
+
 
 
 class TriggerError(UserError):
@@ -47,15 +54,27 @@ def ask_restart_by_file(restart_dir: str, name: str) -> Path:
 
 
 def read_drain(layout: Layout, name: str) -> str | None:
-    return read_drain_flag(str(layout.drain_file(name)))
+    """The drain flag in the agent's run dir (the agent's user may write there: a
+    symlink or a fifo is not followed, and counts as DRAIN, the safe side)."""
+    path = layout.drain_file(name)
+    if not os.path.lexists(path):
+        return None
+    text = read_text(path)
+    return HOLD if text is not None and text[:64].strip() == HOLD else DRAIN
 
 
 def set_drain(layout: Layout, name: str, mode: str = DRAIN) -> None:
     write_atomic(layout.drain_file(name), mode + "\n")
+    # An agent started by an older tf-fleet looks for the flag in run/ itself.
+    if layout.legacy_run_file(status_file_name(name)) is not None:
+        write_atomic(layout.run_dir / drain_file_name(name), mode + "\n")
 
 
 def clear_drain(layout: Layout, name: str) -> None:
     layout.drain_file(name).unlink(missing_ok=True)
+    legacy = layout.legacy_run_file(drain_file_name(name))
+    if legacy is not None:
+        legacy.unlink(missing_ok=True)
 
 
 def set_server_state(

@@ -13,7 +13,7 @@ from . import plan as planning
 from . import triggers
 from .applied import read_applied, write_applied
 from .context import Context
-from .files import write_if_changed
+from .files import PRIVATE, PRIVATE_DIR, PUBLIC, PUBLIC_DIR, Owner, make_dir, write_if_changed
 from .fleet import SERVER_PROGRAM, FleetError, Problem
 from .hostcheck import check_host
 from .observe import make_plan
@@ -46,26 +46,48 @@ class UpReport:
 
 
 def prepare_dirs(ctx: Context) -> None:
+    """Every directory tf-fleet writes in, with its mode and owner whatever the umask:
+    nothing group- or world-writable. The run dir is ours (0755) and holds one 0700 dir
+    per agent owned by the agent's user, as is the agent's own dir (its config, results
+    and job dirs); logs and the server's database are private to us."""
     layout = ctx.layout
-    for directory in (
-        layout.state_dir,
-        layout.run_dir,
-        layout.logs_dir,
-        ctx.target.program_dir,
-        Path(ctx.fleet.restart.restart_dir),
+    for directory, mode in (
+        (layout.state_dir, PUBLIC_DIR),
+        (layout.run_dir, PUBLIC_DIR),  # 1777 before run dirs were per agent
+        (layout.logs_dir, PRIVATE_DIR),
+        (layout.agents_dir, PUBLIC_DIR),
     ):
-        directory.mkdir(parents=True, exist_ok=True)
+        make_dir(directory, mode)
+    if not ctx.target.program_dir.is_dir():
+        make_dir(ctx.target.program_dir)
+    if not Path(ctx.fleet.restart.restart_dir).is_dir():
+        make_dir(Path(ctx.fleet.restart.restart_dir))
     if ctx.fleet.server.embedded:
-        layout.server_db.parent.mkdir(parents=True, exist_ok=True)
-    owned = [a for a in ctx.fleet.agents.values() if a.user]
+        make_dir(layout.server_db.parent, PRIVATE_DIR)
     for agent in ctx.fleet.agents.values():
-        layout.agent_dir(agent.name).mkdir(parents=True, exist_ok=True)
-    if owned:
-        # Agents of several users share the run dir: sticky, like /tmp.
-        os.chmod(layout.run_dir, 0o1777)
-        for agent in owned:
-            entry = pwd.getpwnam(agent.user or "")
-            os.chown(layout.agent_dir(agent.name), entry.pw_uid, entry.pw_gid)
+        owner = agent_owner(agent.user)
+        make_dir(layout.agent_dir(agent.name), PRIVATE_DIR, owner)
+        if agent.is_tf_agent:
+            make_dir(layout.agent_run_dir(agent.name), PRIVATE_DIR, owner)
+
+
+def agent_owner(user: str | None) -> Owner | None:
+    """(uid, gid) of an agent's user; None for an agent that runs as tf-fleet does."""
+    if not user:
+        return None
+    entry = pwd.getpwnam(user)
+    return entry.pw_uid, entry.pw_gid
+
+
+def _server_is_ours(ctx: Context, report: UpReport) -> bool:
+    """This fleet's own server runs (under its supervisord, or left by a dead one)."""
+    name = ctx.fleet.server_program
+    if name in report.strays:
+        return True
+    if not ctx.supervisor.is_running():
+        return False
+    info = ctx.supervisor.processes().get(name)
+    return info is not None and info.state in ("RUNNING", "STARTING", "STOPPING")
 
 
 def mint_agent_tokens(ctx: Context) -> None:
@@ -106,20 +128,24 @@ def ensure_supervisord(ctx: Context) -> int | None:
 def write_files(ctx: Context, hold_back: set[str] | frozenset[str] = frozenset()) -> list[Path]:
     """Write what changed; files of agents being removed stay until they are gone. The
     program files of `hold_back` are left out (and taken away in private mode, where a
-    supervisord about to start would start them)."""
+    supervisord about to start would start them). Program files (`environment:`) are
+    0600; an agent's config files (`device:`, commands) are 0600 and its user's."""
     written = []
     rendering = ctx.rendering
     if rendering.supervisord_conf:
         path, text = rendering.supervisord_conf
-        if write_if_changed(path, text):
+        if write_if_changed(path, text, PUBLIC):
             written.append(path)
     for name, program in rendering.programs.items():
+        agent = ctx.fleet.agents.get(name)
+        owner = agent_owner(agent.user) if agent else None
         for path, text in program.files.items():
-            if name in hold_back and path == program.program_path:
+            is_program = path == program.program_path
+            if name in hold_back and is_program:
                 if ctx.target.mode == "private":
                     path.unlink(missing_ok=True)
                 continue
-            if write_if_changed(path, text):
+            if write_if_changed(path, text, PRIVATE, None if is_program else owner):
                 written.append(path)
     return written
 

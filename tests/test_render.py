@@ -123,7 +123,7 @@ def _check_programs_as_supervisord_reads_them(root: Path, programs: dict) -> Non
     dut1, dut2, server = programs["dut-1"], programs["dut-2"], programs["tf-fleet-server"]
     assert dut1.command == (
         f"/opt/venv/bin/python -m multiagent.agent -c {root}/agents/dut-1/testflinger-agent.conf"
-        f" --run-dir {root}/run --restart-dir /run/tf-restart"
+        f" --run-dir {root}/run/dut-1 --restart-dir /run/tf-restart"
     )
     assert dut1.directory == str(root / "agents/dut-1")
     assert (dut1.startsecs, dut1.stopwaitsecs) == (2, 600)

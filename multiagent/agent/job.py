@@ -181,7 +181,8 @@ class Job:
     def _start(self) -> None:
         """The job record first (a successor must find the job), then the rundir."""
         self.record.write()
-        os.makedirs(self.rundir, exist_ok=True)
+        os.makedirs(self.rundir, mode=0o700, exist_ok=True)
+        os.chmod(self.rundir, 0o700)  # the job's secrets: nobody else may list or read it
         path = os.path.join(self.rundir, "testflinger.json")
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
         with os.fdopen(os.open(path, flags, 0o600), "w", encoding="utf-8") as fh:
