@@ -18,6 +18,8 @@ from multiagent.vocabulary import (
     PHASES,
 )
 
+from .limits import INT64_MAX
+
 Checker = Callable[[Any], "str | None"]
 Fields = Mapping[str, tuple[Checker, bool]]
 
@@ -220,10 +222,12 @@ def log_query(args: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, list[s
     query: dict[str, Any] = {"start_fragment": 0, "start_timestamp": None, "phase": None}
     raw = args.get("start_fragment")
     if raw is not None:
-        if raw.isdigit():
-            query["start_fragment"] = int(raw)
-        else:
+        if not (raw.isascii() and raw.isdigit()):
             problems["start_fragment"] = ["Must be greater than or equal to 0."]
+        elif len(raw) > 19 or int(raw) > INT64_MAX:
+            problems["start_fragment"] = ["An integer is out of range (64-bit signed)."]
+        else:
+            query["start_fragment"] = int(raw)
     stamp = args.get("start_timestamp")
     if stamp is not None:
         if is_datetime(stamp):
