@@ -189,7 +189,11 @@ def test_token_file_server(tmp_path: Path):
         auth = {"Authorization": f"Bearer {token}"}
         resp = requests.post(f"{url}/v1/agents/data/a1", json=body, headers=auth, timeout=5)
         assert resp.status_code == 200
-        assert requests.get(f"{url}/v1/agents/data/a1", timeout=5).status_code == 200
+        # Reads need the token too once one is set; the health check does not.
+        assert requests.get(f"{url}/v1/agents/data/a1", timeout=5).status_code == 401
+        resp = requests.get(f"{url}/v1/agents/data/a1", headers=auth, timeout=5)
+        assert resp.status_code == 200
+        assert requests.get(f"{url}/v1", timeout=5).status_code == 200
     finally:
         server.stop()
 
