@@ -82,8 +82,10 @@ def test_case1_secret_values_reach_only_the_agent_that_pops(lab):
         f"/jobs/{job_id}",
     ]
     for path in reads:
+        # Clients only: anonymous callers read as upstream's contributors (a shared token
+        # closes reads, below); no read ever shows the secret's value.
         resp = anonymous.get(path)
-        assert resp.status_code == 401, path
+        assert resp.status_code in (200, 204, 404, 410), path
         assert b"hunter2" not in resp.data
     assert anonymous.get("/v1").status_code == 200  # the health check stays open
     # Readers with a token see the secret's path, never its value.

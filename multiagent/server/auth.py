@@ -9,8 +9,9 @@ Three ways to be let in:
   role and limits; a caller without a token is upstream's anonymous contributor (or is
   refused with 401 when the server was started with --require-auth).
 
-Unlike upstream, once a token or a client exists an anonymous caller reads nothing (401):
-reads carry job data, output and agents' state. A browser may send the same credentials
+With a shared token an anonymous caller reads nothing (401): reads carry job data, output
+and agents' state. With clients only, anonymous reads are upstream's (a contributor's);
+secret values are never in any read. A browser may send the same credentials
 as HTTP Basic (any user name and the shared token, or a client id and its secret).
 """
 
@@ -47,6 +48,9 @@ class Principal:
     permissions: dict[str, Any] = field(default_factory=dict)
     everything: bool = False  # open server or shared token: no role or limit applies
     anonymous: bool = False
+    # An anonymous caller reads as upstream's contributor, except where a shared token
+    # guards the server: then it reads nothing.
+    may_read: bool = True
 
     @property
     def name(self) -> str:
@@ -63,6 +67,7 @@ class Principal:
 OPEN = Principal(role=ADMIN, everything=True, anonymous=True)
 SHARED = Principal(role=ADMIN, everything=True)
 ANONYMOUS = Principal(role=CONTRIBUTOR, anonymous=True)
+ANONYMOUS_NO_READS = Principal(role=CONTRIBUTOR, anonymous=True, may_read=False)
 
 
 def read_token_file(path: str | Path) -> str:
@@ -133,7 +138,7 @@ def identify(
     if not auth_configured(shared, accounts):
         return OPEN
     if not header:
-        return ANONYMOUS
+        return ANONYMOUS_NO_READS if shared else ANONYMOUS
     scheme, _, value = header.partition(" ")
     if basic and scheme.lower() == "basic":
         return basic_principal(value, shared=shared, accounts=accounts)
@@ -158,10 +163,11 @@ def allowed(
     principal: Principal, roles: tuple[str, ...], *, require_auth: bool, read: bool = False
 ) -> None:
     """Raise Denied unless `principal` may call a route open to `roles`. An anonymous
-    caller (there are clients or a shared token) reads nothing: `read` routes are 401."""
+    caller of a server with a shared token reads nothing: `read` routes are 401."""
     if principal.everything:
         return
-    if principal.anonymous and (require_auth or (read and CONTRIBUTOR in roles)):
+    no_reads = read and not principal.may_read and CONTRIBUTOR in roles
+    if principal.anonymous and (require_auth or no_reads):
         raise Denied(401, "Authentication is required for specified endpoint")
     if principal.role not in roles:
         raise Denied(403, f"Specified action requires role: {', '.join(roles)}")

@@ -154,9 +154,9 @@ NEVER_PUBLIC = ("pages.job_page",)  # --public-pages opens no job data
 
 @bp.before_request
 def _readers_only() -> Any:
-    """Once a token or a client exists, the pages need credentials as the API's reads do:
-    a browser sends them as HTTP Basic (it asks on the 401). `--public-pages` opens the
-    agents and queues pages, never a job's page."""
+    """The pages need credentials as the API's reads do (a shared token, or
+    --require-auth): a browser sends them as HTTP Basic (it asks on the 401).
+    `--public-pages` opens the agents and queues pages, never a job's page."""
     if request.endpoint in PUBLIC:
         return None
     public = current_app.config["TF_PUBLIC_PAGES"] and request.endpoint not in NEVER_PUBLIC
@@ -165,7 +165,7 @@ def _readers_only() -> Any:
     ):
         return None
     try:
-        allowed(caller(), AMC, require_auth=True)
+        allowed(caller(), AMC, require_auth=current_app.config["TF_REQUIRE_AUTH"], read=True)
     except Denied as exc:
         body = render_template("denied.html", message=exc.message)
         resp = Response(body, status=exc.status, mimetype="text/html")
