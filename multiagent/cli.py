@@ -50,6 +50,13 @@ def handles_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(exc.exit_status)
         except click.ClickException:
             raise
+        except KeyboardInterrupt:
+            click.echo(
+                "interrupted: tf-fleet stopped waiting; no job was interrupted, and what was"
+                " asked goes on by itself (`tf-fleet status` shows it)",
+                err=True,
+            )
+            sys.exit(130)
         except Exception as exc:  # noqa: BLE001 - the last resort: never a traceback
             log = _write_traceback()
             click.echo(
@@ -415,17 +422,23 @@ def status(opts: Options, names: tuple[str, ...], as_json: bool) -> None:
 
     ctx = opts.context()
     wanted = list(names) or sorted(ctx.fleet.agents)
-    unknown = [n for n in wanted if n not in ctx.fleet.agents]
+    unknown = [n for n in wanted if n not in ctx.fleet.agents and n != ctx.fleet.server_program]
     if unknown:
         raise click.BadParameter(f"not in {opts.config}: {', '.join(unknown)}", param_hint="NAME")
-    running, rows = look(ctx, wanted)
+    agents = [n for n in wanted if n in ctx.fleet.agents]
+    running, rows, server, note = look(ctx, agents)
     if as_json:
-        click.echo(json.dumps({"agents": [r.to_json() for r in rows]}, indent=2))
+        data = {"server": server.to_json(), "agents": [r.to_json() for r in rows]}
+        click.echo(json.dumps(data, indent=2))
     else:
         if not running:
             click.echo(f"supervisord is not running ({ctx.target.socket_url})")
-        click.echo(format_table(rows))
-    if any(r.failed for r in rows):
+        click.echo(server.headline())
+        if note:
+            click.echo(note)
+        if rows:
+            click.echo(format_table(rows))
+    if any(r.failed for r in rows) or server.failed:
         sys.exit(1)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from .fleet import SERVER_PROGRAM, Agent, Fleet
+from .fleet import Agent, Fleet
 from .layout import MARKER, Layout
 from .templating import environment as template_environment
 
@@ -73,7 +73,7 @@ def render(fleet: Fleet, ctx: RenderContext) -> Rendering:
         for name, agent in sorted(fleet.agents.items())
     }
     if fleet.server.embedded:
-        programs[SERVER_PROGRAM] = _render_server(fleet, layout, ctx)
+        programs[fleet.server_program] = _render_server(fleet, layout, ctx)
     conf = None
     if fleet.supervisor.mode == "private":
         conf = (layout.supervisord_conf, _render_supervisord(fleet, layout, ctx))
@@ -162,17 +162,18 @@ def _render_server(fleet: Fleet, layout: Layout, ctx: RenderContext) -> Program:
     text = _program_text(
         fleet,
         ctx,
-        name=SERVER_PROGRAM,
+        name=fleet.server_program,
         command=command,
         directory=layout.state_dir,
         startsecs=1,
         stopwaitsecs=10,
         user=None,
         environment={},
-        log_file=layout.log_file(SERVER_PROGRAM),
+        log_file=layout.log_file(fleet.server_program),
         priority=SERVER_PRIORITY,
     )
-    return Program(SERVER_PROGRAM, _program_path(SERVER_PROGRAM, ctx), text)
+    name = fleet.server_program
+    return Program(name, _program_path(name, ctx), text)
 
 
 def _with_path(environment: dict[str, str], ctx: RenderContext) -> dict[str, str]:
@@ -211,7 +212,7 @@ def _program_text(
 ) -> str:
     template = template_environment().get_template("program.conf.j2")
     return template.render(
-        marker=f"{MARKER} (state dir {fleet.state_dir})",
+        marker=f"{MARKER} ({fleet.identity})",
         name=name,
         command=shlex.join(command),
         directory=directory,
@@ -227,7 +228,7 @@ def _program_text(
 def _render_supervisord(fleet: Fleet, layout: Layout, ctx: RenderContext) -> str:
     template = template_environment().get_template("supervisord.conf.j2")
     return template.render(
-        marker=f"{MARKER} (state dir {fleet.state_dir})",
+        marker=f"{MARKER} ({fleet.identity})",
         socket=layout.socket,
         log_file=layout.supervisord_log,
         pid_file=layout.pid_file,

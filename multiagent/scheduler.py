@@ -36,6 +36,7 @@ from .operations import (
     Snapshot,
 )
 from .procinfo import process_start_time
+from .serverinfo import server_agent
 from .statusfile import judge, read_status
 from .supervisor import Faults, ProcessInfo, Supervisor, SupervisorError
 
@@ -57,7 +58,7 @@ class ServerJobs:
         cached = self.cache.get(name)
         if cached and now - cached[0] < SERVER_CACHE_SECONDS:
             return cached[1]
-        job_id = triggers.get_server_agent(self.url, name).get("job_id") or None
+        job_id = server_agent(self.url, name).get("job_id") or None
         self.cache[name] = (now, job_id if isinstance(job_id, str) else None)
         return self.cache[name][1]
 
@@ -215,14 +216,47 @@ def run(
     runs out. Idle agents go first, so a busy one never holds up the idle ones."""
     if not operations:
         return RunResult([])
-    kinds = {op.name: op.kind for op in operations}
     # A look costs supervisord a pass over its processes: look often while an agent is
     # about to exit or come back, seldom while every one in flight waits for a job.
-    fast = tick if tick is not None else (0.05 if len(kinds) <= 50 else 0.2)
+    fast = tick if tick is not None else (0.05 if len(operations) <= 50 else 0.2)
+    try:
+        return _loop(operations, env, max_parallel, timeout, stop_on_failure, wait, fast, progress)
+    except KeyboardInterrupt:
+        raise Interrupted(operations) from None
+
+
+class Interrupted(UserError):
+    """Ctrl-C while operations wait: nothing on the host was interrupted by it."""
+
+    exit_status = 130
+
+    def __init__(self, operations: Sequence[Operation]):
+        super().__init__("interrupted")
+        self.pending = [op for op in operations if not op.done]
+
+    def lines(self) -> list[str]:
+        lines = ["interrupted: tf-fleet stopped waiting; no job was interrupted."]
+        for op in self.pending:
+            asked = "" if op.stage == "queued" else " (already asked: it goes on by itself)"
+            lines.append(f"  still pending: {op.name}: {op.text}{asked}")
+        return lines
+
+
+def _loop(
+    operations: Sequence[Operation],
+    env: Env,
+    max_parallel: int,
+    timeout: float,
+    stop_on_failure: bool,
+    wait: bool,
+    fast: float,
+    progress: Callable[[Sequence[Operation]], None] | None,
+) -> RunResult:
     queue = list(operations)
     active: list[Operation] = []
     result = RunResult(list(operations))
     deadline = time.monotonic() + timeout
+    kinds = {op.name: op.kind for op in operations}
     while True:
         snap = take_snapshot(env, kinds)
         _step_active(active, snap, env)

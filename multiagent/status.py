@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from .context import Context
-from .fleet import TF_AGENT
+from .fleet import TF_AGENT, UPSTREAM
 from .layout import Layout
 from .logs import tail_lines
 from .statusfile import StatusRead, judge, read_status
@@ -173,9 +173,102 @@ def format_table(rows: list[AgentStatus], now: float | None = None) -> str:
     return "\n".join(lines)
 
 
-def look(ctx: Context, names: list[str]) -> tuple[bool, list[AgentStatus]]:
-    """Whether supervisord answers, and the status of each of `names`."""
+@dataclass(frozen=True)
+class ServerStatus:
+    """The agents' server: whether it answers and, when embedded, its program."""
+
+    url: str
+    reachable: bool
+    detail: str  # "HTTP 200 in 3 ms" or why not
+    program: str | None = None  # the embedded server's program name
+    process: str | None = None
+    pid: int | None = None
+    uptime_s: float | None = None
+    cause: str | None = None  # why the embedded server is down, in one line
+
+    @property
+    def failed(self) -> bool:
+        """The fleet's own server is down (a remote one out of reach is only shown)."""
+        return self.program is not None and self.process != "RUNNING"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def headline(self) -> str:
+        where = f"server {self.url}: {'reachable' if self.reachable else 'NOT reachable'}"
+        where += f" ({self.detail})"
+        if self.program:
+            where += f"; {self.program} {self.process or 'not loaded'}"
+            if self.pid:
+                where += f", pid {self.pid}, up {format_age(self.uptime_s)}"
+        if self.cause:
+            where += f": {self.cause}"
+        return where
+
+
+def server_status(ctx: Context, processes: dict[str, ProcessInfo]) -> ServerStatus:
+    from .hostcheck import port_holder
+    from .serverinfo import probe
+
+    server = ctx.fleet.server
+    seen = probe(server.url)
+    if not server.embedded:
+        return ServerStatus(server.url, seen.ok, seen.text)
+    name = ctx.fleet.server_program
+    info = processes.get(name)
+    cause = None
+    if info is None or info.state != "RUNNING":
+        holder = port_holder(server.host, server.port)
+        lines = tail_lines(ctx.layout.log_file(name), 1)
+        if holder and not (info and info.pid):
+            cause = f"port {server.port} is in use by {holder}"
+        elif lines:
+            cause = lines[-1]
+    return ServerStatus(
+        server.url,
+        seen.ok,
+        seen.text,
+        name,
+        info.state if info else None,
+        info.pid if info and info.pid else None,
+        info.uptime if info else None,
+        cause,
+    )
+
+
+def with_server_view(
+    rows: list[AgentStatus], kinds: dict[str, str], known: dict[str, dict[str, Any]]
+) -> list[AgentStatus]:
+    """Upstream agents write no status file: their state, job and phase as their server
+    has them (one request for the whole fleet)."""
+    out = []
+    for row in rows:
+        record = known.get(row.name) if kinds.get(row.name) == UPSTREAM else None
+        if record and row.process in ("RUNNING", "STARTING"):
+            state = record.get("state") if isinstance(record.get("state"), str) else None
+            job = record.get("job_id") if isinstance(record.get("job_id"), str) else None
+            phase = state if state in ALL_PHASES else None
+            row = replace(row, state=state, job_id=job or None, phase=phase)
+        out.append(row)
+    return out
+
+
+def look(
+    ctx: Context, names: list[str]
+) -> tuple[bool, list[AgentStatus], ServerStatus, str | None]:
+    """Whether supervisord answers, the status of each of `names`, the server's, and a
+    note when the server would not list its agents."""
+    from .serverinfo import server_agents
+
     running = ctx.supervisor.is_running()
     processes = ctx.supervisor.processes() if running else {}
     kinds = {name: ctx.kind(name) for name in names}
-    return running, fleet_status(names, processes, ctx.layout, kinds)
+    rows = fleet_status(names, processes, ctx.layout, kinds)
+    note = None
+    if UPSTREAM in kinds.values():
+        known = server_agents(ctx.fleet.server.url)
+        if isinstance(known, str):
+            note = f"upstream agents' state unknown: {known}"
+        else:
+            rows = with_server_view(rows, kinds, known)
+    return running, rows, server_status(ctx, processes), note

@@ -3,8 +3,10 @@ whether it proves anything about the process running now."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +14,7 @@ from typing import Any
 
 from .vocabulary import STATUS_STALE_SECONDS
 
+MAX_BYTES = 64 * 1024  # a status file is a few hundred bytes
 # The keys tf-fleet reads, and the types a well-formed file has for them.
 _NUMBER = (int, float)
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -38,8 +41,7 @@ class StatusRead:
 
 def read_status(path: Path) -> StatusRead:
     try:
-        raw = path.read_bytes()
-        written = path.stat().st_mtime
+        raw, written = _read(path)
     except FileNotFoundError:
         return StatusRead(None, problem="missing", disk_full=_full(path))
     except OSError as exc:
@@ -52,6 +54,20 @@ def read_status(path: Path) -> StatusRead:
     if not isinstance(data, dict) or not _well_typed(data):
         return StatusRead(None, written, "malformed (a key has the wrong type)", full)
     return StatusRead(data, written, None, full)
+
+
+def _read(path: Path) -> tuple[bytes, float]:
+    """The file's bytes and mtime; never through a symlink, never blocking on a fifo (the
+    agent's user can write in its run dir)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            return handle.read(MAX_BYTES), st.st_mtime
+    finally:
+        os.close(fd)
 
 
 def _well_typed(data: dict[str, Any]) -> bool:

@@ -20,7 +20,6 @@ from .vocabulary import (
 )
 
 
-
 class TriggerError(UserError):
     pass
 
@@ -125,15 +124,3 @@ def _access_token(server_url: str, token_file: str) -> str:
         return str(json.loads(answer)["access_token"])
     except (ValueError, KeyError, TypeError) as exc:
         raise TriggerError(f"{server_url} gave no access token for {token_file}") from exc
-
-
-def get_server_agent(server_url: str, name: str) -> dict:
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"{server_url}/v1/agents/data/{name}", timeout=2) as resp:
-            data = json.loads(resp.read() or b"{}")
-    except (urllib.error.URLError, OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -14,12 +15,13 @@ from . import triggers
 from .applied import read_applied, write_applied
 from .context import Context
 from .files import PRIVATE, PRIVATE_DIR, PUBLIC, PUBLIC_DIR, Owner, make_dir, write_if_changed
-from .fleet import SERVER_PROGRAM, FleetError, Problem
-from .hostcheck import check_host
+from .fleet import FleetError, Problem
+from .hostcheck import check_before_writing, check_host
 from .observe import make_plan
 from .operations import Operation, Remove, Replace, RunResult, SafeRestart
 from .orphans import alive, ask_to_leave, orphans
 from .plan import Plan
+from .progress import REPEAT_SECONDS
 from .scheduler import run as run_operations
 from .supervisor import Faults, Supervisor, SupervisorError, start_private
 from .vocabulary import HOLD
@@ -177,7 +179,7 @@ def start_new(
         added = supervisor.reload_config()[0]
     ordered = sorted(
         (a for a in plan.of_kind(planning.ADD, planning.START) if a.name not in skip),
-        key=lambda a: (a.name != SERVER_PROGRAM, a.name),
+        key=lambda a: (a.name != ctx.fleet.server_program, a.name),
     )
     for action in ordered:
         if action.kind == planning.ADD and triggers.read_drain(ctx.layout, action.name) == HOLD:
@@ -221,6 +223,7 @@ def up(
     supervisord_pid = ctx.supervisor.pid() if ctx.supervisor.is_running() else None
     if supervisord_pid is None or plan.of_kind(planning.ADD, planning.START):
         report.strays = orphans(ctx, supervisord_pid)
+    check_before_writing(ctx, supervisord_pid is not None, _server_is_ours(ctx, report))
     prepare_dirs(ctx)
     mint_agent_tokens(ctx)
     ask_to_leave(ctx, report.strays)
@@ -283,7 +286,7 @@ def _take_over(
                     f"{name}: waiting for pid {', '.join(map(str, pids))}, left running by a"
                     " supervisord that died, to finish its job and exit"
                 )
-            next_say = time.monotonic() + 10.0
+            next_say = time.monotonic() + (10.0 if sys.stderr.isatty() else REPEAT_SECONDS)
         time.sleep(0.1)
     report.strays_left = left
     return started

@@ -129,8 +129,11 @@ def test_status_json_and_logs_of_real_agents(fleet_env):
     fleet_env.wait_for(
         lambda: fleet_env.status()["l2"]["process"] == "RUNNING", what="l2 past startsecs"
     )
-    text = fleet_env.run("status", "l2").stdout
-    assert text.splitlines()[1].split()[:2] == ["l2", "RUNNING"]
+    lines = fleet_env.run("status", "l2").stdout.splitlines()
+    assert lines[0].startswith(f"server {fleet_env.server_url}: reachable"), lines
+    assert "tf-fleet-server RUNNING" in lines[0]
+    assert lines[1].split()[:2] == ["NAME", "PROCESS"]
+    assert lines[2].split()[:2] == ["l2", "RUNNING"]
     logs = fleet_env.run("logs", "l1", "-n", "3").stdout.splitlines()
     assert 0 < len(logs) <= 3
     missing = fleet_env.run("logs", "nope", check=False)

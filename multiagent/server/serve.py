@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
 import signal
@@ -64,8 +65,6 @@ def run_server(
     limits: Limits | None = None,
     public_pages: bool = False,
 ) -> int:
-    from waitress import create_server
-
     from .app import create_app
 
     app = create_app(
@@ -81,7 +80,35 @@ def run_server(
     sweeper.sweep_once()
     # Many agents keep a connection open each: waitress' default limit (100) is too low, and
     # select() stops at 1024 descriptors, so use poll().
-    server = create_server(
+    try:
+        server = _listen(app, host, port, threads, limits)
+    except OSError as exc:
+        print(
+            f"tf-fleet server: cannot listen on {host}:{port}: {_why(exc, port)}", file=sys.stderr
+        )
+        return 1
+    server.channel_class = keepalive_channel_class()
+    # waitress warns on every queued request ("Task queue depth is N"): noise under load.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    said = [
+        f"tf-fleet server listening on http://{host}:{server.effective_port} (db {db_path})",
+        auth_summary(app, token, require_auth),
+    ]
+    return _serve(server, sweeper, app, said)
+
+
+def _why(exc: OSError, port: int) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        from multiagent.hostcheck import port_holder
+
+        return f"port {port} is in use by {port_holder('127.0.0.1', port) or 'another process'}"
+    return exc.strerror or str(exc)
+
+
+def _listen(app: Any, host: str, port: int, threads: int, limits: Limits | None) -> Any:
+    from waitress import create_server
+
+    return create_server(
         app,
         host=host,
         port=port,
@@ -94,10 +121,9 @@ def run_server(
             (limits or Limits()).body_limit(name) for name in (None, *BODY_ENDPOINTS)
         ),
     )
-    server.channel_class = keepalive_channel_class()
-    # waitress warns on every queued request ("Task queue depth is N"): noise under load.
-    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
 
+
+def _serve(server: Any, sweeper: Any, app: Any, said: list[str]) -> int:
     def stop(signum: int, frame: object) -> None:
         # Shutdown is bounded (see finally); a second signal must not abort it half-way.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -107,11 +133,8 @@ def run_server(
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     sweeper.start()
-    print(
-        f"tf-fleet server listening on http://{host}:{server.effective_port} (db {db_path})",
-        flush=True,
-    )
-    print(auth_summary(app, token, require_auth), flush=True)
+    for line in said:
+        print(line, flush=True)
     try:
         # Returns once a signal raised _Stop: waitress catches SystemExit and closes itself.
         server.run()

@@ -1,0 +1,62 @@
+"""`status` shows the server like any program (with why it is down) and upstream agents'
+state and job as their server has them."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+from fixtures_fleet import wait_until
+
+
+def _ctl(env, *args: str) -> subprocess.CompletedProcess[str]:
+    conf = env.state_dir / "supervisor" / "supervisord.conf"
+    return subprocess.run(
+        [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(conf), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_status_shows_why_the_embedded_server_is_down(fleet_env):
+    fleet_env.start(fleet_env.agent_fleet(["sv1"]))
+    _ctl(fleet_env, "stop", "tf-fleet-server")
+    squatter = socket.socket()
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    squatter.bind(("127.0.0.1", fleet_env.port))
+    squatter.listen()
+    try:
+        _ctl(fleet_env, "start", "tf-fleet-server")
+        shown = wait_until(
+            lambda: (p := fleet_env.run("status", check=False)) and "FATAL" in p.stdout and p,
+            30,
+            "the server to end FATAL",
+        )
+        assert shown.returncode == 1
+        head = shown.stdout.splitlines()[0]
+        assert head.startswith(f"server {fleet_env.server_url}: NOT reachable"), head
+        assert f"tf-fleet-server FATAL: port {fleet_env.port} is in use by pid {os.getpid()}" in (
+            head
+        )
+        data = json.loads(fleet_env.run("status", "--json", check=False).stdout)
+        assert data["server"]["process"] == "FATAL" and data["server"]["reachable"] is False
+    finally:
+        squatter.close()
+
+
+def test_status_shows_an_upstream_agents_job_from_its_server(fleet_env):
+    fleet = fleet_env.upstream_fleet(["us1"], {"us1": ["uq"]})
+    fleet_env.start(fleet)
+    job = fleet_env.submit("uq", 6)
+    fleet_env.wait_running(job)
+    row = wait_until(
+        lambda: (r := fleet_env.status()["us1"]) and r["job_id"] == job and r,
+        10,
+        "status to show the job",
+    )
+    assert row["state"] == "test" and row["phase"] == "test"
+    fleet_env.assert_completed(job)
