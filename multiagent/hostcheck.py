@@ -13,31 +13,22 @@ from .fleet import FleetError, Problem
 def check_host(ctx: Context) -> None:
     """Users of `user:` exist (and can be switched to)."""
     problems = []
+
+    def problem(name: str, message: str) -> None:
+        problems.append(Problem(str(ctx.fleet.path), None, name, "user", message))
+
     for name, agent in ctx.fleet.agents.items():
         if not agent.user:
             continue
         try:
             pwd.getpwnam(agent.user)
         except KeyError:
-            problems.append(
-                Problem(
-                    str(ctx.fleet.path),
-                    None,
-                    name,
-                    "user",
-                    f"no such user {agent.user!r} on this host",
-                )
-            )
+            problem(name, f"no such user {agent.user!r} on this host")
         if os.geteuid() != 0 and ctx.target.mode == "private":
-            problems.append(
-                Problem(
-                    str(ctx.fleet.path),
-                    None,
-                    name,
-                    "user",
-                    "running agents as another user needs tf-fleet (and so its supervisord)"
-                    " to run as root",
-                )
+            problem(
+                name,
+                "running agents as another user needs tf-fleet (and so its supervisord)"
+                " to run as root",
             )
     if problems:
         raise FleetError(problems)

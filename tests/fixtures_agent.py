@@ -21,6 +21,23 @@ from multiagent.vocabulary import drain_file_name, restart_file_name, status_fil
 
 _names = itertools.count(1)
 
+# Every key of tf-agent's status file (run/<name>/<name>.json).
+STATUS_KEYS = {
+    "agent",
+    "pid",
+    "state",
+    "job_id",
+    "phase",
+    "since",
+    "last_poll",
+    "restart_pending",
+    "restart_reason",
+    "drained",
+    "server_reachable",
+    "version",
+    "written_at",
+}
+
 
 def wait_for(
     cond: Callable[[], Any], timeout: float = 10.0, step: float = 0.02, what: str = "condition"

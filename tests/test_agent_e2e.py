@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 from fixtures_agent import (
+    STATUS_KEYS,
     AgentProc,
     holds_until,
     job,
@@ -122,21 +123,7 @@ def test_full_job_end_to_end(shared_server, make_agent, tmp_path):
         assert tar.extractfile("artifacts/sub/a.txt").read() == b"art\n"
     st = agent.wait_status(lambda s: s["state"] == "waiting", what="idle again")
     assert st["job_id"] is None and st["phase"] is None
-    assert set(st) == {
-        "agent",
-        "pid",
-        "state",
-        "job_id",
-        "phase",
-        "since",
-        "last_poll",
-        "restart_pending",
-        "restart_reason",
-        "drained",
-        "server_reachable",
-        "version",
-        "written_at",
-    }
+    assert set(st) == STATUS_KEYS
     metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     assert f'jobs_total{{agent_id="{agent.name}"}} 1' in metrics
     assert "phase_duration_seconds_count" in metrics

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from fixtures_agent import STATUS_KEYS
 
 from multiagent.agent import attachments, config, outcome
 from multiagent.agent import status as status_mod
@@ -379,21 +380,7 @@ def test_status_file_keys_and_since(tmp_path):
     st = StatusFile(str(tmp_path), "a1")
     st.update(state="waiting")
     data = json.loads((tmp_path / "a1.json").read_text())
-    assert set(data) == {
-        "agent",
-        "pid",
-        "state",
-        "job_id",
-        "phase",
-        "since",
-        "last_poll",
-        "restart_pending",
-        "restart_reason",
-        "drained",
-        "server_reachable",
-        "version",
-        "written_at",
-    }
+    assert set(data) == STATUS_KEYS
     assert abs(data["written_at"] - time.time()) < 5
     since = data["since"]
     st.update(state="waiting", last_poll=123.0)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 import xmlrpc.client
@@ -11,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from supervisor.xmlrpc import SupervisorTransport
+
+from multiagent.layout import Layout
 
 from .common import Reaper, alive, free_port, read_json, tf_fleet_cmd, timed_run, wait_for
 
@@ -30,7 +31,6 @@ class BenchFleet:
         self.file = self.root / "fleet.yaml"
         self.state = self.root / "s"  # short: supervisord's socket lives here
         self.restart_dir = self.root / "r"
-        self.run_dir = self.state / "run"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.reaper = reaper
@@ -117,7 +117,7 @@ class BenchFleet:
 
     # -- agents ---------------------------------------------------------------------
     def status(self, name: str) -> dict[str, Any] | None:
-        return read_json(self.run_dir / f"{name}.json")
+        return read_json(Layout(self.state).status_file(name))
 
     def restart_file(self, name: str) -> Path:
         return self.restart_dir / RESTART_FILE.format(name=name)
@@ -214,17 +214,10 @@ class PollWatcher:
             self._stop.wait(self.period)
 
     def scan(self) -> None:
-        run_dir = self.fleet.run_dir
-        try:
-            entries = os.listdir(run_dir)
-        except OSError:
-            return
-        for entry in entries:
-            if not entry.endswith(".json"):
-                continue
-            data = read_json(run_dir / entry)
+        for name in self.fleet.names:
+            data = self.fleet.status(name)
             if data and data.get("last_poll") and data.get("pid"):
-                self.first.setdefault((entry[:-5], int(data["pid"])), float(data["last_poll"]))
+                self.first.setdefault((name, int(data["pid"])), float(data["last_poll"]))
 
     def all_polled(self, pids: dict[str, int]) -> float | None:
         """Epoch when the last of these (agent, pid) first polled; None if one has not."""
