@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from .agent.config import UPSTREAM_KEYS as UPSTREAM_ORDER
 from .fleet import Agent, Fleet
 from .layout import MARKER, Layout
 from .templating import environment as template_environment
@@ -82,9 +83,18 @@ def render(fleet: Fleet, ctx: RenderContext) -> Rendering:
 
 def agent_conf_text(fleet: Fleet, agent: Agent) -> str:
     """The upstream testflinger-agent.conf: only upstream keys, so either agent accepts it."""
-    conf = {"agent_id": agent.name, "server_address": fleet.server.url, **agent.upstream}
+    # Keys in upstream's order and nested mappings sorted, whatever order the fleet file
+    # used: the same settings must give the same text, or `up` would restart the agent.
+    ordered = {k: _sorted(agent.upstream[k]) for k in UPSTREAM_ORDER if k in agent.upstream}
+    conf = {"agent_id": agent.name, "server_address": fleet.server.url, **ordered}
     header = f"# {MARKER}: edit the fleet file, not this file.\n"
     return header + _yaml(conf)
+
+
+def _sorted(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _sorted(value[k]) for k in sorted(value, key=str)}
+    return value
 
 
 def _yaml(data: Any) -> str:

@@ -235,12 +235,6 @@ def test_supervisord_files_do_not_depend_on_key_order():
             assert second[path] == first[path], path
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="testflinger-agent.conf lists keys in the fleet file's order (defaults, then the "
-    "agent's own), so reordering the keys of `defaults:` rewrites every agent's config and the "
-    "next `up` restarts every agent although nothing changed",
-)
 def test_agent_configs_do_not_depend_on_key_order():
     first, second = _both_orders()
     for path in first:
