@@ -40,8 +40,8 @@ def test_status_shows_why_the_embedded_server_is_down(fleet_env):
         assert shown.returncode == 1
         head = shown.stdout.splitlines()[0]
         assert head.startswith(f"server {fleet_env.server_url}: NOT reachable"), head
-        state = head.split("tf-fleet-server ")[1].split(":")[0]
-        assert state in ("BACKOFF", "FATAL", "EXITED"), head  # its retries, then FATAL
+        state = head.split("tf-fleet-server ")[1].split(",")[0].split(":")[0]
+        assert state in ("STARTING", "BACKOFF", "FATAL", "EXITED"), head  # retries, then FATAL
         data = json.loads(fleet_env.run("status", "--json", check=False).stdout)
         assert data["server"]["process"] != "RUNNING" and data["server"]["reachable"] is False
     finally:
