@@ -287,6 +287,7 @@ class Agent:
         try:
             return self._poll_once()
         except ServerUnreachable as exc:
+            self.metrics.poll_error("unreachable")
             self.net_failed(exc)
             return None
 
@@ -420,6 +421,8 @@ class Agent:
         changes: dict[str, Any] = {"drained": False, "job_id": None, "phase": None}
         if code in (200, 204):
             changes["last_poll"] = time.time()
+        else:
+            self.metrics.poll_error(f"http_{code}")
         if job is None:
             self.status.update(state=AGENT_WAITING, **changes)
             self._wait_idle(self.interval)
