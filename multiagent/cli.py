@@ -10,6 +10,7 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import wraps
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -19,8 +20,10 @@ from .fleet import load_fleet
 from .vocabulary import parse_duration
 
 if TYPE_CHECKING:
+    from .canary import CanaryGate
     from .context import Context
     from .operations import Operation, RunResult
+    from .up import UpReport
 
 PLAN_KINDS = ("add", "start", "restart", "replace", "remove", "unchanged")
 
@@ -185,6 +188,54 @@ def _actions_json(actions: Sequence[Any]) -> list[dict[str, Any]]:
     return [{"name": a.name, "action": a.kind, "reasons": list(a.reasons)} for a in actions]
 
 
+def canary_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--canary N and its health gate, shared by `up` and `restart --safe`."""
+    options = [
+        click.option(
+            "--canary",
+            "canary_count",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Change N agents first (idle ones first); the rest follow once they pass.",
+        ),
+        click.option(
+            "--canary-jobs",
+            type=click.IntRange(min=0),
+            default=0,
+            help="The gate: each canary finished K jobs, all passing.",
+        ),
+        click.option(
+            "--canary-job",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            default=None,
+            help="The gate: this smoke job, submitted to each canary's queue, passes.",
+        ),
+        click.option(
+            "--canary-timeout",
+            default="15m",
+            show_default=True,
+            help="How long the canaries have to pass the gate.",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _gate(count: int | None, jobs: int, job_file: Path | None, timeout: str) -> CanaryGate | None:
+    from .canary import CanaryGate
+
+    if count is None:
+        if jobs or job_file:
+            raise click.UsageError("--canary-jobs and --canary-job go with --canary N")
+        return None
+    try:
+        seconds = parse_duration(timeout)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--canary-timeout") from None
+    return CanaryGate(count, jobs, job_file, seconds)
+
+
 @main.command()
 @pass_options
 @handles_errors
@@ -196,19 +247,36 @@ def validate(opts: Options) -> None:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@click.option(
+    "--canary",
+    "canary_count",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Show which N changed agents `up --canary N` would change first.",
+)
 @pass_options
 @handles_errors
-def plan(opts: Options, as_json: bool) -> None:
+def plan(opts: Options, as_json: bool, canary_count: int | None) -> None:
     """Show what `up` would do, per agent, without doing it."""
     from .observe import make_plan
 
-    result = make_plan(opts.context())
+    ctx = opts.context()
+    result = make_plan(ctx)
+    canaries: list[str] = []
+    if canary_count:
+        from .canary import choose
+        from .up import changed_agents
+
+        changed = changed_agents(ctx, result)
+        canaries = choose(ctx, changed, canary_count) if changed else []
     if as_json:
-        click.echo(json.dumps({"actions": _actions_json(result.actions)}, indent=2))
+        data = {"actions": _actions_json(result.actions), "canaries": canaries}
+        click.echo(json.dumps(data, indent=2))
         return
     for action in result.actions:
         reasons = f"  ({'; '.join(action.reasons)})" if action.reasons else ""
-        click.echo(f"{action.kind:<10} {action.name}{reasons}")
+        first = "  [canary]" if action.name in canaries else ""
+        click.echo(f"{action.kind:<10} {action.name}{reasons}{first}")
 
 
 @main.command()
@@ -222,13 +290,26 @@ def plan(opts: Options, as_json: bool) -> None:
     " restart.timeout), e.g. 30m.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the final report as JSON.")
+@canary_options
 @pass_options
 @handles_errors
-def up(opts: Options, no_wait: bool, timeout: str | None, as_json: bool) -> None:
+def up(
+    opts: Options,
+    no_wait: bool,
+    timeout: str | None,
+    as_json: bool,
+    canary_count: int | None,
+    canary_jobs: int,
+    canary_job: Path | None,
+    canary_timeout: str,
+) -> None:
     """Render every agent, start supervisord if needed, start new agents, and apply changes
     safely: changed agents restart once idle, removed ones stop once idle."""
     from .up import up as run_up
 
+    gate = _gate(canary_count, canary_jobs, canary_job, canary_timeout)
+    if gate and no_wait:
+        raise click.UsageError("--canary waits for its gate: it does not go with --no-wait")
     ctx = opts.context()
     with _changing(ctx, "up", wait=not no_wait):
         report = run_up(
@@ -237,48 +318,78 @@ def up(opts: Options, no_wait: bool, timeout: str | None, as_json: bool) -> None
             restart_timeout=_duration(timeout),
             progress=_progress(not as_json),
             say=_say,
+            canary=gate,
         )
-    applied = report.applied
     if as_json:
-        data = {
-            "started_supervisord": report.started_supervisord,
-            "written": [str(p) for p in report.written],
-            "started": {n: report.states.get(n) for n in report.started},
-            "plan": _actions_json(report.plan.actions),
-            "applied": applied.to_json() if applied else None,
-        }
-        click.echo(json.dumps(data, indent=2))
+        click.echo(json.dumps(_up_json(report), indent=2))
     else:
-        if report.started_supervisord:
-            click.echo(
-                f"started supervisord (pid {report.started_supervisord},"
-                f" socket {ctx.target.socket_url})"
-            )
-        for path in report.written:
-            click.echo(f"wrote {path}")
-        for name in report.started:
-            click.echo(f"started {name}: {report.states.get(name, 'starting')}")
-        if applied and no_wait:
-            click.echo("asked; `tf-fleet plan` or `tf-fleet status` shows what is pending")
-        elif applied and applied.timed_out:
-            _print_pending(applied)
-        for name, pids in sorted(report.strays_left.items()):
-            click.echo(
-                f"{name}: pid {', '.join(map(str, pids))} (left by a supervisord that died) runs"
-                " until its job ends; the next `up` starts its program",
-                err=True,
-            )
-        counts = {k: len(report.plan.of_kind(k)) for k in PLAN_KINDS}
-        click.echo(", ".join(f"{v} {k}" for k, v in counts.items() if v) or "nothing to do")
+        _up_text(ctx, report, no_wait)
+    if _up_failed(report, no_wait):
+        sys.exit(1)
+
+
+def _up_json(report: UpReport) -> dict[str, Any]:
+    applied = report.applied
+    return {
+        "started_supervisord": report.started_supervisord,
+        "written": [str(p) for p in report.written],
+        "started": {n: report.states.get(n) for n in report.started},
+        "plan": _actions_json(report.plan.actions),
+        "applied": applied.to_json() if applied else None,
+        "canaries": report.canaries,
+        "canary_failure": report.canary_failure,
+        "rolled_back": report.rolled_back.to_json() if report.rolled_back else None,
+        "rest": report.rest.to_json() if report.rest else None,
+    }
+
+
+def _up_text(ctx: Context, report: UpReport, no_wait: bool) -> None:
+    applied = report.applied
+    if report.started_supervisord:
+        click.echo(
+            f"started supervisord (pid {report.started_supervisord},"
+            f" socket {ctx.target.socket_url})"
+        )
+    for path in report.written:
+        click.echo(f"wrote {path}")
+    for name in report.started:
+        click.echo(f"started {name}: {report.states.get(name, 'starting')}")
+    if applied and no_wait:
+        click.echo("asked; `tf-fleet plan` or `tf-fleet status` shows what is pending")
+    elif applied and applied.timed_out:
+        _print_pending(applied)
+    for name, pids in sorted(report.strays_left.items()):
+        click.echo(
+            f"{name}: pid {', '.join(map(str, pids))} (left by a supervisord that died) runs"
+            " until its job ends; the next `up` starts its program",
+            err=True,
+        )
+    if report.canaries and not report.canary_failure:
+        click.echo(f"canaries passed: {', '.join(report.canaries)}; the rest followed")
+    counts = {k: len(report.plan.of_kind(k)) for k in PLAN_KINDS}
+    click.echo(", ".join(f"{v} {k}" for k, v in counts.items() if v) or "nothing to do")
+
+
+def _up_failed(report: UpReport, no_wait: bool) -> bool:
+    """Say what failed (on stderr, also with --json); True when `up` must exit 1."""
     failed = report.failed_to_start
     if failed:
         click.echo(f"failed to start: {', '.join(failed)} (see `tf-fleet status`)", err=True)
-    if (
+    if report.canary_failure:
+        click.echo(
+            f"canary gate failed: {report.canary_failure}; rolled back"
+            f" {', '.join(report.canaries)} to their previous files; every other agent was"
+            " left as it was",
+            err=True,
+        )
+        return True
+    applied, rest = report.applied, report.rest
+    return bool(
         failed
+        or (rest is not None and not rest.ok)
         or (applied and not no_wait and not applied.ok)
         or (report.strays_left and not no_wait)
-    ):
-        sys.exit(1)
+    )
 
 
 @main.command()
@@ -301,6 +412,7 @@ def up(opts: Options, no_wait: bool, timeout: str | None, as_json: bool) -> None
 @click.option("--no-wait", is_flag=True, help="Only ask, then return.")
 @click.option("--force", is_flag=True, help="Without --safe: restart even mid-job.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final report as JSON.")
+@canary_options
 @pass_options
 @handles_errors
 def restart(
@@ -314,6 +426,10 @@ def restart(
     no_wait: bool,
     force: bool,
     as_json: bool,
+    canary_count: int | None,
+    canary_jobs: int,
+    canary_job: Path | None,
+    canary_timeout: str,
 ) -> None:
     """Restart agents. --safe: each exits when idle and comes back; with --all, a rolling
     restart that stops at the first agent that does not come back."""
@@ -332,11 +448,15 @@ def restart(
     from .operations import SafeRestart
     from .scheduler import run as run_operations
 
+    gate = _gate(canary_count, canary_jobs, canary_job, canary_timeout)
+    if gate and no_wait:
+        raise click.UsageError("--canary waits for its gate: it does not go with --no-wait")
     method = method or ctx.fleet.restart.method
     operations = [SafeRestart(n, ctx.kind(n), method) for n in selected]
-    with _changing(ctx, "restart --safe", wait=not no_wait):
-        result = run_operations(
-            operations,
+
+    def run(ops: list[Operation]) -> RunResult:
+        return run_operations(
+            ops,
             ctx.env(),
             max_parallel=max_parallel,
             timeout=_duration(timeout) or ctx.fleet.restart.timeout,
@@ -344,11 +464,60 @@ def restart(
             wait=not no_wait,
             progress=_progress(not as_json),
         )
+
+    with _changing(ctx, "restart --safe", wait=not no_wait):
+        if gate is None:
+            result = run(list(operations))
+        else:
+            from .canary import restart_in_two
+
+            result, failure, untouched = restart_in_two(ctx, selected, method, gate, run, _say)
+            if failure:
+                _report(result, as_json, "back")
+                click.echo(
+                    f"canary gate failed: {failure}; left untouched: {', '.join(untouched)}",
+                    err=True,
+                )
+                sys.exit(1)
     if no_wait and not as_json:
         click.echo(f"asked {len(operations)} agent(s) to restart when idle")
         return
     _report(result, as_json, "back")
     if not no_wait and not result.ok:
+        sys.exit(1)
+
+
+@main.command()
+@click.option(
+    "--timeout", default=None, help="How long to wait for jobs (default restart.timeout)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the final report as JSON.")
+@pass_options
+@handles_errors
+def rollback(opts: Options, timeout: str | None, as_json: bool) -> None:
+    """Put the agents the last `up` changed back on their previous files, safely (each
+    after its job). The fleet file is not changed: fix it before the next `up`."""
+    from .applied import write_applied
+    from .canary import restore, saved
+    from .scheduler import run as run_operations
+
+    ctx = opts.context()
+    with _changing(ctx, "rollback"):
+        names = saved(ctx)
+        if not names:
+            click.echo("nothing to roll back: no change kept its previous files")
+            return
+        result = run_operations(
+            restore(ctx, names),
+            ctx.env(),
+            max_parallel=len(names),
+            timeout=_duration(timeout) or ctx.fleet.restart.timeout,
+            stop_on_failure=False,
+            progress=_progress(not as_json),
+        )
+        write_applied(ctx, names)  # back on files older than the fleet file
+    _report(result, as_json, "rolled back")
+    if not result.ok:
         sys.exit(1)
 
 

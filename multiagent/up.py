@@ -10,9 +10,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import canary, triggers
 from . import plan as planning
-from . import triggers
 from .applied import read_applied, write_applied
+from .canary import CanaryGate
 from .context import Context
 from .files import PRIVATE, PRIVATE_DIR, PUBLIC, PUBLIC_DIR, Owner, make_dir, write_if_changed
 from .fleet import FleetError, Problem
@@ -41,6 +42,10 @@ class UpReport:
     # those gone by the end were started under this supervisord (`started`).
     strays: dict[str, list[int]] = field(default_factory=dict)
     strays_left: dict[str, list[int]] = field(default_factory=dict)
+    canaries: list[str] = field(default_factory=list)
+    canary_failure: str | None = None  # what failed the gate; the canaries were rolled back
+    rolled_back: RunResult | None = None
+    rest: RunResult | None = None  # the agents changed after the canaries passed
 
     @property
     def failed_to_start(self) -> list[str]:
@@ -127,10 +132,15 @@ def ensure_supervisord(ctx: Context) -> int | None:
     return start_private(ctx.layout)
 
 
-def write_files(ctx: Context, hold_back: set[str] | frozenset[str] = frozenset()) -> list[Path]:
+def write_files(
+    ctx: Context,
+    hold_back: set[str] | frozenset[str] = frozenset(),
+    leave: set[str] | frozenset[str] = frozenset(),
+) -> list[Path]:
     """Write what changed; files of agents being removed stay until they are gone. The
     program files of `hold_back` are left out (and taken away in private mode, where a
-    supervisord about to start would start them). Program files (`environment:`) are
+    supervisord about to start would start them); the files of `leave` are not written
+    at all. Program files (`environment:`) are
     0600; an agent's config files (`device:`, commands) are 0600 and its user's."""
     written = []
     rendering = ctx.rendering
@@ -139,6 +149,8 @@ def write_files(ctx: Context, hold_back: set[str] | frozenset[str] = frozenset()
         if write_if_changed(path, text, PUBLIC):
             written.append(path)
     for name, program in rendering.programs.items():
+        if name in leave:
+            continue  # a change that waits for its canaries: the old files stay
         agent = ctx.fleet.agents.get(name)
         owner = agent_owner(agent.user) if agent else None
         for path, text in program.files.items():
@@ -195,10 +207,14 @@ def start_new(
     return [a.name for a in ordered]
 
 
-def changes(ctx: Context, plan: Plan) -> list[Operation]:
+def changes(
+    ctx: Context, plan: Plan, skip: set[str] | frozenset[str] = frozenset()
+) -> list[Operation]:
     """The safe operation for each agent whose change needs its process to go."""
     operations: list[Operation] = []
     for action in plan.of_kind(planning.RESTART, planning.REPLACE, planning.REMOVE):
+        if action.name in skip:
+            continue
         kind = ctx.kind(action.name)
         if action.kind == planning.RESTART:
             operations.append(SafeRestart(action.name, kind, ctx.fleet.restart.method))
@@ -216,6 +232,7 @@ def up(
     restart_timeout: float | None = None,
     progress: Callable[[Sequence[Operation]], None] | None = None,
     say: Callable[[str], None] | None = None,
+    canary: CanaryGate | None = None,
 ) -> UpReport:
     check_host(ctx)
     plan = make_plan(ctx)
@@ -227,32 +244,95 @@ def up(
     prepare_dirs(ctx)
     mint_agent_tokens(ctx)
     ask_to_leave(ctx, report.strays)
-    report.written = write_files(ctx, hold_back=set(report.strays))
+    later = _pick_canaries(ctx, plan, report, canary)
+    report.written = write_files(ctx, hold_back=set(report.strays), leave=later)
     report.started_supervisord = ensure_supervisord(ctx)
     wrote_programs = any(p.parent == ctx.target.program_dir for p in report.written)
     report.started = start_new(
         ctx, plan, report.started_supervisord is not None, wrote_programs, set(report.strays)
     )
-    operations = changes(ctx, plan)
+    timeout_s = restart_timeout or ctx.fleet.restart.timeout
+    operations = changes(ctx, plan, skip=later)
     if operations:
         # Every changed agent at once: each waits for its own job, none for another's.
-        report.applied = run_operations(
-            operations,
-            ctx.env(),
-            max_parallel=len(operations),
-            timeout=restart_timeout or ctx.fleet.restart.timeout,
-            stop_on_failure=False,
-            wait=wait,
-            progress=progress,
-        )
+        report.applied = _apply(ctx, operations, timeout_s, wait, progress)
+    if canary is not None and report.canaries:
+        operations += _after_canaries(ctx, plan, report, canary, later, timeout_s, progress, say)
     if report.strays:
         report.started += _take_over(ctx, report, wait, restart_timeout, say)
     if wait and report.started:
         report.states = wait_settled(ctx.supervisor, report.started, timeout)
     if not plan.is_noop or read_applied(ctx) is None:
         unsettled = {op.name for op in operations if op.stage != "done"}
+        if report.canary_failure:
+            unsettled |= set(report.canaries)  # back on files older than the fleet file
         write_applied(ctx, unsettled | {a.name for a in plan.of_kind(planning.REMOVE)})
     return report
+
+
+def _apply(
+    ctx: Context,
+    operations: list[Operation],
+    timeout: float,
+    wait: bool,
+    progress: Callable[[Sequence[Operation]], None] | None,
+) -> RunResult:
+    return run_operations(
+        operations,
+        ctx.env(),
+        max_parallel=len(operations),
+        timeout=timeout,
+        stop_on_failure=False,
+        wait=wait,
+        progress=progress,
+    )
+
+
+def changed_agents(ctx: Context, plan: Plan) -> list[str]:
+    """Agents whose change needs their process to go (a canary's candidates)."""
+    kinds = (planning.RESTART, planning.REPLACE)
+    return [a.name for a in plan.of_kind(*kinds) if a.name in ctx.fleet.agents]
+
+
+def _pick_canaries(ctx: Context, plan: Plan, report: UpReport, gate: CanaryGate | None) -> set[str]:
+    """Keep every changed agent's previous files (for a failed gate, or `tf-fleet
+    rollback`); with a canary gate, choose the canaries and return the agents whose
+    change waits for them."""
+    changed = changed_agents(ctx, plan)
+    if changed:
+        canary.save_previous(ctx, changed)
+    if gate is None or not changed:
+        return set()
+    report.canaries = canary.choose(ctx, changed, gate.count)
+    return set(changed) - set(report.canaries)
+
+
+def _after_canaries(
+    ctx: Context,
+    plan: Plan,
+    report: UpReport,
+    gate: CanaryGate,
+    later: set[str],
+    timeout: float,
+    progress: Callable[[Sequence[Operation]], None] | None,
+    say: Callable[[str], None] | None,
+) -> list[Operation]:
+    """The gate; then the rest of the change, or the canaries rolled back."""
+    ops = {op.name: op for op in (report.applied.operations if report.applied else [])}
+    failed = [
+        f"{n}: {ops[n].text}" for n in report.canaries if n in ops and not ops[n].stage == "done"
+    ]
+    report.canary_failure = "; ".join(failed) or canary.check(ctx, report.canaries, gate, say)
+    if report.canary_failure:
+        canary.forget(ctx, sorted(later))
+        back = canary.restore(ctx, report.canaries)
+        report.rolled_back = _apply(ctx, back, timeout, True, progress)
+        return back
+    write_files(ctx)
+    rest = [op for op in changes(ctx, plan) if op.name in later]
+    if rest:
+        report.rest = _apply(ctx, rest, timeout, True, progress)
+    return rest
 
 
 def _take_over(
