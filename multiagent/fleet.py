@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import re
 from collections.abc import Callable
@@ -45,6 +46,9 @@ RESERVED_NAMES = {SERVER_PROGRAM}
 DEFAULT_EMBEDDED_HOST = "127.0.0.1"
 DEFAULT_EMBEDDED_PORT = 8585
 DEFAULT_RESTART_TIMEOUT = 6 * 3600
+DEFAULT_METRICS_HOST = "127.0.0.1"  # where tf-agent serves /metrics unless told otherwise
+# A host name or address for `metrics.host`: what Prometheus connects to.
+HOST_NAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*")
 
 # Keys of upstream's testflinger-agent.conf that a fleet file may set (agent_id and
 # server_address are derived). Each maps to a checker returning an error or None.
@@ -63,6 +67,12 @@ def _is_int(value: Any) -> str | None:
 
 def _is_positive_int(value: Any) -> str | None:
     return _is_int(value) or (None if value > 0 else f"must be greater than 0, got {value}")
+
+
+def _is_port(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+        return f"expected a port number 1-65535, got {value!r}"
+    return None
 
 
 def _is_mapping(value: Any) -> str | None:
@@ -123,11 +133,12 @@ FLEET_KEYS: dict[str, Checker] = {
     "startsecs": _is_positive_int,
     "device": _is_mapping,
     "token_file": _is_str,
+    "metrics_port": _is_port,  # this agent's own metrics port instead of base_port + index
 }
 
 AGENT_KEYS = {**UPSTREAM_KEYS, **FLEET_KEYS}
 MERGED_KEYS = {"environment", "device"}  # defaults and agent values are merged, not replaced
-TOP_KEYS = ("server", "state_dir", "supervisor", "restart", "defaults", "agents")
+TOP_KEYS = ("server", "state_dir", "supervisor", "restart", "metrics", "defaults", "agents")
 
 
 @dataclass(frozen=True)
@@ -195,6 +206,7 @@ class Agent:
     startsecs: int = 2
     device: dict[str, Any] | None = None
     token_file: str | None = None  # the agent's credential, passed as --token-file
+    metrics_port: int | None = None  # its own `metrics_port:`, if the fleet file pins one
 
     @property
     def kind(self) -> str:
@@ -218,6 +230,20 @@ def command_kind(words: list[str]) -> str:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    """`metrics:`: each tf-agent serves /metrics on its port (`-p`) at `host`."""
+
+    base_port: int
+    host: str = DEFAULT_METRICS_HOST
+    ports: dict[str, int] = field(default_factory=dict)  # tf-agent name -> its port
+
+    @property
+    def address(self) -> str:
+        """`host` as it goes before `:port` in a target."""
+        return f"[{self.host}]" if ":" in self.host else self.host
+
+
+@dataclass(frozen=True)
 class Fleet:
     path: Path
     server: ServerSettings
@@ -225,6 +251,7 @@ class Fleet:
     supervisor: SupervisorSettings
     restart: RestartSettings
     agents: dict[str, Agent]
+    metrics: MetricsSettings | None = None
 
     @property
     def identity(self) -> str:
@@ -358,9 +385,10 @@ def _parse_fleet(
         defaults = {}
     _check_settings(defaults, ("defaults",), None, errors)
     agents = _parse_agents(doc.get("agents"), defaults, state_dir, errors)
+    metrics = _parse_metrics(doc.get("metrics"), defaults, agents, server, errors)
     if errors.problems:
         raise FleetError(errors.problems)
-    return Fleet(fleet_path, server, state_dir, supervisor, restart, agents)
+    return Fleet(fleet_path, server, state_dir, supervisor, restart, agents, metrics)
 
 
 def _parse_server(value: Any, errors: _Collector) -> ServerSettings:
@@ -463,6 +491,121 @@ def _parse_restart(value: Any, errors: _Collector) -> RestartSettings:
         errors.add(("restart", "timeout"), str(exc))
         timeout = DEFAULT_RESTART_TIMEOUT
     return RestartSettings(method, restart_dir, timeout)
+
+
+def _parse_metrics(
+    value: Any,
+    defaults: dict[str, Any],
+    agents: dict[str, Agent],
+    server: ServerSettings,
+    errors: _Collector,
+) -> MetricsSettings | None:
+    """Each tf-agent's metrics port: its own `metrics_port:`, else base_port plus its
+    index among the fleet's tf-agents in name order (a pinned agent keeps its slot
+    unused, so pinning one moves no other)."""
+    if "metrics_port" in defaults:
+        errors.add(
+            ("defaults", "metrics_port"),
+            "a metrics port belongs to one agent: set it under that agent"
+            " (the others get `metrics.base_port` plus their index)",
+        )
+        return None  # every agent inherited it: one error, not one per agent
+    if value is None:
+        for name, agent in agents.items():
+            if agent.metrics_port is not None:
+                errors.add(
+                    ("agents", name, "metrics_port"),
+                    "needs `metrics:` at the top level (e.g. `metrics: {base_port: 9400}`)",
+                    name,
+                )
+        return None
+    settings = _metrics_settings(value, errors)
+    if settings is None:
+        return None
+    ports = _metrics_ports(settings, agents, errors)
+    _check_metrics_ports(ports, agents, server, errors)
+    return MetricsSettings(settings.base_port, settings.host, ports)
+
+
+def _metrics_settings(value: Any, errors: _Collector) -> MetricsSettings | None:
+    if not isinstance(value, dict):
+        errors.add(
+            ("metrics",), f"expected a mapping such as {{base_port: 9400}}, got {_kind(value)}"
+        )
+        return None
+    known = ["base_port", "host"]
+    for key in value:
+        if key not in known:
+            errors.unknown(("metrics",), key, known)
+    base_port = value.get("base_port")
+    if base_port is None:
+        errors.add(("metrics", "base_port"), "required: the first tf-agent's metrics port")
+        return None
+    message = _is_port(base_port)
+    if message:
+        errors.add(("metrics", "base_port"), message)
+        return None
+    host = value.get("host", DEFAULT_METRICS_HOST)
+    if not isinstance(host, str) or not _is_host(host):
+        errors.add(("metrics", "host"), f"expected a host name or IP address, got {host!r}")
+        return None
+    return MetricsSettings(base_port, host)
+
+
+def _is_host(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return len(text) <= 253 and bool(HOST_NAME_RE.fullmatch(text))
+
+
+def _metrics_ports(
+    settings: MetricsSettings, agents: dict[str, Agent], errors: _Collector
+) -> dict[str, int]:
+    ports: dict[str, int] = {}
+    tf_agents = sorted(name for name, agent in agents.items() if agent.is_tf_agent)
+    last = settings.base_port + len(tf_agents) - 1
+    if tf_agents and last > 65535:
+        errors.add(
+            ("metrics", "base_port"),
+            f"{len(tf_agents)} tf-agents from port {settings.base_port} run past 65535"
+            f" (to {last}); choose a base_port of at most {65536 - len(tf_agents)}",
+        )
+        return {}
+    for index, name in enumerate(tf_agents):
+        ports[name] = agents[name].metrics_port or settings.base_port + index
+    for name, agent in sorted(agents.items()):
+        if agent.metrics_port is not None and not agent.is_tf_agent:
+            errors.add(
+                ("agents", name, "metrics_port"),
+                "only tf-agent is given a metrics port (its agent_command runs another agent)",
+                name,
+            )
+    return ports
+
+
+def _check_metrics_ports(
+    ports: dict[str, int], agents: dict[str, Agent], server: ServerSettings, errors: _Collector
+) -> None:
+    """No two agents on one port, and none on the embedded server's; a pinned port that
+    clashes is the one blamed (the slots of base_port + index come first)."""
+    owner: dict[int, str] = {}
+    if server.embedded:
+        owner[server.port] = "the embedded server (`server.port`)"
+    pinned_last = sorted(ports, key=lambda n: (agents[n].metrics_port is not None, n))
+    for name in pinned_last:
+        port = ports[name]
+        if port not in owner:
+            owner[port] = f"agent {name!r}"
+            continue
+        if agents[name].metrics_port is not None:
+            path: tuple[str, ...] = ("agents", name, "metrics_port")
+            hint = "pin another port"
+        else:
+            path = ("metrics", "base_port")
+            hint = "choose another base_port"
+        errors.add(path, f"port {port} is already taken by {owner[port]}: {hint}", name)
 
 
 def _check_settings(
@@ -600,6 +743,7 @@ def _build_agent(name: str, merged: dict[str, Any], agent_dir: Path) -> Agent:
         startsecs=merged.get("startsecs", 2),
         device=merged.get("device"),
         token_file=merged.get("token_file"),
+        metrics_port=merged.get("metrics_port"),
     )
 
 

@@ -100,5 +100,10 @@ class Layout:
         return self.supervisor_dir / "supervisord.log"
 
     @property
+    def prometheus_targets(self) -> Path:
+        """Prometheus file-based service discovery: each tf-agent's /metrics (`metrics:`)."""
+        return self.state_dir / "prometheus" / "targets.json"
+
+    @property
     def server_db(self) -> Path:
         return self.state_dir / "server" / "testflinger.db"

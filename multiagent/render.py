@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from .agent.config import UPSTREAM_KEYS as UPSTREAM_ORDER
-from .fleet import Agent, Fleet
+from .fleet import DEFAULT_METRICS_HOST, Agent, Fleet
 from .layout import MARKER, Layout
 from .templating import environment as template_environment
 
@@ -131,8 +131,18 @@ def agent_command(agent: Agent, layout: Layout, fleet: Fleet, ctx: RenderContext
             "--restart-dir",
             fleet.restart.restart_dir,
             *token,
+            *metrics_options(fleet, agent.name),
         ]
     return [*shlex.split(agent.agent_command), "-c", conf, *token]
+
+
+def metrics_options(fleet: Fleet, name: str) -> list[str]:
+    """`-p PORT` (and `--metrics-host` unless 127.0.0.1) for a tf-agent with a metrics port."""
+    metrics = fleet.metrics
+    if metrics is None or name not in metrics.ports:
+        return []
+    host = [] if metrics.host == DEFAULT_METRICS_HOST else ["--metrics-host", metrics.host]
+    return ["-p", str(metrics.ports[name]), *host]
 
 
 def _render_agent(fleet: Fleet, agent: Agent, layout: Layout, ctx: RenderContext) -> Program:

@@ -28,6 +28,7 @@ _OPTIONS = {
     "-p": "metrics_port",
     "--metrics_port": "metrics_port",
     "--metrics-port": "metrics_port",
+    "--metrics-host": "metrics_host",
     "--token-file": "token_file",
     "--token_file": "token_file",
     "--run-dir": "run_dir",
@@ -38,18 +39,20 @@ _OPTIONS = {
 class Args:
     """The parsed command line (a plain class: argparse's Namespace is not typed)."""
 
-    __slots__ = ("config", "metrics_port", "token_file", "run_dir", "restart_dir")
+    __slots__ = ("config", "metrics_port", "metrics_host", "token_file", "run_dir", "restart_dir")
 
     def __init__(
         self,
         config: str = "testflinger-agent.conf",
         metrics_port: int | None = None,
+        metrics_host: str = "127.0.0.1",
         token_file: str | None = None,
         run_dir: str | None = None,
         restart_dir: str = "/tmp",
     ):
         self.config = config
         self.metrics_port = metrics_port
+        self.metrics_host = metrics_host
         self.token_file = token_file
         self.run_dir = run_dir
         self.restart_dir = restart_dir
@@ -104,7 +107,12 @@ def _parse_args_argparse(argv: list[str] | None) -> Args:
         "--metrics-port",
         dest="metrics_port",
         type=int,
-        help="serve Prometheus metrics on 127.0.0.1:PORT",
+        help="serve Prometheus metrics on PORT (at --metrics-host)",
+    )
+    parser.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        help="the address /metrics is served on (default 127.0.0.1)",
     )
     parser.add_argument(
         "--token-file",
@@ -208,11 +216,10 @@ def main(argv: list[str] | None = None) -> int:
     metrics = Metrics(agent_id)
     if args.metrics_port:
         try:
-            metrics.serve(args.metrics_port)
+            metrics.serve(args.metrics_port, args.metrics_host)
         except OSError as exc:
-            return fail(
-                f"cannot serve metrics on 127.0.0.1:{args.metrics_port}: {exc}", EXIT_BAD_CONFIG
-            )
+            where = f"{args.metrics_host}:{args.metrics_port}"
+            return fail(f"cannot serve metrics on {where}: {exc}", EXIT_BAD_CONFIG)
     log.info("tf-agent %s starting as %s (pid %s)", __version__, agent_id, os.getpid())
     agent = Agent(cfg, status, drain, triggers, metrics, token_file=args.token_file)
     try:

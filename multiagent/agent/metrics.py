@@ -132,6 +132,7 @@ class Metrics:
 
     def serve(self, port: int, host: str = "127.0.0.1") -> Any:
         # Imported only when -p is given: http.server pulls in more modules.
+        import socket
         from http.server import BaseHTTPRequestHandler, HTTPServer
 
         metrics = self
@@ -148,7 +149,14 @@ class Metrics:
             def log_message(self, *_args: Any) -> None:
                 pass
 
-        server = HTTPServer((host, port), Handler)
+        server_class = HTTPServer
+        if ":" in host:  # an IPv6 address
+
+            class HTTPServer6(HTTPServer):
+                address_family = socket.AF_INET6
+
+            server_class = HTTPServer6
+        server = server_class((host, port), Handler)
         thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 60}, name="metrics", daemon=True
         )
