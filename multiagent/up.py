@@ -246,6 +246,9 @@ def up(
     ask_to_leave(ctx, report.strays)
     later = _pick_canaries(ctx, plan, report, canary)
     report.written = write_files(ctx, hold_back=set(report.strays), leave=later)
+    from .prometheus import write_targets  # Prometheus' targets file, for `metrics:`
+
+    report.written += write_targets(ctx)
     report.started_supervisord = ensure_supervisord(ctx)
     wrote_programs = any(p.parent == ctx.target.program_dir for p in report.written)
     report.started = start_new(
