@@ -580,15 +580,30 @@ def resume(opts: Options, names: tuple[str, ...], all_agents: bool) -> None:
         click.echo(f"{name}: resumed and started" if started else f"{name}: resumed")
 
 
+def _status_format(as_json: bool, output: str | None) -> str:
+    if as_json and output not in (None, "json"):
+        raise click.UsageError(f"--json is --format json: give one, not --format {output} too")
+    return "json" if as_json else output or "table"
+
+
 @main.command()
 @click.argument("names", nargs=-1)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option(
+    "--format",
+    "output",
+    type=click.Choice(["table", "json", "prometheus"]),
+    default=None,
+    help="table (default), json, or prometheus: gauges in the text exposition format for"
+    " node_exporter's textfile collector (exit 0 whatever they say).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (same as --format json).")
 @pass_options
 @handles_errors
-def status(opts: Options, names: tuple[str, ...], as_json: bool) -> None:
+def status(opts: Options, names: tuple[str, ...], output: str | None, as_json: bool) -> None:
     """One line per agent: process, pid, uptime, state, job, restart, last poll."""
     from .status import format_table, look
 
+    output = _status_format(as_json, output)
     ctx = opts.context()
     wanted = list(names) or sorted(ctx.fleet.agents)
     unknown = [n for n in wanted if n not in ctx.fleet.agents and n != ctx.fleet.server_program]
@@ -596,7 +611,16 @@ def status(opts: Options, names: tuple[str, ...], as_json: bool) -> None:
         raise click.BadParameter(f"not in {opts.config}: {', '.join(unknown)}", param_hint="NAME")
     agents = [n for n in wanted if n in ctx.fleet.agents]
     running, rows, server, note = look(ctx, agents)
-    if as_json:
+    if output == "prometheus":
+        import time
+
+        from .prometheus import status_text
+
+        if note:
+            click.echo(note, err=True)
+        click.echo(status_text(running, rows, server, time.time()), nl=False)
+        return
+    if output == "json":
         data = {"server": server.to_json(), "agents": [r.to_json() for r in rows]}
         click.echo(json.dumps(data, indent=2))
     else:
