@@ -1,0 +1,69 @@
+"""A real fleet with `metrics:`: the targets file `up` writes, each tf-agent's /metrics on
+its port, and `status --format prometheus`, all read by prometheus_client's parser."""
+
+from __future__ import annotations
+
+import json
+import socket
+import stat
+
+import requests
+from fixtures_server import free_port
+from prometheus_client.parser import text_string_to_metric_families
+
+
+def values(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_fleet_metrics_live(fleet_env):
+    base, pinned = free_port(), free_port()
+    fleet = fleet_env.agent_fleet(["a", "b"], queues={"a": ["qa", "qx"], "b": ["qb"]})
+    fleet["metrics"] = {"base_port": base, "host": "127.0.0.1"}
+    fleet["agents"]["b"].update(metrics_port=pinned, location="rack 3")
+    fleet_env.start(fleet)
+
+    path = fleet_env.state_dir / "prometheus" / "targets.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    host = socket.gethostname()
+    assert json.loads(path.read_text()) == [
+        {
+            "targets": [f"127.0.0.1:{base}"],
+            "labels": {"agent": "a", "queues": "qa,qx", "host": host},
+        },
+        {
+            "targets": [f"127.0.0.1:{pinned}"],
+            "labels": {"agent": "b", "queues": "qb", "host": host, "location": "rack 3"},
+        },
+    ]
+
+    job = fleet_env.submit("qb", 0)
+    fleet_env.assert_completed(job)
+    for name, port in (("a", base), ("b", pinned)):
+        got = values(requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text)
+        agent = (("agent_id", name),)
+        assert got[("agent_busy", agent)] == 0
+        assert got[("job_duration_seconds_count", agent)] == (1 if name == "b" else 0)
+        assert got[("jobs_total", agent)] == (1 if name == "b" else 0)
+    b_test = (("agent_id", "b"), ("test_phase", "test"))
+    got = values(requests.get(f"http://127.0.0.1:{pinned}/metrics", timeout=5).text)
+    assert got[("phase_duration_seconds_count", b_test)] == 1
+
+    proc = fleet_env.run("status", "--format", "prometheus")
+    got = values(proc.stdout)
+    assert got[("tf_fleet_supervisord_up", ())] == 1
+    assert got[("tf_fleet_server_reachable", (("url", fleet_env.server_url),))] == 1
+    assert got[("tf_fleet_agents", ())] == 2
+    for name in ("a", "b"):
+        assert got[("tf_fleet_agent_up", (("agent", name),))] == 1
+        assert got[("tf_fleet_agent_process_state", (("agent", name), ("state", "RUNNING")))] == 1
+        assert got[("tf_fleet_agent_busy", (("agent", name),))] == 0
+        assert got[("tf_fleet_agent_last_poll_age_seconds", (("agent", name),))] < 60
+
+    # A second `up` with no change writes nothing, the targets file included.
+    again = json.loads(fleet_env.run("up", "--json").stdout)
+    assert again["written"] == []
