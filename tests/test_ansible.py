@@ -77,6 +77,7 @@ class Lab:
         (self.ansible / "callbacks").mkdir(parents=True)
         (self.ansible / "callbacks" / "jsonlines.py").write_text(CALLBACK)
         self.polling_interval = 0.5
+        self.group_vars: dict[str, Any] = {}
         self.runs = 0
 
     def inventory(self, **overrides: dict[str, Any]) -> Path:
@@ -104,6 +105,7 @@ class Lab:
                 **{f"{p}_command": connector.format(p) for p in ("setup", "test", "cleanup")},
                 "device": {"device_ip": "127.0.0.1"},
             },
+            **self.group_vars,
         }
         path = self.ansible / f"inventory-{self.runs}.yml"
         path.write_text(yaml.safe_dump({"tf_fleet": {"hosts": hosts, "vars": group_vars}}))
@@ -251,13 +253,19 @@ def test_two_hosts_deploy_change_check_roll_and_down(lab: Lab) -> None:
     assert lab.pids() == pids and lab.written() == mtimes
     assert not [p for env in lab.hosts.values() for p in env.root.glob(".tf-fleet-plan-*")]
 
-    # Applied: changed, every agent restarted once (safely: each back and polling).
+    # Applied, one canary first per host: changed, every agent restarted once (safely:
+    # each back and polling), the canary before the others.
+    lab.group_vars = {"tf_fleet_canary": 1}
     _, results, _ = lab.play(ANSIBLE_DIR / "deploy.yml")
+    lab.group_vars = {}
     for host, result in of(results, APPLY).items():
-        assert result["result"]["changed"] is True
-        applied = result["result"]["applied"]
-        assert applied["ok"] is True
-        assert sorted(op["name"] for op in applied["agents"]) == [f"{host}-{a}" for a in AGENTS]
+        report = result["result"]
+        assert report["changed"] is True
+        assert report["applied"]["ok"] is True and report["rest"]["ok"] is True
+        canaries = [op["name"] for op in report["applied"]["agents"]]
+        assert report["canaries"] == canaries and len(canaries) == 1
+        rest = [op["name"] for op in report["rest"]["agents"]]
+        assert sorted(canaries + rest) == [f"{host}-{a}" for a in AGENTS]
     lab.ready()
     new = lab.pids()
     assert all(new[name] != pid for name, pid in pids.items()), (pids, new)

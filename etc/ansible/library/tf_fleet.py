@@ -96,9 +96,13 @@ started:
   returned: state up, not in check mode
   type: dict
 applied:
-  description: The safe operations C(up) ran for changed agents.
+  description: The safe operations C(up) ran for changed agents (with I(canary), the canaries').
   returned: state up, not in check mode
   type: dict
+canaries:
+  description: With I(canary), the agents changed first; C(rest) holds the others' operations.
+  returned: state up with canary, not in check mode
+  type: list
 agents:
   description: C(restart --json) or C(drain --wait --json) per agent, or the names acted on.
   returned: states restarted, drained, resumed, down
@@ -163,15 +167,22 @@ def _parse(text: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def _operations(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every safe operation of a report: `restart --json`'s, or `up --json`'s (with
+    --canary, the canaries' in `applied` and the others' in `rest`)."""
+    parts = [data, data.get("applied") or {}, data.get("rest") or {}]
+    return [op for part in parts for op in part.get("agents", []) if "operation" in op]
+
+
 def _failures(stdout: str) -> str:
     """One line from a JSON report's failed operations, when stderr said nothing."""
     data = _parse(stdout) or {}
     failed = [
         f"{op['name']}: {op.get('error') or op.get('text')}"
-        for op in (data.get("applied") or data).get("agents", [])
+        for op in _operations(data)
         if op.get("error") or op.get("stage") != "done"
     ]
-    return "; ".join(failed)
+    return data.get("canary_failure") or "; ".join(failed)
 
 
 def up(fleet: Fleet, check: bool) -> dict[str, Any]:
@@ -180,12 +191,11 @@ def up(fleet: Fleet, check: bool) -> dict[str, Any]:
         plan = data["actions"]
         return {"changed": any(a["action"] != "unchanged" for a in plan), "plan": plan}
     rc, data = fleet.report("up", "--json", *fleet.timeout(), *fleet.canary())
-    applied = data.get("applied") or {}
     changed = bool(
         data.get("started_supervisord")
         or data.get("written")
         or data.get("started")
-        or applied.get("agents")
+        or _operations(data)
         or any(a["action"] != "unchanged" for a in data.get("plan", []))
     )
     return {"changed": changed, "rc": rc, **data}
@@ -198,8 +208,8 @@ def restarted(fleet: Fleet, check: bool) -> dict[str, Any]:
     if fleet.params["max_parallel"]:
         args += ["--max-parallel", str(fleet.params["max_parallel"])]
     rc, data = fleet.report(*args, *fleet.canary())
-    agents = data.get("agents", [])
-    return {"changed": any(op.get("new_pid") for op in agents), "rc": rc, "agents": agents}
+    changed = any(op.get("new_pid") for op in _operations(data))
+    return {**data, "changed": changed, "rc": rc}
 
 
 def drained(fleet: Fleet, check: bool) -> dict[str, Any]:
