@@ -3,15 +3,18 @@
     .venv/bin/python bench/run.py [--quick | --smoke] [--agents N] [--output PATH]
 
 Everything runs on loopback in a private temp dir (/tmp/tfb-*): fleets through the real
-`tf-fleet` command and their own supervisord, a bare supervisord for the baselines, and a
-local server. Every fleet it started is stopped with `tf-fleet down --force`, then every
-process it started or saw is ended by pid. Rewrites bench/RESULTS.md (or --output).
-Full run under 15 minutes, --quick under 2, --smoke (for the test) well under 1.
+`tf-fleet` command and their own supervisord, bare supervisords for the baselines, and a
+local server. Every fleet it started is stopped with `tf-fleet down` (`--force` if that
+fails), then every process it started or saw is ended by pid, then anything whose command
+line names the temp dir. Rewrites bench/RESULTS.md (or --output), keeping the section
+bench/faults.py writes. Full run (200 and 500 agents) under 20 minutes, --quick under 3,
+--smoke (for the test) well under 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import shutil
 import signal
@@ -24,8 +27,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 from lib import footprint, jobs, report, restart, server, startup
-from lib.common import Reaper, Row, median
+from lib.bare import BareSupervisor, sleepers
+from lib.common import Reaper, Row
 from lib.fleet import BenchFleet
 
 HERE = Path(__file__).resolve().parent
@@ -34,26 +39,25 @@ HERE = Path(__file__).resolve().parent
 @dataclass(frozen=True)
 class Profile:
     mode: str
+    sizes: tuple[int, ...]  # fleet sizes for cold up / down (the issue's 200 and 500)
+    runs: int  # cold up + down runs per size (p95 of 3 in the targets)
     reps: int  # single-agent restarts per variant
-    small: int  # the rolling-restart fleet (50 in the targets)
-    big: int  # the big fleet (200 in the targets)
+    rolls: int  # rolling restarts (and bare rolls)
     idle_seconds: float
     status_reps: int
-    up_reps: int
+    cpu_reps: int
     job_reps: int
     server_seconds: float
     server_jobs: int
 
 
 def profile(args: argparse.Namespace) -> Profile:
+    sizes = tuple(int(n) for n in args.agents.split(",")) if args.agents else None
     if args.smoke:
-        big = args.agents or 5
-        return Profile("smoke", 1, min(5, big), big, 2, 2, 2, 2, 2, 50)
+        return Profile("smoke", sizes or (5,), 1, 1, 1, 2, 2, 2, 2, 2, 50)
     if args.quick:
-        big = args.agents or 20
-        return Profile("quick", 5, min(10, big), big, 10, 5, 3, 5, 5, 300)
-    big = args.agents or 200
-    return Profile("full", 20, min(50, big), big, 60, 10, 5, 10, 20, 2000)
+        return Profile("quick", sizes or (20,), 3, 5, 2, 10, 5, 5, 5, 5, 300)
+    return Profile("full", sizes or (200, 500), 3, 20, 5, 30, 20, 20, 10, 20, 2000)
 
 
 def log(message: str) -> None:
@@ -86,60 +90,97 @@ class Bench:
         self.fleets.append(fleet)
         return fleet
 
-    def cold(self, fleet: BenchFleet, target_ratio: float | None) -> list[Row]:
-        count = len(fleet.names)
-        bare = startup.bare_supervisord(self.root / f"bare{count}", count, self.reaper)
-        wall, polled = startup.cold_up(fleet)
-        return startup.cold_up_rows(count, wall, polled, bare, target_ratio)
-
     # -- the run ----------------------------------------------------------------------
     def run(self) -> None:
-        prof = self.prof
-        small = self.fleet("s", prof.small)
-        big_is_small = prof.big <= prof.small
-        self.section(
-            3, f"cold up of {prof.small}", lambda: self.cold(small, 1.5 if big_is_small else None)
-        )
-        self.section(3, "no-change up", lambda: [startup.no_change_up(small, prof.up_reps)])
-        single: list[float] = []
-
-        def restarts() -> list[Row]:
-            samples = restart.single_restarts(small, small.names[0], prof.reps)
-            single.extend(samples["cli-signal"])
-            return restart.restart_rows(samples, prof.reps)
-
-        self.section(1, f"single-agent restarts x{prof.reps}", restarts)
-        self.section(
-            2,
-            "rolling restarts",
-            lambda: restart.rolling_rows(small, median(single) if single else 0.0, (1, 10)),
-        )
-        big = small
-        if not big_is_small:
-            small.down()
-            big = self.fleet("b", prof.big)
-            self.section(3, f"cold up of {prof.big}", lambda: self.cold(big, 1.5))
-            self.section(3, "no-change up", lambda: [startup.no_change_up(big, prof.up_reps)])
-        self.section(4, "status", lambda: startup.status_rows(big, prof.status_reps))
-        self.section(5, "agent footprint", lambda: self.footprint(big))
-        big.down()
+        for size in self.prof.sizes:
+            self.section(
+                3,
+                f"cold up and down of {size}, {self.prof.runs} runs",
+                lambda size=size: self.scale(size),  # type: ignore[misc]
+            )
         self.section(6, "job overhead", self.job_overhead)
+        prof = self.prof
         self.section(
             7,
-            "server",
+            f"server, {prof.sizes[-1]} agents polling",
             lambda: server.server_rows(
-                self.root, self.reaper, prof.big, prof.server_seconds, prof.server_jobs
+                self.root, self.reaper, prof.sizes[-1], prof.server_seconds, prof.server_jobs
             ),
         )
 
+    def scale(self, size: int) -> list[Row]:
+        """`runs` cold up -> polling and down cycles of `size` agents, alternating with a
+        bare supervisord doing the same with as many sleepers; the last run's fleet also
+        carries the restart figures (smallest size) and the status and footprint figures
+        (largest size)."""
+        ups: list[float] = []
+        walls: list[float] = []
+        downs: list[float] = []
+        bare_ups: list[float] = []
+        bare_downs: list[float] = []
+        for run in range(self.prof.runs):
+            bare = BareSupervisor(self.root / f"bare{size}-{run}", sleepers(size), self.reaper)
+            log(f"  {size}: bare supervisord, run {run + 1}")
+            bare_up, bare_down = startup.bare_cycle(bare)
+            bare_ups.append(bare_up)
+            bare_downs.append(bare_down)
+            log(
+                f"  {size}: cold up, run {run + 1} "
+                f"(bare {bare_up:.1f} s up, {bare_down:.1f} s down)"
+            )
+            fleet = self.fleet(f"f{size}-{run}", size)
+            wall, polled = startup.cold_up(fleet)
+            walls.append(wall)
+            ups.append(polled)
+            if run == self.prof.runs - 1:
+                self.extras(fleet, size)
+            log(f"  {size}: down, run {run + 1} (up {polled:.1f} s to all polling)")
+            downs.append(startup.down(fleet))
+        return [
+            *startup.cold_rows(size, ups, walls, bare_ups),
+            *startup.down_rows(size, downs, bare_downs),
+        ]
+
+    def extras(self, fleet: BenchFleet, size: int) -> None:
+        prof = self.prof
+        if size == prof.sizes[0]:
+            self.section(
+                1,
+                f"single-agent restarts x{prof.reps}",
+                lambda: restart.restart_rows(
+                    restart.single_restarts(
+                        fleet, fleet.names[0], prof.reps, self.root / "respawn", self.reaper
+                    )
+                ),
+            )
+            self.section(
+                2,
+                f"rolling restarts of {size} x{prof.rolls}",
+                lambda: restart.rolling_rows(
+                    fleet, self.root / f"roll{size}", self.reaper, 10, prof.rolls
+                ),
+            )
+        if size == prof.sizes[-1]:
+            self.section(
+                4,
+                f"no-change up and status x{prof.status_reps}",
+                lambda: startup.status_rows(fleet, prof.status_reps),
+            )
+            self.section(5, "agent footprint", lambda: self.footprint(fleet))
+
     def footprint(self, fleet: BenchFleet) -> list[Row]:
-        sleeper = footprint.start_sleeper(self.reaper)
-        fleet.wait_ready(timeout=120)
-        time.sleep(1.0)
-        pids = fleet.agent_pids()
-        rows = footprint.memory_rows(pids, sleeper)
-        rows += footprint.idle_cpu_rows(pids, sleeper, self.prof.idle_seconds, 10)
-        self.reaper.end([sleeper])
+        sleepers_ = footprint.start_sleepers(self.reaper)
+        try:
+            fleet.wait_ready(timeout=300)
+            time.sleep(1.0)
+            pids = fleet.agent_pids()
+            rows = footprint.memory_rows(pids, sleepers_)
+            rows += footprint.idle_cpu_rows(pids, sleepers_, self.prof.idle_seconds, 10)
+        finally:
+            self.reaper.end(sleepers_)
+        rows += footprint.startup_cpu_rows(
+            fleet, self.root / "cpu", self.reaper, self.prof.cpu_reps
+        )
         return rows
 
     def job_overhead(self) -> list[Row]:
@@ -155,6 +196,38 @@ class Bench:
         for fleet in self.fleets:
             fleet.down()
         self.reaper.end()
+        end_by_command_line(self.root)
+
+
+def end_by_command_line(root: Path) -> None:
+    """Anything still running whose command line names this run's temp dir."""
+    me = os.getpid()
+    pids = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if proc.info["pid"] != me and any(str(root) in a for a in proc.info["cmdline"] or ()):
+                pids.append(proc.info["pid"])
+        except (psutil.Error, TypeError):
+            continue
+    if pids:
+        log(f"ending {len(pids)} leftover process(es) by pid: {pids}")
+        Reaper().end(pids)
+
+
+def remarks(prof: Profile) -> list[str]:
+    notes = []
+    try:
+        inotify = int(Path("/proc/sys/fs/inotify/max_user_instances").read_text())
+    except (OSError, ValueError):
+        inotify = 0
+    if inotify and max(prof.sizes) > inotify:
+        notes.append(
+            f"fs.inotify.max_user_instances is {inotify} on this host: with "
+            f"{max(prof.sizes)} agents under one user, the agents past that limit look at "
+            "their restart file and drain flag twice a second instead (the README's advice "
+            "is to raise it; the bench leaves the host's settings alone)."
+        )
+    return notes
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -168,9 +241,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--agents",
-        type=int,
         default=None,
-        help="cap for the big-fleet figures (default 200; quick 20; smoke 5)",
+        help="fleet sizes, comma-separated (default 200,500; quick 20; smoke 5)",
     )
     parser.add_argument("--output", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir")
@@ -223,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         time.monotonic() - started,
         command.strip(),
         bench.errors,
+        remarks(prof),
     )
     log(f"wrote {args.output} in {time.monotonic() - started:.0f} s")
     print(args.output.read_text())

@@ -81,34 +81,89 @@ def pct(values: list[float], p: float) -> float:
 
 @dataclass
 class Row:
-    """One line of the results table."""
+    """One line of the results table. A figure is judged on its p95 where it has at
+    least 20 samples (or where its target says p95), else on its median; its baseline
+    is the same statistic of the baseline's samples, measured in the same run."""
 
     figure: str
     value: float | None  # the median (or the single measurement)
     unit: str  # "s", "ms", "MiB", "%", "jobs/s"
     p95: float | None = None
-    baseline: float | None = None
+    baseline: float | None = None  # the baseline's judged statistic
     baseline_text: str = ""  # what the baseline is
-    target: str = ""  # in words, e.g. "≤ 1.3× baseline"
+    target: str = ""  # in words, e.g. "≤ 1.5× baseline (p95)"
     met: bool | None = None
     note: str = ""
+    n: int = 1  # samples of the figure
+    baseline_n: int = 0  # samples of the baseline
+    judged: str = "median"  # "median" or "p95": the statistic targets and ratios use
+
+    @property
+    def stat(self) -> float | None:
+        judged_on_tail = self.judged in ("p95", "p99") and self.p95 is not None
+        return self.p95 if judged_on_tail else self.value
 
     @property
     def ratio(self) -> float | None:
-        if self.value is None or not self.baseline:
+        if self.stat is None or not self.baseline:
             return None
-        return self.value / self.baseline
+        return self.stat / self.baseline
+
+
+def judged_on(count: int, force_p95: bool = False) -> str:
+    return "p95" if force_p95 or count >= P95_MIN_SAMPLES else "median"
+
+
+P95_MIN_SAMPLES = 20
+
+
+def stat_of(values: list[float], judged: str) -> float:
+    return pct(values, 95) if judged == "p95" else median(values)
+
+
+def sampled(
+    figure: str,
+    values: list[float],
+    unit: str,
+    base: list[float] | None = None,
+    base_text: str = "",
+    note: str = "",
+    force_p95: bool = False,
+) -> Row:
+    """A row from samples (and a baseline's samples): median, p95, counts, and the
+    statistic it is judged on (the baseline is judged on the same one)."""
+    judged = judged_on(len(values), force_p95)
+    row = Row(
+        figure,
+        median(values),
+        unit,
+        pct(values, 95) if len(values) > 1 else None,
+        note=note,
+        n=len(values),
+        judged=judged,
+    )
+    if base:
+        row.baseline = stat_of(base, judged)
+        row.baseline_text = base_text
+        row.baseline_n = len(base)
+    return row
 
 
 def ratio_target(row: Row, limit: float) -> Row:
-    row.target = f"≤ {limit:g}× baseline"
+    row.target = f"≤ {limit:g}× baseline ({row.judged})"
     row.met = row.ratio is not None and row.ratio <= limit
     return row
 
 
 def absolute_target(row: Row, limit: float, text: str | None = None) -> Row:
-    row.target = text or f"≤ {limit:g} {row.unit}"
-    row.met = row.value is not None and row.value <= limit
+    row.target = text or f"≤ {limit:g} {row.unit} ({row.judged})"
+    row.met = row.stat is not None and row.stat <= limit
+    return row
+
+
+def minimum_target(row: Row, limit: float, text: str | None = None) -> Row:
+    row.target = text or f"≥ {limit:g} {row.unit}"
+    row.met = row.stat is not None and row.stat >= limit
     return row
 
 

@@ -15,28 +15,47 @@ from .common import Row
 NOTES = """\
 How to read it:
 
-* *Trigger only* rows send the request straight to the agent (XML-RPC signalProcess, or
-  creating the restart file) and then only watch the status file. They include
-  supervisord's respawn delay: its main loop polls with a 1 s timeout and respawns an
-  EXITED process only on the loop pass *after* the one that reaped it, so the new process
-  is created ~1.0 s after the old one exits unless something (an XML-RPC call) wakes the
-  loop. `tf-fleet restart --safe` polls supervisord every 50 ms while it waits, which hides
-  that second; its rows are dominated by the CLI's own start-up instead.
-* An idle agent waits on inotify over the restart dir as well as on its signal pipe, so
-  the restart file wakes it as at once as SIGUSR1 does; the file method adds only the
-  file's creation and the event's delivery.
-* CLI rows are compared with `supervisorctl restart` (also a CLI); trigger-only rows with
-  a hard restart through XML-RPC (no CLI).
+* Every figure is judged on its **p95 where it has at least 20 samples** (and the cold
+  `up` and `down` on the p95 of their 3 runs, as their targets say), else on its median;
+  *Samples* gives the figure's count, then its baseline's. The ratio divides the judged
+  statistic by the same statistic of the baseline, both from this run. The server's p99
+  row shows its p99 in the p95 column.
+* A restart *asked straight of the agent* (XML-RPC signalProcess, or creating the restart
+  file, then only the status file is watched) includes supervisord's respawn delay: its
+  main loop waits up to 1 s in select and respawns an EXITED process only on the pass
+  *after* the one that reaped it. Its baseline pays the same: a bare program that exits 1
+  on SIGUSR1, is respawned by the same kind of supervisord, and writes a file as it starts.
+* `tf-fleet restart --safe` polls supervisord every 50 ms while it waits, which wakes its
+  loop; its rows are compared with `supervisorctl restart` (also a CLI).
+* The rolling baseline is measured, not computed: a minimal script over XML-RPC stops 10
+  bare sleepers, waits until they are STOPPED, starts them, waits until they are RUNNING
+  (startsecs 1, like the agents), then the next 10; the runs alternate with tf-fleet's.
+* The cold `up` and `down` runs alternate with bare supervisord starting as many sleeping
+  interpreters and stopping them with `supervisorctl stop all`, then `supervisorctl
+  shutdown` (until supervisord is gone). `down` is the plain command (the agents are idle).
+* Agent CPU to its first poll: tf-agent started as supervisord starts it, against the
+  fleet's server; every thread's CPU time from `/proc/<pid>/task/*/schedstat` (ns) as soon
+  as `last_poll` appears in its status file. Its baseline is the same venv's interpreter
+  running `-c pass`, from exec to exit (wait4's rusage). Both pay the venv's `.pth` files.
 * The job runs all seven phases: `allocate` waits (upstream semantics) until the job or its
   parent job ends, so each measured job names an already completed job as
   `parent_job_id`, which lets allocate return at once.
 * Idle CPU is the mean over all agents (total CPU / agents / window): one agent's CPU time
-  moves in 10 ms ticks, too coarse for a single-agent figure over 60 s.
-* The host is shared: figures are medians of interleaved repetitions, but the load
-  average above says how busy the cores were.
+  moves in 10 ms ticks, too coarse for a single-agent figure.
+* The host is shared: the load average above says how busy the cores were.
 """
 
-HEADER = ("Figure", "Median", "p95", "Baseline (same run)", "Ratio", "Target", "Met?", "Notes")
+HEADER = (
+    "Figure",
+    "Median",
+    "p95",
+    "Baseline (same run)",
+    "Ratio",
+    "Target",
+    "Met?",
+    "Samples",
+    "Notes",
+)
 
 
 def _num(value: float | None, unit: str) -> str:
@@ -63,14 +82,19 @@ def table(rows: list[Row]) -> str:
             baseline += f" ({row.baseline_text})"
         ratio = f"{row.ratio:.2f}×" if row.ratio is not None else "—"
         met = "—" if row.met is None else ("yes" if row.met else "**NO**")
+        tail = _num(row.p95, row.unit)
+        if row.judged == "p99":
+            tail = "p99 " + tail
+        samples = str(row.n) + (f" / {row.baseline_n}" if row.baseline_n else "")
         cells = (
             row.figure,
             _num(row.value, row.unit),
-            _num(row.p95, row.unit),
+            tail,
             baseline,
             ratio,
             row.target or "—",
             met,
+            samples,
             row.note,
         )
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
@@ -92,9 +116,31 @@ def machine() -> str:
     )
 
 
+FAULTS_START, FAULTS_END = "<!-- faults:start -->", "<!-- faults:end -->"
+
+
+def kept_faults_section(path: Path) -> str:
+    """bench/faults.py's section (between its markers), kept as it is."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return ""
+    start, end = text.find(FAULTS_START), text.find(FAULTS_END)
+    if start < 0 or end < start:
+        return ""
+    return text[start : end + len(FAULTS_END)]
+
+
 def write(
-    path: Path, rows: list[Row], mode: str, elapsed: float, command: str, errors: list[str]
+    path: Path,
+    rows: list[Row],
+    mode: str,
+    elapsed: float,
+    command: str,
+    errors: list[str],
+    remarks: list[str] | None = None,
 ) -> None:
+    faults = kept_faults_section(path)
     missed = [r for r in rows if r.met is False]
     parts = [
         "# tf-fleet bench results",
@@ -120,11 +166,15 @@ def write(
     if errors:
         parts += ["", "Figures that could not be measured in this run:", ""]
         parts += [f"* {e}" for e in errors]
+    if remarks:
+        parts += [""] + [f"* {r}" for r in remarks]
     parts += ["", NOTES.rstrip()]
     parts += [
         "",
-        "Reproduce: `.venv/bin/python bench/run.py` (full, under 15 min) or "
-        "`--quick` (under 2 min); `--agents N` caps the big-fleet figures.",
+        "Reproduce: `.venv/bin/python bench/run.py` (full: 200 and 500 agents, under 20 "
+        "min) or `--quick` (under 3 min); `--agents N[,M]` sets the fleet sizes.",
         "",
     ]
+    if faults:
+        parts += [faults, ""]
     path.write_text("\n".join(parts))

@@ -1,105 +1,17 @@
-"""Figures 3 and 4: cold and no-change `up`, `status`, against bare supervisord."""
+"""Figures 3 and 4: cold `up` and `down` against a bare supervisord starting and stopping
+as many sleeping interpreters; no-change `up` and `status` against `supervisorctl status`."""
 
 from __future__ import annotations
 
 import sys
 import time
-import xmlrpc.client
-from pathlib import Path
 
-from .common import (
-    SLEEPER,
-    Reaper,
-    Row,
-    absolute_target,
-    alive,
-    median,
-    pct,
-    ratio_target,
-    timed_run,
-    wait_for,
-)
-from .fleet import BenchFleet, PollWatcher, rpc_proxy, wait_all_polled
-
-BARE_CONF = """\
-[unix_http_server]
-file={root}/bare.sock
-chmod=0700
-
-[supervisord]
-logfile={root}/supervisord.log
-pidfile={root}/supervisord.pid
-childlogdir={root}
-directory={root}
-
-[rpcinterface:supervisor]
-supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-
-[supervisorctl]
-serverurl=unix://{root}/bare.sock
-"""
-
-BARE_PROGRAM = """
-[program:{name}]
-command={command}
-autostart=true
-autorestart=unexpected
-startsecs={startsecs}
-stdout_logfile={root}/{name}.log
-redirect_stderr=true
-"""
+from .bare import BareSupervisor
+from .common import Row, absolute_target, ratio_target, sampled, timed_run
+from .fleet import BenchFleet, PollWatcher, wait_all_polled
 
 
-def bare_supervisord(root: Path, count: int, reaper: Reaper, startsecs: int = 1) -> float:
-    """supervisord launching `count` sleeping interpreters -> all RUNNING, seconds."""
-    root.mkdir(parents=True, exist_ok=True)
-    command = " ".join([SLEEPER[0], SLEEPER[1], f"'{SLEEPER[2]}'"])
-    text = BARE_CONF.format(root=root) + "".join(
-        BARE_PROGRAM.format(name=f"p{i:03d}", command=command, startsecs=startsecs, root=root)
-        for i in range(count)
-    )
-    conf = root / "supervisord.conf"
-    conf.write_text(text)
-    rpc = rpc_proxy(root / "bare.sock")
-    t0 = time.perf_counter()
-    timed_run([sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)], timeout=30)
-    pid = int(wait_for(lambda: _read(root / "supervisord.pid"), 15, "bare supervisord pid"))
-    pids = [pid]
-    reaper.add(pid)
-    try:
-
-        def all_running() -> bool:
-            try:
-                infos = rpc.getAllProcessInfo()
-            except (OSError, xmlrpc.client.Error):
-                return False
-            for info in infos:
-                if info["pid"] and info["pid"] not in pids:
-                    pids.append(info["pid"])
-                    reaper.add(info["pid"])
-            return len(infos) == count and all(i["statename"] == "RUNNING" for i in infos)
-
-        wait_for(all_running, 300, f"{count} bare programs RUNNING", 0.05)
-        return time.perf_counter() - t0
-    finally:
-        try:
-            rpc.shutdown()
-        except (OSError, xmlrpc.client.Error):
-            pass
-        deadline = time.monotonic() + 60
-        while alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        reaper.end(pids)  # anything of the bare run still alive
-
-
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text().strip() or None
-    except OSError:
-        return None
-
-
-def cold_up(fleet: BenchFleet, timeout: float = 600.0) -> tuple[float, float]:
+def cold_up(fleet: BenchFleet, timeout: float = 900.0) -> tuple[float, float]:
     """`tf-fleet up` of a fresh fleet: (command wall, launch -> every agent polling), s."""
     with PollWatcher(fleet) as watcher:
         t0 = time.time()
@@ -108,74 +20,99 @@ def cold_up(fleet: BenchFleet, timeout: float = 600.0) -> tuple[float, float]:
     return wall, polled - t0
 
 
-def cold_up_rows(
-    count: int, wall: float, polled: float, bare: float, target_ratio: float | None
+def down(fleet: BenchFleet) -> float:
+    """`tf-fleet down` of an idle fleet (no --force: idle agents need none), seconds."""
+    fleet.remember_pids()
+    wall = fleet.cli("down", timeout=600)
+    fleet.started = False
+    return wall
+
+
+def bare_cycle(bare: BareSupervisor) -> tuple[float, float]:
+    """(launch -> all RUNNING, `stop all` + `shutdown` -> gone), seconds."""
+    try:
+        return bare.start(), bare.stop_all_and_shutdown()
+    finally:
+        bare.close()
+
+
+def cold_rows(
+    count: int, polled: list[float], walls: list[float], bare_up: list[float]
 ) -> list[Row]:
+    base = "bare supervisord, as many sleeping interpreters → all RUNNING"
     rows = [
-        Row(
+        sampled(
             f"Bare supervisord: {count} sleeping interpreters → all RUNNING",
-            bare,
+            bare_up,
             "s",
             note="baseline; startsecs 1",
+            force_p95=True,
         ),
-        Row(
+        sampled(
             f"Cold `tf-fleet up`, {count} agents, command wall (returns at RUNNING)",
-            wall,
+            walls,
             "s",
-            baseline=bare,
-            baseline_text="bare supervisord",
+            bare_up,
+            base,
             note="startsecs 1; includes supervisord and the embedded server",
-        ),
-        Row(
-            f"Cold `tf-fleet up`, {count} agents → all polling",
-            polled,
-            "s",
-            baseline=bare,
-            baseline_text="bare supervisord",
-            note="startsecs 1",
+            force_p95=True,
         ),
     ]
-    if target_ratio is not None:
-        ratio_target(rows[2], target_ratio)
-    return rows
-
-
-def no_change_up(fleet: BenchFleet, reps: int) -> Row:
-    walls = [fleet.cli("up", timeout=120) for _ in range(reps)]
-    row = Row(
-        f"No-change `tf-fleet up`, {len(fleet.names)} agents (wall)",
-        median(walls),
+    polled_row = sampled(
+        f"Cold `tf-fleet up`, {count} agents → all polling",
+        polled,
         "s",
-        pct(walls, 95),
-        note=f"median of {reps}",
+        bare_up,
+        base,
+        note="startsecs 1; from launch to the last agent's first poll",
+        force_p95=True,
     )
-    return absolute_target(row, 0.5)
+    return [*rows, ratio_target(polled_row, 1.5)]
+
+
+def down_rows(count: int, downs: list[float], bare_down: list[float]) -> list[Row]:
+    base = sampled(
+        f"Bare supervisord: `supervisorctl stop all`, then `shutdown`, {count} sleepers",
+        bare_down,
+        "s",
+        note="baseline; until supervisord is gone",
+        force_p95=True,
+    )
+    row = sampled(
+        f"`tf-fleet down`, {count} idle agents",
+        downs,
+        "s",
+        bare_down,
+        "bare `stop all` + `shutdown`",
+        note="until supervisord is gone",
+        force_p95=True,
+    )
+    return [base, ratio_target(row, 1.5)]
 
 
 def status_rows(fleet: BenchFleet, reps: int) -> list[Row]:
+    """No-change `up`, `status`, `status --json`, interleaved with `supervisorctl status`."""
     ctl = [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(fleet.conf), "status"]
-    base = [timed_run(ctl, timeout=60, check=False)[0] for _ in range(reps)]
-    baseline = median(base)
+    samples: dict[str, list[float]] = {"ctl": [], "up": [], "text": [], "json": []}
+    for _ in range(reps):
+        samples["ctl"].append(timed_run(ctl, timeout=60, check=False)[0])
+        samples["up"].append(fleet.cli("up", timeout=120))
+        samples["text"].append(fleet.cli_output("status")[0])
+        samples["json"].append(fleet.cli_output("status", "--json")[0])
     count = len(fleet.names)
     rows = [
-        Row(
+        sampled(
             f"`supervisorctl status`, {count} agents (wall)",
-            baseline,
+            samples["ctl"],
             "s",
-            pct(base, 95),
-            note=f"baseline; median of {reps}",
+            note="baseline",
         )
     ]
-    for label, args in (("text", ()), ("--json", ("--json",))):
-        walls = [fleet.cli_output("status", *args)[0] for _ in range(reps)]
-        row = Row(
-            f"`tf-fleet status` {label}, {count} agents (wall)",
-            median(walls),
-            "s",
-            pct(walls, 95),
-            baseline=baseline,
-            baseline_text="supervisorctl status",
-            note=f"median of {reps}",
-        )
+    for key, label in (
+        ("up", f"No-change `tf-fleet up`, {count} agents (wall)"),
+        ("text", f"`tf-fleet status` text, {count} agents (wall)"),
+        ("json", f"`tf-fleet status` --json, {count} agents (wall)"),
+    ):
+        row = sampled(label, samples[key], "s", samples["ctl"], "supervisorctl status")
         rows.append(absolute_target(row, 0.5))
     return rows
