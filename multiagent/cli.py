@@ -555,9 +555,12 @@ def drain(
         )
     if not wait:
         failed = [op for op in operations if op.failed]
-        for op in failed:
-            click.echo(f"{op.name}: {op.text}", err=True)
-        click.echo(f"draining {len(operations) - len(failed)} agent(s); they take no new job")
+        if as_json:
+            click.echo(json.dumps(result.to_json(), indent=2))
+        else:
+            for op in failed:
+                click.echo(f"{op.name}: {op.text}", err=True)
+            click.echo(f"draining {len(operations) - len(failed)} agent(s); they take no new job")
         sys.exit(1 if failed else 0)
     _report(result, as_json, "idle")
     if not result.ok:
@@ -567,15 +570,20 @@ def drain(
 @main.command()
 @click.argument("names", nargs=-1)
 @click.option("--all", "all_agents", is_flag=True, help="Every agent of the fleet.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_options
 @handles_errors
-def resume(opts: Options, names: tuple[str, ...], all_agents: bool) -> None:
+def resume(opts: Options, names: tuple[str, ...], all_agents: bool, as_json: bool) -> None:
     """Take jobs again after `drain` (and start agents a hold left down)."""
     from .control import resume as run_resume
 
     ctx = opts.context()
     with _changing(ctx, "resume"):
         resumed = run_resume(ctx, _select(ctx, names, all_agents))
+    if as_json:
+        agents = [{"name": n, "started": started} for n, started in resumed.items()]
+        click.echo(json.dumps({"agents": agents}, indent=2))
+        return
     for name, started in resumed.items():
         click.echo(f"{name}: resumed and started" if started else f"{name}: resumed")
 
@@ -621,7 +629,11 @@ def status(opts: Options, names: tuple[str, ...], output: str | None, as_json: b
         click.echo(status_text(running, rows, server, time.time()), nl=False)
         return
     if output == "json":
-        data = {"server": server.to_json(), "agents": [r.to_json() for r in rows]}
+        data = {
+            "supervisord_running": running,
+            "server": server.to_json(),
+            "agents": [r.to_json() for r in rows],
+        }
         click.echo(json.dumps(data, indent=2))
     else:
         if not running:
@@ -663,13 +675,15 @@ def logs(opts: Options, name: str, follow: bool, lines: int) -> None:
 @click.option("--safe", is_flag=True, help="Drain every agent and wait for running jobs.")
 @click.option("--force", is_flag=True, help="Stop even agents that are running a job.")
 @click.option("--timeout", default=None, help="With --safe: how long to wait for jobs.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @pass_options
 @handles_errors
-def down(opts: Options, safe: bool, force: bool, timeout: str | None) -> None:
+def down(opts: Options, safe: bool, force: bool, timeout: str | None, as_json: bool) -> None:
     """Stop every agent and, in private mode, supervisord."""
     from .down import down as run_down
 
     ctx = opts.context()
+    supervisord_was_running = ctx.supervisor.is_running()
     with _changing(ctx, "down"):
         stopped, drained = run_down(
             ctx,
@@ -678,12 +692,17 @@ def down(opts: Options, safe: bool, force: bool, timeout: str | None) -> None:
             timeout=_duration(timeout) or ctx.fleet.restart.timeout,
             progress=_progress(safe),
         )
+    stopped_supervisord = ctx.target.mode == "private" and supervisord_was_running
     if drained and not drained.ok:
-        _report(drained, False, "stopped")
+        _report(drained, as_json, "stopped")
         click.echo("supervisord left running; agents still busy are draining", err=True)
         sys.exit(1)
+    if as_json:
+        data = {"stopped": stopped, "stopped_supervisord": stopped_supervisord}
+        click.echo(json.dumps(data, indent=2))
+        return
     click.echo(
         f"stopped {len(stopped)} program(s)" + (": " + ", ".join(stopped) if stopped else "")
     )
-    if ctx.target.mode == "private":
+    if stopped_supervisord:
         click.echo("supervisord stopped")

@@ -331,7 +331,7 @@ def _after_canaries(
         back = canary.restore(ctx, report.canaries)
         report.rolled_back = _apply(ctx, back, timeout, True, progress)
         return back
-    write_files(ctx)
+    report.written += write_files(ctx)
     rest = [op for op in changes(ctx, plan) if op.name in later]
     if rest:
         report.rest = _apply(ctx, rest, timeout, True, progress)
