@@ -19,7 +19,7 @@ from .ownership import is_ours
 from .scheduler import run as run_operations
 from .scheduler import take_out
 from .statusfile import judge, read_status
-from .supervisor import SupervisorError
+from .supervisor import Faults, SupervisorError
 from .vocabulary import ALL_PHASES
 
 FORCE_ADVICE = (
@@ -70,6 +70,7 @@ def down(
     if ctx.target.mode != "private":
         _take_out_of_shared(ctx, loaded)
     elif supervisord_pid:
+        _stop_agents_at_once(ctx, running, timeout)
         _shutdown_private(ctx, supervisord_pid, timeout)
     for name in [*running, *strays]:
         triggers.clear_drain(ctx.layout, name)  # a later `up` starts them again
@@ -129,6 +130,50 @@ def _stop_safely(
         stop_on_failure=False,
         progress=progress,
     )
+
+
+def _stop_agents_at_once(ctx: Context, running: list[str], timeout: float) -> None:
+    """supervisord's shutdown stops its programs one group per pass of its main loop (a
+    pass waits up to 1 s when nothing happens), and each agent is a group of its own: N
+    agents would stop one after another, about a second each. Asked here, every agent
+    gets its stop (SIGTERM; supervisord still sends SIGKILL after stopwaitsecs) at once,
+    then the server, last, so agents can report their state on the way out; shutdown
+    then finds nothing left to stop. Whatever is not down by the deadline is left to
+    shutdown, as before."""
+    server = ctx.fleet.server_program
+    asked = _ask_to_stop(ctx, [n for n in running if n != server])
+    deadline = time.monotonic() + max(timeout, 30.0)
+    while asked and time.monotonic() < deadline:
+        processes = ctx.supervisor.processes()
+        asked = [
+            n for n in asked if n in processes and processes[n].state not in planning.DOWN_STATES
+        ]
+        if asked:
+            time.sleep(0.05)
+    if server in running and not asked:
+        _ask_to_stop(ctx, [server], wait=True)
+
+
+# Not running, gone, or it failed to stop: shutdown, which follows, still stops it.
+_LEFT_TO_SHUTDOWN = (
+    Faults.NOT_RUNNING,
+    Faults.BAD_NAME,
+    Faults.FAILED,
+    Faults.ABNORMAL_TERMINATION,
+)
+
+
+def _ask_to_stop(ctx: Context, names: list[str], wait: bool = False) -> list[str]:
+    asked = []
+    for name in names:
+        try:
+            ctx.supervisor.stop(name, wait=wait)
+        except SupervisorError as err:
+            if err.code not in _LEFT_TO_SHUTDOWN:
+                raise
+            continue
+        asked.append(name)
+    return asked
 
 
 def _shutdown_private(ctx: Context, pid: int, timeout: float) -> None:
