@@ -194,6 +194,9 @@ class Supervisor:
 
     @property
     def rpc(self):  # the supervisor.* namespace
+        return self._root().supervisor
+
+    def _root(self) -> xmlrpc.client.ServerProxy:
         if self._proxy is None:
             url = self.target.socket_url
             if url.startswith("unix://"):
@@ -201,12 +204,14 @@ class Supervisor:
                 self._proxy = xmlrpc.client.ServerProxy("http://localhost", transport=transport)
             else:
                 self._proxy = xmlrpc.client.ServerProxy(url)
-        return self._proxy.supervisor
+        return self._proxy
 
     def _call(self, method: str, *args: Any) -> Any:
         name = args[0] if args and isinstance(args[0], str) else None
         what = f"{method}({name})" if name else method
         try:
+            if method.startswith("system."):
+                return getattr(self._root().system, method[len("system.") :])(*args)
             return getattr(self.rpc, method)(*args)
         except xmlrpc.client.Fault as fault:
             raise SupervisorError(
@@ -252,6 +257,19 @@ class Supervisor:
 
     def stop(self, name: str, wait: bool = True) -> None:
         self._call("stopProcess", name, wait)
+
+    def stop_many(self, names: list[str]) -> dict[str, int]:
+        """Ask for every one of `names` to stop, without waiting, in one request
+        (system.multicall: one pass of supervisord's main loop, not one per name, which
+        with a few hundred agents is the difference between 0.02 s and 2 s). Returns the
+        fault code of each name it refused."""
+        calls = [{"methodName": "supervisor.stopProcess", "params": [n, False]} for n in names]
+        results = self._call("system.multicall", calls) if calls else []
+        return {
+            name: result["faultCode"]
+            for name, result in zip(names, results, strict=True)
+            if isinstance(result, dict) and "faultCode" in result
+        }
 
     def signal(self, name: str, signame: str) -> None:
         self._call("signalProcess", name, signame)
