@@ -75,6 +75,7 @@ class BareSupervisor:
             )
         )
         self.rpc: Any = rpc_proxy(root / "bare.sock")
+        self.system: Any = rpc_proxy(root / "bare.sock", "system")
         self.pid = 0
         self.pids: set[int] = set()
 
@@ -87,22 +88,34 @@ class BareSupervisor:
         return infos
 
     def all_in(self, state: str, names: list[str] | None = None) -> bool:
+        """Every one of `names` (default: all) in `state`; a few names are asked for in
+        one multicall of getProcessInfo, not with getAllProcessInfo of every program."""
         try:
-            infos = {i["name"]: i for i in self._track()}
+            if names is None:
+                infos = self._track()
+            else:
+                calls = [{"methodName": "supervisor.getProcessInfo", "params": [n]} for n in names]
+                infos = self.system.multicall(calls)
         except (OSError, xmlrpc.client.Error):
             return False
-        wanted = names or self.names
-        return all(n in infos and infos[n]["statename"] == state for n in wanted)
+        got = {i["name"]: i["statename"] for i in infos if isinstance(i, dict) and "name" in i}
+        return all(got.get(n) == state for n in (names or self.names))
 
     def start(self, timeout: float = 300.0) -> float:
-        """Launch supervisord -> every program RUNNING (past startsecs), seconds."""
+        """Launch supervisord -> every program RUNNING (past startsecs), seconds. The end
+        is read from supervisord's own log ("entered RUNNING state", to the ms), so the
+        bench asks for every program's state only twice a second: asking more often
+        would take CPU from the processes being started."""
         t0 = time.perf_counter()
+        epoch0 = time.time()
         timed_run([sys.executable, "-m", "supervisor.supervisord", "-c", str(self.conf)])
         self.pid = int(wait_for(lambda: _read(self.root / "supervisord.pid"), 15, "bare pid"))
         self.reaper.add(self.pid)
         self.pids.add(self.pid)
-        wait_for(self.all_in_running, timeout, f"{len(self.names)} bare programs RUNNING", 0.05)
-        return time.perf_counter() - t0
+        wait_for(self.all_in_running, timeout, f"{len(self.names)} bare programs RUNNING", 0.5)
+        wall = time.perf_counter() - t0
+        last = last_running(self.root / "supervisord.log", len(self.names))
+        return last - epoch0 if last is not None and last - epoch0 <= wall else wall
 
     def all_in_running(self) -> bool:
         return self.all_in("RUNNING")
@@ -142,6 +155,23 @@ def _read(path: Path) -> str | None:
     try:
         return path.read_text().strip() or None
     except OSError:
+        return None
+
+
+def last_running(log: Path, count: int) -> float | None:
+    """Epoch of the last "entered RUNNING state" line of supervisord's log, if there are
+    `count` of them (its timestamps are local time, to the millisecond)."""
+    try:
+        lines = [ln for ln in log.read_text().splitlines() if "entered RUNNING state" in ln]
+    except OSError:
+        return None
+    if len(lines) < count:
+        return None
+    stamp = lines[-1][:23]  # "2026-11-29 10:25:08,275"
+    try:
+        whole = time.mktime(time.strptime(stamp[:19], "%Y-%m-%d %H:%M:%S"))
+        return whole + int(stamp[20:23]) / 1000
+    except ValueError:
         return None
 
 

@@ -18,10 +18,11 @@ from .common import Reaper, alive, free_port, read_json, tf_fleet_cmd, timed_run
 RESTART_FILE = "TESTFLINGER-DEVICE-RESTART-{name}"
 
 
-def rpc_proxy(socket_path: Path) -> Any:
-    """The supervisor.* XML-RPC namespace of the supervisord listening on socket_path."""
+def rpc_proxy(socket_path: Path, namespace: str = "supervisor") -> Any:
+    """An XML-RPC namespace (supervisor.*, system.*) of the supervisord on socket_path."""
     transport = SupervisorTransport(None, None, f"unix://{socket_path}")
-    return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport).supervisor
+    proxy = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
+    return getattr(proxy, namespace)
 
 
 class BenchFleet:
@@ -193,7 +194,7 @@ class PollWatcher:
     """Records, from a thread, the first last_poll each (agent, pid) writes: with 200
     agents `up` may outlast a polling interval, so reading once at the end is not enough."""
 
-    def __init__(self, fleet: BenchFleet, period: float = 0.2):
+    def __init__(self, fleet: BenchFleet, period: float = 0.5):
         self.fleet = fleet
         self.period = period
         self.first: dict[tuple[str, int], float] = {}
@@ -237,7 +238,10 @@ def wait_all_polled(fleet: BenchFleet, watcher: PollWatcher, timeout: float) -> 
         watcher.scan()
         return watcher.all_polled(pids)
 
-    return wait_for(check, timeout, "every agent's first poll", 0.2)
+    # Once a second: the time is the agents' own last_poll, so a slower look loses no
+    # precision, and each look (every process's state over XML-RPC, every status file)
+    # takes CPU from the agents being started.
+    return wait_for(check, timeout, "every agent's first poll", 1.0)
 
 
 def time_now() -> float:

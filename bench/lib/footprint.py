@@ -120,9 +120,9 @@ def _task_cpu(pid: int) -> float:
     return total / 1e9
 
 
-def bare_cpu() -> float:
+def bare_cpu(*flags: str) -> float:
     """A bare interpreter (the same venv's, `-c pass`) from exec to exit: CPU seconds."""
-    pid = os.spawnv(os.P_NOWAIT, sys.executable, [sys.executable, "-c", "pass"])
+    pid = os.spawnv(os.P_NOWAIT, sys.executable, [sys.executable, *flags, "-c", "pass"])
     _, _, usage = os.wait4(pid, 0)
     return usage.ru_utime + usage.ru_stime
 
@@ -162,8 +162,10 @@ def agent_cpu(fleet: BenchFleet, root: Path, index: int, reaper: Reaper) -> floa
 def startup_cpu_rows(fleet: BenchFleet, root: Path, reaper: Reaper, reps: int) -> list[Row]:
     agent: list[float] = []
     bare: list[float] = []
+    no_site: list[float] = []
     for i in range(reps):
         bare.append(bare_cpu())
+        no_site.append(bare_cpu("-S"))
         agent.append(agent_cpu(fleet, root, i, reaper))
     ms_agent = [v * 1000 for v in agent]
     ms_bare = [v * 1000 for v in bare]
@@ -172,7 +174,8 @@ def startup_cpu_rows(fleet: BenchFleet, root: Path, reaper: Reaper, reps: int) -
             "Bare interpreter (`python -c pass`), exec → exit, CPU",
             ms_bare,
             "ms",
-            note="baseline; the same venv's interpreter",
+            note="baseline; the same venv's interpreter, site and .pth files included (with "
+            f"-S, no site at all: {1000 * median(no_site):.1f} ms)",
         ),
         ratio_target(
             sampled(
