@@ -78,6 +78,8 @@ class Bench:
         try:
             self.sections.setdefault(number, []).extend(func())
         except Exception as exc:  # noqa: BLE001 - one figure failing must not lose the rest
+            if TERMINATING:
+                raise  # SIGTERM: stop here (cleanup runs in main's finally)
             traceback.print_exc()
             self.errors.append(f"figure {number} ({what}): {type(exc).__name__}: {exc}")
 
@@ -249,7 +251,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+TERMINATING = False
+
+
 def _terminate(signum: int, _frame: object) -> None:
+    global TERMINATING
+    TERMINATING = True  # an error raised while unwinding must not let the run go on
     raise SystemExit(128 + signum)  # unwinds through the finally that stops everything
 
 

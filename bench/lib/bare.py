@@ -138,12 +138,14 @@ class BareSupervisor:
         return time.perf_counter() - t0
 
     def close(self) -> None:
-        """Shut down if still up; end by pid whatever it ran."""
+        """Shut down if still up; end by pid whatever it ran. Never raises: it runs in
+        `finally` blocks, where an error would hide the one that is unwinding."""
         if self.pid and alive(self.pid):
             try:
+                self.rpc = rpc_proxy(self.root / "bare.sock")  # a request may be half-sent
                 self._track()
                 self.rpc.shutdown()
-            except (OSError, xmlrpc.client.Error):
+            except Exception:  # noqa: BLE001 - the pid fallback below still runs
                 pass
             deadline = time.monotonic() + 60
             while alive(self.pid) and time.monotonic() < deadline:

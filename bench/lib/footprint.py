@@ -72,6 +72,8 @@ def memory_rows(agent_pids: dict[str, int], sleepers: list[int]) -> list[Row]:
                 baseline=median(base) * count,
                 baseline_text=f"bare interpreter (median) × {count}",
                 note="RSS counts shared pages once per process" if label == "RSS" else "",
+                n=count,
+                baseline_n=len(base),
             )
         )
     return rows

@@ -89,6 +89,7 @@ def job_rows(fleet: BenchFleet, reps: int) -> list[Row]:
             "s",
             pct(base, 95),
             note="baseline",
+            n=len(base),
         ),
         Row(
             "Job submit → complete, 6 phases + cleanup all `true` (polling_interval 0.1)",
@@ -97,14 +98,18 @@ def job_rows(fleet: BenchFleet, reps: int) -> list[Row]:
             pct(times, 95),
             baseline=baseline,
             baseline_text="shell script",
-            note=f"median of {reps}; includes ≤ 0.1 s polling wait",
+            note="includes ≤ 0.1 s polling wait",
+            n=len(times),
+            baseline_n=len(base),
         ),
     ]
     overhead = Row(
         "Job agent overhead (submit → complete − shell script)",
         value - baseline,
         "s",
-        note="six trivial phases + cleanup",
+        note="six trivial phases + cleanup; medians",
+        n=len(times),
+        baseline_n=len(base),
     )
     rows.append(absolute_target(overhead, 1.0))
     return rows
