@@ -10,7 +10,6 @@ by the same safe operations as any change.
 from __future__ import annotations
 
 import json
-import pwd
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from typing import Any
 
 from .context import Context
 from .errors import UserError
-from .files import PRIVATE, read_text, write_atomic
+from .files import PRIVATE, owner_of, read_text, write_atomic
 from .fleet import TF_AGENT
 from .operations import Operation, Replace, RunResult, SafeRestart
 from .scheduler import take_snapshot
@@ -101,10 +100,8 @@ def _put_back(ctx: Context, name: str, path: Path, text: str | None) -> None:
         path.unlink(missing_ok=True)
         return
     agent = ctx.fleet.agents.get(name)
-    owner = None
-    if agent and agent.user and path != ctx.program_file(name):
-        entry = pwd.getpwnam(agent.user)
-        owner = (entry.pw_uid, entry.pw_gid)
+    is_program = path == ctx.program_file(name)
+    owner = owner_of(agent.user) if agent and not is_program else None
     write_atomic(path, text, PRIVATE, owner)
 
 

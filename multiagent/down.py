@@ -14,7 +14,7 @@ from .errors import BusyError, UserError
 from .fleet import TF_AGENT
 from .observe import managed_programs
 from .operations import Operation, RunResult, SafeStop
-from .orphans import ask_to_leave, fleet_processes, kill, orphans, wait_gone
+from .orphans import alive, ask_to_leave, fleet_processes, kill, orphans, wait_gone
 from .ownership import is_ours
 from .scheduler import run as run_operations
 from .scheduler import take_out
@@ -156,7 +156,7 @@ def _stop_agents_at_once(
     waiting = [pids[n] for n in agents if n not in refused and n in pids]
     deadline = time.monotonic() + max(timeout, 30.0)
     while waiting and time.monotonic() < deadline:
-        waiting = [pid for pid in waiting if _alive(pid)]
+        waiting = alive(waiting)
         if waiting:
             time.sleep(0.05)
     if server in running and not waiting:
@@ -188,16 +188,7 @@ def _ask_to_stop(ctx: Context, names: list[str], wait: bool = False) -> list[str
 def _shutdown_private(ctx: Context, pid: int, timeout: float) -> None:
     ctx.supervisor.shutdown()  # stops every program, waiting stopwaitsecs for each, then exits
     deadline = time.monotonic() + max(timeout, 30.0)
-    while _alive(pid) and time.monotonic() < deadline:
+    while alive([pid]) and time.monotonic() < deadline:
         time.sleep(0.05)
-    if _alive(pid):
+    if alive([pid]):
         raise SupervisorError(f"supervisord (pid {pid}) did not exit within {timeout:.0f} s")
-
-
-def _alive(pid: int) -> bool:
-    import psutil
-
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False

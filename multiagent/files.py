@@ -26,6 +26,16 @@ PUBLIC_DIR = 0o755
 Owner = tuple[int, int]  # (uid, gid)
 
 
+def owner_of(user: str | None) -> Owner | None:
+    """(uid, gid) of a `user:`; None for what runs as tf-fleet does."""
+    if not user:
+        return None
+    import pwd
+
+    entry = pwd.getpwnam(user)
+    return entry.pw_uid, entry.pw_gid
+
+
 class UnsafePathError(UserError):
     """A path tf-fleet would write through is not private to it."""
 

@@ -8,13 +8,13 @@ import os
 from pathlib import Path
 
 from .errors import UserError
-from .files import read_text, write_atomic
+from .files import write_atomic
 from .layout import Layout
 from .supervisor import Supervisor
 from .vocabulary import (
     DRAIN,
-    HOLD,
     drain_file_name,
+    read_drain_flag,
     restart_file_name,
     status_file_name,
 )
@@ -53,13 +53,9 @@ def ask_restart_by_file(restart_dir: str, name: str) -> Path:
 
 
 def read_drain(layout: Layout, name: str) -> str | None:
-    """The drain flag in the agent's run dir (the agent's user may write there: a
-    symlink or a fifo is not followed, and counts as DRAIN, the safe side)."""
-    path = layout.drain_file(name)
-    if not os.path.lexists(path):
-        return None
-    text = read_text(path)
-    return HOLD if text is not None and text[:64].strip() == HOLD else DRAIN
+    """The drain flag in the agent's run dir (the agent's user may write there: see
+    vocabulary.read_drain_flag for why a link or a fifo counts as DRAIN)."""
+    return read_drain_flag(str(layout.drain_file(name)))
 
 
 def set_drain(layout: Layout, name: str, mode: str = DRAIN) -> None:

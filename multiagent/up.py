@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import pwd
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -15,7 +14,7 @@ from . import plan as planning
 from .applied import read_applied, write_applied
 from .canary import CanaryGate
 from .context import Context
-from .files import PRIVATE, PRIVATE_DIR, PUBLIC, PUBLIC_DIR, Owner, make_dir, write_if_changed
+from .files import PRIVATE, PRIVATE_DIR, PUBLIC, PUBLIC_DIR, make_dir, owner_of, write_if_changed
 from .fleet import FleetError, Problem
 from .hostcheck import check_before_writing, check_host
 from .observe import make_plan
@@ -72,18 +71,10 @@ def prepare_dirs(ctx: Context) -> None:
     if ctx.fleet.server.embedded:
         make_dir(layout.server_db.parent, PRIVATE_DIR)
     for agent in ctx.fleet.agents.values():
-        owner = agent_owner(agent.user)
+        owner = owner_of(agent.user)
         make_dir(layout.agent_dir(agent.name), PRIVATE_DIR, owner)
         if agent.is_tf_agent:
             make_dir(layout.agent_run_dir(agent.name), PRIVATE_DIR, owner)
-
-
-def agent_owner(user: str | None) -> Owner | None:
-    """(uid, gid) of an agent's user; None for an agent that runs as tf-fleet does."""
-    if not user:
-        return None
-    entry = pwd.getpwnam(user)
-    return entry.pw_uid, entry.pw_gid
 
 
 def _server_is_ours(ctx: Context, report: UpReport) -> bool:
@@ -114,9 +105,9 @@ def mint_agent_tokens(ctx: Context) -> None:
         except AgentTokenError as exc:
             problem = Problem(str(fleet.path), None, name, "server.agent_tokens", str(exc))
             raise FleetError([problem]) from exc
-        if agent.user:
-            entry = pwd.getpwnam(agent.user)
-            os.chown(path, entry.pw_uid, entry.pw_gid)
+        owner = owner_of(agent.user)
+        if owner:
+            os.chown(path, *owner)
 
 
 def ensure_supervisord(ctx: Context) -> int | None:
@@ -152,7 +143,7 @@ def write_files(
         if name in leave:
             continue  # a change that waits for its canaries: the old files stay
         agent = ctx.fleet.agents.get(name)
-        owner = agent_owner(agent.user) if agent else None
+        owner = owner_of(agent.user) if agent else None
         for path, text in program.files.items():
             is_program = path == program.program_path
             if name in hold_back and is_program:

@@ -144,12 +144,22 @@ def _bad_duration(text: str) -> NoReturn:
 
 def read_drain_flag(path: str) -> str | None:
     """The drain flag at `path`: None when absent, else HOLD or DRAIN. A flag that is
-    there but unreadable counts as DRAIN: taking no job is the safe side."""
+    there but is no regular file (a symlink is not followed, a fifo not blocked on) or is
+    unreadable counts as DRAIN: taking no job is the safe side."""
+    import os  # here: the module itself imports nothing
+
     try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            content = handle.read(64).strip()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     except OSError:
         return DRAIN
+    try:
+        if os.fstat(fd).st_mode & 0o170000 != 0o100000:  # not a regular file
+            return DRAIN
+        content = os.read(fd, 64).decode("utf-8", "replace").strip()
+    except OSError:
+        return DRAIN
+    finally:
+        os.close(fd)
     return HOLD if content == HOLD else DRAIN
