@@ -21,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -130,6 +131,22 @@ def _poll_process(
     queue.put((latencies, app, len(errors)))
 
 
+def start_workers(
+    target: Callable[..., None], url: str, clients: int, procs: int, *rest: object
+) -> list[mp.Process]:
+    """`clients` clients spread over at most `procs` processes, each started as
+    target(url, first client's index, its number of clients, *rest)."""
+    per = -(-clients // procs)
+    workers = [
+        mp.Process(target=target, args=(url, k * per, min(per, clients - k * per), *rest))
+        for k in range(procs)
+        if k * per < clients
+    ]
+    for worker in workers:
+        worker.start()
+    return workers
+
+
 def phase_latency(
     url: str, agents: int, duration: float, procs: int, trickle: float, server_pid: int
 ) -> None:
@@ -137,17 +154,7 @@ def phase_latency(
     cpu_before = sum(server.cpu_times()[:2])
     start_at = time.monotonic() + 2.0  # time for every process to connect first
     queue: mp.Queue = mp.Queue()
-    per = -(-agents // procs)
-    workers = [
-        mp.Process(
-            target=_poll_process,
-            args=(url, k * per, min(per, agents - k * per), start_at, duration, queue),
-        )
-        for k in range(procs)
-        if k * per < agents
-    ]
-    for w in workers:
-        w.start()
+    workers = start_workers(_poll_process, url, agents, procs, start_at, duration, queue)
     submitter = requests.Session()
     submitted = 0
     while time.monotonic() < start_at + duration:
@@ -191,7 +198,7 @@ def phase_throughput(url: str, jobs: int, pollers: int) -> None:
     from lib.server import hand_out  # bench/lib: the one implementation of this figure
 
     t0 = time.perf_counter()
-    rate, exactly_once = hand_out(url, jobs, pollers)
+    rate, exactly_once, _ = hand_out(url, jobs, pollers)
     print(
         f"hand-out: {jobs} jobs, {pollers} pollers: {time.perf_counter() - t0:.2f} s = "
         f"{rate:.0f} jobs/s; each job exactly once: {exactly_once}"

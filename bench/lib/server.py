@@ -172,20 +172,11 @@ def hand_out(url: str, jobs: int, pollers: int) -> tuple[float, bool, int]:
     for _ in range(jobs):
         _, body = client.request("POST", "/v1/job", {"job_queue": "burst"})
         ids.add(json.loads(body)["job_id"])
-    procs = min(4, pollers)
-    per = -(-pollers // procs)
     start_at = time.monotonic() + 1.0
     queue: mp.Queue = mp.Queue()
-    workers = [
-        mp.Process(
-            target=_hand_out_process,
-            args=(url, k * per, min(per, pollers - k * per), jobs, start_at, queue),
-        )
-        for k in range(procs)
-        if k * per < pollers
-    ]
-    for worker in workers:
-        worker.start()
+    workers = server_poll.start_workers(
+        _hand_out_process, url, pollers, min(4, pollers), jobs, start_at, queue
+    )
     got: list[str] = []
     ended = start_at
     for _ in workers:
