@@ -119,7 +119,8 @@ def test_dead_job_waits_for_the_server_and_takes_no_job_meanwhile(tf_server, mak
     tf_server.wait_job_state(first, {"complete"}, timeout=40)
     assert tf_server.result(first)["test_status"] == EXIT_AGENT_ERROR
     tf_server.wait_job_state(second, {"complete"}, timeout=15)
-    assert not record.exists()
+    # The second job's own record goes just after its final result reaches the server.
+    wait_for(lambda: not record.exists(), 10, what="the job record removed")
     log = agent.log_text
     assert log.index(f"job {first} of the dead agent closed") < log.index(f"starting job {second}")
 
