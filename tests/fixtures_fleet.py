@@ -79,11 +79,14 @@ class FleetEnv:
         self.write(fleet)
         self.run("up")
 
+        upstream = fleet["defaults"].get("agent_command") == UPSTREAM_LIKE
+
         def ready() -> bool:
+            # An upstream-like agent writes no status file: it is ready once its server
+            # has its first report.
             rows = self.status()
             return bool(rows) and all(
-                row["process"] == "RUNNING"
-                and (row["last_poll"] or fleet["defaults"].get("agent_command") == UPSTREAM_LIKE)
+                row["process"] == "RUNNING" and (row["state"] if upstream else row["last_poll"])
                 for row in rows.values()
             )
 

@@ -29,20 +29,38 @@ def main() -> int:
     server = conf["server_address"]
     name = conf["agent_id"]
     session = requests.Session()
-    session.post(
-        f"{server}/v1/agents/data/{name}", json={"state": "waiting", "comment": ""}, timeout=10
-    )
+    announced = False
     while True:
         if restart_pending:
             print("restart requested at poll: exiting 1", flush=True)
             return 1
-        state = session.get(f"{server}/v1/agents/data/{name}", timeout=10).json().get("state")
-        if state not in ("offline", "maintenance"):
-            resp = session.get(f"{server}/v1/job", params={"queue": conf["job_queues"]}, timeout=10)
-            if resp.status_code == 200 and resp.content:
-                run_job(session, server, name, resp.json(), conf)
+        # Like upstream's agent, a server that is not up yet (or slow) is retried at the
+        # next poll rather than ending the process.
+        try:
+            if not announced:
+                session.post(
+                    f"{server}/v1/agents/data/{name}",
+                    json={"state": "waiting", "comment": ""},
+                    timeout=10,
+                ).raise_for_status()
+                announced = True
+            if poll_once(session, server, name, conf):
                 continue
+        except (requests.RequestException, ValueError) as exc:
+            print(f"server not reachable: {exc}", flush=True)
         time.sleep(conf.get("polling_interval", 1))
+
+
+def poll_once(session, server: str, name: str, conf: dict) -> bool:
+    """Whether a job was run."""
+    state = session.get(f"{server}/v1/agents/data/{name}", timeout=10).json().get("state")
+    if state in ("offline", "maintenance"):
+        return False
+    resp = session.get(f"{server}/v1/job", params={"queue": conf["job_queues"]}, timeout=10)
+    if resp.status_code == 200 and resp.content:
+        run_job(session, server, name, resp.json(), conf)
+        return True
+    return False
 
 
 def run_job(session, server: str, name: str, job: dict, conf: dict) -> None:
