@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,8 @@ class RenderContext:
     python: str  # the interpreter that runs tf-agent and the embedded server
     program_dir: Path  # where [program:x] files go (the private conf.d or the system include dir)
     program_suffix: str = ".conf"
+    # tf-agent's start-up script as installed, run without site (see agent/boot.py)
+    agent_script: str = str(Path(__file__).parent / "agent" / "boot.py")
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,27 @@ def agent_conf_text(fleet: Fleet, agent: Agent) -> str:
     ordered = {k: _sorted(agent.upstream[k]) for k in UPSTREAM_ORDER if k in agent.upstream}
     conf = {"agent_id": agent.name, "server_address": fleet.server.url, **ordered}
     header = f"# {MARKER}: edit the fleet file, not this file.\n"
-    return header + _yaml(conf)
+    return header + _json_as_yaml(conf)
+
+
+def _json_as_yaml(data: dict[str, Any]) -> str:
+    """JSON, which YAML parsers (upstream's agent) read as the same mapping, and which
+    tf-agent reads without importing a YAML parser. Block YAML if a float would print in
+    exponent form (`1e-05`), which YAML 1.1 reads as a string."""
+    if any(_exponent_float(v) for v in data.values()):
+        return _yaml(data)
+    return json.dumps(data, indent=2) + "\n"
+
+
+def _exponent_float(value: Any) -> bool:
+    if isinstance(value, float):
+        text = json.dumps(value)
+        return "e" in text or not any(c.isdigit() for c in text)
+    if isinstance(value, dict):
+        return any(_exponent_float(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_exponent_float(v) for v in value)
+    return False
 
 
 def _sorted(value: Any) -> Any:
@@ -121,7 +144,7 @@ def agent_command(agent: Agent, layout: Layout, fleet: Fleet, ctx: RenderContext
         words = agent.agent_command.split()
         # The plain name runs the interpreter tf-fleet was installed with, so the
         # program works whatever PATH supervisord has.
-        base = [ctx.python, "-m", "multiagent.agent"] if words == ["tf-agent"] else words
+        base = [ctx.python, "-S", ctx.agent_script] if words == ["tf-agent"] else words
         return [
             *base,
             "-c",

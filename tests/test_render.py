@@ -18,6 +18,9 @@ from multiagent.fleet import parse_fleet
 from multiagent.plan import Observed
 from multiagent.render import RenderContext, render
 
+# tf-agent as installed in a venv (RenderContext.agent_script)
+BOOT = "/opt/venv/lib/python3/site-packages/multiagent/agent/boot.py"
+
 GOLDEN = Path(__file__).parent / "golden"
 FLEET = textwrap.dedent("""\
     server: {embedded: true, port: 8600}
@@ -42,7 +45,9 @@ FLEET = textwrap.dedent("""\
 def rendered(text: str = FLEET):
     fleet = parse_fleet(text, Path("/srv/fleet.yaml"))
     ctx = RenderContext(
-        python="/opt/venv/bin/python", program_dir=Path("/srv/tf/supervisor/conf.d")
+        python="/opt/venv/bin/python",
+        program_dir=Path("/srv/tf/supervisor/conf.d"),
+        agent_script=BOOT,
     )
     return fleet, render(fleet, ctx)
 
@@ -122,7 +127,7 @@ def _check_programs_as_supervisord_reads_them(root: Path, programs: dict) -> Non
         assert conf.stdout_logfile_backups == 5, name
     dut1, dut2, server = programs["dut-1"], programs["dut-2"], programs["tf-fleet-server"]
     assert dut1.command == (
-        f"/opt/venv/bin/python -m multiagent.agent -c {root}/agents/dut-1/testflinger-agent.conf"
+        f"/opt/venv/bin/python -S {BOOT} -c {root}/agents/dut-1/testflinger-agent.conf"
         f" --run-dir {root}/run/dut-1 --restart-dir /run/tf-restart"
     )
     assert dut1.directory == str(root / "agents/dut-1")
@@ -247,7 +252,11 @@ from pathlib import Path
 from multiagent.fleet import parse_fleet
 from multiagent.render import RenderContext, render
 fleet = parse_fleet(sys.stdin.read(), Path("/srv/fleet.yaml"))
-ctx = RenderContext(python="/opt/venv/bin/python", program_dir=Path("/srv/tf/supervisor/conf.d"))
+ctx = RenderContext(
+    python="/opt/venv/bin/python",
+    program_dir=Path("/srv/tf/supervisor/conf.d"),
+    agent_script="/opt/venv/lib/python3/site-packages/multiagent/agent/boot.py",
+)
 rendering = render(fleet, ctx)
 files = {str(p): t for p, t in rendering.all_files().items()}
 files["supervisord.conf"] = rendering.supervisord_conf[1]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
+from multiagent.agent.main import run
 
-from multiagent.agent.main import main
-
-sys.exit(main())
+run()

@@ -1,4 +1,4 @@
-"""REST client for the Testflinger API v1 on http.client (one persistent connection).
+"""REST client for the Testflinger API v1 (one persistent connection, `wire`).
 
 `requests`/`urllib3` would double the idle agent's memory, so cookies, bearer
 refresh and multipart are done by hand. There are no automatic retries with
@@ -11,24 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
-from urllib.parse import quote, urlencode, urlsplit
+
+from multiagent.agent.wire import Connection, query, quote, split_address
 
 TYPE_CHECKING = False  # no typing import at run time (start-up cost)
 if TYPE_CHECKING:
     from typing import Any
-
-# http.client imports ssl (libssl + libcrypto, ~4 MB RSS) only to define
-# HTTPSConnection. Hide it during the import; _HTTPSConnection below imports ssl
-# itself, only for an https server.
-_hide_ssl = "ssl" not in sys.modules
-if _hide_ssl:
-    sys.modules["ssl"] = None  # type: ignore[assignment]
-try:
-    import http.client
-finally:
-    if _hide_ssl:
-        del sys.modules["ssl"]
 
 log = logging.getLogger("tf-agent.client")
 
@@ -69,30 +57,24 @@ class Client:
         token_file: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
     ):
-        parts = urlsplit(server_address)
         # Upstream builds absolute /v1/... URLs, so any path prefix is dropped too.
-        self.scheme = parts.scheme or "http"
-        self.host = parts.hostname or "localhost"
-        self.port = parts.port
-        self.server = f"{self.scheme}://{parts.netloc}"
+        self.scheme, host, self.port = split_address(server_address)
+        self.host = host or "localhost"
+        shown = f"[{self.host}]" if ":" in self.host else self.host
+        self.server = f"{self.scheme}://{shown}" + (f":{self.port}" if self.port else "")
         self.agent_name = agent_name
         self.token_file = token_file
         self.timeout = timeout
         self.cookies: dict[str, str] = {}
         self._access_token: str | None = None
-        self._conn: http.client.HTTPConnection | None = None
+        self._conn: Connection | None = None
 
     # -- connection -------------------------------------------------------------
-    def _connect(self, timeout: float) -> http.client.HTTPConnection:
+    def _connect(self, timeout: float) -> Connection:
         if self._conn is None:
-            if self.scheme == "https":
-                self._conn = _HTTPSConnection(self.host, self.port, timeout=timeout)
-            else:
-                self._conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+            self._conn = Connection(self.scheme, self.host, self.port, timeout)
         else:
-            self._conn.timeout = timeout
-            if self._conn.sock is not None:
-                self._conn.sock.settimeout(timeout)
+            self._conn.set_timeout(timeout)
         return self._conn
 
     def close(self) -> None:
@@ -117,8 +99,7 @@ class Client:
         try:
             if hasattr(body, "read"):
                 body.seek(0)
-            conn.request(method, path, body=body, headers=headers)
-            resp = conn.getresponse()
+            resp = conn.request(method, path, body, headers)
             if sink is not None and resp.status == 200:
                 while True:
                     chunk = resp.read(1 << 16)
@@ -128,18 +109,17 @@ class Client:
                 data = b""
             else:
                 data = resp.read()
-            hdrs = {k.lower(): v for k, v in resp.getheaders()}
-            for key, value in resp.getheaders():
-                if key.lower() == "set-cookie":
+            hdrs = dict(resp.headers)
+            for key, value in resp.headers:
+                if key == "set-cookie":
                     self._store_cookie(value)
             if resp.will_close:
                 self.close()
             return Response(resp.status, data, hdrs)
-        except (OSError, http.client.HTTPException) as exc:
+        except OSError as exc:
             self.close()
-            if reused and isinstance(
-                exc, (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
-            ):
+            # wire.RemoteDisconnected (closed before any answer) is a ConnectionResetError.
+            if reused and isinstance(exc, (ConnectionResetError, BrokenPipeError)):
                 # The server dropped an idle keep-alive connection: the request
                 # was not processed, so one immediate retry on a fresh one is safe.
                 raise _StaleConnection() from exc
@@ -220,7 +200,7 @@ class Client:
 
     # -- endpoints --------------------------------------------------------------
     def _agent_path(self, prefix: str) -> str:
-        return f"{prefix}/{quote(self.agent_name, safe='')}"
+        return f"{prefix}/{quote(self.agent_name)}"
 
     def post_agent_data(self, data: dict[str, Any], timeout: float | None = None) -> bool:
         resp = self.request(
@@ -243,8 +223,8 @@ class Client:
 
     def poll_job(self, queues: list[str]) -> tuple[int, dict[str, Any] | None]:
         """(status, job or None). 204 means no job."""
-        query = urlencode([("queue", q) for q in queues])
-        resp = self.request("GET", f"/v1/job?{query}")
+        params = query([("queue", q) for q in queues])
+        resp = self.request("GET", f"/v1/job?{params}")
         if resp.status == 200:
             job = resp.json()
             return resp.status, job if isinstance(job, dict) and job else None
@@ -313,17 +293,6 @@ class Client:
 
 class _StaleConnection(Exception):
     pass
-
-
-class _HTTPSConnection(http.client.HTTPConnection):
-    default_port = 443
-
-    def connect(self) -> None:
-        import ssl
-
-        super().connect()
-        context = ssl.create_default_context()
-        self.sock = context.wrap_socket(self.sock, server_hostname=self.host)
 
 
 class _MultipartBody:

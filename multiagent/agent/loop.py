@@ -14,6 +14,7 @@ import time
 from multiagent.agent import outcome
 from multiagent.agent.client import Client, ServerUnreachable
 from multiagent.agent.config import AgentConfig
+from multiagent.agent.memory import give_back
 from multiagent.agent.metrics import Metrics
 from multiagent.agent.record import record_path
 from multiagent.agent.status import DrainFlag, StatusFile
@@ -45,6 +46,11 @@ log = logging.getLogger("tf-agent")
 
 HEARTBEAT_EVERY = 240.0  # POST agent data at least this often (server's updated_at)
 BACKOFF_MIN, BACKOFF_MAX = 1.0, 30.0
+# Until this process has reached its server once, it retries at least this often: at a
+# cold start the embedded server starts alongside hundreds of agents and is ready only
+# seconds later, and a doubling back-off would leave agents idle for as long again.
+# A refused connection on a lab network costs next to nothing to try.
+FIRST_CONTACT_RETRY = 0.5
 FAREWELL_TIMEOUT = 2.0
 # Comments the agent itself writes when going down; a state with one of these is
 # not an admin's offline and is cleared at the next start.
@@ -72,6 +78,8 @@ class Agent:
         self.registered = False
         self.backoff = 0.0
         self.retry_at = 0.0
+        self.reached = False  # whether this process has had an answer from its server
+        self.settled = False  # idle, with start-up's or the last job's garbage given back
         self.server_state = ""
         self.server_comment = ""
         self.restricted: list[str] = []
@@ -88,7 +96,8 @@ class Agent:
 
     def net_failed(self, exc: Exception) -> None:
         first = self.backoff == 0
-        self.backoff = min(max(BACKOFF_MIN, self.backoff * 2), BACKOFF_MAX)
+        ceiling = BACKOFF_MAX if self.reached else FIRST_CONTACT_RETRY
+        self.backoff = min(max(BACKOFF_MIN, self.backoff * 2), ceiling)
         self.retry_at = time.monotonic() + self.backoff
         if first:
             log.warning("server unreachable (%s); retrying with back-off", exc)
@@ -96,6 +105,7 @@ class Agent:
             self.status.update(server_reachable=False)
 
     def net_succeeded(self) -> None:
+        self.reached = True
         if self.backoff:
             log.info("server reachable again")
         self.backoff = 0.0
@@ -425,9 +435,13 @@ class Agent:
             self.metrics.poll_error(f"http_{code}")
         if job is None:
             self.status.update(state=AGENT_WAITING, **changes)
+            if not self.settled:
+                give_back()
+                self.settled = True
             self._wait_idle(self.interval)
             return
         self.status.update(**changes)
+        self.settled = False
         self._run_job(job)
 
     def _heartbeat_due(self) -> bool:

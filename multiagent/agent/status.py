@@ -214,12 +214,11 @@ class NameGuard:
 
 def socket_name(agent: str, server: str) -> bytes:
     """The abstract socket address for `agent` on `server` (at most 107 bytes)."""
-    from urllib.parse import urlsplit  # already loaded by the client
+    from multiagent.agent.wire import split_address
 
-    parts = urlsplit(server if "//" in server else f"http://{server}")
-    scheme = (parts.scheme or "http").lower()
-    port = parts.port or (443 if scheme == "https" else 80)
-    name = f"tf-agent/{scheme}://{(parts.hostname or '').lower()}:{port}/{agent}".encode()
+    scheme, host, port = split_address(server)
+    port = port or (443 if scheme == "https" else 80)
+    name = f"tf-agent/{scheme}://{host}:{port}/{agent}".encode()
     if len(name) > 107:
         import zlib
 

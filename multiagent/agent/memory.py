@@ -1,0 +1,21 @@
+"""Give the memory an agent no longer uses back to the kernel when it goes idle.
+
+Start-up (reading bytecode, the config, the first answers) and a job leave freed blocks in
+the C heap that glibc keeps for later; an idle agent never needs them again. A garbage
+collection and `malloc_trim(0)` return ~1 MiB of private memory per idle agent, 500 MiB on
+a host with 500 agents (bench/), for ~2 ms of CPU each time the agent goes idle.
+"""
+
+from __future__ import annotations
+
+
+def give_back() -> None:
+    import gc
+
+    gc.collect()
+    try:
+        import ctypes  # loaded already for inotify
+
+        ctypes.CDLL(None).malloc_trim(0)
+    except (ImportError, OSError, AttributeError):
+        pass  # no ctypes, or a libc without malloc_trim (musl): nothing to give back
