@@ -172,14 +172,15 @@ class Bench:
 
     def footprint(self, fleet: BenchFleet) -> list[Row]:
         sleepers_ = footprint.start_sleepers(self.reaper)
+        no_site = footprint.start_sleepers(self.reaper, 5, "-S")
         try:
             fleet.wait_ready(timeout=300)
             time.sleep(1.0)
             pids = fleet.agent_pids()
-            rows = footprint.memory_rows(pids, sleepers_)
+            rows = footprint.memory_rows(pids, sleepers_, no_site)
             rows += footprint.idle_cpu_rows(pids, sleepers_, self.prof.idle_seconds, 10)
         finally:
-            self.reaper.end(sleepers_)
+            self.reaper.end(sleepers_ + no_site)
         rows += footprint.startup_cpu_rows(
             fleet, self.root / "cpu", self.reaper, self.prof.cpu_reps
         )

@@ -39,14 +39,18 @@ def _cpu(pid: int) -> float:
     return times.user + times.system
 
 
-def start_sleepers(reaper: Reaper, count: int = SLEEPERS) -> list[int]:
-    """The baseline: bare interpreters that only sleep."""
-    return [reaper.popen(SLEEPER).pid for _ in range(count)]
+def start_sleepers(reaper: Reaper, count: int = SLEEPERS, *flags: str) -> list[int]:
+    """The baseline: bare interpreters that only sleep (`flags` before `-c`)."""
+    return [reaper.popen([SLEEPER[0], *flags, *SLEEPER[1:]]).pid for _ in range(count)]
 
 
-def memory_rows(agent_pids: dict[str, int], sleepers: list[int]) -> list[Row]:
+def memory_rows(
+    agent_pids: dict[str, int], sleepers: list[int], no_site: list[int] | None = None
+) -> list[Row]:
+    """`no_site`: sleepers started with -S, as tf-agent is; their median is noted."""
     samples = [_memory(p) for p in agent_pids.values()]
     bare = [_memory(p) for p in sleepers]
+    bare_no_site = [_memory(p) for p in no_site or []]
     count = len(samples)
     rows = []
     for index, label in enumerate(("RSS", "USS", "PSS")):
@@ -63,6 +67,14 @@ def memory_rows(agent_pids: dict[str, int], sleepers: list[int]) -> list[Row]:
             absolute_target(row, 25.0, f"≤ 25 MiB ({row.judged})")
         elif label == "USS":
             ratio_target(row, 1.6)
+        if bare_no_site:
+            # tf-agent runs without site; the baseline, as `python -c` does, with it (in
+            # this venv, an editable install's finder included).
+            row.note = (
+                f"the baseline runs site; a sleeper with -S, as tf-agent runs: "
+                f"{median([b[index] for b in bare_no_site]):.1f} MiB (median of "
+                f"{len(bare_no_site)})"
+            )
         rows.append(row)
         rows.append(
             Row(
@@ -129,9 +141,19 @@ def bare_cpu(*flags: str) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _agent_start(fleet: BenchFleet) -> list[str]:
+    """The words before `-c` of the fleet's first agent program (`python -S boot.py`)."""
+    program = fleet.state / "supervisor" / "conf.d" / f"{fleet.names[0]}.conf"
+    for line in program.read_text().splitlines():
+        if line.startswith("command="):
+            words = line[len("command=") :].split()
+            return words[: words.index("-c")]
+    raise RuntimeError(f"no command= in {program}")
+
+
 def agent_cpu(fleet: BenchFleet, root: Path, index: int, reaper: Reaper) -> float:
-    """tf-agent started as supervisord starts it (`python -m multiagent.agent -c CONF`),
-    against the fleet's server, under a name of its own: CPU seconds at its first poll."""
+    """tf-agent started as supervisord starts it (the program's command), against the
+    fleet's server, under a name of its own: CPU seconds at its first poll."""
     template = fleet.state / "agents" / fleet.names[0] / "testflinger-agent.conf"
     conf = yaml.safe_load(template.read_text())
     name = f"cpu{index:03d}"
@@ -146,7 +168,7 @@ def agent_cpu(fleet: BenchFleet, root: Path, index: int, reaper: Reaper) -> floa
     path = home / "testflinger-agent.conf"
     path.write_text(yaml.safe_dump(conf))
     status = home / f"{name}.json"
-    cmd = [sys.executable, "-m", "multiagent.agent", "-c", str(path), "--run-dir", str(home)]
+    cmd = [*_agent_start(fleet), "-c", str(path), "--run-dir", str(home)]
     cmd += ["--restart-dir", str(home)]
     proc = reaper.popen(cmd)
     try:
