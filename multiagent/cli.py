@@ -223,12 +223,12 @@ def canary_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _gate(count: int | None, jobs: int, job_file: Path | None, timeout: str) -> CanaryGate | None:
-    from .canary import CanaryGate
-
     if count is None:
         if jobs or job_file:
             raise click.UsageError("--canary-jobs and --canary-job go with --canary N")
         return None
+    from .canary import CanaryGate  # only with --canary: `up` starts faster without it
+
     try:
         seconds = parse_duration(timeout)
     except ValueError as exc:

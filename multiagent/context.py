@@ -8,12 +8,15 @@ import shlex
 import sys
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .fleet import SERVER, UPSTREAM, Fleet, FleetError, Problem, command_kind
 from .layout import Layout
 from .render import Rendering
-from .scheduler import Env
 from .supervisor import Supervisor, SupervisorTarget, target_for
+
+if TYPE_CHECKING:  # the scheduler is imported by what changes agents, when it does
+    from .scheduler import Env
 
 
 def stable_python() -> str:
@@ -37,9 +40,16 @@ class Context:
         self.target: SupervisorTarget = target_for(fleet)
         self.layout = Layout(fleet.state_dir)
         self.supervisor = Supervisor(self.target)
+        self.rendering_key = ""  # of the rendering's inputs, once rendering is asked for
+        self.fresh_rendering: Rendering | None = None  # rendered in this run, not reused
+        self.rendering_reused = False  # the files on disk are the rendering
 
     @cached_property
     def rendering(self) -> Rendering:
+        """The files on disk when the record of the last rendering says they are what
+        rendering gives (a no-change `up` needs no Jinja2); else rendered now, and
+        `fresh_rendering` set for `up` to record."""
+        from . import rendered
         from .render import RenderContext, render
 
         ctx = RenderContext(
@@ -47,13 +57,21 @@ class Context:
             program_dir=self.target.program_dir,
             program_suffix=self.target.program_suffix,
         )
+        self.rendering_key = rendered.inputs_key(self.fleet, ctx, rendered.code_digest())
+        reused = rendered.reuse(self.layout, self.rendering_key)
+        if reused is not None:
+            self.rendering_reused = True
+            return reused
         try:
-            return render(self.fleet, ctx)
+            self.fresh_rendering = render(self.fleet, ctx)
         except ValueError as exc:
             problem = Problem(str(self.fleet.path), None, None, "(render)", str(exc))
             raise FleetError([problem]) from exc
+        return self.fresh_rendering
 
     def env(self) -> Env:
+        from .scheduler import Env
+
         return Env(
             self.supervisor,
             self.layout,

@@ -115,26 +115,32 @@ def write_atomic(path: Path, text: str, mode: int = PUBLIC, owner: Owner | None 
 def write_if_changed(path: Path, text: str, mode: int = PUBLIC, owner: Owner | None = None) -> bool:
     """Write only when the content differs, so mtimes tell what really changed; a file
     whose content is right but whose mode or owner is not gets them (not a change)."""
-    if read_text(path) == text and _fix_mode(path, mode, owner):
+    if _holds_and_fixed(path, text, mode, owner):
         return False
     write_atomic(path, text, mode, owner)
     return True
 
 
-def _fix_mode(path: Path, mode: int, owner: Owner | None) -> bool:
-    """Give the regular file at `path` its mode and owner; False if it cannot be."""
+def _holds_and_fixed(path: Path, text: str, mode: int, owner: Owner | None) -> bool:
+    """The regular file at `path` holds `text` (read as read_text does) and now has its
+    mode and owner. One open for the look and the fix: `up` does this for every file of
+    the fleet each time."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
+    except (FileNotFoundError, NotADirectoryError):
         return False
-    try:
+    except OSError as exc:
+        if exc.errno == 40:  # ELOOP: a symlink, replaced by the write
+            return False
+        raise
+    with os.fdopen(fd, "rb") as handle:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
+            return False
+        if handle.read().decode("utf-8", errors="replace") != text:
             return False
         if owner is not None and (st.st_uid, st.st_gid) != owner:
             os.fchown(fd, *owner)
         if stat.S_IMODE(st.st_mode) != mode:
             os.fchmod(fd, mode)
-        return True
-    finally:
-        os.close(fd)
+    return True

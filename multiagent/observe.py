@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 from . import plan as planning
 from . import triggers
@@ -12,6 +13,7 @@ from .files import read_text
 from .ownership import check_names_free, is_ours
 from .plan import Observed, Plan
 from .procinfo import process_start_time
+from .render import Rendering
 from .vocabulary import HOLD
 
 # /proc/uptime and start ticks are precise to 10 ms; mtimes to the nanosecond
@@ -33,26 +35,31 @@ def managed_programs(ctx: Context, loaded: dict[str, str]) -> set[str]:
     return names
 
 
-def observe(ctx: Context) -> Observed:
-    loaded: dict[str, str] = {}
-    started: dict[str, float] = {}
-    if ctx.supervisor.is_running():
-        for name, info in ctx.supervisor.processes().items():
-            loaded[name] = info.state
-            if info.pid:
-                started[name] = process_start_time(info.pid) or info.start
-    desired_files = ctx.rendering.all_files()
-    disk = {path: read_text(path) for path in desired_files}
+def observe(ctx: Context, running: bool) -> Observed:
+    """What is on disk and in supervisord (`running`: it answers) now."""
+    infos = ctx.supervisor.processes() if running else {}
+    rendering = ctx.rendering
     modified = {}
-    for program in ctx.rendering.programs.values():
+    for program in rendering.programs.values():
         for path in program.config_files:
             try:
                 modified[path] = path.stat().st_mtime - CLOCK_SLACK
             except FileNotFoundError:
                 pass
-    held = frozenset(
-        n for n in ctx.rendering.programs if triggers.read_drain(ctx.layout, n) == HOLD
+    loaded = {name: info.state for name, info in infos.items()}
+    started = {
+        name: _start_time(info.pid, info.start, rendering, name, modified)
+        for name, info in infos.items()
+        if info.pid
+    }
+    # A rendering reused from disk is the text of these files, read a moment ago: a
+    # second read would cost as much again.
+    disk: dict[Path, str | None] = (
+        dict(rendering.all_files())
+        if ctx.rendering_reused
+        else {path: read_text(path) for path in rendering.all_files()}
     )
+    held = frozenset(n for n in rendering.programs if triggers.read_drain(ctx.layout, n) == HOLD)
     return Observed(
         disk=disk,
         managed=frozenset(managed_programs(ctx, loaded)),
@@ -61,6 +68,22 @@ def observe(ctx: Context) -> Observed:
         modified=modified,
         held=held,
     )
+
+
+def _start_time(
+    pid: int, stamp: float, rendering: Rendering, name: str, modified: dict[Path, float]
+) -> float:
+    """When the process started, for the plan to compare with its config files' mtimes.
+    supervisord's stamp is in whole seconds, and a file last changed a second or more
+    before it cannot be newer than the process; only the others need the start precise
+    to a clock tick, which costs a read of /proc per process."""
+    program = rendering.programs.get(name)
+    newest = (
+        max((modified.get(p, 0.0) for p in program.config_files), default=0.0) if program else 0.0
+    )
+    if newest < stamp - 1.0:
+        return stamp
+    return process_start_time(pid) or stamp
 
 
 def pending_in_supervisor(ctx: Context, observed: Observed) -> frozenset[str]:
@@ -73,10 +96,19 @@ def pending_in_supervisor(ctx: Context, observed: Observed) -> frozenset[str]:
     return frozenset(ctx.supervisor.reload_config()[1])
 
 
-def make_plan(ctx: Context) -> Plan:
-    """What `up` would do; a program name another owner holds is a validation error."""
-    observed = observe(ctx)
+def look(ctx: Context, running: bool | None = None) -> Observed:
+    """Everything a plan is made from; a program name another owner holds is a validation
+    error. `running`: whether supervisord answers, if the caller has just asked."""
+    if running is None:
+        running = ctx.supervisor.is_running()
+    observed = observe(ctx, running)
     check_names_free(ctx, observed.loaded)
-    if ctx.supervisor.is_running():
+    if running:
         observed = replace(observed, pending_in_supervisor=pending_in_supervisor(ctx, observed))
-    return planning.make_plan(ctx.rendering.programs, observed)
+    return observed
+
+
+def make_plan(ctx: Context, observed: Observed | None = None) -> Plan:
+    """What `up` would do, from `observed` (`up` uses what it saw for more than the plan:
+    each look at supervisord's processes costs it a pass over all of them)."""
+    return planning.make_plan(ctx.rendering.programs, observed or look(ctx))

@@ -10,9 +10,10 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from .operations import Operation
+if TYPE_CHECKING:  # types only: a no-change `up` need not import the operations
+    from .operations import Operation
 
 REPEAT_SECONDS = 60.0
 

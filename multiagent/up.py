@@ -8,23 +8,28 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from . import canary, triggers
 from . import plan as planning
+from . import triggers
 from .applied import read_applied, write_applied
-from .canary import CanaryGate
 from .context import Context
 from .files import PRIVATE, PRIVATE_DIR, PUBLIC, PUBLIC_DIR, make_dir, owner_of, write_if_changed
 from .fleet import FleetError, Problem
 from .hostcheck import check_before_writing, check_host
-from .observe import make_plan
-from .operations import Operation, Remove, Replace, RunResult, SafeRestart
+from .observe import look, make_plan
 from .orphans import alive, ask_to_leave, orphans
 from .plan import Plan
 from .progress import REPEAT_SECONDS
-from .scheduler import run as run_operations
+from .rendered import remember
 from .supervisor import Faults, Supervisor, SupervisorError, start_private
 from .vocabulary import HOLD
+
+# Canaries, the safe operations and their scheduler are imported where a change needs
+# them: a no-change `up` starts faster without them.
+if TYPE_CHECKING:
+    from .canary import CanaryGate
+    from .operations import Operation, RunResult
 
 SETTLED_STATES = {"RUNNING", "FATAL", "EXITED", "STOPPED"}
 
@@ -77,15 +82,13 @@ def prepare_dirs(ctx: Context) -> None:
             make_dir(layout.agent_run_dir(agent.name), PRIVATE_DIR, owner)
 
 
-def _server_is_ours(ctx: Context, report: UpReport) -> bool:
-    """This fleet's own server runs (under its supervisord, or left by a dead one)."""
+def _server_is_ours(ctx: Context, report: UpReport, loaded: dict[str, str]) -> bool:
+    """This fleet's own server runs (under its supervisord, as `loaded` saw it, or left
+    by a dead one)."""
     name = ctx.fleet.server_program
     if name in report.strays:
         return True
-    if not ctx.supervisor.is_running():
-        return False
-    info = ctx.supervisor.processes().get(name)
-    return info is not None and info.state in ("RUNNING", "STARTING", "STOPPING")
+    return loaded.get(name) in ("RUNNING", "STARTING", "STOPPING")
 
 
 def mint_agent_tokens(ctx: Context) -> None:
@@ -202,8 +205,13 @@ def changes(
     ctx: Context, plan: Plan, skip: set[str] | frozenset[str] = frozenset()
 ) -> list[Operation]:
     """The safe operation for each agent whose change needs its process to go."""
+    actions = plan.of_kind(planning.RESTART, planning.REPLACE, planning.REMOVE)
+    if not actions:
+        return []
+    from .operations import Remove, Replace, SafeRestart
+
     operations: list[Operation] = []
-    for action in plan.of_kind(planning.RESTART, planning.REPLACE, planning.REMOVE):
+    for action in actions:
         if action.name in skip:
             continue
         kind = ctx.kind(action.name)
@@ -226,17 +234,21 @@ def up(
     canary: CanaryGate | None = None,
 ) -> UpReport:
     check_host(ctx)
-    plan = make_plan(ctx)
-    report = UpReport(plan)
     supervisord_pid = ctx.supervisor.pid() if ctx.supervisor.is_running() else None
+    observed = look(ctx, supervisord_pid is not None)
+    plan = make_plan(ctx, observed)
+    report = UpReport(plan)
     if supervisord_pid is None or plan.of_kind(planning.ADD, planning.START):
         report.strays = orphans(ctx, supervisord_pid)
-    check_before_writing(ctx, supervisord_pid is not None, _server_is_ours(ctx, report))
+    server_ours = _server_is_ours(ctx, report, observed.loaded)
+    check_before_writing(ctx, supervisord_pid is not None, server_ours)
     prepare_dirs(ctx)
     mint_agent_tokens(ctx)
     ask_to_leave(ctx, report.strays)
     later = _pick_canaries(ctx, plan, report, canary)
     report.written = write_files(ctx, hold_back=set(report.strays), leave=later)
+    if ctx.fresh_rendering is not None:
+        remember(ctx.layout, ctx.fresh_rendering, ctx.rendering_key)
     from .prometheus import write_targets  # Prometheus' targets file, for `metrics:`
 
     report.written += write_targets(ctx)
@@ -271,6 +283,8 @@ def _apply(
     wait: bool,
     progress: Callable[[Sequence[Operation]], None] | None,
 ) -> RunResult:
+    from .scheduler import run as run_operations
+
     return run_operations(
         operations,
         ctx.env(),
@@ -293,9 +307,12 @@ def _pick_canaries(ctx: Context, plan: Plan, report: UpReport, gate: CanaryGate 
     rollback`); with a canary gate, choose the canaries and return the agents whose
     change waits for them."""
     changed = changed_agents(ctx, plan)
-    if changed:
-        canary.save_previous(ctx, changed)
-    if gate is None or not changed:
+    if not changed:
+        return set()
+    from . import canary
+
+    canary.save_previous(ctx, changed)
+    if gate is None:
         return set()
     report.canaries = canary.choose(ctx, changed, gate.count)
     return set(changed) - set(report.canaries)
@@ -312,6 +329,8 @@ def _after_canaries(
     say: Callable[[str], None] | None,
 ) -> list[Operation]:
     """The gate; then the rest of the change, or the canaries rolled back."""
+    from . import canary
+
     ops = {op.name: op for op in (report.applied.operations if report.applied else [])}
     failed = [
         f"{n}: {ops[n].text}" for n in report.canaries if n in ops and not ops[n].stage == "done"
