@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -48,6 +49,8 @@ def code_digest() -> str:
     package = Path(__file__).resolve().parent
     hasher = hashlib.sha256(sys.version.encode())
     sources = [(str(p.relative_to(package)), p) for p in sorted(package.rglob("*.py"))]
+    if not sources:  # run from a zip or from bytecode alone: no code to digest, never reuse
+        return os.urandom(16).hex()
     templates = [(p.name, p) for p in sorted(template_dir().glob("*.j2"))]
     for name, path in sources + templates:
         hasher.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
