@@ -62,6 +62,8 @@ def make_dir(path: Path, mode: int = PUBLIC_DIR, owner: Owner | None = None) -> 
     """Create `path` (and missing parents, PUBLIC_DIR) and give it `mode` and `owner`
     whatever the umask; an existing one is set to them too. A symlink or a file in its
     place is refused."""
+    if _is_dir_as(path, mode, owner):
+        return  # the common case (`up` looks at every agent's dirs each time): one lstat
     if not os.path.lexists(path):
         if not os.path.lexists(path.parent):
             make_dir(path.parent)
@@ -81,6 +83,19 @@ def make_dir(path: Path, mode: int = PUBLIC_DIR, owner: Owner | None = None) -> 
             os.fchmod(fd, mode)
     finally:
         os.close(fd)
+
+
+def _is_dir_as(path: Path, mode: int, owner: Owner | None) -> bool:
+    """A directory (not a link to one) with this mode, and this owner if one is given."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return (
+        stat.S_ISDIR(st.st_mode)
+        and stat.S_IMODE(st.st_mode) == mode
+        and (owner is None or (st.st_uid, st.st_gid) == owner)
+    )
 
 
 def check_dir(path: Path) -> None:

@@ -20,15 +20,18 @@ from .vocabulary import HOLD
 CLOCK_SLACK = 0.05
 
 
-def managed_programs(ctx: Context, loaded: dict[str, str]) -> set[str]:
+def managed_programs(
+    ctx: Context, loaded: dict[str, str], known: dict[Path, str | None] | None = None
+) -> set[str]:
     """Programs of this fleet: a program file with this fleet's marker, or (in its own
-    private supervisord) anything supervisord has."""
+    private supervisord) anything supervisord has. `known`: texts just read from disk,
+    not read again."""
     names: set[str] = set()
     directory = ctx.target.program_dir
     suffix = ctx.target.program_suffix
     if directory.is_dir():
         for path in directory.glob(f"*{suffix}"):
-            if is_ours(ctx, path):
+            if is_ours(ctx, path, (known or {}).get(path)):
                 names.add(path.name[: -len(suffix)])
     if ctx.target.mode == "private":
         names |= set(loaded)
@@ -62,7 +65,7 @@ def observe(ctx: Context, running: bool) -> Observed:
     held = frozenset(n for n in rendering.programs if triggers.read_drain(ctx.layout, n) == HOLD)
     return Observed(
         disk=disk,
-        managed=frozenset(managed_programs(ctx, loaded)),
+        managed=frozenset(managed_programs(ctx, loaded, disk)),
         loaded=loaded,
         started=started,
         modified=modified,

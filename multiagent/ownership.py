@@ -24,13 +24,23 @@ def marker_of(ctx: Context) -> str:
     return f"{MARKER} ({ctx.fleet.identity})"
 
 
-def is_ours(ctx: Context, path: Path) -> bool:
-    """The file was written by tf-fleet for this fleet (its first line says so)."""
+def is_ours(ctx: Context, path: Path, text: str | None = None) -> bool:
+    """The file was written by tf-fleet for this fleet (its first line says so). `text`:
+    the file's content, when the caller has just read it (None: read its first line)."""
+    if text is not None:
+        return marker_of(ctx) in _first_line(text)
     try:
         with open(path, encoding="utf-8", errors="replace") as handle:
             return marker_of(ctx) in handle.readline()
     except OSError:
         return False
+
+
+def _first_line(text: str) -> str:
+    """What readline() of the file gives, without its end: up to the first line feed or
+    carriage return (open() reads universal newlines)."""
+    ends = [i for i in (text.find("\n"), text.find("\r")) if i >= 0]
+    return text[: min(ends)] if ends else text
 
 
 def definitions(ctx: Context) -> dict[str, list[Path]]:
