@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -10,8 +11,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ SLEEPER = f"{sys.executable} -c 'import signal,sys,time; signal.signal(15, lambd
 
 UPSTREAM_LIKE = f"{sys.executable} {Path(__file__).parent / 'upstream_like_agent.py'}"
 DONE_STATES = ("complete", "completed", "cancelled")
+_gates = itertools.count(1)
 PHASES = ("setup", "provision", "firmware_update", "test", "allocate", "reserve", "cleanup")
 
 
@@ -38,6 +41,7 @@ class FleetEnv:
         self.state_dir = root / "state"
         self.port = free_port()
         self.server_url = f"http://127.0.0.1:{self.port}"
+        self.gates: dict[str, Path] = {}
 
     def agent_fleet(
         self, names: list[str], queues: dict[str, list[str]] | None = None, **defaults: Any
@@ -96,15 +100,13 @@ class FleetEnv:
     def agent_processes(self, name: str | None = None) -> list[psutil.Process]:
         """Every process on the host running an agent of this fleet (whoever started it),
         found by the agent config path on its command line."""
-        marker = str(self.state_dir / "agents") + "/"
         found = []
-        for proc in psutil.process_iter(["cmdline", "status"]):
-            if proc.info["status"] == psutil.STATUS_ZOMBIE:
-                continue
-            for word in proc.info["cmdline"] or []:
-                if word.startswith(marker) and word.endswith("/testflinger-agent.conf"):
-                    if name is None or word[len(marker) :].split("/")[0] == name:
-                        found.append(proc)
+        for pid, agent in agent_pids(self.state_dir):
+            if name is None or agent == name:
+                try:
+                    found.append(psutil.Process(pid))
+                except psutil.NoSuchProcess:
+                    pass
         return found
 
     def same_process_until_done(
@@ -140,6 +142,74 @@ class FleetEnv:
         resp = requests.post(f"{self.server_url}/v1/job", json=job, timeout=10)
         resp.raise_for_status()
         return resp.json()["job_id"]
+
+    def submit_held(self, queue: str) -> str:
+        """A job whose test phase runs until the test calls `release(job)`: in flight for
+        exactly as long as the test needs it, instead of a guessed number of seconds."""
+        gate = self.root / f"release-{next(_gates)}"
+        wait = f"while [ ! -e {gate} ]; do sleep 0.05; done"
+        job = self.submit(queue, 0, f"echo working; {wait}; echo ok")
+        self.gates[job] = gate
+        return job
+
+    def release(self, *jobs: str) -> None:
+        for job in jobs:
+            self.gates[job].touch()
+
+    def run_releasing(
+        self,
+        *args: str,
+        jobs: list[str],
+        when: str | Callable[[str], bool] = "waiting for",
+        check: bool = True,
+        timeout: float = 120,
+    ) -> subprocess.CompletedProcess[str]:
+        """`run(*args)` while held `jobs` are in flight: they are released once tf-fleet's
+        output so far (stdout and stderr) contains `when` (or `when(output)` is true), that
+        is once it is seen waiting on them; at the latest when it exits. Fails if the
+        output never did."""
+        ready = when if callable(when) else (lambda text: when in text)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "multiagent", "-c", str(self.fleet_file), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=self.root,
+        )
+        out: list[str] = []
+        err: list[str] = []
+        readers = [
+            threading.Thread(target=lambda s=s, b=b: b.extend(s), daemon=True)
+            for s, b in ((proc.stdout, out), (proc.stderr, err))
+        ]
+        for reader in readers:
+            reader.start()
+        deadline = time.monotonic() + timeout
+        released = False
+        try:
+            while proc.poll() is None and time.monotonic() < deadline:
+                if not released and ready("".join(out) + "".join(err)):
+                    self.release(*jobs)
+                    released = True
+                time.sleep(0.02)
+            if proc.poll() is None:
+                proc.kill()
+                raise AssertionError(f"tf-fleet {' '.join(args)} still ran after {timeout} s")
+        finally:
+            self.release(*jobs)
+            for reader in readers:
+                reader.join(10)
+        done = subprocess.CompletedProcess(proc.args, proc.returncode, "".join(out), "".join(err))
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"tf-fleet {' '.join(args)} exited {proc.returncode}\n"
+                f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+            )
+        assert released or ready(done.stdout + done.stderr), (
+            f"tf-fleet {' '.join(args)} never printed {when!r} while the jobs ran:\n"
+            f"{done.stdout}{done.stderr}"
+        )
+        return done
 
     def result(self, job_id: str) -> dict[str, Any]:
         resp = requests.get(f"{self.server_url}/v1/result/{job_id}", timeout=10)
@@ -252,6 +322,27 @@ class FleetEnv:
         return found
 
 
+def agent_pids(state_dir: Path) -> list[tuple[int, str]]:
+    """(pid, agent name) of every live process on the host whose command line names an
+    agent config of the fleet in `state_dir`. Read straight from /proc: a zombie's command
+    line is empty, so only live processes count. (psutil's process_iter costs about four
+    times as much CPU per look, and the samplers look every 50 ms.)"""
+    marker = os.fsencode(state_dir / "agents") + b"/"
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/cmdline", "rb") as fh:
+                words = fh.read().split(b"\0")
+        except OSError:  # gone meanwhile
+            continue
+        for word in words:
+            if word.startswith(marker) and word.endswith(b"/testflinger-agent.conf"):
+                found.append((int(entry.name), os.fsdecode(word[len(marker) :].split(b"/")[0])))
+    return found
+
+
 def wait_until(predicate, timeout: float = 30.0, what: str = "condition") -> Any:
     """Wait for an event with a deadline; returns the predicate's first truthy value."""
     deadline = time.monotonic() + timeout
@@ -287,17 +378,11 @@ class ProcessSampler:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        marker = str(self.env.state_dir / "agents") + "/"
         while not self._stop.is_set():
             counts: dict[str, int] = {}
-            for proc in psutil.process_iter(["cmdline", "status"]):
-                if proc.info["status"] == psutil.STATUS_ZOMBIE:
-                    continue
-                for word in proc.info["cmdline"] or []:
-                    if word.startswith(marker) and word.endswith("/testflinger-agent.conf"):
-                        name = word[len(marker) :].split("/")[0]
-                        counts[name] = counts.get(name, 0) + 1
-                        self.seen.setdefault(name, set()).add(proc.pid)
+            for pid, name in agent_pids(self.env.state_dir):
+                counts[name] = counts.get(name, 0) + 1
+                self.seen.setdefault(name, set()).add(pid)
             for name, count in counts.items():
                 self.most[name] = max(self.most.get(name, 0), count)
             self.samples += 1

@@ -26,7 +26,7 @@ def test_a_good_change_goes_to_the_canary_first_then_to_all(fleet_env):
     names = ["cg1", "cg2", "cg3"]
     fleet = fleet_env.agent_fleet(names, {n: [f"q-{n}"] for n in names})
     before = fleet_env.start(fleet)
-    job = fleet_env.submit("q-cg3", 3)  # busy: not chosen as the canary
+    job = fleet_env.submit_held("q-cg3")  # busy: not chosen as the canary
     fleet_env.wait_running(job)
     fleet["defaults"]["location"] = "rack 9"
     fleet_env.write(fleet)
@@ -34,7 +34,9 @@ def test_a_good_change_goes_to_the_canary_first_then_to_all(fleet_env):
     assert plan.count("[canary]") == 1 and "cg3" not in [
         line.split()[1] for line in plan.splitlines() if "[canary]" in line
     ], plan
-    up = fleet_env.run("up", "--canary", "1", "--canary-job", _smoke(fleet_env))
+    up = fleet_env.run_releasing(
+        "up", "--canary", "1", "--canary-job", _smoke(fleet_env), jobs=[job], when="cg3: waiting"
+    )
     assert "canaries passed: cg1; the rest followed" in up.stdout, up.stdout
     fleet_env.assert_completed(job)  # the busy agent finished its job first
     after = _pids(fleet_env)
@@ -46,7 +48,7 @@ def test_a_change_that_fails_its_jobs_stops_at_the_canary_and_is_rolled_back(fle
     names = ["cb1", "cb2"]
     fleet = fleet_env.agent_fleet(names, {n: [f"q-{n}"] for n in names})
     before = fleet_env.start(fleet)
-    job = fleet_env.submit("q-cb2", 3)
+    job = fleet_env.submit_held("q-cb2")
     fleet_env.wait_running(job)
     old_confs = {n: _conf(fleet_env, n) for n in names}
     fleet["defaults"]["test_command"] = "false"
@@ -55,6 +57,7 @@ def test_a_change_that_fails_its_jobs_stops_at_the_canary_and_is_rolled_back(fle
     assert up.returncode == 1, up.stdout + up.stderr
     assert "canary gate failed: cb1: canary job" in up.stderr and "failed" in up.stderr
     assert "rolled back cb1" in up.stderr
+    fleet_env.release(job)
     fleet_env.assert_completed(job)  # cb2 was never touched: its job ran to its end
     after = _pids(fleet_env)
     assert after["cb2"] == before["cb2"]

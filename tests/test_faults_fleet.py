@@ -52,7 +52,7 @@ def test_two_changing_commands_take_turns(fleet_env):
 
 def test_an_agent_whose_status_file_cannot_be_written_counts_as_busy(fleet_env):
     pids = fleet_env.start(fleet_env.agent_fleet(["uk1"]))
-    job = fleet_env.submit("shared", 8)
+    job = fleet_env.submit_held("shared")
     fleet_env.wait_running(job)
     status_file = Layout(fleet_env.state_dir).status_file("uk1")
     status_file.unlink()
@@ -69,6 +69,7 @@ def test_an_agent_whose_status_file_cannot_be_written_counts_as_busy(fleet_env):
         assert [p.pid for p in fleet_env.agent_processes("uk1")] == [pids["uk1"]]
     finally:
         status_file.rmdir()
+        fleet_env.release(job)
     fleet_env.same_process_until_done("uk1", pids["uk1"], job)
     fleet_env.assert_completed(job)
 
@@ -76,14 +77,16 @@ def test_an_agent_whose_status_file_cannot_be_written_counts_as_busy(fleet_env):
 def test_up_after_supervisord_was_killed_mid_job_interrupts_nothing(fleet_env):
     names = ["sk1", "sk2"]
     pids = fleet_env.start(fleet_env.agent_fleet(names, {"sk1": ["q1"], "sk2": ["q2"]}))
-    job = fleet_env.submit("q1", 5)
+    job = fleet_env.submit_held("q1")
     fleet_env.wait_running(job)
     old = fleet_env.supervisord_pid()
     os.kill(old, signal.SIGKILL)
     wait_until(lambda: not psutil.pid_exists(old), 10, "supervisord to die")
     assert [p.pid for p in fleet_env.agent_processes("sk1")] == [pids["sk1"]]
 
-    up = fleet_env.run("up", check=False, timeout=90)
+    up = fleet_env.run_releasing(
+        "up", jobs=[job], when="sk1: waiting for pid", check=False, timeout=90
+    )
     assert up.returncode == 0, up.stdout + up.stderr
     assert "sk1: waiting for pid" in up.stderr, up.stderr
     new = fleet_env.supervisord_pid()

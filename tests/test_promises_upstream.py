@@ -11,10 +11,10 @@ from fixtures_fleet import ProcessSampler
 
 def _drain_mid_job(fleet_env) -> tuple[dict[str, int], str]:
     pids = fleet_env.start(fleet_env.upstream_fleet(["ud1", "ud2"], {"ud1": ["qd"]}))
-    job = fleet_env.submit("qd", 3)
+    job = fleet_env.submit_held("qd")
     fleet_env.wait_running(job)
     with ProcessSampler(fleet_env) as sampler:
-        out = fleet_env.run("drain", "ud1", "--wait")
+        out = fleet_env.run_releasing("drain", "ud1", "--wait", jobs=[job])
         fleet_env.same_process_until_done("ud1", pids["ud1"], job)
     assert "1/1 idle." in out.stdout
     fleet_env.assert_completed(job)
@@ -67,12 +67,12 @@ def test_drained_idle_upstream_agent_takes_no_job_until_resumed(fleet_env):
 def test_changed_upstream_agent_keeps_its_job_until_it_ends(fleet_env):
     fleet = fleet_env.upstream_fleet(["ur1"], {"ur1": ["qr"]})
     old_pid = fleet_env.start(fleet)["ur1"]
-    job = fleet_env.submit("qr", 3)
+    job = fleet_env.submit_held("qr")
     fleet_env.wait_running(job)
     fleet["agents"]["ur1"]["environment"] = {"LAB_MARK": "blue"}
     fleet_env.write(fleet)
     with ProcessSampler(fleet_env) as sampler:
-        out = fleet_env.run("up", check=False)
+        out = fleet_env.run_releasing("up", jobs=[job], check=False)
         fleet_env.same_process_until_done("ur1", old_pid, job)
     assert "1 replace" in out.stdout
     fleet_env.assert_completed(job)
@@ -109,12 +109,12 @@ def test_up_replaces_changed_upstream_agents(fleet_env):
 def test_removed_upstream_agent_keeps_its_job_until_it_ends(fleet_env):
     fleet = fleet_env.upstream_fleet(["uk1", "uk2"], {"uk1": ["qk1"], "uk2": ["qk2"]})
     pids = fleet_env.start(fleet)
-    job = fleet_env.submit("qk2", 3)
+    job = fleet_env.submit_held("qk2")
     fleet_env.wait_running(job)
     del fleet["agents"]["uk2"]
     fleet_env.write(fleet)
     with ProcessSampler(fleet_env) as sampler:
-        out = fleet_env.run("up", check=False)
+        out = fleet_env.run_releasing("up", jobs=[job], check=False)
         fleet_env.same_process_until_done("uk2", pids["uk2"], job)
     assert "1 remove" in out.stdout
     fleet_env.assert_completed(job)

@@ -16,10 +16,10 @@ def start(fleet_env, names, queues=None, **defaults):
 def test_safe_restart_of_a_busy_agent_waits_for_its_job(fleet_env):
     start(fleet_env, ["a1"])
     old_pid = fleet_env.status()["a1"]["pid"]
-    job = fleet_env.submit("shared", 4)
+    job = fleet_env.submit_held("shared")
     fleet_env.wait_running(job)
     with ProcessSampler(fleet_env) as sampler:
-        out = fleet_env.run("restart", "--safe", "a1")
+        out = fleet_env.run_releasing("restart", "--safe", "a1", jobs=[job])
     assert "waiting for job" in out.stdout and job in out.stdout
     assert "1/1 back." in out.stdout
     fleet_env.assert_completed(job)
@@ -33,11 +33,30 @@ def test_rolling_restart_of_six_agents_two_at_a_time(fleet_env):
     queues = {n: [f"q-{n}"] for n in names}
     start(fleet_env, names, queues)
     pids = {n: s["pid"] for n, s in fleet_env.status().items()}
-    jobs = [fleet_env.submit("q-r1", 6), fleet_env.submit("q-r2", 5)]
+    jobs = [fleet_env.submit_held("q-r1"), fleet_env.submit_held("q-r2")]
     for job in jobs:
         fleet_env.wait_running(job)
+
+    def idle_ones_back(_output: str) -> bool:  # (--json prints only at the end)
+        rows = fleet_env.status()
+        return all(
+            rows[n]["pid"] != pids[n] and rows[n]["process"] == "RUNNING" and rows[n]["last_poll"]
+            for n in names[2:]
+        )
+
+    # the jobs end only once the idle agents are back: a roll that waited for them hangs
     with ProcessSampler(fleet_env) as sampler:
-        out = fleet_env.run("restart", "--safe", "--all", "--max-parallel", "2", "--json")
+        out = fleet_env.run_releasing(
+            "restart",
+            "--safe",
+            "--all",
+            "--max-parallel",
+            "2",
+            "--json",
+            jobs=jobs,
+            when=idle_ones_back,
+            timeout=60,
+        )
     report = json.loads(out.stdout)
     assert report["ok"] and not report["timed_out"]
     assert {a["name"] for a in report["agents"] if a["stage"] == "done"} == set(names)
@@ -54,11 +73,11 @@ def test_rolling_restart_of_six_agents_two_at_a_time(fleet_env):
 def test_up_after_changing_queues_restarts_after_the_job(fleet_env):
     start(fleet_env, ["u1", "u2"], {"u1": ["q1"], "u2": ["q2"]})
     pids = {n: s["pid"] for n, s in fleet_env.status().items()}
-    job = fleet_env.submit("q1", 3)
+    job = fleet_env.submit_held("q1")
     fleet_env.wait_running(job)
     fleet_env.write(fleet_env.agent_fleet(["u1", "u2"], {"u1": ["q1", "q1-extra"], "u2": ["q2"]}))
     with ProcessSampler(fleet_env) as sampler:
-        out = fleet_env.run("up")
+        out = fleet_env.run_releasing("up", jobs=[job])
     assert "1 restart, 2 unchanged" in out.stdout
     fleet_env.assert_completed(job)
     status = fleet_env.status()
@@ -72,14 +91,14 @@ def test_up_after_changing_queues_restarts_after_the_job(fleet_env):
 def test_up_after_changing_environment_swaps_the_program_after_the_job(fleet_env):
     start(fleet_env, ["e1"], {"e1": ["qe"]})
     old_pid = fleet_env.status()["e1"]["pid"]
-    job = fleet_env.submit("qe", 3)
+    job = fleet_env.submit_held("qe")
     fleet_env.wait_running(job)
     fleet = fleet_env.agent_fleet(["e1"], {"e1": ["qe"]})
     fleet["agents"]["e1"]["environment"] = {"LAB_MARK": "blue"}
     fleet_env.write(fleet)
     queued = fleet_env.submit("qe", 0, "echo mark=$LAB_MARK")
     with ProcessSampler(fleet_env) as sampler:
-        out = fleet_env.run("up")
+        out = fleet_env.run_releasing("up", jobs=[job])
     assert "1 replace" in out.stdout
     fleet_env.assert_completed(job)
     # the draining agent took no new job: the queued one ran under the new program
@@ -114,11 +133,11 @@ def _output(fleet_env, job_id):
 
 def test_up_after_removing_an_agent_stops_it_after_the_job(fleet_env):
     start(fleet_env, ["k1", "k2"], {"k1": ["qk1"], "k2": ["qk2"]})
-    job = fleet_env.submit("qk2", 3)
+    job = fleet_env.submit_held("qk2")
     fleet_env.wait_running(job)
     fleet_env.write(fleet_env.agent_fleet(["k1"], {"k1": ["qk1"]}))
     with ProcessSampler(fleet_env) as sampler:
-        out = fleet_env.run("up")
+        out = fleet_env.run_releasing("up", jobs=[job])
     assert "1 remove, 2 unchanged" in out.stdout
     fleet_env.assert_completed(job)
     assert set(fleet_env.status()) == {"k1"}
@@ -130,10 +149,10 @@ def test_up_after_removing_an_agent_stops_it_after_the_job(fleet_env):
 
 def test_drain_wait_returns_when_idle_and_takes_no_new_job(fleet_env):
     start(fleet_env, ["d1"], {"d1": ["qd"]})
-    running = fleet_env.submit("qd", 3)
+    running = fleet_env.submit_held("qd")
     fleet_env.wait_running(running)
     pid = fleet_env.status()["d1"]["pid"]
-    out = fleet_env.run("drain", "d1", "--wait")
+    out = fleet_env.run_releasing("drain", "d1", "--wait", jobs=[running])
     queued = fleet_env.submit("qd", 0)
     assert "1/1 idle." in out.stdout
     fleet_env.assert_completed(running)
@@ -158,12 +177,12 @@ def test_drain_wait_returns_when_idle_and_takes_no_new_job(fleet_env):
 
 def test_down_refuses_mid_job_and_down_safe_waits(fleet_env):
     start(fleet_env, ["s1", "s2"], {"s1": ["qs1"], "s2": ["qs2"]})
-    job = fleet_env.submit("qs1", 3)
+    job = fleet_env.submit_held("qs1")
     fleet_env.wait_running(job)
     refused = fleet_env.run("down", check=False)
     assert refused.returncode == 1 and "s1 is busy" in refused.stderr
     with ProcessSampler(fleet_env) as sampler:
-        fleet_env.run("down", "--safe")
+        fleet_env.run_releasing("down", "--safe", jobs=[job])
     assert fleet_env.processes() == []
     sampler.assert_never_two()
     fleet_env.run("up")  # the server's database kept what the agents reported
@@ -192,13 +211,14 @@ def test_agent_that_crashes_after_restart_stops_the_roll(fleet_env):
 def test_timeout_leaves_the_restart_pending_and_the_job_running(fleet_env):
     start(fleet_env, ["t1"], {"t1": ["qt"]})
     old_pid = fleet_env.status()["t1"]["pid"]
-    job = fleet_env.submit("qt", 5)
+    job = fleet_env.submit_held("qt")
     fleet_env.wait_running(job)
     out = fleet_env.run("restart", "--safe", "t1", "--timeout", "2s", check=False)
     assert out.returncode == 1
     assert "timed out" in out.stderr and f"t1: waiting for job {job}" in out.stderr
     status = fleet_env.status()["t1"]
     assert status["pid"] == old_pid and status["restart_pending"] is True
+    fleet_env.release(job)
     fleet_env.same_process_until_done("t1", old_pid, job)
     fleet_env.assert_completed(job)
     fleet_env.wait_for(
@@ -210,9 +230,9 @@ def test_timeout_leaves_the_restart_pending_and_the_job_running(fleet_env):
 def test_restart_file_method(fleet_env):
     start(fleet_env, ["f1"], {"f1": ["qf"]})
     old_pid = fleet_env.status()["f1"]["pid"]
-    job = fleet_env.submit("qf", 3)
+    job = fleet_env.submit_held("qf")
     fleet_env.wait_running(job)
-    out = fleet_env.run("restart", "--safe", "f1", "--method", "file")
+    out = fleet_env.run_releasing("restart", "--safe", "f1", "--method", "file", jobs=[job])
     assert "1/1 back." in out.stdout
     fleet_env.assert_completed(job)
     assert fleet_env.status()["f1"]["pid"] != old_pid
@@ -221,21 +241,24 @@ def test_restart_file_method(fleet_env):
 
 def test_hard_restart_refuses_a_busy_agent(fleet_env):
     start(fleet_env, ["h1"], {"h1": ["qh"]})
-    job = fleet_env.submit("qh", 3)
+    job = fleet_env.submit_held("qh")
     fleet_env.wait_running(job)
     pid = fleet_env.status()["h1"]["pid"]
     out = fleet_env.run("restart", "h1", check=False)
     assert out.returncode == 1 and f"job {job}" in out.stderr
+    fleet_env.release(job)
     fleet_env.same_process_until_done("h1", pid, job)
     fleet_env.assert_completed(job)
 
 
 def test_safe_restart_of_an_upstream_like_agent(fleet_env):
     old_pid = fleet_env.start(fleet_env.upstream_fleet(["up1"], {"up1": ["qu"]}))["up1"]
-    job = fleet_env.submit("qu", 3)
+    job = fleet_env.submit_held("qu")
     fleet_env.wait_running(job)
     with ProcessSampler(fleet_env) as sampler:
-        out = fleet_env.run("restart", "--safe", "up1")
+        out = fleet_env.run_releasing(
+            "restart", "--safe", "up1", jobs=[job], when="waiting for its job to end"
+        )
     assert "waiting for its job to end" in out.stdout
     assert "1/1 back." in out.stdout
     fleet_env.assert_completed(job)
@@ -246,7 +269,7 @@ def test_safe_restart_of_an_upstream_like_agent(fleet_env):
 def test_up_no_wait_asks_and_the_next_up_finishes(fleet_env):
     start(fleet_env, ["n1"], {"n1": ["qn"]})
     old_pid = fleet_env.status()["n1"]["pid"]
-    job = fleet_env.submit("qn", 3)
+    job = fleet_env.submit_held("qn")
     fleet_env.wait_running(job)
     fleet = fleet_env.agent_fleet(["n1"], {"n1": ["qn"]})
     fleet["agents"]["n1"]["environment"] = {"LAB_MARK": "green"}
@@ -255,6 +278,7 @@ def test_up_no_wait_asks_and_the_next_up_finishes(fleet_env):
     assert "asked" in out.stdout
     assert "held" in fleet_env.run("status").stdout
     assert "replace    n1" in fleet_env.run("plan").stdout
+    fleet_env.release(job)
     fleet_env.same_process_until_done("n1", old_pid, job)
     fleet_env.assert_completed(job)
     fleet_env.wait_for(

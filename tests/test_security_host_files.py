@@ -112,12 +112,13 @@ def test_secrets_on_disk_are_private(fleet_env):
     assert _mode(layout.logs_dir) == 0o700
 
     # A running job's testflinger.json (its secrets) is 0600 in a 0700 job dir.
-    job = fleet_env.submit("shared", 4)
+    job = fleet_env.submit_held("shared")
     job_dir = layout.agent_dir("s-01") / "run" / job
     wait_until(lambda: (job_dir / "testflinger.json").exists(), 30, "the job's testflinger.json")
     assert _mode(job_dir) == 0o700
     assert _mode(job_dir / "testflinger.json") == 0o600
     assert _writable_by_others(fleet_env.state_dir) == []
+    fleet_env.release(job)
     fleet_env.assert_completed(job)
     assert fleet_env.status()["s-01"]["pid"] == pids["s-01"]
 

@@ -51,7 +51,7 @@ def test_status_shows_why_the_embedded_server_is_down(fleet_env):
 def test_status_shows_an_upstream_agents_job_from_its_server(fleet_env):
     fleet = fleet_env.upstream_fleet(["us1"], {"us1": ["uq"]})
     fleet_env.start(fleet)
-    job = fleet_env.submit("uq", 6)
+    job = fleet_env.submit_held("uq")
     fleet_env.wait_running(job)
     row = wait_until(
         lambda: (r := fleet_env.status()["us1"]) and r["job_id"] == job and r,
@@ -59,4 +59,5 @@ def test_status_shows_an_upstream_agents_job_from_its_server(fleet_env):
         "status to show the job",
     )
     assert row["state"] == "test" and row["phase"] == "test"
+    fleet_env.release(job)
     fleet_env.assert_completed(job)
