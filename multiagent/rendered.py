@@ -133,9 +133,10 @@ def _as_read(entry: Any, read: Callable[[Path], str | None]) -> tuple[Path, str]
 def reuse(layout: Layout, key: str) -> Rendering | None:
     """The files on disk as the rendering, when the record says they are it."""
     try:
-        record = json.loads(record_file(layout).read_text())
+        text = read_text(record_file(layout))  # never through a planted link
+        record = json.loads(text) if text is not None else None
     except (OSError, ValueError):
-        return None  # absent or unreadable: render
+        return None  # unreadable or not JSON: render
     return rendering_from(record, key, read_text)
 
 
