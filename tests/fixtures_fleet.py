@@ -70,8 +70,9 @@ class FleetEnv:
         self, names: list[str], queues: dict[str, list[str]] | None = None, **defaults: Any
     ) -> dict[str, Any]:
         """Upstream-like agents (tests/upstream_like_agent.py): no status file, no drain
-        flag, SIGUSR1 acted on at the next poll, the job a child process."""
-        defaults.setdefault("polling_interval", 1)
+        flag, SIGUSR1 acted on at the next poll, the job a child process. Polling every
+        0.5 s: what waits for the next poll waits half as long as at 1 s."""
+        defaults.setdefault("polling_interval", 0.5)
         fleet = self.agent_fleet(names, queues, agent_command=UPSTREAM_LIKE, **defaults)
         for key in ("setup_command", "cleanup_command", "device"):
             fleet["defaults"].pop(key)

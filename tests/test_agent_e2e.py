@@ -88,9 +88,10 @@ def test_full_job_end_to_end(shared_server, make_agent, tmp_path):
         reserve_command=f"{CONNECTOR} reserve",
         cleanup_command="echo cleanup done",
     ).start("-p", str(port))
+    gate = tmp_path / "release"  # the phase runs until the test has looked at it
     cmds = (
         "echo first-line; mkdir -p artifacts/sub; echo art > artifacts/sub/a.txt; "
-        "sleep 2.5; echo second-line"
+        f"while [ ! -e {gate} ]; do sleep 0.05; done; echo second-line"
     )
     job_id = shared_server.submit(
         job(
@@ -107,6 +108,7 @@ def test_full_job_end_to_end(shared_server, make_agent, tmp_path):
     )
     assert shared_server.job_state(job_id) == "test"
     assert agent.status()["state"] == "test" and agent.status()["job_id"] == job_id
+    gate.touch()
     shared_server.wait_job_state(job_id, {"complete"}, timeout=15)
     res = result(shared_server, job_id)
     for phase in ("setup", "provision", "firmware_update", "test", "reserve", "cleanup"):
@@ -265,9 +267,12 @@ def test_polling_fallback_without_inotify(shared_server, make_agent):
 
 
 @pytest.mark.parametrize("trigger", ["sigusr1", "file"])
-def test_restart_when_busy_finishes_job(shared_server, make_agent, trigger):
-    seconds = 5 if trigger == "sigusr1" else 3
-    agent = make_agent(shared_server.url, test_command=f"sleep {seconds}; echo slept").start()
+def test_restart_when_busy_finishes_job(shared_server, make_agent, trigger, tmp_path):
+    gate = tmp_path / "release"  # the job runs until the restart is seen pending
+    agent = make_agent(
+        shared_server.url,
+        test_command=f"while [ ! -e {gate} ]; do sleep 0.05; done; echo slept",
+    ).start()
     job_id = shared_server.submit(job(agent, "x"))
     agent.wait_status(lambda s: s["state"] == "test", what="test phase")
     if trigger == "sigusr1":
@@ -276,7 +281,8 @@ def test_restart_when_busy_finishes_job(shared_server, make_agent, trigger):
         agent.restart_file.write_text("")
     agent.wait_status(lambda s: s["restart_pending"], 4, what="restart pending")
     assert agent.proc.poll() is None
-    assert agent.wait_exit(seconds + 10) == 1
+    gate.touch()
+    assert agent.wait_exit(15) == 1
     res = result(shared_server, job_id)
     assert res["job_state"] == "complete" and res["test_status"] == 0
     assert "slept" in res["test_output"]
@@ -380,17 +386,20 @@ def test_drain_and_hold(shared_server, make_agent):
     assert agent.wait_exit(5) == 0
 
 
-def test_outcome_survives_server_outage(tf_server, make_agent):
+def test_outcome_survives_server_outage(tf_server, make_agent, tmp_path):
+    gate = tmp_path / "release"  # the job ends once the server is down
     agent = make_agent(
         tf_server.url,
         test_command=(
-            "echo before; sleep 1.5; mkdir -p artifacts; echo kept > artifacts/k.txt; echo after"
+            f"echo before; while [ ! -e {gate} ]; do sleep 0.05; done; "
+            "mkdir -p artifacts; echo kept > artifacts/k.txt; echo after"
         ),
     )
     agent.start()
     job_id = tf_server.submit(job(agent, "x"))
     agent.wait_status(lambda s: s["state"] == "test", what="test phase")
     tf_server.stop()
+    gate.touch()
     results = agent.base / "results"
     wait_for(lambda: results.exists() and list(results.iterdir()), 10, what="stored outcome")
     assert agent.status()["server_reachable"] is False

@@ -44,7 +44,8 @@ def test_drained_upstream_agent_takes_no_new_job_after_its_job(fleet_env):
         pids_now = [p.pid for p in fleet_env.agent_processes("ud1")]
         return fleet_env.job_state(queued) == "waiting" and pids_now == [pids["ud1"]]
 
-    fleet_env.hold_for(3.0, drained, "the drained agent keeps running and leaves the job queued")
+    # over three polling intervals (0.5 s)
+    fleet_env.hold_for(1.5, drained, "the drained agent keeps running and leaves the job queued")
     fleet_env.run("resume", "ud1")
     fleet_env.assert_completed(queued)
 
@@ -58,7 +59,8 @@ def test_drained_idle_upstream_agent_takes_no_job_until_resumed(fleet_env):
         pids_now = [p.pid for p in fleet_env.agent_processes("ui1")]
         return fleet_env.job_state(queued) == "waiting" and pids_now == [pids["ui1"]]
 
-    fleet_env.hold_for(3.0, drained, "the drained agent keeps running and leaves the job queued")
+    # over three polling intervals (0.5 s)
+    fleet_env.hold_for(1.5, drained, "the drained agent keeps running and leaves the job queued")
     fleet_env.run("resume", "ui1")
     fleet_env.assert_completed(queued)
     assert fleet_env.status()["ui1"]["pid"] == pids["ui1"]

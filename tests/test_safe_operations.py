@@ -148,7 +148,7 @@ def test_up_after_removing_an_agent_stops_it_after_the_job(fleet_env):
 
 
 def test_drain_wait_returns_when_idle_and_takes_no_new_job(fleet_env):
-    start(fleet_env, ["d1"], {"d1": ["qd"]})
+    start(fleet_env, ["d1"], {"d1": ["qd"]}, polling_interval=0.25)
     running = fleet_env.submit_held("qd")
     fleet_env.wait_running(running)
     pid = fleet_env.status()["d1"]["pid"]
@@ -166,8 +166,8 @@ def test_drain_wait_returns_when_idle_and_takes_no_new_job(fleet_env):
             and [p.pid for p in fleet_env.agent_processes("d1")] == [pid]
         )
 
-    # over four polling intervals the job stays queued and the same agent stays drained
-    fleet_env.hold_for(2.0, still_drained, "the drained agent left the queued job alone")
+    # over four polling intervals (0.25 s) the job stays queued and the agent stays drained
+    fleet_env.hold_for(1.0, still_drained, "the drained agent left the queued job alone")
     assert f"starting job {queued}" not in fleet_env.log("d1")
     assert "d1" in fleet_env.run("status").stdout
     fleet_env.run("resume", "d1")
