@@ -13,7 +13,7 @@ def three_agents(extra: dict | None = None) -> dict:
     agents.update(extra or {})
     return {
         "server": "http://127.0.0.1:9",
-        "defaults": {"agent_command": SLEEPER},
+        "defaults": {"agent_command": SLEEPER, "startsecs": 1},  # RUNNING 1 s after start
         "agents": agents,
     }
 
