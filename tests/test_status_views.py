@@ -12,14 +12,13 @@ import sys
 from fixtures_fleet import wait_until
 
 
-def _ctl(env, *args: str) -> subprocess.CompletedProcess[str]:
+def _ctl_command(env) -> list[str]:
     conf = env.state_dir / "supervisor" / "supervisord.conf"
-    return subprocess.run(
-        [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(conf), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(conf)]
+
+
+def _ctl(env, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*_ctl_command(env), *args], capture_output=True, text=True, timeout=60)
 
 
 def test_status_shows_why_the_embedded_server_is_down(fleet_env):
@@ -29,8 +28,14 @@ def test_status_shows_why_the_embedded_server_is_down(fleet_env):
     squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     squatter.bind(("127.0.0.1", fleet_env.port))
     squatter.listen()
+    # supervisorctl start returns only once supervisord gave up (FATAL after its retries):
+    # status is looked at meanwhile, as a user would while it retries.
+    starting = subprocess.Popen(
+        [*_ctl_command(fleet_env), "start", "tf-fleet-server"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
-        _ctl(fleet_env, "start", "tf-fleet-server")
         cause = f"port {fleet_env.port} is in use by pid {os.getpid()}"
         shown = wait_until(
             lambda: (p := fleet_env.run("status", check=False)) and cause in p.stdout and p,
@@ -46,6 +51,8 @@ def test_status_shows_why_the_embedded_server_is_down(fleet_env):
         assert data["server"]["process"] != "RUNNING" and data["server"]["reachable"] is False
     finally:
         squatter.close()
+        starting.kill()  # only the client: supervisord goes on as it was
+        starting.wait(10)
 
 
 def test_status_shows_an_upstream_agents_job_from_its_server(fleet_env):
