@@ -303,11 +303,10 @@ class FleetEnv:
         return looks
 
     def cleanup(self) -> None:
-        procs = self.processes()
-        if procs:
-            self.run("down", "--force", check=False, timeout=60)
-        # What this test started, whoever its parent is now (a test may kill supervisord):
-        # every process whose command line names this test's own directory.
+        """After the test (what `down` does has tests of its own): SIGKILL to this fleet's
+        supervisord first, so that it respawns nothing, then to everything below it and
+        every process whose command line names this test's own directory, whoever its
+        parent is now (a test may have killed supervisord)."""
         for proc in [*self.processes(), *self.own_processes()]:
             try:
                 proc.send_signal(signal.SIGKILL)
