@@ -307,11 +307,12 @@ class FleetEnv:
         supervisord first, so that it respawns nothing, then to everything below it and
         every process whose command line names this test's own directory, whoever its
         parent is now (a test may have killed supervisord)."""
-        for proc in [*self.processes(), *self.own_processes()]:
-            try:
-                proc.send_signal(signal.SIGKILL)
-            except psutil.NoSuchProcess:
-                pass
+        for procs in (self.processes()[:1], [*self.processes(), *self.own_processes()]):
+            for proc in procs:
+                try:
+                    proc.send_signal(signal.SIGKILL)
+                except psutil.NoSuchProcess:
+                    pass
 
     def own_processes(self) -> list[psutil.Process]:
         root = str(self.root) + "/"
