@@ -33,10 +33,15 @@ How to read it:
 * The cold `up` and `down` runs alternate with bare supervisord starting as many sleeping
   interpreters and stopping them with `supervisorctl stop all`, then `supervisorctl
   shutdown` (until supervisord is gone). `down` is the plain command (the agents are idle).
-* Agent CPU to its first poll: tf-agent started as supervisord starts it, against the
-  fleet's server; every thread's CPU time from `/proc/<pid>/task/*/schedstat` (ns) as soon
-  as `last_poll` appears in its status file. Its baseline is the same venv's interpreter
-  running `-c pass`, from exec to exit (wait4's rusage). Both pay the venv's `.pth` files.
+* Agent CPU to its first poll: tf-agent started with its program's own command (`python
+  -S .../agent/boot.py`: no site), against the fleet's server; every thread's CPU time
+  from `/proc/<pid>/task/*/schedstat` (ns) as soon as `last_poll` appears in its status
+  file. Its baseline is the same venv's interpreter running `-c pass`, from exec to exit
+  (wait4's rusage), with site and the venv's `.pth` files as `python -c` runs; the
+  figure without site is in its note.
+* The baselines' sleeping interpreters run with site, as `python -c` does; in this venv
+  that includes the editable install's finder, which a wheel install does not have. The
+  memory rows note a sleeper started with `-S`, as tf-agent is, beside them.
 * The job runs all seven phases: `allocate` waits (upstream semantics) until the job or its
   parent job ends, so each measured job names an already completed job as
   `parent_job_id`, which lets allocate return at once.
