@@ -37,8 +37,14 @@ def test_status_shows_why_the_embedded_server_is_down(fleet_env):
     )
     try:
         cause = f"port {fleet_env.port} is in use by pid {os.getpid()}"
+        # (until supervisord has the start request, status shows the server STOPPED)
         shown = wait_until(
-            lambda: (p := fleet_env.run("status", check=False)) and cause in p.stdout and p,
+            lambda: (
+                (p := fleet_env.run("status", check=False))
+                and cause in p.stdout
+                and "tf-fleet-server STOPPED" not in p.stdout
+                and p
+            ),
             30,
             "status to say why the server is down",
         )
