@@ -327,7 +327,9 @@ def agent_pids(state_dir: Path) -> list[tuple[int, str]]:
     """(pid, agent name) of every live process on the host whose command line names an
     agent config of the fleet in `state_dir`. Read straight from /proc: a zombie's command
     line is empty, so only live processes count. (psutil's process_iter costs about four
-    times as much CPU per look, and the samplers look every 50 ms.)"""
+    times as much CPU per look, and the samplers look every 50 ms.) A child the agent has
+    forked for a phase's command carries the agent's command line until its exec: it holds
+    no name and is left out."""
     marker = os.fsencode(state_dir / "agents") + b"/"
     found = []
     for entry in os.scandir("/proc"):
@@ -341,7 +343,16 @@ def agent_pids(state_dir: Path) -> list[tuple[int, str]]:
         for word in words:
             if word.startswith(marker) and word.endswith(b"/testflinger-agent.conf"):
                 found.append((int(entry.name), os.fsdecode(word[len(marker) :].split(b"/")[0])))
-    return found
+    names = dict(found)
+    return [(pid, name) for pid, name in found if names.get(_parent_pid(pid)) != name]
+
+
+def _parent_pid(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return int(fh.read().rsplit(b")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def wait_until(predicate, timeout: float = 30.0, what: str = "condition") -> Any:
@@ -381,9 +392,17 @@ class ProcessSampler:
     def _run(self) -> None:
         while not self._stop.is_set():
             counts: dict[str, int] = {}
-            for pid, name in agent_pids(self.env.state_dir):
-                counts[name] = counts.get(name, 0) + 1
+            found = agent_pids(self.env.state_dir)
+            for pid, name in found:
                 self.seen.setdefault(name, set()).add(pid)
+            # A look reads /proc one pid after the other: an agent read early may have
+            # exited and its successor started before the successor is read. Two count
+            # only if both still run once the look is over, i.e. at one same moment.
+            names = [name for _, name in found]
+            if len(set(names)) < len(names):
+                found = [p for p in agent_pids(self.env.state_dir) if p in found]
+            for _, name in found:
+                counts[name] = counts.get(name, 0) + 1
             for name, count in counts.items():
                 self.most[name] = max(self.most.get(name, 0), count)
             self.samples += 1
