@@ -256,7 +256,33 @@ class Supervisor:
         self._call("startProcess", name, wait)
 
     def stop(self, name: str, wait: bool = True) -> None:
+        self._past_exec(name)
         self._call("stopProcess", name, wait)
+
+    def _past_exec(self, name: str, limit: float = 2.0) -> None:
+        """Wait (at most `limit`) until `name` is not about to be respawned and its process
+        runs its own command. supervisord's child between fork and exec takes a signal
+        with the handlers it inherited and drops it: a stop asked in that window is lost,
+        and supervisord waits stopwaitsecs before SIGKILL. A stop asked just after an agent
+        exited to restart lands in the very pass of supervisord's loop that respawns it."""
+        deadline = time.monotonic() + limit
+        parent: bytes | None = None
+        while time.monotonic() < deadline:
+            try:
+                info = self.process(name)
+            except SupervisorError:
+                return  # not loaded, or no supervisord: stopProcess says so itself
+            respawning = info.state == "BACKOFF" or (
+                info.state == "EXITED" and info.exitstatus != 0
+            )
+            if not respawning and not (info.state == "STARTING" and info.pid):
+                return
+            if info.state == "STARTING":
+                if parent is None:
+                    parent = _cmdline(self.pid())
+                if _cmdline(info.pid) != parent:
+                    return  # exec'd (or gone): a signal now reaches the program
+            time.sleep(0.01)
 
     def stop_many(self, names: list[str]) -> dict[str, int]:
         """Ask for every one of `names` to stop, without waiting, in one request
@@ -279,6 +305,14 @@ class Supervisor:
 
     def pid(self) -> int:
         return int(self._call("getPID"))
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read()
+    except OSError:
+        return b""
 
 
 def start_private(layout: Layout, timeout: float = 15.0) -> int:
