@@ -1,6 +1,11 @@
 from __future__ import annotations
 
+import compileall
+from pathlib import Path
+
 import pytest
+
+import multiagent
 
 # Shared fixtures live in plain modules (tests/ is on sys.path, see pyproject).
 pytest_plugins = ["fixtures_server", "fixtures_fleet"]
@@ -29,3 +34,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     then even out at the end); otherwise in collection order."""
     order = {id(item): i for i, item in enumerate(items)}
     items.sort(key=lambda item: (_rank(item), order[id(item)]))
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """The package's bytecode, as `pip install .` leaves it. The suite starts hundreds of
+    tf-fleet, tf-agent and server processes; with PYTHONDONTWRITEBYTECODE set (or a tree
+    they cannot write), each would compile every module it imports again (an editable
+    install compiles nothing ahead)."""
+    compileall.compile_dir(str(Path(multiagent.__file__).parent), quiet=1)

@@ -86,17 +86,34 @@ class FleetEnv:
 
         upstream = fleet["defaults"].get("agent_command") == UPSTREAM_LIKE
 
-        def ready() -> bool:
-            # An upstream-like agent writes no status file: it is ready once its server
-            # has its first report.
-            rows = self.status()
-            return bool(rows) and all(
-                row["process"] == "RUNNING" and (row["state"] if upstream else row["last_poll"])
-                for row in rows.values()
-            )
+        def reported(name: str) -> bool:
+            # Read straight from the files and the server: `status` (a whole tf-fleet
+            # process per look) is for what the tests assert, not for set-up.
+            if not upstream:
+                data = self.status_file(name)
+                return bool(data.get("last_poll"))
+            try:  # an upstream-like agent writes no status file: its server's view
+                answer = requests.get(f"{self.server_url}/v1/agents/data/{name}", timeout=5)
+                return answer.ok and bool(answer.json().get("state"))
+            except (requests.RequestException, ValueError):
+                return False
 
-        self.wait_for(ready, what="every agent to run and poll")
-        return {name: row["pid"] for name, row in self.status().items()}
+        self.wait_for(lambda: all(reported(n) for n in fleet["agents"]), what="every agent to poll")
+        rows = self.wait_for(
+            lambda: (
+                (rows := self.status())
+                and all(row["process"] == "RUNNING" for row in rows.values())
+                and rows
+            ),
+            what="every agent to run",
+        )
+        return {name: row["pid"] for name, row in rows.items()}
+
+    def status_file(self, name: str) -> dict[str, Any]:
+        try:
+            return json.loads((self.state_dir / "run" / name / f"{name}.json").read_text())
+        except (OSError, ValueError):
+            return {}
 
     def agent_processes(self, name: str | None = None) -> list[psutil.Process]:
         """Every process on the host running an agent of this fleet (whoever started it),
