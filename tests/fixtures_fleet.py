@@ -23,12 +23,15 @@ import requests
 import yaml
 from fixtures_server import free_port
 
+# Test doubles run no code of the package: the suite's coverage (started in every Python
+# subprocess that has its variables) is left out of them.
+NO_COVERAGE = "env -u COVERAGE_PROCESS_CONFIG -u COVERAGE_PROCESS_START"
 # A stand-in agent for tests that only need a long-lived process: it accepts the
 # `-c CONF` tf-fleet appends to upstream-style commands and exits 0 on SIGTERM.
-SLEEPER = f"{sys.executable} -c 'import signal,sys,time; signal.signal(15, lambda *a: sys.exit(0)); time.sleep(1e9)'"  # noqa: E501
+SLEEPER = f"{NO_COVERAGE} {sys.executable} -c 'import signal,sys,time; signal.signal(15, lambda *a: sys.exit(0)); time.sleep(1e9)'"  # noqa: E501
 
 
-UPSTREAM_LIKE = f"{sys.executable} {Path(__file__).parent / 'upstream_like_agent.py'}"
+UPSTREAM_LIKE = f"{NO_COVERAGE} {sys.executable} {Path(__file__).parent / 'upstream_like_agent.py'}"
 DONE_STATES = ("complete", "completed", "cancelled")
 _gates = itertools.count(1)
 PHASES = ("setup", "provision", "firmware_update", "test", "allocate", "reserve", "cleanup")
