@@ -246,7 +246,12 @@ def test_background_children_of_a_phase_are_ended(shared_server, make_agent, tmp
     pidfile, stubborn = tmp_path / "bg.pid", tmp_path / "stubborn.pid"
     agent = make_agent(
         shared_server.url,
-        setup_command=f"sleep 4242 & echo $! > {pidfile}; echo setup-done",
+        # The phase ends once its background child runs `sleep` (not still a forked shell
+        # before its exec), so the leftover is named by its own command line.
+        setup_command=(
+            f"sleep 4242 & echo $! > {pidfile}; "
+            'until [ "$(cat /proc/$!/comm)" = sleep ]; do :; done; echo setup-done'
+        ),
         test_command=(
             f"sh -c 'trap \"\" TERM; echo $$ > {stubborn}; sleep 4343 & wait' & "
             f"while [ ! -s {stubborn} ]; do sleep 0.05; done; echo test-done"
