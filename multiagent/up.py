@@ -170,6 +170,20 @@ def wait_settled(supervisor: Supervisor, names: list[str], timeout: float) -> di
         time.sleep(0.1 if len(names) <= 20 else 0.5)
 
 
+def await_server(ctx: Context, states: dict[str, str], timeout: float) -> None:
+    """RUNNING is supervisord's word once startsecs have passed; under load the embedded
+    server may still be starting then. `up` returns once it answers, so that `up` and then
+    `submit` (the README's first command) finds it."""
+    name = ctx.fleet.server_program
+    if not ctx.fleet.server.embedded or states.get(name) != "RUNNING":
+        return
+    from .serverinfo import probe
+
+    deadline = time.monotonic() + timeout
+    while not probe(ctx.fleet.server.url, 1.0).ok and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 def start_new(
     ctx: Context,
     plan: Plan,
@@ -268,6 +282,7 @@ def up(
         report.started += _take_over(ctx, report, wait, restart_timeout, say)
     if wait and report.started:
         report.states = wait_settled(ctx.supervisor, report.started, timeout)
+        await_server(ctx, report.states, timeout)
     if not plan.is_noop or read_applied(ctx) is None:
         unsettled = {op.name for op in operations if op.stage != "done"}
         if report.canary_failure:
