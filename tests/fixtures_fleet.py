@@ -23,6 +23,8 @@ import requests
 import yaml
 from fixtures_server import free_port
 
+from multiagent.layout import Layout
+
 # Test doubles run no code of the package: the suite's coverage (started in every Python
 # subprocess that has its variables) is left out of them.
 NO_COVERAGE = "env -u COVERAGE_PROCESS_CONFIG -u COVERAGE_PROCESS_START"
@@ -114,7 +116,7 @@ class FleetEnv:
 
     def status_file(self, name: str) -> dict[str, Any]:
         try:
-            return json.loads((self.state_dir / "run" / name / f"{name}.json").read_text())
+            return json.loads(Layout(self.state_dir).status_file(name).read_text())
         except (OSError, ValueError):
             return {}
 
