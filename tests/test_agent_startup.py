@@ -5,7 +5,6 @@ server first answers, and leaving through atexit."""
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
 import socket
@@ -91,12 +90,11 @@ def test_daily_log_file_renames_at_a_new_day_and_keeps_six(tmp_path):
     for day in range(1, 9):  # eight old files
         (tmp_path / f"testflinger-agent.log.2026-01-0{day}").write_text("old\n")
     (tmp_path / "testflinger-agent.log.notes").write_text("not a backup\n")
-    handler = DailyLogFile(str(path))
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    handler.emit(logging.makeLogRecord({"msg": "before midnight"}))
-    handler.day = "2026-01-09"  # as if the file was opened yesterday
-    handler.emit(logging.makeLogRecord({"msg": "after midnight"}))
-    handler.close()
+    log_file = DailyLogFile(str(path))
+    log_file.write("before midnight\n", time.time())
+    log_file.day = "2026-01-09"  # as if the file was opened yesterday
+    log_file.write("after midnight\n", time.time())
+    log_file.close()
     assert path.read_text() == "after midnight\n"
     assert (tmp_path / "testflinger-agent.log.2026-01-09").read_text() == "before midnight\n"
     kept = sorted(p.name for p in tmp_path.glob("testflinger-agent.log.2026-*"))
@@ -131,3 +129,42 @@ def test_agent_retries_often_until_its_server_first_answers(tmp_path):
         listener.close()
     # A doubling back-off from 1 s would have tried at 0, 1, 3 s (three times).
     assert len(attempts) >= 6, attempts
+
+
+def test_agent_log_lines_levels_and_tracebacks(tmp_path, monkeypatch):
+    """tf-agent's own log (no `logging` package): upstream's line format, the configured
+    level, the traceback of an exception, and a bad format that still logs."""
+    from multiagent.agent import log
+
+    monkeypatch.setattr(log._Sinks, "configured", False)
+    lines: list[str] = []
+    log.configure(log.level_named("warning"), [lambda line, _created: lines.append(line)])
+    try:
+        logger = log.get("tf-agent.test")
+        logger.info("not written at level %s", "WARNING")
+        logger.warning("disk %s%% full", 91)
+        try:
+            raise KeyError("phase")
+        except KeyError:
+            logger.exception("job %s failed", "j1")
+        logger.error("one %s %s", "argument")  # too few arguments: kept, not raised
+    finally:
+        log._Sinks.configured = False
+    assert len(lines) == 3, lines
+    assert time.strptime(lines[0][:19], "%Y-%m-%d %H:%M:%S")
+    assert lines[0][19] == "," and lines[0][20:23].isdigit()
+    assert lines[0][24:] == "WARNING tf-agent.test: disk 91% full\n"
+    assert lines[1][24:].startswith("ERROR tf-agent.test: job j1 failed\nTraceback (most recent")
+    assert lines[1].rstrip().endswith("KeyError: 'phase'")
+    assert "one %s %s" in lines[2] and "'argument'" in lines[2]
+
+
+def test_daily_log_file_survives_a_full_disk(tmp_path, capfd):
+    log_file = DailyLogFile(str(tmp_path / "testflinger-agent.log"))
+    log_file.stream.close()
+    log_file.stream = open("/dev/full", "w")  # noqa: SIM115 - every write fails: ENOSPC
+    for _ in range(3):
+        log_file.write("lost\n", time.time())
+    err = capfd.readouterr().err
+    assert err.count("cannot write") == 1, err  # said once, not once per line
+    assert "No space left" in err

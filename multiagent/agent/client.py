@@ -8,17 +8,17 @@ blocks a restart signal for long.
 
 from __future__ import annotations
 
-import json
-import logging
 import os
 
+from multiagent.agent import jsonio
+from multiagent.agent.log import get as get_logger
 from multiagent.agent.wire import Connection, query, quote, split_address
 
 TYPE_CHECKING = False  # no typing import at run time (start-up cost)
 if TYPE_CHECKING:
     from typing import Any
 
-log = logging.getLogger("tf-agent.client")
+log = get_logger("tf-agent.client")
 
 DEFAULT_TIMEOUT = 10.0
 TRANSFER_TIMEOUT = 600.0
@@ -44,7 +44,7 @@ class Response:
         if not self.body:
             return None
         try:
-            return json.loads(self.body)
+            return jsonio.loads(self.body)
         except ValueError:
             return None
 
@@ -154,7 +154,7 @@ class Client:
     ) -> Response:
         """One request; raises ServerUnreachable on transport errors and 5xx."""
         if json_body is not None:
-            body = json.dumps(json_body).encode()
+            body = jsonio.dumps(json_body).encode()
             headers = {**(headers or {}), "Content-Type": "application/json"}
         timeout = self.timeout if timeout is None else timeout
         if self.token_file and self._access_token is None:
@@ -181,14 +181,14 @@ class Client:
     def _refresh_token(self) -> None:
         try:
             with open(self.token_file or "", encoding="utf-8") as fh:
-                refresh = json.load(fh).get("refresh_token")
+                refresh = jsonio.load(fh).get("refresh_token")
         except (OSError, ValueError, AttributeError) as exc:
             log.error("cannot read refresh token from %s: %s", self.token_file, exc)
             return
         if not refresh:
             log.error("no refresh_token in %s", self.token_file)
             return
-        body = json.dumps({"refresh_token": refresh}).encode()
+        body = jsonio.dumps({"refresh_token": refresh}).encode()
         headers = self._headers({"Content-Type": "application/json"}, auth=False)
         resp = self._send("POST", "/v1/oauth2/refresh", body, headers, 15.0, None)
         if resp.status == 200:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 
+from multiagent.agent import jsonio
 from multiagent.vocabulary import ALL_PHASES
 
 TYPE_CHECKING = False  # dataclasses/typing cost ~15 ms of start-up; a plain class will do
@@ -252,10 +253,8 @@ def _as_json(text: str) -> object | None:
         body = body.partition("\n")[2].lstrip()
     if not body.startswith("{"):
         return None
-    import json
-
     try:
-        data = json.loads(body)
+        data = jsonio.loads(body)
     except ValueError:
         return None
     return data if isinstance(data, dict) else None

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import codecs
 import json
-import logging
 import os
 import select
 import signal
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from multiagent.agent import outcome, procs
 from multiagent.agent.attachments import AttachmentError, unpack
 from multiagent.agent.client import ServerUnreachable
+from multiagent.agent.log import get as get_logger
 from multiagent.agent.record import FINISHING, JobRecord, record_path
 from multiagent.vocabulary import (
     ALLOCATE,
@@ -42,7 +42,7 @@ from multiagent.vocabulary import (
 if TYPE_CHECKING:
     from multiagent.agent.loop import Agent
 
-log = logging.getLogger("tf-agent.job")
+log = get_logger("tf-agent.job")
 
 FLUSH_EVERY = 2.0  # seconds between output fragments while a phase runs
 CANCEL_EVERY = 2.0  # seconds between GET /v1/result checks inside a phase

@@ -8,12 +8,12 @@ escape the loop: they set a capped back-off.
 
 from __future__ import annotations
 
-import logging
 import time
 
 from multiagent.agent import outcome
 from multiagent.agent.client import Client, ServerUnreachable
 from multiagent.agent.config import AgentConfig
+from multiagent.agent.log import get as get_logger
 from multiagent.agent.memory import give_back
 from multiagent.agent.metrics import Metrics
 from multiagent.agent.record import record_path
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
     from multiagent.agent.record import DeadJob
 
-log = logging.getLogger("tf-agent")
+log = get_logger("tf-agent")
 
 HEARTBEAT_EVERY = 240.0  # POST agent data at least this often (server's updated_at)
 BACKOFF_MIN, BACKOFF_MAX = 1.0, 30.0
@@ -76,6 +76,7 @@ class Agent:
         self.client = Client(cfg.server_address, cfg.agent_id, token_file=token_file)
         self.interval = float(cfg.polling_interval)
         self.registered = False
+        self.server_state_fresh = False  # what registering saw serves the first poll
         self.backoff = 0.0
         self.retry_at = 0.0
         self.reached = False  # whether this process has had an answer from its server
@@ -302,35 +303,47 @@ class Agent:
             return None
 
     def _register(self) -> None:
+        """Tell the server this agent is here: one look at what it holds, one post (the
+        state, queues and location together: at a cold start hundreds of agents do this
+        at once). What the look saw, with the state posted, serves the first poll."""
         cfg = self.cfg
         data = self.client.get_agent_data()
         state, comment = data.get("state") or "", data.get("comment") or ""
         if state in OFF_STATES and not comment.startswith(OWN_COMMENT_PREFIX):
             # An admin's offline/maintenance survives our restarts (upstream clears it).
             log.info("server has this agent %s (%s); keeping it", state, comment)
-            self.client.post_agent_data({"state": state, "comment": comment})
         else:
-            self.client.post_agent_data({"state": AGENT_WAITING, "comment": ""})
+            state, comment = AGENT_WAITING, ""
         if cfg.advertised_queues:
             self.client.post_queues(cfg.advertised_queues)
         if cfg.advertised_images:
             self.client.post_images(cfg.advertised_images)
-        info: dict[str, Any] = {
+        posted: dict[str, Any] = {
+            "state": state,
+            "comment": comment,
             "location": cfg.location or "",
             "queues": list(cfg.job_queues),
             "provision_type": cfg.provision_type or "",
         }
         if cfg.identifier:
-            info["identifier"] = cfg.identifier
-        self.client.post_agent_data(info)
+            posted["identifier"] = cfg.identifier
+        self.client.post_agent_data(posted)
         self.last_agent_post = time.monotonic()
         self.registered = True
         self.net_succeeded()
+        self._take_server_state({**data, "state": state, "comment": comment})
+        self.server_state_fresh = True
         log.info("registered with %s as %s", self.client.server, cfg.agent_id)
 
     def _read_server_state(self) -> None:
+        if self.server_state_fresh:
+            self.server_state_fresh = False  # read at registration, just now
+            return
         data = self.client.get_agent_data()
         self.net_succeeded()
+        self._take_server_state(data)
+
+    def _take_server_state(self, data: dict[str, Any]) -> None:
         self.server_state = data.get("state") or ""
         self.server_comment = data.get("comment") or ""
         restricted = data.get("restricted_to") or {}

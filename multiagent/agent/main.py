@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 
 from multiagent.agent import __version__
+from multiagent.agent.log import get as get_logger
 from multiagent.vocabulary import (
     AGENT_STOPPED,
     EXIT_BAD_CONFIG,
@@ -18,6 +18,7 @@ from multiagent.vocabulary import (
 
 TYPE_CHECKING = False  # no typing import at run time (start-up cost)
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import NoReturn
 
     from multiagent.agent.config import AgentConfig
@@ -135,25 +136,22 @@ def _parse_args_argparse(argv: list[str] | None) -> Args:
 
 
 def setup_logging(cfg: AgentConfig) -> None:
-    level = logging.getLevelName(str(cfg.logging_level).upper())
-    if not isinstance(level, int):
-        level = logging.INFO
-    root = logging.getLogger()
-    root.setLevel(level)
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not cfg.logging_quiet:
-        console = logging.StreamHandler(sys.stderr)
-        console.setFormatter(fmt)
-        root.addHandler(console)
+    from multiagent.agent import log
+
+    writers: list[Callable[[str, float], None]] = [] if cfg.logging_quiet else [log.console]
     try:
         from multiagent.agent.logfile import DailyLogFile
 
         os.makedirs(cfg.logging_basedir, exist_ok=True)
-        handler = DailyLogFile(os.path.join(cfg.logging_basedir, "testflinger-agent.log"))
-        handler.setFormatter(fmt)
-        root.addHandler(handler)
+        writers.append(
+            DailyLogFile(os.path.join(cfg.logging_basedir, "testflinger-agent.log")).write
+        )
+        failed = None
     except OSError as exc:
-        logging.getLogger("tf-agent").warning("no log file in %s: %s", cfg.logging_basedir, exc)
+        failed = exc
+    log.configure(log.level_named(cfg.logging_level), writers)
+    if failed is not None:
+        log.get("tf-agent").warning("no log file in %s: %s", cfg.logging_basedir, failed)
 
 
 def fail(message: str, code: int) -> int:
@@ -199,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             )
 
     setup_logging(cfg)
-    log = logging.getLogger("tf-agent")
+    log = get_logger("tf-agent")
     # Temp files in the agent's own (config) dir: see StatusFile.
     status = StatusFile(run_dir, agent_id, tmp_dir=os.path.dirname(os.path.abspath(args.config)))
     drain = DrainFlag(run_dir, agent_id)
@@ -236,7 +234,7 @@ def run() -> NoReturn:
 
 
 def leave(code: int) -> NoReturn:
-    """Exit at once once atexit's work is done (logging's flush; coverage under the test
+    """Exit at once once atexit's work is done (coverage under the test
     suite). The interpreter's teardown frees every module and object one by one: several
     ms of CPU per agent that a `down` of hundreds of agents pays all at once."""
     import atexit

@@ -8,7 +8,7 @@ it once): `changes(agent_start_time_seconds[1h])`.
 
 from __future__ import annotations
 
-import threading
+import _thread
 import time
 
 from multiagent.vocabulary import EXIT_RECOVERY_FAILED
@@ -53,7 +53,7 @@ def _head(name: str, kind: str, text: str) -> list[str]:
 class Metrics:
     def __init__(self, agent_id: str):
         self.agent = _esc(agent_id)
-        self.lock = threading.Lock()
+        self.lock = _thread.allocate_lock()  # threading only if served (start-up cost)
         self.started_at = time.time()
         self.jobs = 0
         self.failures: dict[str, int] = {}
@@ -157,6 +157,8 @@ class Metrics:
 
             server_class = HTTPServer6
         server = server_class((host, port), Handler)
+        import threading
+
         thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 60}, name="metrics", daemon=True
         )

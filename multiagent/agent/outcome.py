@@ -7,13 +7,13 @@ server has it, so a partial success never sends anything twice.
 
 from __future__ import annotations
 
-import json
-import logging
 import os
 
+from multiagent.agent import jsonio
 from multiagent.agent.client import Client, ServerUnreachable
+from multiagent.agent.log import get as get_logger
 
-log = logging.getLogger("tf-agent.outcome")
+log = get_logger("tf-agent.outcome")
 _warned: set[str] = set()
 
 OUTCOME_FILE = "testflinger-outcome.json"
@@ -46,7 +46,7 @@ def save_fragments(rundir: str, fragments: list[tuple[str, dict]]) -> None:
         return
     with open(path + ".tmp", "w", encoding="utf-8") as fh:
         for log_type, fragment in fragments:
-            fh.write(json.dumps([log_type, fragment]) + "\n")
+            fh.write(jsonio.dumps([log_type, fragment]) + "\n")
     os.replace(path + ".tmp", path)
 
 
@@ -57,7 +57,7 @@ def load_fragments(rundir: str) -> list[tuple[str, dict]]:
         with open(path, encoding="utf-8") as fh:
             for line in fh:
                 if line.strip():
-                    log_type, fragment = json.loads(line)
+                    log_type, fragment = jsonio.loads(line)
                     fragments.append((log_type, fragment))
     except (OSError, ValueError, TypeError):
         return []
@@ -67,7 +67,7 @@ def load_fragments(rundir: str) -> list[tuple[str, dict]]:
 def write_outcome(rundir: str, outcome: dict) -> None:
     path = os.path.join(rundir, OUTCOME_FILE)
     with open(path + ".tmp", "w", encoding="utf-8") as fh:
-        json.dump(outcome, fh)
+        jsonio.dump(outcome, fh)
     os.replace(path + ".tmp", path)
 
 
@@ -95,7 +95,7 @@ def transmit(client: Client, rundir: str, job_id: str, timeout: float | None = N
     outcome_path = os.path.join(rundir, OUTCOME_FILE)
     if os.path.exists(outcome_path):
         with open(outcome_path, encoding="utf-8") as fh:
-            outcome = json.load(fh)
+            outcome = jsonio.load(fh)
         outcome.pop("output", None)
         outcome.pop("serial", None)
         if not client.post_result(job_id, outcome, timeout=timeout):

@@ -9,12 +9,14 @@ process is never taken for ours.
 from __future__ import annotations
 
 import os
-import signal
 import time
 
 TYPE_CHECKING = False  # no typing import at run time (start-up cost)
 if TYPE_CHECKING:
+    import signal
     from collections.abc import Callable
+else:  # the C module: `signal` builds enums at import, CPU that every agent start pays
+    import _signal as signal
 
 # Seconds between SIGTERM and SIGKILL for what is left of a process group.
 GRACE = 5.0

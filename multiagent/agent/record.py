@@ -20,13 +20,12 @@ trusted only if it is a regular file owned by the agent's user (opened O_NOFOLLO
 
 from __future__ import annotations
 
-import json
-import logging
 import os
 import time
 
-from multiagent.agent import outcome, procs
+from multiagent.agent import jsonio, outcome, procs
 from multiagent.agent.client import Client
+from multiagent.agent.log import get as get_logger
 from multiagent.vocabulary import (
     ALL_PHASES,
     EXIT_AGENT_ERROR,
@@ -39,7 +38,7 @@ TYPE_CHECKING = False  # no typing import at run time (start-up cost)
 if TYPE_CHECKING:
     from typing import Any
 
-log = logging.getLogger("tf-agent.record")
+log = get_logger("tf-agent.record")
 
 # The stages of a job record.
 RUNNING, FINISHING, CLOSING = "running", "finishing", "closing"
@@ -72,7 +71,7 @@ class JobRecord:
     def write(self) -> None:
         """Replace the record atomically; raises OSError (the first write must succeed)."""
         self.data["updated_at"] = time.time()
-        write_private(self.path, json.dumps(self.data).encode())
+        write_private(self.path, jsonio.dumps(self.data).encode())
 
     def update(self, **changes: Any) -> None:
         """Later writes: a failure is logged, never raised (the job goes on)."""
@@ -134,7 +133,7 @@ def load(path: str) -> dict[str, Any] | None:
             return None
         raw = fh.read(1 << 20)
     try:
-        data = json.loads(raw)
+        data = jsonio.loads(raw)
     except ValueError:
         data = None
     if not (isinstance(data, dict) and valid_job_id(data.get("job_id"))):
@@ -184,7 +183,7 @@ class DeadJob:
         if self.data.get("stage") != CLOSING:
             self._prepare(client)
             self.data["stage"] = CLOSING
-            write_private(self.path, json.dumps(self.data).encode())
+            write_private(self.path, jsonio.dumps(self.data).encode())
         outcome.transmit(client, self.rundir, self.job_id)
         client.post_agent_data({"job_id": ""})
         os.unlink(self.path)
@@ -211,7 +210,7 @@ class DeadJob:
     def _status(self) -> dict[str, int]:
         try:
             with open(os.path.join(self.rundir, outcome.OUTCOME_FILE), encoding="utf-8") as fh:
-                status = json.load(fh).get("status")
+                status = jsonio.load(fh).get("status")
         except (OSError, ValueError, AttributeError):
             return {}
         if not isinstance(status, dict):

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import _socket  # the C module: `socket` builds enums at import (start-up cost)
 import errno
-import json
-import logging
 import os
-import socket
 import time
 
-from multiagent.agent import __version__
+from multiagent.agent import __version__, jsonio
+from multiagent.agent.log import get as get_logger
 from multiagent.vocabulary import (
     AGENT_STARTING,
     STATUS_REFRESH_SECONDS,
@@ -22,14 +21,14 @@ TYPE_CHECKING = False  # no typing import at run time (start-up cost)
 if TYPE_CHECKING:
     from typing import Any
 
-log = logging.getLogger("tf-agent.status")
+log = get_logger("tf-agent.status")
 
 # Rewrite the status file this often at least (tf-fleet's limit is STATUS_REFRESH_SECONDS),
 # and retry this often while writes fail; log a failure again at most this often.
 REFRESH_EVERY = STATUS_REFRESH_SECONDS * 0.75
 RETRY_EVERY = 2.0
 FAILURE_LOG_EVERY = 60.0
-SO_PEERCRED = getattr(socket, "SO_PEERCRED", 17)
+SO_PEERCRED = getattr(_socket, "SO_PEERCRED", 17)
 
 
 class StatusFile:
@@ -114,7 +113,7 @@ class StatusFile:
         step = "temp"
         try:
             with open(tmp, "w", encoding="utf-8") as fh:
-                json.dump(self.data, fh)
+                jsonio.dump(self.data, fh)
             step = "rename"
             os.replace(tmp, self.path)
         except OSError as exc:
@@ -191,10 +190,10 @@ class NameGuard:
     def __init__(self, agent: str, server: str):
         self.agent = agent
         self.address = socket_name(agent, server)
-        self.sock: socket.socket | None = None
+        self.sock: _socket.socket | None = None
 
     def acquire(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
         try:
             sock.bind(self.address)
             sock.listen(64)
@@ -230,11 +229,11 @@ def holder(address: bytes) -> tuple[int | None, int | None]:
     """(pid, uid) of the process listening on the abstract `address`, when known."""
     import struct
 
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    probe = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     probe.setblocking(False)
     try:
         probe.connect(address)
-        pid, uid, _gid = struct.unpack("3i", probe.getsockopt(socket.SOL_SOCKET, SO_PEERCRED, 12))
+        pid, uid, _gid = struct.unpack("3i", probe.getsockopt(_socket.SOL_SOCKET, SO_PEERCRED, 12))
         return pid, uid
     except OSError:
         return _holder_from_proc(address)

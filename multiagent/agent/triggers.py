@@ -14,21 +14,24 @@ TF_AGENT_NO_INOTIFY=1) the agent looks every `POLL_TICK` seconds instead.
 
 from __future__ import annotations
 
-import logging
 import os
 import select
-import signal
 import stat
 import sys
 import time
 
+from multiagent.agent.log import get as get_logger
 from multiagent.vocabulary import restart_file_name
 
 TYPE_CHECKING = False  # typing costs ~4 ms of start-up; only annotations need it
 if TYPE_CHECKING:
+    import signal
     from typing import Any
+else:  # the C module: `signal` builds enums at import, CPU that every agent start pays
+    import _signal as signal
 
-log = logging.getLogger("tf-agent.triggers")
+log = get_logger("tf-agent.triggers")
+SIGNAL_NAMES: dict[int, str] = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "SIGINT"}
 
 POLL_TICK = 0.5  # idle look at the restart file and drain flag without inotify
 RECHECK = 5.0  # with inotify: direct look anyway, in case an event was missed
@@ -278,7 +281,7 @@ class Triggers:
 
     def _on_term(self, signum: int, _frame: Any) -> None:
         if self.stop_reason is None:
-            self.stop_reason = signal.Signals(signum).name
+            self.stop_reason = SIGNAL_NAMES.get(signum, f"signal {signum}")
         self.waker.wake()
 
     def _on_chld(self, _signum: int, _frame: Any) -> None:

@@ -6,12 +6,15 @@ would do the same but brings the email package for its header parsing: ~1.5 MiB 
 idle agent's private memory and ~5 ms of its start-up CPU, paid 500 times on a big host
 (bench/). Limits are http.client's: a line at most 64 KiB, at most 100 header lines.
 urllib.parse is left out for the same reason (it imports ipaddress: ~0.4 MiB together);
-the three helpers below give what its urlsplit, quote and urlencode gave here.
+the three helpers below give what its urlsplit, quote and urlencode gave here. A plain
+http connection is made with `_socket`, which `socket` wraps: importing `socket` costs
+~3 ms of start-up CPU (its enums, selectors); https needs `socket` for `ssl` anyway.
 """
 
 from __future__ import annotations
 
-import socket
+import _socket  # the C module: `socket` builds enums and loads selectors at import
+import io
 
 TYPE_CHECKING = False  # no typing import at run time (start-up cost)
 if TYPE_CHECKING:
@@ -161,7 +164,7 @@ class Connection:
         self.host = host
         self.port = port or DEFAULT_PORTS.get(scheme, 80)
         self.timeout = timeout
-        self.sock: socket.socket | None = None
+        self.sock: Any = None
         self.file: Any = None
         shown = f"[{host}]" if ":" in host else host
         default = port in (None, DEFAULT_PORTS.get(scheme))
@@ -176,18 +179,21 @@ class Connection:
         # A str host is IDNA-encoded by getaddrinfo, which imports unicodedata (~1 MiB);
         # an ASCII name or address needs no encoding.
         host: str | bytes = self.host.encode("ascii") if self.host.isascii() else self.host
-        sock = socket.create_connection((host, self.port), self.timeout)  # type: ignore[arg-type]
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if self.scheme == "https":
-                import ssl  # only for an https server: libssl costs ~4 MB
+        if self.scheme == "https":
+            import socket
+            import ssl  # only for an https server: libssl costs ~4 MB
 
+            sock: Any = socket.create_connection((host, self.port), self.timeout)  # type: ignore[arg-type]
+            try:
+                sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
                 sock = ssl.create_default_context().wrap_socket(sock, server_hostname=self.host)
-        except BaseException:
-            sock.close()
-            raise
-        self.sock = sock
-        self.file = sock.makefile("rb")
+            except BaseException:
+                sock.close()
+                raise
+            self.sock, self.file = sock, sock.makefile("rb")
+            return
+        sock = connect(host, self.port, self.timeout)
+        self.sock, self.file = sock, io.BufferedReader(_Receiver(sock), CHUNK)
 
     def close(self) -> None:
         file, sock = self.file, self.sock
@@ -278,3 +284,39 @@ def _line(file: Any) -> bytes:
     if len(line) > MAX_LINE:
         raise BadResponse("a line longer than 64 KiB")
     return line
+
+
+def connect(host: str | bytes, port: int, timeout: float) -> Any:
+    """A connected TCP `_socket.socket` to the first address of `host` that answers (what
+    socket.create_connection does); the last address's error if none does."""
+    error: OSError | None = None
+    for family, kind, proto, _, address in _socket.getaddrinfo(host, port, 0, _socket.SOCK_STREAM):
+        sock = _socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(timeout)
+            sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+            sock.connect(address)
+            return sock
+        except OSError as exc:
+            sock.close()
+            error = exc
+    raise error or OSError(f"no address for {host!r}")
+
+
+class _Receiver(io.RawIOBase):
+    """The reading side of a `_socket.socket`, for io.BufferedReader (socket.SocketIO's
+    part that the client uses); the socket's timeout applies to each read."""
+
+    def __init__(self, sock: Any):
+        super().__init__()
+        self._sock = sock
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        return int(self._sock.recv_into(buffer))
+
+    def close(self) -> None:
+        self._sock = None  # the Connection closes the socket itself
+        super().close()
