@@ -41,6 +41,10 @@ from .statusfile import judge, read_status
 from .supervisor import Faults, ProcessInfo, Supervisor, SupervisorError
 
 SERVER_CACHE_SECONDS = 2.0
+# Up to this many agents in an operation, a look asks supervisord for those agents only
+# (and often: every FEW_TICK s); beyond it, for every process in one call.
+FEW = 10
+FEW_TICK = 0.02
 REMOVE_TRIES = 20
 
 
@@ -110,7 +114,9 @@ def _children(pid: int) -> int:
 
 def take_snapshot(env: Env, kinds: dict[str, str]) -> Snapshot:
     """Every fact the operations on `kinds` ({name: kind}) decide from."""
-    processes = env.supervisor.processes()
+    names = list(kinds)
+    few = len(names) <= FEW
+    processes = env.supervisor.processes_named(names) if few else env.supervisor.processes()
     agents = {name: _facts(env, name, kind, processes.get(name)) for name, kind in kinds.items()}
     return Snapshot(agents, time.time(), server_known=bool(env.server_url))
 
@@ -216,9 +222,13 @@ def run(
     runs out. Idle agents go first, so a busy one never holds up the idle ones."""
     if not operations:
         return RunResult([])
-    # A look costs supervisord a pass over its processes: look often while an agent is
-    # about to exit or come back, seldom while every one in flight waits for a job.
-    fast = tick if tick is not None else (0.05 if len(operations) <= 50 else 0.2)
+    # A look costs supervisord work for each agent asked about (or for all of them): look
+    # often while an agent is about to exit or come back, seldom while every one in
+    # flight waits for a job.
+    count = len(operations)
+    fast = (
+        tick if tick is not None else (FEW_TICK if count <= FEW else 0.05 if count <= 50 else 0.2)
+    )
     try:
         return _loop(operations, env, max_parallel, timeout, stop_on_failure, wait, fast, progress)
     except KeyboardInterrupt:

@@ -238,6 +238,24 @@ class Supervisor:
             info["name"]: ProcessInfo.from_rpc(info) for info in self._call("getAllProcessInfo")
         }
 
+    def processes_named(self, names: list[str]) -> dict[str, ProcessInfo]:
+        """The processes of these names in one call (a multicall of getProcessInfo): for
+        a few agents of a big fleet, a fraction of supervisord's work for every process's
+        info. A name supervisord does not know is left out, as with processes()."""
+        calls = [{"methodName": "supervisor.getProcessInfo", "params": [n]} for n in names]
+        found: dict[str, ProcessInfo] = {}
+        for name, answer in zip(names, self._call("system.multicall", calls), strict=True):
+            if isinstance(answer, dict) and "faultCode" in answer:
+                if answer["faultCode"] == Faults.BAD_NAME:
+                    continue
+                raise SupervisorError(
+                    f"supervisord refused getProcessInfo({name}): {answer.get('faultString')}",
+                    answer["faultCode"],
+                    name,
+                )
+            found[answer["name"]] = ProcessInfo.from_rpc(answer)
+        return found
+
     def process(self, name: str) -> ProcessInfo:
         return ProcessInfo.from_rpc(self._call("getProcessInfo", name))
 

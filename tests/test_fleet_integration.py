@@ -50,6 +50,25 @@ def test_up_starts_every_agent_and_second_up_touches_nothing(fleet_env):
     ]
 
 
+def test_a_look_at_a_few_agents_asks_supervisord_for_them_only(fleet_env):
+    """What a safe operation on a few agents reads each tick: the same facts as from every
+    process's info, and a name supervisord does not know is left out, not an error."""
+    from multiagent.fleet import load_fleet
+    from multiagent.supervisor import Supervisor, target_for
+
+    fleet_env.write(three_agents())
+    fleet_env.run("up")
+    supervisor = Supervisor(target_for(load_fleet(fleet_env.fleet_file)))
+    every = supervisor.processes()
+    few = supervisor.processes_named(["agent-03", "agent-09", "agent-01"])
+
+    def facts(infos):  # not `now` and the uptime in `description`: a second may pass
+        return {n: (i.state, i.pid, i.start, i.log_file) for n, i in infos.items()}
+
+    assert facts(few) == facts({name: every[name] for name in ("agent-01", "agent-03")})
+    assert few["agent-01"].state == "RUNNING" and few["agent-01"].pid
+
+
 def test_adding_an_agent_starts_only_it(fleet_env):
     fleet_env.write(three_agents())
     fleet_env.run("up")

@@ -3,13 +3,13 @@ interpreters; agent CPU from exec to its first poll, against a bare interpreter'
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
 from pathlib import Path
 
 import psutil
-import yaml
 
 from .common import (
     SLEEPER,
@@ -152,10 +152,13 @@ def _agent_start(fleet: BenchFleet) -> list[str]:
 
 
 def agent_cpu(fleet: BenchFleet, root: Path, index: int, reaper: Reaper) -> float:
-    """tf-agent started as supervisord starts it (the program's command), against the
-    fleet's server, under a name of its own: CPU seconds at its first poll."""
+    """tf-agent started as supervisord starts it (the program's command, a config in the
+    JSON form tf-fleet writes), against the fleet's server, under a name of its own: CPU
+    seconds at its first poll. (A YAML config would make the agent load `site` and PyYAML,
+    which no agent of a fleet does.)"""
     template = fleet.state / "agents" / fleet.names[0] / "testflinger-agent.conf"
-    conf = yaml.safe_load(template.read_text())
+    text = template.read_text()
+    conf = json.loads(text[text.index("{") :])  # after tf-fleet's comment line
     name = f"cpu{index:03d}"
     home = root / name
     conf.update(
@@ -166,7 +169,7 @@ def agent_cpu(fleet: BenchFleet, root: Path, index: int, reaper: Reaper) -> floa
     )
     home.mkdir(parents=True, exist_ok=True)
     path = home / "testflinger-agent.conf"
-    path.write_text(yaml.safe_dump(conf))
+    path.write_text(json.dumps(conf, indent=2))
     status = home / f"{name}.json"
     cmd = [*_agent_start(fleet), "-c", str(path), "--run-dir", str(home)]
     cmd += ["--restart-dir", str(home)]
