@@ -1,6 +1,7 @@
 """The shell around operations.py: gather the facts, carry out the actions, loop.
 
-Each tick reads every process in one XML-RPC call, plus the status files of the agents
+Each tick reads the processes in one XML-RPC call (those of the agents in flight when
+they are few, else every one), plus the status files of the agents
 in flight (and, for upstream agents, their children and what the server says), and
 moves each operation on by at most one step.
 """
