@@ -1,9 +1,9 @@
 """The shell around operations.py: gather the facts, carry out the actions, loop.
 
-Each tick reads the processes in one XML-RPC call (those of the agents in flight when
-they are few, else every one), plus the status files of the agents
-in flight (and, for upstream agents, their children and what the server says), and
-moves each operation on by at most one step.
+Each tick reads the processes in one XML-RPC call (only the agents in flight when they
+are few, else every process), plus the status files of the agents in flight (and, for
+upstream agents, their children and what the server says), and moves each operation on
+by at most one step.
 """
 
 from __future__ import annotations

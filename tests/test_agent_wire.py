@@ -189,3 +189,84 @@ def test_split_address_without_scheme_and_bad_ports():
     for bad in ("http://h:0", "http://h:65536", "http://h:80x", "http://h:-1", "http://h:٣"):
         with pytest.raises(ValueError, match="bad port"):
             split_address(bad)
+
+
+def _self_signed(folder):
+    """A certificate for localhost and 127.0.0.1, and its key (PEM files)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+def test_https_verifies_the_server_and_talks_over_tls(tmp_path, monkeypatch):
+    """An https server is reached through `socket` and `ssl` (the plain path uses
+    `_socket`): its certificate is checked, then the same framing applies."""
+    import ssl
+
+    cert, key = _self_signed(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        for _ in range(2):
+            try:
+                conn, _ = listener.accept()
+                with context.wrap_socket(conn, server_side=True) as tls:
+                    head = b""
+                    while not head.endswith(b"\r\n\r\n"):
+                        head += tls.recv(1)
+                    tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecret")
+            except (OSError, ssl.SSLError):
+                continue  # the untrusted attempt: the client hangs up during the handshake
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        untrusted = Connection("https", "localhost", port, 5)
+        with pytest.raises(ssl.SSLCertVerificationError):
+            untrusted.request("GET", "/v1", None, {})
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        conn = Connection("https", "localhost", port, 5)
+        reply = conn.request("GET", "/v1", None, {})
+        assert (reply.status, reply.read()) == (200, b"secret")
+        conn.close()
+    finally:
+        listener.close()
+        thread.join(5)
