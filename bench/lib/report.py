@@ -25,8 +25,9 @@ How to read it:
   main loop waits up to 1 s in select and respawns an EXITED process only on the pass
   *after* the one that reaped it. Its baseline pays the same: a bare program that exits 1
   on SIGUSR1, is respawned by the same kind of supervisord, and writes a file as it starts.
-* `tf-fleet restart --safe` polls supervisord every 50 ms while it waits, which wakes its
-  loop; its rows are compared with `supervisorctl restart` (also a CLI).
+* `tf-fleet restart --safe` of up to 10 agents asks supervisord about those agents every
+  20 ms while it waits, which wakes its loop; its rows are compared with `supervisorctl
+  restart` (also a CLI).
 * The rolling baseline is measured, not computed: a minimal script over XML-RPC stops 10
   bare sleepers, waits until they are STOPPED, starts them, waits until they are RUNNING
   (startsecs 1, like the agents), then the next 10; the runs alternate with tf-fleet's.
@@ -34,9 +35,10 @@ How to read it:
   interpreters and stopping them with `supervisorctl stop all`, then `supervisorctl
   shutdown` (until supervisord is gone). `down` is the plain command (the agents are idle).
 * Agent CPU to its first poll: tf-agent started with its program's own command (`python
-  -S .../agent/boot.py`: no site), against the fleet's server; every thread's CPU time
-  from `/proc/<pid>/task/*/schedstat` (ns) as soon as `last_poll` appears in its status
-  file. Its baseline is the same venv's interpreter running `-c pass`, from exec to exit
+  -S .../agent/boot.py`: no site) on the JSON config tf-fleet writes, against the fleet's
+  server, under a name of its own (so it registers, as at a cold start); every thread's
+  CPU time from `/proc/<pid>/task/*/schedstat` (ns) as soon as `last_poll` appears in its
+  status file. Its baseline is the same venv's interpreter running `-c pass`, from exec to exit
   (wait4's rusage), with site and the venv's `.pth` files as `python -c` runs; the
   figure without site is in its note.
 * The baselines' sleeping interpreters run with site, as `python -c` does; in this venv
