@@ -76,7 +76,6 @@ class Agent:
         self.client = Client(cfg.server_address, cfg.agent_id, token_file=token_file)
         self.interval = float(cfg.polling_interval)
         self.registered = False
-        self.server_state_fresh = False  # what registering saw serves the first poll
         self.backoff = 0.0
         self.retry_at = 0.0
         self.reached = False  # whether this process has had an answer from its server
@@ -332,13 +331,9 @@ class Agent:
         self.registered = True
         self.net_succeeded()
         self._take_server_state({**data, "state": state, "comment": comment})
-        self.server_state_fresh = True
         log.info("registered with %s as %s", self.client.server, cfg.agent_id)
 
     def _read_server_state(self) -> None:
-        if self.server_state_fresh:
-            self.server_state_fresh = False  # read at registration, just now
-            return
         data = self.client.get_agent_data()
         self.net_succeeded()
         self._take_server_state(data)
@@ -392,10 +387,12 @@ class Agent:
     def _poll_once(self) -> int | None:
         if self.dead_job is not None:
             self._close_dead_job()  # first: no new job while one is left open
-        if not self.registered:
-            self._register()
+        registering = not self.registered
+        if registering:
+            self._register()  # its look at the server serves this poll
         self._retry_stored()
-        self._read_server_state()
+        if not registering:
+            self._read_server_state()
         if self.server_state in OFF_STATES:
             self.status.update(state=self.server_state, drained=False)
             self._heartbeat_if_due()
