@@ -234,9 +234,9 @@ def run() -> NoReturn:
 
 
 def leave(code: int) -> NoReturn:
-    """Exit at once once atexit's work is done (coverage under the test
-    suite). The interpreter's teardown frees every module and object one by one: several
-    ms of CPU per agent that a `down` of hundreds of agents pays all at once."""
+    """Exit at once once atexit's work is done (coverage, under the test suite). The
+    interpreter's teardown frees every module and object one by one: several ms of CPU
+    per agent that a `down` of hundreds of agents pays all at once."""
     import atexit
 
     atexit._run_exitfuncs()

@@ -179,20 +179,20 @@ class Connection:
         # A str host is IDNA-encoded by getaddrinfo, which imports unicodedata (~1 MiB);
         # an ASCII name or address needs no encoding.
         host: str | bytes = self.host.encode("ascii") if self.host.isascii() else self.host
+        sock = connect(host, self.port, self.timeout)
         if self.scheme == "https":
             import socket
             import ssl  # only for an https server: libssl costs ~4 MB
 
-            sock: Any = socket.create_connection((host, self.port), self.timeout)  # type: ignore[arg-type]
+            plain = socket.socket(fileno=sock.detach())  # ssl wraps socket.socket only
             try:
-                sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
-                sock = ssl.create_default_context().wrap_socket(sock, server_hostname=self.host)
+                plain.settimeout(self.timeout)
+                tls = ssl.create_default_context().wrap_socket(plain, server_hostname=self.host)
             except BaseException:
-                sock.close()
+                plain.close()
                 raise
-            self.sock, self.file = sock, sock.makefile("rb")
+            self.sock, self.file = tls, tls.makefile("rb")
             return
-        sock = connect(host, self.port, self.timeout)
         self.sock, self.file = sock, io.BufferedReader(_Receiver(sock), CHUNK)
 
     def close(self) -> None:
