@@ -8,15 +8,18 @@ from .errors import BusyError
 from .fleet import UPSTREAM
 from .operations import DOWN, LIVE
 from .scheduler import take_snapshot
-from .supervisor import Faults, SupervisorError
+from .supervisor import Faults, ProcessInfo, SupervisorError
 from .vocabulary import AGENT_WAITING
 
 
-def busy_agents(ctx: Context, names: list[str]) -> dict[str, str]:
-    """{name: what it is doing} for each of `names` that runs a job now."""
+def busy_agents(
+    ctx: Context, names: list[str], processes: dict[str, ProcessInfo] | None = None
+) -> dict[str, str]:
+    """{name: what it is doing} for each of `names` that runs a job now (`processes`:
+    supervisord's answer, when the caller has just asked it)."""
     if not names:
         return {}
-    snap = take_snapshot(ctx.env(), {n: ctx.kind(n) for n in names})
+    snap = take_snapshot(ctx.env(), {n: ctx.kind(n) for n in names}, processes)
     found = {}
     for name in names:
         is_busy, text = snap.busy(name, ctx.kind(name))
@@ -25,8 +28,13 @@ def busy_agents(ctx: Context, names: list[str]) -> dict[str, str]:
     return found
 
 
-def refuse_if_busy(ctx: Context, names: list[str], advice: str) -> None:
-    busy = busy_agents(ctx, [n for n in names if n != ctx.fleet.server_program])
+def refuse_if_busy(
+    ctx: Context,
+    names: list[str],
+    advice: str,
+    processes: dict[str, ProcessInfo] | None = None,
+) -> None:
+    busy = busy_agents(ctx, [n for n in names if n != ctx.fleet.server_program], processes)
     if busy:
         raise BusyError(busy, advice)
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from . import triggers
 from .context import Context
 from .fleet import SERVER, TF_AGENT
+from .procinfo import is_running
 from .vocabulary import HOLD
 
 
@@ -74,16 +75,7 @@ def _signal(pid: int, signum: int) -> None:
 
 
 def alive(pids: list[int]) -> list[int]:
-    import psutil
-
-    living = []
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                living.append(pid)
-        except psutil.Error:
-            pass
-    return living
+    return [pid for pid in pids if is_running(pid)]
 
 
 def wait_gone(

@@ -113,11 +113,15 @@ def _children(pid: int) -> int:
         return 0
 
 
-def take_snapshot(env: Env, kinds: dict[str, str]) -> Snapshot:
-    """Every fact the operations on `kinds` ({name: kind}) decide from."""
-    names = list(kinds)
-    few = len(names) <= FEW
-    processes = env.supervisor.processes_named(names) if few else env.supervisor.processes()
+def take_snapshot(
+    env: Env, kinds: dict[str, str], processes: dict[str, ProcessInfo] | None = None
+) -> Snapshot:
+    """Every fact the operations on `kinds` ({name: kind}) decide from; `processes` is
+    supervisord's answer when the caller has just asked it."""
+    if processes is None:
+        names = list(kinds)
+        few = len(names) <= FEW
+        processes = env.supervisor.processes_named(names) if few else env.supervisor.processes()
     agents = {name: _facts(env, name, kind, processes.get(name)) for name, kind in kinds.items()}
     return Snapshot(agents, time.time(), server_known=bool(env.server_url))
 
