@@ -230,14 +230,17 @@ def run(
     # A look costs supervisord work for each agent asked about (or for all of them): look
     # often while an agent is about to exit or come back, seldom while every one in
     # flight waits for a job.
-    count = len(operations)
-    fast = (
-        tick if tick is not None else (FEW_TICK if count <= FEW else 0.05 if count <= 50 else 0.2)
-    )
+    fast = tick if tick is not None else _look_every(len(operations))
     try:
         return _loop(operations, env, max_parallel, timeout, stop_on_failure, wait, fast, progress)
     except KeyboardInterrupt:
         raise Interrupted(operations) from None
+
+
+def _look_every(count: int) -> float:
+    if count <= FEW:
+        return FEW_TICK
+    return 0.05 if count <= 50 else 0.2
 
 
 class Interrupted(UserError):

@@ -8,7 +8,6 @@ timeouts), so a phase that does nothing costs nothing and a signal is seen at on
 from __future__ import annotations
 
 import codecs
-import json
 import os
 import select
 import signal
@@ -17,7 +16,7 @@ import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from multiagent.agent import outcome, procs
+from multiagent.agent import jsonio, outcome, procs
 from multiagent.agent.attachments import AttachmentError, unpack
 from multiagent.agent.client import ServerUnreachable
 from multiagent.agent.log import get as get_logger
@@ -186,7 +185,7 @@ class Job:
         path = os.path.join(self.rundir, "testflinger.json")
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
         with os.fdopen(os.open(path, flags, 0o600), "w", encoding="utf-8") as fh:
-            json.dump(self.job, fh)  # holds the job's secrets: 0600
+            jsonio.dump(self.job, fh)  # holds the job's secrets: 0600
         outcome.write_outcome(self.rundir, {})
         open(os.path.join(self.rundir, "device-connector-error.json"), "w").close()
         self._call(self.client.post_agent_data, {"job_id": self.job_id}, timeout=PHASE_HTTP_TIMEOUT)
@@ -362,7 +361,7 @@ class Job:
         if raw == self.device_info_sent:
             return
         try:
-            info = json.loads(raw).get("device_info")
+            info = jsonio.loads(raw).get("device_info")
         except (ValueError, AttributeError):
             return
         if isinstance(info, dict) and self._call(

@@ -31,7 +31,6 @@ class _Context:
     parse_float = float
     parse_int = int
     parse_constant = _CONSTANTS.__getitem__
-    memo: dict[str, str] = {}
 
 
 def _c_dumps(value: Any) -> str:
