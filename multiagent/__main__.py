@@ -1,5 +1,5 @@
 from __future__ import annotations
 
-from .cli import main
+from multiagent.fleet.cli import main
 
 main(prog_name="tf-fleet")

@@ -23,7 +23,7 @@ import requests
 import yaml
 from fixtures_server import free_port
 
-from multiagent.layout import Layout
+from multiagent.fleet.model.layout import Layout
 
 # Test doubles run no code of the package: the suite's coverage (started in every Python
 # subprocess that has its variables) is left out of them.

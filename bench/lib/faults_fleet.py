@@ -15,7 +15,7 @@ from typing import Any
 
 import requests
 
-from multiagent.layout import Layout
+from multiagent.fleet.model.layout import Layout
 
 from .common import free_port, read_json, tf_fleet_cmd
 from .fleet import rpc_proxy

@@ -11,7 +11,7 @@ from typing import Any
 
 from supervisor.xmlrpc import SupervisorTransport
 
-from multiagent.layout import Layout
+from multiagent.fleet.model.layout import Layout
 
 from .common import Reaper, alive, free_port, read_json, tf_fleet_cmd, timed_run, wait_for
 

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from multiagent.procinfo import process_start_time
+from multiagent.fleet.host.procinfo import process_start_time
 
 from .bare import RESPAWNER as RESPAWNER_SCRIPT
 from .bare import BareSupervisor, sleepers

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .cli import server_command
+from multiagent.server.cli import server_command
 
 if __name__ == "__main__":
     server_command(prog_name="python -m multiagent.server")

@@ -13,8 +13,8 @@ import os
 import re
 from typing import Any
 
-from . import tokens
-from .db import Store
+from multiagent.server import tokens
+from multiagent.server.db import Store
 
 ADMIN, MANAGER, CONTRIBUTOR, AGENT = "admin", "manager", "contributor", "agent"
 ROLES = (ADMIN, MANAGER, CONTRIBUTOR, AGENT)  # highest first

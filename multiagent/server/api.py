@@ -7,14 +7,13 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_file
 
+from multiagent.server import SERVER_VERSION, jobschema, schemas
+from multiagent.server.accounts import Accounts
+from multiagent.server.auth import AMC, AMCG, AMG, ONLY_AGENT, caller, gate
+from multiagent.server.db import JOB_STATES, Store, valid_job_id
+from multiagent.server.limits import BadInput, Limits, parse_json
+from multiagent.server.permissions import submit_denied
 from multiagent.vocabulary import ALL_PHASES
-
-from . import SERVER_VERSION, jobschema, schemas
-from .accounts import Accounts
-from .auth import AMC, AMCG, AMG, ONLY_AGENT, caller, gate
-from .db import JOB_STATES, Store, valid_job_id
-from .limits import BadInput, Limits, parse_json
-from .permissions import submit_denied
 
 bp = Blueprint("api", __name__)
 

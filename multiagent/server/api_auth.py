@@ -8,12 +8,19 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from . import schemas
-from .accounts import DEFAULT_SECRET_LIFETIME, PROTECTED_CLIENT, RANK, ROLES, SECRET_PATH, role_of
-from .api import accounts, error, invalid, json_body, store, text
-from .auth import AM, AMC, ONLY_ADMIN, caller, gate, same_secret
-from .jobschema import fields_errors
-from .tokens import ACCESS_LIFETIME
+from multiagent.server import schemas
+from multiagent.server.accounts import (
+    DEFAULT_SECRET_LIFETIME,
+    PROTECTED_CLIENT,
+    RANK,
+    ROLES,
+    SECRET_PATH,
+    role_of,
+)
+from multiagent.server.api import accounts, error, invalid, json_body, store, text
+from multiagent.server.auth import AM, AMC, ONLY_ADMIN, caller, gate, same_secret
+from multiagent.server.jobschema import fields_errors
+from multiagent.server.tokens import ACCESS_LIFETIME
 
 bp = Blueprint("api_auth", __name__)
 

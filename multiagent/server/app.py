@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .db import DAY, Store
-from .limits import Limits
+from multiagent.server.db import DAY, Store
+from multiagent.server.limits import Limits
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -57,8 +57,8 @@ def create_app(
     from flask import Flask
     from flask.json.provider import DefaultJSONProvider
 
-    from . import api, api_auth, openapi, pages
-    from .accounts import Accounts
+    from multiagent.server import api, api_auth, openapi, pages
+    from multiagent.server.accounts import Accounts
 
     app = Flask(__name__)
     app.config["TF_TOKEN"] = token

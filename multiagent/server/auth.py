@@ -27,9 +27,9 @@ from functools import wraps
 from pathlib import Path
 from typing import Any
 
-from .accounts import ADMIN, AGENT, CONTRIBUTOR, MANAGER, Accounts
-from .db import HOLDER_SHARED
-from .tokens import TokenError, decode_access_token
+from multiagent.server.accounts import ADMIN, AGENT, CONTRIBUTOR, MANAGER, Accounts
+from multiagent.server.db import HOLDER_SHARED
+from multiagent.server.tokens import TokenError, decode_access_token
 
 A, M, C, G = ADMIN, MANAGER, CONTRIBUTOR, AGENT
 AMCG = (A, M, C, G)
@@ -181,7 +181,7 @@ def gate(roles: tuple[str, ...]) -> Callable[[Callable[..., Any]], Callable[...,
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             from flask import current_app, g, request
 
-            from .api import error
+            from multiagent.server.api import error
 
             read = request.method in READ_METHODS
             try:

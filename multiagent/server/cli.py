@@ -1,4 +1,4 @@
-"""Click commands `tf-fleet server` and `tf-fleet submit` (registered by multiagent.cli)."""
+"""Click commands `tf-fleet server` and `tf-fleet submit` (registered by multiagent.fleet.cli)."""
 
 from __future__ import annotations
 
@@ -107,9 +107,9 @@ def server_command(
     """
     if ctx.invoked_subcommand is not None:
         return
-    from .auth import read_token_file
-    from .limits import Limits
-    from .serve import is_loopback, run_server
+    from multiagent.server.auth import read_token_file
+    from multiagent.server.limits import Limits
+    from multiagent.server.serve import is_loopback, run_server
 
     try:
         limits = Limits().with_settings(list(limit_settings))
@@ -150,8 +150,8 @@ def _has_clients(db: Path) -> bool:
 
 
 def _accounts(db: Path):
-    from .accounts import Accounts
-    from .db import Store
+    from multiagent.server.accounts import Accounts
+    from multiagent.server.db import Store
 
     return Accounts(Store(db, clock=time.time))
 
@@ -213,7 +213,7 @@ def create_client_command(
     Once a client exists the server leaves open mode: callers without a token are
     upstream's anonymous contributors.
     """
-    from .tokens import new_client_secret
+    from multiagent.server.tokens import new_client_secret
 
     secret = secret_file.read_text().strip() if secret_file else new_client_secret()
     if len(secret) < 15:
@@ -257,7 +257,7 @@ def agent_token_command(db_path: Path | None, agent: str, out: Path, lifetime: f
 
     Idempotent: a file that still holds a valid token for at least half its lifetime is
     left alone (prints "unchanged")."""
-    from .credentials import AgentTokenError, ensure_agent_token
+    from multiagent.server.credentials import AgentTokenError, ensure_agent_token
 
     try:
         changed = ensure_agent_token(db_path or default_db(), agent, out, lifetime=lifetime)
@@ -322,8 +322,8 @@ def submit_command(
     import requests
     import yaml
 
-    from .auth import read_token_file
-    from .submit import Client, SubmitError, follow, pack_attachments
+    from multiagent.fleet.commands.submit import Client, SubmitError, follow, pack_attachments
+    from multiagent.server.auth import read_token_file
 
     try:
         job = yaml.safe_load(job_file.read_text())

@@ -12,10 +12,10 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .accounts import AGENT, Accounts
-from .auth import read_token_file
-from .db import Store
-from .tokens import new_client_secret
+from multiagent.server.accounts import AGENT, Accounts
+from multiagent.server.auth import read_token_file
+from multiagent.server.db import Store
+from multiagent.server.tokens import new_client_secret
 
 AGENT_TOKEN_LIFETIME = 365 * 86400.0
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from .db import Store
+from multiagent.server.db import Store
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from .schemas import is_bool, is_dict, is_int, is_nonempty_str, is_str, list_of_str
+from multiagent.server.schemas import is_bool, is_dict, is_int, is_nonempty_str, is_str, list_of_str
 
 Errors = dict[str, Any]
 

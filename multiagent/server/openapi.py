@@ -11,9 +11,8 @@ from typing import Any
 from flask import Blueprint, Flask, current_app, jsonify
 from werkzeug.routing import Rule
 
+from multiagent.server import SERVER_VERSION
 from multiagent.vocabulary import ALL_PHASES
-
-from . import SERVER_VERSION
 
 bp = Blueprint("openapi", __name__)
 

@@ -12,6 +12,8 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, Response, current_app, redirect, render_template, request
 
+from multiagent.server.auth import AMC, Denied, allowed, auth_configured, caller
+from multiagent.server.db import TIMELINE, Store, valid_job_id
 from multiagent.vocabulary import (
     AGENT_MAINTENANCE,
     AGENT_OFFLINE,
@@ -20,9 +22,6 @@ from multiagent.vocabulary import (
     FINAL_JOB_STATES,
     JOB_CANCELLED,
 )
-
-from .auth import AMC, Denied, allowed, auth_configured, caller
-from .db import TIMELINE, Store, valid_job_id
 
 bp = Blueprint(
     "pages",
@@ -366,6 +365,6 @@ def page_not_found(exc: Exception) -> Any:
 
 @bp.app_errorhandler(405)
 def method_not_allowed(exc: Exception) -> Any:
-    from .api import error
+    from multiagent.server.api import error
 
     return error(405, "Method Not Allowed")

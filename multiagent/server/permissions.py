@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .auth import Principal
-from .jobschema import reservation_seconds
+from multiagent.server.auth import Principal
+from multiagent.server.jobschema import reservation_seconds
 
 DEFAULT_RESERVATION = 3600
 FREE_RESERVATION = 21600  # longer reservations need `max_reservation_time`

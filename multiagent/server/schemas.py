@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
+from multiagent.server.limits import INT64_MAX
 from multiagent.vocabulary import (
     ALL_PHASES,
     JOB_ALLOCATED,
@@ -17,8 +18,6 @@ from multiagent.vocabulary import (
     JOB_COMPLETED,
     PHASES,
 )
-
-from .limits import INT64_MAX
 
 Checker = Callable[[Any], "str | None"]
 Fields = Mapping[str, tuple[Checker, bool]]

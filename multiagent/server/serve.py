@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .expiry import SWEEP_INTERVAL, Sweeper
-from .keepalive import keepalive_channel_class
-from .limits import BODY_ENDPOINTS, Limits
+from multiagent.server.expiry import SWEEP_INTERVAL, Sweeper
+from multiagent.server.keepalive import keepalive_channel_class
+from multiagent.server.limits import BODY_ENDPOINTS, Limits
 
 log = logging.getLogger("multiagent.server")
 
@@ -65,7 +65,7 @@ def run_server(
     limits: Limits | None = None,
     public_pages: bool = False,
 ) -> int:
-    from .app import create_app
+    from multiagent.server.app import create_app
 
     app = create_app(
         db_path,
@@ -99,7 +99,7 @@ def run_server(
 
 def _why(exc: OSError, port: int) -> str:
     if exc.errno == errno.EADDRINUSE:
-        from multiagent.hostcheck import port_holder
+        from multiagent.fleet.host.hostcheck import port_holder
 
         return f"port {port} is in use by {port_holder('127.0.0.1', port) or 'another process'}"
     return exc.strerror or str(exc)

@@ -1,0 +1,710 @@
+"""tf-fleet's command line: parse, call, print. The work happens in the modules it calls."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from functools import wraps
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from multiagent.fleet.errors import UserError
+from multiagent.fleet.model.fleetfile import load_fleet
+from multiagent.vocabulary import parse_duration
+
+if TYPE_CHECKING:
+    from multiagent.fleet.commands.canary import CanaryGate
+    from multiagent.fleet.commands.up import UpReport
+    from multiagent.fleet.context import Context
+    from multiagent.fleet.model.operations import Operation, RunResult
+
+PLAN_KINDS = ("add", "start", "restart", "replace", "remove", "unchanged")
+
+
+class Options:
+    def __init__(self, config: str, state_dir: str | None):
+        self.config = config
+        self.state_dir = state_dir
+
+    def context(self) -> Context:
+        from multiagent.fleet.context import Context
+
+        return Context(load_fleet(self.config, self.state_dir))
+
+
+def handles_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """A known failure prints its lines and exits with its status; anything else is a bug:
+    one line on the terminal, the traceback in a log file."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except UserError as exc:
+            for line in exc.lines():
+                click.echo(line, err=True)
+            sys.exit(exc.exit_status)
+        except click.ClickException:
+            raise
+        except KeyboardInterrupt:
+            click.echo(
+                "interrupted: tf-fleet stopped waiting; no job was interrupted, and what was"
+                " asked goes on by itself (`tf-fleet status` shows it)",
+                err=True,
+            )
+            sys.exit(130)
+        except Exception as exc:  # noqa: BLE001 - the last resort: never a traceback
+            log = _write_traceback()
+            click.echo(
+                f"error: unexpected {type(exc).__name__}: {exc}; the traceback is in {log}",
+                err=True,
+            )
+            sys.exit(1)
+
+    return wrapper
+
+
+def _write_traceback() -> str:
+    fd, path = tempfile.mkstemp(prefix="tf-fleet-error-", suffix=".log")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(traceback.format_exc())
+    return path
+
+
+class FleetGroup(click.Group):
+    """Loads the local server's commands only when they are asked for or listed."""
+
+    lazy = {"server": "server_command", "submit": "submit_command"}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy:
+            from multiagent.server import cli as server_cli
+
+            command: click.Command = getattr(server_cli, self.lazy[name])
+            return command
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=FleetGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "-c",
+    "--config",
+    default=lambda: os.environ.get("TF_FLEET_CONFIG", "fleet.yaml"),
+    show_default="./fleet.yaml or $TF_FLEET_CONFIG",
+    help="The fleet file.",
+)
+@click.option(
+    "--state-dir",
+    default=None,
+    help="Where tf-fleet writes everything (overrides the fleet file's state_dir).",
+)
+@click.version_option(package_name="tf-fleet")
+@click.pass_context
+def main(click_ctx: click.Context, config: str, state_dir: str | None) -> None:
+    """Run a host's Testflinger device agents under supervisord."""
+    click_ctx.obj = Options(config, state_dir)
+
+
+pass_options = click.make_pass_decorator(Options)
+
+
+def _duration(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--timeout") from None
+
+
+def _select(ctx: Context, names: tuple[str, ...], all_agents: bool) -> list[str]:
+    if all_agents and names:
+        raise click.UsageError("give agent names or --all, not both")
+    if all_agents:
+        return sorted(ctx.fleet.agents)
+    if not names:
+        raise click.UsageError("name at least one agent, or --all")
+    unknown = [n for n in names if n not in ctx.fleet.agents]
+    if unknown:
+        raise click.BadParameter(f"not in the fleet file: {', '.join(unknown)}", param_hint="NAME")
+    return list(dict.fromkeys(names))
+
+
+@contextmanager
+def _changing(ctx: Context, command: str, wait: bool = True) -> Iterator[None]:
+    """One command that changes the fleet at a time (a second waits, or fails at once)."""
+    from multiagent.fleet.host.statelock import exclusive
+
+    with exclusive(ctx.layout, command, wait=wait, say=_say):
+        yield
+
+
+def _say(text: str) -> None:
+    click.echo(text, err=True)
+
+
+def _progress(enabled: bool) -> Callable[[Sequence[Operation]], None] | None:
+    from multiagent.fleet.reconcile.progress import Progress
+
+    return Progress() if enabled else None
+
+
+def _print_pending(result: RunResult) -> None:
+    click.echo("timed out; still pending (nothing was interrupted):", err=True)
+    for op in result.operations:
+        if not op.done:
+            click.echo(f"  {op.name}: {op.text}", err=True)
+
+
+def _report(result: RunResult, as_json: bool, what: str) -> None:
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+        return
+    for op in result.operations:
+        if op.failed:
+            click.echo(f"{op.name}: {op.text}", err=True)
+        for note in op.notes:
+            click.echo(f"{op.name}: {note}")
+    done = sum(op.stage == "done" for op in result.operations)
+    click.echo(f"{done}/{len(result.operations)} {what}.")
+    if result.timed_out:
+        _print_pending(result)
+    if result.stopped_early:
+        untouched = [op.name for op in result.operations if op.stage == "queued"]
+        click.echo(f"stopped after a failure; left untouched: {', '.join(untouched)}", err=True)
+
+
+def _actions_json(actions: Sequence[Any]) -> list[dict[str, Any]]:
+    return [{"name": a.name, "action": a.kind, "reasons": list(a.reasons)} for a in actions]
+
+
+def canary_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--canary N and its health gate, shared by `up` and `restart --safe`."""
+    options = [
+        click.option(
+            "--canary",
+            "canary_count",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Change N agents first (idle ones first); the rest follow once they pass.",
+        ),
+        click.option(
+            "--canary-jobs",
+            type=click.IntRange(min=0),
+            default=0,
+            help="The gate: each canary finished K jobs, all passing.",
+        ),
+        click.option(
+            "--canary-job",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            default=None,
+            help="The gate: this smoke job, submitted to each canary's queue, passes.",
+        ),
+        click.option(
+            "--canary-timeout",
+            default="15m",
+            show_default=True,
+            help="How long the canaries have to pass the gate.",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _gate(count: int | None, jobs: int, job_file: Path | None, timeout: str) -> CanaryGate | None:
+    if count is None:
+        if jobs or job_file:
+            raise click.UsageError("--canary-jobs and --canary-job go with --canary N")
+        return None
+    from multiagent.fleet.commands.canary import (
+        CanaryGate,  # only with --canary: `up` starts faster without it
+    )
+
+    try:
+        seconds = parse_duration(timeout)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--canary-timeout") from None
+    return CanaryGate(count, jobs, job_file, seconds)
+
+
+@main.command()
+@pass_options
+@handles_errors
+def validate(opts: Options) -> None:
+    """Check the fleet file; report every problem with file, line, agent and field."""
+    fleet = load_fleet(opts.config, opts.state_dir)
+    click.echo(f"{opts.config}: {len(fleet.agents)} agent(s), valid.")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@click.option(
+    "--canary",
+    "canary_count",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Show which N changed agents `up --canary N` would change first.",
+)
+@pass_options
+@handles_errors
+def plan(opts: Options, as_json: bool, canary_count: int | None) -> None:
+    """Show what `up` would do, per agent, without doing it."""
+    from multiagent.fleet.reconcile.observe import make_plan
+
+    ctx = opts.context()
+    result = make_plan(ctx)
+    canaries: list[str] = []
+    if canary_count:
+        from multiagent.fleet.commands.canary import choose
+        from multiagent.fleet.commands.up import changed_agents
+
+        changed = changed_agents(ctx, result)
+        canaries = choose(ctx, changed, canary_count) if changed else []
+    if as_json:
+        data = {"actions": _actions_json(result.actions), "canaries": canaries}
+        click.echo(json.dumps(data, indent=2))
+        return
+    for action in result.actions:
+        reasons = f"  ({'; '.join(action.reasons)})" if action.reasons else ""
+        first = "  [canary]" if action.name in canaries else ""
+        click.echo(f"{action.kind:<10} {action.name}{reasons}{first}")
+
+
+@main.command()
+@click.option(
+    "--no-wait", is_flag=True, help="Start and ask, then return; the next `up` finishes the rest."
+)
+@click.option(
+    "--timeout",
+    default=None,
+    help="How long to wait for changed agents to be idle and back (default: the fleet's"
+    " restart.timeout), e.g. 30m.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the final report as JSON.")
+@canary_options
+@pass_options
+@handles_errors
+def up(
+    opts: Options,
+    no_wait: bool,
+    timeout: str | None,
+    as_json: bool,
+    canary_count: int | None,
+    canary_jobs: int,
+    canary_job: Path | None,
+    canary_timeout: str,
+) -> None:
+    """Render every agent, start supervisord if needed, start new agents, and apply changes
+    safely: changed agents restart once idle, removed ones stop once idle."""
+    from multiagent.fleet.commands.up import up as run_up
+
+    gate = _gate(canary_count, canary_jobs, canary_job, canary_timeout)
+    if gate and no_wait:
+        raise click.UsageError("--canary waits for its gate: it does not go with --no-wait")
+    ctx = opts.context()
+    with _changing(ctx, "up", wait=not no_wait):
+        report = run_up(
+            ctx,
+            wait=not no_wait,
+            restart_timeout=_duration(timeout),
+            progress=_progress(not as_json),
+            say=_say,
+            canary=gate,
+        )
+    if as_json:
+        click.echo(json.dumps(_up_json(report), indent=2))
+    else:
+        _up_text(ctx, report, no_wait)
+    if _up_failed(report, no_wait):
+        sys.exit(1)
+
+
+def _up_json(report: UpReport) -> dict[str, Any]:
+    applied = report.applied
+    return {
+        "started_supervisord": report.started_supervisord,
+        "written": [str(p) for p in report.written],
+        "started": {n: report.states.get(n) for n in report.started},
+        "plan": _actions_json(report.plan.actions),
+        "applied": applied.to_json() if applied else None,
+        "canaries": report.canaries,
+        "canary_failure": report.canary_failure,
+        "rolled_back": report.rolled_back.to_json() if report.rolled_back else None,
+        "rest": report.rest.to_json() if report.rest else None,
+    }
+
+
+def _up_text(ctx: Context, report: UpReport, no_wait: bool) -> None:
+    applied = report.applied
+    if report.started_supervisord:
+        click.echo(
+            f"started supervisord (pid {report.started_supervisord},"
+            f" socket {ctx.target.socket_url})"
+        )
+    for path in report.written:
+        click.echo(f"wrote {path}")
+    for name in report.started:
+        click.echo(f"started {name}: {report.states.get(name, 'starting')}")
+    if applied and no_wait:
+        click.echo("asked; `tf-fleet plan` or `tf-fleet status` shows what is pending")
+    elif applied and applied.timed_out:
+        _print_pending(applied)
+    for name, pids in sorted(report.strays_left.items()):
+        click.echo(
+            f"{name}: pid {', '.join(map(str, pids))} (left by a supervisord that died) runs"
+            " until its job ends; the next `up` starts its program",
+            err=True,
+        )
+    if report.canaries and not report.canary_failure:
+        click.echo(f"canaries passed: {', '.join(report.canaries)}; the rest followed")
+    counts = {k: len(report.plan.of_kind(k)) for k in PLAN_KINDS}
+    click.echo(", ".join(f"{v} {k}" for k, v in counts.items() if v) or "nothing to do")
+
+
+def _up_failed(report: UpReport, no_wait: bool) -> bool:
+    """Say what failed (on stderr, also with --json); True when `up` must exit 1."""
+    failed = report.failed_to_start
+    if failed:
+        click.echo(f"failed to start: {', '.join(failed)} (see `tf-fleet status`)", err=True)
+    if report.canary_failure:
+        click.echo(
+            f"canary gate failed: {report.canary_failure}; rolled back"
+            f" {', '.join(report.canaries)} to their previous files; every other agent was"
+            " left as it was",
+            err=True,
+        )
+        return True
+    applied, rest = report.applied, report.rest
+    return bool(
+        failed
+        or (rest is not None and not rest.ok)
+        or (applied and not no_wait and not applied.ok)
+        or (report.strays_left and not no_wait)
+    )
+
+
+@main.command()
+@click.argument("names", nargs=-1)
+@click.option("--all", "all_agents", is_flag=True, help="Every agent of the fleet, rolling.")
+@click.option("--safe", is_flag=True, help="Restart only when idle (never interrupt a job).")
+@click.option(
+    "--max-parallel",
+    default=1,
+    show_default=True,
+    help="With --safe: how many agents may be restarting at once.",
+)
+@click.option("--timeout", default=None, help="How long to wait (default: restart.timeout).")
+@click.option(
+    "--method",
+    type=click.Choice(["signal", "file"]),
+    default=None,
+    help="How to ask (default: restart.method): SIGUSR1 or the restart file.",
+)
+@click.option("--no-wait", is_flag=True, help="Only ask, then return.")
+@click.option("--force", is_flag=True, help="Without --safe: restart even mid-job.")
+@click.option("--json", "as_json", is_flag=True, help="Print the final report as JSON.")
+@canary_options
+@pass_options
+@handles_errors
+def restart(
+    opts: Options,
+    names: tuple[str, ...],
+    all_agents: bool,
+    safe: bool,
+    max_parallel: int,
+    timeout: str | None,
+    method: str | None,
+    no_wait: bool,
+    force: bool,
+    as_json: bool,
+    canary_count: int | None,
+    canary_jobs: int,
+    canary_job: Path | None,
+    canary_timeout: str,
+) -> None:
+    """Restart agents. --safe: each exits when idle and comes back; with --all, a rolling
+    restart that stops at the first agent that does not come back."""
+    ctx = opts.context()
+    selected = _select(ctx, names, all_agents)
+    if not safe:
+        from multiagent.fleet.commands.control import hard_restart
+
+        with _changing(ctx, "restart", wait=not no_wait):
+            pids = hard_restart(ctx, selected, force)
+        for name, pid in pids.items():
+            click.echo(f"{name}: restarted (pid {pid})")
+        return
+    if max_parallel < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--max-parallel")
+    from multiagent.fleet.model.operations import SafeRestart
+    from multiagent.fleet.reconcile.scheduler import run as run_operations
+
+    gate = _gate(canary_count, canary_jobs, canary_job, canary_timeout)
+    if gate and no_wait:
+        raise click.UsageError("--canary waits for its gate: it does not go with --no-wait")
+    method = method or ctx.fleet.restart.method
+    operations = [SafeRestart(n, ctx.kind(n), method) for n in selected]
+
+    def run(ops: list[Operation]) -> RunResult:
+        return run_operations(
+            ops,
+            ctx.env(),
+            max_parallel=max_parallel,
+            timeout=_duration(timeout) or ctx.fleet.restart.timeout,
+            stop_on_failure=True,
+            wait=not no_wait,
+            progress=_progress(not as_json),
+        )
+
+    with _changing(ctx, "restart --safe", wait=not no_wait):
+        if gate is None:
+            result = run(list(operations))
+        else:
+            from multiagent.fleet.commands.canary import restart_in_two
+
+            result, failure, untouched = restart_in_two(ctx, selected, method, gate, run, _say)
+            if failure:
+                _report(result, as_json, "back")
+                click.echo(
+                    f"canary gate failed: {failure}; left untouched: {', '.join(untouched)}",
+                    err=True,
+                )
+                sys.exit(1)
+    if no_wait and not as_json:
+        click.echo(f"asked {len(operations)} agent(s) to restart when idle")
+        return
+    _report(result, as_json, "back")
+    if not no_wait and not result.ok:
+        sys.exit(1)
+
+
+@main.command()
+@click.option(
+    "--timeout", default=None, help="How long to wait for jobs (default restart.timeout)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the final report as JSON.")
+@pass_options
+@handles_errors
+def rollback(opts: Options, timeout: str | None, as_json: bool) -> None:
+    """Put the agents the last `up` changed back on their previous files, safely (each
+    after its job). The fleet file is not changed: fix it before the next `up`."""
+    from multiagent.fleet.commands.canary import restore, saved
+    from multiagent.fleet.reconcile.scheduler import run as run_operations
+    from multiagent.fleet.supervisord.applied import write_applied
+
+    ctx = opts.context()
+    with _changing(ctx, "rollback"):
+        names = saved(ctx)
+        if not names:
+            click.echo("nothing to roll back: no change kept its previous files")
+            return
+        result = run_operations(
+            restore(ctx, names),
+            ctx.env(),
+            max_parallel=len(names),
+            timeout=_duration(timeout) or ctx.fleet.restart.timeout,
+            stop_on_failure=False,
+            progress=_progress(not as_json),
+        )
+        write_applied(ctx, names)  # back on files older than the fleet file
+    _report(result, as_json, "rolled back")
+    if not result.ok:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("names", nargs=-1)
+@click.option("--all", "all_agents", is_flag=True, help="Every agent of the fleet.")
+@click.option("--wait", is_flag=True, help="Return when every named agent is idle.")
+@click.option("--timeout", default=None, help="With --wait: how long (default restart.timeout).")
+@click.option("--json", "as_json", is_flag=True, help="Print the final report as JSON.")
+@pass_options
+@handles_errors
+def drain(
+    opts: Options,
+    names: tuple[str, ...],
+    all_agents: bool,
+    wait: bool,
+    timeout: str | None,
+    as_json: bool,
+) -> None:
+    """Take no new jobs (running jobs go on); `resume` undoes it."""
+    from multiagent.fleet.model.operations import Drain
+    from multiagent.fleet.reconcile.scheduler import run as run_operations
+
+    ctx = opts.context()
+    operations = [Drain(n, ctx.kind(n)) for n in _select(ctx, names, all_agents)]
+    with _changing(ctx, "drain"):
+        result = run_operations(
+            operations,
+            ctx.env(),
+            max_parallel=len(operations),
+            timeout=_duration(timeout) or ctx.fleet.restart.timeout,
+            stop_on_failure=False,
+            wait=wait,
+            progress=_progress(wait and not as_json),
+        )
+    if not wait:
+        failed = [op for op in operations if op.failed]
+        if as_json:
+            click.echo(json.dumps(result.to_json(), indent=2))
+        else:
+            for op in failed:
+                click.echo(f"{op.name}: {op.text}", err=True)
+            click.echo(f"draining {len(operations) - len(failed)} agent(s); they take no new job")
+        sys.exit(1 if failed else 0)
+    _report(result, as_json, "idle")
+    if not result.ok:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("names", nargs=-1)
+@click.option("--all", "all_agents", is_flag=True, help="Every agent of the fleet.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_options
+@handles_errors
+def resume(opts: Options, names: tuple[str, ...], all_agents: bool, as_json: bool) -> None:
+    """Take jobs again after `drain` (and start agents a hold left down)."""
+    from multiagent.fleet.commands.control import resume as run_resume
+
+    ctx = opts.context()
+    with _changing(ctx, "resume"):
+        resumed = run_resume(ctx, _select(ctx, names, all_agents))
+    if as_json:
+        agents = [{"name": n, "started": started} for n, started in resumed.items()]
+        click.echo(json.dumps({"agents": agents}, indent=2))
+        return
+    for name, started in resumed.items():
+        click.echo(f"{name}: resumed and started" if started else f"{name}: resumed")
+
+
+def _status_format(as_json: bool, output: str | None) -> str:
+    if as_json and output not in (None, "json"):
+        raise click.UsageError(f"--json is --format json: give one, not --format {output} too")
+    return "json" if as_json else output or "table"
+
+
+@main.command()
+@click.argument("names", nargs=-1)
+@click.option(
+    "--format",
+    "output",
+    type=click.Choice(["table", "json", "prometheus"]),
+    default=None,
+    help="table (default), json, or prometheus: gauges in the text exposition format for"
+    " node_exporter's textfile collector (exit 0 whatever they say).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (same as --format json).")
+@pass_options
+@handles_errors
+def status(opts: Options, names: tuple[str, ...], output: str | None, as_json: bool) -> None:
+    """One line per agent: process, pid, uptime, state, job, restart, last poll."""
+    from multiagent.fleet.commands.status import format_table, look
+
+    output = _status_format(as_json, output)
+    ctx = opts.context()
+    wanted = list(names) or sorted(ctx.fleet.agents)
+    unknown = [n for n in wanted if n not in ctx.fleet.agents and n != ctx.fleet.server_program]
+    if unknown:
+        raise click.BadParameter(f"not in {opts.config}: {', '.join(unknown)}", param_hint="NAME")
+    agents = [n for n in wanted if n in ctx.fleet.agents]
+    running, rows, server, note = look(ctx, agents)
+    if output == "prometheus":
+        import time
+
+        from multiagent.fleet.commands.prometheus import status_text
+
+        if note:
+            click.echo(note, err=True)
+        click.echo(status_text(running, rows, server, time.time()), nl=False)
+        return
+    if output == "json":
+        data = {
+            "supervisord_running": running,
+            "server": server.to_json(),
+            "agents": [r.to_json() for r in rows],
+        }
+        click.echo(json.dumps(data, indent=2))
+    else:
+        if not running:
+            click.echo(f"supervisord is not running ({ctx.target.socket_url})")
+        click.echo(server.headline())
+        if note:
+            click.echo(note)
+        if rows:
+            click.echo(format_table(rows))
+    if any(r.failed for r in rows) or server.failed:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("name")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
+@click.option("-n", "--lines", default=50, show_default=True, help="How many lines to show.")
+@pass_options
+@handles_errors
+def logs(opts: Options, name: str, follow: bool, lines: int) -> None:
+    """Print an agent's log (what it wrote to stdout and stderr)."""
+    from multiagent.fleet.host.logs import follow as follow_log
+    from multiagent.fleet.host.logs import tail_lines
+
+    ctx = opts.context()
+    if name not in ctx.fleet.agents and name != ctx.fleet.server_program:
+        raise click.BadParameter(f"not in {opts.config}", param_hint="NAME")
+    path = ctx.layout.log_file(name)
+    if not path.exists():
+        click.echo(f"{name} has no log yet ({path})", err=True)
+        sys.exit(1)
+    for line in tail_lines(path, lines, max_bytes=max(64 * 1024, lines * 512)):
+        click.echo(line)
+    if follow:
+        follow_log(path, lambda text: click.echo(text, nl=False))
+
+
+@main.command()
+@click.option("--safe", is_flag=True, help="Drain every agent and wait for running jobs.")
+@click.option("--force", is_flag=True, help="Stop even agents that are running a job.")
+@click.option("--timeout", default=None, help="With --safe: how long to wait for jobs.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_options
+@handles_errors
+def down(opts: Options, safe: bool, force: bool, timeout: str | None, as_json: bool) -> None:
+    """Stop every agent and, in private mode, supervisord."""
+    from multiagent.fleet.commands.down import down as run_down
+
+    ctx = opts.context()
+    supervisord_was_running = ctx.supervisor.is_running()
+    with _changing(ctx, "down"):
+        stopped, drained = run_down(
+            ctx,
+            safe=safe,
+            force=force,
+            timeout=_duration(timeout) or ctx.fleet.restart.timeout,
+            progress=_progress(safe),
+        )
+    stopped_supervisord = ctx.target.mode == "private" and supervisord_was_running
+    if drained and not drained.ok:
+        _report(drained, as_json, "stopped")
+        click.echo("supervisord left running; agents still busy are draining", err=True)
+        sys.exit(1)
+    if as_json:
+        data = {"stopped": stopped, "stopped_supervisord": stopped_supervisord}
+        click.echo(json.dumps(data, indent=2))
+        return
+    click.echo(
+        f"stopped {len(stopped)} program(s)" + (": " + ", ".join(stopped) if stopped else "")
+    )
+    if stopped_supervisord:
+        click.echo("supervisord stopped")

@@ -1,0 +1,258 @@
+"""Canary roll-outs: a change reaches a few agents first, and the rest only once those pass
+a health gate; a canary that fails it is rolled back to the files it had before.
+
+The previous files of every agent a change touches are kept in `<state>/rollback/` (one
+JSON file per agent, 0600) until the next change, so `tf-fleet rollback` can put them
+back by hand too. Nothing here interrupts a job: canaries are changed, and rolled back,
+by the same safe operations as any change.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from multiagent.fleet.context import Context
+from multiagent.fleet.errors import UserError
+from multiagent.fleet.host.files import PRIVATE, owner_of, read_text, write_atomic
+from multiagent.fleet.host.statusfile import read_status
+from multiagent.fleet.model.fleetfile import TF_AGENT
+from multiagent.fleet.model.operations import Operation, Replace, RunResult, SafeRestart
+from multiagent.fleet.reconcile.scheduler import take_snapshot
+from multiagent.fleet.serverinfo import server_agent
+from multiagent.vocabulary import FINAL_JOB_STATES
+
+LOOK_EVERY = 0.2
+
+
+@dataclass(frozen=True)
+class CanaryGate:
+    """How many agents go first, and what they must show before the rest follow."""
+
+    count: int
+    jobs: int = 0  # each canary finished this many jobs, all passing
+    job_file: Path | None = None  # a smoke job each canary runs, which must pass
+    timeout: float = 900.0
+
+
+class CanaryError(UserError):
+    pass
+
+
+def choose(ctx: Context, names: list[str], count: int) -> list[str]:
+    """The canaries among `names`: idle agents first (they change at once), then by name."""
+    snap = take_snapshot(ctx.env(), {n: ctx.kind(n) for n in names})
+    return sorted(names, key=lambda n: (snap.busy(n, ctx.kind(n))[0], n))[:count]
+
+
+# The previous files ------------------------------------------------------------------
+def _store(ctx: Context) -> Path:
+    return ctx.layout.state_dir / "rollback"
+
+
+def save_previous(ctx: Context, names: list[str]) -> None:
+    """Keep what is on disk now for each agent's program and config files."""
+    for old in _store(ctx).glob("*.json") if _store(ctx).is_dir() else []:
+        old.unlink()
+    for name in names:
+        files = ctx.rendering.programs[name].files
+        saved = {str(path): read_text(path) for path in files}
+        write_atomic(_store(ctx) / f"{name}.json", json.dumps(saved, indent=1), PRIVATE)
+
+
+def saved(ctx: Context) -> list[str]:
+    store = _store(ctx)
+    return sorted(p.stem for p in store.glob("*.json")) if store.is_dir() else []
+
+
+def forget(ctx: Context, names: list[str]) -> None:
+    for name in names:
+        (_store(ctx) / f"{name}.json").unlink(missing_ok=True)
+
+
+def restore(ctx: Context, names: list[str]) -> list[Operation]:
+    """Put back each agent's previous files; returns the safe operations that make its
+    process use them (a swap where the program entry changed, else a restart)."""
+    operations: list[Operation] = []
+    for name in names:
+        path = _store(ctx) / f"{name}.json"
+        try:
+            files = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise CanaryError(f"{name}: cannot read its previous files ({path}): {exc}") from exc
+        program_file = str(ctx.program_file(name))
+        swapped = read_text(Path(program_file)) != files.get(program_file)
+        for file, text in files.items():
+            _put_back(ctx, name, Path(file), text)
+        kind = ctx.kind(name)
+        method = ctx.fleet.restart.method
+        operations.append(Replace(name, kind) if swapped else SafeRestart(name, kind, method))
+        path.unlink()
+    return operations
+
+
+def _put_back(ctx: Context, name: str, path: Path, text: str | None) -> None:
+    if text is None:
+        path.unlink(missing_ok=True)
+        return
+    agent = ctx.fleet.agents.get(name)
+    is_program = path == ctx.program_file(name)
+    owner = owner_of(agent.user) if agent and not is_program else None
+    write_atomic(path, text, PRIVATE, owner)
+
+
+# The health gate -------------------------------------------------------------------
+def check(
+    ctx: Context, canaries: list[str], gate: CanaryGate, say: Callable[[str], None] | None
+) -> str | None:
+    """None when every canary passed the gate, else what failed, in words."""
+    deadline = time.monotonic() + gate.timeout
+    if gate.job_file is not None:
+        failure = _smoke_jobs(ctx, canaries, gate.job_file, deadline, say)
+        if failure:
+            return failure
+    if gate.jobs:
+        return _jobs_done(ctx, canaries, gate.jobs, deadline, say)
+    return None
+
+
+def _client(ctx: Context) -> Any:
+    from multiagent.fleet.commands.submit import Client
+
+    return Client(ctx.fleet.server.url)
+
+
+def _smoke_jobs(
+    ctx: Context,
+    canaries: list[str],
+    job_file: Path,
+    deadline: float,
+    say: Callable[[str], None] | None,
+) -> str | None:
+    """Submit the smoke job to each canary's queue (other agents of this fleet on that
+    queue excluded) and wait for all; the first failure, if any."""
+    import yaml
+
+    from multiagent.fleet.commands.submit import exit_code, pack_attachments
+
+    try:
+        job = yaml.safe_load(job_file.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise CanaryError(f"--canary-job {job_file}: {exc}") from exc
+    if not isinstance(job, dict):
+        raise CanaryError(f"--canary-job {job_file}: expected a job mapping")
+    client = _client(ctx)
+    submitted = {}
+    for name in canaries:
+        queue = ctx.fleet.agents[name].upstream["job_queues"][0]
+        others = [
+            other
+            for other, agent in ctx.fleet.agents.items()
+            if other != name and queue in agent.upstream["job_queues"]
+        ]
+        body, archive = pack_attachments({**job, "job_queue": queue}, job_file.parent)
+        if others:
+            body["exclude_agents"] = others
+        submitted[name] = client.submit(body, archive)
+        if say:
+            say(f"{name}: canary job {submitted[name]} submitted to {queue}")
+    for name, job_id in submitted.items():
+        result = _wait_final(client, job_id, deadline)
+        if result is None:
+            return f"{name}: canary job {job_id} did not finish in time"
+        if exit_code(result) != 0:
+            return f"{name}: canary job {job_id} failed ({_outcome(result)})"
+    return None
+
+
+def _wait_final(client: Any, job_id: str, deadline: float) -> dict[str, Any] | None:
+    while time.monotonic() < deadline:
+        result = client.result(job_id) or {}
+        if result.get("job_state") in FINAL_JOB_STATES:
+            return result
+        time.sleep(LOOK_EVERY * 2)
+    return None
+
+
+def _outcome(result: dict[str, Any]) -> str:
+    statuses = [
+        f"{key[: -len('_status')]} {value}"
+        for key, value in result.items()
+        if key.endswith("_status") and value
+    ]
+    return f"{result.get('job_state')}; " + (", ".join(statuses) or "no phase failed")
+
+
+def _current_job(ctx: Context, name: str) -> str | None:
+    if ctx.kind(name) == TF_AGENT:
+        data = read_status(ctx.layout.status_file(name)).data or {}
+    else:
+        data = server_agent(ctx.fleet.server.url, name)
+    job = data.get("job_id")
+    return job if isinstance(job, str) and job else None
+
+
+def _jobs_done(
+    ctx: Context,
+    canaries: list[str],
+    wanted: int,
+    deadline: float,
+    say: Callable[[str], None] | None,
+) -> str | None:
+    """Watch each canary until it has finished `wanted` jobs since its change, each
+    passing; the first failure, or who fell short at the deadline."""
+    from multiagent.fleet.commands.submit import exit_code
+
+    client = _client(ctx)
+    running: dict[str, str | None] = {n: None for n in canaries}
+    passed: dict[str, set[str]] = {n: set() for n in canaries}
+    while time.monotonic() < deadline:
+        for name in canaries:
+            job = _current_job(ctx, name)
+            ended = running[name]
+            if ended and ended != job:
+                result = _wait_final(client, ended, deadline) or {}
+                if exit_code(result) != 0:
+                    return f"{name}: job {ended} failed on the canary ({_outcome(result)})"
+                passed[name].add(ended)
+                if say:
+                    say(f"{name}: canary job {ended} passed ({len(passed[name])}/{wanted})")
+            running[name] = job
+        if all(len(done) >= wanted for done in passed.values()):
+            return None
+        time.sleep(LOOK_EVERY)
+    short = [f"{n} ({len(d)}/{wanted})" for n, d in passed.items() if len(d) < wanted]
+    return f"canaries did not finish {wanted} passing job(s) in time: {', '.join(short)}"
+
+
+def restart_in_two(
+    ctx: Context,
+    names: list[str],
+    method: str,
+    gate: CanaryGate,
+    run: Callable[[list[Operation]], RunResult],
+    say: Callable[[str], None] | None,
+) -> tuple[RunResult, str | None, list[str]]:
+    """A safe restart of `names`, the canaries first: the rest only once the canaries are
+    back and passed the gate. Returns every operation's result, what failed the gate
+    (nothing to roll back: a restart changes no file), and who was left untouched."""
+    canaries = choose(ctx, names, gate.count)
+    first = run([SafeRestart(n, ctx.kind(n), method) for n in canaries])
+    failure = "; ".join(f"{op.name}: {op.text}" for op in first.operations if op.stage != "done")
+    failure = failure or check(ctx, canaries, gate, say) or ""
+    rest = [n for n in names if n not in canaries]
+    if failure:
+        return first, failure, rest
+    if not rest:
+        return first, None, []
+    second = run([SafeRestart(n, ctx.kind(n), method) for n in rest])
+    both = RunResult(
+        [*first.operations, *second.operations],
+        timed_out=second.timed_out,
+        stopped_early=second.stopped_early,
+    )
+    return both, None, []

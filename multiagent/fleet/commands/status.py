@@ -1,0 +1,274 @@
+"""The merged per-agent view: supervisord's process info joined with the agent's status file."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from multiagent.fleet.context import Context
+from multiagent.fleet.host.logs import tail_lines
+from multiagent.fleet.host.statusfile import StatusRead, judge, read_status
+from multiagent.fleet.host.triggers import read_drain
+from multiagent.fleet.model.fleetfile import TF_AGENT, UPSTREAM
+from multiagent.fleet.model.layout import Layout
+from multiagent.fleet.supervisord.client import ProcessInfo
+from multiagent.vocabulary import AGENT_DRAINED, ALL_PHASES, HOLD, STATUS_STALE_SECONDS
+
+FAILED_STATES = {"FATAL", "BACKOFF"}
+DOWN_STATES = {"EXITED", "STOPPED", "FATAL"}
+
+
+@dataclass(frozen=True)
+class AgentStatus:
+    name: str
+    process: str | None  # supervisord state; None when supervisord does not know it
+    pid: int | None
+    uptime_s: float | None
+    state: str | None
+    job_id: str | None
+    phase: str | None
+    restart_pending: bool | None
+    last_poll: float | None
+    drained: bool | None = None
+    drain_flag: str | None = None  # "drain" or "hold" (held down until `up` swaps it)
+    log_tail: tuple[str, ...] = ()
+    # Why nothing is known of what the running process does (its status file cannot
+    # be trusted); such an agent counts as busy.
+    unknown: str | None = None
+    # Down although the fleet wants it running (no hold): `up` starts it again.
+    down_unwanted: bool = False
+
+    @property
+    def failed(self) -> bool:
+        """Needs a person: it failed, is down unwanted, or has long been unknown."""
+        settled = (self.uptime_s or 0) > STATUS_STALE_SECONDS
+        return self.process in FAILED_STATES or self.down_unwanted or bool(self.unknown and settled)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.job_id) or self.state in ALL_PHASES or bool(self.unknown)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["log_tail"] = list(self.log_tail)
+        return data
+
+
+def agent_status(
+    name: str,
+    info: ProcessInfo | None,
+    status_file: StatusRead | None,
+    log_file: Path | None = None,
+    tail: int = 5,
+    drain_flag: str | None = None,
+    now: float | None = None,
+) -> AgentStatus:
+    """Join one agent's process info and status file (None: the agent writes none); a
+    file counts only if the running process wrote it recently, or, with no process
+    running, it tells how the last one ended."""
+    now = time.time() if now is None else now
+    process = info.state if info else None
+    live = info is not None and info.state in ("RUNNING", "STARTING") and info.pid
+    pid = info.pid if info and info.pid else None
+    current, why = judge(status_file, pid, now) if status_file else (None, "")
+    log_tail: tuple[str, ...] = ()
+    if info and info.state in FAILED_STATES:
+        source = Path(info.log_file) if info.log_file else log_file
+        lines = tail_lines(source, tail) if source else []
+        if info.spawnerr:
+            lines.append(f"supervisord: {info.spawnerr}")
+        log_tail = tuple(lines)
+
+    def field(key: str) -> Any:
+        return current.get(key) if current else None
+
+    return AgentStatus(
+        name=name,
+        process=process,
+        pid=pid,
+        uptime_s=info.uptime if info else None,
+        state=field("state"),
+        job_id=field("job_id"),
+        phase=field("phase"),
+        restart_pending=field("restart_pending"),
+        last_poll=field("last_poll"),
+        drained=field("drained"),
+        drain_flag=drain_flag,
+        log_tail=log_tail,
+        unknown=why if live and status_file and current is None else None,
+        down_unwanted=bool(info and info.state in DOWN_STATES and drain_flag != HOLD),
+    )
+
+
+def fleet_status(
+    names: list[str], processes: dict[str, ProcessInfo], layout: Layout, kinds: dict[str, str]
+) -> list[AgentStatus]:
+    now = time.time()
+    return [
+        agent_status(
+            name,
+            processes.get(name),
+            read_status(layout.status_file(name)) if kinds.get(name) == TF_AGENT else None,
+            layout.log_file(name),
+            drain_flag=read_drain(layout, name),
+            now=now,
+        )
+        for name in names
+    ]
+
+
+def format_age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    if seconds < 172800:
+        return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
+    return f"{seconds // 86400}d{(seconds % 86400) // 3600:02d}h"
+
+
+def format_table(rows: list[AgentStatus], now: float | None = None) -> str:
+    now = time.time() if now is None else now
+    header = ("NAME", "PROCESS", "PID", "UPTIME", "STATE", "JOB", "RESTART", "LAST POLL")
+    table = [header]
+    for row in rows:
+        state = row.state or "-"
+        if row.phase and row.phase != row.state:
+            state = f"{state}/{row.phase}"
+        if row.unknown:
+            state = "unknown"
+        if row.drain_flag == HOLD:
+            state += " (held: `up` finishes its change)"
+        elif row.drain_flag and row.state != AGENT_DRAINED:
+            state += " (draining)"
+        elif row.down_unwanted:
+            state += " (down: `tf-fleet up` starts it)"
+        table.append(
+            (
+                row.name,
+                row.process or "not loaded",
+                str(row.pid or "-"),
+                format_age(row.uptime_s),
+                state,
+                row.job_id or "-",
+                "pending" if row.restart_pending else "-",
+                format_age(now - row.last_poll) + " ago" if row.last_poll else "-",
+            )
+        )
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in table
+    ]
+    for row in rows:
+        if row.unknown:
+            lines.append(f"--- {row.name}: counted as busy, {row.unknown}")
+        if row.log_tail:
+            lines.append(f"--- {row.name} is {row.process}; last lines of its log:")
+            lines.extend(f"    {line}" for line in row.log_tail)
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    """The agents' server: whether it answers and, when embedded, its program."""
+
+    url: str
+    reachable: bool
+    detail: str  # "HTTP 200 in 3 ms" or why not
+    program: str | None = None  # the embedded server's program name
+    process: str | None = None
+    pid: int | None = None
+    uptime_s: float | None = None
+    cause: str | None = None  # why the embedded server is down, in one line
+
+    @property
+    def failed(self) -> bool:
+        """The fleet's own server is down (a remote one out of reach is only shown)."""
+        return self.program is not None and self.process != "RUNNING"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def headline(self) -> str:
+        where = f"server {self.url}: {'reachable' if self.reachable else 'NOT reachable'}"
+        where += f" ({self.detail})"
+        if self.program:
+            where += f"; {self.program} {self.process or 'not loaded'}"
+            if self.pid:
+                where += f", pid {self.pid}, up {format_age(self.uptime_s)}"
+        if self.cause:
+            where += f": {self.cause}"
+        return where
+
+
+def server_status(ctx: Context, processes: dict[str, ProcessInfo]) -> ServerStatus:
+    from multiagent.fleet.host.hostcheck import port_holder
+    from multiagent.fleet.serverinfo import probe
+
+    server = ctx.fleet.server
+    seen = probe(server.url)
+    if not server.embedded:
+        return ServerStatus(server.url, seen.ok, seen.text)
+    name = ctx.fleet.server_program
+    info = processes.get(name)
+    cause = None
+    if info is None or info.state != "RUNNING":
+        holder = port_holder(server.host, server.port)
+        lines = tail_lines(ctx.layout.log_file(name), 1)
+        if holder and not (info and info.pid):
+            cause = f"port {server.port} is in use by {holder}"
+        elif lines:
+            cause = lines[-1]
+    return ServerStatus(
+        server.url,
+        seen.ok,
+        seen.text,
+        name,
+        info.state if info else None,
+        info.pid if info and info.pid else None,
+        info.uptime if info else None,
+        cause,
+    )
+
+
+def with_server_view(
+    rows: list[AgentStatus], kinds: dict[str, str], known: dict[str, dict[str, Any]]
+) -> list[AgentStatus]:
+    """Upstream agents write no status file: their state, job and phase as their server
+    has them (one request for the whole fleet)."""
+    out = []
+    for row in rows:
+        record = known.get(row.name) if kinds.get(row.name) == UPSTREAM else None
+        if record and row.process in ("RUNNING", "STARTING"):
+            state = record.get("state") if isinstance(record.get("state"), str) else None
+            job = record.get("job_id") if isinstance(record.get("job_id"), str) else None
+            phase = state if state in ALL_PHASES else None
+            row = replace(row, state=state, job_id=job or None, phase=phase)
+        out.append(row)
+    return out
+
+
+def look(
+    ctx: Context, names: list[str]
+) -> tuple[bool, list[AgentStatus], ServerStatus, str | None]:
+    """Whether supervisord answers, the status of each of `names`, the server's, and a
+    note when the server would not list its agents."""
+    from multiagent.fleet.serverinfo import server_agents
+
+    running = ctx.supervisor.is_running()
+    processes = ctx.supervisor.processes() if running else {}
+    kinds = {name: ctx.kind(name) for name in names}
+    rows = fleet_status(names, processes, ctx.layout, kinds)
+    note = None
+    if UPSTREAM in kinds.values():
+        known = server_agents(ctx.fleet.server.url)
+        if isinstance(known, str):
+            note = f"upstream agents' state unknown: {known}"
+        else:
+            rows = with_server_view(rows, kinds, known)
+    return running, rows, server_status(ctx, processes), note

@@ -1,0 +1,116 @@
+"""Processes of this fleet that no live supervisord runs: what a supervisord that died
+(kill -9, OOM) left behind. They are found by their command line, asked to leave once
+idle (a job is never interrupted), and only then does a program of theirs start again."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+
+from multiagent.fleet.context import Context
+from multiagent.fleet.host import triggers
+from multiagent.fleet.host.procinfo import is_running
+from multiagent.fleet.model.fleetfile import SERVER, TF_AGENT
+from multiagent.vocabulary import HOLD
+
+
+def fleet_processes(ctx: Context) -> dict[str, list[int]]:
+    """{program: pids} of every process running a program of this fleet: an agent's
+    `-c <its agent conf>`, the embedded server's `--db <its database>`."""
+    import psutil  # only here: most commands never need its import time
+
+    marks = {str(ctx.layout.agent_conf(name)): name for name in ctx.fleet.agents}
+    if ctx.fleet.server.embedded:
+        marks[str(ctx.layout.server_db)] = ctx.fleet.server_program
+    found: dict[str, list[int]] = {}
+    me = os.getpid()
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        words = proc.info.get("cmdline") or []
+        for i, word in enumerate(words[1:], start=1):
+            name = marks.get(word)
+            if name and words[i - 1] in ("-c", "--config", "--db") and proc.pid != me:
+                found.setdefault(name, []).append(proc.pid)
+                break
+    return found
+
+
+def orphans(ctx: Context, supervisord_pid: int | None) -> dict[str, list[int]]:
+    """The fleet's processes that are not children of the live supervisord."""
+    found = {}
+    for name, pids in fleet_processes(ctx).items():
+        strays = [p for p in pids if _parent(p) != supervisord_pid]
+        if strays:
+            found[name] = strays
+    return found
+
+
+def _parent(pid: int) -> int | None:
+    import psutil
+
+    try:
+        return psutil.Process(pid).ppid()
+    except psutil.Error:
+        return None
+
+
+def ask_to_leave(ctx: Context, strays: dict[str, list[int]]) -> None:
+    """tf-agents get the hold flag (exit 0 once idle); the server, which runs no job, is
+    told to stop; an upstream agent gets SIGUSR1 (it exits once idle: nobody respawns it)."""
+    for name, pids in strays.items():
+        kind = ctx.kind(name)
+        if kind == TF_AGENT:
+            triggers.set_drain(ctx.layout, name, HOLD)
+            continue
+        for pid in pids:
+            _signal(pid, signal.SIGTERM if kind == SERVER else signal.SIGUSR1)
+
+
+def _signal(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def alive(pids: list[int]) -> list[int]:
+    return [pid for pid in pids if is_running(pid)]
+
+
+def wait_gone(
+    strays: dict[str, list[int]],
+    timeout: float,
+    say: Callable[[dict[str, list[int]]], None] | None = None,
+    every: float = 10.0,
+) -> dict[str, list[int]]:
+    """Wait until the strays have exited; returns those still running at the deadline."""
+    deadline = time.monotonic() + timeout
+    next_say = 0.0
+    while True:
+        left = {name: living for name, pids in strays.items() if (living := alive(pids))}
+        if not left or time.monotonic() > deadline:
+            return left
+        if say and time.monotonic() >= next_say:
+            say(left)
+            next_say = time.monotonic() + every
+        time.sleep(0.1)
+
+
+def kill(strays: dict[str, list[int]], grace: float = 10.0) -> dict[str, list[int]]:
+    """Forced: SIGTERM each stray's process group, SIGKILL what is left after `grace`."""
+    for pids in strays.values():
+        for pid in pids:
+            _killpg(pid, signal.SIGTERM)
+    left = wait_gone(strays, grace)
+    for pids in left.values():
+        for pid in pids:
+            _killpg(pid, signal.SIGKILL)
+    return wait_gone(left, 5.0)
+
+
+def _killpg(pid: int, signum: int) -> None:
+    try:
+        os.killpg(os.getpgid(pid), signum)
+    except (ProcessLookupError, PermissionError):
+        _signal(pid, signum)

@@ -1,0 +1,122 @@
+"""How tf-fleet asks an agent to do something when it is idle: SIGUSR1, the restart file,
+the drain flag, and (for upstream agents) the server-side agent state."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from multiagent.fleet.errors import UserError
+from multiagent.fleet.host.files import write_atomic
+from multiagent.fleet.model.layout import Layout
+from multiagent.fleet.supervisord.client import Supervisor
+from multiagent.vocabulary import (
+    DRAIN,
+    drain_file_name,
+    read_drain_flag,
+    restart_file_name,
+    status_file_name,
+)
+
+
+class TriggerError(UserError):
+    pass
+
+
+def restart_file(restart_dir: str, name: str) -> Path:
+    return Path(restart_dir) / restart_file_name(name)
+
+
+def ask_restart_by_signal(supervisor: Supervisor, name: str) -> None:
+    supervisor.signal(name, "USR1")
+
+
+def ask_restart_by_file(restart_dir: str, name: str) -> Path:
+    """Create the restart file. The directory is usually /tmp, writable by anyone: never
+    follow a planted symlink, and never take over a file somebody else made."""
+    path = restart_file(restart_dir, name)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        st = os.lstat(path)
+        if not os.path.isfile(path) or os.path.islink(path) or st.st_uid not in (0, os.geteuid()):
+            raise TriggerError(
+                f"{path} exists and is not a regular file of ours; remove it and try again"
+            ) from None
+        return path  # already asked
+    except OSError as exc:
+        raise TriggerError(f"cannot create {path}: {exc.strerror}") from exc
+    with os.fdopen(fd, "w") as handle:
+        handle.write("restart requested by tf-fleet\n")
+    return path
+
+
+def read_drain(layout: Layout, name: str) -> str | None:
+    """The drain flag in the agent's run dir (the agent's user may write there: see
+    vocabulary.read_drain_flag for why a link or a fifo counts as DRAIN)."""
+    return read_drain_flag(str(layout.drain_file(name)))
+
+
+def set_drain(layout: Layout, name: str, mode: str = DRAIN) -> None:
+    write_atomic(layout.drain_file(name), mode + "\n")
+    # An agent started by an older tf-fleet looks for the flag in run/ itself.
+    if layout.legacy_run_file(status_file_name(name)) is not None:
+        write_atomic(layout.run_dir / drain_file_name(name), mode + "\n")
+
+
+def clear_drain(layout: Layout, name: str) -> None:
+    layout.drain_file(name).unlink(missing_ok=True)
+    legacy = layout.legacy_run_file(drain_file_name(name))
+    if legacy is not None:
+        legacy.unlink(missing_ok=True)
+
+
+def set_server_state(
+    server_url: str, name: str, state: str, comment: str, token_file: str | None = None
+) -> None:
+    """Upstream agents read their state from the server: `offline` makes an idle one stop
+    taking jobs, `waiting` lets it go on. The only drain an upstream agent understands.
+    A server with clients takes it only from the agent's own credential (`token_file`)."""
+    headers = {"Content-Type": "application/json"}
+    if token_file:
+        headers["Authorization"] = f"Bearer {_access_token(server_url, token_file)}"
+    body = json.dumps({"state": state, "comment": comment}).encode()
+    _post(server_url, f"/v1/agents/data/{name}", body, headers, f"set {name}'s state")
+
+
+def _post(server_url: str, path: str, body: bytes, headers: dict[str, str], what: str) -> bytes:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(f"{server_url}{path}", body, headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return bytes(response.read())
+    except (urllib.error.URLError, OSError) as exc:
+        raise TriggerError(f"cannot {what} on {server_url}: {exc}") from exc
+
+
+def _access_token(server_url: str, token_file: str) -> str:
+    """A token file holds a refresh token (`{"refresh_token": ...}`, exchanged for an
+    access token as the agent does) or a plain bearer token (the shared token)."""
+    try:
+        text = Path(token_file).read_text().strip()
+    except OSError as exc:
+        raise TriggerError(f"cannot read the token file {token_file}: {exc.strerror}") from exc
+    try:
+        refresh = json.loads(text).get("refresh_token")
+    except (ValueError, AttributeError):
+        return text
+    body = json.dumps({"refresh_token": refresh}).encode()
+    answer = _post(
+        server_url,
+        "/v1/oauth2/refresh",
+        body,
+        {"Content-Type": "application/json"},
+        f"refresh the token of {token_file}",
+    )
+    try:
+        return str(json.loads(answer)["access_token"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise TriggerError(f"{server_url} gave no access token for {token_file}") from exc

@@ -1,0 +1,109 @@
+"""Where everything tf-fleet writes lives, derived from the state dir alone."""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from multiagent.vocabulary import drain_file_name, status_file_name
+
+MARKER = "managed by tf-fleet"
+AGENT_CONF = "testflinger-agent.conf"
+DEVICE_CONF = "default.yaml"
+
+
+@dataclass(frozen=True)
+class Layout:
+    state_dir: Path
+
+    @property
+    def agents_dir(self) -> Path:
+        return self.state_dir / "agents"
+
+    def agent_dir(self, name: str) -> Path:
+        return self.agents_dir / name
+
+    def agent_conf(self, name: str) -> Path:
+        return self.agent_dir(name) / AGENT_CONF
+
+    def agent_token(self, name: str) -> Path:
+        """The agent's own credential, when the embedded server mints one (agent_tokens)."""
+        return self.agent_dir(name) / "token.json"
+
+    def device_conf(self, name: str) -> Path:
+        return self.agent_dir(name) / DEVICE_CONF
+
+    @property
+    def run_dir(self) -> Path:
+        """Root-owned, 0755: holds one directory per agent, nothing else."""
+        return self.state_dir / "run"
+
+    def agent_run_dir(self, name: str) -> Path:
+        """The agent's run state (its status file, the drain flag): owned by the agent's
+        user, 0700; tf-agent gets it as --run-dir."""
+        return self.run_dir / name
+
+    def status_file(self, name: str) -> Path:
+        path = self.agent_run_dir(name) / status_file_name(name)
+        legacy = self.legacy_run_file(status_file_name(name))
+        if legacy is not None and not os.path.lexists(path):
+            return legacy  # an agent started before run dirs were per agent
+        return path
+
+    def drain_file(self, name: str) -> Path:
+        return self.agent_run_dir(name) / drain_file_name(name)
+
+    def legacy_run_file(self, file_name: str) -> Path | None:
+        """`run/<file>` as an agent started by an older tf-fleet wrote it, if it is a
+        regular file of root or ours (the old run dir could be shared: trust no other)."""
+        path = self.run_dir / file_name
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return None
+        if stat.S_ISREG(st.st_mode) and st.st_uid in (0, os.geteuid()):
+            return path
+        return None
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    def log_file(self, name: str) -> Path:
+        return self.logs_dir / f"{name}.log"
+
+    @property
+    def supervisor_dir(self) -> Path:
+        return self.state_dir / "supervisor"
+
+    @property
+    def private_program_dir(self) -> Path:
+        return self.supervisor_dir / "conf.d"
+
+    @property
+    def supervisord_conf(self) -> Path:
+        return self.supervisor_dir / "supervisord.conf"
+
+    @property
+    def socket(self) -> Path:
+        # Kept short: a unix socket path may not exceed 107 bytes.
+        return self.state_dir / "supervisor.sock"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.supervisor_dir / "supervisord.pid"
+
+    @property
+    def supervisord_log(self) -> Path:
+        return self.supervisor_dir / "supervisord.log"
+
+    @property
+    def prometheus_targets(self) -> Path:
+        """Prometheus file-based service discovery: each tf-agent's /metrics (`metrics:`)."""
+        return self.state_dir / "prometheus" / "targets.json"
+
+    @property
+    def server_db(self) -> Path:
+        return self.state_dir / "server" / "testflinger.db"

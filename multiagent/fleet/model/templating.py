@@ -1,0 +1,34 @@
+"""The Jinja2 environment over the top-level templates/ folder."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import jinja2
+
+
+def template_dir() -> Path:
+    # An installed wheel carries templates/ inside the package (multiagent.templates);
+    # an editable install or a source checkout has it beside the package.
+    package = Path(__file__).resolve().parents[2]  # multiagent/
+    inside = package / "templates"
+    return inside if (inside / "program.conf.j2").is_file() else package.parent / "templates"
+
+
+@cache
+def environment() -> jinja2.Environment:
+    import jinja2  # here, not at the top: commands that render nothing skip its import
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(template_dir())),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,  # these are config files, not HTML
+    )
+    from multiagent.fleet.model.render import supervisor_value
+
+    env.filters["sv"] = supervisor_value
+    return env

@@ -1,0 +1,117 @@
+"""What is on disk and in supervisord now, for plan.py to compare with the rendering."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from multiagent.fleet.context import Context
+from multiagent.fleet.host import triggers
+from multiagent.fleet.host.files import read_text
+from multiagent.fleet.host.procinfo import process_start_time
+from multiagent.fleet.model import plan as planning
+from multiagent.fleet.model.plan import Observed, Plan
+from multiagent.fleet.model.render import Rendering
+from multiagent.fleet.supervisord.applied import digest, read_applied
+from multiagent.fleet.supervisord.ownership import check_names_free, is_ours
+from multiagent.vocabulary import HOLD
+
+# /proc/uptime and start ticks are precise to 10 ms; mtimes to the nanosecond
+CLOCK_SLACK = 0.05
+
+
+def managed_programs(
+    ctx: Context, loaded: dict[str, str], known: dict[Path, str | None] | None = None
+) -> set[str]:
+    """Programs of this fleet: a program file with this fleet's marker, or (in its own
+    private supervisord) anything supervisord has. `known`: texts just read from disk,
+    not read again."""
+    names: set[str] = set()
+    directory = ctx.target.program_dir
+    suffix = ctx.target.program_suffix
+    if directory.is_dir():
+        for path in directory.glob(f"*{suffix}"):
+            if is_ours(ctx, path, (known or {}).get(path)):
+                names.add(path.name[: -len(suffix)])
+    if ctx.target.mode == "private":
+        names |= set(loaded)
+    return names
+
+
+def observe(ctx: Context, running: bool) -> Observed:
+    """What is on disk and in supervisord (`running`: it answers) now."""
+    infos = ctx.supervisor.processes() if running else {}
+    rendering = ctx.rendering
+    modified = {}
+    for program in rendering.programs.values():
+        for path in program.config_files:
+            try:
+                modified[path] = path.stat().st_mtime - CLOCK_SLACK
+            except FileNotFoundError:
+                pass
+    loaded = {name: info.state for name, info in infos.items()}
+    started = {
+        name: _start_time(info.pid, info.start, rendering, name, modified)
+        for name, info in infos.items()
+        if info.pid
+    }
+    # A rendering reused from disk is the text of these files, read a moment ago: a
+    # second read would cost as much again.
+    disk: dict[Path, str | None] = (
+        dict(rendering.all_files())
+        if ctx.rendering_reused
+        else {path: read_text(path) for path in rendering.all_files()}
+    )
+    held = frozenset(n for n in rendering.programs if triggers.read_drain(ctx.layout, n) == HOLD)
+    return Observed(
+        disk=disk,
+        managed=frozenset(managed_programs(ctx, loaded, disk)),
+        loaded=loaded,
+        started=started,
+        modified=modified,
+        held=held,
+    )
+
+
+def _start_time(
+    pid: int, stamp: float, rendering: Rendering, name: str, modified: dict[Path, float]
+) -> float:
+    """When the process started, for the plan to compare with its config files' mtimes.
+    supervisord's stamp is in whole seconds, and a file last changed a second or more
+    before it cannot be newer than the process; only the others need the start precise
+    to a clock tick, which costs a read of /proc per process."""
+    program = rendering.programs.get(name)
+    newest = (
+        max((modified.get(p, 0.0) for p in program.config_files), default=0.0) if program else 0.0
+    )
+    if newest < stamp - 1.0:
+        return stamp
+    return process_start_time(pid) or stamp
+
+
+def pending_in_supervisor(ctx: Context, observed: Observed) -> frozenset[str]:
+    """Programs whose file on disk is not what supervisord has loaded."""
+    applied = read_applied(ctx)
+    if applied is not None:
+        loaded = [p for n, p in ctx.rendering.programs.items() if n in observed.loaded]
+        if all(applied.get(p.name) == digest(observed.disk.get(p.program_path)) for p in loaded):
+            return frozenset()
+    return frozenset(ctx.supervisor.reload_config()[1])
+
+
+def look(ctx: Context, running: bool | None = None) -> Observed:
+    """Everything a plan is made from; a program name another owner holds is a validation
+    error. `running`: whether supervisord answers, if the caller has just asked."""
+    if running is None:
+        running = ctx.supervisor.is_running()
+    observed = observe(ctx, running)
+    check_names_free(ctx, observed.loaded)
+    if running:
+        observed = replace(observed, pending_in_supervisor=pending_in_supervisor(ctx, observed))
+    return observed
+
+
+def make_plan(ctx: Context, observed: Observed | None = None) -> Plan:
+    """What `up` would do, from `observed` (`up` uses what it saw for more than the plan:
+    each look at supervisord's processes costs it a pass over all of them)."""
+    return planning.make_plan(ctx.rendering.programs, observed or look(ctx))

@@ -1,0 +1,322 @@
+"""The shell around operations.py: gather the facts, carry out the actions, loop.
+
+Each tick reads the processes in one XML-RPC call (only the agents in flight when they
+are few, else every process), plus the status files of the agents in flight (and, for
+upstream agents, their children and what the server says), and moves each operation on
+by at most one step.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from multiagent.fleet.errors import UserError
+from multiagent.fleet.host import triggers
+from multiagent.fleet.host.logs import tail_lines
+from multiagent.fleet.host.procinfo import process_start_time
+from multiagent.fleet.host.statusfile import judge, read_status
+from multiagent.fleet.model.fleetfile import TF_AGENT, UPSTREAM
+from multiagent.fleet.model.layout import Layout
+from multiagent.fleet.model.operations import (
+    ASK_FILE,
+    ASK_SIGNAL,
+    DOWN,
+    FAILED,
+    LIVE,
+    REMOVE_PROGRAM,
+    SERVER_STATE,
+    SET_DRAIN,
+    START,
+    STOP,
+    SWAP_PROGRAM,
+    Action,
+    AgentFacts,
+    Operation,
+    RunResult,
+    Snapshot,
+)
+from multiagent.fleet.serverinfo import server_agent
+from multiagent.fleet.supervisord.client import Faults, ProcessInfo, Supervisor, SupervisorError
+
+SERVER_CACHE_SECONDS = 2.0
+# Up to this many agents in an operation, a look asks supervisord for those agents only
+# (and often: every FEW_TICK s); beyond it, for every process in one call.
+FEW = 10
+FEW_TICK = 0.02
+REMOVE_TRIES = 20
+
+
+@dataclass
+class ServerJobs:
+    """The job a server holds for an agent, asked at most every 2 s per agent."""
+
+    url: str | None
+    cache: dict[str, tuple[float, str | None]] = field(default_factory=dict)
+
+    def job_of(self, name: str) -> str | None:
+        if not self.url:
+            return None
+        now = time.monotonic()
+        cached = self.cache.get(name)
+        if cached and now - cached[0] < SERVER_CACHE_SECONDS:
+            return cached[1]
+        job_id = server_agent(self.url, name).get("job_id") or None
+        self.cache[name] = (now, job_id if isinstance(job_id, str) else None)
+        return self.cache[name][1]
+
+
+@dataclass
+class Env:
+    """What operations act on: supervisord, the state dir and the fleet's settings."""
+
+    supervisor: Supervisor
+    layout: Layout
+    restart_dir: str = "/tmp"
+    server_url: str | None = None
+    token_files: dict[str, str] = field(default_factory=dict)  # agent -> its credential
+    server_jobs: ServerJobs = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.server_jobs = ServerJobs(self.server_url)
+
+
+def _facts(env: Env, name: str, kind: str, info: ProcessInfo | None) -> AgentFacts:
+    if info is None:
+        return AgentFacts()
+    live = info.state in LIVE and info.pid
+    status_file = read_status(env.layout.status_file(name)) if kind == TF_AGENT else None
+    started = process_start_time(info.pid) if live else None
+    children = 0
+    server_job = None
+    # What the process does, where no status file can say: upstream agents write none,
+    # and a tf-agent's may be missing, stale or another process's.
+    unproven = kind == TF_AGENT and judge(status_file, info.pid, time.time())[0] is None
+    if live and (kind == UPSTREAM or unproven):
+        children = _children(info.pid)
+        if not children:
+            server_job = env.server_jobs.job_of(name)
+    log_tail: tuple[str, ...] = ()
+    if info.state in FAILED or info.state in DOWN:
+        log_tail = tuple(tail_lines(env.layout.log_file(name), 3))
+    return AgentFacts(info, status_file, started, children, server_job, log_tail)
+
+
+def _children(pid: int) -> int:
+    import psutil  # only here: most commands never need its import time
+
+    try:
+        return len(psutil.Process(pid).children())
+    except psutil.Error:
+        return 0
+
+
+def take_snapshot(
+    env: Env, kinds: dict[str, str], processes: dict[str, ProcessInfo] | None = None
+) -> Snapshot:
+    """Every fact the operations on `kinds` ({name: kind}) decide from; `processes` is
+    supervisord's answer when the caller has just asked it."""
+    if processes is None:
+        names = list(kinds)
+        few = len(names) <= FEW
+        processes = env.supervisor.processes_named(names) if few else env.supervisor.processes()
+    agents = {name: _facts(env, name, kind, processes.get(name)) for name, kind in kinds.items()}
+    return Snapshot(agents, time.time(), server_known=bool(env.server_url))
+
+
+def execute(action: Action, env: Env) -> list[str]:
+    """Carry out one action; returns notes for the report."""
+    supervisor, name = env.supervisor, action.name
+    if action.verb == START:
+        _tolerating(Faults.ALREADY_STARTED, supervisor.start, name, False)
+    elif action.verb == STOP:
+        _tolerating((Faults.NOT_RUNNING, Faults.BAD_NAME), supervisor.stop, name, True)
+    elif action.verb == ASK_SIGNAL:
+        triggers.ask_restart_by_signal(supervisor, name)
+    elif action.verb == ASK_FILE:
+        triggers.ask_restart_by_file(env.restart_dir, name)
+    elif action.verb == SET_DRAIN:
+        triggers.set_drain(env.layout, name, action.arg)
+    elif action.verb == SERVER_STATE:
+        triggers.set_server_state(
+            env.server_url or "", name, action.arg, "drained by tf-fleet", env.token_files.get(name)
+        )
+    elif action.verb == SWAP_PROGRAM:
+        _swap_program(env, name)
+    elif action.verb == REMOVE_PROGRAM:
+        return _remove_program(env, name)
+    else:
+        raise ValueError(f"unknown action {action.verb!r}")
+    return []
+
+
+def _tolerating(codes: int | tuple[int, ...], call: Callable[..., None], *args: object) -> None:
+    try:
+        call(*args)
+    except SupervisorError as exc:
+        if exc.code not in (codes if isinstance(codes, tuple) else (codes,)):
+            raise
+
+
+def take_out(supervisor: Supervisor, name: str) -> None:
+    """Stop the program and remove it from supervisord. A process that exited with a
+    restart status may be respawned by supervisord between our look and our call: stop
+    it again until the removal holds."""
+    gone = (Faults.NOT_RUNNING, Faults.BAD_NAME)
+    for _ in range(REMOVE_TRIES):
+        _tolerating(gone, supervisor.stop, name, True)
+        try:
+            _tolerating(Faults.BAD_NAME, supervisor.remove, name)
+            return
+        except SupervisorError as exc:
+            if exc.code != Faults.STILL_RUNNING:
+                raise
+    raise SupervisorError(f"{name}: supervisord keeps starting it again; not removed")
+
+
+def _swap_program(env: Env, name: str) -> None:
+    take_out(env.supervisor, name)
+    triggers.clear_drain(env.layout, name)  # before the new process could read it
+    added, _, _ = env.supervisor.reload_config()
+    if name not in added:
+        raise SupervisorError(f"{name}: supervisord did not see its new program")
+    env.supervisor.add(name)  # autostart=true starts it
+
+
+def _remove_program(env: Env, name: str) -> list[str]:
+    take_out(env.supervisor, name)
+    target = env.supervisor.target
+    (target.program_dir / f"{name}{target.program_suffix}").unlink(missing_ok=True)
+    env.supervisor.reload_config()
+    for path in (env.layout.status_file(name), env.layout.drain_file(name)):
+        path.unlink(missing_ok=True)
+    agent_dir = env.layout.agent_dir(name)
+    results = agent_dir / "results"
+    if results.is_dir() and any(results.iterdir()):
+        # Undelivered outcomes are somebody's test results: never delete them.
+        for child in agent_dir.iterdir():
+            if child != results:
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        return [f"kept {results}: it holds undelivered results"]
+    shutil.rmtree(agent_dir, ignore_errors=True)
+    return []
+
+
+def _carry_out(op: Operation, actions: list[Action], env: Env) -> None:
+    try:
+        for action in actions:
+            op.notes += execute(action, env)
+    except (UserError, OSError) as exc:
+        op.fail(str(exc))
+
+
+def run(
+    operations: Sequence[Operation],
+    env: Env,
+    *,
+    max_parallel: int,
+    timeout: float,
+    stop_on_failure: bool,
+    wait: bool = True,
+    tick: float | None = None,
+    progress: Callable[[Sequence[Operation]], None] | None = None,
+) -> RunResult:
+    """Advance the operations until all are done, one fails (if stop_on_failure) or time
+    runs out. Idle agents go first, so a busy one never holds up the idle ones."""
+    if not operations:
+        return RunResult([])
+    # A look costs supervisord work for each agent asked about (or for all of them): look
+    # often while an agent is about to exit or come back, seldom while every one in
+    # flight waits for a job.
+    fast = tick if tick is not None else _look_every(len(operations))
+    try:
+        return _loop(operations, env, max_parallel, timeout, stop_on_failure, wait, fast, progress)
+    except KeyboardInterrupt:
+        raise Interrupted(operations) from None
+
+
+def _look_every(count: int) -> float:
+    if count <= FEW:
+        return FEW_TICK
+    return 0.05 if count <= 50 else 0.2
+
+
+class Interrupted(UserError):
+    """Ctrl-C while operations wait: nothing on the host was interrupted by it."""
+
+    exit_status = 130
+
+    def __init__(self, operations: Sequence[Operation]):
+        super().__init__("interrupted")
+        self.pending = [op for op in operations if not op.done]
+
+    def lines(self) -> list[str]:
+        lines = ["interrupted: tf-fleet stopped waiting; no job was interrupted."]
+        for op in self.pending:
+            asked = "" if op.stage == "queued" else " (already asked: it goes on by itself)"
+            lines.append(f"  still pending: {op.name}: {op.text}{asked}")
+        return lines
+
+
+def _loop(
+    operations: Sequence[Operation],
+    env: Env,
+    max_parallel: int,
+    timeout: float,
+    stop_on_failure: bool,
+    wait: bool,
+    fast: float,
+    progress: Callable[[Sequence[Operation]], None] | None,
+) -> RunResult:
+    queue = list(operations)
+    active: list[Operation] = []
+    result = RunResult(list(operations))
+    deadline = time.monotonic() + timeout
+    kinds = {op.name: op.kind for op in operations}
+    while True:
+        snap = take_snapshot(env, kinds)
+        _step_active(active, snap, env)
+        if any(op.failed for op in operations) and stop_on_failure:
+            result.stopped_early = bool(queue)
+            queue.clear()
+        if queue and len(active) < max_parallel:
+            _begin_next(queue, active, snap, env, max_parallel, stop_on_failure)
+            continue  # step the new ones on the next tick's fresh snapshot
+        if progress:
+            progress(operations)
+        if not active and not queue:
+            return result
+        if not wait and not queue:
+            return result  # asked everyone; the rest happens without us
+        if time.monotonic() > deadline:
+            result.timed_out = True
+            return result
+        time.sleep(0.5 if active and all(op.on_job for op in active) else fast)
+
+
+def _step_active(active: list[Operation], snap: Snapshot, env: Env) -> None:
+    for op in list(active):
+        _carry_out(op, op.step(snap), env)
+        if op.done:
+            active.remove(op)
+
+
+def _begin_next(
+    queue: list[Operation],
+    active: list[Operation],
+    snap: Snapshot,
+    env: Env,
+    max_parallel: int,
+    stop_on_failure: bool,
+) -> None:
+    queue.sort(key=lambda op: snap.busy(op.name, op.kind)[0])  # stable: idle first
+    while queue and len(active) < max_parallel:
+        op = queue.pop(0)
+        _carry_out(op, op.begin(snap), env)
+        if op.failed:
+            if stop_on_failure:
+                return
+            continue
+        active.append(op)

@@ -1,0 +1,376 @@
+"""The only module that talks to supervisord: start it, and XML-RPC over its unix socket."""
+
+from __future__ import annotations
+
+import base64
+import configparser
+import glob
+import http.client
+import os
+import socket
+import subprocess
+import sys
+import time
+import xmlrpc.client
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from multiagent.fleet.errors import UserError
+from multiagent.fleet.model.fleetfile import Fleet
+from multiagent.fleet.model.layout import Layout
+
+
+class Faults:
+    """supervisord's fault codes (supervisor.xmlrpc.Faults; importing that module costs
+    command start-up time for a table of numbers), plus UNREACHABLE for no answer."""
+
+    UNKNOWN_METHOD = 1
+    INCORRECT_PARAMETERS = 2
+    BAD_ARGUMENTS = 3
+    SIGNATURE_UNSUPPORTED = 4
+    SHUTDOWN_STATE = 6
+    BAD_NAME = 10
+    BAD_SIGNAL = 11
+    NO_FILE = 20
+    NOT_EXECUTABLE = 21
+    FAILED = 30
+    ABNORMAL_TERMINATION = 40
+    SPAWN_ERROR = 50
+    ALREADY_STARTED = 60
+    NOT_RUNNING = 70
+    SUCCESS = 80
+    ALREADY_ADDED = 90
+    STILL_RUNNING = 91
+    CANT_REREAD = 92
+    UNREACHABLE = -1  # ours: the socket did not answer
+    CONFIG = -2  # ours: supervisord or its config cannot be used as it is
+
+
+class SupervisorError(UserError):
+    """A refusal or a failure of supervisord; `code` is one of `Faults`."""
+
+    def __init__(self, message: str, code: int = Faults.CONFIG, name: str | None = None):
+        super().__init__(message)
+        self.code = code
+        self.name = name
+
+
+class UnixSocketTransport(xmlrpc.client.Transport):
+    """XML-RPC over supervisord's unix socket with a kept-alive connection. Our own:
+    supervisor.xmlrpc's costs ~30 ms of every command's start-up beyond xmlrpc.client."""
+
+    def __init__(self, socket_path: str, auth: str | None = None):
+        super().__init__()
+        self.socket_path = socket_path
+        if auth:
+            self._extra_headers = [("Authorization", f"Basic {auth}")]
+
+    def make_connection(self, host):
+        if self._connection[1] is not None and self._connection[0] == host:
+            return self._connection[1]
+        connection = http.client.HTTPConnection("localhost")
+        path = self.socket_path
+
+        def connect() -> None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(path)
+            connection.sock = sock
+
+        connection.connect = connect  # type: ignore[method-assign]
+        self._connection = host, connection
+        return connection
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    name: str
+    state: str  # RUNNING, STARTING, BACKOFF, FATAL, STOPPED, EXITED, STOPPING, UNKNOWN
+    pid: int
+    start: float  # when supervisord last started it (whole seconds), 0 if never
+    now: float
+    description: str
+    spawnerr: str
+    exitstatus: int
+    log_file: str
+
+    @property
+    def uptime(self) -> float | None:
+        return max(0.0, self.now - self.start) if self.state == "RUNNING" and self.start else None
+
+    @classmethod
+    def from_rpc(cls, info: dict) -> ProcessInfo:
+        return cls(
+            name=info["name"],
+            state=info["statename"],
+            pid=info["pid"],
+            start=float(info["start"]),
+            now=float(info["now"]),
+            description=info["description"],
+            spawnerr=info.get("spawnerr", ""),
+            exitstatus=info.get("exitstatus", 0),
+            log_file=info.get("stdout_logfile", ""),
+        )
+
+
+@dataclass(frozen=True)
+class SupervisorTarget:
+    """Where a fleet's supervisord listens and where its program files go."""
+
+    mode: str
+    socket_url: str  # unix:///path or http://host:port
+    config: Path
+    program_dir: Path
+    program_suffix: str
+    auth: str | None = None  # base64 user:password from [supervisorctl], if it has one
+    # Every file pattern of the [include] section, absolute: where other programs live.
+    include_patterns: tuple[str, ...] = ()
+
+
+def target_for(fleet: Fleet) -> SupervisorTarget:
+    layout = Layout(fleet.state_dir)
+    if fleet.supervisor.mode == "private":
+        return SupervisorTarget(
+            "private",
+            f"unix://{layout.socket}",
+            layout.supervisord_conf,
+            layout.private_program_dir,
+            ".conf",
+        )
+    return read_system_config(Path(fleet.supervisor.config or ""))
+
+
+def read_system_config(config: Path) -> SupervisorTarget:
+    """Find the socket and the include directory of a host's supervisord.conf."""
+    parser = configparser.RawConfigParser(strict=False, inline_comment_prefixes=(";", "#"))
+    try:
+        with open(config) as handle:
+            parser.read_file(handle)
+    except (OSError, configparser.Error) as exc:
+        raise SupervisorError(
+            f"{config}: cannot read the system supervisord config: {exc}"
+        ) from exc
+    here = str(config.parent)
+
+    def value(section: str, key: str) -> str | None:
+        if parser.has_option(section, key):
+            return parser.get(section, key).replace("%(here)s", here).strip()
+        return None
+
+    socket_url = value("supervisorctl", "serverurl")
+    if not socket_url:
+        socket_file = value("unix_http_server", "file")
+        if not socket_file:
+            raise SupervisorError(
+                f"{config}: no [unix_http_server] file= and no"
+                " [supervisorctl] serverurl=: tf-fleet cannot reach it"
+            )
+        socket_url = f"unix://{socket_file}"
+    includes = (value("include", "files") or "").split()
+    if not includes:
+        raise SupervisorError(
+            f"{config}: no [include] files= section; add one (for example"
+            " `files = /etc/supervisor/conf.d/*.conf`) so tf-fleet can add"
+            " programs"
+        )
+    pattern = includes[0] if os.path.isabs(includes[0]) else os.path.join(here, includes[0])
+    directory, name_glob = os.path.split(pattern)
+    if glob.has_magic(directory) or not name_glob.startswith("*"):
+        raise SupervisorError(
+            f"{config}: [include] files={includes[0]} must be of the form"
+            " DIR/*.conf for tf-fleet to place programs in it"
+        )
+    suffix = name_glob[1:] or ".conf"
+    user, password = value("supervisorctl", "username"), value("supervisorctl", "password")
+    auth = base64.b64encode(f"{user}:{password or ''}".encode()).decode() if user else None
+    patterns = tuple(p if os.path.isabs(p) else os.path.join(here, p) for p in includes)
+    return SupervisorTarget("system", socket_url, config, Path(directory), suffix, auth, patterns)
+
+
+class Supervisor:
+    def __init__(self, target: SupervisorTarget):
+        self.target = target
+        self._proxy: xmlrpc.client.ServerProxy | None = None
+
+    @property
+    def rpc(self):  # the supervisor.* namespace
+        return self._root().supervisor
+
+    def _root(self) -> xmlrpc.client.ServerProxy:
+        if self._proxy is None:
+            url = self.target.socket_url
+            if url.startswith("unix://"):
+                transport = UnixSocketTransport(url[len("unix://") :], self.target.auth)
+                self._proxy = xmlrpc.client.ServerProxy("http://localhost", transport=transport)
+            else:
+                self._proxy = xmlrpc.client.ServerProxy(url)
+        return self._proxy
+
+    def _call(self, method: str, *args: Any) -> Any:
+        name = args[0] if args and isinstance(args[0], str) else None
+        what = f"{method}({name})" if name else method
+        try:
+            if method.startswith("system."):
+                return getattr(self._root().system, method[len("system.") :])(*args)
+            return getattr(self.rpc, method)(*args)
+        except xmlrpc.client.Fault as fault:
+            raise SupervisorError(
+                f"supervisord refused {what}: {fault.faultString}", fault.faultCode, name
+            ) from fault
+        except (OSError, http.client.HTTPException, xmlrpc.client.ProtocolError) as exc:
+            self._proxy = None
+            raise SupervisorError(
+                f"supervisord is not reachable at {self.target.socket_url}: {exc}",
+                Faults.UNREACHABLE,
+                name,
+            ) from exc
+
+    def is_running(self) -> bool:
+        try:
+            return self.rpc.getState()["statename"] == "RUNNING"
+        except (OSError, xmlrpc.client.Error):
+            self._proxy = None
+            return False
+
+    def processes(self) -> dict[str, ProcessInfo]:
+        """Every process in one call."""
+        return {
+            info["name"]: ProcessInfo.from_rpc(info) for info in self._call("getAllProcessInfo")
+        }
+
+    def processes_named(self, names: list[str]) -> dict[str, ProcessInfo]:
+        """The processes of these names in one call (a multicall of getProcessInfo): for
+        a few agents of a big fleet, a fraction of supervisord's work for every process's
+        info. A name supervisord does not know is left out, as with processes()."""
+        found: dict[str, ProcessInfo] = {}
+        for name, answer in self._each("getProcessInfo", names):
+            code = _fault(answer)
+            if code == Faults.BAD_NAME:
+                continue
+            if code is not None:
+                raise SupervisorError(
+                    f"supervisord refused getProcessInfo({name}): {answer.get('faultString')}",
+                    code,
+                    name,
+                )
+            found[answer["name"]] = ProcessInfo.from_rpc(answer)
+        return found
+
+    def process(self, name: str) -> ProcessInfo:
+        return ProcessInfo.from_rpc(self._call("getProcessInfo", name))
+
+    def reload_config(self) -> tuple[list[str], list[str], list[str]]:
+        """Re-read the program files; returns (added, changed, removed) without acting."""
+        added, changed, removed = self._call("reloadConfig")[0]
+        return added, changed, removed
+
+    def add(self, name: str) -> None:
+        self._call("addProcessGroup", name)
+
+    def remove(self, name: str) -> None:
+        self._call("removeProcessGroup", name)
+
+    def start(self, name: str, wait: bool = False) -> None:
+        self._call("startProcess", name, wait)
+
+    def stop(self, name: str, wait: bool = True) -> None:
+        self._past_exec(name)
+        self._call("stopProcess", name, wait)
+
+    def _past_exec(self, name: str, limit: float = 2.0) -> None:
+        """Wait (at most `limit`) until `name` is not about to be respawned and its process
+        runs its own command. supervisord's child between fork and exec takes a signal
+        with the handlers it inherited and drops it: a stop asked in that window is lost,
+        and supervisord waits stopwaitsecs before SIGKILL. A stop asked just after an agent
+        exited to restart lands in the very pass of supervisord's loop that respawns it."""
+        deadline = time.monotonic() + limit
+        parent: bytes | None = None
+        while time.monotonic() < deadline:
+            try:
+                info = self.process(name)
+            except SupervisorError:
+                return  # not loaded, or no supervisord: stopProcess says so itself
+            respawning = info.state == "BACKOFF" or (
+                info.state == "EXITED" and info.exitstatus != 0
+            )
+            if not respawning and not (info.state == "STARTING" and info.pid):
+                return
+            if info.state == "STARTING":
+                if parent is None:
+                    parent = _cmdline(self.pid())
+                if _cmdline(info.pid) != parent:
+                    return  # exec'd (or gone): a signal now reaches the program
+            time.sleep(0.01)
+
+    def stop_many(self, names: list[str]) -> dict[str, int]:
+        """Ask for every one of `names` to stop, without waiting, in one request (one pass
+        of supervisord's main loop, not one per name, which with a few hundred agents is
+        the difference between 0.02 s and 2 s). Returns the fault code of each name it
+        refused."""
+        refused = {name: _fault(answer) for name, answer in self._each("stopProcess", names, False)}
+        return {name: code for name, code in refused.items() if code is not None}
+
+    def _each(self, method: str, names: list[str], *params: Any) -> list[tuple[str, Any]]:
+        """supervisor.`method`(name, *params) for every name in one request
+        (system.multicall); (name, answer) pairs, where a refusal's answer is a fault."""
+        calls = [{"methodName": f"supervisor.{method}", "params": [n, *params]} for n in names]
+        answers = self._call("system.multicall", calls) if calls else []
+        return list(zip(names, answers, strict=True))
+
+    def signal(self, name: str, signame: str) -> None:
+        self._call("signalProcess", name, signame)
+
+    def shutdown(self) -> None:
+        self._call("shutdown")
+
+    def pid(self) -> int:
+        return int(self._call("getPID"))
+
+
+def _fault(answer: Any) -> int | None:
+    """The fault code of one multicall answer; None for a result."""
+    return answer["faultCode"] if isinstance(answer, dict) and "faultCode" in answer else None
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read()
+    except OSError:
+        return b""
+
+
+def start_private(layout: Layout, timeout: float = 15.0) -> int:
+    """Start the fleet's own supervisord and wait until it answers; returns its pid."""
+    layout.supervisor_dir.mkdir(parents=True, exist_ok=True)
+    layout.logs_dir.mkdir(parents=True, exist_ok=True)
+    if len(str(layout.socket)) > 100:
+        raise SupervisorError(
+            f"the state dir path is too long for a unix socket"
+            f" ({layout.socket}); choose a shorter state_dir"
+        )
+    proc = subprocess.run(
+        [sys.executable, "-m", "supervisor.supervisord", "-c", str(layout.supervisord_conf)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if proc.returncode != 0:
+        raise SupervisorError("supervisord did not start: " + (proc.stderr or proc.stdout).strip())
+    target = SupervisorTarget(
+        "private",
+        f"unix://{layout.socket}",
+        layout.supervisord_conf,
+        layout.private_program_dir,
+        ".conf",
+    )
+    supervisor = Supervisor(target)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if supervisor.is_running():
+            return supervisor.pid()
+        time.sleep(0.05)
+    raise SupervisorError(
+        f"supervisord did not answer on {layout.socket} within {timeout:.0f}"
+        f" s; see {layout.supervisord_log}"
+    )

@@ -1,0 +1,41 @@
+"""The bench runs end to end and writes its table (no timing is asserted)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "run.py"
+
+
+@pytest.mark.timeout(90)
+def test_bench_smoke_writes_the_results_table(tmp_path: Path) -> None:
+    output = tmp_path / "RESULTS.md"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--smoke", "--agents", "5", "--output", str(output)],
+        capture_output=True,
+        text=True,
+        timeout=85,
+    )
+    assert output.exists(), proc.stderr[-3000:]
+    text = output.read_text()
+    assert "| Figure | Median | p95 | Baseline (same run) | Ratio | Target | Met? |" in text
+    for figure in (
+        "Hard restart",
+        "Idle safe restart",
+        "Rolling",
+        "Cold `tf-fleet up`",
+        "No-change",
+        "`tf-fleet status`",
+        "Idle agent RSS",
+        "Idle agent CPU",
+        "Job submit",
+        "Server GET /v1/job p99",
+    ):
+        assert figure in text, f"{figure!r} missing from the table"
+    assert "could not be measured" not in text, text
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "cores" in text and "Python" in text

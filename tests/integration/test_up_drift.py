@@ -1,0 +1,163 @@
+"""A no-change `up` reuses the files on disk as the rendering (supervisor/rendered.json):
+every drift must still be noticed and acted on as when it rendered every time."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from fixtures_fleet import SLEEPER
+
+import multiagent
+from multiagent.fleet.model.layout import Layout
+from multiagent.fleet.model.templating import template_dir
+
+NAMES = ("d-1", "d-2", "d-3")
+
+
+def _fleet() -> dict:
+    return {
+        "server": "http://127.0.0.1:9",
+        "defaults": {"agent_command": SLEEPER, "startsecs": 1},
+        "agents": {name: {"job_queues": ["q"]} for name in NAMES},
+    }
+
+
+def _settled(fleet_env) -> dict[str, int]:
+    """Up twice: the second reuses the record the first wrote, and touches nothing."""
+    fleet_env.write(_fleet())
+    fleet_env.run("up")
+    record = fleet_env.state_dir / "supervisor/rendered.json"
+    assert record.is_file() and record.stat().st_mode & 0o777 == 0o600
+    assert fleet_env.run("up").stdout.strip() == "3 unchanged"
+    return _pids(fleet_env)
+
+
+def _pids(fleet_env) -> dict[str, int]:
+    return {name: row["pid"] for name, row in fleet_env.status().items()}
+
+
+def _ctl(fleet_env, *args: str) -> None:
+    conf = fleet_env.state_dir / "supervisor/supervisord.conf"
+    cmd = [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(conf), *args]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=30)
+
+
+def _program(fleet_env, name: str) -> Path:
+    return Layout(fleet_env.state_dir).private_program_dir / f"{name}.conf"
+
+
+def _only_changed(fleet_env, before: dict[str, int], name: str) -> None:
+    after = fleet_env.wait_for(
+        lambda: (rows := _pids(fleet_env)) and all(rows.values()) and rows, what="pids"
+    )
+    assert after[name] != before[name]
+    assert {n: after[n] for n in NAMES if n != name} == {n: before[n] for n in NAMES if n != name}
+
+
+def test_a_program_file_edited_by_hand_is_rewritten_and_its_agent_replaced(fleet_env):
+    pids = _settled(fleet_env)
+    program = _program(fleet_env, "d-2")
+    text = program.read_text()
+    program.write_text(text.replace("startsecs=1", "startsecs=5"))
+    assert "replace    d-2  (program entry changed)" in fleet_env.run("plan").stdout
+    assert "1 replace, 2 unchanged" in fleet_env.run("up").stdout
+    assert program.read_text() == text
+    _only_changed(fleet_env, pids, "d-2")
+    assert fleet_env.run("up").stdout.strip() == "3 unchanged"
+
+
+def test_a_program_file_removed_by_hand_is_written_again(fleet_env):
+    pids = _settled(fleet_env)
+    program = _program(fleet_env, "d-3")
+    text = program.read_text()
+    program.unlink()
+    assert "replace    d-3" in fleet_env.run("plan").stdout
+    assert "1 replace, 2 unchanged" in fleet_env.run("up").stdout
+    assert program.read_text() == text
+    _only_changed(fleet_env, pids, "d-3")
+    assert fleet_env.run("up").stdout.strip() == "3 unchanged"
+
+
+def test_an_agent_config_edited_by_hand_restarts_only_that_agent(fleet_env):
+    pids = _settled(fleet_env)
+    conf = Layout(fleet_env.state_dir).agent_conf("d-1")
+    text = conf.read_text()
+    conf.write_text(text + "# edited by hand\n")
+    assert "restart    d-1  (testflinger-agent.conf changed)" in fleet_env.run("plan").stdout
+    assert "1 restart, 2 unchanged" in fleet_env.run("up").stdout
+    assert conf.read_text() == text
+    _only_changed(fleet_env, pids, "d-1")
+
+
+def test_an_agent_config_rewritten_with_the_same_text_after_start_restarts_it(fleet_env):
+    pids = _settled(fleet_env)
+    conf = Layout(fleet_env.state_dir).agent_conf("d-2")
+    time.sleep(1.1)  # past supervisord's whole-second start stamp of the process
+    conf.write_text(conf.read_text())
+    reason = "testflinger-agent.conf changed after the process started"
+    assert f"restart    d-2  ({reason})" in fleet_env.run("plan").stdout
+    assert "1 restart, 2 unchanged" in fleet_env.run("up").stdout
+    _only_changed(fleet_env, pids, "d-2")
+
+
+def test_a_program_missing_from_supervisord_is_added_again(fleet_env):
+    pids = _settled(fleet_env)
+    _ctl(fleet_env, "stop", "d-1")
+    _ctl(fleet_env, "remove", "d-1")
+    assert "add        d-1  (not loaded)" in fleet_env.run("plan").stdout
+    out = fleet_env.run("up").stdout
+    assert "started d-1: RUNNING" in out
+    _only_changed(fleet_env, pids, "d-1")
+    assert fleet_env.run("up").stdout.strip() == "3 unchanged"
+
+
+def test_a_changed_fleet_file_renders_again(fleet_env):
+    pids = _settled(fleet_env)
+    fleet = _fleet()
+    fleet["agents"]["d-3"]["environment"] = {"LAB": "x"}
+    fleet_env.write(fleet)
+    assert "1 replace, 2 unchanged" in fleet_env.run("up").stdout
+    assert 'LAB="x"' in _program(fleet_env, "d-3").read_text()
+    _only_changed(fleet_env, pids, "d-3")
+
+
+def test_a_template_changed_by_an_upgrade_replaces_every_agent(fleet_env, tmp_path):
+    """An upgraded tf-fleet (here a copy of this one whose program template adds a line)
+    with the same fleet file: the record of the older one must not be reused."""
+    pids = _settled(fleet_env)
+    upgraded = tmp_path / "upgraded"
+    package = Path(multiagent.__file__).resolve().parent
+    shutil.copytree(package, upgraded / "multiagent", ignore=shutil.ignore_patterns("__pycache__"))
+    templates = template_dir()
+    if templates.parent != package:  # a source checkout: templates/ beside the package
+        shutil.copytree(templates, upgraded / "templates")
+    template = upgraded / templates.relative_to(package.parent) / "program.conf.j2"
+    template.write_text(template.read_text() + "; written by a newer tf-fleet\n")
+
+    def run_upgraded(*args: str) -> str:
+        env = {**os.environ, "PYTHONPATH": str(upgraded)}
+        cmd = [sys.executable, "-m", "multiagent", "-c", str(fleet_env.fleet_file), *args]
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=120, env=env, cwd=fleet_env.root
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc.stdout
+
+    assert run_upgraded("plan").split().count("replace") == 3
+    assert "3 replace" in run_upgraded("up")
+    assert _program(fleet_env, "d-1").read_text().endswith("; written by a newer tf-fleet\n")
+    after = fleet_env.wait_for(
+        lambda: (rows := _pids(fleet_env)) and all(rows.values()) and rows, what="pids"
+    )
+    assert not set(after.values()) & set(pids.values())
+    assert run_upgraded("up").strip() == "3 unchanged"
+    key = json.loads((fleet_env.state_dir / "supervisor/rendered.json").read_text())["key"]
+    # and back on this version, the same: its record was replaced, not reused
+    assert "3 replace" in fleet_env.run("up").stdout
+    assert json.loads((fleet_env.state_dir / "supervisor/rendered.json").read_text())["key"] != key
