@@ -1,1 +1,2 @@
-"""The host's files and processes: writing files, status files, triggers, locks, /proc, leftovers."""
+"""The host's files and processes: writing files, status files, triggers, locks, /proc,
+leftovers."""

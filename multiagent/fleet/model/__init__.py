@@ -1,1 +1,2 @@
-"""The pure core: the fleet file's schema, rendering, planning and the safe operations' state machines."""
+"""The pure core: the fleet file's schema, rendering, planning and the safe operations'
+state machines."""

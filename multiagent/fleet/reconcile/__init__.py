@@ -1,1 +1,2 @@
-"""Between plan and apply: what is there now, the loop that carries operations out, and its progress."""
+"""Between plan and apply: what is there now, the loop that carries operations out, and
+its progress."""
