@@ -14,7 +14,7 @@ import signal
 import subprocess
 import time
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from multiagent.agent import jsonio, outcome, procs
 from multiagent.agent.attachments import AttachmentError, unpack
@@ -39,7 +39,10 @@ from multiagent.vocabulary import (
 )
 
 if TYPE_CHECKING:
-    from multiagent.agent.loop import Agent
+    from multiagent.agent.client import Client
+    from multiagent.agent.config import AgentConfig
+    from multiagent.agent.metrics import Metrics
+    from multiagent.agent.triggers import Waker
 
 log = get_logger("tf-agent.job")
 
@@ -68,11 +71,37 @@ def _limit(job_value: Any, cfg_value: Any, default: int) -> float:
     return min(seconds(job_value), seconds(cfg_value))
 
 
+class AgentHooks(Protocol):
+    """What a job asks of the agent that runs it. Named here, beside Job, so that this
+    module need not import loop.py, which imports it; an Agent is one."""
+
+    def net_ok(self) -> bool: ...  # the server's back-off is over: a call may be tried
+    def net_failed(self, exc: Exception) -> None: ...
+    def net_succeeded(self) -> None: ...
+    def stop_reason(self) -> str | None: ...  # why the agent must stop (SIGTERM), if it must
+    def set_phase(self, phase: str | None, job_id: str | None) -> None: ...
+    def pending_comment(self) -> str: ...
+    def recovery_failed(self, job_id: str) -> None: ...
+    def read_server_state_busy(self) -> None: ...
+    def busy_tick(self) -> None: ...
+    def wait_busy(self, seconds: float) -> bool: ...
+
+
 class Job:
-    def __init__(self, agent: Agent, job: dict[str, Any]):
+    def __init__(
+        self,
+        job: dict[str, Any],
+        cfg: AgentConfig,
+        client: Client,
+        metrics: Metrics,
+        waker: Waker,
+        agent: AgentHooks,
+    ):
         self.agent = agent
-        self.cfg = agent.cfg
-        self.client = agent.client
+        self.cfg = cfg
+        self.client = client
+        self.metrics = metrics
+        self.waker = waker  # a signal ends a phase's wait at once
         self.job = job
         self.job_id = str(job["job_id"])
         self.rundir = os.path.join(self.cfg.execution_basedir, self.job_id)
@@ -163,7 +192,7 @@ class Job:
     # -- the job ----------------------------------------------------------------
     def run(self) -> None:
         """The whole job; any exception inside is the failure of the phase it happened in."""
-        self.agent.metrics.job_started()
+        self.metrics.job_started()
         try:
             self._start()
             if self._prepare_attachments():
@@ -260,7 +289,7 @@ class Job:
 
     def _may_start(self, phase: str) -> bool:
         """False when the agent must stop (SIGTERM) or the job was cancelled."""
-        if self.agent.stop_requested():
+        if self.agent.stop_reason() is not None:
             self.interrupted = True
             return False
         if self._is_cancelled():
@@ -346,7 +375,7 @@ class Job:
             timeout=PHASE_HTTP_TIMEOUT,
         )
         self._send_device_info()
-        self.agent.metrics.phase_done(phase, code, time.monotonic() - started)
+        self.metrics.phase_done(phase, code, time.monotonic() - started)
         if phase == ALLOCATE and code == 0 and not self.interrupted:
             self._allocate_wait()
         return code
@@ -435,7 +464,7 @@ class Job:
         is posted directly, and failing that the record stays for the loop to close.
         """
         self.agent.set_phase(None, self.job_id)
-        self.agent.metrics.job_done()
+        self.metrics.job_done()
         self.record.update(stage=FINISHING)
         # A cancelled or interrupted job stays "cancelled" on the server rather than
         # being overwritten with "complete" (upstream would post complete).
@@ -545,9 +574,10 @@ class PhaseRun:
 
     def _stop_reason(self, now: float) -> str | None:
         """Why the phase must be killed now, if it must: stop, timeouts, cancel."""
-        if self.agent.stop_requested():
+        stop = self.agent.stop_reason()
+        if stop is not None:
             self.job.interrupted = True
-            return f"ERROR: tf-agent stopped ({self.agent.triggers.stop_reason})"
+            return f"ERROR: tf-agent stopped ({stop})"
         if self.global_deadline is not None and now >= self.global_deadline:
             return f"ERROR: Global timeout reached! ({self.job.global_timeout}s)"
         if self.output_timeout is not None and now - self.last_output >= self.output_timeout:
@@ -570,7 +600,7 @@ class PhaseRun:
 
     def _wait(self) -> None:
         """Sleep until output, a signal or the next thing due (at most 1 s)."""
-        waker = self.agent.triggers.waker
+        waker = self.job.waker
         timeout = min(self._next_due() - time.monotonic(), 1.0)
         fds = [waker.rfd] if self.eof else [self.fd, waker.rfd]
         ready, _, _ = select.select(fds, [], [], max(timeout, 0.0))

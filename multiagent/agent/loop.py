@@ -113,9 +113,12 @@ class Agent:
         if not self.status.data["server_reachable"]:
             self.status.update(server_reachable=True)
 
-    # -- hooks used by Job --------------------------------------------------------
+    # -- hooks used by Job (job.AgentHooks, with the reachability above) ---------
     def stop_requested(self) -> bool:
         return self.triggers.stop_reason is not None
+
+    def stop_reason(self) -> str | None:
+        return self.triggers.stop_reason
 
     def set_phase(self, phase: str | None, job_id: str | None) -> None:
         self.status.update(state=phase or self.status.data["state"], phase=phase, job_id=job_id)
@@ -468,7 +471,7 @@ class Agent:
         self.busy = True
         self.status.update(state=PHASES[0], job_id=str(job_id), phase=None)
         try:
-            Job(self, job).run()
+            Job(job, self.cfg, self.client, self.metrics, self.triggers.waker, self).run()
         except Exception as exc:  # Job could not even start: fail the job in setup
             log.exception("job %s: tf-agent error", job_id)
             self._fail_job(str(job_id), exc)

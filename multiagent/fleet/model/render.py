@@ -62,14 +62,6 @@ class Rendering:
         return files
 
 
-def supervisor_value(value: Any) -> str:
-    """Make a value safe for a supervisord config line."""
-    text = str(value)
-    if "\n" in text or "\r" in text:
-        raise ValueError(f"a supervisord value cannot span lines: {text!r}")
-    return text.replace("%", "%%")  # supervisord expands %(name)s in values
-
-
 def render(fleet: Fleet, ctx: RenderContext) -> Rendering:
     layout = Layout(fleet.state_dir)
     programs = {

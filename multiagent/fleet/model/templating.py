@@ -1,10 +1,10 @@
-"""The Jinja2 environment over the top-level templates/ folder."""
+"""The Jinja2 environment over the top-level templates/ folder, and its filter."""
 
 from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import jinja2
@@ -28,7 +28,13 @@ def environment() -> jinja2.Environment:
         keep_trailing_newline=True,
         autoescape=False,  # these are config files, not HTML
     )
-    from multiagent.fleet.model.render import supervisor_value
-
     env.filters["sv"] = supervisor_value
     return env
+
+
+def supervisor_value(value: Any) -> str:
+    """Make a value safe for a supervisord config line (the templates' `sv` filter)."""
+    text = str(value)
+    if "\n" in text or "\r" in text:
+        raise ValueError(f"a supervisord value cannot span lines: {text!r}")
+    return text.replace("%", "%%")  # supervisord expands %(name)s in values
