@@ -17,13 +17,15 @@ import click
 
 from multiagent.fleet.errors import UserError
 from multiagent.fleet.model.fleetfile import load_fleet
+from multiagent.fleet.model.layout import Layout
 from multiagent.vocabulary import parse_duration
 
 if TYPE_CHECKING:
     from multiagent.fleet.commands.canary import CanaryGate
     from multiagent.fleet.commands.up import UpReport
-    from multiagent.fleet.context import Context
+    from multiagent.fleet.model.fleetfile import Fleet
     from multiagent.fleet.model.operations import Operation, RunResult
+    from multiagent.fleet.supervisord.client import Supervisor
 
 PLAN_KINDS = ("add", "start", "restart", "replace", "remove", "unchanged")
 
@@ -33,10 +35,16 @@ class Options:
         self.config = config
         self.state_dir = state_dir
 
-    def context(self) -> Context:
-        from multiagent.fleet.context import Context
+    def fleet(self) -> Fleet:
+        return load_fleet(self.config, self.state_dir)
 
-        return Context(load_fleet(self.config, self.state_dir))
+
+def _supervisor(fleet: Fleet) -> Supervisor:
+    """The fleet's supervisord (its target read once: in system mode, from the host's
+    supervisord.conf)."""
+    from multiagent.fleet.supervisord.client import Supervisor, target_for
+
+    return Supervisor(target_for(fleet))
 
 
 def handles_errors(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -127,25 +135,25 @@ def _duration(text: str | None) -> float | None:
         raise click.BadParameter(str(exc), param_hint="--timeout") from None
 
 
-def _select(ctx: Context, names: tuple[str, ...], all_agents: bool) -> list[str]:
+def _select(fleet: Fleet, names: tuple[str, ...], all_agents: bool) -> list[str]:
     if all_agents and names:
         raise click.UsageError("give agent names or --all, not both")
     if all_agents:
-        return sorted(ctx.fleet.agents)
+        return sorted(fleet.agents)
     if not names:
         raise click.UsageError("name at least one agent, or --all")
-    unknown = [n for n in names if n not in ctx.fleet.agents]
+    unknown = [n for n in names if n not in fleet.agents]
     if unknown:
         raise click.BadParameter(f"not in the fleet file: {', '.join(unknown)}", param_hint="NAME")
     return list(dict.fromkeys(names))
 
 
 @contextmanager
-def _changing(ctx: Context, command: str, wait: bool = True) -> Iterator[None]:
+def _changing(fleet: Fleet, command: str, wait: bool = True) -> Iterator[None]:
     """One command that changes the fleet at a time (a second waits, or fails at once)."""
     from multiagent.fleet.host.statelock import exclusive
 
-    with exclusive(ctx.layout, command, wait=wait, say=_say):
+    with exclusive(Layout(fleet.state_dir), command, wait=wait, say=_say):
         yield
 
 
@@ -260,17 +268,20 @@ def validate(opts: Options) -> None:
 @handles_errors
 def plan(opts: Options, as_json: bool, canary_count: int | None) -> None:
     """Show what `up` would do, per agent, without doing it."""
+    from multiagent.fleet.host.rendered import render_or_reuse
     from multiagent.fleet.reconcile.observe import make_plan
 
-    ctx = opts.context()
-    result = make_plan(ctx)
+    fleet = opts.fleet()
+    supervisor = _supervisor(fleet)
+    rendered = render_or_reuse(fleet, supervisor.target)
+    result = make_plan(fleet, Layout(fleet.state_dir), supervisor, rendered)
     canaries: list[str] = []
     if canary_count:
         from multiagent.fleet.commands.canary import choose
         from multiagent.fleet.commands.up import changed_agents
 
-        changed = changed_agents(ctx, result)
-        canaries = choose(ctx, changed, canary_count) if changed else []
+        changed = changed_agents(fleet, result)
+        canaries = choose(fleet, supervisor, changed, canary_count) if changed else []
     if as_json:
         data = {"actions": _actions_json(result.actions), "canaries": canaries}
         click.echo(json.dumps(data, indent=2))
@@ -312,10 +323,12 @@ def up(
     gate = _gate(canary_count, canary_jobs, canary_job, canary_timeout)
     if gate and no_wait:
         raise click.UsageError("--canary waits for its gate: it does not go with --no-wait")
-    ctx = opts.context()
-    with _changing(ctx, "up", wait=not no_wait):
+    fleet = opts.fleet()
+    supervisor = _supervisor(fleet)
+    with _changing(fleet, "up", wait=not no_wait):
         report = run_up(
-            ctx,
+            fleet,
+            supervisor,
             wait=not no_wait,
             restart_timeout=_duration(timeout),
             progress=_progress(not as_json),
@@ -325,7 +338,7 @@ def up(
     if as_json:
         click.echo(json.dumps(_up_json(report), indent=2))
     else:
-        _up_text(ctx, report, no_wait)
+        _up_text(supervisor.target.socket_url, report, no_wait)
     if _up_failed(report, no_wait):
         sys.exit(1)
 
@@ -345,13 +358,10 @@ def _up_json(report: UpReport) -> dict[str, Any]:
     }
 
 
-def _up_text(ctx: Context, report: UpReport, no_wait: bool) -> None:
+def _up_text(socket_url: str, report: UpReport, no_wait: bool) -> None:
     applied = report.applied
     if report.started_supervisord:
-        click.echo(
-            f"started supervisord (pid {report.started_supervisord},"
-            f" socket {ctx.target.socket_url})"
-        )
+        click.echo(f"started supervisord (pid {report.started_supervisord}, socket {socket_url})")
     for path in report.written:
         click.echo(f"wrote {path}")
     for name in report.started:
@@ -435,45 +445,52 @@ def restart(
 ) -> None:
     """Restart agents. --safe: each exits when idle and comes back; with --all, a rolling
     restart that stops at the first agent that does not come back."""
-    ctx = opts.context()
-    selected = _select(ctx, names, all_agents)
+    fleet = opts.fleet()
+    supervisor = _supervisor(fleet)
+    selected = _select(fleet, names, all_agents)
     if not safe:
         from multiagent.fleet.commands.control import hard_restart
 
-        with _changing(ctx, "restart", wait=not no_wait):
-            pids = hard_restart(ctx, selected, force)
+        with _changing(fleet, "restart", wait=not no_wait):
+            pids = hard_restart(fleet, supervisor, selected, force)
         for name, pid in pids.items():
             click.echo(f"{name}: restarted (pid {pid})")
         return
     if max_parallel < 1:
         raise click.BadParameter("must be at least 1", param_hint="--max-parallel")
     from multiagent.fleet.model.operations import SafeRestart
+    from multiagent.fleet.reconcile.scheduler import fleet_env
     from multiagent.fleet.reconcile.scheduler import run as run_operations
+    from multiagent.fleet.supervisord.ownership import program_kind
 
     gate = _gate(canary_count, canary_jobs, canary_job, canary_timeout)
     if gate and no_wait:
         raise click.UsageError("--canary waits for its gate: it does not go with --no-wait")
-    method = method or ctx.fleet.restart.method
-    operations = [SafeRestart(n, ctx.kind(n), method) for n in selected]
+    method = method or fleet.restart.method
+    operations = [
+        SafeRestart(n, program_kind(fleet, supervisor.target, n), method) for n in selected
+    ]
 
     def run(ops: list[Operation]) -> RunResult:
         return run_operations(
             ops,
-            ctx.env(),
+            fleet_env(fleet, supervisor),
             max_parallel=max_parallel,
-            timeout=_duration(timeout) or ctx.fleet.restart.timeout,
+            timeout=_duration(timeout) or fleet.restart.timeout,
             stop_on_failure=True,
             wait=not no_wait,
             progress=_progress(not as_json),
         )
 
-    with _changing(ctx, "restart --safe", wait=not no_wait):
+    with _changing(fleet, "restart --safe", wait=not no_wait):
         if gate is None:
             result = run(list(operations))
         else:
             from multiagent.fleet.commands.canary import restart_in_two
 
-            result, failure, untouched = restart_in_two(ctx, selected, method, gate, run, _say)
+            result, failure, untouched = restart_in_two(
+                fleet, supervisor, selected, method, gate, run, _say
+            )
             if failure:
                 _report(result, as_json, "back")
                 click.echo(
@@ -500,24 +517,30 @@ def rollback(opts: Options, timeout: str | None, as_json: bool) -> None:
     """Put the agents the last `up` changed back on their previous files, safely (each
     after its job). The fleet file is not changed: fix it before the next `up`."""
     from multiagent.fleet.commands.canary import restore, saved
+    from multiagent.fleet.host.rendered import render_or_reuse
+    from multiagent.fleet.reconcile.scheduler import fleet_env
     from multiagent.fleet.reconcile.scheduler import run as run_operations
     from multiagent.fleet.supervisord.applied import write_applied
 
-    ctx = opts.context()
-    with _changing(ctx, "rollback"):
-        names = saved(ctx)
+    fleet = opts.fleet()
+    supervisor = _supervisor(fleet)
+    layout = Layout(fleet.state_dir)
+    with _changing(fleet, "rollback"):
+        names = saved(layout)
         if not names:
             click.echo("nothing to roll back: no change kept its previous files")
             return
         result = run_operations(
-            restore(ctx, names),
-            ctx.env(),
+            restore(fleet, supervisor.target, names),
+            fleet_env(fleet, supervisor),
             max_parallel=len(names),
-            timeout=_duration(timeout) or ctx.fleet.restart.timeout,
+            timeout=_duration(timeout) or fleet.restart.timeout,
             stop_on_failure=False,
             progress=_progress(not as_json),
         )
-        write_applied(ctx, names)  # back on files older than the fleet file
+        # `names` are back on files older than the fleet file: left out of the record.
+        rendering = render_or_reuse(fleet, supervisor.target).rendering
+        write_applied(layout, supervisor, rendering, names)
     _report(result, as_json, "rolled back")
     if not result.ok:
         sys.exit(1)
@@ -541,16 +564,20 @@ def drain(
 ) -> None:
     """Take no new jobs (running jobs go on); `resume` undoes it."""
     from multiagent.fleet.model.operations import Drain
+    from multiagent.fleet.reconcile.scheduler import fleet_env
     from multiagent.fleet.reconcile.scheduler import run as run_operations
+    from multiagent.fleet.supervisord.ownership import program_kind
 
-    ctx = opts.context()
-    operations = [Drain(n, ctx.kind(n)) for n in _select(ctx, names, all_agents)]
-    with _changing(ctx, "drain"):
+    fleet = opts.fleet()
+    supervisor = _supervisor(fleet)
+    selected = _select(fleet, names, all_agents)
+    operations = [Drain(n, program_kind(fleet, supervisor.target, n)) for n in selected]
+    with _changing(fleet, "drain"):
         result = run_operations(
             operations,
-            ctx.env(),
+            fleet_env(fleet, supervisor),
             max_parallel=len(operations),
-            timeout=_duration(timeout) or ctx.fleet.restart.timeout,
+            timeout=_duration(timeout) or fleet.restart.timeout,
             stop_on_failure=False,
             wait=wait,
             progress=_progress(wait and not as_json),
@@ -579,9 +606,10 @@ def resume(opts: Options, names: tuple[str, ...], all_agents: bool, as_json: boo
     """Take jobs again after `drain` (and start agents a hold left down)."""
     from multiagent.fleet.commands.control import resume as run_resume
 
-    ctx = opts.context()
-    with _changing(ctx, "resume"):
-        resumed = run_resume(ctx, _select(ctx, names, all_agents))
+    fleet = opts.fleet()
+    supervisor = _supervisor(fleet)
+    with _changing(fleet, "resume"):
+        resumed = run_resume(fleet, supervisor, _select(fleet, names, all_agents))
     if as_json:
         agents = [{"name": n, "started": started} for n, started in resumed.items()]
         click.echo(json.dumps({"agents": agents}, indent=2))
@@ -614,13 +642,14 @@ def status(opts: Options, names: tuple[str, ...], output: str | None, as_json: b
     from multiagent.fleet.commands.status import format_table, look
 
     output = _status_format(as_json, output)
-    ctx = opts.context()
-    wanted = list(names) or sorted(ctx.fleet.agents)
-    unknown = [n for n in wanted if n not in ctx.fleet.agents and n != ctx.fleet.server_program]
+    fleet = opts.fleet()
+    supervisor = _supervisor(fleet)
+    wanted = list(names) or sorted(fleet.agents)
+    unknown = [n for n in wanted if n not in fleet.agents and n != fleet.server_program]
     if unknown:
         raise click.BadParameter(f"not in {opts.config}: {', '.join(unknown)}", param_hint="NAME")
-    agents = [n for n in wanted if n in ctx.fleet.agents]
-    running, rows, server, note = look(ctx, agents)
+    agents = [n for n in wanted if n in fleet.agents]
+    running, rows, server, note = look(fleet, supervisor, agents)
     if output == "prometheus":
         import time
 
@@ -639,7 +668,7 @@ def status(opts: Options, names: tuple[str, ...], output: str | None, as_json: b
         click.echo(json.dumps(data, indent=2))
     else:
         if not running:
-            click.echo(f"supervisord is not running ({ctx.target.socket_url})")
+            click.echo(f"supervisord is not running ({supervisor.target.socket_url})")
         click.echo(server.headline())
         if note:
             click.echo(note)
@@ -660,10 +689,10 @@ def logs(opts: Options, name: str, follow: bool, lines: int) -> None:
     from multiagent.fleet.host.logs import follow as follow_log
     from multiagent.fleet.host.logs import tail_lines
 
-    ctx = opts.context()
-    if name not in ctx.fleet.agents and name != ctx.fleet.server_program:
+    fleet = opts.fleet()
+    if name not in fleet.agents and name != fleet.server_program:
         raise click.BadParameter(f"not in {opts.config}", param_hint="NAME")
-    path = ctx.layout.log_file(name)
+    path = Layout(fleet.state_dir).log_file(name)
     if not path.exists():
         click.echo(f"{name} has no log yet ({path})", err=True)
         sys.exit(1)
@@ -684,17 +713,19 @@ def down(opts: Options, safe: bool, force: bool, timeout: str | None, as_json: b
     """Stop every agent and, in private mode, supervisord."""
     from multiagent.fleet.commands.down import down as run_down
 
-    ctx = opts.context()
-    supervisord_was_running = ctx.supervisor.is_running()
-    with _changing(ctx, "down"):
+    fleet = opts.fleet()
+    supervisor = _supervisor(fleet)
+    supervisord_was_running = supervisor.is_running()
+    with _changing(fleet, "down"):
         stopped, drained = run_down(
-            ctx,
+            fleet,
+            supervisor,
             safe=safe,
             force=force,
-            timeout=_duration(timeout) or ctx.fleet.restart.timeout,
+            timeout=_duration(timeout) or fleet.restart.timeout,
             progress=_progress(safe),
         )
-    stopped_supervisord = ctx.target.mode == "private" and supervisord_was_running
+    stopped_supervisord = supervisor.target.mode == "private" and supervisord_was_running
     if drained and not drained.ok:
         _report(drained, as_json, "stopped")
         click.echo("supervisord left running; agents still busy are draining", err=True)

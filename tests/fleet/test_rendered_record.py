@@ -90,14 +90,11 @@ def test_the_code_digest_covers_the_templates(tmp_path, monkeypatch):
 
 
 def test_ownership_from_a_text_just_read_is_as_from_the_file(tmp_path):
-    from types import SimpleNamespace
-
     from multiagent.fleet.model.layout import MARKER
     from multiagent.fleet.supervisord.ownership import is_ours
 
-    ctx = SimpleNamespace(fleet=SimpleNamespace(identity="state dir /s"))
     mark = f"; {MARKER} (state dir /s): edit the fleet file"
     for text in (f"{mark}\n[program:a]\n", f"{mark}\r\n", f"x\r{mark}\n", "x\n" + mark, "", mark):
         path = tmp_path / "p.conf"
         path.write_bytes(text.encode())
-        assert is_ours(ctx, path, text) == is_ours(ctx, path), repr(text)  # type: ignore[arg-type]
+        assert is_ours("state dir /s", path, text) == is_ours("state dir /s", path), repr(text)

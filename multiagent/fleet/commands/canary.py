@@ -16,14 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from multiagent.fleet.context import Context
 from multiagent.fleet.errors import UserError
 from multiagent.fleet.host.files import PRIVATE, owner_of, read_text, write_atomic
 from multiagent.fleet.host.statusfile import read_status
-from multiagent.fleet.model.fleetfile import TF_AGENT
+from multiagent.fleet.model.fleetfile import TF_AGENT, Fleet
+from multiagent.fleet.model.layout import Layout
 from multiagent.fleet.model.operations import Operation, Replace, RunResult, SafeRestart
-from multiagent.fleet.reconcile.scheduler import take_snapshot
+from multiagent.fleet.model.render import Rendering
+from multiagent.fleet.reconcile.scheduler import fleet_env, take_snapshot
 from multiagent.fleet.serverinfo import server_agent
+from multiagent.fleet.supervisord.client import Supervisor, SupervisorTarget
+from multiagent.fleet.supervisord.ownership import program_kind, program_kinds
 from multiagent.vocabulary import FINAL_JOB_STATES
 
 LOOK_EVERY = 0.2
@@ -43,91 +46,100 @@ class CanaryError(UserError):
     pass
 
 
-def choose(ctx: Context, names: list[str], count: int) -> list[str]:
+def choose(fleet: Fleet, supervisor: Supervisor, names: list[str], count: int) -> list[str]:
     """The canaries among `names`: idle agents first (they change at once), then by name."""
-    snap = take_snapshot(ctx.env(), {n: ctx.kind(n) for n in names})
-    return sorted(names, key=lambda n: (snap.busy(n, ctx.kind(n))[0], n))[:count]
+    kinds = program_kinds(fleet, supervisor.target, names)
+    snap = take_snapshot(fleet_env(fleet, supervisor), kinds)
+    return sorted(names, key=lambda n: (snap.busy(n, kinds[n])[0], n))[:count]
 
 
 # The previous files ------------------------------------------------------------------
-def _store(ctx: Context) -> Path:
-    return ctx.layout.state_dir / "rollback"
+def _store(layout: Layout) -> Path:
+    return layout.state_dir / "rollback"
 
 
-def save_previous(ctx: Context, names: list[str]) -> None:
-    """Keep what is on disk now for each agent's program and config files."""
-    for old in _store(ctx).glob("*.json") if _store(ctx).is_dir() else []:
+def save_previous(layout: Layout, rendering: Rendering, names: list[str]) -> None:
+    """Keep what is on disk now for each agent's program and config files (those of
+    `rendering`)."""
+    store = _store(layout)
+    for old in store.glob("*.json") if store.is_dir() else []:
         old.unlink()
     for name in names:
-        files = ctx.rendering.programs[name].files
+        files = rendering.programs[name].files
         saved = {str(path): read_text(path) for path in files}
-        write_atomic(_store(ctx) / f"{name}.json", json.dumps(saved, indent=1), PRIVATE)
+        write_atomic(store / f"{name}.json", json.dumps(saved, indent=1), PRIVATE)
 
 
-def saved(ctx: Context) -> list[str]:
-    store = _store(ctx)
+def saved(layout: Layout) -> list[str]:
+    store = _store(layout)
     return sorted(p.stem for p in store.glob("*.json")) if store.is_dir() else []
 
 
-def forget(ctx: Context, names: list[str]) -> None:
+def forget(layout: Layout, names: list[str]) -> None:
     for name in names:
-        (_store(ctx) / f"{name}.json").unlink(missing_ok=True)
+        (_store(layout) / f"{name}.json").unlink(missing_ok=True)
 
 
-def restore(ctx: Context, names: list[str]) -> list[Operation]:
+def restore(fleet: Fleet, target: SupervisorTarget, names: list[str]) -> list[Operation]:
     """Put back each agent's previous files; returns the safe operations that make its
     process use them (a swap where the program entry changed, else a restart)."""
     operations: list[Operation] = []
+    store = _store(Layout(fleet.state_dir))
     for name in names:
-        path = _store(ctx) / f"{name}.json"
+        path = store / f"{name}.json"
         try:
             files = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
             raise CanaryError(f"{name}: cannot read its previous files ({path}): {exc}") from exc
-        program_file = str(ctx.program_file(name))
-        swapped = read_text(Path(program_file)) != files.get(program_file)
+        program_file = target.program_file(name)
+        swapped = read_text(program_file) != files.get(str(program_file))
         for file, text in files.items():
-            _put_back(ctx, name, Path(file), text)
-        kind = ctx.kind(name)
-        method = ctx.fleet.restart.method
+            _put_back(fleet, program_file, name, Path(file), text)
+        kind = program_kind(fleet, target, name)
+        method = fleet.restart.method
         operations.append(Replace(name, kind) if swapped else SafeRestart(name, kind, method))
         path.unlink()
     return operations
 
 
-def _put_back(ctx: Context, name: str, path: Path, text: str | None) -> None:
+def _put_back(fleet: Fleet, program_file: Path, name: str, path: Path, text: str | None) -> None:
     if text is None:
         path.unlink(missing_ok=True)
         return
-    agent = ctx.fleet.agents.get(name)
-    is_program = path == ctx.program_file(name)
+    agent = fleet.agents.get(name)
+    is_program = path == program_file
     owner = owner_of(agent.user) if agent and not is_program else None
     write_atomic(path, text, PRIVATE, owner)
 
 
 # The health gate -------------------------------------------------------------------
 def check(
-    ctx: Context, canaries: list[str], gate: CanaryGate, say: Callable[[str], None] | None
+    fleet: Fleet,
+    target: SupervisorTarget,
+    canaries: list[str],
+    gate: CanaryGate,
+    say: Callable[[str], None] | None,
 ) -> str | None:
     """None when every canary passed the gate, else what failed, in words."""
     deadline = time.monotonic() + gate.timeout
     if gate.job_file is not None:
-        failure = _smoke_jobs(ctx, canaries, gate.job_file, deadline, say)
+        failure = _smoke_jobs(fleet, canaries, gate.job_file, deadline, say)
         if failure:
             return failure
     if gate.jobs:
-        return _jobs_done(ctx, canaries, gate.jobs, deadline, say)
+        kinds = program_kinds(fleet, target, canaries)
+        return _jobs_done(fleet, kinds, gate.jobs, deadline, say)
     return None
 
 
-def _client(ctx: Context) -> Any:
+def _client(server_url: str) -> Any:
     from multiagent.fleet.commands.submit import Client
 
-    return Client(ctx.fleet.server.url)
+    return Client(server_url)
 
 
 def _smoke_jobs(
-    ctx: Context,
+    fleet: Fleet,
     canaries: list[str],
     job_file: Path,
     deadline: float,
@@ -145,13 +157,13 @@ def _smoke_jobs(
         raise CanaryError(f"--canary-job {job_file}: {exc}") from exc
     if not isinstance(job, dict):
         raise CanaryError(f"--canary-job {job_file}: expected a job mapping")
-    client = _client(ctx)
+    client = _client(fleet.server.url)
     submitted = {}
     for name in canaries:
-        queue = ctx.fleet.agents[name].upstream["job_queues"][0]
+        queue = fleet.agents[name].upstream["job_queues"][0]
         others = [
             other
-            for other, agent in ctx.fleet.agents.items()
+            for other, agent in fleet.agents.items()
             if other != name and queue in agent.upstream["job_queues"]
         ]
         body, archive = pack_attachments({**job, "job_queue": queue}, job_file.parent)
@@ -187,32 +199,33 @@ def _outcome(result: dict[str, Any]) -> str:
     return f"{result.get('job_state')}; " + (", ".join(statuses) or "no phase failed")
 
 
-def _current_job(ctx: Context, name: str) -> str | None:
-    if ctx.kind(name) == TF_AGENT:
-        data = read_status(ctx.layout.status_file(name)).data or {}
+def _current_job(fleet: Fleet, layout: Layout, name: str, kind: str) -> str | None:
+    if kind == TF_AGENT:
+        data = read_status(layout.status_file(name)).data or {}
     else:
-        data = server_agent(ctx.fleet.server.url, name)
+        data = server_agent(fleet.server.url, name)
     job = data.get("job_id")
     return job if isinstance(job, str) and job else None
 
 
 def _jobs_done(
-    ctx: Context,
-    canaries: list[str],
+    fleet: Fleet,
+    canaries: dict[str, str],
     wanted: int,
     deadline: float,
     say: Callable[[str], None] | None,
 ) -> str | None:
-    """Watch each canary until it has finished `wanted` jobs since its change, each
-    passing; the first failure, or who fell short at the deadline."""
+    """Watch each canary ({name: kind}) until it has finished `wanted` jobs since its
+    change, each passing; the first failure, or who fell short at the deadline."""
     from multiagent.fleet.commands.submit import exit_code
 
-    client = _client(ctx)
+    client = _client(fleet.server.url)
+    layout = Layout(fleet.state_dir)
     running: dict[str, str | None] = {n: None for n in canaries}
     passed: dict[str, set[str]] = {n: set() for n in canaries}
     while time.monotonic() < deadline:
-        for name in canaries:
-            job = _current_job(ctx, name)
+        for name, kind in canaries.items():
+            job = _current_job(fleet, layout, name, kind)
             ended = running[name]
             if ended and ended != job:
                 result = _wait_final(client, ended, deadline) or {}
@@ -230,7 +243,8 @@ def _jobs_done(
 
 
 def restart_in_two(
-    ctx: Context,
+    fleet: Fleet,
+    supervisor: Supervisor,
     names: list[str],
     method: str,
     gate: CanaryGate,
@@ -240,16 +254,17 @@ def restart_in_two(
     """A safe restart of `names`, the canaries first: the rest only once the canaries are
     back and passed the gate. Returns every operation's result, what failed the gate
     (nothing to roll back: a restart changes no file), and who was left untouched."""
-    canaries = choose(ctx, names, gate.count)
-    first = run([SafeRestart(n, ctx.kind(n), method) for n in canaries])
+    kinds = program_kinds(fleet, supervisor.target, names)
+    canaries = choose(fleet, supervisor, names, gate.count)
+    first = run([SafeRestart(n, kinds[n], method) for n in canaries])
     failure = "; ".join(f"{op.name}: {op.text}" for op in first.operations if op.stage != "done")
-    failure = failure or check(ctx, canaries, gate, say) or ""
+    failure = failure or check(fleet, supervisor.target, canaries, gate, say) or ""
     rest = [n for n in names if n not in canaries]
     if failure:
         return first, failure, rest
     if not rest:
         return first, None, []
-    second = run([SafeRestart(n, ctx.kind(n), method) for n in rest])
+    second = run([SafeRestart(n, kinds[n], method) for n in rest])
     both = RunResult(
         [*first.operations, *second.operations],
         timed_out=second.timed_out,

@@ -7,7 +7,6 @@ import time
 from collections.abc import Callable, Sequence
 
 from multiagent.fleet.commands.control import refuse_if_busy
-from multiagent.fleet.context import Context
 from multiagent.fleet.errors import BusyError, UserError
 from multiagent.fleet.host import triggers
 from multiagent.fleet.host.orphans import (
@@ -20,13 +19,14 @@ from multiagent.fleet.host.orphans import (
 )
 from multiagent.fleet.host.statusfile import judge, read_status
 from multiagent.fleet.model import plan as planning
-from multiagent.fleet.model.fleetfile import TF_AGENT
+from multiagent.fleet.model.fleetfile import TF_AGENT, Fleet
+from multiagent.fleet.model.layout import Layout
 from multiagent.fleet.model.operations import Operation, RunResult, SafeStop
 from multiagent.fleet.reconcile.observe import managed_programs
+from multiagent.fleet.reconcile.scheduler import fleet_env, take_out
 from multiagent.fleet.reconcile.scheduler import run as run_operations
-from multiagent.fleet.reconcile.scheduler import take_out
-from multiagent.fleet.supervisord.client import Faults, SupervisorError
-from multiagent.fleet.supervisord.ownership import is_ours
+from multiagent.fleet.supervisord.client import Faults, Supervisor, SupervisorError
+from multiagent.fleet.supervisord.ownership import is_ours, program_kinds
 from multiagent.vocabulary import ALL_PHASES
 
 FORCE_ADVICE = (
@@ -40,7 +40,8 @@ class LeftRunning(UserError):
 
 
 def down(
-    ctx: Context,
+    fleet: Fleet,
+    supervisor: Supervisor,
     *,
     safe: bool = False,
     force: bool = False,
@@ -50,7 +51,8 @@ def down(
     """Stop every agent (and the private supervisord). `safe` waits for running jobs;
     without it, running jobs make it refuse unless `force`. Returns the programs that
     were running, and the safe stops' result (None without `safe`)."""
-    supervisor = ctx.supervisor
+    layout = Layout(fleet.state_dir)
+    target = supervisor.target
     supervisord_pid = supervisor.pid() if supervisor.is_running() else None
     running: list[str] = []
     loaded: list[str] = []  # every program of this fleet supervisord has, running or not
@@ -59,57 +61,62 @@ def down(
     if supervisord_pid:
         processes = supervisor.processes()
         pids = {n: i.pid for n, i in processes.items() if i.pid}
-        managed = managed_programs(ctx, {n: i.state for n, i in processes.items()})
+        states = {n: i.state for n, i in processes.items()}
+        managed = managed_programs(fleet.identity, target, states)
         loaded = sorted(n for n in managed if n in processes)
         running = [n for n in loaded if processes[n].state not in planning.DOWN_STATES]
-    strays = orphans(ctx, supervisord_pid)
+    strays = orphans(fleet, layout, supervisord_pid)
+    stray_kinds = program_kinds(fleet, target, strays)
     drained = None
     if safe:
-        drained = _stop_safely(ctx, running, timeout, progress)
-        ask_to_leave(ctx, strays)
+        drained = _stop_safely(fleet, supervisor, running, timeout, progress)
+        ask_to_leave(layout, strays, stray_kinds)
         if not drained.ok:
             return running, drained
         _expect_gone(wait_gone(strays, timeout))
     elif not force:
         # The answer just read: another getAllProcessInfo costs ~0.2 s with 500 agents.
-        refuse_if_busy(ctx, running, FORCE_ADVICE, processes)
-        _refuse_busy_strays(ctx, strays)
-        ask_to_leave(ctx, strays)
+        refuse_if_busy(fleet, supervisor, running, FORCE_ADVICE, processes)
+        _refuse_busy_strays(layout, strays, stray_kinds)
+        ask_to_leave(layout, strays, stray_kinds)
         _expect_gone(wait_gone(strays, 30.0))
     else:
         _expect_gone(kill(strays))
-    if ctx.target.mode != "private":
-        _take_out_of_shared(ctx, loaded)
+    if target.mode != "private":
+        _take_out_of_shared(fleet, supervisor, loaded)
     elif supervisord_pid:
-        _stop_agents_at_once(ctx, running, pids, timeout)
-        _shutdown_private(ctx, supervisord_pid, timeout)
+        _stop_agents_at_once(fleet, supervisor, running, pids, timeout)
+        _shutdown_private(supervisor, supervisord_pid, timeout)
     for name in [*running, *strays]:
-        triggers.clear_drain(ctx.layout, name)  # a later `up` starts them again
-    _expect_gone(fleet_processes(ctx))
+        triggers.clear_drain(layout, name)  # a later `up` starts them again
+    _expect_gone(fleet_processes(fleet, layout))
     return sorted({*running, *strays}), drained
 
 
-def _take_out_of_shared(ctx: Context, loaded: list[str]) -> None:
+def _take_out_of_shared(fleet: Fleet, supervisor: Supervisor, loaded: list[str]) -> None:
     """In a shared supervisord: stop each program of this fleet, remove it and delete its
     file, so a reload or a reboot starts nothing of the fleet; others stay as they are.
     Agents first, the server last, so agents can report their state on the way out."""
-    for name in sorted(loaded, key=lambda n: n == ctx.fleet.server_program):
-        take_out(ctx.supervisor, name)
-        ctx.program_file(name).unlink(missing_ok=True)
-    if ctx.target.program_dir.is_dir():
-        for path in ctx.target.program_dir.glob(f"*{ctx.target.program_suffix}"):
-            if is_ours(ctx, path):  # not loaded (a failed `up`): still ours to delete
+    target = supervisor.target
+    for name in sorted(loaded, key=lambda n: n == fleet.server_program):
+        take_out(supervisor, name)
+        target.program_file(name).unlink(missing_ok=True)
+    if target.program_dir.is_dir():
+        for path in target.program_dir.glob(f"*{target.program_suffix}"):
+            if is_ours(fleet.identity, path):  # not loaded (a failed `up`): still ours
                 path.unlink(missing_ok=True)
 
 
-def _refuse_busy_strays(ctx: Context, strays: dict[str, list[int]]) -> None:
+def _refuse_busy_strays(
+    layout: Layout, strays: dict[str, list[int]], kinds: dict[str, str]
+) -> None:
     """A stray is idle only if it is a tf-agent whose status file says so."""
     busy = {}
     now = time.time()
     for name, pids in strays.items():
         data = None
-        if ctx.kind(name) == TF_AGENT and len(pids) == 1:
-            data, _ = judge(read_status(ctx.layout.status_file(name)), pids[0], now)
+        if kinds[name] == TF_AGENT and len(pids) == 1:
+            data, _ = judge(read_status(layout.status_file(name)), pids[0], now)
         if data is None or data.get("job_id") or data.get("state") in ALL_PHASES:
             busy[name] = (
                 f"pid {', '.join(map(str, pids))} runs outside supervisord (its supervisord"
@@ -126,16 +133,18 @@ def _expect_gone(left: dict[str, list[int]]) -> None:
 
 
 def _stop_safely(
-    ctx: Context,
+    fleet: Fleet,
+    supervisor: Supervisor,
     running: list[str],
     timeout: float,
     progress: Callable[[Sequence[Operation]], None] | None,
 ) -> RunResult:
-    agents = [n for n in running if n != ctx.fleet.server_program]
-    operations = [SafeStop(n, ctx.kind(n)) for n in agents]
+    agents = [n for n in running if n != fleet.server_program]
+    kinds = program_kinds(fleet, supervisor.target, agents)
+    operations = [SafeStop(n, kinds[n]) for n in agents]
     return run_operations(
         operations,
-        ctx.env(),
+        fleet_env(fleet, supervisor),
         max_parallel=max(1, len(operations)),
         timeout=timeout,
         stop_on_failure=False,
@@ -144,7 +153,7 @@ def _stop_safely(
 
 
 def _stop_agents_at_once(
-    ctx: Context, running: list[str], pids: dict[str, int], timeout: float
+    fleet: Fleet, supervisor: Supervisor, running: list[str], pids: dict[str, int], timeout: float
 ) -> None:
     """supervisord's shutdown stops its programs one group per pass of its main loop (a
     pass waits up to 1 s when nothing happens), and each agent is a group of its own: N
@@ -154,9 +163,9 @@ def _stop_agents_at_once(
     then finds nothing left to stop. Whatever is not down by the deadline is left to
     shutdown, as before. The wait watches the agents' pids, not supervisord: asking it
     for 200 processes' states every 50 ms would take the CPU the agents need to exit."""
-    server = ctx.fleet.server_program
+    server = fleet.server_program
     agents = [n for n in running if n != server]
-    refused = ctx.supervisor.stop_many(agents)
+    refused = supervisor.stop_many(agents)
     for name, code in refused.items():
         if code not in _LEFT_TO_SHUTDOWN:
             raise SupervisorError(
@@ -169,7 +178,7 @@ def _stop_agents_at_once(
         if waiting:
             time.sleep(0.05)
     if server in running and not waiting:
-        _ask_to_stop(ctx, [server], wait=True)
+        _ask_to_stop(supervisor, [server], wait=True)
 
 
 # Not running, gone, or it failed to stop: shutdown, which follows, still stops it.
@@ -181,11 +190,11 @@ _LEFT_TO_SHUTDOWN = (
 )
 
 
-def _ask_to_stop(ctx: Context, names: list[str], wait: bool = False) -> list[str]:
+def _ask_to_stop(supervisor: Supervisor, names: list[str], wait: bool = False) -> list[str]:
     asked = []
     for name in names:
         try:
-            ctx.supervisor.stop(name, wait=wait)
+            supervisor.stop(name, wait=wait)
         except SupervisorError as err:
             if err.code not in _LEFT_TO_SHUTDOWN:
                 raise
@@ -194,8 +203,8 @@ def _ask_to_stop(ctx: Context, names: list[str], wait: bool = False) -> list[str
     return asked
 
 
-def _shutdown_private(ctx: Context, pid: int, timeout: float) -> None:
-    ctx.supervisor.shutdown()  # stops every program, waiting stopwaitsecs for each, then exits
+def _shutdown_private(supervisor: Supervisor, pid: int, timeout: float) -> None:
+    supervisor.shutdown()  # stops every program, waiting stopwaitsecs for each, then exits
     deadline = time.monotonic() + max(timeout, 30.0)
     while alive([pid]) and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -16,8 +16,8 @@ from multiagent.vocabulary import ALL_PHASES
 
 if TYPE_CHECKING:
     from multiagent.fleet.commands.status import AgentStatus, ServerStatus
-    from multiagent.fleet.context import Context
     from multiagent.fleet.model.fleetfile import Fleet
+    from multiagent.fleet.model.layout import Layout
 
 PREFIX = "tf_fleet_"
 # supervisord's process states, and ours for a program it does not know.
@@ -83,7 +83,7 @@ def targets_text(fleet: Fleet, hostname: str) -> str:
     return json.dumps(targets(fleet, hostname), indent=2) + "\n"
 
 
-def write_targets(ctx: Context) -> list[Path]:
+def write_targets(fleet: Fleet, layout: Layout) -> list[Path]:
     """Write <state>/prometheus/targets.json if it changed (atomically, 0644: Prometheus
     reads it); a fleet without `metrics:` empties one left from before. Returns what
     was written."""
@@ -92,10 +92,10 @@ def write_targets(ctx: Context) -> list[Path]:
 
     from multiagent.fleet.host.files import PUBLIC, write_if_changed
 
-    path = ctx.layout.prometheus_targets
-    if ctx.fleet.metrics is None and not os.path.lexists(path):
+    path = layout.prometheus_targets
+    if fleet.metrics is None and not os.path.lexists(path):
         return []
-    text = targets_text(ctx.fleet, socket.gethostname())
+    text = targets_text(fleet, socket.gethostname())
     return [path] if write_if_changed(path, text, PUBLIC) else []
 
 

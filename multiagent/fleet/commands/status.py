@@ -7,13 +7,12 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from multiagent.fleet.context import Context
 from multiagent.fleet.host.logs import tail_lines
 from multiagent.fleet.host.statusfile import StatusRead, judge, read_status
 from multiagent.fleet.host.triggers import read_drain
-from multiagent.fleet.model.fleetfile import TF_AGENT, UPSTREAM
+from multiagent.fleet.model.fleetfile import TF_AGENT, UPSTREAM, Fleet
 from multiagent.fleet.model.layout import Layout
-from multiagent.fleet.supervisord.client import ProcessInfo
+from multiagent.fleet.supervisord.client import ProcessInfo, Supervisor
 from multiagent.vocabulary import AGENT_DRAINED, ALL_PHASES, HOLD, STATUS_STALE_SECONDS
 
 FAILED_STATES = {"FATAL", "BACKOFF"}
@@ -206,20 +205,20 @@ class ServerStatus:
         return where
 
 
-def server_status(ctx: Context, processes: dict[str, ProcessInfo]) -> ServerStatus:
+def server_status(fleet: Fleet, layout: Layout, processes: dict[str, ProcessInfo]) -> ServerStatus:
     from multiagent.fleet.host.hostcheck import port_holder
     from multiagent.fleet.serverinfo import probe
 
-    server = ctx.fleet.server
+    server = fleet.server
     seen = probe(server.url)
     if not server.embedded:
         return ServerStatus(server.url, seen.ok, seen.text)
-    name = ctx.fleet.server_program
+    name = fleet.server_program
     info = processes.get(name)
     cause = None
     if info is None or info.state != "RUNNING":
         holder = port_holder(server.host, server.port)
-        lines = tail_lines(ctx.layout.log_file(name), 1)
+        lines = tail_lines(layout.log_file(name), 1)
         if holder and not (info and info.pid):
             cause = f"port {server.port} is in use by {holder}"
         elif lines:
@@ -254,21 +253,22 @@ def with_server_view(
 
 
 def look(
-    ctx: Context, names: list[str]
+    fleet: Fleet, supervisor: Supervisor, names: list[str]
 ) -> tuple[bool, list[AgentStatus], ServerStatus, str | None]:
-    """Whether supervisord answers, the status of each of `names`, the server's, and a
-    note when the server would not list its agents."""
+    """Whether supervisord answers, the status of each of `names` (agents of the fleet),
+    the server's, and a note when the server would not list its agents."""
     from multiagent.fleet.serverinfo import server_agents
 
-    running = ctx.supervisor.is_running()
-    processes = ctx.supervisor.processes() if running else {}
-    kinds = {name: ctx.kind(name) for name in names}
-    rows = fleet_status(names, processes, ctx.layout, kinds)
+    layout = Layout(fleet.state_dir)
+    running = supervisor.is_running()
+    processes = supervisor.processes() if running else {}
+    kinds = {name: fleet.agents[name].kind for name in names}
+    rows = fleet_status(names, processes, layout, kinds)
     note = None
     if UPSTREAM in kinds.values():
-        known = server_agents(ctx.fleet.server.url)
+        known = server_agents(fleet.server.url)
         if isinstance(known, str):
             note = f"upstream agents' state unknown: {known}"
         else:
             rows = with_server_view(rows, kinds, known)
-    return running, rows, server_status(ctx, processes), note
+    return running, rows, server_status(fleet, layout, processes), note

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from multiagent.fleet.context import Context
 from multiagent.fleet.host import triggers
 from multiagent.fleet.host.files import (
     PRIVATE,
@@ -23,14 +22,23 @@ from multiagent.fleet.host.files import (
 )
 from multiagent.fleet.host.hostcheck import check_before_writing, check_host
 from multiagent.fleet.host.orphans import alive, ask_to_leave, orphans
-from multiagent.fleet.host.rendered import remember
+from multiagent.fleet.host.rendered import remember, render_or_reuse
 from multiagent.fleet.model import plan as planning
-from multiagent.fleet.model.fleetfile import FleetError, Problem
+from multiagent.fleet.model.fleetfile import Fleet, FleetError, Problem
+from multiagent.fleet.model.layout import Layout
 from multiagent.fleet.model.plan import Plan
+from multiagent.fleet.model.render import Rendering
 from multiagent.fleet.reconcile.observe import look, make_plan
 from multiagent.fleet.reconcile.progress import REPEAT_SECONDS
 from multiagent.fleet.supervisord.applied import read_applied, write_applied
-from multiagent.fleet.supervisord.client import Faults, Supervisor, SupervisorError, start_private
+from multiagent.fleet.supervisord.client import (
+    Faults,
+    Supervisor,
+    SupervisorError,
+    SupervisorTarget,
+    start_private,
+)
+from multiagent.fleet.supervisord.ownership import program_kind, program_kinds
 from multiagent.vocabulary import HOLD
 
 # Canaries, the safe operations and their scheduler are imported where a change needs
@@ -64,12 +72,11 @@ class UpReport:
         return [n for n in self.started if self.states.get(n) in ("FATAL", "BACKOFF", "EXITED")]
 
 
-def prepare_dirs(ctx: Context) -> None:
+def prepare_dirs(fleet: Fleet, layout: Layout, target: SupervisorTarget) -> None:
     """Every directory tf-fleet writes in, with its mode and owner whatever the umask:
     nothing group- or world-writable. The run dir is ours (0755) and holds one 0700 dir
     per agent owned by the agent's user, as is the agent's own dir (its config, results
     and job dirs); logs and the server's database are private to us."""
-    layout = ctx.layout
     for directory, mode in (
         (layout.state_dir, PUBLIC_DIR),
         (layout.run_dir, PUBLIC_DIR),  # 1777 before run dirs were per agent
@@ -77,32 +84,31 @@ def prepare_dirs(ctx: Context) -> None:
         (layout.agents_dir, PUBLIC_DIR),
     ):
         make_dir(directory, mode)
-    if not ctx.target.program_dir.is_dir():
-        make_dir(ctx.target.program_dir)
-    if not Path(ctx.fleet.restart.restart_dir).is_dir():
-        make_dir(Path(ctx.fleet.restart.restart_dir))
-    if ctx.fleet.server.embedded:
+    if not target.program_dir.is_dir():
+        make_dir(target.program_dir)
+    if not Path(fleet.restart.restart_dir).is_dir():
+        make_dir(Path(fleet.restart.restart_dir))
+    if fleet.server.embedded:
         make_dir(layout.server_db.parent, PRIVATE_DIR)
-    for agent in ctx.fleet.agents.values():
+    for agent in fleet.agents.values():
         owner = owner_of(agent.user)
         make_dir(layout.agent_dir(agent.name), PRIVATE_DIR, owner)
         if agent.is_tf_agent:
             make_dir(layout.agent_run_dir(agent.name), PRIVATE_DIR, owner)
 
 
-def _server_is_ours(ctx: Context, report: UpReport, loaded: dict[str, str]) -> bool:
+def _server_is_ours(fleet: Fleet, report: UpReport, loaded: dict[str, str]) -> bool:
     """This fleet's own server runs (under its supervisord, as `loaded` saw it, or left
     by a dead one)."""
-    name = ctx.fleet.server_program
+    name = fleet.server_program
     if name in report.strays:
         return True
     return loaded.get(name) in ("RUNNING", "STARTING", "STOPPING")
 
 
-def mint_agent_tokens(ctx: Context) -> None:
+def mint_agent_tokens(fleet: Fleet, layout: Layout) -> None:
     """With `agent_tokens: true`, each agent gets its own agent-role client on the embedded
     server and its refresh token in its agent dir (0600; a valid one is kept)."""
-    fleet = ctx.fleet
     if not (fleet.server.embedded and fleet.server.agent_tokens):
         return
     from multiagent.server.credentials import AgentTokenError, ensure_agent_token
@@ -110,9 +116,9 @@ def mint_agent_tokens(ctx: Context) -> None:
     for name, agent in sorted(fleet.agents.items()):
         if agent.token_file:
             continue
-        path = ctx.layout.agent_token(name)
+        path = layout.agent_token(name)
         try:
-            ensure_agent_token(ctx.layout.server_db, name, path)
+            ensure_agent_token(layout.server_db, name, path)
         except AgentTokenError as exc:
             problem = Problem(str(fleet.path), None, name, "server.agent_tokens", str(exc))
             raise FleetError([problem]) from exc
@@ -121,31 +127,33 @@ def mint_agent_tokens(ctx: Context) -> None:
             os.chown(path, *owner)
 
 
-def ensure_supervisord(ctx: Context) -> int | None:
+def ensure_supervisord(supervisor: Supervisor, layout: Layout) -> int | None:
     """Start the private supervisord if it is not running; returns its pid if started."""
-    if ctx.supervisor.is_running():
+    if supervisor.is_running():
         return None
-    if ctx.target.mode == "system":
+    target = supervisor.target
+    if target.mode == "system":
         raise SupervisorError(
-            f"the system supervisord ({ctx.target.config}) is not answering on"
-            f" {ctx.target.socket_url}; start it (e.g. `systemctl start supervisor`)",
+            f"the system supervisord ({target.config}) is not answering on"
+            f" {target.socket_url}; start it (e.g. `systemctl start supervisor`)",
             Faults.UNREACHABLE,
         )
-    return start_private(ctx.layout)
+    return start_private(layout)
 
 
 def write_files(
-    ctx: Context,
+    fleet: Fleet,
+    rendering: Rendering,
+    target: SupervisorTarget,
     hold_back: set[str] | frozenset[str] = frozenset(),
     leave: set[str] | frozenset[str] = frozenset(),
 ) -> list[Path]:
-    """Write what changed; files of agents being removed stay until they are gone. The
-    program files of `hold_back` are left out (and taken away in private mode, where a
-    supervisord about to start would start them); the files of `leave` are not written
-    at all. Program files (`environment:`) are
-    0600; an agent's config files (`device:`, commands) are 0600 and its user's."""
+    """Write what changed of `rendering`; files of agents being removed stay until they
+    are gone. The program files of `hold_back` are left out (and taken away in private
+    mode, where a supervisord about to start would start them); the files of `leave` are
+    not written at all. Program files (`environment:`) are 0600; an agent's config files
+    (`device:`, commands) are 0600 and its user's."""
     written = []
-    rendering = ctx.rendering
     if rendering.supervisord_conf:
         path, text = rendering.supervisord_conf
         if write_if_changed(path, text, PUBLIC):
@@ -153,12 +161,12 @@ def write_files(
     for name, program in rendering.programs.items():
         if name in leave:
             continue  # a change that waits for its canaries: the old files stay
-        agent = ctx.fleet.agents.get(name)
+        agent = fleet.agents.get(name)
         owner = owner_of(agent.user) if agent else None
         for path, text in program.files.items():
             is_program = path == program.program_path
             if name in hold_back and is_program:
-                if ctx.target.mode == "private":
+                if target.mode == "private":
                     path.unlink(missing_ok=True)
                 continue
             if write_if_changed(path, text, PRIVATE, None if is_program else owner):
@@ -178,22 +186,24 @@ def wait_settled(supervisor: Supervisor, names: list[str], timeout: float) -> di
         time.sleep(0.1 if len(names) <= 20 else 0.5)
 
 
-def await_server(ctx: Context, states: dict[str, str], timeout: float) -> None:
+def await_server(fleet: Fleet, states: dict[str, str], timeout: float) -> None:
     """RUNNING is supervisord's word once startsecs have passed; under load the embedded
     server may still be starting then. `up` returns once it answers, so that `up` and then
     `submit` (the README's first command) finds it."""
-    name = ctx.fleet.server_program
-    if not ctx.fleet.server.embedded or states.get(name) != "RUNNING":
+    name = fleet.server_program
+    if not fleet.server.embedded or states.get(name) != "RUNNING":
         return
     from multiagent.fleet.serverinfo import probe
 
     deadline = time.monotonic() + timeout
-    while not probe(ctx.fleet.server.url, 1.0).ok and time.monotonic() < deadline:
+    while not probe(fleet.server.url, 1.0).ok and time.monotonic() < deadline:
         time.sleep(0.1)
 
 
 def start_new(
-    ctx: Context,
+    fleet: Fleet,
+    layout: Layout,
+    supervisor: Supervisor,
     plan: Plan,
     started_supervisord: bool,
     wrote_programs: bool,
@@ -201,17 +211,16 @@ def start_new(
 ) -> list[str]:
     """Add and start the programs the plan adds or starts, the server first so agents
     find it when they first poll. A supervisord just started has loaded them already."""
-    supervisor = ctx.supervisor
     added: list[str] = []
     if not started_supervisord and (wrote_programs or plan.of_kind(planning.ADD)):
         added = supervisor.reload_config()[0]
     ordered = sorted(
         (a for a in plan.of_kind(planning.ADD, planning.START) if a.name not in skip),
-        key=lambda a: (a.name != ctx.fleet.server_program, a.name),
+        key=lambda a: (a.name != fleet.server_program, a.name),
     )
     for action in ordered:
-        if action.kind == planning.ADD and triggers.read_drain(ctx.layout, action.name) == HOLD:
-            triggers.clear_drain(ctx.layout, action.name)  # a hold from before it was loaded
+        if action.kind == planning.ADD and triggers.read_drain(layout, action.name) == HOLD:
+            triggers.clear_drain(layout, action.name)  # a hold from before it was loaded
         if action.kind == planning.ADD and action.name in added:
             supervisor.add(action.name)  # autostart=true starts it
         elif action.kind == planning.START or not started_supervisord:
@@ -224,7 +233,10 @@ def start_new(
 
 
 def changes(
-    ctx: Context, plan: Plan, skip: set[str] | frozenset[str] = frozenset()
+    fleet: Fleet,
+    target: SupervisorTarget,
+    plan: Plan,
+    skip: set[str] | frozenset[str] = frozenset(),
 ) -> list[Operation]:
     """The safe operation for each agent whose change needs its process to go."""
     actions = plan.of_kind(planning.RESTART, planning.REPLACE, planning.REMOVE)
@@ -236,9 +248,9 @@ def changes(
     for action in actions:
         if action.name in skip:
             continue
-        kind = ctx.kind(action.name)
+        kind = program_kind(fleet, target, action.name)
         if action.kind == planning.RESTART:
-            operations.append(SafeRestart(action.name, kind, ctx.fleet.restart.method))
+            operations.append(SafeRestart(action.name, kind, fleet.restart.method))
         elif action.kind == planning.REPLACE:
             operations.append(Replace(action.name, kind))
         else:
@@ -247,7 +259,8 @@ def changes(
 
 
 def up(
-    ctx: Context,
+    fleet: Fleet,
+    supervisor: Supervisor,
     wait: bool = True,
     timeout: float = 60.0,
     restart_timeout: float | None = None,
@@ -255,64 +268,83 @@ def up(
     say: Callable[[str], None] | None = None,
     canary: CanaryGate | None = None,
 ) -> UpReport:
-    check_host(ctx)
-    supervisord_pid = ctx.supervisor.pid() if ctx.supervisor.is_running() else None
-    observed = look(ctx, supervisord_pid is not None)
-    plan = make_plan(ctx, observed)
+    layout = Layout(fleet.state_dir)
+    target = supervisor.target
+    check_host(fleet, target.mode)
+    supervisord_pid = supervisor.pid() if supervisor.is_running() else None
+    rendered = render_or_reuse(fleet, target)
+    rendering = rendered.rendering
+    observed = look(fleet, layout, supervisor, rendered, supervisord_pid is not None)
+    plan = make_plan(fleet, layout, supervisor, rendered, observed)
     report = UpReport(plan)
     if supervisord_pid is None or plan.of_kind(planning.ADD, planning.START):
-        report.strays = orphans(ctx, supervisord_pid)
-    server_ours = _server_is_ours(ctx, report, observed.loaded)
-    check_before_writing(ctx, supervisord_pid is not None, server_ours)
-    prepare_dirs(ctx)
-    mint_agent_tokens(ctx)
-    ask_to_leave(ctx, report.strays)
-    later = _pick_canaries(ctx, plan, report, canary)
-    report.written = write_files(ctx, hold_back=set(report.strays), leave=later)
-    if ctx.fresh_rendering is not None:
-        remember(ctx.layout, ctx.fresh_rendering, ctx.rendering_key)
+        report.strays = orphans(fleet, layout, supervisord_pid)
+    server_ours = _server_is_ours(fleet, report, observed.loaded)
+    check_before_writing(fleet, target, supervisord_pid is not None, server_ours)
+    prepare_dirs(fleet, layout, target)
+    mint_agent_tokens(fleet, layout)
+    ask_to_leave(layout, report.strays, program_kinds(fleet, target, report.strays))
+    later = _pick_canaries(fleet, supervisor, rendering, plan, report, canary)
+    report.written = write_files(
+        fleet, rendering, target, hold_back=set(report.strays), leave=later
+    )
+    if not rendered.reused:
+        remember(layout, rendering, rendered.key)
     from multiagent.fleet.commands.prometheus import (
         write_targets,  # Prometheus' targets file, for `metrics:`
     )
 
-    report.written += write_targets(ctx)
-    report.started_supervisord = ensure_supervisord(ctx)
-    wrote_programs = any(p.parent == ctx.target.program_dir for p in report.written)
+    report.written += write_targets(fleet, layout)
+    report.started_supervisord = ensure_supervisord(supervisor, layout)
+    wrote_programs = any(p.parent == target.program_dir for p in report.written)
     report.started = start_new(
-        ctx, plan, report.started_supervisord is not None, wrote_programs, set(report.strays)
+        fleet,
+        layout,
+        supervisor,
+        plan,
+        report.started_supervisord is not None,
+        wrote_programs,
+        set(report.strays),
     )
-    timeout_s = restart_timeout or ctx.fleet.restart.timeout
-    operations = changes(ctx, plan, skip=later)
+    timeout_s = restart_timeout or fleet.restart.timeout
+    operations = changes(fleet, target, plan, skip=later)
     if operations:
         # Every changed agent at once: each waits for its own job, none for another's.
-        report.applied = _apply(ctx, operations, timeout_s, wait, progress)
+        report.applied = _apply(fleet, supervisor, operations, timeout_s, wait, progress)
     if canary is not None and report.canaries:
-        operations += _after_canaries(ctx, plan, report, canary, later, timeout_s, progress, say)
+        operations += _after_canaries(
+            fleet, supervisor, rendering, plan, report, canary, later, timeout_s, progress, say
+        )
     if report.strays:
-        report.started += _take_over(ctx, report, wait, restart_timeout, say)
+        report.started += _take_over(
+            fleet, supervisor, rendering, report, wait, restart_timeout, say
+        )
     if wait and report.started:
-        report.states = wait_settled(ctx.supervisor, report.started, timeout)
-        await_server(ctx, report.states, timeout)
-    if not plan.is_noop or read_applied(ctx) is None:
+        report.states = wait_settled(supervisor, report.started, timeout)
+        await_server(fleet, report.states, timeout)
+    if not plan.is_noop or read_applied(layout, supervisor) is None:
         unsettled = {op.name for op in operations if op.stage != "done"}
         if report.canary_failure:
             unsettled |= set(report.canaries)  # back on files older than the fleet file
-        write_applied(ctx, unsettled | {a.name for a in plan.of_kind(planning.REMOVE)})
+        removed = {a.name for a in plan.of_kind(planning.REMOVE)}
+        write_applied(layout, supervisor, rendering, unsettled | removed)
     return report
 
 
 def _apply(
-    ctx: Context,
+    fleet: Fleet,
+    supervisor: Supervisor,
     operations: list[Operation],
     timeout: float,
     wait: bool,
     progress: Callable[[Sequence[Operation]], None] | None,
 ) -> RunResult:
+    from multiagent.fleet.reconcile.scheduler import fleet_env
     from multiagent.fleet.reconcile.scheduler import run as run_operations
 
     return run_operations(
         operations,
-        ctx.env(),
+        fleet_env(fleet, supervisor),
         max_parallel=len(operations),
         timeout=timeout,
         stop_on_failure=False,
@@ -321,30 +353,39 @@ def _apply(
     )
 
 
-def changed_agents(ctx: Context, plan: Plan) -> list[str]:
+def changed_agents(fleet: Fleet, plan: Plan) -> list[str]:
     """Agents whose change needs their process to go (a canary's candidates)."""
     kinds = (planning.RESTART, planning.REPLACE)
-    return [a.name for a in plan.of_kind(*kinds) if a.name in ctx.fleet.agents]
+    return [a.name for a in plan.of_kind(*kinds) if a.name in fleet.agents]
 
 
-def _pick_canaries(ctx: Context, plan: Plan, report: UpReport, gate: CanaryGate | None) -> set[str]:
+def _pick_canaries(
+    fleet: Fleet,
+    supervisor: Supervisor,
+    rendering: Rendering,
+    plan: Plan,
+    report: UpReport,
+    gate: CanaryGate | None,
+) -> set[str]:
     """Keep every changed agent's previous files (for a failed gate, or `tf-fleet
     rollback`); with a canary gate, choose the canaries and return the agents whose
     change waits for them."""
-    changed = changed_agents(ctx, plan)
+    changed = changed_agents(fleet, plan)
     if not changed:
         return set()
     from multiagent.fleet.commands import canary
 
-    canary.save_previous(ctx, changed)
+    canary.save_previous(Layout(fleet.state_dir), rendering, changed)
     if gate is None:
         return set()
-    report.canaries = canary.choose(ctx, changed, gate.count)
+    report.canaries = canary.choose(fleet, supervisor, changed, gate.count)
     return set(changed) - set(report.canaries)
 
 
 def _after_canaries(
-    ctx: Context,
+    fleet: Fleet,
+    supervisor: Supervisor,
+    rendering: Rendering,
     plan: Plan,
     report: UpReport,
     gate: CanaryGate,
@@ -360,21 +401,26 @@ def _after_canaries(
     failed = [
         f"{n}: {ops[n].text}" for n in report.canaries if n in ops and not ops[n].stage == "done"
     ]
-    report.canary_failure = "; ".join(failed) or canary.check(ctx, report.canaries, gate, say)
+    target = supervisor.target
+    report.canary_failure = "; ".join(failed) or canary.check(
+        fleet, target, report.canaries, gate, say
+    )
     if report.canary_failure:
-        canary.forget(ctx, sorted(later))
-        back = canary.restore(ctx, report.canaries)
-        report.rolled_back = _apply(ctx, back, timeout, True, progress)
+        canary.forget(Layout(fleet.state_dir), sorted(later))
+        back = canary.restore(fleet, target, report.canaries)
+        report.rolled_back = _apply(fleet, supervisor, back, timeout, True, progress)
         return back
-    report.written += write_files(ctx)
-    rest = [op for op in changes(ctx, plan) if op.name in later]
+    report.written += write_files(fleet, rendering, target)
+    rest = [op for op in changes(fleet, target, plan) if op.name in later]
     if rest:
-        report.rest = _apply(ctx, rest, timeout, True, progress)
+        report.rest = _apply(fleet, supervisor, rest, timeout, True, progress)
     return rest
 
 
 def _take_over(
-    ctx: Context,
+    fleet: Fleet,
+    supervisor: Supervisor,
+    rendering: Rendering,
     report: UpReport,
     wait: bool,
     restart_timeout: float | None,
@@ -383,18 +429,19 @@ def _take_over(
     """Wait for the strays of a dead supervisord to finish their jobs and exit, starting
     each one's program under this supervisord as soon as it is gone (the server first,
     which runs no job); returns the names started."""
+    layout = Layout(fleet.state_dir)
     left = dict(report.strays)
     started: list[str] = []
-    deadline = time.monotonic() + (restart_timeout or ctx.fleet.restart.timeout)
+    deadline = time.monotonic() + (restart_timeout or fleet.restart.timeout)
     next_say = 0.0
     while left:
         gone = sorted(n for n, pids in left.items() if not alive(pids))
         for name in gone:
             del left[name]
-            triggers.clear_drain(ctx.layout, name)
+            triggers.clear_drain(layout, name)
         if gone:
-            write_files(ctx, hold_back=set(left))
-            _load_and_start(ctx, gone)
+            write_files(fleet, rendering, supervisor.target, hold_back=set(left))
+            _load_and_start(supervisor, gone)
             started += gone
         if not left or not wait or time.monotonic() > deadline:
             break
@@ -410,14 +457,14 @@ def _take_over(
     return started
 
 
-def _load_and_start(ctx: Context, names: list[str]) -> None:
-    added = ctx.supervisor.reload_config()[0]
+def _load_and_start(supervisor: Supervisor, names: list[str]) -> None:
+    added = supervisor.reload_config()[0]
     for name in names:
         if name in added:
-            ctx.supervisor.add(name)  # autostart=true starts it
+            supervisor.add(name)  # autostart=true starts it
             continue
         try:
-            ctx.supervisor.start(name, False)
+            supervisor.start(name, False)
         except SupervisorError as exc:
             if exc.code != Faults.ALREADY_STARTED:
                 raise

@@ -7,23 +7,23 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
-from multiagent.fleet.context import Context
 from multiagent.fleet.host import triggers
 from multiagent.fleet.host.procinfo import is_running
-from multiagent.fleet.model.fleetfile import SERVER, TF_AGENT
+from multiagent.fleet.model.fleetfile import SERVER, TF_AGENT, Fleet
+from multiagent.fleet.model.layout import Layout
 from multiagent.vocabulary import HOLD
 
 
-def fleet_processes(ctx: Context) -> dict[str, list[int]]:
+def fleet_processes(fleet: Fleet, layout: Layout) -> dict[str, list[int]]:
     """{program: pids} of every process running a program of this fleet: an agent's
     `-c <its agent conf>`, the embedded server's `--db <its database>`."""
     import psutil  # only here: most commands never need its import time
 
-    marks = {str(ctx.layout.agent_conf(name)): name for name in ctx.fleet.agents}
-    if ctx.fleet.server.embedded:
-        marks[str(ctx.layout.server_db)] = ctx.fleet.server_program
+    marks = {str(layout.agent_conf(name)): name for name in fleet.agents}
+    if fleet.server.embedded:
+        marks[str(layout.server_db)] = fleet.server_program
     found: dict[str, list[int]] = {}
     me = os.getpid()
     for proc in psutil.process_iter(["pid", "cmdline"]):
@@ -36,10 +36,10 @@ def fleet_processes(ctx: Context) -> dict[str, list[int]]:
     return found
 
 
-def orphans(ctx: Context, supervisord_pid: int | None) -> dict[str, list[int]]:
+def orphans(fleet: Fleet, layout: Layout, supervisord_pid: int | None) -> dict[str, list[int]]:
     """The fleet's processes that are not children of the live supervisord."""
     found = {}
-    for name, pids in fleet_processes(ctx).items():
+    for name, pids in fleet_processes(fleet, layout).items():
         strays = [p for p in pids if _parent(p) != supervisord_pid]
         if strays:
             found[name] = strays
@@ -55,13 +55,14 @@ def _parent(pid: int) -> int | None:
         return None
 
 
-def ask_to_leave(ctx: Context, strays: dict[str, list[int]]) -> None:
+def ask_to_leave(layout: Layout, strays: dict[str, list[int]], kinds: Mapping[str, str]) -> None:
     """tf-agents get the hold flag (exit 0 once idle); the server, which runs no job, is
-    told to stop; an upstream agent gets SIGUSR1 (it exits once idle: nobody respawns it)."""
+    told to stop; an upstream agent gets SIGUSR1 (it exits once idle: nobody respawns it).
+    `kinds`: each stray's program kind."""
     for name, pids in strays.items():
-        kind = ctx.kind(name)
+        kind = kinds[name]
         if kind == TF_AGENT:
-            triggers.set_drain(ctx.layout, name, HOLD)
+            triggers.set_drain(layout, name, HOLD)
             continue
         for pid in pids:
             _signal(pid, signal.SIGTERM if kind == SERVER else signal.SIGUSR1)

@@ -7,6 +7,8 @@ all of those (the key) and the digest of every file that rendering gave. When th
 the same and every file on disk still has its recorded digest, the files on disk are
 exactly what rendering would give, so they are the rendering; any difference (a changed
 fleet file, an upgrade, a file edited or removed by hand) renders again, as before.
+
+`render_or_reuse` gives the rendering either way, and says which way it came.
 """
 
 from __future__ import annotations
@@ -17,15 +19,16 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from multiagent.fleet.host.files import PRIVATE, read_text, write_atomic
-from multiagent.fleet.model.fleetfile import Fleet
+from multiagent.fleet.model.fleetfile import Fleet, FleetError, Problem
 from multiagent.fleet.model.layout import Layout
-from multiagent.fleet.model.render import Program, RenderContext, Rendering
+from multiagent.fleet.model.render import Program, RenderContext, Rendering, render
+from multiagent.fleet.supervisord.client import SupervisorTarget
 
 VERSION = 1  # of the record's shape
 
@@ -147,3 +150,47 @@ def remember(layout: Layout, rendering: Rendering, key: str) -> None:
     text = json.dumps(record_of(rendering, key), indent=0) + "\n"
     if read_text(record_file(layout)) != text:
         write_atomic(record_file(layout), text, PRIVATE)
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """The rendering of a fleet now, and how it was had."""
+
+    rendering: Rendering
+    key: str  # the digest of rendering's inputs, for `remember`
+    # The files on disk are the rendering (their texts were just read): nothing to
+    # remember, and nothing to read again.
+    reused: bool
+
+
+def stable_python() -> str:
+    """The interpreter for rendered programs, named the same however tf-fleet was started
+    (`tf-fleet`'s shebang says python3, `.venv/bin/python -m multiagent` says python):
+    a different spelling would change every program entry and replace every agent.
+    Symlinks are kept: resolving them would leave the virtualenv."""
+    for name in ("python3", "python"):
+        candidate = Path(sys.prefix) / "bin" / name
+        if candidate.exists():
+            return str(candidate)
+    return sys.executable
+
+
+def render_or_reuse(fleet: Fleet, target: SupervisorTarget) -> Rendered:
+    """The files on disk when the record of the last rendering says they are what
+    rendering gives (a no-change `up` needs no Jinja2); else rendered now."""
+    host = RenderContext(
+        python=stable_python(),
+        program_dir=target.program_dir,
+        program_suffix=target.program_suffix,
+    )
+    layout = Layout(fleet.state_dir)
+    key = inputs_key(fleet, host, code_digest())
+    reused = reuse(layout, key)
+    if reused is not None:
+        return Rendered(reused, key, reused=True)
+    try:
+        rendering = render(fleet, host)
+    except ValueError as exc:
+        problem = Problem(str(fleet.path), None, None, "(render)", str(exc))
+        raise FleetError([problem]) from exc
+    return Rendered(rendering, key, reused=False)

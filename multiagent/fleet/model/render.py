@@ -128,6 +128,12 @@ def token_file(fleet: Fleet, agent: Agent) -> str | None:
     return None
 
 
+def token_files(fleet: Fleet) -> dict[str, str]:
+    """Each agent's credential file, where it has one."""
+    found = {name: token_file(fleet, agent) for name, agent in fleet.agents.items()}
+    return {name: path for name, path in found.items() if path}
+
+
 def agent_command(agent: Agent, layout: Layout, fleet: Fleet, ctx: RenderContext) -> list[str]:
     conf = str(layout.agent_conf(agent.name))
     credential = token_file(fleet, agent)

@@ -5,14 +5,17 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from multiagent.fleet.context import Context
 from multiagent.fleet.host import triggers
 from multiagent.fleet.host.files import read_text
 from multiagent.fleet.host.procinfo import process_start_time
+from multiagent.fleet.host.rendered import Rendered
 from multiagent.fleet.model import plan as planning
+from multiagent.fleet.model.fleetfile import Fleet
+from multiagent.fleet.model.layout import Layout
 from multiagent.fleet.model.plan import Observed, Plan
 from multiagent.fleet.model.render import Rendering
 from multiagent.fleet.supervisord.applied import digest, read_applied
+from multiagent.fleet.supervisord.client import Supervisor, SupervisorTarget
 from multiagent.fleet.supervisord.ownership import check_names_free, is_ours
 from multiagent.vocabulary import HOLD
 
@@ -21,27 +24,32 @@ CLOCK_SLACK = 0.05
 
 
 def managed_programs(
-    ctx: Context, loaded: dict[str, str], known: dict[Path, str | None] | None = None
+    identity: str,
+    target: SupervisorTarget,
+    loaded: dict[str, str],
+    known: dict[Path, str | None] | None = None,
 ) -> set[str]:
-    """Programs of this fleet: a program file with this fleet's marker, or (in its own
-    private supervisord) anything supervisord has. `known`: texts just read from disk,
-    not read again."""
+    """Programs of the fleet of this identity: a program file with its marker, or (in its
+    own private supervisord) anything supervisord has. `known`: texts just read from
+    disk, not read again."""
     names: set[str] = set()
-    directory = ctx.target.program_dir
-    suffix = ctx.target.program_suffix
+    directory = target.program_dir
+    suffix = target.program_suffix
     if directory.is_dir():
         for path in directory.glob(f"*{suffix}"):
-            if is_ours(ctx, path, (known or {}).get(path)):
+            if is_ours(identity, path, (known or {}).get(path)):
                 names.add(path.name[: -len(suffix)])
-    if ctx.target.mode == "private":
+    if target.mode == "private":
         names |= set(loaded)
     return names
 
 
-def observe(ctx: Context, running: bool) -> Observed:
+def observe(
+    fleet: Fleet, layout: Layout, supervisor: Supervisor, rendered: Rendered, running: bool
+) -> Observed:
     """What is on disk and in supervisord (`running`: it answers) now."""
-    infos = ctx.supervisor.processes() if running else {}
-    rendering = ctx.rendering
+    infos = supervisor.processes() if running else {}
+    rendering = rendered.rendering
     modified = {}
     for program in rendering.programs.values():
         for path in program.config_files:
@@ -59,13 +67,14 @@ def observe(ctx: Context, running: bool) -> Observed:
     # second read would cost as much again.
     disk: dict[Path, str | None] = (
         dict(rendering.all_files())
-        if ctx.rendering_reused
+        if rendered.reused
         else {path: read_text(path) for path in rendering.all_files()}
     )
-    held = frozenset(n for n in rendering.programs if triggers.read_drain(ctx.layout, n) == HOLD)
+    held = frozenset(n for n in rendering.programs if triggers.read_drain(layout, n) == HOLD)
+    managed = managed_programs(fleet.identity, supervisor.target, loaded, disk)
     return Observed(
         disk=disk,
-        managed=frozenset(managed_programs(ctx, loaded, disk)),
+        managed=frozenset(managed),
         loaded=loaded,
         started=started,
         modified=modified,
@@ -89,29 +98,45 @@ def _start_time(
     return process_start_time(pid) or stamp
 
 
-def pending_in_supervisor(ctx: Context, observed: Observed) -> frozenset[str]:
+def pending_in_supervisor(
+    layout: Layout, supervisor: Supervisor, rendering: Rendering, observed: Observed
+) -> frozenset[str]:
     """Programs whose file on disk is not what supervisord has loaded."""
-    applied = read_applied(ctx)
+    applied = read_applied(layout, supervisor)
     if applied is not None:
-        loaded = [p for n, p in ctx.rendering.programs.items() if n in observed.loaded]
+        loaded = [p for n, p in rendering.programs.items() if n in observed.loaded]
         if all(applied.get(p.name) == digest(observed.disk.get(p.program_path)) for p in loaded):
             return frozenset()
-    return frozenset(ctx.supervisor.reload_config()[1])
+    return frozenset(supervisor.reload_config()[1])
 
 
-def look(ctx: Context, running: bool | None = None) -> Observed:
+def look(
+    fleet: Fleet,
+    layout: Layout,
+    supervisor: Supervisor,
+    rendered: Rendered,
+    running: bool | None = None,
+) -> Observed:
     """Everything a plan is made from; a program name another owner holds is a validation
     error. `running`: whether supervisord answers, if the caller has just asked."""
     if running is None:
-        running = ctx.supervisor.is_running()
-    observed = observe(ctx, running)
-    check_names_free(ctx, observed.loaded)
+        running = supervisor.is_running()
+    observed = observe(fleet, layout, supervisor, rendered, running)
+    check_names_free(fleet, supervisor.target, rendered.rendering.programs, observed.loaded)
     if running:
-        observed = replace(observed, pending_in_supervisor=pending_in_supervisor(ctx, observed))
+        pending = pending_in_supervisor(layout, supervisor, rendered.rendering, observed)
+        observed = replace(observed, pending_in_supervisor=pending)
     return observed
 
 
-def make_plan(ctx: Context, observed: Observed | None = None) -> Plan:
+def make_plan(
+    fleet: Fleet,
+    layout: Layout,
+    supervisor: Supervisor,
+    rendered: Rendered,
+    observed: Observed | None = None,
+) -> Plan:
     """What `up` would do, from `observed` (`up` uses what it saw for more than the plan:
     each look at supervisord's processes costs it a pass over all of them)."""
-    return planning.make_plan(ctx.rendering.programs, observed or look(ctx))
+    observed = observed or look(fleet, layout, supervisor, rendered)
+    return planning.make_plan(rendered.rendering.programs, observed)

@@ -18,7 +18,7 @@ from multiagent.fleet.host import triggers
 from multiagent.fleet.host.logs import tail_lines
 from multiagent.fleet.host.procinfo import process_start_time
 from multiagent.fleet.host.statusfile import judge, read_status
-from multiagent.fleet.model.fleetfile import TF_AGENT, UPSTREAM
+from multiagent.fleet.model.fleetfile import TF_AGENT, UPSTREAM, Fleet
 from multiagent.fleet.model.layout import Layout
 from multiagent.fleet.model.operations import (
     ASK_FILE,
@@ -38,6 +38,7 @@ from multiagent.fleet.model.operations import (
     RunResult,
     Snapshot,
 )
+from multiagent.fleet.model.render import token_files
 from multiagent.fleet.serverinfo import server_agent
 from multiagent.fleet.supervisord.client import Faults, ProcessInfo, Supervisor, SupervisorError
 
@@ -81,6 +82,17 @@ class Env:
 
     def __post_init__(self) -> None:
         self.server_jobs = ServerJobs(self.server_url)
+
+
+def fleet_env(fleet: Fleet, supervisor: Supervisor) -> Env:
+    """The Env of a fleet's agents under `supervisor`."""
+    return Env(
+        supervisor,
+        Layout(fleet.state_dir),
+        fleet.restart.restart_dir,
+        fleet.server.url,
+        token_files(fleet),
+    )
 
 
 def _facts(env: Env, name: str, kind: str, info: ProcessInfo | None) -> AgentFacts:
@@ -187,8 +199,7 @@ def _swap_program(env: Env, name: str) -> None:
 
 def _remove_program(env: Env, name: str) -> list[str]:
     take_out(env.supervisor, name)
-    target = env.supervisor.target
-    (target.program_dir / f"{name}{target.program_suffix}").unlink(missing_ok=True)
+    env.supervisor.target.program_file(name).unlink(missing_ok=True)
     env.supervisor.reload_config()
     for path in (env.layout.status_file(name), env.layout.drain_file(name)):
         path.unlink(missing_ok=True)

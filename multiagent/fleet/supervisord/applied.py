@@ -13,23 +13,24 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-from multiagent.fleet.context import Context
 from multiagent.fleet.host.files import write_atomic
-from multiagent.fleet.supervisord.client import SupervisorError
+from multiagent.fleet.model.layout import Layout
+from multiagent.fleet.model.render import Rendering
+from multiagent.fleet.supervisord.client import Supervisor, SupervisorError
 
 
 def digest(text: str | None) -> str:
     return hashlib.sha256((text or "").encode()).hexdigest()
 
 
-def applied_file(ctx: Context) -> Path:
-    return ctx.layout.supervisor_dir / "applied.json"
+def applied_file(layout: Layout) -> Path:
+    return layout.supervisor_dir / "applied.json"
 
 
-def read_applied(ctx: Context) -> dict[str, str] | None:
+def read_applied(layout: Layout, supervisor: Supervisor) -> dict[str, str] | None:
     """{program: digest of the text supervisord loaded}, if written for this supervisord;
     None when absent, unreadable, malformed or about another supervisord."""
-    path = applied_file(ctx)
+    path = applied_file(layout)
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
@@ -44,24 +45,27 @@ def read_applied(ctx: Context) -> dict[str, str] | None:
         _warn(f"ignoring {path}: not a record of loaded programs")
         return None
     try:
-        if data.get("supervisord_pid") != ctx.supervisor.pid():
+        if data.get("supervisord_pid") != supervisor.pid():
             return None
     except SupervisorError:
         return None
     return dict(programs)
 
 
-def write_applied(ctx: Context, unsettled: Iterable[str]) -> None:
-    """Record the programs supervisord has loaded now, except those still changing."""
+def write_applied(
+    layout: Layout, supervisor: Supervisor, rendering: Rendering, unsettled: Iterable[str]
+) -> None:
+    """Record the programs of `rendering` supervisord has loaded now, except those still
+    changing."""
     skip = set(unsettled)
-    loaded = ctx.supervisor.processes()
+    loaded = supervisor.processes()
     programs = {
         name: digest(program.program_text)
-        for name, program in ctx.rendering.programs.items()
+        for name, program in rendering.programs.items()
         if name in loaded and name not in skip
     }
-    record = {"supervisord_pid": ctx.supervisor.pid(), "programs": programs}
-    write_atomic(applied_file(ctx), json.dumps(record, indent=1, sort_keys=True) + "\n")
+    record = {"supervisord_pid": supervisor.pid(), "programs": programs}
+    write_atomic(applied_file(layout), json.dumps(record, indent=1, sort_keys=True) + "\n")
 
 
 def _warn(text: str) -> None:

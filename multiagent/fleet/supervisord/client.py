@@ -126,6 +126,9 @@ class SupervisorTarget:
     # Every file pattern of the [include] section, absolute: where other programs live.
     include_patterns: tuple[str, ...] = ()
 
+    def program_file(self, name: str) -> Path:
+        return self.program_dir / f"{name}{self.program_suffix}"
+
 
 def target_for(fleet: Fleet) -> SupervisorTarget:
     layout = Layout(fleet.state_dir)

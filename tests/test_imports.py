@@ -1,0 +1,173 @@
+"""The package's import graph, read from the source with `ast`: no module imports itself
+back through others (every import counts, also one inside a function or under
+`if TYPE_CHECKING:`), and tf-agent stands alone."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = "multiagent"
+AGENT = f"{PACKAGE}.agent"
+# Besides itself: the words every wing shares and the package's top, both import-free.
+AGENT_MAY_IMPORT = {f"{PACKAGE}.vocabulary", PACKAGE}
+
+
+def modules() -> dict[str, Path]:
+    """{dotted name: file} of every module of the package; a package is its __init__."""
+    found = {}
+    for path in sorted((ROOT / PACKAGE).rglob("*.py")):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        found[".".join(parts)] = path
+    return found
+
+
+def _owner(name: str, known: dict[str, Path]) -> str | None:
+    """The module of the package that `name` is, or lives in (an attribute, a class)."""
+    while name:
+        if name in known:
+            return name
+        name = name.rpartition(".")[0]
+    return None
+
+
+def imports(name: str, path: Path, known: dict[str, Path]) -> set[str]:
+    """The package's modules `name` imports, wherever in the file the import is."""
+    is_package = path.name == "__init__.py"
+    here = name.split(".") if is_package else name.split(".")[:-1]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(m for a in node.names if (m := _owner(a.name, known)))
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = here[: len(here) - node.level + 1]
+                source = ".".join([*base, *([node.module] if node.module else [])])
+            else:
+                source = node.module or ""
+            for alias in node.names:
+                # `from pkg import mod` imports the module; `from mod import name`, mod.
+                target = _owner(f"{source}.{alias.name}", known) or _owner(source, known)
+                if target:
+                    found.add(target)
+    found.discard(name)
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    known = modules()
+    return {name: imports(name, path, known) for name, path in known.items()}
+
+
+def _reach(edges: dict[str, set[str]], start: str) -> set[str]:
+    """Every module `start` imports, directly or through others."""
+    seen: set[str] = set()
+    todo = list(edges[start])
+    while todo:
+        node = todo.pop()
+        if node not in seen:
+            seen.add(node)
+            todo.extend(edges[node])
+    return seen
+
+
+def cycles(edges: dict[str, set[str]]) -> dict[frozenset[str], list[str]]:
+    """Each set of modules that import one another (a strongly connected component of
+    more than one module), with one path round it that closes on its first module."""
+    reach = {node: _reach(edges, node) for node in edges}
+    found: dict[frozenset[str], list[str]] = {}
+    for node in sorted(edges):
+        if node not in reach[node] or any(node in component for component in found):
+            continue
+        component = frozenset(other for other in reach[node] if node in reach[other])
+        found[component] = _closed_path(node, component, edges)
+    return found
+
+
+def _closed_path(start: str, component: frozenset[str], edges: dict[str, set[str]]) -> list[str]:
+    """One way round: from `start` through the component and back to it (breadth first,
+    so the shortest)."""
+    paths = {nxt: [start, nxt] for nxt in sorted(edges[start] & component)}
+    frontier = list(paths)
+    while frontier and start not in paths:
+        ahead = []
+        for node in frontier:
+            for nxt in sorted(edges[node] & component):
+                if nxt not in paths:
+                    paths[nxt] = [*paths[node], nxt]
+                    ahead.append(nxt)
+        frontier = ahead
+    return paths[start]
+
+
+def _cycles_text(found: dict[frozenset[str], list[str]]) -> str:
+    lines = []
+    for component, path in found.items():
+        others = sorted(component - set(path))
+        lines.append(" -> ".join(path) + (f" (and {', '.join(others)})" if others else ""))
+    return "\n".join(lines)
+
+
+def _in_server(component: frozenset[str]) -> bool:
+    return all(m.startswith(f"{PACKAGE}.server.") for m in component)
+
+
+def test_the_cycle_finder_names_a_cycle_and_nothing_else():
+    edges = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
+    assert cycles(edges) == {frozenset("abc"): ["a", "b", "c", "a"]}
+    assert cycles({"a": {"b"}, "b": set()}) == {}
+
+
+def test_imports_are_read_wherever_they_are(tmp_path):
+    package = tmp_path / "p"
+    (package / "sub").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "sub" / "__init__.py").write_text("")
+    (package / "low.py").write_text("X = 1\n")
+    (package / "sub" / "mod.py").write_text(
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    from ..low import X\n"
+        "def later():\n    from p.sub import other\n"
+    )
+    (package / "sub" / "other.py").write_text("import p.low\n")
+    known = {
+        "p": package / "__init__.py",
+        "p.sub": package / "sub" / "__init__.py",
+        "p.low": package / "low.py",
+        "p.sub.mod": package / "sub" / "mod.py",
+        "p.sub.other": package / "sub" / "other.py",
+    }
+    assert imports("p.sub.mod", known["p.sub.mod"], known) == {"p.low", "p.sub.other"}
+    assert imports("p.sub.other", known["p.sub.other"], known) == {"p.low"}
+
+
+def test_no_import_cycle_outside_the_server():
+    found = {c: path for c, path in cycles(graph()).items() if not _in_server(c)}
+    assert not found, "import cycles:\n" + _cycles_text(found)
+
+
+# Not strict: it passes as soon as the rewrite lands, and the mark can go.
+@pytest.mark.xfail(reason="multiagent/server/ is being rewritten without its api/auth cycle")
+def test_no_import_cycle_in_the_server():
+    found = {c: path for c, path in cycles(graph()).items() if _in_server(c)}
+    assert not found, "import cycles:\n" + _cycles_text(found)
+
+
+def _in_agent(name: str) -> bool:
+    return name == AGENT or name.startswith(f"{AGENT}.")
+
+
+def test_the_agent_imports_nothing_of_the_other_wings():
+    wrong = {
+        f"{name} imports {target}"
+        for name, targets in graph().items()
+        if _in_agent(name)
+        for target in targets
+        if not (_in_agent(target) or target in AGENT_MAY_IMPORT)
+    }
+    assert not wrong, "\n".join(sorted(wrong))
