@@ -517,10 +517,10 @@ def rollback(opts: Options, timeout: str | None, as_json: bool) -> None:
     """Put the agents the last `up` changed back on their previous files, safely (each
     after its job). The fleet file is not changed: fix it before the next `up`."""
     from multiagent.fleet.commands.canary import restore, saved
+    from multiagent.fleet.host.applied import write_applied
     from multiagent.fleet.host.rendered import render_or_reuse
     from multiagent.fleet.reconcile.scheduler import fleet_env
     from multiagent.fleet.reconcile.scheduler import run as run_operations
-    from multiagent.fleet.supervisord.applied import write_applied
 
     fleet = opts.fleet()
     supervisor = _supervisor(fleet)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from multiagent.fleet.host.statusfile import StatusRead
+from multiagent.fleet.model.facts import ProcessInfo, StatusRead
 from multiagent.fleet.model.fleetfile import SERVER, TF_AGENT, UPSTREAM
 from multiagent.fleet.model.operations import (
     ASK_FILE,
@@ -31,7 +31,6 @@ from multiagent.fleet.model.operations import (
     SafeStop,
     Snapshot,
 )
-from multiagent.fleet.supervisord.client import ProcessInfo
 from multiagent.vocabulary import STATUS_STALE_SECONDS
 
 NOW = 10_000.0

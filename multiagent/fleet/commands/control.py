@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from multiagent.fleet.errors import BusyError
 from multiagent.fleet.host import triggers
+from multiagent.fleet.model.facts import ProcessInfo, ProcessState
 from multiagent.fleet.model.fleetfile import UPSTREAM, Fleet
 from multiagent.fleet.model.layout import Layout
-from multiagent.fleet.model.operations import DOWN, LIVE
 from multiagent.fleet.model.render import token_files
 from multiagent.fleet.reconcile.scheduler import fleet_env, take_snapshot
-from multiagent.fleet.supervisord.client import Faults, ProcessInfo, Supervisor, SupervisorError
+from multiagent.fleet.supervisord.client import Faults, Supervisor, SupervisorError
 from multiagent.fleet.supervisord.ownership import program_kinds
 from multiagent.vocabulary import AGENT_WAITING
 
@@ -61,7 +61,7 @@ def hard_restart(
         )
     pids = {}
     for name in names:
-        if supervisor.process(name).state in (*LIVE, "BACKOFF"):
+        if supervisor.process(name).state in (*ProcessState.LIVE, ProcessState.BACKOFF):
             try:
                 supervisor.stop(name, True)
             except SupervisorError as exc:
@@ -83,7 +83,7 @@ def resume(fleet: Fleet, supervisor: Supervisor, names: list[str]) -> dict[str, 
         triggers.clear_drain(layout, name)
         if kinds[name] == UPSTREAM:
             triggers.set_server_state(fleet.server.url, name, AGENT_WAITING, "", tokens.get(name))
-        down = supervisor.process(name).state in DOWN
+        down = supervisor.process(name).state in ProcessState.DOWN
         if down:
             supervisor.start(name, False)
         started[name] = down

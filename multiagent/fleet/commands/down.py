@@ -17,8 +17,8 @@ from multiagent.fleet.host.orphans import (
     orphans,
     wait_gone,
 )
-from multiagent.fleet.host.statusfile import judge, read_status
-from multiagent.fleet.model import plan as planning
+from multiagent.fleet.host.statusfile import read_status
+from multiagent.fleet.model.facts import ProcessState, judge
 from multiagent.fleet.model.fleetfile import TF_AGENT, Fleet
 from multiagent.fleet.model.layout import Layout
 from multiagent.fleet.model.operations import Operation, RunResult, SafeStop
@@ -64,7 +64,7 @@ def down(
         states = {n: i.state for n, i in processes.items()}
         managed = managed_programs(fleet.identity, target, states)
         loaded = sorted(n for n in managed if n in processes)
-        running = [n for n in loaded if processes[n].state not in planning.DOWN_STATES]
+        running = [n for n in loaded if processes[n].state not in ProcessState.DOWN]
     strays = orphans(fleet, layout, supervisord_pid)
     stray_kinds = program_kinds(fleet, target, strays)
     drained = None

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from multiagent.fleet.model.facts import ProcessState
 from multiagent.vocabulary import ALL_PHASES
 
 if TYPE_CHECKING:
@@ -21,16 +22,7 @@ if TYPE_CHECKING:
 
 PREFIX = "tf_fleet_"
 # supervisord's process states, and ours for a program it does not know.
-PROCESS_STATES = (
-    "STOPPED",
-    "STARTING",
-    "RUNNING",
-    "BACKOFF",
-    "STOPPING",
-    "EXITED",
-    "FATAL",
-    "UNKNOWN",
-)
+PROCESS_STATES = ProcessState.ALL
 NOT_LOADED = "NOT_LOADED"
 WILDCARD_HOSTS = ("0.0.0.0", "::")
 
@@ -131,7 +123,7 @@ def _agent_samples(row: AgentStatus, now: float) -> dict[str, list[Sample]]:
     process = row.process or NOT_LOADED
     phase = row.phase or (row.state if row.state in ALL_PHASES else None)
     samples: dict[str, list[Sample]] = {
-        "agent_up": [(agent, row.process == "RUNNING")],
+        "agent_up": [(agent, row.process == ProcessState.RUNNING)],
         "agent_process_state": [
             ({**agent, "state": state}, state == process) for state in (*PROCESS_STATES, NOT_LOADED)
         ],
@@ -160,7 +152,7 @@ def status_text(
     fleet: dict[str, list[Sample]] = {
         "supervisord_up": [({}, supervisord_up)],
         "server_reachable": [(url, server.reachable)],
-        "server_up": [(url, server.process == "RUNNING")] if server.program else [],
+        "server_up": [(url, server.process == ProcessState.RUNNING)] if server.program else [],
         "agents": [({}, len(rows))],
     }
     lines: list[str] = []

@@ -8,15 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from multiagent.fleet.host.logs import tail_lines
-from multiagent.fleet.host.statusfile import StatusRead, judge, read_status
+from multiagent.fleet.host.statusfile import read_status
 from multiagent.fleet.host.triggers import read_drain
+from multiagent.fleet.model.facts import ProcessInfo, ProcessState, StatusRead, judge
 from multiagent.fleet.model.fleetfile import TF_AGENT, UPSTREAM, Fleet
 from multiagent.fleet.model.layout import Layout
-from multiagent.fleet.supervisord.client import ProcessInfo, Supervisor
+from multiagent.fleet.supervisord.client import Supervisor
 from multiagent.vocabulary import AGENT_DRAINED, ALL_PHASES, HOLD, STATUS_STALE_SECONDS
-
-FAILED_STATES = {"FATAL", "BACKOFF"}
-DOWN_STATES = {"EXITED", "STOPPED", "FATAL"}
 
 
 @dataclass(frozen=True)
@@ -43,7 +41,11 @@ class AgentStatus:
     def failed(self) -> bool:
         """Needs a person: it failed, is down unwanted, or has long been unknown."""
         settled = (self.uptime_s or 0) > STATUS_STALE_SECONDS
-        return self.process in FAILED_STATES or self.down_unwanted or bool(self.unknown and settled)
+        return (
+            self.process in ProcessState.FAILED
+            or self.down_unwanted
+            or bool(self.unknown and settled)
+        )
 
     @property
     def busy(self) -> bool:
@@ -69,11 +71,15 @@ def agent_status(
     running, it tells how the last one ended."""
     now = time.time() if now is None else now
     process = info.state if info else None
-    live = info is not None and info.state in ("RUNNING", "STARTING") and info.pid
+    live = (
+        info is not None
+        and info.state in (ProcessState.RUNNING, ProcessState.STARTING)
+        and info.pid
+    )
     pid = info.pid if info and info.pid else None
     current, why = judge(status_file, pid, now) if status_file else (None, "")
     log_tail: tuple[str, ...] = ()
-    if info and info.state in FAILED_STATES:
+    if info and info.state in ProcessState.FAILED:
         source = Path(info.log_file) if info.log_file else log_file
         lines = tail_lines(source, tail) if source else []
         if info.spawnerr:
@@ -97,7 +103,7 @@ def agent_status(
         drain_flag=drain_flag,
         log_tail=log_tail,
         unknown=why if live and status_file and current is None else None,
-        down_unwanted=bool(info and info.state in DOWN_STATES and drain_flag != HOLD),
+        down_unwanted=bool(info and info.state in ProcessState.DOWN and drain_flag != HOLD),
     )
 
 
@@ -188,7 +194,7 @@ class ServerStatus:
     @property
     def failed(self) -> bool:
         """The fleet's own server is down (a remote one out of reach is only shown)."""
-        return self.program is not None and self.process != "RUNNING"
+        return self.program is not None and self.process != ProcessState.RUNNING
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -216,7 +222,7 @@ def server_status(fleet: Fleet, layout: Layout, processes: dict[str, ProcessInfo
     name = fleet.server_program
     info = processes.get(name)
     cause = None
-    if info is None or info.state != "RUNNING":
+    if info is None or info.state != ProcessState.RUNNING:
         holder = port_holder(server.host, server.port)
         lines = tail_lines(layout.log_file(name), 1)
         if holder and not (info and info.pid):
@@ -243,7 +249,7 @@ def with_server_view(
     out = []
     for row in rows:
         record = known.get(row.name) if kinds.get(row.name) == UPSTREAM else None
-        if record and row.process in ("RUNNING", "STARTING"):
+        if record and row.process in (ProcessState.RUNNING, ProcessState.STARTING):
             state = record.get("state") if isinstance(record.get("state"), str) else None
             job = record.get("job_id") if isinstance(record.get("job_id"), str) else None
             phase = state if state in ALL_PHASES else None

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from multiagent.fleet.host import triggers
+from multiagent.fleet.host.applied import read_applied, write_applied
 from multiagent.fleet.host.files import (
     PRIVATE,
     PRIVATE_DIR,
@@ -24,13 +25,13 @@ from multiagent.fleet.host.hostcheck import check_before_writing, check_host
 from multiagent.fleet.host.orphans import alive, ask_to_leave, orphans
 from multiagent.fleet.host.rendered import remember, render_or_reuse
 from multiagent.fleet.model import plan as planning
+from multiagent.fleet.model.facts import ProcessState
 from multiagent.fleet.model.fleetfile import Fleet, FleetError, Problem
 from multiagent.fleet.model.layout import Layout
 from multiagent.fleet.model.plan import Plan
 from multiagent.fleet.model.render import Rendering
 from multiagent.fleet.reconcile.observe import look, make_plan
 from multiagent.fleet.reconcile.progress import REPEAT_SECONDS
-from multiagent.fleet.supervisord.applied import read_applied, write_applied
 from multiagent.fleet.supervisord.client import (
     Faults,
     Supervisor,
@@ -46,8 +47,6 @@ from multiagent.vocabulary import HOLD
 if TYPE_CHECKING:
     from multiagent.fleet.commands.canary import CanaryGate
     from multiagent.fleet.model.operations import Operation, RunResult
-
-SETTLED_STATES = {"RUNNING", "FATAL", "EXITED", "STOPPED"}
 
 
 @dataclass
@@ -69,7 +68,11 @@ class UpReport:
 
     @property
     def failed_to_start(self) -> list[str]:
-        return [n for n in self.started if self.states.get(n) in ("FATAL", "BACKOFF", "EXITED")]
+        return [
+            n
+            for n in self.started
+            if self.states.get(n) in (ProcessState.FATAL, ProcessState.BACKOFF, ProcessState.EXITED)
+        ]
 
 
 def prepare_dirs(fleet: Fleet, layout: Layout, target: SupervisorTarget) -> None:
@@ -103,7 +106,7 @@ def _server_is_ours(fleet: Fleet, report: UpReport, loaded: dict[str, str]) -> b
     name = fleet.server_program
     if name in report.strays:
         return True
-    return loaded.get(name) in ("RUNNING", "STARTING", "STOPPING")
+    return loaded.get(name) in (ProcessState.RUNNING, ProcessState.STARTING, ProcessState.STOPPING)
 
 
 def mint_agent_tokens(fleet: Fleet, layout: Layout) -> None:
@@ -179,8 +182,8 @@ def wait_settled(supervisor: Supervisor, names: list[str], timeout: float) -> di
     deadline = time.monotonic() + timeout
     while True:
         infos = supervisor.processes()
-        states = {n: infos[n].state if n in infos else "UNKNOWN" for n in names}
-        if all(s in SETTLED_STATES for s in states.values()) or time.monotonic() > deadline:
+        states = {n: infos[n].state if n in infos else ProcessState.UNKNOWN for n in names}
+        if all(s in ProcessState.SETTLED for s in states.values()) or time.monotonic() > deadline:
             return states
         # each look costs supervisord a pass over every process: fewer for large fleets
         time.sleep(0.1 if len(names) <= 20 else 0.5)
@@ -191,7 +194,7 @@ def await_server(fleet: Fleet, states: dict[str, str], timeout: float) -> None:
     server may still be starting then. `up` returns once it answers, so that `up` and then
     `submit` (the README's first command) finds it."""
     name = fleet.server_program
-    if not fleet.server.embedded or states.get(name) != "RUNNING":
+    if not fleet.server.embedded or states.get(name) != ProcessState.RUNNING:
         return
     from multiagent.fleet.serverinfo import probe
 

@@ -1,5 +1,5 @@
-"""Reading an agent's status file (`run/<name>.json`, written by tf-agent), and judging
-whether it proves anything about the process running now."""
+"""Reading an agent's status file (`run/<name>.json`, written by tf-agent); what it proves
+is judged in `model/facts.py`."""
 
 from __future__ import annotations
 
@@ -7,12 +7,10 @@ import errno
 import json
 import os
 import stat
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from multiagent.vocabulary import STATUS_STALE_SECONDS
+from multiagent.fleet.model.facts import StatusRead
 
 MAX_BYTES = 64 * 1024  # a status file is a few hundred bytes
 # The keys tf-fleet reads, and the types a well-formed file has for them.
@@ -27,16 +25,6 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "restart_pending": (bool,),
     "drained": (bool,),
 }
-
-
-@dataclass(frozen=True)
-class StatusRead:
-    """What was found at a status file's path."""
-
-    data: dict[str, Any] | None  # the content, when well-formed
-    written: float | None = None  # its mtime: tf-agent rewrites it at least every 20 s
-    problem: str | None = None  # why `data` is None, in words
-    disk_full: bool = False  # the filesystem holding it has no space left
 
 
 def read_status(path: Path) -> StatusRead:
@@ -86,28 +74,3 @@ def _full(path: Path) -> bool:
     except OSError:
         return False
     return stats.f_bavail == 0 or stats.f_favail == 0
-
-
-def judge(
-    read: StatusRead | None, pid: int | None, now: float
-) -> tuple[dict[str, Any] | None, str]:
-    """The status that counts for the process running now (pid), or None and why not.
-
-    A file counts only if that process wrote it, recently. With no process running, the
-    last one's file tells how it ended, however old."""
-    if read is None or read.data is None:
-        problem = read.problem if read else "missing"
-        return None, f"status file {problem}{_because(read)}"
-    if not pid:
-        return read.data, ""
-    writer = read.data.get("pid")
-    if writer != pid:
-        return None, f"status file written by pid {writer}, not by the running pid {pid}"
-    if read.written is not None and now - read.written > STATUS_STALE_SECONDS:
-        when = time.strftime("%H:%M:%S", time.localtime(read.written))
-        return None, f"status file not written since {when}{_because(read)}"
-    return read.data, ""
-
-
-def _because(read: StatusRead | None) -> str:
-    return ": its filesystem is full" if read and read.disk_full else ""

@@ -13,14 +13,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from multiagent.fleet.host.statusfile import StatusRead, judge
+from multiagent.fleet.model.facts import ProcessInfo, ProcessState, StatusRead, judge
 from multiagent.fleet.model.fleetfile import SERVER, TF_AGENT
-from multiagent.fleet.supervisord.client import ProcessInfo
 from multiagent.vocabulary import AGENT_DRAINED, ALL_PHASES, DRAIN, HOLD, QUIET_AGENT_STATES
 
-DOWN = frozenset({"STOPPED", "EXITED", "FATAL"})
-FAILED = frozenset({"FATAL", "BACKOFF"})
-LIVE = frozenset({"RUNNING", "STARTING"})
 # A status file's last poll may precede the start time we compute by a clock tick.
 START_SLACK = 0.05
 
@@ -79,7 +75,7 @@ class Snapshot:
         """Whether the agent runs a job, and what it is doing, in words."""
         facts = self.facts(name)
         info = facts.info
-        if not info or info.state not in LIVE:
+        if not info or info.state not in ProcessState.LIVE:
             return False, (info.state.lower() if info else "not loaded")
         if kind == TF_AGENT:
             data, why = judge(facts.status_file, info.pid, self.now)
@@ -173,9 +169,9 @@ class Operation:
         if not info:
             return "supervisord no longer knows this program"
         if (
-            info.state in FAILED
-            or info.state == "STOPPED"
-            or (info.state == "EXITED" and info.exitstatus == 0)
+            info.state in ProcessState.FAILED
+            or info.state == ProcessState.STOPPED
+            or (info.state == ProcessState.EXITED and info.exitstatus == 0)
         ):
             detail = f"; log: {' | '.join(facts.log_tail)}" if facts.log_tail else ""
             why = f", {info.spawnerr}" if info.spawnerr else ""
@@ -187,11 +183,16 @@ class Operation:
         poll); any other program has lived past startsecs (RUNNING)."""
         facts = snap.facts(self.name)
         info = facts.info
-        if not info or not info.pid or info.pid == self.old_pid or info.state not in LIVE:
+        if (
+            not info
+            or not info.pid
+            or info.pid == self.old_pid
+            or info.state not in ProcessState.LIVE
+        ):
             return False
         self.new_pid = info.pid
         if self.kind != TF_AGENT:
-            return info.state == "RUNNING"
+            return info.state == ProcessState.RUNNING
         data = snap.status(self.name)
         if not data:
             return False
@@ -217,7 +218,7 @@ class Operation:
         if self.kind != TF_AGENT or not info or not info.pid or info.pid == self.old_pid:
             return "restarting"
         _, why = judge(facts.status_file, info.pid, snap.now)
-        if not why or info.state == "STARTING":
+        if not why or info.state == ProcessState.STARTING:
             return f"restarted (pid {info.pid}); waiting for its first poll"
         return f"restarted (pid {info.pid}); not known to have polled: {why}"
 
@@ -234,11 +235,11 @@ class SafeRestart(Operation):
     def begin(self, snap: Snapshot) -> list[Action]:
         super().begin(snap)
         info = snap.info(self.name)
-        if not info or info.state not in LIVE:
+        if not info or info.state not in ProcessState.LIVE:
             # Nothing runs, so nothing can be interrupted: just start it.
             self.stage, self.text = "coming-back", "starting"
             return [Action(START, self.name)]
-        if info.state == "STARTING":
+        if info.state == ProcessState.STARTING:
             # An exit within startsecs counts as a failed start (BACKOFF): ask once RUNNING.
             self.stage, self.text = "settling", "waiting for it to finish starting"
             return []
@@ -251,21 +252,21 @@ class SafeRestart(Operation):
     def step(self, snap: Snapshot) -> list[Action]:
         info = snap.info(self.name)
         if self.stage == "settling":
-            if info and info.state == "RUNNING":
+            if info and info.state == ProcessState.RUNNING:
                 self.old_pid = info.pid
                 return self._ask()
-            if not info or info.state not in LIVE:
+            if not info or info.state not in ProcessState.LIVE:
                 self.fail(f"did not start ({info.state if info else 'not loaded'})", snap.now)
             return []
         actions: list[Action] = []
         if self.stage == "asked":
-            if info and info.pid == self.old_pid and info.state in LIVE:
+            if info and info.pid == self.old_pid and info.state in ProcessState.LIVE:
                 self.on_job, self.text = snap.busy(self.name, self.kind)
                 if not self.on_job:
                     self.text = "asked; restarting"
                 return []
             self.on_job = False
-            if info and info.state == "EXITED" and info.exitstatus != 0:
+            if info and info.state == ProcessState.EXITED and info.exitstatus != 0:
                 # supervisord would respawn it on its next pass, up to a second away
                 actions.append(Action(START, self.name))
             self.stage = "coming-back"
@@ -282,7 +283,7 @@ class SafeStop(Operation):
     def begin(self, snap: Snapshot) -> list[Action]:
         super().begin(snap)
         info = snap.info(self.name)
-        if not info or info.state not in LIVE:
+        if not info or info.state not in ProcessState.LIVE:
             self.stage = "down"
             return []
         if self.kind == SERVER:
@@ -298,7 +299,7 @@ class SafeStop(Operation):
         if self.stage == "down-pending":
             self.stage = "down"
         elif self.stage == "stopping":
-            if info and info.pid == self.old_pid and info.state in LIVE:
+            if info and info.pid == self.old_pid and info.state in ProcessState.LIVE:
                 self.on_job, self.text = snap.busy(self.name, self.kind)
                 if not self.on_job:
                     self.text = "idle; exiting"
@@ -312,7 +313,7 @@ class SafeStop(Operation):
 
     def _stop_if_up(self, snap: Snapshot) -> list[Action]:
         info = snap.info(self.name)
-        return [Action(STOP, self.name)] if info and info.state not in DOWN else []
+        return [Action(STOP, self.name)] if info and info.state not in ProcessState.DOWN else []
 
     def after_down(self, snap: Snapshot) -> list[Action]:
         actions = self._stop_if_up(snap)
@@ -372,7 +373,7 @@ class Drain(Operation):
             self.text = text
         elif (
             info
-            and info.state in LIVE
+            and info.state in ProcessState.LIVE
             and self.kind == TF_AGENT
             and (snap.status(self.name) or {}).get("state") != AGENT_DRAINED
         ):

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from multiagent.fleet.model.facts import ProcessState
+
 if TYPE_CHECKING:
     from multiagent.fleet.model.render import Program
 
@@ -15,8 +17,6 @@ RESTART = "restart"  # a file the process reads at start changed: safe restart
 REPLACE = "replace"  # the program entry changed: drain, then swap the program
 REMOVE = "remove"  # gone from the fleet file: drain, stop, remove
 UNCHANGED = "unchanged"
-
-DOWN_STATES = {"STOPPED", "EXITED", "FATAL"}
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,6 @@ def _action_for(name: str, program: Program, observed: Observed) -> Action:
             reasons.append(f"{path.name} changed after the process started")
     if reasons:
         return Action(name, RESTART, tuple(reasons))
-    if observed.loaded[name] in DOWN_STATES and name not in observed.held:
+    if observed.loaded[name] in ProcessState.DOWN and name not in observed.held:
         return Action(name, START, (f"process is {observed.loaded[name]}",))
     return Action(name, UNCHANGED)

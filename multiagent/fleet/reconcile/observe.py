@@ -6,6 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from multiagent.fleet.host import triggers
+from multiagent.fleet.host.applied import digest, read_applied
 from multiagent.fleet.host.files import read_text
 from multiagent.fleet.host.procinfo import process_start_time
 from multiagent.fleet.host.rendered import Rendered
@@ -14,7 +15,6 @@ from multiagent.fleet.model.fleetfile import Fleet
 from multiagent.fleet.model.layout import Layout
 from multiagent.fleet.model.plan import Observed, Plan
 from multiagent.fleet.model.render import Rendering
-from multiagent.fleet.supervisord.applied import digest, read_applied
 from multiagent.fleet.supervisord.client import Supervisor, SupervisorTarget
 from multiagent.fleet.supervisord.ownership import check_names_free, is_ours
 from multiagent.vocabulary import HOLD

@@ -17,15 +17,13 @@ from multiagent.fleet.errors import UserError
 from multiagent.fleet.host import triggers
 from multiagent.fleet.host.logs import tail_lines
 from multiagent.fleet.host.procinfo import process_start_time
-from multiagent.fleet.host.statusfile import judge, read_status
+from multiagent.fleet.host.statusfile import read_status
+from multiagent.fleet.model.facts import ProcessInfo, ProcessState, judge
 from multiagent.fleet.model.fleetfile import TF_AGENT, UPSTREAM, Fleet
 from multiagent.fleet.model.layout import Layout
 from multiagent.fleet.model.operations import (
     ASK_FILE,
     ASK_SIGNAL,
-    DOWN,
-    FAILED,
-    LIVE,
     REMOVE_PROGRAM,
     SERVER_STATE,
     SET_DRAIN,
@@ -40,7 +38,7 @@ from multiagent.fleet.model.operations import (
 )
 from multiagent.fleet.model.render import token_files
 from multiagent.fleet.serverinfo import server_agent
-from multiagent.fleet.supervisord.client import Faults, ProcessInfo, Supervisor, SupervisorError
+from multiagent.fleet.supervisord.client import Faults, Supervisor, SupervisorError
 
 SERVER_CACHE_SECONDS = 2.0
 # Up to this many agents in an operation, a look asks supervisord for those agents only
@@ -98,7 +96,7 @@ def fleet_env(fleet: Fleet, supervisor: Supervisor) -> Env:
 def _facts(env: Env, name: str, kind: str, info: ProcessInfo | None) -> AgentFacts:
     if info is None:
         return AgentFacts()
-    live = info.state in LIVE and info.pid
+    live = info.state in ProcessState.LIVE and info.pid
     status_file = read_status(env.layout.status_file(name)) if kind == TF_AGENT else None
     started = process_start_time(info.pid) if live else None
     children = 0
@@ -111,7 +109,7 @@ def _facts(env: Env, name: str, kind: str, info: ProcessInfo | None) -> AgentFac
         if not children:
             server_job = env.server_jobs.job_of(name)
     log_tail: tuple[str, ...] = ()
-    if info.state in FAILED or info.state in DOWN:
+    if info.state in ProcessState.FAILED or info.state in ProcessState.DOWN:
         log_tail = tuple(tail_lines(env.layout.log_file(name), 3))
     return AgentFacts(info, status_file, started, children, server_job, log_tail)
 

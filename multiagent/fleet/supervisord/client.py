@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from multiagent.fleet.errors import UserError
+from multiagent.fleet.model.facts import ProcessInfo, ProcessState
 from multiagent.fleet.model.fleetfile import Fleet
 from multiagent.fleet.model.layout import Layout
 
@@ -80,37 +81,6 @@ class UnixSocketTransport(xmlrpc.client.Transport):
         connection.connect = connect  # type: ignore[method-assign]
         self._connection = host, connection
         return connection
-
-
-@dataclass(frozen=True)
-class ProcessInfo:
-    name: str
-    state: str  # RUNNING, STARTING, BACKOFF, FATAL, STOPPED, EXITED, STOPPING, UNKNOWN
-    pid: int
-    start: float  # when supervisord last started it (whole seconds), 0 if never
-    now: float
-    description: str
-    spawnerr: str
-    exitstatus: int
-    log_file: str
-
-    @property
-    def uptime(self) -> float | None:
-        return max(0.0, self.now - self.start) if self.state == "RUNNING" and self.start else None
-
-    @classmethod
-    def from_rpc(cls, info: dict) -> ProcessInfo:
-        return cls(
-            name=info["name"],
-            state=info["statename"],
-            pid=info["pid"],
-            start=float(info["start"]),
-            now=float(info["now"]),
-            description=info["description"],
-            spawnerr=info.get("spawnerr", ""),
-            exitstatus=info.get("exitstatus", 0),
-            log_file=info.get("stdout_logfile", ""),
-        )
 
 
 @dataclass(frozen=True)
@@ -230,7 +200,7 @@ class Supervisor:
 
     def is_running(self) -> bool:
         try:
-            return self.rpc.getState()["statename"] == "RUNNING"
+            return self.rpc.getState()["statename"] == ProcessState.RUNNING
         except (OSError, xmlrpc.client.Error):
             self._proxy = None
             return False
@@ -293,12 +263,12 @@ class Supervisor:
                 info = self.process(name)
             except SupervisorError:
                 return  # not loaded, or no supervisord: stopProcess says so itself
-            respawning = info.state == "BACKOFF" or (
-                info.state == "EXITED" and info.exitstatus != 0
+            respawning = info.state == ProcessState.BACKOFF or (
+                info.state == ProcessState.EXITED and info.exitstatus != 0
             )
-            if not respawning and not (info.state == "STARTING" and info.pid):
+            if not respawning and not (info.state == ProcessState.STARTING and info.pid):
                 return
-            if info.state == "STARTING":
+            if info.state == ProcessState.STARTING:
                 if parent is None:
                     parent = _cmdline(self.pid())
                 if _cmdline(info.pid) != parent:
