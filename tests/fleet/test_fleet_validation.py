@@ -212,6 +212,26 @@ def test_defaults_overlay_and_placeholders():
     assert two.upstream["execution_basedir"] == "/srv/run/dut-2"
 
 
+def test_a_bad_default_is_one_problem_not_one_per_agent():
+    text = "defaults:\n  job_queues: 3\nagents:\n  a1: {}\n  a2: {}\n"
+    with pytest.raises(FleetError) as caught:
+        parse_fleet(text, Path("/lab/fleet.yaml"), "fleet.yaml")
+    assert [str(p) for p in caught.value.problems] == [
+        "fleet.yaml:2: defaults.job_queues: expected a non-empty list of non-empty queue names,"
+        " got 3"
+    ]
+
+
+def test_defaults_must_be_a_mapping():
+    # `defaults: []` was once taken for no defaults at all, unlike `defaults: [q]`.
+    text = "defaults: []\nagents:\n  a1:\n" + GOOD_AGENT
+    with pytest.raises(FleetError) as caught:
+        parse_fleet(text, Path("/lab/fleet.yaml"), "fleet.yaml")
+    assert [str(p) for p in caught.value.problems] == [
+        "fleet.yaml:1: defaults: expected a mapping of agent settings, got a list"
+    ]
+
+
 def test_yaml_merge_keys_are_not_duplicates():
     text = "x: &base\n  job_queues: [q]\nagents:\n  a1:\n    <<: *base\n    job_queues: [r]\n"
     with pytest.raises(FleetError) as caught:  # `x` is unknown, but no duplicate is claimed
