@@ -5,11 +5,14 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
-from multiagent.fleet.model.fleetfile import FleetError, parse_fleet
+from multiagent.agent import config as agent_config
+from multiagent.fleet.model import fleetschema
+from multiagent.fleet.model.fleetfile import Agent, FleetError, parse_fleet
 
 GOOD_AGENT = "    job_queues: [q]\n"
 
@@ -276,3 +279,18 @@ def test_the_example_fleet_is_valid():
     )
     assert proc.returncode == 0, proc.stderr
     assert "3 agent(s), valid." in proc.stdout
+
+
+def test_the_schema_follows_tf_agents_keys_and_builds_every_agent_field():
+    upstream = set(agent_config.UPSTREAM_KEYS) - set(fleetschema.DERIVED_KEYS)
+    fleet_keys = {key.name for key in fleetschema.FLEET_KEYS}
+    assert set(fleetschema.AGENT_SETTINGS.keys) == upstream | fleet_keys
+    assert fleet_keys | {"name", "upstream"} == {f.name for f in fields(Agent)}
+
+
+def test_a_refused_key_is_never_suggested():
+    text = "agents:\n  a1:\n" + GOOD_AGENT + "    server_adress: x\n"
+    with pytest.raises(FleetError) as caught:
+        parse_fleet(text, Path("/lab/fleet.yaml"), "fleet.yaml")
+    (problem,) = caught.value.problems
+    assert problem.message.startswith("unknown key") and "server_address" not in problem.message

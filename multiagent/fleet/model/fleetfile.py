@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from multiagent.fleet.errors import EXIT_INVALID, UserError
-from multiagent.fleet.model import fleetschema as schema
+from multiagent.fleet.model import fleetschema
 from multiagent.fleet.model.agentnames import SERVER_PROGRAM, check_collisions, check_name
 from multiagent.fleet.model.fleetschema import (
     DEFAULT_EMBEDDED_HOST,
@@ -215,7 +215,7 @@ def _parse_fleet(
     report = Report(display, located)
     _report_duplicates(located.duplicates, report)
     doc = {} if located.value is None else located.value
-    top = read_section(doc, schema.TOP, (), report) if isinstance(doc, dict) else None
+    top = read_section(doc, fleetschema.TOP, (), report) if isinstance(doc, dict) else None
     if top is None:
         report.add((), f"the fleet file must be a mapping, got {kind_of(doc)}")
         raise FleetError(report.problems)
@@ -251,13 +251,13 @@ def _read_server(value: Any, report: Report) -> ServerSettings:
     if value == "embedded":
         return fallback
     if isinstance(value, dict):
-        read = read_section(value, schema.EMBEDDED_SERVER, ("server",), report)
+        read = read_section(value, fleetschema.EMBEDDED_SERVER, ("server",), report)
         assert read is not None  # given a mapping, read_section reads it
         host, port = read.values["host"], read.values["port"]
         shown = f"[{host}]" if ":" in host else host
         tokens = read.values["agent_tokens"]
         return ServerSettings(f"http://{shown}:{port}", True, host, port, tokens)
-    if isinstance(value, str) and schema.URL_RE.match(value):
+    if isinstance(value, str) and fleetschema.URL_RE.match(value):
         return ServerSettings(value.rstrip("/"), False)
     report.add(("server",), f"expected `embedded` or an http(s):// URL, got {value!r}")
     return fallback
@@ -276,19 +276,19 @@ def _read_state_dir(value: Any, override: str | None, base: Path, report: Report
 
 
 def _read_supervisor(value: Any, base: Path, report: Report) -> SupervisorSettings:
-    read = read_section(value, schema.SUPERVISOR, ("supervisor",), report)
+    read = read_section(value, fleetschema.SUPERVISOR, ("supervisor",), report)
     if read is None:
         return SupervisorSettings()
     mode, config = read.values["mode"], read.values["config"]
     if mode == "system":
-        config = str((base / (config or schema.SYSTEM_SUPERVISOR_CONFIG)).resolve())
+        config = str((base / (config or fleetschema.SYSTEM_SUPERVISOR_CONFIG)).resolve())
     elif config is not None:
         report.add(("supervisor", "config"), "only used with `mode: system`")
     return SupervisorSettings(mode, config)
 
 
 def _read_restart(value: Any, report: Report) -> RestartSettings:
-    read = read_section(value, schema.RESTART, ("restart",), report)
+    read = read_section(value, fleetschema.RESTART, ("restart",), report)
     if read is None:
         return RestartSettings()
     return RestartSettings(**read.values)
@@ -299,7 +299,7 @@ def _read_defaults(value: Any, report: Report) -> Read:
     `invalid`, so that no agent is also told it misses it."""
     if value is None:  # absent, or `defaults:` with nothing under it
         return Read({}, frozenset())
-    read = read_section(value, schema.DEFAULT_SETTINGS, ("defaults",), report, fill=False)
+    read = read_section(value, fleetschema.DEFAULT_SETTINGS, ("defaults",), report, fill=False)
     return Read({}, frozenset()) if read is None else read
 
 
@@ -329,12 +329,12 @@ def _read_agent(
         return None
     before = len(report.problems)
     own = {} if own is None else own
-    read = read_section(own, schema.AGENT_SETTINGS, path, report, name, fill=False)
+    read = read_section(own, fleetschema.AGENT_SETTINGS, path, report, name, fill=False)
     if read is None:
         return None
     merged = _overlay(defaults.values, read.values)
     written = merged.keys() | own.keys() | defaults.invalid
-    require(merged, schema.AGENT_SETTINGS, path, report, name, present=written)
+    require(merged, fleetschema.AGENT_SETTINGS, path, report, name, present=written)
     if len(report.problems) > before:
         return None
     agent_dir = state_dir / "agents" / name
@@ -357,7 +357,7 @@ def _read_metrics(
                     name,
                 )
         return None
-    read = read_section(value, schema.METRICS, ("metrics",), report)
+    read = read_section(value, fleetschema.METRICS, ("metrics",), report)
     if read is None or read.invalid:
         return None
     settings = MetricsSettings(read.values["base_port"], read.values["host"])
@@ -418,7 +418,7 @@ def _overlay(defaults: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
     merged = dict(defaults)
     for key, value in own.items():
         if (
-            key in schema.MERGED_KEYS
+            key in fleetschema.MERGED_KEYS
             and isinstance(merged.get(key), dict)
             and isinstance(value, dict)
         ):
@@ -441,7 +441,7 @@ def _expand(value: Any, tokens: dict[str, str]) -> Any:
 
 
 def _build_agent(name: str, merged: dict[str, Any], agent_dir: Path) -> Agent:
-    upstream = {k: v for k, v in merged.items() if k in schema.UPSTREAM_KEYS}
+    upstream = {k: v for k, v in merged.items() if k in fleetschema.UPSTREAM_KEYS}
     # Upstream's defaults are shared /tmp/testflinger paths; two agents sharing a
     # results dir would re-send each other's results, so each gets its own.
     for key, sub in (
@@ -450,18 +450,14 @@ def _build_agent(name: str, merged: dict[str, Any], agent_dir: Path) -> Agent:
         ("results_basedir", "results"),
     ):
         upstream.setdefault(key, str(agent_dir / sub))
-    environment = {k: _env_text(v) for k, v in (merged.get("environment") or {}).items()}
+    # The fleet's own keys are Agent's fields: an absent one keeps Agent's default.
+    fleet = {k.name: merged[k.name] for k in fleetschema.FLEET_KEYS if k.name in merged}
+    environment = fleet.pop("environment", {})
     return Agent(
         name=name,
         upstream=upstream,
-        agent_command=merged.get("agent_command", "tf-agent"),
-        environment=environment,
-        user=merged.get("user"),
-        stopwaitsecs=merged.get("stopwaitsecs", 30),
-        startsecs=merged.get("startsecs", 2),
-        device=merged.get("device"),
-        token_file=merged.get("token_file"),
-        metrics_port=merged.get("metrics_port"),
+        environment={k: _env_text(v) for k, v in environment.items()},
+        **fleet,
     )
 
 

@@ -31,31 +31,31 @@ URL_RE = re.compile(r"https?://[^/\s]+")
 
 
 # -- rules -----------------------------------------------------------------------------
-def has_control(text: str) -> bool:
+def _has_control(text: str) -> bool:
     return any(ord(c) < 32 or ord(c) == 127 for c in text)
 
 
-def is_str(value: Any) -> str | None:
+def _is_str(value: Any) -> str | None:
     return None if isinstance(value, str) else f"expected a string, got {kind_of(value)}"
 
 
-def is_positive_int(value: Any) -> str | None:
+def _is_positive_int(value: Any) -> str | None:
     if isinstance(value, bool) or not isinstance(value, int):
         return f"expected a whole number, got {kind_of(value)}"
     return None if value > 0 else f"must be greater than 0, got {value}"
 
 
-def is_port(value: Any) -> str | None:
+def _is_port(value: Any) -> str | None:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
         return f"expected a port number 1-65535, got {value!r}"
     return None
 
 
-def is_mapping(value: Any) -> str | None:
+def _is_mapping(value: Any) -> str | None:
     return None if isinstance(value, dict) else f"expected a mapping, got {kind_of(value)}"
 
 
-def is_environment(value: Any) -> str | None:
+def _is_environment(value: Any) -> str | None:
     if not isinstance(value, dict):
         return f"expected a mapping of variable names to values, got {kind_of(value)}"
     for key, item in value.items():
@@ -81,21 +81,21 @@ def _environment_value(item: Any) -> str | None:
     return None
 
 
-def is_user(value: Any) -> str | None:
+def _is_user(value: Any) -> str | None:
     if not isinstance(value, str) or not USER_NAME_RE.fullmatch(value):
         return f"expected a user name (letters, digits, '_', '.', '-'), got {value!r}"
     return None
 
 
-def is_command(value: Any) -> str | None:
+def _is_command(value: Any) -> str | None:
     if not isinstance(value, str) or not value.strip():
         return f"expected a command, got {kind_of(value)}"
-    if has_control(value):
+    if _has_control(value):
         return "control characters (newlines, tabs, NUL) are not allowed"
     return None
 
 
-def is_host(text: str) -> bool:
+def _is_host(text: str) -> bool:
     try:
         ipaddress.ip_address(text)
         return True
@@ -112,7 +112,7 @@ def _path_rule(expected: str, *, absolute: bool = False, optional: bool = False)
         if (
             not isinstance(value, str)
             or not value
-            or has_control(value)
+            or _has_control(value)
             or (absolute and not value.startswith("/"))
         ):
             raise ValueError(f"expected {expected}, got {value!r}")
@@ -134,7 +134,7 @@ def _boolean(value: Any) -> Any:
 
 
 def _metrics_host(value: Any) -> Any:
-    if not isinstance(value, str) or not is_host(value):
+    if not isinstance(value, str) or not _is_host(value):
         raise ValueError(f"expected a host name or IP address, got {value!r}")
     return value
 
@@ -183,7 +183,7 @@ EMBEDDED_SERVER = section(
     "a mapping",
     Key("embedded", _must_be(True, EMBEDDED_NEEDED), required=EMBEDDED_NEEDED),
     Key("host", _embedded_host, DEFAULT_EMBEDDED_HOST),
-    Key("port", accepts(is_port), DEFAULT_EMBEDDED_PORT),
+    Key("port", accepts(_is_port), DEFAULT_EMBEDDED_PORT),
     # Every agent its own credential (an agent-role client and its refresh token in
     # <agent_dir>/token.json, passed with --token-file).
     Key("agent_tokens", _boolean, False),
@@ -205,7 +205,7 @@ RESTART = section(
 
 METRICS = section(
     "a mapping such as {base_port: 9400}",
-    Key("base_port", accepts(is_port), required="required: the first tf-agent's metrics port"),
+    Key("base_port", accepts(_is_port), required="required: the first tf-agent's metrics port"),
     Key("host", _metrics_host, DEFAULT_METRICS_HOST),
 )
 
@@ -219,22 +219,29 @@ DERIVED = (
 )
 UPSTREAM_KEYS = tuple(k for k in agent_config.UPSTREAM_KEYS if k not in DERIVED_KEYS)
 FLEET_KEYS = (
-    Key("agent_command", accepts(is_command)),
-    Key("environment", accepts(is_environment)),
-    Key("user", accepts(is_user)),
-    Key("stopwaitsecs", accepts(is_positive_int)),
-    Key("startsecs", accepts(is_positive_int)),
-    Key("device", accepts(is_mapping)),
-    Key("token_file", accepts(is_str)),
-    Key("metrics_port", accepts(is_port)),  # its own port instead of base_port + index
+    Key("agent_command", accepts(_is_command)),
+    Key("environment", accepts(_is_environment)),
+    Key("user", accepts(_is_user)),
+    Key("stopwaitsecs", accepts(_is_positive_int)),
+    Key("startsecs", accepts(_is_positive_int)),
+    Key("device", accepts(_is_mapping)),
+    Key("token_file", accepts(_is_str)),
+    Key("metrics_port", accepts(_is_port)),  # its own port instead of base_port + index
 )
-REQUIRED_SETTINGS = {"job_queues": "required: the queues this agent takes jobs from"}
+# What to say of a key testflinger-agent.conf requires (tf-agent's REQUIRED_KEYS) when an
+# agent's settings, overlaid on the defaults, lack it.
+WHY_REQUIRED = {"job_queues": "required: the queues this agent takes jobs from"}
+
+
+def _upstream_key(key: str) -> Key:
+    required = key in agent_config.REQUIRED_KEYS
+    why = WHY_REQUIRED.get(key, "required") if required else None
+    return Key(key, accepts(partial(agent_config.check_setting, key)), required=why)
+
+
 AGENT_SETTINGS = section(
     "a mapping of settings",
-    *(
-        Key(k, accepts(partial(agent_config.check_setting, k)), required=REQUIRED_SETTINGS.get(k))
-        for k in UPSTREAM_KEYS
-    ),
+    *(_upstream_key(k) for k in UPSTREAM_KEYS),
     *FLEET_KEYS,
     refused=dict.fromkeys(DERIVED_KEYS, DERIVED),
 )
