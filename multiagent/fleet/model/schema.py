@@ -76,14 +76,18 @@ class Section:
     keys: Mapping[str, Key]
     # Keys a user may well write but must not: key -> why. Never offered as "did you mean".
     refused: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def known(self) -> tuple[str, ...]:
-        return tuple(self.keys)
+    known: tuple[str, ...] = ()  # the keys' names, offered as "did you mean"
+    required: tuple[Key, ...] = ()
 
 
 def section(expected: str, *keys: Key, refused: Mapping[str, str] | None = None) -> Section:
-    return Section(expected, {key.name: key for key in keys}, dict(refused or {}))
+    return Section(
+        expected,
+        {key.name: key for key in keys},
+        dict(refused or {}),
+        tuple(key.name for key in keys),
+        tuple(key for key in keys if key.required),
+    )
 
 
 class Read(NamedTuple):
@@ -138,10 +142,10 @@ def require(
     """Report each required key of `schema` not among the keys written, `present` (by
     default those of `values`: a key whose value was refused is written all the same)."""
     written = values if present is None else present
-    missing = {k.name for k in schema.keys.values() if k.required and k.name not in written}
-    for name in sorted(missing):
-        report.add(path + (name,), schema.keys[name].required or "", agent)
-    return missing
+    missing = [key for key in schema.required if key.name not in written]
+    for key in missing:
+        report.add(path + (key.name,), key.required or "", agent)
+    return {key.name for key in missing}
 
 
 # -- rules -----------------------------------------------------------------------------
