@@ -334,7 +334,7 @@ def _read_agent(
         return None
     merged = _overlay(defaults.values, read.values)
     written = merged.keys() | own.keys() | defaults.invalid
-    require(merged, fleetschema.AGENT_SETTINGS, path, report, name, present=written)
+    require(written, fleetschema.AGENT_SETTINGS, path, report, name)
     if len(report.problems) > before:
         return None
     agent_dir = state_dir / "agents" / name

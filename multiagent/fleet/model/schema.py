@@ -8,8 +8,8 @@ fixes a whole file in one go. A rule takes a value and returns what to keep, or 
 ValueError with the message.
 
 No schema library does this here: cfgv and msgspec stop at the first error, and
-pydantic's import alone would spend most of what is left of `tf-fleet status`'s budget
-at 500 agents, only to have each of its messages translated back into these.
+pydantic, which does not, costs more to import than this whole reader (`tf-fleet status`
+pays it on every run), only to have each of its messages translated back into these.
 """
 
 from __future__ import annotations
@@ -125,23 +125,17 @@ def read_section(
                 report.add(path + (name,), str(exc), agent)
                 invalid.add(name)
     if fill:
-        invalid |= require(values, schema, path, report, agent, present=value)
+        invalid |= require(value, schema, path, report, agent)
         for name, key in schema.keys.items():
             values.setdefault(name, key.default)
     return Read(values, frozenset(invalid))
 
 
 def require(
-    values: Mapping[str, Any],
-    schema: Section,
-    path: Path_,
-    report: Report,
-    agent: str | None = None,
-    present: Collection[Any] | None = None,
+    written: Collection[Any], schema: Section, path: Path_, report: Report, agent: str | None = None
 ) -> set[str]:
-    """Report each required key of `schema` not among the keys written, `present` (by
-    default those of `values`: a key whose value was refused is written all the same)."""
-    written = values if present is None else present
+    """Report each required key of `schema` that is not among the keys `written` (a key
+    written with a bad value is written all the same: it is not missing too)."""
     missing = [key for key in schema.required if key.name not in written]
     for key in missing:
         report.add(path + (key.name,), key.required or "", agent)
