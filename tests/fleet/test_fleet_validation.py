@@ -5,11 +5,14 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
-from multiagent.fleet.model.fleetfile import FleetError, parse_fleet
+from multiagent.agent import config as agent_config
+from multiagent.fleet.model import fleetschema
+from multiagent.fleet.model.fleetfile import Agent, FleetError, parse_fleet
 
 GOOD_AGENT = "    job_queues: [q]\n"
 
@@ -212,6 +215,26 @@ def test_defaults_overlay_and_placeholders():
     assert two.upstream["execution_basedir"] == "/srv/run/dut-2"
 
 
+def test_a_bad_default_is_one_problem_not_one_per_agent():
+    text = "defaults:\n  job_queues: 3\nagents:\n  a1: {}\n  a2: {}\n"
+    with pytest.raises(FleetError) as caught:
+        parse_fleet(text, Path("/lab/fleet.yaml"), "fleet.yaml")
+    assert [str(p) for p in caught.value.problems] == [
+        "fleet.yaml:2: defaults.job_queues: expected a non-empty list of non-empty queue names,"
+        " got 3"
+    ]
+
+
+def test_defaults_must_be_a_mapping():
+    # `defaults: []` was once taken for no defaults at all, unlike `defaults: [q]`.
+    text = "defaults: []\nagents:\n  a1:\n" + GOOD_AGENT
+    with pytest.raises(FleetError) as caught:
+        parse_fleet(text, Path("/lab/fleet.yaml"), "fleet.yaml")
+    assert [str(p) for p in caught.value.problems] == [
+        "fleet.yaml:1: defaults: expected a mapping of agent settings, got a list"
+    ]
+
+
 def test_yaml_merge_keys_are_not_duplicates():
     text = "x: &base\n  job_queues: [q]\nagents:\n  a1:\n    <<: *base\n    job_queues: [r]\n"
     with pytest.raises(FleetError) as caught:  # `x` is unknown, but no duplicate is claimed
@@ -256,3 +279,18 @@ def test_the_example_fleet_is_valid():
     )
     assert proc.returncode == 0, proc.stderr
     assert "3 agent(s), valid." in proc.stdout
+
+
+def test_the_schema_follows_tf_agents_keys_and_builds_every_agent_field():
+    upstream = set(agent_config.UPSTREAM_KEYS) - set(fleetschema.DERIVED_KEYS)
+    fleet_keys = {key.name for key in fleetschema.FLEET_KEYS}
+    assert set(fleetschema.AGENT_SETTINGS.keys) == upstream | fleet_keys
+    assert fleet_keys | {"name", "upstream"} == {f.name for f in fields(Agent)}
+
+
+def test_a_refused_key_is_never_suggested():
+    text = "agents:\n  a1:\n" + GOOD_AGENT + "    server_adress: x\n"
+    with pytest.raises(FleetError) as caught:
+        parse_fleet(text, Path("/lab/fleet.yaml"), "fleet.yaml")
+    (problem,) = caught.value.problems
+    assert problem.message.startswith("unknown key") and "server_address" not in problem.message

@@ -1,158 +1,60 @@
-"""The fleet file: schema, defaults, and validation that names file, line, agent and field.
+"""The fleet file: what it becomes (`Fleet` and its parts), and reading it.
 
 `load_fleet` is pure apart from reading the one file: it returns a `Fleet` or raises
-`FleetError` carrying every problem found, so an admin fixes them all in one go.
+`FleetError` carrying every problem found, so an admin fixes them all in one go. What
+each key may hold is `fleetschema`'s data; this module reads the file with it, names
+each problem's file, line, agent and field, and checks what spans keys (agent names,
+metrics ports).
 """
 
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import os
-import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
-from multiagent.agent import config as agent_config
-from multiagent.agent.config import check_setting
 from multiagent.fleet.errors import EXIT_INVALID, UserError
-from multiagent.fleet.model.yamlsource import Located, YamlSyntaxError, load_located
-from multiagent.vocabulary import RESTART_FILE_PREFIX, parse_duration
-
-# An agent's name becomes a supervisord program, file and directory names, the restart
-# file and a URL path: ASCII letters, digits, '.', '_' and '-', starting with a letter or
-# digit, at most 64 characters. Two names may not differ only by case or by '-' (tf-agent
-# also obeys the restart file named without dashes, as upstream's does).
-AGENT_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-AGENT_NAME_RULE = (
-    "an agent name must be 1-64 letters, digits, '.', '_' or '-',"
-    " starting with a letter or digit (it becomes a file and program name)"
+from multiagent.fleet.model import fleetschema
+from multiagent.fleet.model.agentnames import SERVER_PROGRAM, check_collisions, check_name
+from multiagent.fleet.model.fleetschema import (
+    DEFAULT_EMBEDDED_HOST,
+    DEFAULT_EMBEDDED_PORT,
+    DEFAULT_METRICS_HOST,
+    DEFAULT_RESTART_TIMEOUT,
 )
-# A user name as useradd takes it (supervisord's `user=` line, pwd lookups).
-USER_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?")
+from multiagent.fleet.model.schema import Problem, Read, Report, kind_of, read_section, require
+from multiagent.fleet.model.yamlsource import YamlSyntaxError, load_located
+
+__all__ = [
+    "DEFAULT_EMBEDDED_HOST",
+    "DEFAULT_EMBEDDED_PORT",
+    "DEFAULT_METRICS_HOST",
+    "DEFAULT_RESTART_TIMEOUT",
+    "SERVER",
+    "TF_AGENT",
+    "UPSTREAM",
+    "Agent",
+    "Fleet",
+    "FleetError",
+    "MetricsSettings",
+    "Problem",
+    "RestartSettings",
+    "ServerSettings",
+    "SupervisorSettings",
+    "command_kind",
+    "load_fleet",
+    "parse_fleet",
+]
+
 # A fleet file larger than this is refused before it is parsed (a fleet of 2,000
 # agents is a few hundred KB).
 MAX_FLEET_BYTES = 2 * 1024 * 1024
-ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-SERVER_PROGRAM = "tf-fleet-server"
 # What a supervisord program of a fleet runs.
 TF_AGENT = "tf-agent"
 UPSTREAM = "upstream"  # testflinger-agent, or any command taking -c CONF
 SERVER = "server"  # the embedded local server
-RESERVED_NAMES = {SERVER_PROGRAM}
-DEFAULT_EMBEDDED_HOST = "127.0.0.1"
-DEFAULT_EMBEDDED_PORT = 8585
-DEFAULT_RESTART_TIMEOUT = 6 * 3600
-DEFAULT_METRICS_HOST = "127.0.0.1"  # where tf-agent serves /metrics unless told otherwise
-# A host name or address for `metrics.host`: what Prometheus connects to.
-HOST_NAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*")
-
-# Keys of upstream's testflinger-agent.conf that a fleet file may set (agent_id and
-# server_address are derived). Each maps to a checker returning an error or None.
-Checker = Callable[[Any], "str | None"]
-
-
-def _is_str(value: Any) -> str | None:
-    return None if isinstance(value, str) else f"expected a string, got {_kind(value)}"
-
-
-def _is_int(value: Any) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        return f"expected a whole number, got {_kind(value)}"
-    return None
-
-
-def _is_positive_int(value: Any) -> str | None:
-    return _is_int(value) or (None if value > 0 else f"must be greater than 0, got {value}")
-
-
-def _is_port(value: Any) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
-        return f"expected a port number 1-65535, got {value!r}"
-    return None
-
-
-def _is_mapping(value: Any) -> str | None:
-    return None if isinstance(value, dict) else f"expected a mapping, got {_kind(value)}"
-
-
-def _is_environment(value: Any) -> str | None:
-    if not isinstance(value, dict):
-        return f"expected a mapping of variable names to values, got {_kind(value)}"
-    for key, item in value.items():
-        if not isinstance(key, str) or not ENV_NAME_RE.fullmatch(key):
-            return f"{key!r} is not a valid environment variable name"
-        if not isinstance(item, (str, int, float, bool)):
-            return f"{key}: expected a string or number, got {_kind(item)}"
-        text = str(item)
-        if '"' in text and "'" in text:
-            return f"{key}: a value cannot hold both ' and \" (supervisord cannot quote it)"
-        if text and (text[0] in "'\"" or text[-1] in "'\""):
-            return f"{key}: a value cannot start or end with a quote (supervisord strips it)"
-        if any(ord(c) < 32 for c in text):
-            return f"{key}: control characters (newlines, tabs) are not allowed"
-    return None
-
-
-# Keys of upstream's testflinger-agent.conf a fleet file may set, checked by tf-agent's
-# own rule for each (one rule per setting); agent_id and server_address are derived.
-DERIVED_KEYS = {"agent_id", "server_address"}
-UPSTREAM_KEYS: dict[str, Checker] = {
-    key: partial(check_setting, key)
-    for key in agent_config.UPSTREAM_KEYS
-    if key not in DERIVED_KEYS
-}
-
-
-def _is_user(value: Any) -> str | None:
-    if not isinstance(value, str) or not USER_NAME_RE.fullmatch(value):
-        return f"expected a user name (letters, digits, '_', '.', '-'), got {value!r}"
-    return None
-
-
-def _is_command(value: Any) -> str | None:
-    if not isinstance(value, str) or not value.strip():
-        return f"expected a command, got {_kind(value)}"
-    if _has_control(value):
-        return "control characters (newlines, tabs, NUL) are not allowed"
-    return None
-
-
-def _has_control(text: str) -> bool:
-    return any(ord(c) < 32 or ord(c) == 127 for c in text)
-
-
-FLEET_KEYS: dict[str, Checker] = {
-    "agent_command": _is_command,
-    "environment": _is_environment,
-    "user": _is_user,
-    "stopwaitsecs": _is_positive_int,
-    "startsecs": _is_positive_int,
-    "device": _is_mapping,
-    "token_file": _is_str,
-    "metrics_port": _is_port,  # this agent's own metrics port instead of base_port + index
-}
-
-AGENT_KEYS = {**UPSTREAM_KEYS, **FLEET_KEYS}
-MERGED_KEYS = {"environment", "device"}  # defaults and agent values are merged, not replaced
-TOP_KEYS = ("server", "state_dir", "supervisor", "restart", "metrics", "defaults", "agents")
-
-
-@dataclass(frozen=True)
-class Problem:
-    file: str
-    line: int | None
-    agent: str | None
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line else self.file
-        who = f"agent {self.agent!r}, " if self.agent else ""
-        return f"{where}: {who}{self.field}: {self.message}"
 
 
 class FleetError(UserError):
@@ -267,46 +169,6 @@ class Fleet:
         return f"{SERVER_PROGRAM}-{digest}"
 
 
-def _kind(value: Any) -> str:
-    if value is None:
-        return "nothing (null)"
-    return {
-        bool: "true/false",
-        int: "a number",
-        float: "a number",
-        str: "a string",
-        list: "a list",
-        dict: "a mapping",
-    }.get(type(value), type(value).__name__)
-
-
-class _Collector:
-    def __init__(self, file: str, located: Located):
-        self.file = file
-        self.located = located
-        self.problems: list[Problem] = []
-
-    def add(self, path: tuple[Any, ...], message: str, agent: str | None = None) -> None:
-        field_name = ".".join(str(p) for p in path) if path else "(file)"
-        self.problems.append(
-            Problem(self.file, self.located.line(path), agent, field_name, message)
-        )
-
-    def unknown(
-        self,
-        path: tuple[Any, ...],
-        key: Any,
-        known: list[str],
-        agent: str | None = None,
-        extra: str = "",
-    ) -> None:
-        import difflib
-
-        close = difflib.get_close_matches(str(key), known, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        self.add(path + (key,), f"unknown key{hint}{extra}", agent)
-
-
 def load_fleet(path: str | os.PathLike[str], state_dir_override: str | None = None) -> Fleet:
     fleet_path = Path(path)
     display = str(path)
@@ -350,224 +212,168 @@ def _parse_fleet(
         located = load_located(text)
     except YamlSyntaxError as exc:
         raise FleetError([Problem(display, exc.line, None, "(file)", exc.message)]) from exc
-    errors = _Collector(display, located)
-    for dup_path, first, again in located.duplicates:
-        agent = dup_path[1] if len(dup_path) == 2 and dup_path[0] == "agents" else None
-        what = f"agent {dup_path[-1]!r}" if agent else f"key {dup_path[-1]!r}"
-        errors.problems.append(
-            Problem(
-                display,
-                again,
-                agent,
-                ".".join(map(str, dup_path)),
-                f"{what} is written twice (lines {first} and {again});"
-                " YAML would silently keep only the last",
-            )
-        )
-    doc = located.value
-    if doc is None:
-        doc = {}
-    if not isinstance(doc, dict):
-        errors.add((), f"the fleet file must be a mapping, got {_kind(doc)}")
-        raise FleetError(errors.problems)
-    for key in doc:
-        if key not in TOP_KEYS:
-            errors.unknown((), key, list(TOP_KEYS))
-
+    report = Report(display, located)
+    _report_duplicates(located.duplicates, report)
+    doc = {} if located.value is None else located.value
+    top = read_section(doc, fleetschema.TOP, (), report) if isinstance(doc, dict) else None
+    if top is None:
+        report.add((), f"the fleet file must be a mapping, got {kind_of(doc)}")
+        raise FleetError(report.problems)
+    values = top.values
     base_dir = fleet_path.resolve().parent
-    server = _parse_server(doc.get("server", "embedded"), errors)
-    state_dir = _parse_state_dir(doc.get("state_dir"), state_dir_override, base_dir, errors)
-    supervisor = _parse_supervisor(doc.get("supervisor", {}), base_dir, errors)
-    restart = _parse_restart(doc.get("restart", {}), errors)
-    defaults = doc.get("defaults") or {}
-    if not isinstance(defaults, dict):
-        errors.add(("defaults",), f"expected a mapping of agent settings, got {_kind(defaults)}")
-        defaults = {}
-    _check_settings(defaults, ("defaults",), None, errors)
-    agents = _parse_agents(doc.get("agents"), defaults, state_dir, errors)
-    metrics = _parse_metrics(doc.get("metrics"), defaults, agents, server, errors)
-    if errors.problems:
-        raise FleetError(errors.problems)
+    server = _read_server(values["server"], report)
+    state_dir = _read_state_dir(values["state_dir"], state_dir_override, base_dir, report)
+    supervisor = _read_supervisor(values["supervisor"], base_dir, report)
+    restart = _read_restart(values["restart"], report)
+    defaults = _read_defaults(values["defaults"], report)
+    agents = _read_agents(values["agents"], defaults, state_dir, report)
+    metrics = _read_metrics(values["metrics"], agents, server, report)
+    if report.problems:
+        raise FleetError(report.problems)
     return Fleet(fleet_path, server, state_dir, supervisor, restart, agents, metrics)
 
 
-def _parse_server(value: Any, errors: _Collector) -> ServerSettings:
+def _report_duplicates(duplicates: list[tuple[tuple[Any, ...], int, int]], report: Report) -> None:
+    for path, first, again in duplicates:
+        agent = path[1] if len(path) == 2 and path[0] == "agents" else None
+        what = f"agent {path[-1]!r}" if agent else f"key {path[-1]!r}"
+        message = (
+            f"{what} is written twice (lines {first} and {again});"
+            " YAML would silently keep only the last"
+        )
+        field_name = ".".join(map(str, path))
+        report.problems.append(Problem(report.file, again, agent, field_name, message))
+
+
+def _read_server(value: Any, report: Report) -> ServerSettings:
+    """`embedded`, the URL of a remote server, or an embedded server's mapping."""
     fallback = ServerSettings(f"http://{DEFAULT_EMBEDDED_HOST}:{DEFAULT_EMBEDDED_PORT}", True)
     if value == "embedded":
         return fallback
     if isinstance(value, dict):
-        known = ["embedded", "host", "port", "agent_tokens"]
-        for key in value:
-            if key not in known:
-                errors.unknown(("server",), key, known)
-        if value.get("embedded") is not True:
-            errors.add(
-                ("server", "embedded"),
-                "a server mapping needs `embedded: true`"
-                " (for a remote server write its URL as `server: http://...`)",
-            )
-        host = value.get("host", DEFAULT_EMBEDDED_HOST)
-        port = value.get("port", DEFAULT_EMBEDDED_PORT)
-        if not isinstance(host, str) or not host:
-            errors.add(("server", "host"), f"expected a host name or address, got {_kind(host)}")
-            host = DEFAULT_EMBEDDED_HOST
-        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
-            errors.add(("server", "port"), f"expected a port number 1-65535, got {port!r}")
-            port = DEFAULT_EMBEDDED_PORT
-        agent_tokens = value.get("agent_tokens", False)
-        if not isinstance(agent_tokens, bool):
-            errors.add(("server", "agent_tokens"), f"expected true or false, got {agent_tokens!r}")
-            agent_tokens = False
+        read = read_section(value, fleetschema.EMBEDDED_SERVER, ("server",), report)
+        assert read is not None  # given a mapping, read_section reads it
+        host, port = read.values["host"], read.values["port"]
         shown = f"[{host}]" if ":" in host else host
-        return ServerSettings(f"http://{shown}:{port}", True, host, port, agent_tokens)
-    if isinstance(value, str) and re.match(r"https?://[^/\s]+", value):
+        tokens = read.values["agent_tokens"]
+        return ServerSettings(f"http://{shown}:{port}", True, host, port, tokens)
+    if isinstance(value, str) and fleetschema.URL_RE.match(value):
         return ServerSettings(value.rstrip("/"), False)
-    errors.add(("server",), f"expected `embedded` or an http(s):// URL, got {value!r}")
+    report.add(("server",), f"expected `embedded` or an http(s):// URL, got {value!r}")
     return fallback
 
 
-def _parse_state_dir(value: Any, override: str | None, base: Path, errors: _Collector) -> Path:
+def _read_state_dir(value: Any, override: str | None, base: Path, report: Report) -> Path:
     if override:
         return Path(override).expanduser().resolve()
-    if value is None:
-        return base / ".tf-fleet"
-    if not isinstance(value, str) or not value or _has_control(value):
-        errors.add(("state_dir",), f"expected a directory path, got {value!r}")
+    if value is None:  # absent, or refused by its rule
         return base / ".tf-fleet"
     try:
         return (base / Path(value).expanduser()).resolve()
     except (OSError, RuntimeError, ValueError) as exc:
-        errors.add(("state_dir",), f"cannot use {value!r} as a directory: {exc}")
+        report.add(("state_dir",), f"cannot use {value!r} as a directory: {exc}")
         return base / ".tf-fleet"
 
 
-def _parse_supervisor(value: Any, base: Path, errors: _Collector) -> SupervisorSettings:
-    if not isinstance(value, dict):
-        errors.add(("supervisor",), f"expected a mapping, got {_kind(value)}")
+def _read_supervisor(value: Any, base: Path, report: Report) -> SupervisorSettings:
+    read = read_section(value, fleetschema.SUPERVISOR, ("supervisor",), report)
+    if read is None:
         return SupervisorSettings()
-    for key in value:
-        if key not in ("mode", "config"):
-            errors.unknown(("supervisor",), key, ["mode", "config"])
-    mode = value.get("mode", "private")
-    if mode not in ("private", "system"):
-        errors.add(("supervisor", "mode"), f"expected `private` or `system`, got {mode!r}")
-        mode = "private"
-    config = value.get("config")
-    if config is not None and (not isinstance(config, str) or not config or _has_control(config)):
-        errors.add(("supervisor", "config"), f"expected a file path, got {config!r}")
-        config = None
+    mode, config = read.values["mode"], read.values["config"]
     if mode == "system":
-        config = str((base / (config or "/etc/supervisor/supervisord.conf")).resolve())
+        config = str((base / (config or fleetschema.SYSTEM_SUPERVISOR_CONFIG)).resolve())
     elif config is not None:
-        errors.add(("supervisor", "config"), "only used with `mode: system`")
+        report.add(("supervisor", "config"), "only used with `mode: system`")
     return SupervisorSettings(mode, config)
 
 
-def _parse_restart(value: Any, errors: _Collector) -> RestartSettings:
-    if not isinstance(value, dict):
-        errors.add(("restart",), f"expected a mapping, got {_kind(value)}")
+def _read_restart(value: Any, report: Report) -> RestartSettings:
+    read = read_section(value, fleetschema.RESTART, ("restart",), report)
+    if read is None:
         return RestartSettings()
-    known = ["method", "restart_dir", "timeout"]
-    for key in value:
-        if key not in known:
-            errors.unknown(("restart",), key, known)
-    method = value.get("method", "signal")
-    if method not in ("signal", "file"):
-        errors.add(("restart", "method"), f"expected `signal` or `file`, got {method!r}")
-        method = "signal"
-    restart_dir = value.get("restart_dir", "/tmp")
-    if (
-        not isinstance(restart_dir, str)
-        or not restart_dir.startswith("/")
-        or _has_control(restart_dir)
-    ):
-        errors.add(("restart", "restart_dir"), f"expected an absolute path, got {restart_dir!r}")
-        restart_dir = "/tmp"
-    try:
-        timeout = parse_duration(value.get("timeout", DEFAULT_RESTART_TIMEOUT))
-        if not timeout:
-            raise ValueError(f"a timeout must be longer than 0, got {value.get('timeout')!r}")
-    except ValueError as exc:
-        errors.add(("restart", "timeout"), str(exc))
-        timeout = DEFAULT_RESTART_TIMEOUT
-    return RestartSettings(method, restart_dir, timeout)
+    return RestartSettings(**read.values)
 
 
-def _parse_metrics(
-    value: Any,
-    defaults: dict[str, Any],
-    agents: dict[str, Agent],
-    server: ServerSettings,
-    errors: _Collector,
+def _read_defaults(value: Any, report: Report) -> Read:
+    """Settings every agent starts from; a key written with a bad value is among the
+    `invalid`, so that no agent is also told it misses it."""
+    if value is None:  # absent, or `defaults:` with nothing under it
+        return Read({}, frozenset())
+    read = read_section(value, fleetschema.DEFAULT_SETTINGS, ("defaults",), report, fill=False)
+    return Read({}, frozenset()) if read is None else read
+
+
+def _read_agents(value: Any, defaults: Read, state_dir: Path, report: Report) -> dict[str, Agent]:
+    if value is None:
+        report.add(("agents",), "the fleet has no agents: add `agents:` with one entry per device")
+        return {}
+    if not isinstance(value, dict):
+        report.add(
+            ("agents",), f"expected a mapping of agent name to settings, got {kind_of(value)}"
+        )
+        return {}
+    agents: dict[str, Agent] = {}
+    for name, own in value.items():
+        agent = _read_agent(name, own, defaults, state_dir, report)
+        if agent is not None:
+            agents[name] = agent
+    check_collisions([n for n in value if isinstance(n, str)], report)
+    return agents
+
+
+def _read_agent(
+    name: Any, own: Any, defaults: Read, state_dir: Path, report: Report
+) -> Agent | None:
+    path = ("agents", name)
+    if not check_name(name, report):
+        return None
+    before = len(report.problems)
+    own = {} if own is None else own
+    read = read_section(own, fleetschema.AGENT_SETTINGS, path, report, name, fill=False)
+    if read is None:
+        return None
+    merged = _overlay(defaults.values, read.values)
+    written = merged.keys() | own.keys() | defaults.invalid
+    require(written, fleetschema.AGENT_SETTINGS, path, report, name)
+    if len(report.problems) > before:
+        return None
+    agent_dir = state_dir / "agents" / name
+    merged = _expand(merged, {"{agent}": name, "{agent_dir}": str(agent_dir)})
+    return _build_agent(name, merged, agent_dir)
+
+
+def _read_metrics(
+    value: Any, agents: dict[str, Agent], server: ServerSettings, report: Report
 ) -> MetricsSettings | None:
     """Each tf-agent's metrics port: its own `metrics_port:`, else base_port plus its
     index among the fleet's tf-agents in name order (a pinned agent keeps its slot
     unused, so pinning one moves no other)."""
-    if "metrics_port" in defaults:
-        errors.add(
-            ("defaults", "metrics_port"),
-            "a metrics port belongs to one agent: set it under that agent"
-            " (the others get `metrics.base_port` plus their index)",
-        )
-        return None  # every agent inherited it: one error, not one per agent
     if value is None:
         for name, agent in agents.items():
             if agent.metrics_port is not None:
-                errors.add(
+                report.add(
                     ("agents", name, "metrics_port"),
                     "needs `metrics:` at the top level (e.g. `metrics: {base_port: 9400}`)",
                     name,
                 )
         return None
-    settings = _metrics_settings(value, errors)
-    if settings is None:
+    read = read_section(value, fleetschema.METRICS, ("metrics",), report)
+    if read is None or read.invalid:
         return None
-    ports = _metrics_ports(settings, agents, errors)
-    _check_metrics_ports(ports, agents, server, errors)
+    settings = MetricsSettings(read.values["base_port"], read.values["host"])
+    ports = _metrics_ports(settings, agents, report)
+    _check_metrics_ports(ports, agents, server, report)
     return MetricsSettings(settings.base_port, settings.host, ports)
 
 
-def _metrics_settings(value: Any, errors: _Collector) -> MetricsSettings | None:
-    if not isinstance(value, dict):
-        errors.add(
-            ("metrics",), f"expected a mapping such as {{base_port: 9400}}, got {_kind(value)}"
-        )
-        return None
-    known = ["base_port", "host"]
-    for key in value:
-        if key not in known:
-            errors.unknown(("metrics",), key, known)
-    base_port = value.get("base_port")
-    if base_port is None:
-        errors.add(("metrics", "base_port"), "required: the first tf-agent's metrics port")
-        return None
-    message = _is_port(base_port)
-    if message:
-        errors.add(("metrics", "base_port"), message)
-        return None
-    host = value.get("host", DEFAULT_METRICS_HOST)
-    if not isinstance(host, str) or not _is_host(host):
-        errors.add(("metrics", "host"), f"expected a host name or IP address, got {host!r}")
-        return None
-    return MetricsSettings(base_port, host)
-
-
-def _is_host(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-        return True
-    except ValueError:
-        return len(text) <= 253 and bool(HOST_NAME_RE.fullmatch(text))
-
-
 def _metrics_ports(
-    settings: MetricsSettings, agents: dict[str, Agent], errors: _Collector
+    settings: MetricsSettings, agents: dict[str, Agent], report: Report
 ) -> dict[str, int]:
     ports: dict[str, int] = {}
     tf_agents = sorted(name for name, agent in agents.items() if agent.is_tf_agent)
     last = settings.base_port + len(tf_agents) - 1
     if tf_agents and last > 65535:
-        errors.add(
+        report.add(
             ("metrics", "base_port"),
             f"{len(tf_agents)} tf-agents from port {settings.base_port} run past 65535"
             f" (to {last}); choose a base_port of at most {65536 - len(tf_agents)}",
@@ -577,7 +383,7 @@ def _metrics_ports(
         ports[name] = agents[name].metrics_port or settings.base_port + index
     for name, agent in sorted(agents.items()):
         if agent.metrics_port is not None and not agent.is_tf_agent:
-            errors.add(
+            report.add(
                 ("agents", name, "metrics_port"),
                 "only tf-agent is given a metrics port (its agent_command runs another agent)",
                 name,
@@ -586,7 +392,7 @@ def _metrics_ports(
 
 
 def _check_metrics_ports(
-    ports: dict[str, int], agents: dict[str, Agent], server: ServerSettings, errors: _Collector
+    ports: dict[str, int], agents: dict[str, Agent], server: ServerSettings, report: Report
 ) -> None:
     """No two agents on one port, and none on the embedded server's; a pinned port that
     clashes is the one blamed (the slots of base_port + index come first)."""
@@ -605,105 +411,17 @@ def _check_metrics_ports(
         else:
             path = ("metrics", "base_port")
             hint = "choose another base_port"
-        errors.add(path, f"port {port} is already taken by {owner[port]}: {hint}", name)
-
-
-def _check_settings(
-    settings: dict[Any, Any], path: tuple[Any, ...], agent: str | None, errors: _Collector
-) -> None:
-    for key, value in settings.items():
-        if key in DERIVED_KEYS:
-            errors.add(
-                path + (key,),
-                "is derived by tf-fleet (agent_id is the agent's name,"
-                " server_address comes from `server`); remove it",
-                agent,
-            )
-        elif key not in AGENT_KEYS:
-            errors.unknown(path, key, sorted(AGENT_KEYS), agent)
-        else:
-            message = AGENT_KEYS[key](value)
-            if message:
-                errors.add(path + (key,), message, agent)
-
-
-def _parse_agents(
-    value: Any, defaults: dict[str, Any], state_dir: Path, errors: _Collector
-) -> dict[str, Agent]:
-    if value is None:
-        errors.add(("agents",), "the fleet has no agents: add `agents:` with one entry per device")
-        return {}
-    if not isinstance(value, dict):
-        errors.add(("agents",), f"expected a mapping of agent name to settings, got {_kind(value)}")
-        return {}
-    agents: dict[str, Agent] = {}
-    for name, own in value.items():
-        path = ("agents", name)
-        if not isinstance(name, str) or not AGENT_NAME_RE.fullmatch(name):
-            errors.add(path, AGENT_NAME_RULE, str(name))
-            continue
-        if name_keys(name) & name_keys(SERVER_PROGRAM):
-            errors.add(path, f"{name!r} is reserved for the embedded server", name)
-            continue
-        if own is None:
-            own = {}
-        if not isinstance(own, dict):
-            errors.add(path, f"expected a mapping of settings, got {_kind(own)}", name)
-            continue
-        before = len(errors.problems)
-        _check_settings(own, path, name, errors)
-        merged = _overlay(defaults, own)
-        if "job_queues" not in merged:
-            errors.add(
-                path + ("job_queues",), "required: the queues this agent takes jobs from", name
-            )
-        if len(errors.problems) > before:
-            continue
-        agent_dir = state_dir / "agents" / name
-        merged = _expand(merged, {"{agent}": name, "{agent_dir}": str(agent_dir)})
-        agents[name] = _build_agent(name, merged, agent_dir)
-    _check_collisions([n for n in value if isinstance(n, str)], errors)
-    return agents
-
-
-def name_keys(name: str) -> set[str]:
-    """What an agent's name claims on the host, compared case-insensitively: its program,
-    files and directories (the name), and the restart files tf-agent obeys (the name,
-    and the name without dashes)."""
-    lowered = name.lower()
-    return {lowered, lowered.replace("-", "")}
-
-
-def _check_collisions(names: list[str], errors: _Collector) -> None:
-    """Two agents whose names claim the same program, restart file or directory."""
-    owner: dict[str, str] = {}
-    for name in names:
-        if not AGENT_NAME_RE.fullmatch(name):
-            continue
-        clash = sorted({owner[k] for k in name_keys(name) if k in owner})
-        for other in clash:
-            errors.add(("agents", name), _collision(name, other), name)
-        for key in name_keys(name):
-            owner.setdefault(key, name)
-
-
-def _collision(name: str, other: str) -> str:
-    if name.lower() == other.lower():
-        return (
-            f"differs from agent {other!r} only by case: the two would share a supervisord"
-            " program and directories on a case-insensitive view; rename one"
-        )
-    shared = (name_keys(name) & name_keys(other)).pop()
-    return (
-        f"collides with agent {other!r}: both would obey the restart file"
-        f" {RESTART_FILE_PREFIX}{shared} (tf-agent also obeys its name without '-'); rename one"
-    )
+        report.add(path, f"port {port} is already taken by {owner[port]}: {hint}", name)
 
 
 def _overlay(defaults: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
     merged = dict(defaults)
     for key, value in own.items():
-        if key in MERGED_KEYS and isinstance(merged.get(key), dict) and isinstance(value, dict):
+        if (
+            key in fleetschema.MERGED_KEYS
+            and isinstance(merged.get(key), dict)
+            and isinstance(value, dict)
+        ):
             merged[key] = {**merged[key], **value}
         else:
             merged[key] = value
@@ -723,7 +441,7 @@ def _expand(value: Any, tokens: dict[str, str]) -> Any:
 
 
 def _build_agent(name: str, merged: dict[str, Any], agent_dir: Path) -> Agent:
-    upstream = {k: v for k, v in merged.items() if k in UPSTREAM_KEYS}
+    upstream = {k: v for k, v in merged.items() if k in fleetschema.UPSTREAM_KEYS}
     # Upstream's defaults are shared /tmp/testflinger paths; two agents sharing a
     # results dir would re-send each other's results, so each gets its own.
     for key, sub in (
@@ -732,18 +450,14 @@ def _build_agent(name: str, merged: dict[str, Any], agent_dir: Path) -> Agent:
         ("results_basedir", "results"),
     ):
         upstream.setdefault(key, str(agent_dir / sub))
-    environment = {k: _env_text(v) for k, v in (merged.get("environment") or {}).items()}
+    # The fleet's own keys are Agent's fields: an absent one keeps Agent's default.
+    fleet = {k.name: merged[k.name] for k in fleetschema.FLEET_KEYS if k.name in merged}
+    environment = fleet.pop("environment", {})
     return Agent(
         name=name,
         upstream=upstream,
-        agent_command=merged.get("agent_command", "tf-agent"),
-        environment=environment,
-        user=merged.get("user"),
-        stopwaitsecs=merged.get("stopwaitsecs", 30),
-        startsecs=merged.get("startsecs", 2),
-        device=merged.get("device"),
-        token_file=merged.get("token_file"),
-        metrics_port=merged.get("metrics_port"),
+        environment={k: _env_text(v) for k, v in environment.items()},
+        **fleet,
     )
 
 
