@@ -38,7 +38,7 @@ def test_up_starts_every_agent_and_second_up_touches_nothing(fleet_env):
     assert "wrote" not in second.stdout
     assert second.stdout.strip() == "3 unchanged"
     assert {p: p.stat().st_mtime_ns for p in files} == mtimes
-    assert {n: s["pid"] for n, s in fleet_env.status().items()} == pids
+    assert fleet_env.pids() == pids
     plan = fleet_env.run("plan")
     assert plan.stdout.split() == [
         "unchanged",
@@ -72,7 +72,7 @@ def test_a_look_at_a_few_agents_asks_supervisord_for_them_only(fleet_env):
 def test_adding_an_agent_starts_only_it(fleet_env):
     fleet_env.write(three_agents())
     fleet_env.run("up")
-    pids = {n: s["pid"] for n, s in fleet_env.status().items()}
+    pids = fleet_env.pids()
     fleet_env.write(three_agents({"agent-04": {"job_queues": ["q"]}}))
     assert fleet_env.run("plan").stdout.splitlines()[-1].split()[:2] == ["add", "agent-04"]
     out = fleet_env.run("up").stdout
@@ -85,7 +85,7 @@ def test_adding_an_agent_starts_only_it(fleet_env):
 def test_changed_agent_is_restarted_and_the_others_are_not(fleet_env):
     fleet_env.write(three_agents())
     fleet_env.run("up")
-    pids = {n: s["pid"] for n, s in fleet_env.status().items()}
+    pids = fleet_env.pids()
     fleet_env.write(three_agents({"agent-02": {"job_queues": ["other"]}}))
     assert "restart    agent-02" in fleet_env.run("plan").stdout
     out = fleet_env.run("up").stdout

@@ -82,7 +82,9 @@ def test_hard_restart_force_mid_job_replaces_the_process_and_kills_the_job(fleet
     assert [p.pid for p in fleet_env.agent_processes("hf1")] == [pid]
 
     out = fleet_env.run("restart", "hf1", "--force")
-    new_pid = int(re.search(r"hf1: restarted \(pid (\d+)\)", out.stdout).group(1))
+    restarted = re.search(r"hf1: restarted \(pid (\d+)\)", out.stdout)
+    assert restarted, out.stdout
+    new_pid = int(restarted.group(1))
     assert new_pid != pid
     assert _gone(sleeps), [p.pid for p in sleeps]
     _assert_interrupted(fleet_env, job)
@@ -103,7 +105,9 @@ def test_logs_follow_prints_lines_written_later(fleet_env):
         cwd=fleet_env.root,
     )
     lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(follower.stdout), daemon=True)
+    stdout = follower.stdout
+    assert stdout is not None
+    reader = threading.Thread(target=lambda: lines.extend(stdout), daemon=True)
     reader.start()
     try:
         wait_until(lambda: lines, 15, "the last line of the log")
@@ -302,7 +306,9 @@ def test_readme_demo(fleet_env):
         timeout=120,
     )
     assert submit.returncode == 0, submit.stdout + submit.stderr
-    job = re.search(r"[0-9a-f]{8}-[0-9a-f-]{27}", submit.stdout + submit.stderr).group(0)
+    found = re.search(r"[0-9a-f]{8}-[0-9a-f-]{27}", submit.stdout + submit.stderr)
+    assert found, submit.stdout + submit.stderr
+    job = found.group(0)
     fleet_env.assert_completed(job)
     status = fleet_env.run("status")
     assert all(n in status.stdout for n in ("demo-01", "demo-02", "demo-03"))
