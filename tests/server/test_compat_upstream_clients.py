@@ -14,6 +14,7 @@ import re
 import tarfile
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_server_api import Clock
@@ -405,7 +406,10 @@ def test_secret_write_and_hand_out(lab, agent, clock):
         ).status_code
         == 403
     )
-    job = {"job_queue": "lab", "test_data": {"test_cmds": "env", "secrets": {"PW": "lab/pw"}}}
+    job: dict[str, Any] = {
+        "job_queue": "lab",
+        "test_data": {"test_cmds": "env", "secrets": {"PW": "lab/pw"}},
+    }
     assert cli.post("/v1/job", json=job).get_json()["message"] == "Validation error"
     job["test_data"]["secrets"]["TOKEN"] = "token"
     job["test_data"]["secrets"]["GONE"] = "missing"

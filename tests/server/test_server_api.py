@@ -593,7 +593,7 @@ def test_shared_token_gates_agent_endpoints(secured):
         "phase": "test",
         "log_data": "x",
     }
-    agent_only = [
+    agent_only: list[tuple[str, str, dict[str, Any]]] = [
         ("post", "/v1/agents/data/a1", {"json": {"state": "waiting"}}),
         ("post", "/v1/agents/queues", {"json": {"q": "d"}}),
         ("post", "/v1/agents/images", {"json": {"q": {"i": "u"}}}),
