@@ -14,9 +14,8 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import psutil
 import pytest
@@ -509,23 +508,27 @@ def supervisord_lifetimes(log: str) -> dict[str, list[int]]:
     return spawned
 
 
-@contextmanager
-def short_tmp_dir(prefix: str) -> Iterator[Path]:
-    """A new directory with a short path (a supervisord socket lives below it, and a unix
-    socket's path is short), removed afterwards unless TF_FLEET_KEEP_TMP=1."""
+class CleansUp(Protocol):
+    def cleanup(self) -> None: ...
+
+
+Made = TypeVar("Made", bound=CleansUp)
+
+
+def in_short_tmp_dir(prefix: str, make: Callable[[Path], Made]) -> Iterator[Made]:
+    """For a fixture: `make(root)` in a new directory with a short path (a supervisord
+    socket lives below it, and a unix socket's path is short); after the test its
+    `cleanup()`, then the directory is removed unless TF_FLEET_KEEP_TMP=1."""
     root = Path(tempfile.mkdtemp(prefix=prefix))
+    made = make(root)
     try:
-        yield root
+        yield made
     finally:
+        made.cleanup()
         if os.environ.get("TF_FLEET_KEEP_TMP") != "1":
             shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
 def fleet_env() -> Iterator[FleetEnv]:
-    with short_tmp_dir("tff-") as root:
-        env = FleetEnv(root)
-        try:
-            yield env
-        finally:
-            env.cleanup()
+    yield from in_short_tmp_dir("tff-", FleetEnv)

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
-from fixtures_fleet import FleetEnv, kill, processes_naming, short_tmp_dir
+from fixtures_fleet import FleetEnv, in_short_tmp_dir, kill, processes_naming
 
 pytest.importorskip("ansible")
 
@@ -197,12 +197,7 @@ RESTART = "tf_fleet : Restart every agent safely (tf-fleet restart --safe --all)
 
 @pytest.fixture
 def lab() -> Iterator[Lab]:
-    with short_tmp_dir("tfa-") as root:
-        lab = Lab(root)
-        try:
-            yield lab
-        finally:
-            lab.cleanup()
+    yield from in_short_tmp_dir("tfa-", Lab)
 
 
 def test_two_hosts_deploy_change_check_roll_and_down(lab: Lab) -> None:
