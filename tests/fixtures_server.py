@@ -17,6 +17,26 @@ from typing import Any
 import pytest
 import requests
 
+T0 = 1_780_000_000.0  # a fixed "now" (2026-05-28) so times in assertions are exact
+
+
+class Clock:
+    """The server's clock in tests of the app itself: it moves only when told."""
+
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
 
 def free_port() -> int:
     with socket.socket() as sock:

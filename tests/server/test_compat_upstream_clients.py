@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_server_api import Clock
+from fixtures_server import Clock
 
 from multiagent.server.accounts import Accounts
 from multiagent.server.app import create_app
@@ -30,11 +30,6 @@ def claims(jwt: str) -> dict:
     """What upstream's CLI reads from a token: the payload, unverified."""
     payload = jwt.split(".")[1]
     return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture

@@ -3,33 +3,15 @@
 from __future__ import annotations
 
 import io
-import tarfile
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fixtures_server import Clock, tar_gz
 
 from multiagent.server import SERVER_VERSION
 from multiagent.server.app import create_app
-
-T0 = 1_780_000_000.0  # a fixed "now" (2026-05-28) so times in assertions are exact
-
-
-class Clock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture
@@ -64,16 +46,6 @@ def agent_client(app, name: str, queues: list[str] | None = None):
 
 def pop(c, *queues: str):
     return c.get("/v1/job", query_string=[("queue", q) for q in queues or ("demo",)])
-
-
-def tar_gz(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 # -- health, slashes --------------------------------------------------------------------

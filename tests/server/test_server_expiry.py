@@ -7,18 +7,14 @@ import time
 from pathlib import Path
 
 import pytest
-from test_server_api import Clock, register, submit
+from fixtures_server import Clock
+from test_server_api import register, submit
 
 from multiagent.server.app import create_app
 from multiagent.server.expiry import Sweeper
 from multiagent.vocabulary import parse_duration
 
 DAY = 86400
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture
