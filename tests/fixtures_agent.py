@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 from fixtures_server import LocalServer, running_server, wait_for
+from prometheus_client.parser import text_string_to_metric_families
 
 from multiagent.vocabulary import drain_file_name, restart_file_name, status_file_name
 
@@ -217,6 +218,16 @@ class AgentProc:
         if self.proc is not None and self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait(5)
+
+
+def metric_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Prometheus text as prometheus_client's own parser reads it: {(sample name, sorted
+    labels): value}."""
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def job(agent: AgentProc, test_cmds: str | None = None, **extra: Any) -> dict[str, Any]:

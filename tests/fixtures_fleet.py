@@ -86,8 +86,7 @@ class FleetEnv:
     def start(self, fleet: dict[str, Any]) -> dict[str, int]:
         """Write the fleet, `up`, wait until every agent runs (and tf-agents polled);
         returns the agents' pids."""
-        self.write(fleet)
-        self.run("up")
+        self.up(fleet)
 
         upstream = fleet["defaults"].get("agent_command") == UPSTREAM_LIKE
 
@@ -208,7 +207,7 @@ class FleetEnv:
         output never did."""
         ready = when if callable(when) else (lambda text: when in text)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "multiagent", "-c", str(self.fleet_file), *args],
+            self.command(*args),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -278,15 +277,26 @@ class FleetEnv:
         assert statuses.get("test") == 0, result
         assert all(code == 0 for code in statuses.values()), statuses
 
+    def up(
+        self, fleet: dict[str, Any], *args: str, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """Write `fleet` as the fleet file, then `tf-fleet up *args`."""
+        self.write(fleet)
+        return self.run("up", *args, check=check)
+
     def write(self, fleet: dict[str, Any]) -> None:
         fleet.setdefault("state_dir", str(self.state_dir))
         self.fleet_file.write_text(yaml.safe_dump(fleet, sort_keys=False))
+
+    def command(self, *args: str) -> list[str]:
+        """tf-fleet with this fleet's file, as a user runs it."""
+        return [sys.executable, "-m", "multiagent", "-c", str(self.fleet_file), *args]
 
     def run(
         self, *args: str, check: bool = True, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
-            [sys.executable, "-m", "multiagent", "-c", str(self.fleet_file), *args],
+            self.command(*args),
             capture_output=True,
             text=True,
             timeout=timeout,

@@ -10,7 +10,7 @@ import sys
 import tarfile
 import time
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 from fixtures_agent import STATUS_KEYS
@@ -23,6 +23,9 @@ from multiagent.agent.metrics import Metrics
 from multiagent.agent.status import DrainFlag, NameGuard, NameTaken, StatusFile
 from multiagent.agent.triggers import DirWatch, Triggers, Waker
 from multiagent.vocabulary import ALL_PHASES, DRAIN, HOLD
+
+if TYPE_CHECKING:
+    from multiagent.agent import loop
 
 MINIMAL = {"agent_id": "a1", "server_address": "127.0.0.1:9", "job_queues": ["q"]}
 
@@ -351,20 +354,24 @@ def test_lost_watch_falls_back_to_polling(tmp_path, monkeypatch, caplog):
     assert "inotify watch lost" in caplog.text
 
 
-def test_idle_wait_loop_uses_events_not_ticks(tmp_path, monkeypatch):
-    """_wait_idle looks at the files on a relevant event and every RECHECK, not every POLL_TICK."""
+def _loop_agent(run_dir: Path, restart_dir: Path) -> loop.Agent:
+    """tf-agent's main loop as agent "a1" of the minimal config, files in `run_dir`."""
     from multiagent.agent import loop
 
-    monkeypatch.delenv("TF_AGENT_NO_INOTIFY", raising=False)
-    (tmp_path / "restart").mkdir()
-    cfg = config.validate("c", dict(MINIMAL))
-    agent = loop.Agent(
-        cfg,
-        StatusFile(str(tmp_path), "a1"),
-        DrainFlag(str(tmp_path), "a1"),
-        Triggers("a1", str(tmp_path / "restart")),
+    return loop.Agent(
+        config.validate("c", dict(MINIMAL)),
+        StatusFile(str(run_dir), "a1"),
+        DrainFlag(str(run_dir), "a1"),
+        Triggers("a1", str(restart_dir)),
         Metrics("a1"),
     )
+
+
+def test_idle_wait_loop_uses_events_not_ticks(tmp_path, monkeypatch):
+    """_wait_idle looks at the files on a relevant event and every RECHECK, not every POLL_TICK."""
+    monkeypatch.delenv("TF_AGENT_NO_INOTIFY", raising=False)
+    (tmp_path / "restart").mkdir()
+    agent = _loop_agent(tmp_path, tmp_path / "restart")
     looks = []
     real = agent.drain.read
 
@@ -521,14 +528,7 @@ class _StubClient:
 def test_heartbeat_reposts_server_state(tmp_path):
     from multiagent.agent import loop
 
-    cfg = config.validate("c", dict(MINIMAL))
-    agent = loop.Agent(
-        cfg,
-        StatusFile(str(tmp_path), "a1"),
-        DrainFlag(str(tmp_path), "a1"),
-        Triggers("a1", str(tmp_path)),
-        Metrics("a1"),
-    )
+    agent = _loop_agent(tmp_path, tmp_path)
     stub = _StubClient({"state": "offline", "comment": "lab"})
     agent.client = cast(Client, stub)
     agent.last_agent_post = time.monotonic()

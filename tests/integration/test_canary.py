@@ -46,8 +46,7 @@ def test_a_change_that_fails_its_jobs_stops_at_the_canary_and_is_rolled_back(fle
     job = fleet_env.hold_running("q-cb2")
     old_confs = {n: _conf(fleet_env, n) for n in names}
     fleet["defaults"]["test_command"] = "false"
-    fleet_env.write(fleet)
-    up = fleet_env.run("up", "--canary", "1", "--canary-job", _smoke(fleet_env), check=False)
+    up = fleet_env.up(fleet, "--canary", "1", "--canary-job", _smoke(fleet_env), check=False)
     assert up.returncode == 1, up.stdout + up.stderr
     assert "canary gate failed: cb1: canary job" in up.stderr and "failed" in up.stderr
     assert "rolled back cb1" in up.stderr
@@ -65,8 +64,7 @@ def test_an_agent_that_does_not_start_is_rolled_back_and_by_hand_too(fleet_env):
     fleet = fleet_env.agent_fleet(names, {n: [f"q-{n}"] for n in names})
     before = fleet_env.start(fleet)
     fleet["defaults"]["agent_command"] = "/bin/false"  # a new agent version that dies at once
-    fleet_env.write(fleet)
-    up = fleet_env.run("up", "--canary", "1", check=False)
+    up = fleet_env.up(fleet, "--canary", "1", check=False)
     assert up.returncode == 1, up.stdout + up.stderr
     assert "canary gate failed: cr1: FAILED: did not come back" in up.stderr, up.stderr
     rows = fleet_env.status()
@@ -75,8 +73,7 @@ def test_an_agent_that_does_not_start_is_rolled_back_and_by_hand_too(fleet_env):
     # A good change, then `tf-fleet rollback` by hand puts both back.
     fleet["defaults"].pop("agent_command")
     fleet["defaults"]["location"] = "rack 7"
-    fleet_env.write(fleet)
-    fleet_env.run("up")
+    fleet_env.up(fleet)
     assert all("rack 7" in _conf(fleet_env, n) for n in names)
     back = fleet_env.run("rollback")
     assert "2/2 rolled back." in back.stdout, back.stdout

@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 
 import psutil
 from fixtures_fleet import wait_until
@@ -34,7 +33,7 @@ def test_two_changing_commands_take_turns(fleet_env):
         assert "pid 4242 (tf-fleet up) is changing this fleet" in refused.stderr
         assert "Traceback" not in refused.stderr
         waiting = subprocess.Popen(
-            [sys.executable, "-m", "multiagent", "-c", str(fleet_env.fleet_file), "drain", "lk1"],
+            fleet_env.command("drain", "lk1"),
             stderr=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

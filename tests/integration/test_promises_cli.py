@@ -97,8 +97,7 @@ def test_hard_restart_force_mid_job_replaces_the_process_and_kills_the_job(fleet
 def test_logs_follow_prints_lines_written_later(fleet_env):
     fleet_env.start(fleet_env.agent_fleet(["lf1"], {"lf1": ["q-lf"]}))
     follower = subprocess.Popen(
-        [sys.executable, "-m", "multiagent", "-c", str(fleet_env.fleet_file)]
-        + ["logs", "lf1", "-f", "-n", "1"],
+        fleet_env.command("logs", "lf1", "-f", "-n", "1"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -264,16 +263,13 @@ def test_up_never_restarts_supervisord(fleet_env):
         assert psutil.Process(supervisord).create_time() == created
 
     fleet["agents"]["ns3"] = {"job_queues": ["shared"]}
-    fleet_env.write(fleet)
-    assert "1 add" in fleet_env.run("up").stdout
+    assert "1 add" in fleet_env.up(fleet).stdout
     same_supervisord()
     fleet["agents"]["ns1"]["environment"] = {"LAB_MARK": "x"}
-    fleet_env.write(fleet)
-    assert "1 replace" in fleet_env.run("up").stdout
+    assert "1 replace" in fleet_env.up(fleet).stdout
     same_supervisord()
     del fleet["agents"]["ns2"]
-    fleet_env.write(fleet)
-    assert "1 remove" in fleet_env.run("up").stdout
+    assert "1 remove" in fleet_env.up(fleet).stdout
     same_supervisord()
     assert set(fleet_env.status()) == {"ns1", "ns3"}
 

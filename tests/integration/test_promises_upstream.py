@@ -83,8 +83,7 @@ def test_up_replaces_changed_upstream_agents(fleet_env):
     old = fleet_env.start(fleet)
     for name in names:
         fleet["agents"][name]["environment"] = {"LAB_MARK": "blue"}
-    fleet_env.write(fleet)
-    out = fleet_env.run("up", check=False)
+    out = fleet_env.up(fleet, check=False)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "3 replace" in out.stdout
     new = fleet_env.wait_all_running(names)
@@ -116,8 +115,7 @@ def test_up_removes_dropped_upstream_agents(fleet_env):
     pids = fleet_env.start(fleet)
     for name in names[1:]:
         del fleet["agents"][name]
-    fleet_env.write(fleet)
-    out = fleet_env.run("up", check=False)
+    out = fleet_env.up(fleet, check=False)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "3 remove" in out.stdout
     fleet_env.wait_for(

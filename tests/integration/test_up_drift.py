@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -30,8 +29,7 @@ def _fleet() -> dict:
 
 def _settled(fleet_env) -> dict[str, int]:
     """Up twice: the second reuses the record the first wrote, and touches nothing."""
-    fleet_env.write(_fleet())
-    fleet_env.run("up")
+    fleet_env.up(_fleet())
     record = fleet_env.state_dir / "supervisor/rendered.json"
     assert record.is_file() and record.stat().st_mode & 0o777 == 0o600
     assert fleet_env.run("up").stdout.strip() == "3 unchanged"
@@ -126,8 +124,7 @@ def test_a_changed_fleet_file_renders_again(fleet_env):
     pids = _settled(fleet_env)
     fleet = _fleet()
     fleet["agents"]["d-3"]["environment"] = {"LAB": "x"}
-    fleet_env.write(fleet)
-    assert "1 replace, 2 unchanged" in fleet_env.run("up").stdout
+    assert "1 replace, 2 unchanged" in fleet_env.up(fleet).stdout
     assert 'LAB="x"' in _program(fleet_env, "d-3").read_text()
     _only_changed(fleet_env, pids, "d-3")
 
@@ -147,9 +144,13 @@ def test_a_template_changed_by_an_upgrade_replaces_every_agent(fleet_env, tmp_pa
 
     def run_upgraded(*args: str) -> str:
         env = {**os.environ, "PYTHONPATH": str(upgraded)}
-        cmd = [sys.executable, "-m", "multiagent", "-c", str(fleet_env.fleet_file), *args]
         proc = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=120, env=env, cwd=fleet_env.root
+            fleet_env.command(*args),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+            cwd=fleet_env.root,
         )
         assert proc.returncode == 0, proc.stdout + proc.stderr
         return proc.stdout
