@@ -24,6 +24,15 @@ def client(app):
     return app.test_client()
 
 
+# One output fragment of the test phase, as an agent posts it.
+FRAGMENT = {
+    "fragment_number": 0,
+    "timestamp": "2026-05-28T20:30:00+00:00",
+    "phase": "test",
+    "log_data": "x",
+}
+
+
 def register(client, name: str = "agent-1", **fields: Any):
     body = {"state": "waiting", "queues": ["demo"], **fields}
     resp = client.post(f"/v1/agents/data/{name}", json=body)
@@ -507,12 +516,7 @@ def test_log_post_is_strict(client, body):
 
 def test_bad_log_type_is_clean_404(client):
     job_id = submit(client)
-    frag = {
-        "fragment_number": 0,
-        "timestamp": "2026-05-28T20:30:00+00:00",
-        "phase": "test",
-        "log_data": "x",
-    }
+    frag = FRAGMENT
     for resp in (
         client.post(f"/v1/result/{job_id}/log/bogus", json=frag),
         client.get(f"/v1/result/{job_id}/log/bogus"),
@@ -559,12 +563,7 @@ def secured(tmp_path: Path, clock: Clock):
 
 def test_shared_token_gates_agent_endpoints(secured):
     job_id = str(uuid.uuid4())
-    frag = {
-        "fragment_number": 0,
-        "timestamp": "2026-05-28T20:30:00+00:00",
-        "phase": "test",
-        "log_data": "x",
-    }
+    frag = FRAGMENT
     agent_only: list[tuple[str, str, dict[str, Any]]] = [
         ("post", "/v1/agents/data/a1", {"json": {"state": "waiting"}}),
         ("post", "/v1/agents/queues", {"json": {"q": "d"}}),
