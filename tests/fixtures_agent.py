@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 import yaml
-from fixtures_server import LocalServer
+from fixtures_server import LocalServer, running_server, wait_for
+from prometheus_client.parser import text_string_to_metric_families
 
 from multiagent.vocabulary import drain_file_name, restart_file_name, status_file_name
 
@@ -37,18 +38,6 @@ STATUS_KEYS = {
     "version",
     "written_at",
 }
-
-
-def wait_for(
-    cond: Callable[[], Any], timeout: float = 10.0, step: float = 0.02, what: str = "condition"
-) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def holds_until(
@@ -82,6 +71,28 @@ def pid_alive(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return False
     return state != "Z"
+
+
+# Processes a test's phases started, read from their pid files: they end with the test.
+_phase_pids: list[int] = []
+
+
+def read_pid(path: Path, timeout: float = 10) -> int:
+    """The pid a job's command wrote to `path` (waiting for it); the process is ended
+    (SIGKILL) after the test if the agent failed to end it."""
+    text = wait_for(lambda: path.exists() and path.read_text().strip(), timeout, what=str(path))
+    _phase_pids.append(int(text))
+    return int(text)
+
+
+@pytest.fixture(autouse=True)
+def _end_phase_processes() -> Iterator[None]:
+    """If the agent failed to kill a process of a test's job, the test still ends it."""
+    yield
+    while _phase_pids:
+        pid = _phase_pids.pop()
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
 
 
 class AgentProc:
@@ -209,6 +220,16 @@ class AgentProc:
             self.proc.wait(5)
 
 
+def metric_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Prometheus text as prometheus_client's own parser reads it: {(sample name, sorted
+    labels): value}."""
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
 def job(agent: AgentProc, test_cmds: str | None = None, **extra: Any) -> dict[str, Any]:
     body: dict[str, Any] = {"job_queue": agent.queue, **extra}
     if test_cmds is not None:
@@ -219,13 +240,8 @@ def job(agent: AgentProc, test_cmds: str | None = None, **extra: Any) -> dict[st
 @pytest.fixture(scope="module")
 def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
     """One server for a module's agents (each agent has its own queue and name)."""
-    base = tmp_path_factory.mktemp("server")
-    server = LocalServer(base / "server.db", base / "server.log")
-    server.start()
-    try:
+    with running_server(tmp_path_factory.mktemp("server")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -15,13 +15,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import psutil
 import pytest
 import requests
 import yaml
-from fixtures_server import free_port
+from fixtures_server import free_port, wait_for
 
 from multiagent.fleet.model.layout import Layout
 
@@ -86,8 +86,7 @@ class FleetEnv:
     def start(self, fleet: dict[str, Any]) -> dict[str, int]:
         """Write the fleet, `up`, wait until every agent runs (and tf-agents polled);
         returns the agents' pids."""
-        self.write(fleet)
-        self.run("up")
+        self.up(fleet)
 
         upstream = fleet["defaults"].get("agent_command") == UPSTREAM_LIKE
 
@@ -104,15 +103,24 @@ class FleetEnv:
                 return False
 
         self.wait_for(lambda: all(reported(n) for n in fleet["agents"]), what="every agent to poll")
-        rows = self.wait_for(
-            lambda: (
-                (rows := self.status())
-                and all(row["process"] == "RUNNING" for row in rows.values())
-                and rows
-            ),
-            what="every agent to run",
-        )
-        return {name: row["pid"] for name, row in rows.items()}
+        return self.wait_all_running()
+
+    def pids(self) -> dict[str, int]:
+        """Each agent's pid, as `status` shows it (0 for a process that does not run)."""
+        return {name: row["pid"] for name, row in self.status().items()}
+
+    def wait_all_running(self, names: list[str] | None = None) -> dict[str, int]:
+        """Wait until `status` shows every agent (or those `names`) RUNNING; their pids."""
+
+        def running() -> dict[str, int] | None:
+            rows = self.status()
+            chosen = {n: rows[n] for n in names} if names is not None else rows
+            if chosen and all(row["process"] == "RUNNING" for row in chosen.values()):
+                return {name: row["pid"] for name, row in chosen.items()}
+            return None
+
+        pids: dict[str, int] = self.wait_for(running, what="every agent to run")
+        return pids
 
     def status_file(self, name: str) -> dict[str, Any]:
         try:
@@ -158,7 +166,7 @@ class FleetEnv:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def submit(self, queue: str, seconds: float, commands: str | None = None) -> str:
-        job = {
+        job: dict[str, Any] = {
             "job_queue": queue,
             "test_data": {"test_cmds": commands or f"echo working; sleep {seconds}; echo ok"},
         }
@@ -173,6 +181,12 @@ class FleetEnv:
         wait = f"while [ ! -e {gate} ]; do sleep 0.05; done"
         job = self.submit(queue, 0, f"echo working; {wait}; echo ok")
         self.gates[job] = gate
+        return job
+
+    def hold_running(self, queue: str) -> str:
+        """A held job (`submit_held`), once it runs its test phase."""
+        job = self.submit_held(queue)
+        self.wait_running(job)
         return job
 
     def release(self, *jobs: str) -> None:
@@ -193,7 +207,7 @@ class FleetEnv:
         output never did."""
         ready = when if callable(when) else (lambda text: when in text)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "multiagent", "-c", str(self.fleet_file), *args],
+            self.command(*args),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -263,15 +277,26 @@ class FleetEnv:
         assert statuses.get("test") == 0, result
         assert all(code == 0 for code in statuses.values()), statuses
 
+    def up(
+        self, fleet: dict[str, Any], *args: str, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """Write `fleet` as the fleet file, then `tf-fleet up *args`."""
+        self.write(fleet)
+        return self.run("up", *args, check=check)
+
     def write(self, fleet: dict[str, Any]) -> None:
         fleet.setdefault("state_dir", str(self.state_dir))
         self.fleet_file.write_text(yaml.safe_dump(fleet, sort_keys=False))
+
+    def command(self, *args: str) -> list[str]:
+        """tf-fleet with this fleet's file, as a user runs it."""
+        return [sys.executable, "-m", "multiagent", "-c", str(self.fleet_file), *args]
 
     def run(
         self, *args: str, check: bool = True, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
-            [sys.executable, "-m", "multiagent", "-c", str(self.fleet_file), *args],
+            self.command(*args),
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -287,6 +312,16 @@ class FleetEnv:
     def status(self) -> dict[str, dict[str, Any]]:
         proc = self.run("status", "--json", check=False)
         return {a["name"]: a for a in json.loads(proc.stdout)["agents"]}
+
+    def ctl_command(self) -> list[str]:
+        """supervisorctl for this fleet's own supervisord."""
+        conf = self.state_dir / "supervisor" / "supervisord.conf"
+        return [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(conf)]
+
+    def ctl(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*self.ctl_command(), *args], capture_output=True, text=True, timeout=60, check=check
+        )
 
     def supervisord_pid(self) -> int | None:
         try:
@@ -329,20 +364,30 @@ class FleetEnv:
         supervisord first, so that it respawns nothing, then to everything below it and
         every process whose command line names this test's own directory, whoever its
         parent is now (a test may have killed supervisord)."""
-        for procs in (self.processes()[:1], [*self.processes(), *self.own_processes()]):
-            for proc in procs:
-                try:
-                    proc.send_signal(signal.SIGKILL)
-                except psutil.NoSuchProcess:
-                    pass
+        kill(self.processes()[:1])
+        kill([*self.processes(), *self.own_processes()])
 
     def own_processes(self) -> list[psutil.Process]:
-        root = str(self.root) + "/"
-        found = []
-        for proc in psutil.process_iter(["cmdline"]):
-            if proc.pid != os.getpid() and any(root in w for w in proc.info["cmdline"] or []):
-                found.append(proc)
-        return found
+        return processes_naming(self.root)
+
+
+def processes_naming(root: Path) -> list[psutil.Process]:
+    """Every process (but this one) whose command line names a path below `root`."""
+    mark = str(root) + "/"
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if proc.pid != os.getpid() and any(mark in w for w in proc.info["cmdline"] or []):
+            found.append(proc)
+    return found
+
+
+def kill(procs: list[psutil.Process]) -> None:
+    """SIGKILL to each of `procs` still there."""
+    for proc in procs:
+        try:
+            proc.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
 
 
 def agent_pids(state_dir: Path) -> list[tuple[int, str]]:
@@ -365,7 +410,7 @@ def agent_pids(state_dir: Path) -> list[tuple[int, str]]:
         for word in words:
             if word.startswith(marker) and word.endswith(b"/testflinger-agent.conf"):
                 found.append((int(entry.name), os.fsdecode(word[len(marker) :].split(b"/")[0])))
-    names = dict(found)
+    names: dict[int | None, str] = dict(found)
     return [(pid, name) for pid, name in found if names.get(_parent_pid(pid)) != name]
 
 
@@ -377,15 +422,9 @@ def _parent_pid(pid: int) -> int | None:
         return None
 
 
-def wait_until(predicate, timeout: float = 30.0, what: str = "condition") -> Any:
+def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
     """Wait for an event with a deadline; returns the predicate's first truthy value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    return wait_for(predicate, timeout, step=0.1, what=what)
 
 
 class ProcessSampler:
@@ -479,14 +518,27 @@ def supervisord_lifetimes(log: str) -> dict[str, list[int]]:
     return spawned
 
 
-@pytest.fixture
-def fleet_env() -> Iterator[FleetEnv]:
-    # Short path: the supervisord socket lives in the state dir (unix path limit).
-    root = Path(tempfile.mkdtemp(prefix="tff-"))
-    env = FleetEnv(root)
+class CleansUp(Protocol):
+    def cleanup(self) -> None: ...
+
+
+Made = TypeVar("Made", bound=CleansUp)
+
+
+def in_short_tmp_dir(prefix: str, make: Callable[[Path], Made]) -> Iterator[Made]:
+    """For a fixture: `make(root)` in a new directory with a short path (a supervisord
+    socket lives below it, and a unix socket's path is short); after the test its
+    `cleanup()`, then the directory is removed unless TF_FLEET_KEEP_TMP=1."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    made = make(root)
     try:
-        yield env
+        yield made
     finally:
-        env.cleanup()
+        made.cleanup()
         if os.environ.get("TF_FLEET_KEEP_TMP") != "1":
             shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def fleet_env() -> Iterator[FleetEnv]:
+    yield from in_short_tmp_dir("tff-", FleetEnv)

@@ -1,22 +1,79 @@
-"""A real `tf-fleet server` on a loopback port, started and stopped by the test."""
+"""A real `tf-fleet server` on a loopback port, started and stopped by the test; the
+waiting and port helpers every fixture module shares."""
 
 from __future__ import annotations
 
+import io
 import socket
 import subprocess
 import sys
+import tarfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
+
+T0 = 1_780_000_000.0  # a fixed "now" (2026-05-28) so times in assertions are exact
+
+
+class Clock:
+    """The server's clock in tests of the app itself: it moves only when told."""
+
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for(
+    cond: Callable[[], Any], timeout: float = 10.0, step: float = 0.02, what: str = "condition"
+) -> Any:
+    """Wait for an event with a deadline; returns the condition's first truthy value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def tar_member(tar: tarfile.TarFile, name: str) -> bytes:
+    """The content of regular file `name` in `tar`."""
+    member = tar.extractfile(name)
+    assert member is not None, f"{name} is not a regular file in the archive"
+    return member.read()
+
+
+def tar_gz(files: dict[str, bytes]) -> bytes:
+    """A gzipped tar archive of `files` (member name: content), as attachments travel."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
 
 
 class LocalServer:
@@ -139,11 +196,20 @@ class LocalServer:
         raise AssertionError(f"job {job_id} stayed {state!r}, expected one of {states}")
 
 
-@pytest.fixture
-def tf_server(tmp_path: Path) -> Iterator[LocalServer]:
-    server = LocalServer(tmp_path / "server.db", tmp_path / "server.log")
+@contextmanager
+def running_server(
+    base: Path, name: str = "server", extra_args: list[str] | None = None
+) -> Iterator[LocalServer]:
+    """A started server with its db and log `base/NAME.db`, `base/NAME.log`; stopped after."""
+    server = LocalServer(base / f"{name}.db", base / f"{name}.log", extra_args)
     server.start()
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def tf_server(tmp_path: Path) -> Iterator[LocalServer]:
+    with running_server(tmp_path) as server:
+        yield server

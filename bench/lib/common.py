@@ -36,7 +36,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for(cond: Callable[[], T], timeout: float, what: str, interval: float = 0.005) -> T:
+def wait_for(cond: Callable[[], T | None], timeout: float, what: str, interval: float = 0.005) -> T:
+    """The first truthy value of `cond()`, looked at every `interval` s until `timeout`."""
     deadline = time.monotonic() + timeout
     while True:
         value = cond()

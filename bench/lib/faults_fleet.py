@@ -99,7 +99,8 @@ class SoakFleet:
             )
             rc, out = proc.returncode, (proc.stdout + proc.stderr)
         except subprocess.TimeoutExpired as exc:
-            rc, out = -1, f"timed out after {timeout:.0f} s: {exc.stdout or ''}{exc.stderr or ''}"
+            told = "".join(_text(part) for part in (exc.stdout, exc.stderr))
+            rc, out = -1, f"timed out after {timeout:.0f} s: {told}"
         tail = " / ".join(line.strip() for line in str(out).strip().splitlines()[-4:])
         return Cmd(list(args), rc, time.monotonic() - t0, tail[-600:])
 
@@ -226,3 +227,10 @@ class SoakFleet:
         for row in rows:
             out.setdefault(row["job_id"], []).append(row["log_data"])
         return {k: "".join(v) for k, v in out.items()}
+
+
+def _text(output: bytes | str | None) -> str:
+    """What a timed-out command printed: bytes there, whatever `text=True` asked for."""
+    if isinstance(output, bytes):
+        return output.decode(errors="replace")
+    return output or ""

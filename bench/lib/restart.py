@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from multiagent.fleet.host.procinfo import process_start_time
@@ -191,10 +192,10 @@ def bare_roll(bare: BareSupervisor, parallel: int) -> float:
         batch = bare.names[i : i + parallel]
         for name in batch:
             bare.rpc.stopProcess(name, False)
-        wait_for(lambda b=batch: bare.all_in("STOPPED", b), 60, "a batch STOPPED", 0.05)
+        wait_for(partial(bare.all_in, "STOPPED", batch), 60, "a batch STOPPED", 0.05)
         for name in batch:
             bare.rpc.startProcess(name, False)
-        wait_for(lambda b=batch: bare.all_in("RUNNING", b), 60, "a batch RUNNING", 0.05)
+        wait_for(partial(bare.all_in, "RUNNING", batch), 60, "a batch RUNNING", 0.05)
     return time.perf_counter() - t0
 
 

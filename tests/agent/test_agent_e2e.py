@@ -6,34 +6,18 @@ import io
 import json
 import os
 import signal
-import socket
 import sys
 import tarfile
 import time
-from pathlib import Path
 
 import pytest
 import requests
-from fixtures_agent import (
-    STATUS_KEYS,
-    AgentProc,
-    holds_until,
-    job,
-    make_agent,
-    pid_alive,
-    shared_server,
-    wait_for,
-)
-
-__all__ = ["make_agent", "shared_server"]  # fixtures, imported for pytest
+from fixtures_agent import STATUS_KEYS, AgentProc, holds_until, job, pid_alive, read_pid, wait_for
+from fixtures_server import free_port, running_server, tar_gz, tar_member
 
 PY = sys.executable
 CONNECTOR = f"{PY} -m multiagent.connectors.local"
 GRANDCHILD = "sh -c 'sleep 600 & echo $! > {pidfile}; wait'"
-
-
-def result(server, job_id: str) -> dict:
-    return server.result(job_id)
 
 
 def log_output(server, job_id: str, phase: str) -> str:
@@ -50,31 +34,6 @@ def cancel(server, job_id: str) -> None:
         f"{server.url}/v1/job/{job_id}/action", json={"action": "cancel"}, timeout=5
     )
     resp.raise_for_status()
-
-
-_grandchildren: list[int] = []
-
-
-def read_pid(path: Path) -> int:
-    pid = int(wait_for(lambda: path.exists() and path.read_text().strip(), 10, what=f"{path}"))
-    _grandchildren.append(pid)
-    return pid
-
-
-@pytest.fixture(autouse=True)
-def _reap_grandchildren():
-    """If the agent failed to kill a test's grandchild, the test still ends it (by pid)."""
-    yield
-    while _grandchildren:
-        pid = _grandchildren.pop()
-        if pid_alive(pid):
-            os.kill(pid, signal.SIGKILL)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_full_job_end_to_end(shared_server, make_agent, tmp_path):
@@ -110,7 +69,7 @@ def test_full_job_end_to_end(shared_server, make_agent, tmp_path):
     assert agent.status()["state"] == "test" and agent.status()["job_id"] == job_id
     gate.touch()
     shared_server.wait_job_state(job_id, {"complete"}, timeout=15)
-    res = result(shared_server, job_id)
+    res = shared_server.result(job_id)
     for phase in ("setup", "provision", "firmware_update", "test", "reserve", "cleanup"):
         assert res[f"{phase}_status"] == 0, (phase, res)
     assert "allocate_status" not in res  # no allocate_data: skipped
@@ -122,7 +81,7 @@ def test_full_job_end_to_end(shared_server, make_agent, tmp_path):
     with tarfile.open(fileobj=io.BytesIO(art.content)) as tar:
         names = tar.getnames()
         assert "artifacts/sub/a.txt" in names
-        assert tar.extractfile("artifacts/sub/a.txt").read() == b"art\n"
+        assert tar_member(tar, "artifacts/sub/a.txt") == b"art\n"
     st = agent.wait_status(lambda s: s["state"] == "waiting", what="idle again")
     assert st["job_id"] is None and st["phase"] is None
     assert set(st) == STATUS_KEYS
@@ -149,7 +108,7 @@ def test_stop_condition_kills_process_group(shared_server, make_agent, tmp_path,
         cancel(shared_server, job_id)
     agent.wait_status(lambda s: s["job_id"] is None and s["state"] == "waiting", 10, what="job end")
     wait_for(lambda: not pid_alive(grandchild), 3, what="grandchild gone")
-    res = result(shared_server, job_id)
+    res = shared_server.result(job_id)
     assert res["test_status"] == 247
     assert res["cleanup_status"] == 0 and "cleanup ran" in res["cleanup_output"]
     expected = {
@@ -175,7 +134,7 @@ def test_sigterm_during_job(shared_server, make_agent, tmp_path):
     assert agent.wait_exit(5) == 0
     assert time.monotonic() - start < 3
     wait_for(lambda: not pid_alive(grandchild), 3, what="grandchild gone")
-    res = result(shared_server, job_id)
+    res = shared_server.result(job_id)
     assert res["job_state"] == "cancelled" and res["test_status"] == 247
     assert "cleanup_status" not in res  # a forced stop skips cleanup
     assert agent.status()["state"] == "stopped"
@@ -283,7 +242,7 @@ def test_restart_when_busy_finishes_job(shared_server, make_agent, trigger, tmp_
     assert agent.proc.poll() is None
     gate.touch()
     assert agent.wait_exit(15) == 1
-    res = result(shared_server, job_id)
+    res = shared_server.result(job_id)
     assert res["job_state"] == "complete" and res["test_status"] == 0
     assert "slept" in res["test_output"]
     assert not agent.restart_file.exists()
@@ -328,23 +287,13 @@ def test_second_instance_refused(shared_server, make_agent):
     assert agent.proc.poll() is None
 
 
-def _attachment_tar(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
 @pytest.mark.parametrize("member", ["test/hello.txt", "test/../../x", "/tmp/abs-x"])
 def test_attachments(shared_server, make_agent, member):
     agent = make_agent(shared_server.url, test_command="cat attachments/test/hello.txt").start()
     job_id = shared_server.submit(
         job(agent, "x") | {"test_data": {"test_cmds": "x", "attachments": [{"agent": "hello.txt"}]}}
     )
-    payload = _attachment_tar({member: b"hello attachment\n"})
+    payload = tar_gz({member: b"hello attachment\n"})
     resp = requests.post(
         f"{shared_server.url}/v1/job/{job_id}/attachments",
         files={"file": ("file", payload)},
@@ -352,7 +301,7 @@ def test_attachments(shared_server, make_agent, member):
     )
     resp.raise_for_status()
     shared_server.wait_job_state(job_id, {"complete"}, timeout=10)
-    res = result(shared_server, job_id)
+    res = shared_server.result(job_id)
     if member == "test/hello.txt":
         assert res["test_status"] == 0 and "hello attachment" in res["test_output"]
     else:
@@ -406,26 +355,20 @@ def test_outcome_survives_server_outage(tf_server, make_agent, tmp_path):
     tf_server.start()
     tf_server.wait_job_state(job_id, {"complete"}, timeout=40)
     wait_for(lambda: not list(results.iterdir()), 5, what="store emptied")
-    res = result(tf_server, job_id)
+    res = tf_server.result(job_id)
     assert res["test_status"] == 0
     assert res["test_output"].count("after") == 1  # unsent fragments delivered once
     art = requests.get(f"{tf_server.url}/v1/result/{job_id}/artifact", timeout=5)
     with tarfile.open(fileobj=io.BytesIO(art.content)) as tar:
-        assert tar.extractfile("artifacts/k.txt").read() == b"kept\n"
+        assert tar_member(tar, "artifacts/k.txt") == b"kept\n"
     assert agent.log_text.count(f"delivered stored outcome of job {job_id}") == 1
     agent.wait_status(lambda s: s["server_reachable"] and s["state"] == "waiting")
 
 
 def test_token_auth(tmp_path, make_agent):
-    from fixtures_server import LocalServer
-
     token_file = tmp_path / "server-token"
     token_file.write_text("s3cret-token")
-    server = LocalServer(
-        tmp_path / "auth.db", tmp_path / "auth.log", extra_args=["--token-file", str(token_file)]
-    )
-    server.start()
-    try:
+    with running_server(tmp_path, "auth", ["--token-file", str(token_file)]) as server:
         refresh = tmp_path / "refresh.json"
         refresh.write_text(json.dumps({"refresh_token": "s3cret-token"}))
         agent = make_agent(server.url, test_command="echo authed").start(
@@ -440,8 +383,6 @@ def test_token_auth(tmp_path, make_agent):
         job_id = resp.json()["job_id"]
         server.wait_job_state(job_id, {"complete"}, timeout=10)
         assert "authed" in server.result(job_id)["test_output"]
-    finally:
-        server.stop()
 
 
 def _set_server_state(server, agent, state: str, comment: str = "") -> None:
@@ -478,7 +419,7 @@ def test_recovery_failure_sets_offline(shared_server, make_agent):
     ).start()
     job_id = shared_server.submit(job(agent, "x", provision_data={"url": "u"}))
     shared_server.wait_job_state(job_id, {"complete"}, timeout=10)
-    res = result(shared_server, job_id)
+    res = shared_server.result(job_id)
     assert res["provision_status"] == 46 and "test_status" not in res
     agent.wait_status(lambda s: s["state"] == "offline", 3, what="offline")
     data = requests.get(f"{shared_server.url}/v1/agents/data/{agent.name}", timeout=5).json()
@@ -508,9 +449,9 @@ def test_allocate_waits_until_cancelled(shared_server, make_agent):
         job(agent, None, allocate_data={"allocate": True}, reserve_data={"timeout": 1})
     )
     shared_server.wait_job_state(job_id, {"allocated"}, timeout=10)
-    assert result(shared_server, job_id)["device_info"]["device_ip"] == "127.0.0.1"
+    assert shared_server.result(job_id)["device_info"]["device_ip"] == "127.0.0.1"
     cancel(shared_server, job_id)
     agent.wait_status(lambda s: s["state"] == "waiting" and s["job_id"] is None, 10, what="job end")
-    res = result(shared_server, job_id)
+    res = shared_server.result(job_id)
     assert res["allocate_status"] == 0 and res["cleanup_status"] == 0
     assert "reserve_status" not in res and res["job_state"] == "cancelled"

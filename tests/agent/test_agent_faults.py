@@ -15,51 +15,18 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 import requests
 import yaml
-from fixtures_agent import AgentProc, job, make_agent, shared_server, wait_for
+from fixtures_agent import AgentProc, job, pid_alive, read_pid, wait_for
 
 from multiagent.vocabulary import EXIT_AGENT_ERROR, EXIT_NAME_TAKEN, status_file_name
-
-__all__ = ["make_agent", "shared_server"]  # fixtures, imported for pytest
 
 CONNECTOR = f"{sys.executable} -m multiagent.connectors.local"
 
 
-def alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-_started: list[int] = []
-
-
-@pytest.fixture(autouse=True)
-def _end_leftovers():
-    """Processes a test's phases started (read from their pid files) end with the test."""
-    yield
-    while _started:
-        pid = _started.pop()
-        if alive(pid):
-            os.kill(pid, signal.SIGKILL)
-
-
-def read_pid(path: Path, timeout: float = 10) -> int:
-    text = wait_for(lambda: path.exists() and path.read_text().strip(), timeout, what=str(path))
-    _started.append(int(text))
-    return int(text)
-
-
 def agent_data(server, name: str) -> dict:
     return requests.get(f"{server.url}/v1/agents/data/{name}", timeout=5).json()
-
-
-def output(server, job_id: str) -> str:
-    return server.output(job_id)
 
 
 # -- a dead job is closed, truthfully ---------------------------------------------------
@@ -71,12 +38,12 @@ def test_agent_killed_mid_job_closes_the_job_before_polling(shared_server, make_
     cmds = f"echo phase-started; sleep 4242 & echo $! > {pidfile}; wait"
     first = shared_server.submit(job(agent, cmds))
     sleeper = read_pid(pidfile)
-    wait_for(lambda: "phase-started" in output(shared_server, first), 10, what="output sent")
+    wait_for(lambda: "phase-started" in shared_server.output(first), 10, what="output sent")
     rundir = agent.base / "exec" / first
     assert (rundir / "testflinger.json").exists()
     agent.signal(signal.SIGKILL)
     agent.wait_exit(5)
-    assert alive(sleeper) and shared_server.job_state(first) == "test"
+    assert pid_alive(sleeper) and shared_server.job_state(first) == "test"
     second = shared_server.submit(job(agent, "echo second"))
 
     agent.start(wait_polling=False)
@@ -87,7 +54,7 @@ def test_agent_killed_mid_job_closes_the_job_before_polling(shared_server, make_
     assert "sleep 4242" in res["test_output"]
     assert res["test_output"].count("phase-started\n") == 1  # output sent once, not twice
     assert "cleanup_status" not in res  # the dead job's cleanup is not run later
-    assert not alive(sleeper)
+    assert not pid_alive(sleeper)
     assert not rundir.exists()  # testflinger.json and its secrets with it
     # Only then a new job: the log says the dead job was closed before the second began.
     shared_server.wait_job_state(second, {"complete"}, timeout=15)
@@ -111,7 +78,7 @@ def test_dead_job_waits_for_the_server_and_takes_no_job_meanwhile(tf_server, mak
 
     agent.start(wait_polling=False)
     # Its processes end at once, server or not; the record stays until the server knows.
-    wait_for(lambda: not alive(sleeper), 10, what="the dead job's sleep ended")
+    wait_for(lambda: not pid_alive(sleeper), 10, what="the dead job's sleep ended")
     record = agent.base / "exec" / f".tf-agent-job-{agent.name}.json"
     wait_for(lambda: "server unreachable" in agent.log_text, 10, what="a failed attempt")
     assert record.exists() and agent.proc.poll() is None
@@ -135,7 +102,7 @@ def test_sigterm_mid_job_is_recorded_and_not_closed_again(shared_server, make_ag
     sleeper = read_pid(pidfile)
     agent.signal(signal.SIGTERM)
     assert agent.wait_exit(5) == 0
-    assert not alive(sleeper)
+    assert not pid_alive(sleeper)
     res = shared_server.result(job_id)
     assert res["job_state"] == "cancelled" and res["test_status"] == 247
     agent.start()
@@ -265,7 +232,7 @@ def test_background_children_of_a_phase_are_ended(shared_server, make_agent, tmp
     assert "killed 1 leftover process(es): sleep 4242" in res["setup_output"]
     assert "killed 2 leftover process(es)" in res["test_output"]  # SIGKILL after the grace
     assert "sleep 4343" in res["test_output"]
-    assert not alive(bg) and not alive(hard)
+    assert not pid_alive(bg) and not pid_alive(hard)
 
 
 # -- provision records say what happened -----------------------------------------------

@@ -74,7 +74,7 @@ def test_agent_starts_without_site_and_reads_a_yaml_config_too(tf_server, tmp_pa
     env = {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_PROCESS_")}
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, env=env, cwd="/")
     try:
-        agent.proc = proc  # type: ignore[assignment]
+        agent.proc = proc
         agent.wait_status(lambda s: (s.get("last_poll") or 0) > started, what="first poll")
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -10,6 +10,7 @@ import sys
 import tarfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 from fixtures_agent import STATUS_KEYS
@@ -17,10 +18,14 @@ from fixtures_agent import STATUS_KEYS
 from multiagent.agent import attachments, config, outcome
 from multiagent.agent import status as status_mod
 from multiagent.agent import triggers as triggers_mod
+from multiagent.agent.client import Client
 from multiagent.agent.metrics import Metrics
 from multiagent.agent.status import DrainFlag, NameGuard, NameTaken, StatusFile
 from multiagent.agent.triggers import DirWatch, Triggers, Waker
 from multiagent.vocabulary import ALL_PHASES, DRAIN, HOLD
+
+if TYPE_CHECKING:
+    from multiagent.agent import loop
 
 MINIMAL = {"agent_id": "a1", "server_address": "127.0.0.1:9", "job_queues": ["q"]}
 
@@ -89,7 +94,8 @@ def test_config_empty_optional_value_means_the_default():
     ],
 )
 def test_check_setting_says_what_is_wrong(key, value, reason):
-    assert config.check_setting(key, value).startswith(reason)
+    said = config.check_setting(key, value)
+    assert said is not None and said.startswith(reason)
     if key in config.UPSTREAM_KEYS and value is not None:
         # The agent's own loading applies the same rule, with the same words.
         with pytest.raises(config.ConfigError) as err:
@@ -148,24 +154,23 @@ def test_cli_bad_config_exits_2(tmp_path, body, key):
 
 
 # -- attachments --------------------------------------------------------------------
-def _tar(path: Path, build) -> Path:
+def _tar(path: Path, *members: tuple[str, bytes, dict[str, Any]]) -> Path:
+    """A .tgz of `members`: (name, data, TarInfo attributes, e.g. a link's type)."""
     with tarfile.open(path, "w:gz") as tar:
-        build(tar)
+        for name, data, attrs in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data) if not attrs.get("type") else 0
+            for k, v in attrs.items():
+                setattr(info, k, v)
+            tar.addfile(info, io.BytesIO(data) if info.size else None)
     return path
-
-
-def _add(tar: tarfile.TarFile, name: str, data: bytes = b"x", **attrs) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data) if not attrs.get("type") else 0
-    for k, v in attrs.items():
-        setattr(info, k, v)
-    tar.addfile(info, io.BytesIO(data) if info.size else None)
 
 
 def test_attachments_ok(tmp_path):
     tb = _tar(
         tmp_path / "a.tgz",
-        lambda t: (_add(t, "test/dir/f.txt", b"hi"), _add(t, "provision/img", b"img")),
+        ("test/dir/f.txt", b"hi", {}),
+        ("provision/img", b"img", {}),
     )
     dest = tmp_path / "run" / "attachments"
     assert sorted(attachments.unpack(str(tb), str(dest))) == ["provision/img", "test/dir/f.txt"]
@@ -186,7 +191,7 @@ def test_attachments_ok(tmp_path):
     ],
 )
 def test_attachments_rejected(tmp_path, name, attrs, reason):
-    tb = _tar(tmp_path / "a.tgz", lambda t: (_add(t, "test/ok", b"fine"), _add(t, name, **attrs)))
+    tb = _tar(tmp_path / "a.tgz", ("test/ok", b"fine", {}), (name, b"x", attrs))
     dest = tmp_path / "run" / "attachments"
     with pytest.raises(attachments.AttachmentError, match=reason):
         attachments.unpack(str(tb), str(dest))
@@ -198,7 +203,7 @@ def test_attachments_symlinked_dir_in_dest_is_refused(tmp_path):
     dest = tmp_path / "run" / "attachments"
     dest.mkdir(parents=True)
     (dest / "test").symlink_to(tmp_path)
-    tb = _tar(tmp_path / "a.tgz", lambda t: _add(t, "test/escaped", b"x"))
+    tb = _tar(tmp_path / "a.tgz", ("test/escaped", b"x", {}))
     with pytest.raises(attachments.AttachmentError, match="escapes"):
         attachments.unpack(str(tb), str(dest))
     assert not (tmp_path / "escaped").exists()
@@ -349,23 +354,32 @@ def test_lost_watch_falls_back_to_polling(tmp_path, monkeypatch, caplog):
     assert "inotify watch lost" in caplog.text
 
 
-def test_idle_wait_loop_uses_events_not_ticks(tmp_path, monkeypatch):
-    """_wait_idle looks at the files on a relevant event and every RECHECK, not every POLL_TICK."""
+def _loop_agent(run_dir: Path, restart_dir: Path) -> loop.Agent:
+    """tf-agent's main loop as agent "a1" of the minimal config, files in `run_dir`."""
     from multiagent.agent import loop
 
-    monkeypatch.delenv("TF_AGENT_NO_INOTIFY", raising=False)
-    (tmp_path / "restart").mkdir()
-    cfg = config.validate("c", dict(MINIMAL))
-    agent = loop.Agent(
-        cfg,
-        StatusFile(str(tmp_path), "a1"),
-        DrainFlag(str(tmp_path), "a1"),
-        Triggers("a1", str(tmp_path / "restart")),
+    return loop.Agent(
+        config.validate("c", dict(MINIMAL)),
+        StatusFile(str(run_dir), "a1"),
+        DrainFlag(str(run_dir), "a1"),
+        Triggers("a1", str(restart_dir)),
         Metrics("a1"),
     )
+
+
+def test_idle_wait_loop_uses_events_not_ticks(tmp_path, monkeypatch):
+    """_wait_idle looks at the files on a relevant event and every RECHECK, not every POLL_TICK."""
+    monkeypatch.delenv("TF_AGENT_NO_INOTIFY", raising=False)
+    (tmp_path / "restart").mkdir()
+    agent = _loop_agent(tmp_path, tmp_path / "restart")
     looks = []
     real = agent.drain.read
-    monkeypatch.setattr(agent.drain, "read", lambda: looks.append(1) or real())
+
+    def counted_read() -> str | None:
+        looks.append(1)
+        return real()
+
+    monkeypatch.setattr(agent.drain, "read", counted_read)
     agent._wait_idle(1.2)
     assert agent.triggers.watching == "inotify"
     assert len(looks) == 1  # once at the start; polling would have looked 3 times
@@ -450,7 +464,10 @@ def test_artifact_tarball_has_single_top_level(tmp_path):
 
 
 def test_fragments_round_trip(tmp_path):
-    frags = [("output", {"fragment_number": 0, "log_data": "a"}), ("serial", {"x": 1})]
+    frags: list[tuple[str, dict[str, Any]]] = [
+        ("output", {"fragment_number": 0, "log_data": "a"}),
+        ("serial", {"x": 1}),
+    ]
     outcome.save_fragments(str(tmp_path), frags)
     assert outcome.load_fragments(str(tmp_path)) == frags
     outcome.save_fragments(str(tmp_path), [])
@@ -511,16 +528,9 @@ class _StubClient:
 def test_heartbeat_reposts_server_state(tmp_path):
     from multiagent.agent import loop
 
-    cfg = config.validate("c", dict(MINIMAL))
-    agent = loop.Agent(
-        cfg,
-        StatusFile(str(tmp_path), "a1"),
-        DrainFlag(str(tmp_path), "a1"),
-        Triggers("a1", str(tmp_path)),
-        Metrics("a1"),
-    )
+    agent = _loop_agent(tmp_path, tmp_path)
     stub = _StubClient({"state": "offline", "comment": "lab"})
-    agent.client = stub
+    agent.client = cast(Client, stub)
     agent.last_agent_post = time.monotonic()
     agent._heartbeat_if_due()
     assert stub.posts == []  # not due yet

@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
+from fixtures_agent import metric_samples
 from prometheus_client.parser import text_string_to_metric_families
 
 from multiagent.agent.metrics import JOB_BUCKETS, Metrics
-
-
-def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
 
 
 def test_agent_metrics_parse_and_count():
@@ -29,7 +22,7 @@ def test_agent_metrics_parse_and_count():
     assert families["phase_duration_seconds"].type == "histogram"
     assert families["job_duration_seconds"].type == "histogram"
     assert families["poll_errors"].type == "counter"
-    got = samples(m.render())
+    got = metric_samples(m.render())
     agent = ("agent_id", 'dut "1"')
     assert got[("jobs_total", (agent,))] == 1
     assert got[("failures_total", (agent, ("test_phase", "test")))] == 1
@@ -50,6 +43,6 @@ def test_agent_metrics_before_any_job():
     """A fresh agent: every family is there, the histograms empty, no job timing open."""
     m = Metrics("a1")
     m.job_done()  # a job that never started leaves no observation
-    got = samples(m.render())
+    got = metric_samples(m.render())
     assert got[("job_duration_seconds_count", (("agent_id", "a1"),))] == 0
     assert len(JOB_BUCKETS) + 1 == sum(1 for key in got if key[0] == "job_duration_seconds_bucket")

@@ -11,17 +11,10 @@ from typing import Any
 
 import pytest
 
+from multiagent.fleet.model import operations as ops
 from multiagent.fleet.model.facts import ProcessInfo, StatusRead
 from multiagent.fleet.model.fleetfile import SERVER, TF_AGENT, UPSTREAM
 from multiagent.fleet.model.operations import (
-    ASK_FILE,
-    ASK_SIGNAL,
-    REMOVE_PROGRAM,
-    SERVER_STATE,
-    SET_DRAIN,
-    START,
-    STOP,
-    SWAP_PROGRAM,
     AgentFacts,
     Drain,
     Operation,
@@ -86,14 +79,21 @@ def restart(kind: str = TF_AGENT, method: str = "signal") -> SafeRestart:
 
 ROWS = [
     # SafeRestart.begin ------------------------------------------------------------
-    Row("restart: not loaded is started", restart(), "new", facts(), "coming-back", [(START, "")]),
+    Row(
+        "restart: not loaded is started",
+        restart(),
+        "new",
+        facts(),
+        "coming-back",
+        [(ops.START, "")],
+    ),
     Row(
         "restart: STOPPED is started",
         restart(),
         "new",
         facts(proc("STOPPED")),
         "coming-back",
-        [(START, "")],
+        [(ops.START, "")],
         "starting",
     ),
     Row(
@@ -102,7 +102,7 @@ ROWS = [
         "new",
         facts(proc("FATAL")),
         "coming-back",
-        [(START, "")],
+        [(ops.START, "")],
     ),
     Row(
         "restart: STARTING waits to settle",
@@ -119,7 +119,7 @@ ROWS = [
         "new",
         facts(proc(), idle()),
         "asked",
-        [(ASK_SIGNAL, "")],
+        [(ops.ASK_SIGNAL, "")],
         extra={"old_pid": OLD},
     ),
     Row(
@@ -128,7 +128,7 @@ ROWS = [
         "new",
         facts(proc(), idle()),
         "asked",
-        [(ASK_FILE, "")],
+        [(ops.ASK_FILE, "")],
     ),
     Row(
         "restart: a busy agent is asked too (it finishes its job first)",
@@ -136,7 +136,7 @@ ROWS = [
         "new",
         facts(proc(), busy()),
         "asked",
-        [(ASK_SIGNAL, "")],
+        [(ops.ASK_SIGNAL, "")],
     ),
     # SafeRestart settling ---------------------------------------------------------
     Row(
@@ -145,7 +145,7 @@ ROWS = [
         "settling",
         facts(proc(pid=NEW)),
         "asked",
-        [(ASK_SIGNAL, "")],
+        [(ops.ASK_SIGNAL, "")],
         extra={"old_pid": NEW},
     ),
     Row(
@@ -193,7 +193,7 @@ ROWS = [
         "asked",
         facts(proc("EXITED", exitstatus=1)),
         "coming-back",
-        [(START, "")],
+        [(ops.START, "")],
         "restarting",
     ),
     Row(
@@ -373,7 +373,7 @@ ROWS = [
         "new",
         facts(proc(), busy()),
         "stopping",
-        [(SET_DRAIN, "hold")],
+        [(ops.SET_DRAIN, "hold")],
     ),
     Row(
         "stop: upstream is asked by signal",
@@ -381,7 +381,7 @@ ROWS = [
         "new",
         facts(proc()),
         "stopping",
-        [(ASK_SIGNAL, "")],
+        [(ops.ASK_SIGNAL, "")],
     ),
     Row(
         "stop: the server waits for the next step",
@@ -406,7 +406,7 @@ ROWS = [
         "down-pending",
         facts(proc()),
         "done",
-        [(STOP, "")],
+        [(ops.STOP, "")],
     ),
     Row(
         "stop: busy waits",
@@ -441,7 +441,7 @@ ROWS = [
         "stopping",
         facts(proc("STARTING", pid=NEW)),
         "done",
-        [(STOP, "")],
+        [(ops.STOP, "")],
     ),
     # Replace ------------------------------------------------------------------------
     Row(
@@ -450,7 +450,7 @@ ROWS = [
         "new",
         facts(proc(), idle()),
         "stopping",
-        [(SET_DRAIN, "hold")],
+        [(ops.SET_DRAIN, "hold")],
     ),
     Row(
         "replace: busy waits",
@@ -467,7 +467,7 @@ ROWS = [
         "stopping",
         facts(proc("EXITED")),
         "coming-back",
-        [(SWAP_PROGRAM, "")],
+        [(ops.SWAP_PROGRAM, "")],
         "swapping",
     ),
     Row(
@@ -476,7 +476,7 @@ ROWS = [
         "stopping",
         facts(proc(pid=NEW)),
         "coming-back",
-        [(STOP, ""), (SWAP_PROGRAM, "")],
+        [(ops.STOP, ""), (ops.SWAP_PROGRAM, "")],
         extra={"old_pid": NEW},
     ),
     Row(
@@ -485,7 +485,7 @@ ROWS = [
         "down-pending",
         facts(proc()),
         "coming-back",
-        [(STOP, ""), (SWAP_PROGRAM, "")],
+        [(ops.STOP, ""), (ops.SWAP_PROGRAM, "")],
     ),
     Row(
         "replace: not running is swapped at once",
@@ -493,7 +493,7 @@ ROWS = [
         "down",
         facts(proc("FATAL")),
         "coming-back",
-        [(SWAP_PROGRAM, "")],
+        [(ops.SWAP_PROGRAM, "")],
     ),
     Row(
         "replace: the new program polled",
@@ -528,7 +528,7 @@ ROWS = [
         "stopping",
         facts(proc("EXITED")),
         "done",
-        [(REMOVE_PROGRAM, "")],
+        [(ops.REMOVE_PROGRAM, "")],
         "removed after",
     ),
     Row(
@@ -537,7 +537,7 @@ ROWS = [
         "down",
         facts(),
         "done",
-        [(REMOVE_PROGRAM, "")],
+        [(ops.REMOVE_PROGRAM, "")],
     ),
     Row(
         "remove: BACKOFF is stopped and removed",
@@ -545,7 +545,7 @@ ROWS = [
         "down",
         facts(proc("BACKOFF")),
         "done",
-        [(STOP, ""), (REMOVE_PROGRAM, "")],
+        [(ops.STOP, ""), (ops.REMOVE_PROGRAM, "")],
     ),
     # Drain ------------------------------------------------------------------------
     Row(
@@ -554,7 +554,7 @@ ROWS = [
         "new",
         facts(proc(), idle()),
         "draining",
-        [(SET_DRAIN, "drain")],
+        [(ops.SET_DRAIN, "drain")],
     ),
     Row(
         "drain: upstream is set offline on its server",
@@ -562,7 +562,7 @@ ROWS = [
         "new",
         facts(proc()),
         "draining",
-        [(SERVER_STATE, "offline")],
+        [(ops.SERVER_STATE, "offline")],
     ),
     Row(
         "drain: upstream without a server cannot be drained",

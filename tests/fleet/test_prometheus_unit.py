@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -147,8 +148,8 @@ def test_targets_file():
 
 
 # -- status as gauges -------------------------------------------------------------
-def row(name: str, **fields) -> AgentStatus:
-    base = dict(
+def row(name: str, **fields: Any) -> AgentStatus:
+    base: dict[str, Any] = dict(
         process="RUNNING",
         pid=10,
         uptime_s=125.0,

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -72,7 +73,7 @@ def test_supervisord_conf_matches_golden():
     assert text == golden.read_text()
 
 
-def _parsed_by_supervisord(tmp_path: Path, files: dict[str, str]) -> dict:
+def _parsed_by_supervisord(tmp_path: Path, files: dict[str, str]) -> tuple[Path, dict[str, Any]]:
     """Lay `files` (supervisord.conf and program entries, as rendered for /srv/tf) out under
     tmp_path and let supervisord's own parser read supervisord.conf with its [include];
     returns {program name: supervisor.options.ProcessConfig}.
@@ -285,7 +286,7 @@ def test_rendering_is_the_same_in_interpreters_with_different_hash_seeds():
 def observed_for(rendering, **overrides) -> Observed:
     disk = dict(rendering.all_files())
     loaded = {name: "RUNNING" for name in rendering.programs}
-    base = dict(
+    base: dict[str, Any] = dict(
         disk=disk,
         managed=frozenset(loaded),
         loaded=loaded,

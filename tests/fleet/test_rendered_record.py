@@ -7,6 +7,7 @@ import shutil
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from multiagent.fleet.host import rendered
 from multiagent.fleet.model.fleetfile import parse_fleet
@@ -52,7 +53,8 @@ def test_any_file_not_as_recorded_or_another_key_renders_again():
 
 def test_a_record_of_another_shape_renders_again():
     files = _rendering().all_files()
-    for record in (None, [], {}, {"version": 1, "key": "k"}, {"version": 99, "key": "k"}):
+    others: list[Any] = [None, [], {}, {"version": 1, "key": "k"}, {"version": 99, "key": "k"}]
+    for record in others:
         assert rendered.rendering_from(record, "k", files.get) is None
     broken = {**rendered.record_of(_rendering(), "k"), "programs": [["a", [["/x"]]]]}
     assert rendered.rendering_from(broken, "k", files.get) is None

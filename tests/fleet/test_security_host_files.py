@@ -70,8 +70,7 @@ def test_user_agent_run_state_is_its_own_and_planted_symlinks_are_not_followed(
         (run / planted).symlink_to(precious)
     fleet = fleet_env.agent_fleet(["r-02", "u-01"])
     fleet["agents"]["u-01"]["user"] = throwaway_user
-    fleet_env.write(fleet)
-    fleet_env.run("up", "--no-wait")
+    fleet_env.up(fleet, "--no-wait")
     layout = Layout(fleet_env.state_dir)
     wait_until(lambda: layout.status_file("r-02").exists(), 30, "r-02's status file")
 

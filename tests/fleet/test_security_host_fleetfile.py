@@ -172,8 +172,7 @@ def test_restart_safe_of_one_name_restarts_only_that_agent(fleet_env):
     """Case 8 on a live fleet: `x-1` is refused beside `x1`, so the fleet that `up` runs
     has one agent per restart file and `restart --safe x1` restarts x1 alone."""
     fleet = fleet_env.agent_fleet(["x1", "x-1"])
-    fleet_env.write(fleet)
-    proc = fleet_env.run("up", check=False)
+    proc = fleet_env.up(fleet, check=False)
     assert proc.returncode == 2 and "collides with agent 'x1'" in proc.stderr, proc.stderr
     assert not fleet_env.processes()  # nothing was started
     fleet["agents"] = {"x1": fleet["agents"]["x1"], "y-1": fleet["agents"]["x-1"]}

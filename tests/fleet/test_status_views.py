@@ -7,23 +7,13 @@ import json
 import os
 import socket
 import subprocess
-import sys
 
 from fixtures_fleet import wait_until
 
 
-def _ctl_command(env) -> list[str]:
-    conf = env.state_dir / "supervisor" / "supervisord.conf"
-    return [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(conf)]
-
-
-def _ctl(env, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*_ctl_command(env), *args], capture_output=True, text=True, timeout=60)
-
-
 def test_status_shows_why_the_embedded_server_is_down(fleet_env):
     fleet_env.start(fleet_env.agent_fleet(["sv1"]))
-    _ctl(fleet_env, "stop", "tf-fleet-server")
+    fleet_env.ctl("stop", "tf-fleet-server")
     squatter = socket.socket()
     squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     squatter.bind(("127.0.0.1", fleet_env.port))
@@ -31,7 +21,7 @@ def test_status_shows_why_the_embedded_server_is_down(fleet_env):
     # supervisorctl start returns only once supervisord gave up (FATAL after its retries):
     # status is looked at meanwhile, as a user would while it retries.
     starting = subprocess.Popen(
-        [*_ctl_command(fleet_env), "start", "tf-fleet-server"],
+        [*fleet_env.ctl_command(), "start", "tf-fleet-server"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -64,8 +54,7 @@ def test_status_shows_why_the_embedded_server_is_down(fleet_env):
 def test_status_shows_an_upstream_agents_job_from_its_server(fleet_env):
     fleet = fleet_env.upstream_fleet(["us1"], {"us1": ["uq"]})
     fleet_env.start(fleet)
-    job = fleet_env.submit_held("uq")
-    fleet_env.wait_running(job)
+    job = fleet_env.hold_running("uq")
     row = wait_until(
         lambda: (r := fleet_env.status()["us1"]) and r["job_id"] == job and r,
         10,

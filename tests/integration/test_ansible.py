@@ -7,20 +7,16 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 import yaml
-from fixtures_fleet import FleetEnv
+from fixtures_fleet import FleetEnv, in_short_tmp_dir, kill, processes_naming
 
 pytest.importorskip("ansible")
 
@@ -162,7 +158,7 @@ class Lab:
         return path
 
     def pids(self) -> dict[str, int]:
-        return {n: r["pid"] for env in self.hosts.values() for n, r in env.status().items()}
+        return {n: pid for env in self.hosts.values() for n, pid in env.pids().items()}
 
     def ready(self) -> None:
         for env in self.hosts.values():
@@ -173,9 +169,9 @@ class Lab:
                 what="every agent to run and poll",
             )
 
-    def written(self) -> dict[str, float]:
+    def written(self) -> dict[str, int]:
         """mtimes of every file tf-fleet or the role writes (not logs, status files, db)."""
-        found = {}
+        found: dict[str, int] = {}
         for env in self.hosts.values():
             paths = [env.fleet_file, *(env.state_dir / "supervisor").rglob("*.conf")]
             paths += [*(env.state_dir / "agents").glob("*/*.conf")]
@@ -186,13 +182,7 @@ class Lab:
     def cleanup(self) -> None:
         for env in self.hosts.values():
             env.cleanup()
-        mark = str(self.root) + "/"
-        for proc in psutil.process_iter(["cmdline"]):
-            if proc.pid != os.getpid() and any(mark in w for w in proc.info["cmdline"] or []):
-                try:
-                    proc.send_signal(signal.SIGKILL)
-                except psutil.NoSuchProcess:
-                    pass
+        kill(processes_naming(self.root))
 
 
 def of(results: list[dict[str, Any]], task: str) -> dict[str, dict[str, Any]]:
@@ -207,14 +197,7 @@ RESTART = "tf_fleet : Restart every agent safely (tf-fleet restart --safe --all)
 
 @pytest.fixture
 def lab() -> Iterator[Lab]:
-    root = Path(tempfile.mkdtemp(prefix="tfa-"))  # short: supervisord's socket is under it
-    lab = Lab(root)
-    try:
-        yield lab
-    finally:
-        lab.cleanup()
-        if os.environ.get("TF_FLEET_KEEP_TMP") != "1":
-            shutil.rmtree(root, ignore_errors=True)
+    yield from in_short_tmp_dir("tfa-", Lab)
 
 
 def test_two_hosts_deploy_change_check_roll_and_down(lab: Lab) -> None:
@@ -314,7 +297,7 @@ def test_two_hosts_deploy_change_check_roll_and_down(lab: Lab) -> None:
     # process of either fleet.
     module = {"config": "{{ tf_fleet_config }}", "executable": "{{ tf_fleet_executable }}"}
     first = {"names": ["{{ inventory_hostname }}-a1"]}
-    steps = [
+    steps: list[tuple[str, dict[str, Any], bool]] = [
         ("drain", {"state": "drained", **first}, True),
         ("drain again", {"state": "drained", **first}, False),
         ("resume", {"state": "resumed"}, True),

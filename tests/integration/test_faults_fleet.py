@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 
 import psutil
 from fixtures_fleet import wait_until
@@ -34,11 +33,12 @@ def test_two_changing_commands_take_turns(fleet_env):
         assert "pid 4242 (tf-fleet up) is changing this fleet" in refused.stderr
         assert "Traceback" not in refused.stderr
         waiting = subprocess.Popen(
-            [sys.executable, "-m", "multiagent", "-c", str(fleet_env.fleet_file), "drain", "lk1"],
+            fleet_env.command("drain", "lk1"),
             stderr=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         )
+        assert waiting.stderr is not None
         first = waiting.stderr.readline()  # said before it waits
         assert "waiting for pid 4242 (tf-fleet up) to finish" in first
         assert waiting.poll() is None
@@ -52,8 +52,7 @@ def test_two_changing_commands_take_turns(fleet_env):
 
 def test_an_agent_whose_status_file_cannot_be_written_counts_as_busy(fleet_env):
     pids = fleet_env.start(fleet_env.agent_fleet(["uk1"]))
-    job = fleet_env.submit_held("shared")
-    fleet_env.wait_running(job)
+    job = fleet_env.hold_running("shared")
     status_file = Layout(fleet_env.state_dir).status_file("uk1")
     status_file.unlink()
     status_file.mkdir()  # every write of the agent now fails, and the file is unreadable
@@ -77,8 +76,7 @@ def test_an_agent_whose_status_file_cannot_be_written_counts_as_busy(fleet_env):
 def test_up_after_supervisord_was_killed_mid_job_interrupts_nothing(fleet_env):
     names = ["sk1", "sk2"]
     pids = fleet_env.start(fleet_env.agent_fleet(names, {"sk1": ["q1"], "sk2": ["q2"]}))
-    job = fleet_env.submit_held("q1")
-    fleet_env.wait_running(job)
+    job = fleet_env.hold_running("q1")
     old = fleet_env.supervisord_pid()
     os.kill(old, signal.SIGKILL)
     wait_until(lambda: not psutil.pid_exists(old), 10, "supervisord to die")

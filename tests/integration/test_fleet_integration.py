@@ -19,8 +19,7 @@ def three_agents(extra: dict | None = None) -> dict:
 
 
 def test_up_starts_every_agent_and_second_up_touches_nothing(fleet_env):
-    fleet_env.write(three_agents())
-    first = fleet_env.run("up")
+    first = fleet_env.up(three_agents())
     assert "3 add" in first.stdout
     status = fleet_env.status()
     assert {n: s["process"] for n, s in status.items()} == {
@@ -38,7 +37,7 @@ def test_up_starts_every_agent_and_second_up_touches_nothing(fleet_env):
     assert "wrote" not in second.stdout
     assert second.stdout.strip() == "3 unchanged"
     assert {p: p.stat().st_mtime_ns for p in files} == mtimes
-    assert {n: s["pid"] for n, s in fleet_env.status().items()} == pids
+    assert fleet_env.pids() == pids
     plan = fleet_env.run("plan")
     assert plan.stdout.split() == [
         "unchanged",
@@ -56,8 +55,7 @@ def test_a_look_at_a_few_agents_asks_supervisord_for_them_only(fleet_env):
     from multiagent.fleet.model.fleetfile import load_fleet
     from multiagent.fleet.supervisord.client import Supervisor, target_for
 
-    fleet_env.write(three_agents())
-    fleet_env.run("up")
+    fleet_env.up(three_agents())
     supervisor = Supervisor(target_for(load_fleet(fleet_env.fleet_file)))
     every = supervisor.processes()
     few = supervisor.processes_named(["agent-03", "agent-09", "agent-01"])
@@ -70,9 +68,8 @@ def test_a_look_at_a_few_agents_asks_supervisord_for_them_only(fleet_env):
 
 
 def test_adding_an_agent_starts_only_it(fleet_env):
-    fleet_env.write(three_agents())
-    fleet_env.run("up")
-    pids = {n: s["pid"] for n, s in fleet_env.status().items()}
+    fleet_env.up(three_agents())
+    pids = fleet_env.pids()
     fleet_env.write(three_agents({"agent-04": {"job_queues": ["q"]}}))
     assert fleet_env.run("plan").stdout.splitlines()[-1].split()[:2] == ["add", "agent-04"]
     out = fleet_env.run("up").stdout
@@ -83,9 +80,8 @@ def test_adding_an_agent_starts_only_it(fleet_env):
 
 
 def test_changed_agent_is_restarted_and_the_others_are_not(fleet_env):
-    fleet_env.write(three_agents())
-    fleet_env.run("up")
-    pids = {n: s["pid"] for n, s in fleet_env.status().items()}
+    fleet_env.up(three_agents())
+    pids = fleet_env.pids()
     fleet_env.write(three_agents({"agent-02": {"job_queues": ["other"]}}))
     assert "restart    agent-02" in fleet_env.run("plan").stdout
     out = fleet_env.run("up").stdout
@@ -115,8 +111,7 @@ def test_agent_that_fails_at_once_ends_fatal_and_status_says_why(fleet_env):
 
 
 def test_down_leaves_no_process_behind(fleet_env):
-    fleet_env.write(three_agents())
-    fleet_env.run("up")
+    fleet_env.up(three_agents())
     pids = [p.pid for p in fleet_env.processes()]
     assert len(pids) == 4  # supervisord and three agents
     out = fleet_env.run("down").stdout
@@ -126,8 +121,7 @@ def test_down_leaves_no_process_behind(fleet_env):
 
 
 def test_status_json_and_logs_of_real_agents(fleet_env):
-    fleet_env.write(fleet_env.agent_fleet(["l1", "l2"]))
-    fleet_env.run("up")
+    fleet_env.up(fleet_env.agent_fleet(["l1", "l2"]))
     fleet_env.wait_for(
         lambda: all(s["last_poll"] for s in fleet_env.status().values()), what="both agents to poll"
     )

@@ -8,16 +8,8 @@ import socket
 import stat
 
 import requests
+from fixtures_agent import metric_samples
 from fixtures_server import free_port
-from prometheus_client.parser import text_string_to_metric_families
-
-
-def values(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
 
 
 def test_fleet_metrics_live(fleet_env):
@@ -44,17 +36,17 @@ def test_fleet_metrics_live(fleet_env):
     job = fleet_env.submit("qb", 0)
     fleet_env.assert_completed(job)
     for name, port in (("a", base), ("b", pinned)):
-        got = values(requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text)
+        got = metric_samples(requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text)
         agent = (("agent_id", name),)
         assert got[("agent_busy", agent)] == 0
         assert got[("job_duration_seconds_count", agent)] == (1 if name == "b" else 0)
         assert got[("jobs_total", agent)] == (1 if name == "b" else 0)
     b_test = (("agent_id", "b"), ("test_phase", "test"))
-    got = values(requests.get(f"http://127.0.0.1:{pinned}/metrics", timeout=5).text)
+    got = metric_samples(requests.get(f"http://127.0.0.1:{pinned}/metrics", timeout=5).text)
     assert got[("phase_duration_seconds_count", b_test)] == 1
 
     proc = fleet_env.run("status", "--format", "prometheus")
-    got = values(proc.stdout)
+    got = metric_samples(proc.stdout)
     assert got[("tf_fleet_supervisord_up", ())] == 1
     assert got[("tf_fleet_server_reachable", (("url", fleet_env.server_url),))] == 1
     assert got[("tf_fleet_agents", ())] == 2

@@ -82,7 +82,9 @@ def test_hard_restart_force_mid_job_replaces_the_process_and_kills_the_job(fleet
     assert [p.pid for p in fleet_env.agent_processes("hf1")] == [pid]
 
     out = fleet_env.run("restart", "hf1", "--force")
-    new_pid = int(re.search(r"hf1: restarted \(pid (\d+)\)", out.stdout).group(1))
+    restarted = re.search(r"hf1: restarted \(pid (\d+)\)", out.stdout)
+    assert restarted, out.stdout
+    new_pid = int(restarted.group(1))
     assert new_pid != pid
     assert _gone(sleeps), [p.pid for p in sleeps]
     _assert_interrupted(fleet_env, job)
@@ -95,15 +97,16 @@ def test_hard_restart_force_mid_job_replaces_the_process_and_kills_the_job(fleet
 def test_logs_follow_prints_lines_written_later(fleet_env):
     fleet_env.start(fleet_env.agent_fleet(["lf1"], {"lf1": ["q-lf"]}))
     follower = subprocess.Popen(
-        [sys.executable, "-m", "multiagent", "-c", str(fleet_env.fleet_file)]
-        + ["logs", "lf1", "-f", "-n", "1"],
+        fleet_env.command("logs", "lf1", "-f", "-n", "1"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         cwd=fleet_env.root,
     )
     lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(follower.stdout), daemon=True)
+    stdout = follower.stdout
+    assert stdout is not None
+    reader = threading.Thread(target=lambda: lines.extend(stdout), daemon=True)
     reader.start()
     try:
         wait_until(lambda: lines, 15, "the last line of the log")
@@ -260,16 +263,13 @@ def test_up_never_restarts_supervisord(fleet_env):
         assert psutil.Process(supervisord).create_time() == created
 
     fleet["agents"]["ns3"] = {"job_queues": ["shared"]}
-    fleet_env.write(fleet)
-    assert "1 add" in fleet_env.run("up").stdout
+    assert "1 add" in fleet_env.up(fleet).stdout
     same_supervisord()
     fleet["agents"]["ns1"]["environment"] = {"LAB_MARK": "x"}
-    fleet_env.write(fleet)
-    assert "1 replace" in fleet_env.run("up").stdout
+    assert "1 replace" in fleet_env.up(fleet).stdout
     same_supervisord()
     del fleet["agents"]["ns2"]
-    fleet_env.write(fleet)
-    assert "1 remove" in fleet_env.run("up").stdout
+    assert "1 remove" in fleet_env.up(fleet).stdout
     same_supervisord()
     assert set(fleet_env.status()) == {"ns1", "ns3"}
 
@@ -302,7 +302,9 @@ def test_readme_demo(fleet_env):
         timeout=120,
     )
     assert submit.returncode == 0, submit.stdout + submit.stderr
-    job = re.search(r"[0-9a-f]{8}-[0-9a-f-]{27}", submit.stdout + submit.stderr).group(0)
+    found = re.search(r"[0-9a-f]{8}-[0-9a-f-]{27}", submit.stdout + submit.stderr)
+    assert found, submit.stdout + submit.stderr
+    job = found.group(0)
     fleet_env.assert_completed(job)
     status = fleet_env.run("status")
     assert all(n in status.stdout for n in ("demo-01", "demo-02", "demo-03"))

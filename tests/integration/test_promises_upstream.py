@@ -11,8 +11,7 @@ from fixtures_fleet import ProcessSampler
 
 def _drain_mid_job(fleet_env) -> tuple[dict[str, int], str]:
     pids = fleet_env.start(fleet_env.upstream_fleet(["ud1", "ud2"], {"ud1": ["qd"]}))
-    job = fleet_env.submit_held("qd")
-    fleet_env.wait_running(job)
+    job = fleet_env.hold_running("qd")
     with ProcessSampler(fleet_env) as sampler:
         out = fleet_env.run_releasing("drain", "ud1", "--wait", jobs=[job])
         fleet_env.same_process_until_done("ud1", pids["ud1"], job)
@@ -21,6 +20,20 @@ def _drain_mid_job(fleet_env) -> tuple[dict[str, int], str]:
     sampler.assert_never_two()
     assert fleet_env.status()["ud2"]["pid"] == pids["ud2"]  # the other agent untouched
     return pids, job
+
+
+def _stays_drained_until_resumed(fleet_env, name: str, queue: str, pid: int) -> None:
+    """A job queued for drained agent `name` stays queued over three polling intervals
+    (0.5 s) while the agent keeps running as `pid`; once resumed, it runs the job."""
+    queued = fleet_env.submit(queue, 0)
+
+    def drained() -> bool:
+        pids_now = [p.pid for p in fleet_env.agent_processes(name)]
+        return fleet_env.job_state(queued) == "waiting" and pids_now == [pid]
+
+    fleet_env.hold_for(1.5, drained, "the drained agent keeps running and leaves the job queued")
+    fleet_env.run("resume", name)
+    fleet_env.assert_completed(queued)
 
 
 def test_drain_of_a_busy_upstream_agent_lets_its_job_finish(fleet_env):
@@ -38,39 +51,20 @@ def test_drain_of_a_busy_upstream_agent_lets_its_job_finish(fleet_env):
 )
 def test_drained_upstream_agent_takes_no_new_job_after_its_job(fleet_env):
     pids, _ = _drain_mid_job(fleet_env)
-    queued = fleet_env.submit("qd", 0)
-
-    def drained() -> bool:
-        pids_now = [p.pid for p in fleet_env.agent_processes("ud1")]
-        return fleet_env.job_state(queued) == "waiting" and pids_now == [pids["ud1"]]
-
-    # over three polling intervals (0.5 s)
-    fleet_env.hold_for(1.5, drained, "the drained agent keeps running and leaves the job queued")
-    fleet_env.run("resume", "ud1")
-    fleet_env.assert_completed(queued)
+    _stays_drained_until_resumed(fleet_env, "ud1", "qd", pids["ud1"])
 
 
 def test_drained_idle_upstream_agent_takes_no_job_until_resumed(fleet_env):
     pids = fleet_env.start(fleet_env.upstream_fleet(["ui1"], {"ui1": ["qi"]}))
     assert "1/1 idle." in fleet_env.run("drain", "ui1", "--wait").stdout
-    queued = fleet_env.submit("qi", 0)
-
-    def drained() -> bool:
-        pids_now = [p.pid for p in fleet_env.agent_processes("ui1")]
-        return fleet_env.job_state(queued) == "waiting" and pids_now == [pids["ui1"]]
-
-    # over three polling intervals (0.5 s)
-    fleet_env.hold_for(1.5, drained, "the drained agent keeps running and leaves the job queued")
-    fleet_env.run("resume", "ui1")
-    fleet_env.assert_completed(queued)
+    _stays_drained_until_resumed(fleet_env, "ui1", "qi", pids["ui1"])
     assert fleet_env.status()["ui1"]["pid"] == pids["ui1"]
 
 
 def test_changed_upstream_agent_keeps_its_job_until_it_ends(fleet_env):
     fleet = fleet_env.upstream_fleet(["ur1"], {"ur1": ["qr"]})
     old_pid = fleet_env.start(fleet)["ur1"]
-    job = fleet_env.submit_held("qr")
-    fleet_env.wait_running(job)
+    job = fleet_env.hold_running("qr")
     fleet["agents"]["ur1"]["environment"] = {"LAB_MARK": "blue"}
     fleet_env.write(fleet)
     with ProcessSampler(fleet_env) as sampler:
@@ -89,18 +83,10 @@ def test_up_replaces_changed_upstream_agents(fleet_env):
     old = fleet_env.start(fleet)
     for name in names:
         fleet["agents"][name]["environment"] = {"LAB_MARK": "blue"}
-    fleet_env.write(fleet)
-    out = fleet_env.run("up", check=False)
+    out = fleet_env.up(fleet, check=False)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "3 replace" in out.stdout
-    new = fleet_env.wait_for(
-        lambda: (
-            (rows := fleet_env.status())
-            and all(rows[n]["process"] == "RUNNING" for n in names)
-            and {n: rows[n]["pid"] for n in names}
-        ),
-        what="the new programs to run",
-    )
+    new = fleet_env.wait_all_running(names)
     assert all(new[n] != old[n] for n in names)
     queued = fleet_env.submit("q-ur2", 0, "echo mark=$LAB_MARK")
     fleet_env.assert_completed(queued)
@@ -111,8 +97,7 @@ def test_up_replaces_changed_upstream_agents(fleet_env):
 def test_removed_upstream_agent_keeps_its_job_until_it_ends(fleet_env):
     fleet = fleet_env.upstream_fleet(["uk1", "uk2"], {"uk1": ["qk1"], "uk2": ["qk2"]})
     pids = fleet_env.start(fleet)
-    job = fleet_env.submit_held("qk2")
-    fleet_env.wait_running(job)
+    job = fleet_env.hold_running("qk2")
     del fleet["agents"]["uk2"]
     fleet_env.write(fleet)
     with ProcessSampler(fleet_env) as sampler:
@@ -130,8 +115,7 @@ def test_up_removes_dropped_upstream_agents(fleet_env):
     pids = fleet_env.start(fleet)
     for name in names[1:]:
         del fleet["agents"][name]
-    fleet_env.write(fleet)
-    out = fleet_env.run("up", check=False)
+    out = fleet_env.up(fleet, check=False)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "3 remove" in out.stdout
     fleet_env.wait_for(

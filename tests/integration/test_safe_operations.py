@@ -13,11 +13,20 @@ def start(fleet_env, names, queues=None, **defaults):
     return fleet_env.start(fleet_env.agent_fleet(names, queues, **defaults))
 
 
+def _busy_with_a_new_environment(fleet_env, name, queue, mark) -> tuple[int, str]:
+    """Agent `name` runs a held job from `queue` when the fleet file gives it a new
+    environment (LAB_MARK=`mark`); its pid and the job."""
+    old_pid = start(fleet_env, [name], {name: [queue]})[name]
+    job = fleet_env.hold_running(queue)
+    fleet = fleet_env.agent_fleet([name], {name: [queue]})
+    fleet["agents"][name]["environment"] = {"LAB_MARK": mark}
+    fleet_env.write(fleet)
+    return old_pid, job
+
+
 def test_safe_restart_of_a_busy_agent_waits_for_its_job(fleet_env):
-    start(fleet_env, ["a1"])
-    old_pid = fleet_env.status()["a1"]["pid"]
-    job = fleet_env.submit_held("shared")
-    fleet_env.wait_running(job)
+    old_pid = start(fleet_env, ["a1"])["a1"]
+    job = fleet_env.hold_running("shared")
     with ProcessSampler(fleet_env) as sampler:
         out = fleet_env.run_releasing("restart", "--safe", "a1", jobs=[job])
     assert "waiting for job" in out.stdout and job in out.stdout
@@ -31,8 +40,7 @@ def test_safe_restart_of_a_busy_agent_waits_for_its_job(fleet_env):
 def test_rolling_restart_of_six_agents_two_at_a_time(fleet_env):
     names = [f"r{i}" for i in range(1, 7)]
     queues = {n: [f"q-{n}"] for n in names}
-    start(fleet_env, names, queues)
-    pids = {n: s["pid"] for n, s in fleet_env.status().items()}
+    pids = start(fleet_env, names, queues)
     jobs = [fleet_env.submit_held("q-r1"), fleet_env.submit_held("q-r2")]
     for job in jobs:
         fleet_env.wait_running(job)
@@ -66,15 +74,13 @@ def test_rolling_restart_of_six_agents_two_at_a_time(fleet_env):
     assert all(status[n]["pid"] != pids[n] for n in names)
     # the busy agents did not hold up the idle ones: theirs were the last new processes
     started = {n: psutil.Process(status[n]["pid"]).create_time() for n in names}
-    assert {n for n in sorted(names, key=started.get)[-2:]} == {"r1", "r2"}
+    assert {n for n in sorted(names, key=lambda n: started[n])[-2:]} == {"r1", "r2"}
     sampler.assert_never_two()
 
 
 def test_up_after_changing_queues_restarts_after_the_job(fleet_env):
-    start(fleet_env, ["u1", "u2"], {"u1": ["q1"], "u2": ["q2"]})
-    pids = {n: s["pid"] for n, s in fleet_env.status().items()}
-    job = fleet_env.submit_held("q1")
-    fleet_env.wait_running(job)
+    pids = start(fleet_env, ["u1", "u2"], {"u1": ["q1"], "u2": ["q2"]})
+    job = fleet_env.hold_running("q1")
     fleet_env.write(fleet_env.agent_fleet(["u1", "u2"], {"u1": ["q1", "q1-extra"], "u2": ["q2"]}))
     with ProcessSampler(fleet_env) as sampler:
         out = fleet_env.run_releasing("up", jobs=[job])
@@ -89,13 +95,7 @@ def test_up_after_changing_queues_restarts_after_the_job(fleet_env):
 
 
 def test_up_after_changing_environment_swaps_the_program_after_the_job(fleet_env):
-    start(fleet_env, ["e1"], {"e1": ["qe"]})
-    old_pid = fleet_env.status()["e1"]["pid"]
-    job = fleet_env.submit_held("qe")
-    fleet_env.wait_running(job)
-    fleet = fleet_env.agent_fleet(["e1"], {"e1": ["qe"]})
-    fleet["agents"]["e1"]["environment"] = {"LAB_MARK": "blue"}
-    fleet_env.write(fleet)
+    old_pid, job = _busy_with_a_new_environment(fleet_env, "e1", "qe", "blue")
     queued = fleet_env.submit("qe", 0, "echo mark=$LAB_MARK")
     with ProcessSampler(fleet_env) as sampler:
         out = fleet_env.run_releasing("up", jobs=[job])
@@ -133,8 +133,7 @@ def _output(fleet_env, job_id):
 
 def test_up_after_removing_an_agent_stops_it_after_the_job(fleet_env):
     start(fleet_env, ["k1", "k2"], {"k1": ["qk1"], "k2": ["qk2"]})
-    job = fleet_env.submit_held("qk2")
-    fleet_env.wait_running(job)
+    job = fleet_env.hold_running("qk2")
     fleet_env.write(fleet_env.agent_fleet(["k1"], {"k1": ["qk1"]}))
     with ProcessSampler(fleet_env) as sampler:
         out = fleet_env.run_releasing("up", jobs=[job])
@@ -149,8 +148,7 @@ def test_up_after_removing_an_agent_stops_it_after_the_job(fleet_env):
 
 def test_drain_wait_returns_when_idle_and_takes_no_new_job(fleet_env):
     start(fleet_env, ["d1"], {"d1": ["qd"]}, polling_interval=0.25)
-    running = fleet_env.submit_held("qd")
-    fleet_env.wait_running(running)
+    running = fleet_env.hold_running("qd")
     pid = fleet_env.status()["d1"]["pid"]
     out = fleet_env.run_releasing("drain", "d1", "--wait", jobs=[running])
     queued = fleet_env.submit("qd", 0)
@@ -177,8 +175,7 @@ def test_drain_wait_returns_when_idle_and_takes_no_new_job(fleet_env):
 
 def test_down_refuses_mid_job_and_down_safe_waits(fleet_env):
     start(fleet_env, ["s1", "s2"], {"s1": ["qs1"], "s2": ["qs2"]})
-    job = fleet_env.submit_held("qs1")
-    fleet_env.wait_running(job)
+    job = fleet_env.hold_running("qs1")
     refused = fleet_env.run("down", check=False)
     assert refused.returncode == 1 and "s1 is busy" in refused.stderr
     with ProcessSampler(fleet_env) as sampler:
@@ -195,8 +192,7 @@ def test_down_refuses_mid_job_and_down_safe_waits(fleet_env):
 
 def test_agent_that_crashes_after_restart_stops_the_roll(fleet_env):
     names = ["c1", "c2", "c3"]
-    start(fleet_env, names)
-    pids = {n: s["pid"] for n, s in fleet_env.status().items()}
+    pids = start(fleet_env, names)
     # c1's config now makes tf-agent exit at start (an unknown key)
     conf = fleet_env.state_dir / "agents/c1/testflinger-agent.conf"
     conf.write_text(conf.read_text() + "not_a_key: 1\n")
@@ -209,10 +205,8 @@ def test_agent_that_crashes_after_restart_stops_the_roll(fleet_env):
 
 
 def test_timeout_leaves_the_restart_pending_and_the_job_running(fleet_env):
-    start(fleet_env, ["t1"], {"t1": ["qt"]})
-    old_pid = fleet_env.status()["t1"]["pid"]
-    job = fleet_env.submit_held("qt")
-    fleet_env.wait_running(job)
+    old_pid = start(fleet_env, ["t1"], {"t1": ["qt"]})["t1"]
+    job = fleet_env.hold_running("qt")
     out = fleet_env.run("restart", "--safe", "t1", "--timeout", "2s", check=False)
     assert out.returncode == 1
     assert "timed out" in out.stderr and f"t1: waiting for job {job}" in out.stderr
@@ -228,10 +222,8 @@ def test_timeout_leaves_the_restart_pending_and_the_job_running(fleet_env):
 
 
 def test_restart_file_method(fleet_env):
-    start(fleet_env, ["f1"], {"f1": ["qf"]})
-    old_pid = fleet_env.status()["f1"]["pid"]
-    job = fleet_env.submit_held("qf")
-    fleet_env.wait_running(job)
+    old_pid = start(fleet_env, ["f1"], {"f1": ["qf"]})["f1"]
+    job = fleet_env.hold_running("qf")
     out = fleet_env.run_releasing("restart", "--safe", "f1", "--method", "file", jobs=[job])
     assert "1/1 back." in out.stdout
     fleet_env.assert_completed(job)
@@ -241,8 +233,7 @@ def test_restart_file_method(fleet_env):
 
 def test_hard_restart_refuses_a_busy_agent(fleet_env):
     start(fleet_env, ["h1"], {"h1": ["qh"]})
-    job = fleet_env.submit_held("qh")
-    fleet_env.wait_running(job)
+    job = fleet_env.hold_running("qh")
     pid = fleet_env.status()["h1"]["pid"]
     out = fleet_env.run("restart", "h1", check=False)
     assert out.returncode == 1 and f"job {job}" in out.stderr
@@ -253,8 +244,7 @@ def test_hard_restart_refuses_a_busy_agent(fleet_env):
 
 def test_safe_restart_of_an_upstream_like_agent(fleet_env):
     old_pid = fleet_env.start(fleet_env.upstream_fleet(["up1"], {"up1": ["qu"]}))["up1"]
-    job = fleet_env.submit_held("qu")
-    fleet_env.wait_running(job)
+    job = fleet_env.hold_running("qu")
     with ProcessSampler(fleet_env) as sampler:
         out = fleet_env.run_releasing(
             "restart", "--safe", "up1", jobs=[job], when="waiting for its job to end"
@@ -267,13 +257,7 @@ def test_safe_restart_of_an_upstream_like_agent(fleet_env):
 
 
 def test_up_no_wait_asks_and_the_next_up_finishes(fleet_env):
-    start(fleet_env, ["n1"], {"n1": ["qn"]})
-    old_pid = fleet_env.status()["n1"]["pid"]
-    job = fleet_env.submit_held("qn")
-    fleet_env.wait_running(job)
-    fleet = fleet_env.agent_fleet(["n1"], {"n1": ["qn"]})
-    fleet["agents"]["n1"]["environment"] = {"LAB_MARK": "green"}
-    fleet_env.write(fleet)
+    old_pid, job = _busy_with_a_new_environment(fleet_env, "n1", "qn", "green")
     out = fleet_env.run("up", "--no-wait")
     assert "asked" in out.stdout
     assert "held" in fleet_env.run("status").stdout

@@ -168,8 +168,7 @@ def test_two_fleets_and_a_hand_written_program_share_the_host_supervisord(
 
 def test_up_writes_nothing_while_the_host_supervisord_is_down(fleet_env):
     host = HostSupervisord(fleet_env.root / "host")  # configured, never started
-    fleet_env.write(sleeper_fleet(fleet_env, host, ["dn-01"]))
-    up = fleet_env.run("up", check=False)
+    up = fleet_env.up(sleeper_fleet(fleet_env, host, ["dn-01"]), check=False)
     assert up.returncode == 1
     assert "is not answering" in up.stderr and "nothing was written" in up.stderr
     assert "Traceback" not in up.stderr
@@ -182,8 +181,7 @@ def test_the_servers_port_in_use_is_one_clear_error_before_anything_is_written(f
     squatter.listen()
     try:
         fleet = fleet_env.agent_fleet(["pt-01"])
-        fleet_env.write(fleet)
-        up = fleet_env.run("up", check=False)
+        up = fleet_env.up(fleet, check=False)
         assert up.returncode == 2, up.stdout + up.stderr
         assert f"port {fleet_env.port} is in use by pid {os.getpid()}" in up.stderr
         assert "Traceback" not in up.stderr

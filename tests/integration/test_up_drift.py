@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -30,22 +29,19 @@ def _fleet() -> dict:
 
 def _settled(fleet_env) -> dict[str, int]:
     """Up twice: the second reuses the record the first wrote, and touches nothing."""
-    fleet_env.write(_fleet())
-    fleet_env.run("up")
+    fleet_env.up(_fleet())
     record = fleet_env.state_dir / "supervisor/rendered.json"
     assert record.is_file() and record.stat().st_mode & 0o777 == 0o600
     assert fleet_env.run("up").stdout.strip() == "3 unchanged"
-    return _pids(fleet_env)
+    return fleet_env.pids()
 
 
-def _pids(fleet_env) -> dict[str, int]:
-    return {name: row["pid"] for name, row in fleet_env.status().items()}
-
-
-def _ctl(fleet_env, *args: str) -> None:
-    conf = fleet_env.state_dir / "supervisor/supervisord.conf"
-    cmd = [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(conf), *args]
-    subprocess.run(cmd, check=True, capture_output=True, timeout=30)
+def _running_pids(fleet_env) -> dict[str, int]:
+    """Each agent's pid, once every agent has one."""
+    pids: dict[str, int] = fleet_env.wait_for(
+        lambda: (rows := fleet_env.pids()) and all(rows.values()) and rows, what="pids"
+    )
+    return pids
 
 
 def _program(fleet_env, name: str) -> Path:
@@ -53,46 +49,53 @@ def _program(fleet_env, name: str) -> Path:
 
 
 def _only_changed(fleet_env, before: dict[str, int], name: str) -> None:
-    after = fleet_env.wait_for(
-        lambda: (rows := _pids(fleet_env)) and all(rows.values()) and rows, what="pids"
-    )
+    after = _running_pids(fleet_env)
     assert after[name] != before[name]
     assert {n: after[n] for n in NAMES if n != name} == {n: before[n] for n in NAMES if n != name}
 
 
-def test_a_program_file_edited_by_hand_is_rewritten_and_its_agent_replaced(fleet_env):
+def _up_repairs(fleet_env, name: str, path: Path, spoil, planned: str, done: str) -> None:
+    """A settled fleet; `spoil(path)` changes a file tf-fleet wrote for agent `name` by hand:
+    `plan` shows `planned`, `up` prints `done`, writes the file again as it was and
+    replaces that agent's process only."""
     pids = _settled(fleet_env)
+    text = path.read_text()
+    spoil(path)
+    assert planned in fleet_env.run("plan").stdout
+    assert done in fleet_env.run("up").stdout
+    assert path.read_text() == text
+    _only_changed(fleet_env, pids, name)
+
+
+def test_a_program_file_edited_by_hand_is_rewritten_and_its_agent_replaced(fleet_env):
     program = _program(fleet_env, "d-2")
-    text = program.read_text()
-    program.write_text(text.replace("startsecs=1", "startsecs=5"))
-    assert "replace    d-2  (program entry changed)" in fleet_env.run("plan").stdout
-    assert "1 replace, 2 unchanged" in fleet_env.run("up").stdout
-    assert program.read_text() == text
-    _only_changed(fleet_env, pids, "d-2")
+    _up_repairs(
+        fleet_env,
+        "d-2",
+        program,
+        lambda path: path.write_text(path.read_text().replace("startsecs=1", "startsecs=5")),
+        "replace    d-2  (program entry changed)",
+        "1 replace, 2 unchanged",
+    )
     assert fleet_env.run("up").stdout.strip() == "3 unchanged"
 
 
 def test_a_program_file_removed_by_hand_is_written_again(fleet_env):
-    pids = _settled(fleet_env)
     program = _program(fleet_env, "d-3")
-    text = program.read_text()
-    program.unlink()
-    assert "replace    d-3" in fleet_env.run("plan").stdout
-    assert "1 replace, 2 unchanged" in fleet_env.run("up").stdout
-    assert program.read_text() == text
-    _only_changed(fleet_env, pids, "d-3")
+    _up_repairs(fleet_env, "d-3", program, Path.unlink, "replace    d-3", "1 replace, 2 unchanged")
     assert fleet_env.run("up").stdout.strip() == "3 unchanged"
 
 
 def test_an_agent_config_edited_by_hand_restarts_only_that_agent(fleet_env):
-    pids = _settled(fleet_env)
     conf = Layout(fleet_env.state_dir).agent_conf("d-1")
-    text = conf.read_text()
-    conf.write_text(text + "# edited by hand\n")
-    assert "restart    d-1  (testflinger-agent.conf changed)" in fleet_env.run("plan").stdout
-    assert "1 restart, 2 unchanged" in fleet_env.run("up").stdout
-    assert conf.read_text() == text
-    _only_changed(fleet_env, pids, "d-1")
+    _up_repairs(
+        fleet_env,
+        "d-1",
+        conf,
+        lambda path: path.write_text(path.read_text() + "# edited by hand\n"),
+        "restart    d-1  (testflinger-agent.conf changed)",
+        "1 restart, 2 unchanged",
+    )
 
 
 def test_an_agent_config_rewritten_with_the_same_text_after_start_restarts_it(fleet_env):
@@ -108,8 +111,8 @@ def test_an_agent_config_rewritten_with_the_same_text_after_start_restarts_it(fl
 
 def test_a_program_missing_from_supervisord_is_added_again(fleet_env):
     pids = _settled(fleet_env)
-    _ctl(fleet_env, "stop", "d-1")
-    _ctl(fleet_env, "remove", "d-1")
+    fleet_env.ctl("stop", "d-1", check=True)
+    fleet_env.ctl("remove", "d-1", check=True)
     assert "add        d-1  (not loaded)" in fleet_env.run("plan").stdout
     out = fleet_env.run("up").stdout
     assert "started d-1: RUNNING" in out
@@ -121,8 +124,7 @@ def test_a_changed_fleet_file_renders_again(fleet_env):
     pids = _settled(fleet_env)
     fleet = _fleet()
     fleet["agents"]["d-3"]["environment"] = {"LAB": "x"}
-    fleet_env.write(fleet)
-    assert "1 replace, 2 unchanged" in fleet_env.run("up").stdout
+    assert "1 replace, 2 unchanged" in fleet_env.up(fleet).stdout
     assert 'LAB="x"' in _program(fleet_env, "d-3").read_text()
     _only_changed(fleet_env, pids, "d-3")
 
@@ -142,9 +144,13 @@ def test_a_template_changed_by_an_upgrade_replaces_every_agent(fleet_env, tmp_pa
 
     def run_upgraded(*args: str) -> str:
         env = {**os.environ, "PYTHONPATH": str(upgraded)}
-        cmd = [sys.executable, "-m", "multiagent", "-c", str(fleet_env.fleet_file), *args]
         proc = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=120, env=env, cwd=fleet_env.root
+            fleet_env.command(*args),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+            cwd=fleet_env.root,
         )
         assert proc.returncode == 0, proc.stdout + proc.stderr
         return proc.stdout
@@ -152,9 +158,7 @@ def test_a_template_changed_by_an_upgrade_replaces_every_agent(fleet_env, tmp_pa
     assert run_upgraded("plan").split().count("replace") == 3
     assert "3 replace" in run_upgraded("up")
     assert _program(fleet_env, "d-1").read_text().endswith("; written by a newer tf-fleet\n")
-    after = fleet_env.wait_for(
-        lambda: (rows := _pids(fleet_env)) and all(rows.values()) and rows, what="pids"
-    )
+    after = _running_pids(fleet_env)
     assert not set(after.values()) & set(pids.values())
     assert run_upgraded("up").strip() == "3 unchanged"
     key = json.loads((fleet_env.state_dir / "supervisor/rendered.json").read_text())["key"]

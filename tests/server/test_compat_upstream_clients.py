@@ -14,9 +14,10 @@ import re
 import tarfile
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
-from test_server_api import Clock
+from fixtures_server import Clock
 
 from multiagent.server.accounts import Accounts
 from multiagent.server.app import create_app
@@ -29,11 +30,6 @@ def claims(jwt: str) -> dict:
     """What upstream's CLI reads from a token: the payload, unverified."""
     payload = jwt.split(".")[1]
     return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture
@@ -405,7 +401,10 @@ def test_secret_write_and_hand_out(lab, agent, clock):
         ).status_code
         == 403
     )
-    job = {"job_queue": "lab", "test_data": {"test_cmds": "env", "secrets": {"PW": "lab/pw"}}}
+    job: dict[str, Any] = {
+        "job_queue": "lab",
+        "test_data": {"test_cmds": "env", "secrets": {"PW": "lab/pw"}},
+    }
     assert cli.post("/v1/job", json=job).get_json()["message"] == "Validation error"
     job["test_data"]["secrets"]["TOKEN"] = "token"
     job["test_data"]["secrets"]["GONE"] = "missing"

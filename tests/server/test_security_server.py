@@ -8,8 +8,10 @@ import io
 import json
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
+from flask.testing import FlaskClient
 
 from multiagent.server.accounts import Accounts
 from multiagent.server.app import create_app
@@ -141,7 +143,7 @@ def test_case4_agents_write_only_the_jobs_they_hold(lab):
     # Not handed out yet: nobody holds it.
     assert dut2.post(f"/v1/result/{job_id}", json={"job_state": "setup"}).status_code == 403
     assert dut1.get("/v1/job", query_string={"queue": "lab"}).status_code == 200
-    writes = [
+    writes: list[tuple[str, str, dict[str, Any]]] = [
         ("post", f"/v1/result/{job_id}", {"json": {"job_state": "setup"}}),
         ("post", f"/v1/result/{job_id}/log/output", {"json": FRAGMENT | {"log_data": "x"}}),
         ("post", f"/v1/job/{job_id}/events", {"json": {"job_status_webhook": "h"}}),
@@ -185,7 +187,7 @@ def test_case4_shared_token_agents_are_told_apart_by_name(tmp_path: Path):
     assert a.post(f"/v1/result/{job_id}", json={"job_state": "setup"}).status_code == 200
 
 
-def ran_job(app) -> tuple[object, str]:
+def ran_job(app) -> tuple[FlaskClient, str]:
     c = app.test_client()
     c.post("/v1/agents/data/a", json={"queues": ["lab"]})
     job_id = c.post("/v1/job", json={"job_queue": "lab"}).get_json()["job_id"]

@@ -3,33 +3,15 @@
 from __future__ import annotations
 
 import io
-import tarfile
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fixtures_server import Clock, tar_gz
 
 from multiagent.server import SERVER_VERSION
 from multiagent.server.app import create_app
-
-T0 = 1_780_000_000.0  # a fixed "now" (2026-05-28) so times in assertions are exact
-
-
-class Clock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture
@@ -40,6 +22,15 @@ def app(tmp_path: Path, clock: Clock):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+# One output fragment of the test phase, as an agent posts it.
+FRAGMENT = {
+    "fragment_number": 0,
+    "timestamp": "2026-05-28T20:30:00+00:00",
+    "phase": "test",
+    "log_data": "x",
+}
 
 
 def register(client, name: str = "agent-1", **fields: Any):
@@ -64,16 +55,6 @@ def agent_client(app, name: str, queues: list[str] | None = None):
 
 def pop(c, *queues: str):
     return c.get("/v1/job", query_string=[("queue", q) for q in queues or ("demo",)])
-
-
-def tar_gz(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 # -- health, slashes --------------------------------------------------------------------
@@ -535,12 +516,7 @@ def test_log_post_is_strict(client, body):
 
 def test_bad_log_type_is_clean_404(client):
     job_id = submit(client)
-    frag = {
-        "fragment_number": 0,
-        "timestamp": "2026-05-28T20:30:00+00:00",
-        "phase": "test",
-        "log_data": "x",
-    }
+    frag = FRAGMENT
     for resp in (
         client.post(f"/v1/result/{job_id}/log/bogus", json=frag),
         client.get(f"/v1/result/{job_id}/log/bogus"),
@@ -587,13 +563,8 @@ def secured(tmp_path: Path, clock: Clock):
 
 def test_shared_token_gates_agent_endpoints(secured):
     job_id = str(uuid.uuid4())
-    frag = {
-        "fragment_number": 0,
-        "timestamp": "2026-05-28T20:30:00+00:00",
-        "phase": "test",
-        "log_data": "x",
-    }
-    agent_only = [
+    frag = FRAGMENT
+    agent_only: list[tuple[str, str, dict[str, Any]]] = [
         ("post", "/v1/agents/data/a1", {"json": {"state": "waiting"}}),
         ("post", "/v1/agents/queues", {"json": {"q": "d"}}),
         ("post", "/v1/agents/images", {"json": {"q": {"i": "u"}}}),

@@ -7,18 +7,14 @@ import time
 from pathlib import Path
 
 import pytest
-from test_server_api import Clock, register, submit
+from fixtures_server import Clock
+from test_server_api import FRAGMENT, register, submit
 
 from multiagent.server.app import create_app
 from multiagent.server.expiry import Sweeper
 from multiagent.vocabulary import parse_duration
 
 DAY = 86400
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture
@@ -73,12 +69,7 @@ def test_agent_ttl_is_configurable(tmp_path: Path, clock: Clock):
 def test_jobs_expire_seven_days_after_creation_with_their_data(app, clock):
     client = app.test_client()
     job_id = submit(client)
-    frag = {
-        "fragment_number": 0,
-        "timestamp": "2026-05-28T20:30:00+00:00",
-        "phase": "test",
-        "log_data": "x",
-    }
+    frag = FRAGMENT
     client.post(f"/v1/result/{job_id}/log/output", json=frag)
     client.post(f"/v1/result/{job_id}/artifact", data={"file": (io.BytesIO(b"tgz"), "file")})
     client.post(f"/v1/job/{job_id}/events", json={"job_status_webhook": "h", "events": []})

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import requests
 from click.testing import CliRunner
-from fixtures_server import LocalServer, free_port
+from fixtures_server import LocalServer, free_port, tar_member
 
 from multiagent.server.cli import submit_command
 
@@ -259,7 +259,7 @@ def test_submit_wait_follows_job_to_the_end(tf_server: LocalServer, tmp_path: Pa
         assert job["test_data"]["attachments"] == [{"agent": "data.txt"}]
         archive = requests.get(f"{tf_server.url}/v1/job/{job_id}/attachments", timeout=5)
         with tarfile.open(fileobj=io.BytesIO(archive.content), mode="r:gz") as tar:
-            assert tar.extractfile("test/data.txt").read() == b"payload\n"
+            assert tar_member(tar, "test/data.txt") == b"payload\n"
 
 
 def test_submit_uses_env_server_and_reports_errors(tf_server: LocalServer, tmp_path: Path):

@@ -7,14 +7,10 @@ import re
 from pathlib import Path
 
 import pytest
-from test_server_api import Clock, register, submit
+from fixtures_server import Clock
+from test_server_api import register, submit
 
 from multiagent.server.app import create_app
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture

@@ -5,10 +5,12 @@ from __future__ import annotations
 import io
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
 from click.testing import CliRunner
+from fixtures_server import tar_member
 
 from multiagent.fleet.commands.submit import SubmitError, exit_code, pack_attachments
 from multiagent.server.auth import bearer_ok, read_token_file
@@ -69,18 +71,19 @@ def test_pack_attachments(tmp_path: Path):
     (tmp_path / "scripts").mkdir()
     (tmp_path / "scripts" / "run.sh").write_text("echo run\n")
     (tmp_path / "img.bin").write_bytes(b"\0\1")
-    job = {
+    job: dict[str, Any] = {
         "job_queue": "demo",
         "test_data": {"test_cmds": "x", "attachments": [{"agent": "scripts/run.sh"}]},
         "provision_data": {"attachments": [{"local": "img.bin", "agent": "boot/img"}]},
     }
     posted, archive = pack_attachments(job, tmp_path)
+    assert archive is not None
     assert job["provision_data"]["attachments"][0]["local"] == "img.bin"  # input untouched
     assert posted["provision_data"]["attachments"] == [{"agent": "boot/img"}]
     assert posted["test_data"]["attachments"] == [{"agent": "scripts/run.sh"}]
     with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
         assert sorted(tar.getnames()) == ["provision/boot/img", "test/scripts/run.sh"]
-        assert tar.extractfile("test/scripts/run.sh").read() == b"echo run\n"
+        assert tar_member(tar, "test/scripts/run.sh") == b"echo run\n"
 
 
 def test_pack_attachments_none_and_errors(tmp_path: Path):
