@@ -171,3 +171,38 @@ def test_the_agent_imports_nothing_of_the_other_wings():
         if not (_in_agent(target) or target in AGENT_MAY_IMPORT)
     }
     assert not wrong, "\n".join(sorted(wrong))
+
+
+# tf-fleet's floors, lowest first: a module may import its own floor and those below.
+FLEET = f"{PACKAGE}.fleet"
+FLEET_FLOORS = ("model", "supervisord", "host", "reconcile", "commands", "cli")
+# Leaves every floor may use: the user-facing errors and the server client.
+FLEET_LEAVES = ("errors", "serverinfo", "serverclient")
+
+
+def _floor(name: str) -> int | None:
+    """The floor of a tf-fleet module; None for a leaf or anything outside tf-fleet."""
+    parts = name.split(".")
+    if parts[:2] != [PACKAGE, "fleet"] or len(parts) < 3 or parts[2] in FLEET_LEAVES:
+        return None
+    return FLEET_FLOORS.index(parts[2])
+
+
+def test_fleet_floors_import_only_downwards():
+    wrong = sorted(
+        f"{name} ({FLEET_FLOORS[low]}) imports {target} ({FLEET_FLOORS[high]})"
+        for name, targets in graph().items()
+        if (low := _floor(name)) is not None
+        for target in targets
+        if (high := _floor(target)) is not None and high > low
+    )
+    assert not wrong, "\n".join(wrong)
+
+
+def test_every_fleet_module_has_a_floor_or_is_a_leaf():
+    homeless = [
+        name
+        for name in graph()
+        if name.startswith(f"{FLEET}.") and name.split(".")[2] not in (*FLEET_FLOORS, *FLEET_LEAVES)
+    ]
+    assert not homeless, homeless
