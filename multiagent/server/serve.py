@@ -99,7 +99,7 @@ def run_server(
 
 def _why(exc: OSError, port: int) -> str:
     if exc.errno == errno.EADDRINUSE:
-        from multiagent.fleet.host.hostcheck import port_holder
+        from multiagent.server.ports import port_holder
 
         return f"port {port} is in use by {port_holder('127.0.0.1', port) or 'another process'}"
     return exc.strerror or str(exc)

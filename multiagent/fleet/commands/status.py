@@ -207,7 +207,7 @@ class ServerStatus:
 
 
 def server_status(ctx: Context, processes: dict[str, ProcessInfo]) -> ServerStatus:
-    from multiagent.fleet.host.hostcheck import port_holder
+    from multiagent.server.ports import port_holder
     from multiagent.fleet.serverinfo import probe
 
     server = ctx.fleet.server
