@@ -10,7 +10,8 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import Blueprint, Response, current_app, redirect, render_template, request
+from apiflask import APIBlueprint
+from flask import Response, current_app, redirect, render_template, request
 
 from multiagent.server.auth import AMC, Denied, allowed, auth_configured, caller
 from multiagent.server.db import TIMELINE, Store, valid_job_id
@@ -23,7 +24,8 @@ from multiagent.vocabulary import (
     JOB_CANCELLED,
 )
 
-bp = Blueprint(
+# An APIBlueprint so the pages are in the OpenAPI document (and fuzzed with the API).
+bp = APIBlueprint(
     "pages",
     __name__,
     template_folder="templates",
@@ -361,10 +363,3 @@ def page_not_found(exc: Exception) -> Any:
         # Upstream's unknown route: plain text.
         return Response(f"Not found: {request.path}\n", status=404, mimetype="text/plain")
     return not_found(f"There is no page at {request.path}.", "/agents", "Agents")
-
-
-@bp.app_errorhandler(405)
-def method_not_allowed(exc: Exception) -> Any:
-    from multiagent.server.api import error
-
-    return error(405, "Method Not Allowed")
