@@ -207,8 +207,8 @@ class ServerStatus:
 
 
 def server_status(ctx: Context, processes: dict[str, ProcessInfo]) -> ServerStatus:
-    from multiagent.server.ports import port_holder
     from multiagent.fleet.serverinfo import probe
+    from multiagent.server.ports import port_holder
 
     server = ctx.fleet.server
     seen = probe(server.url)
