@@ -29,6 +29,7 @@ from multiagent.server.schemas import (
     QueuesQuery,
     ResultPost,
     StatusUpdate,
+    Upload,
 )
 from multiagent.vocabulary import ALL_PHASES
 
@@ -241,9 +242,8 @@ def wait_times_get(query_data: dict[str, list[str]]) -> Response:
 # -- jobs -----------------------------------------------------------------------------
 @bp.post("/v1/job")
 @gate(AMC)
-@bp.input(Job, location="json")
-def job_post(json_data: dict[str, Any]) -> Response:
-    job = json_data
+@bp.input(Job, location="json", arg_name="job")
+def job_post(job: dict[str, Any]) -> Response:
     if (refused := job_refused(job)) is not None:
         return refused
     if (job.get("test_data") or {}).get("secrets"):
@@ -352,7 +352,8 @@ def job_action(job_id: str, json_data: dict[str, str]) -> Response:
 
 @bp.post("/v1/job/<job_id>/attachments")
 @gate(AMC)
-def attachments_post(job_id: str) -> Response:
+@bp.input(Upload, location="files", validation=False, arg_name="_upload")
+def attachments_post(job_id: str, _upload: Any) -> Response:
     if (bad := checked_job_id(job_id)) is not None:
         return bad
     job = store().get_job(job_id)
@@ -418,9 +419,8 @@ def flat_result(s: Store, job: dict[str, Any]) -> dict[str, Any]:
 
 @bp.post("/v1/result/<job_id>")
 @gate(ONLY_AGENT)
-@bp.input(ResultPost, location="json")
-def result_post(job_id: str, json_data: dict[str, Any]) -> Response:
-    body = json_data
+@bp.input(ResultPost, location="json", arg_name="body")
+def result_post(job_id: str, body: dict[str, Any]) -> Response:
     if (bad := checked_job_id(job_id)) is not None:
         return bad
     state = body.get("job_state")
@@ -467,13 +467,14 @@ def log_post(job_id: str, log_type: str, json_data: dict[str, Any]) -> Response:
 
 @bp.get("/v1/result/<job_id>/log/<log_type>")
 @gate(AMC)
-def log_get(job_id: str, log_type: str) -> Response:
+@bp.input(LogQuery, location="query", validation=False)
+def log_get(job_id: str, log_type: str, query_data: Any) -> Response:
     if log_type not in LOG_TYPES:
         return error(404, f"Unknown log type {log_type!r}; use output or serial")
     if (bad := checked_job_id(job_id)) is not None:
         return bad
     try:
-        query = LogQuery().load(request.args)
+        query = LogQuery().load(query_data)
     except ValidationError as exc:
         return error(400, exc.normalized_messages())
     since = query["start_timestamp"]
@@ -497,7 +498,8 @@ def log_get(job_id: str, log_type: str) -> Response:
 
 @bp.post("/v1/result/<job_id>/artifact")
 @gate(ONLY_AGENT)
-def artifact_post(job_id: str) -> Response:
+@bp.input(Upload, location="files", validation=False, arg_name="_upload")
+def artifact_post(job_id: str, _upload: Any) -> Response:
     if (bad := checked_job_id(job_id)) is not None:
         return bad
     if (refused := held(job_id)) is not None:

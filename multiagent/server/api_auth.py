@@ -106,9 +106,8 @@ def client_get(client_id: str) -> Response:
 
 @bp.put("/v1/client-permissions/<client_id>")
 @gate(AM)
-@bp.input(ClientPermissionsIn, location="json")
-def client_put(client_id: str, json_data: dict[str, Any]) -> Response:
-    body = json_data
+@bp.input(ClientPermissionsIn, location="json", arg_name="body")
+def client_put(client_id: str, body: dict[str, Any]) -> Response:
     if client_id == PROTECTED_CLIENT:
         return error(422, f"'{PROTECTED_CLIENT}' cannot be modified")
     existing = accounts().get(client_id)
@@ -201,9 +200,8 @@ def _secret_owner(client_id: str, path: str) -> Response | None:
 
 @bp.put("/v1/secrets/<client_id>/<path:path>")
 @gate(AMC)
-@bp.input(SecretIn, location="json")
-def secret_put(client_id: str, path: str, json_data: dict[str, Any]) -> Response:
-    body = json_data
+@bp.input(SecretIn, location="json", arg_name="body")
+def secret_put(client_id: str, path: str, body: dict[str, Any]) -> Response:
     if (refused := _secret_owner(client_id, path)) is not None:
         return refused
     expires = accounts().put_secret(

@@ -15,6 +15,7 @@ from flask import Response, current_app, redirect, render_template, request
 
 from multiagent.server.auth import AMC, Denied, allowed, auth_configured, caller
 from multiagent.server.db import TIMELINE, Store, valid_job_id
+from multiagent.server.schemas import AgentsPageQuery
 from multiagent.vocabulary import (
     AGENT_MAINTENANCE,
     AGENT_OFFLINE,
@@ -182,13 +183,14 @@ def index():
 
 
 @bp.get("/agents")
-def agents_page():
+@bp.input(AgentsPageQuery, location="query", validation=False, arg_name="args")
+def agents_page(args: Any):
     current = now()
     rows = [agent_row(agent, current) for agent in store().list_agents()]
-    chosen = {k: request.args.get(k, "") for k in FILTERS}
-    sort = request.args.get("sort", "name")
+    chosen = {k: args.get(k, "") for k in FILTERS}
+    sort = args.get("sort", "name")
     sort = sort if sort in SORT_KEYS else "name"
-    descending = request.args.get("dir") == "desc"
+    descending = args.get("dir") == "desc"
     chosen_sort = {"sort": sort if sort != "name" else "", "dir": "desc" if descending else ""}
     counts: dict[str, int] = {}
     for row in rows:

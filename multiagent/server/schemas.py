@@ -25,10 +25,6 @@ from multiagent.vocabulary import (
 )
 
 
-def Int(**kwargs: Any) -> fields.Integer:  # noqa: N802 - reads as the field it makes
-    return fields.Integer(strict=True, **kwargs)
-
-
 class AgentIn(Schema):
     state = fields.String()
     comment = fields.String()
@@ -41,13 +37,15 @@ class AgentIn(Schema):
 
 
 class ResultPost(Schema):
-    status = fields.Dict(keys=fields.String(validate=OneOf(ALL_PHASES)), values=Int())
+    status = fields.Dict(
+        keys=fields.String(validate=OneOf(ALL_PHASES)), values=fields.Integer(strict=True)
+    )
     device_info = fields.Dict()
     job_state = fields.String()
 
 
 class LogPost(Schema):
-    fragment_number = Int(required=True)
+    fragment_number = fields.Integer(strict=True, required=True)
     timestamp = fields.DateTime(required=True)
     phase = fields.String(required=True, validate=OneOf(ALL_PHASES))
     log_data = fields.String(required=True)
@@ -55,7 +53,7 @@ class LogPost(Schema):
 
 class ProvisionLogIn(Schema):
     job_id = fields.String(required=True)
-    exit_code = Int(required=True)
+    exit_code = fields.Integer(strict=True, required=True)
     detail = fields.String()
 
 
@@ -122,21 +120,28 @@ class RestrictedQueueIn(Schema):
 
 class ClientPermissionsIn(Schema):
     client_secret = fields.String(validate=Length(min=15))
-    max_priority = fields.Dict(keys=fields.String(), values=Int())
-    max_reservation_time = fields.Dict(keys=fields.String(), values=Int())
+    max_priority = fields.Dict(keys=fields.String(), values=fields.Integer(strict=True))
+    max_reservation_time = fields.Dict(keys=fields.String(), values=fields.Integer(strict=True))
     role = fields.String(validate=OneOf(ROLES))
     email = fields.Email()
 
 
 class SecretIn(Schema):
     value = fields.String(required=True, validate=Length(min=1))
-    expire_after = Int(allow_none=True, validate=Range(min=1))
+    expire_after = fields.Integer(strict=True, allow_none=True, validate=Range(min=1))
     ephemeral = fields.Boolean()
 
     @validates_schema
     def _one_lifetime(self, data: dict[str, Any], **_: Any) -> None:
         if data.get("ephemeral") and "expire_after" in data:
             raise ValidationError("An ephemeral secret takes no expire_after.")
+
+
+class Upload(Schema):
+    """A tarball as multipart field `file`. Documented only: a missing part is upstream's
+    400 from werkzeug, which the view answers, not a 422."""
+
+    file = fields.File(required=True)
 
 
 # -- query strings ----------------------------------------------------------------------
@@ -157,7 +162,8 @@ class QueuesQuery(Schema):
 
 
 class LogQuery(Schema):
-    """The log reader's query; upstream answers a bad one with 400, not 422."""
+    """The log reader's query; upstream answers a bad one with 400, not 422, so the view
+    loads it itself."""
 
     # Query values are text: not strict, but bounded to what SQLite holds.
     start_fragment = fields.Integer(load_default=0, validate=Range(min=0, max=INT64_MAX))
@@ -165,3 +171,13 @@ class LogQuery(Schema):
     phase = fields.String(load_default=None, validate=OneOf(ALL_PHASES))
     # The local server's `format=text`: the whole log as one text.
     format = fields.String(validate=OneOf(["text"]))
+
+
+class AgentsPageQuery(Schema):
+    """The Agents page's filters and order; documented only, any value shows a page."""
+
+    state = fields.String()
+    queue = fields.String()
+    location = fields.String()
+    sort = fields.String()
+    dir = fields.String()

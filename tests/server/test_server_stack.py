@@ -193,5 +193,17 @@ def test_openapi_document(lab):
     if "$ref" in schema:
         schema = doc["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
     assert schema["required"] == ["job_queue"] and "provision_data" in schema["properties"]
-    search = doc["paths"]["/v1/job/search"]["get"]["parameters"]
-    assert {p["name"] for p in search} == {"tags", "match", "state"}
+
+    def query(path: str) -> set[str]:
+        params = doc["paths"][path]["get"]["parameters"]
+        return {p["name"] for p in params if p["in"] == "query"}
+
+    assert query("/v1/job/search") == {"tags", "match", "state"}
+    assert query("/v1/result/{job_id}/log/{log_type}") == {
+        "start_fragment",
+        "start_timestamp",
+        "phase",
+        "format",
+    }
+    upload = doc["paths"]["/v1/result/{job_id}/artifact"]["post"]["requestBody"]
+    assert list(upload["content"]) == ["multipart/form-data"]
