@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import socket
 
 
@@ -13,8 +14,11 @@ def port_holder(host: str, port: int) -> str | None:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind((host, port))
         return None
-    except OSError:
-        pass
+    except OSError as exc:
+        # Only a taken port has a holder: another failure (a name that does not resolve,
+        # a privileged port) is for the real bind to report.
+        if exc.errno != errno.EADDRINUSE:
+            return None
     finally:
         probe.close()
     return _listener(port) or "another process"
