@@ -41,41 +41,29 @@ def refusal(resp) -> tuple[int, str]:
     return resp.status_code, resp.get_json()["message"]
 
 
+OTHER_KEY = b"not-this-servers-key-0123456789-0123456789"
+
+
 def test_tokens_a_client_cannot_use(lab, clock):
     c = lab.test_client()
     now = int(clock())
-    good = {"exp": now + 600, "iat": now, "sub": "access_token"}
-    permissions = {"client_id": "alice", "role": "contributor"}
-    assert (
-        c.get(
-            "/v1/agents/data", headers=bearer(signed(lab, good | {"permissions": permissions}))
-        ).status_code
-        == 200
-    )
+    claims = {"exp": now + 600, "iat": now, "sub": "access_token"}
+    alice = {"client_id": "alice", "role": "contributor"}
+
+    def read_with(token: str):
+        return c.get("/v1/agents/data", headers=bearer(token))
+
+    assert read_with(signed(lab, claims | {"permissions": alice})).status_code == 200
     # Each refusal is upstream's status and words: the CLI refreshes on 401 only.
-    cases = [
-        (
-            signed(
-                lab, good | {"permissions": permissions}, key=b"another-key-0123456789-0123456789"
-            ),
-            403,
-            "Invalid Token signature",
-        ),
-        (signed(lab, good), 403, "Token missing required claim: permissions"),
-        (
-            signed(lab, {"iat": now, "sub": "access_token", "permissions": {}}),
-            403,
-            "Token missing required claim: exp",
-        ),
-        ("not.a.jwt", 403, "Unable to decode token"),
-        (
-            signed(lab, good | {"permissions": permissions, "exp": now - 10}),
-            401,
-            "Token has expired",
-        ),
-    ]
-    for token, status, message in cases:
-        assert refusal(c.get("/v1/agents/data", headers=bearer(token))) == (status, message)
+    forged = signed(lab, claims | {"permissions": alice}, key=OTHER_KEY)
+    assert refusal(read_with(forged)) == (403, "Invalid Token signature")
+    no_permissions = signed(lab, claims)
+    assert refusal(read_with(no_permissions)) == (403, "Token missing required claim: permissions")
+    no_expiry = signed(lab, {"iat": now, "sub": "access_token", "permissions": alice})
+    assert refusal(read_with(no_expiry)) == (403, "Token missing required claim: exp")
+    assert refusal(read_with("not.a.jwt")) == (403, "Unable to decode token")
+    expired = signed(lab, claims | {"permissions": alice, "exp": now - 10})
+    assert refusal(read_with(expired)) == (401, "Token has expired")
 
 
 def test_authorization_schemes(lab):
