@@ -12,8 +12,6 @@ import hmac
 import secrets
 from typing import Any
 
-import jwt
-
 ACCESS_LIFETIME = 600  # seconds, as upstream
 LEEWAY = 5  # seconds of clock skew accepted on `exp`
 REFRESH_LIFETIME = 6 * 86400  # upstream: a refresh token lives 6 days
@@ -31,6 +29,10 @@ class TokenError(Exception):
 
 
 def encode_access_token(permissions: dict[str, Any], key: bytes, now: float) -> str:
+    # Imported here: `tf-fleet up` writes agents' refresh tokens through this module and
+    # has no use for PyJWT (nor the cryptography package it loads when present).
+    import jwt
+
     claims = {
         "exp": int(now) + ACCESS_LIFETIME,
         "iat": int(now),
@@ -42,6 +44,8 @@ def encode_access_token(permissions: dict[str, Any], key: bytes, now: float) -> 
 
 def decode_access_token(token: str, key: bytes, now: float) -> dict[str, Any]:
     """The token's `permissions`; TokenError with upstream's status and message otherwise."""
+    import jwt
+
     try:
         # Time is checked below against `now`: the server's clock is injectable (tests move
         # it), PyJWT reads the wall clock.
