@@ -89,7 +89,7 @@ def _write_traceback() -> str:
 class FleetGroup(click.Group):
     """Loads the local server's commands only when they are asked for or listed."""
 
-    lazy = {"server": "server_command", "submit": "submit_command"}
+    lazy = {"server": "server_command"}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *self.lazy])
@@ -739,3 +739,56 @@ def down(opts: Options, safe: bool, force: bool, timeout: str | None, as_json: b
     )
     if stopped_supervisord:
         click.echo("supervisord stopped")
+
+
+@main.command("submit")
+@click.argument("job_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--server",
+    envvar="TESTFLINGER_SERVER",
+    default="http://127.0.0.1:8585",
+    show_default=True,
+    help="Server URL (env TESTFLINGER_SERVER).",
+)
+@click.option("--wait", is_flag=True, help="Follow the job to its end; exit 1 if a phase failed.")
+@click.option(
+    "--token-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Bearer token for a server started with --token-file.",
+)
+@click.option(
+    "--poll-interval",
+    default=2.0,
+    show_default=True,
+    type=float,
+    help="Seconds between polls with --wait.",
+)
+def submit_command(
+    job_file: Path, server: str, wait: bool, token_file: Path | None, poll_interval: float
+) -> None:
+    """Submit JOB_FILE (YAML or JSON) with its attachments; print the job id."""
+    # A client of any Testflinger-compatible server, the local one or a lab's.
+    import requests
+    import yaml
+
+    from multiagent.fleet.commands.submit import Client, SubmitError, follow, pack_attachments
+    from multiagent.server.auth import read_token_file
+
+    try:
+        job = yaml.safe_load(job_file.read_text())
+    except yaml.YAMLError as exc:
+        raise click.UsageError(f"{job_file}: not valid YAML: {exc}") from exc
+    if not isinstance(job, dict):
+        raise click.UsageError(f"{job_file}: a job is a mapping with at least job_queue")
+    token = read_token_file(token_file) if token_file else None
+    client = Client(server, token)
+    try:
+        job, archive = pack_attachments(job, job_file.resolve().parent)
+        job_id = client.submit(job, archive)
+        click.echo(job_id)
+        if wait:
+            sys.exit(follow(client, job_id, click.echo, interval=poll_interval))
+    except SubmitError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except requests.RequestException as exc:
+        raise click.ClickException(f"cannot reach {server}: {exc}") from exc

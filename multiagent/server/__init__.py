@@ -1,4 +1,5 @@
-"""The local Testflinger-compatible server: Flask + SQLite, served by waitress.
+"""The local Testflinger-compatible server: apiflask (Flask, marshmallow) + SQLite, served
+by waitress.
 
 Kept import-light on purpose: the CLI imports this package, and Flask/waitress are only
 loaded when a server or app is actually built (see `app.create_app` and `cli`).

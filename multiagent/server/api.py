@@ -5,82 +5,55 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request, send_file
+from apiflask import APIBlueprint
+from flask import Response, current_app, jsonify, request, send_file
+from marshmallow import ValidationError
 
-from multiagent.server import SERVER_VERSION, jobschema, schemas
+from multiagent.server import SERVER_VERSION
 from multiagent.server.accounts import Accounts
 from multiagent.server.auth import AMC, AMCG, AMG, ONLY_AGENT, caller, gate
 from multiagent.server.db import JOB_STATES, Store, valid_job_id
+from multiagent.server.jobschema import Job, has_attachments
 from multiagent.server.limits import BadInput, Limits, parse_json
 from multiagent.server.permissions import submit_denied
+from multiagent.server.replies import error, invalid, ok, text
+from multiagent.server.schemas import (
+    ActionIn,
+    AdvertisedImages,
+    AdvertisedQueues,
+    AgentIn,
+    JobSearchQuery,
+    LogPost,
+    LogQuery,
+    ProvisionLogIn,
+    QueuesQuery,
+    ResultPost,
+    StatusUpdate,
+    Upload,
+)
 from multiagent.vocabulary import ALL_PHASES
 
-bp = Blueprint("api", __name__)
+bp = APIBlueprint("api", __name__, enable_openapi=True)
 
 LOG_TYPES = ("output", "serial")
+# Agent data is small: each of its strings is bounded like a query value, not a body.
+TEXT_BOUNDED = ("api.agent_post",)
 
 
 def store() -> Store:
     return current_app.extensions["tf_store"]
 
 
-def error(
-    status: int, message: str | dict[str, Any], detail: dict[str, Any] | None = None
-) -> Response:
-    resp = jsonify({"message": message, "detail": detail or {}})
-    resp.status_code = status
-    return resp
-
-
-def invalid(errors: dict[str, list[str]]) -> Response:
-    return error(422, "Validation error", {"json": errors})
-
-
-def ok() -> Response:
-    return Response("OK", mimetype="text/plain")
-
-
 def accounts() -> Accounts:
     return current_app.extensions["tf_accounts"]
-
-
-def text(body: str, status: int = 200) -> Response:
-    return Response(body, status=status, mimetype="text/plain")
-
-
-class BadJson(Exception):
-    """A body sent as JSON that does not parse: upstream answers 400 "Bad Request"."""
 
 
 def limits() -> Limits:
     return current_app.config["TF_LIMITS"]
 
 
-def json_body(max_chars: int | None = None) -> Any:
-    """The JSON body; an empty or non-JSON body reads as {} (upstream then says which field
-    is missing, 422); a JSON body that does not parse raises BadJson (400). Past a bound
-    (depth, integer range, `max_chars` per string, default the body limit) BadInput."""
-    raw = request.get_data(cache=True)
-    if not raw.strip():
-        return {}
-    bounds = limits()
-    if max_chars is None:
-        max_chars = bounds.body_limit(request.endpoint)
-    try:
-        return parse_json(raw, bounds, max_chars=max_chars)
-    except ValueError:
-        if request.is_json:
-            raise BadJson() from None
-        return {}
-
-
 def checked_job_id(job_id: str) -> Response | None:
     return None if valid_job_id(job_id) else text("Invalid job id\n", 400)
-
-
-@bp.app_errorhandler(BadJson)
-def bad_json(exc: BadJson) -> Response:
-    return error(400, "Bad Request")
 
 
 @bp.app_errorhandler(BadInput)
@@ -107,7 +80,24 @@ def _bounded() -> Response | None:
             return error(400, f"A name in the URL is longer than {bounds.name_chars} characters")
     if any(len(v) > bounds.text_chars for v in request.args.values()):
         return error(400, f"A query value is longer than {bounds.text_chars} characters")
+    _bounded_json(bounds, limit)
     return None
+
+
+def _bounded_json(bounds: Limits, limit: int) -> None:
+    """A JSON body within depth, integer range and string length, or BadInput, before
+    the schema's parser (which has no such bounds) reads it. Text that does not parse is
+    left to that parser: upstream's 400 "Bad Request"."""
+    if not request.is_json:
+        return
+    raw = request.get_data(cache=True)
+    if not raw.strip():
+        return
+    max_chars = bounds.text_chars if request.endpoint in TEXT_BOUNDED else limit
+    try:
+        parse_json(raw, bounds, max_chars=max_chars)
+    except ValueError:
+        pass
 
 
 def held(job_id: str) -> Response | None:
@@ -151,12 +141,9 @@ def public_agent(agent: dict[str, Any], owners: dict[str, list[str]]) -> dict[st
 
 @bp.post("/v1/agents/data/<agent>")
 @gate(AMG)
-def agent_post(agent: str) -> Response:
-    body = json_body(max_chars=limits().text_chars)
-    errors = schemas.validate_agent_in(body)
-    if errors:
-        return invalid(errors)
-    store().post_agent(agent, body)
+@bp.input(AgentIn, location="json")
+def agent_post(agent: str, json_data: dict[str, Any]) -> Response:
+    store().post_agent(agent, json_data)
     resp = jsonify({"status": "OK"})
     resp.set_cookie("agent_name", agent, httponly=True, samesite="Strict")
     return resp
@@ -182,12 +169,9 @@ def agents_get_all() -> Response:
 
 @bp.post("/v1/agents/queues")
 @gate(AMG)
-def agent_queues_post() -> Response:
-    body = json_body()
-    errors = schemas.validate_advertised_queues(body)
-    if errors:
-        return invalid(errors)
-    store().advertise_queues(body)
+@bp.input(AdvertisedQueues, location="json")
+def agent_queues_post(json_data: dict[str, str]) -> Response:
+    store().advertise_queues(json_data)
     return ok()
 
 
@@ -199,24 +183,18 @@ def agent_queues_get() -> Response:
 
 @bp.post("/v1/agents/images")
 @gate(AMG)
-def agent_images_post() -> Response:
-    body = json_body()
-    errors = schemas.validate_advertised_images(body)
-    if errors:
-        return invalid(errors)
-    store().advertise_images(body)
+@bp.input(AdvertisedImages, location="json")
+def agent_images_post(json_data: dict[str, dict[str, str]]) -> Response:
+    store().advertise_images(json_data)
     return ok()
 
 
 @bp.post("/v1/agents/provision_logs/<agent>")
 @gate(ONLY_AGENT)
-def provision_logs_post(agent: str) -> Response:
-    body = json_body()
-    errors = schemas.validate_provision_log(body)
-    if errors:
-        return invalid(errors)
+@bp.input(ProvisionLogIn, location="json")
+def provision_logs_post(agent: str, json_data: dict[str, Any]) -> Response:
     known = store().add_provision_log(
-        agent, body["job_id"], body["exit_code"], body.get("detail", "")
+        agent, json_data["job_id"], json_data["exit_code"], json_data.get("detail", "")
     )
     return ok() if known else error(404, "Agent not found")
 
@@ -255,26 +233,22 @@ def queue_images_get(queue: str) -> Response:
 
 @bp.get("/v1/queues/wait_times")
 @gate(AMC)
-def wait_times_get() -> Response:
-    queues = [q for q in request.args.getlist("queue") if q] or None
+@bp.input(QueuesQuery, location="query")
+def wait_times_get(query_data: dict[str, list[str]]) -> Response:
+    queues = [q for q in query_data.get("queue", []) if q] or None
     return jsonify(store().wait_time_percentiles(queues))
 
 
 # -- jobs -----------------------------------------------------------------------------
 @bp.post("/v1/job")
 @gate(AMC)
-def job_post() -> Response:
-    body = json_body()
-    errors = jobschema.validate_job(body, strict_provision=not current_app.config["TF_ANY_PD"])
-    if errors:
-        return invalid(errors)
-    if (refused := job_refused(body)) is not None:
+@bp.input(Job, location="json", arg_name="job")
+def job_post(job: dict[str, Any]) -> Response:
+    if (refused := job_refused(job)) is not None:
         return refused
-    job = jobschema.normalised(body)
-    principal = caller()
     if (job.get("test_data") or {}).get("secrets"):
-        job["client_id"] = principal.client_id
-    job_id = store().add_job(job, attachments=jobschema.has_attachments(job))
+        job["client_id"] = caller().client_id
+    job_id = store().add_job(job, attachments=has_attachments(job))
     return jsonify({"job_id": job_id})
 
 
@@ -310,8 +284,9 @@ def job_refused(body: dict[str, Any]) -> Response | None:
 
 @bp.get("/v1/job")
 @gate(ONLY_AGENT)
-def job_pop() -> Response:
-    queues = [q for q in request.args.getlist("queue") if q]
+@bp.input(QueuesQuery, location="query")
+def job_pop(query_data: dict[str, list[str]]) -> Response:
+    queues = [q for q in query_data.get("queue", []) if q]
     if not queues:
         return error(400, "No queue(s) specified in request")
     agent = request.cookies.get("agent_name")
@@ -330,19 +305,14 @@ def job_pop() -> Response:
 
 @bp.get("/v1/job/search")
 @gate(AMC)
-def job_search() -> Response:
-    match = request.args.get("match", "any")
-    states = request.args.getlist("state")
-    problems: dict[str, list[str]] = {}
-    if match not in ("any", "all"):
-        problems["match"] = ["Must be one of: any, all."]
-    bad = [st for st in states if st not in schemas.SEARCH_STATES]
-    if bad:
-        problems["state"] = [f"Must be one of: {', '.join(schemas.SEARCH_STATES)}."]
-    if problems:
-        return error(422, "Validation error", {"query": problems})
-    tags = request.args.getlist("tags")
-    return jsonify(store().search_jobs(tags=tags, match_all=match == "all", states=states))
+@bp.input(JobSearchQuery, location="query")
+def job_search(query_data: dict[str, Any]) -> Response:
+    found = store().search_jobs(
+        tags=query_data.get("tags", []),
+        match_all=query_data["match"] == "all",
+        states=query_data.get("state", []),
+    )
+    return jsonify(found)
 
 
 @bp.get("/v1/job/<job_id>")
@@ -370,13 +340,8 @@ def job_position(job_id: str) -> Response:
 
 @bp.post("/v1/job/<job_id>/action")
 @gate(AMC)
-def job_action(job_id: str) -> Response:
-    body = json_body()
-    errors = schemas.validate_action(body)
-    if errors:
-        return invalid(errors)
-    if body["action"] != "cancel":
-        return invalid({"action": ["Must be one of: cancel."]})
+@bp.input(ActionIn, location="json")
+def job_action(job_id: str, json_data: dict[str, str]) -> Response:
     if (bad := checked_job_id(job_id)) is not None:
         return bad
     # Upstream: an unknown job and a finished one get the same 400.
@@ -387,7 +352,8 @@ def job_action(job_id: str) -> Response:
 
 @bp.post("/v1/job/<job_id>/attachments")
 @gate(AMC)
-def attachments_post(job_id: str) -> Response:
+@bp.input(Upload, location="files", validation=False, arg_name="_upload")
+def attachments_post(job_id: str, _upload: Any) -> Response:
     if (bad := checked_job_id(job_id)) is not None:
         return bad
     job = store().get_job(job_id)
@@ -424,17 +390,14 @@ def attachments_get(job_id: str) -> Response:
 
 @bp.post("/v1/job/<job_id>/events")
 @gate(ONLY_AGENT)
-def events_post(job_id: str) -> Response:
-    body = json_body()
-    errors = schemas.validate_status_update(body)
-    if errors:
-        return invalid(errors)
+@bp.input(StatusUpdate, location="json")
+def events_post(job_id: str, json_data: dict[str, Any]) -> Response:
     if (bad := checked_job_id(job_id)) is not None:
         return bad
     if (refused := held(job_id)) is not None:
         return refused
     # Stored for the job page; no webhook forwarding, so no 500 for a missing WEBHOOK_URL.
-    store().add_events(job_id, body)
+    store().add_events(job_id, json_data)
     return ok()
 
 
@@ -456,11 +419,8 @@ def flat_result(s: Store, job: dict[str, Any]) -> dict[str, Any]:
 
 @bp.post("/v1/result/<job_id>")
 @gate(ONLY_AGENT)
-def result_post(job_id: str) -> Response:
-    body = json_body()
-    errors = schemas.validate_result_post(body)
-    if errors:
-        return invalid(errors)
+@bp.input(ResultPost, location="json", arg_name="body")
+def result_post(job_id: str, body: dict[str, Any]) -> Response:
     if (bad := checked_job_id(job_id)) is not None:
         return bad
     state = body.get("job_state")
@@ -492,37 +452,44 @@ def result_get(job_id: str) -> Response:
 
 @bp.post("/v1/result/<job_id>/log/<log_type>")
 @gate(ONLY_AGENT)
-def log_post(job_id: str, log_type: str) -> Response:
+@bp.input(LogPost, location="json")
+def log_post(job_id: str, log_type: str, json_data: dict[str, Any]) -> Response:
     if log_type not in LOG_TYPES:
         return error(404, f"Unknown log type {log_type!r}; use output or serial")
-    body = json_body()
-    errors = schemas.validate_log_post(body)
-    if errors:
-        return invalid(errors)
     if (bad := checked_job_id(job_id)) is not None:
         return bad
     if (refused := held(job_id)) is not None:
         return refused
-    store().add_log(job_id, log_type, body)
+    fragment = dict(json_data, timestamp=json_data["timestamp"].isoformat())
+    store().add_log(job_id, log_type, fragment)
     return ok()
 
 
 @bp.get("/v1/result/<job_id>/log/<log_type>")
 @gate(AMC)
-def log_get(job_id: str, log_type: str) -> Response:
+@bp.input(LogQuery, location="query", validation=False)
+def log_get(job_id: str, log_type: str, query_data: Any) -> Response:
     if log_type not in LOG_TYPES:
         return error(404, f"Unknown log type {log_type!r}; use output or serial")
     if (bad := checked_job_id(job_id)) is not None:
         return bad
-    query, problems = schemas.log_query(request.args)
-    if problems:
-        return error(400, problems)
-    logs = store().get_logs(job_id, log_type, **query)
+    try:
+        query = LogQuery().load(query_data)
+    except ValidationError as exc:
+        return error(400, exc.normalized_messages())
+    since = query["start_timestamp"]
+    logs = store().get_logs(
+        job_id,
+        log_type,
+        phase=query["phase"],
+        start_fragment=query["start_fragment"],
+        start_timestamp=since.isoformat() if since else None,
+    )
     if query["phase"] is None:
         # Upstream lists all seven phases, those without output as -1 and "".
         empty = {"last_fragment_number": -1, "log_data": ""}
         logs = {p: logs.get(p, empty) for p in ALL_PHASES}
-    if request.args.get("format") == "text":
+    if query.get("format") == "text":
         # Convenience for humans and tests: the whole log as one text, phases in order.
         text = "".join(entry["log_data"] for entry in logs.values())
         return Response(text, mimetype="text/plain")
@@ -531,7 +498,8 @@ def log_get(job_id: str, log_type: str) -> Response:
 
 @bp.post("/v1/result/<job_id>/artifact")
 @gate(ONLY_AGENT)
-def artifact_post(job_id: str) -> Response:
+@bp.input(Upload, location="files", validation=False, arg_name="_upload")
+def artifact_post(job_id: str, _upload: Any) -> Response:
     if (bad := checked_job_id(job_id)) is not None:
         return bad
     if (refused := held(job_id)) is not None:

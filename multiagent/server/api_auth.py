@@ -3,29 +3,30 @@ queues and the secrets store."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from apiflask import APIBlueprint
+from flask import Response, current_app, jsonify, request
 
-from multiagent.server import schemas
 from multiagent.server.accounts import (
     DEFAULT_SECRET_LIFETIME,
     PROTECTED_CLIENT,
     RANK,
-    ROLES,
     SECRET_PATH,
     role_of,
 )
-from multiagent.server.api import accounts, error, invalid, json_body, store, text
+from multiagent.server.api import accounts, store
 from multiagent.server.auth import AM, AMC, ONLY_ADMIN, caller, gate, same_secret
-from multiagent.server.jobschema import fields_errors
+from multiagent.server.replies import error, invalid, text
+from multiagent.server.schemas import (
+    ClientPermissionsIn,
+    RefreshTokenIn,
+    RestrictedQueueIn,
+    SecretIn,
+)
 from multiagent.server.tokens import ACCESS_LIFETIME
 
-bp = Blueprint("api_auth", __name__)
-
-EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-MIN_SECRET = 15
+bp = APIBlueprint("api_auth", __name__, enable_openapi=True)
 
 
 def _token_answer(access: str, refresh: str | None = None) -> Response:
@@ -60,12 +61,9 @@ def oauth_token() -> Response:
 
 
 @bp.post("/v1/oauth2/refresh")
-def oauth_refresh() -> Response:
-    body = json_body()
-    errors = schemas.validate_refresh(body)
-    if errors:
-        return invalid(errors)
-    offered = body["refresh_token"]
+@bp.input(RefreshTokenIn, location="json")
+def oauth_refresh(json_data: dict[str, str]) -> Response:
+    offered = json_data["refresh_token"]
     shared = current_app.config.get("TF_TOKEN")
     if shared is not None and same_secret(offered, shared):
         return _token_answer(shared)
@@ -80,12 +78,9 @@ def oauth_refresh() -> Response:
 
 @bp.post("/v1/oauth2/revoke")
 @gate(ONLY_ADMIN)
-def oauth_revoke() -> Response:
-    body = json_body()
-    errors = schemas.validate_refresh(body)
-    if errors:
-        return invalid(errors)
-    problem = accounts().revoke(body["refresh_token"])
+@bp.input(RefreshTokenIn, location="json")
+def oauth_revoke(json_data: dict[str, str]) -> Response:
+    problem = accounts().revoke(json_data["refresh_token"])
     return error(400, problem) if problem else jsonify({"status": "OK"})
 
 
@@ -109,44 +104,10 @@ def client_get(client_id: str) -> Response:
     return jsonify(_public_client(client))
 
 
-def _int_map(value: Any) -> str | None:
-    ok = isinstance(value, dict) and all(
-        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
-        for k, v in value.items()
-    )
-    return None if ok else "Expected {queue or '*': integer}."
-
-
-def _secret(value: Any) -> str | None:
-    if not isinstance(value, str) or len(value) < MIN_SECRET:
-        return f"Shorter than minimum length {MIN_SECRET}."
-    return None
-
-
-def _role(value: Any) -> str | None:
-    return None if value in ROLES else f"Must be one of: {', '.join(ROLES)}."
-
-
-def _email(value: Any) -> str | None:
-    return None if isinstance(value, str) and EMAIL.match(value) else "Not a valid email address."
-
-
-CLIENT_IN = {
-    "client_secret": (_secret, False),
-    "max_priority": (_int_map, False),
-    "max_reservation_time": (_int_map, False),
-    "role": (_role, False),
-    "email": (_email, False),
-}
-
-
 @bp.put("/v1/client-permissions/<client_id>")
 @gate(AM)
-def client_put(client_id: str) -> Response:
-    body = json_body()
-    errors = fields_errors(body, CLIENT_IN)
-    if errors:
-        return invalid(errors)
+@bp.input(ClientPermissionsIn, location="json", arg_name="body")
+def client_put(client_id: str, body: dict[str, Any]) -> Response:
     if client_id == PROTECTED_CLIENT:
         return error(422, f"'{PROTECTED_CLIENT}' cannot be modified")
     existing = accounts().get(client_id)
@@ -197,22 +158,13 @@ def restricted_get(queue: str) -> Response:
     return jsonify({"queue": queue, "owners": owners[queue]})
 
 
-def _owner_body() -> tuple[str | None, Response | None]:
-    body = json_body()
-    errors = fields_errors(body, {"client_id": (schemas.is_str, True)})
-    if errors:
-        return None, invalid(errors)
-    if not body["client_id"]:
-        return None, error(400, "Error: Missing client ID.")
-    return body["client_id"], None
-
-
 @bp.post("/v1/restricted-queues/<queue>")
 @gate(AM)
-def restricted_post(queue: str) -> Response:
-    client_id, problem = _owner_body()
-    if problem is not None or client_id is None:
-        return problem or error(400, "Error: Missing client ID.")
+@bp.input(RestrictedQueueIn, location="json")
+def restricted_post(queue: str, json_data: dict[str, str]) -> Response:
+    client_id = json_data["client_id"]
+    if not client_id:
+        return error(400, "Error: Missing client ID.")
     if accounts().get(client_id) is None:
         return error(404, "Error: Specified client_id does not exist.")
     if not store().agents_in_queue(queue):
@@ -223,31 +175,18 @@ def restricted_post(queue: str) -> Response:
 
 @bp.delete("/v1/restricted-queues/<queue>")
 @gate(AM)
-def restricted_delete(queue: str) -> Response:
+@bp.input(RestrictedQueueIn, location="json")
+def restricted_delete(queue: str, json_data: dict[str, str]) -> Response:
     if queue not in accounts().restricted():
         return error(404, "Error: Restricted queue not found.")
-    client_id, problem = _owner_body()
-    if problem is not None or client_id is None:
-        return problem or error(400, "Error: Missing client ID.")
+    client_id = json_data["client_id"]
+    if not client_id:
+        return error(400, "Error: Missing client ID.")
     accounts().unrestrict(queue, client_id)
     return text("OK")
 
 
 # -- secrets --------------------------------------------------------------------------
-def _expire_after(value: Any) -> str | None:
-    if value is None:
-        return None
-    ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
-    return None if ok else "Must be greater than or equal to 1."
-
-
-SECRET_IN = {
-    "value": (schemas.is_nonempty_str, True),
-    "expire_after": (_expire_after, False),
-    "ephemeral": (schemas.is_bool, False),
-}
-
-
 def _secret_owner(client_id: str, path: str) -> Response | None:
     principal = caller()
     if principal.client_id is None:
@@ -261,13 +200,8 @@ def _secret_owner(client_id: str, path: str) -> Response | None:
 
 @bp.put("/v1/secrets/<client_id>/<path:path>")
 @gate(AMC)
-def secret_put(client_id: str, path: str) -> Response:
-    body = json_body()
-    errors = fields_errors(body, SECRET_IN)
-    if not errors and body.get("ephemeral") and "expire_after" in body:
-        errors = {"_schema": ["An ephemeral secret has no expire_after."]}
-    if errors:
-        return invalid(errors)
+@bp.input(SecretIn, location="json", arg_name="body")
+def secret_put(client_id: str, path: str, body: dict[str, Any]) -> Response:
     if (refused := _secret_owner(client_id, path)) is not None:
         return refused
     expires = accounts().put_secret(

@@ -11,7 +11,7 @@ from multiagent.server.db import DAY, Store
 from multiagent.server.limits import Limits
 
 if TYPE_CHECKING:
-    from flask import Flask
+    from apiflask import APIFlask
 
 
 class StripTrailingSlash:
@@ -27,7 +27,7 @@ class StripTrailingSlash:
         return self.wsgi_app(environ, start_response)
 
 
-def _add_server_timing(app: Flask, clock_ns: Callable[[], int]) -> None:
+def _add_server_timing(app: APIFlask, clock_ns: Callable[[], int]) -> None:
     """`Server-Timing: app;dur=<ms>` on every answer: separates our time from the network's."""
     from flask import g
 
@@ -53,14 +53,22 @@ def create_app(
     any_provision_data: bool = False,
     limits: Limits | None = None,
     public_pages: bool = False,
-) -> Flask:
-    from flask import Flask
+) -> APIFlask:
+    from apiflask import APIFlask
     from flask.json.provider import DefaultJSONProvider
 
-    from multiagent.server import api, api_auth, openapi, pages
+    from multiagent.server import SERVER_VERSION, api, api_auth, pages
     from multiagent.server.accounts import Accounts
 
-    app = Flask(__name__)
+    # The OpenAPI document names endpoints and fields, never data: it needs no token (the
+    # fuzz test reads it). No docs page: it would load its script from a CDN.
+    app = APIFlask(
+        __name__,
+        title="tf-fleet server (Testflinger API v1)",
+        version=SERVER_VERSION,
+        spec_path="/v1/openapi.json",
+        docs_path=None,
+    )
     app.config["TF_TOKEN"] = token
     app.config["TF_CLOCK"] = clock
     app.config["TF_REQUIRE_AUTH"] = require_auth
@@ -76,7 +84,6 @@ def create_app(
     app.register_blueprint(api.bp)
     app.register_blueprint(api_auth.bp)
     app.register_blueprint(pages.bp)
-    app.register_blueprint(openapi.bp)
     _add_server_timing(app, clock_ns=time.perf_counter_ns)
     app.wsgi_app = StripTrailingSlash(app.wsgi_app)  # type: ignore[method-assign]
     return app

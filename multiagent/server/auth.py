@@ -17,19 +17,20 @@ as HTTP Basic (any user name and the shared token, or a client id and its secret
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hmac
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import wraps
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from multiagent.server.accounts import ADMIN, AGENT, CONTRIBUTOR, MANAGER, Accounts
 from multiagent.server.db import HOLDER_SHARED
 from multiagent.server.tokens import TokenError, decode_access_token
+
+if TYPE_CHECKING:
+    from werkzeug.datastructures import Authorization
 
 A, M, C, G = ADMIN, MANAGER, CONTRIBUTOR, AGENT
 AMCG = (A, M, C, G)
@@ -84,15 +85,6 @@ def read_token_file(path: str | Path) -> str:
     return text
 
 
-def bearer_ok(header: str | None, token: str | None) -> bool:
-    """True when no token is configured, or the header carries exactly that token."""
-    if token is None:
-        return True
-    if not header or not header.startswith("Bearer "):
-        return False
-    return hmac.compare_digest(header[len("Bearer ") :].strip().encode(), token.encode())
-
-
 def same_secret(offered: str, token: str | None) -> bool:
     return token is not None and hmac.compare_digest(offered.encode(), token.encode())
 
@@ -108,12 +100,9 @@ def auth_configured(shared: str | None, accounts: Accounts) -> bool:
     return shared is not None or accounts.has_clients()
 
 
-def basic_principal(value: str, *, shared: str | None, accounts: Accounts) -> Principal:
+def basic_principal(auth: Authorization, *, shared: str | None, accounts: Accounts) -> Principal:
     """HTTP Basic from a browser: the shared token as password, or a client's secret."""
-    try:
-        user, _, password = base64.b64decode(value.strip(), validate=True).decode().partition(":")
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise Denied(401, "Malformed basic credentials") from None
+    user, password = auth.username or "", auth.password or ""
     if same_secret(password, shared):
         return SHARED
     client = accounts.authenticate(user, password) if user and password else None
@@ -126,25 +115,31 @@ def basic_principal(value: str, *, shared: str | None, accounts: Accounts) -> Pr
 
 
 def identify(
-    header: str | None,
+    auth: Authorization | None,
     *,
+    offered: bool,
     shared: str | None,
     accounts: Accounts,
     now: float,
     basic: bool = False,
 ) -> Principal:
-    """The caller behind an Authorization header; Denied for a token that cannot be used.
+    """The caller behind werkzeug's parsed Authorization header (`offered`: a header was
+    sent, parsed or not); Denied for a token that cannot be used.
     `basic`: HTTP Basic credentials count too (reads)."""
     if not auth_configured(shared, accounts):
         return OPEN
-    if not header:
+    if not offered:
         return ANONYMOUS_NO_READS if shared else ANONYMOUS
-    scheme, _, value = header.partition(" ")
-    if basic and scheme.lower() == "basic":
-        return basic_principal(value, shared=shared, accounts=accounts)
-    if scheme.lower() != "bearer":
+    if auth is None:
+        # werkzeug parses every scheme but Basic with a bad encoding.
+        if basic:
+            raise Denied(401, "Malformed basic credentials")
+        return Principal(role=None)
+    if basic and auth.type == "basic":
+        return basic_principal(auth, shared=shared, accounts=accounts)
+    if auth.type != "bearer" or not auth.token:
         return Principal(role=None)  # upstream: another scheme has no role (403)
-    value = value.strip()
+    value = auth.token.strip()
     if same_secret(value, shared):
         return SHARED
     try:
@@ -179,9 +174,8 @@ def gate(roles: tuple[str, ...]) -> Callable[[Callable[..., Any]], Callable[...,
     def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
         @wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            from apiflask import abort
             from flask import current_app, g, request
-
-            from multiagent.server.api import error
 
             read = request.method in READ_METHODS
             try:
@@ -189,7 +183,7 @@ def gate(roles: tuple[str, ...]) -> Callable[[Callable[..., Any]], Callable[...,
                 require = current_app.config["TF_REQUIRE_AUTH"]
                 allowed(principal, roles, require_auth=require, read=read)
             except Denied as exc:
-                return error(exc.status, exc.message)
+                abort(exc.status, exc.message)
             g.tf_principal = principal
             return view(*args, **kwargs)
 
@@ -205,7 +199,8 @@ def caller() -> Principal:
     if cached is not None:
         return cached
     principal = identify(
-        request.headers.get("Authorization"),
+        request.authorization,
+        offered=bool(request.headers.get("Authorization")),
         shared=current_app.config.get("TF_TOKEN"),
         accounts=current_app.extensions["tf_accounts"],
         now=current_app.config["TF_CLOCK"](),

@@ -1,4 +1,4 @@
-"""Click commands `tf-fleet server` and `tf-fleet submit` (registered by multiagent.fleet.cli)."""
+"""Click command `tf-fleet server` (registered by multiagent.fleet.cli)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,6 @@ from pathlib import Path
 import click
 
 from multiagent.vocabulary import parse_duration
-
-DEFAULT_SERVER = "http://127.0.0.1:8585"
 
 
 def default_db() -> Path:
@@ -291,55 +289,3 @@ def clients_command(db_path: Path | None) -> None:
     """List the clients and their permissions (never a secret)."""
     for client in _accounts(db_path or default_db()).all():
         click.echo(json.dumps(client, sort_keys=True))
-
-
-@click.command("submit")
-@click.argument("job_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option(
-    "--server",
-    envvar="TESTFLINGER_SERVER",
-    default=DEFAULT_SERVER,
-    show_default=True,
-    help="Server URL (env TESTFLINGER_SERVER).",
-)
-@click.option("--wait", is_flag=True, help="Follow the job to its end; exit 1 if a phase failed.")
-@click.option(
-    "--token-file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Bearer token for a server started with --token-file.",
-)
-@click.option(
-    "--poll-interval",
-    default=2.0,
-    show_default=True,
-    type=float,
-    help="Seconds between polls with --wait.",
-)
-def submit_command(
-    job_file: Path, server: str, wait: bool, token_file: Path | None, poll_interval: float
-) -> None:
-    """Submit JOB_FILE (YAML or JSON) with its attachments; print the job id."""
-    import requests
-    import yaml
-
-    from multiagent.fleet.commands.submit import Client, SubmitError, follow, pack_attachments
-    from multiagent.server.auth import read_token_file
-
-    try:
-        job = yaml.safe_load(job_file.read_text())
-    except yaml.YAMLError as exc:
-        raise click.UsageError(f"{job_file}: not valid YAML: {exc}") from exc
-    if not isinstance(job, dict):
-        raise click.UsageError(f"{job_file}: a job is a mapping with at least job_queue")
-    token = read_token_file(token_file) if token_file else None
-    client = Client(server, token)
-    try:
-        job, archive = pack_attachments(job, job_file.resolve().parent)
-        job_id = client.submit(job, archive)
-        click.echo(job_id)
-        if wait:
-            sys.exit(follow(client, job_id, click.echo, interval=poll_interval))
-    except SubmitError as exc:
-        raise click.ClickException(str(exc)) from exc
-    except requests.RequestException as exc:
-        raise click.ClickException(f"cannot reach {server}: {exc}") from exc

@@ -10,10 +10,12 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import Blueprint, Response, current_app, redirect, render_template, request
+from apiflask import APIBlueprint
+from flask import Response, current_app, redirect, render_template, request
 
 from multiagent.server.auth import AMC, Denied, allowed, auth_configured, caller
 from multiagent.server.db import TIMELINE, Store, valid_job_id
+from multiagent.server.schemas import AgentsPageQuery
 from multiagent.vocabulary import (
     AGENT_MAINTENANCE,
     AGENT_OFFLINE,
@@ -23,7 +25,8 @@ from multiagent.vocabulary import (
     JOB_CANCELLED,
 )
 
-bp = Blueprint(
+# An APIBlueprint so the pages are in the OpenAPI document (and fuzzed with the API).
+bp = APIBlueprint(
     "pages",
     __name__,
     template_folder="templates",
@@ -180,13 +183,14 @@ def index():
 
 
 @bp.get("/agents")
-def agents_page():
+@bp.input(AgentsPageQuery, location="query", validation=False, arg_name="args")
+def agents_page(args: Any):
     current = now()
     rows = [agent_row(agent, current) for agent in store().list_agents()]
-    chosen = {k: request.args.get(k, "") for k in FILTERS}
-    sort = request.args.get("sort", "name")
+    chosen = {k: args.get(k, "") for k in FILTERS}
+    sort = args.get("sort", "name")
     sort = sort if sort in SORT_KEYS else "name"
-    descending = request.args.get("dir") == "desc"
+    descending = args.get("dir") == "desc"
     chosen_sort = {"sort": sort if sort != "name" else "", "dir": "desc" if descending else ""}
     counts: dict[str, int] = {}
     for row in rows:
@@ -361,10 +365,3 @@ def page_not_found(exc: Exception) -> Any:
         # Upstream's unknown route: plain text.
         return Response(f"Not found: {request.path}\n", status=404, mimetype="text/plain")
     return not_found(f"There is no page at {request.path}.", "/agents", "Agents")
-
-
-@bp.app_errorhandler(405)
-def method_not_allowed(exc: Exception) -> Any:
-    from multiagent.server.api import error
-
-    return error(405, "Method Not Allowed")

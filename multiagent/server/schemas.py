@@ -1,15 +1,20 @@
-"""Request body validation: small pure checkers mirroring upstream's strict schemas.
+"""Request schemas of API v1 (marshmallow, through apiflask), apart from the job's own.
 
-Every validator returns `{field: [message, ...]}`; an empty dict means the body is valid.
-Unknown fields are errors, as upstream (marshmallow RAISE) rejects them with 422.
+apiflask loads each body with these before the view runs and answers a failure with
+upstream's 422 `{"message": "Validation error", "detail": {"json": {...}}}`; unknown
+fields are refused, as upstream's server refuses them. Integers are strict (JSON numbers
+only): a numeric string would bypass the 64-bit bound every JSON integer is held to.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from datetime import datetime
 from typing import Any
 
+from apiflask import Schema, fields
+from apiflask.validators import Length, OneOf, Range
+from marshmallow import INCLUDE, ValidationError, validates_schema
+
+from multiagent.server.accounts import ROLES
 from multiagent.server.limits import INT64_MAX
 from multiagent.vocabulary import (
     ALL_PHASES,
@@ -19,224 +24,160 @@ from multiagent.vocabulary import (
     PHASES,
 )
 
-Checker = Callable[[Any], "str | None"]
-Fields = Mapping[str, tuple[Checker, bool]]
+
+class AgentIn(Schema):
+    state = fields.String()
+    comment = fields.String()
+    queues = fields.List(fields.String())
+    location = fields.String()
+    provision_type = fields.String()
+    identifier = fields.String()
+    job_id = fields.String()
+    log = fields.List(fields.String())
 
 
-def is_str(value: Any) -> str | None:
-    return None if isinstance(value, str) else "Not a valid string."
+class ResultPost(Schema):
+    status = fields.Dict(
+        keys=fields.String(validate=OneOf(ALL_PHASES)), values=fields.Integer(strict=True)
+    )
+    device_info = fields.Dict()
+    job_state = fields.String()
 
 
-def is_int(value: Any) -> str | None:
-    ok = isinstance(value, int) and not isinstance(value, bool)
-    return None if ok else "Not a valid integer."
+class LogPost(Schema):
+    fragment_number = fields.Integer(strict=True, required=True)
+    timestamp = fields.DateTime(required=True)
+    phase = fields.String(required=True, validate=OneOf(ALL_PHASES))
+    log_data = fields.String(required=True)
 
 
-def is_bool(value: Any) -> str | None:
-    return None if isinstance(value, bool) else "Not a valid boolean."
+class ProvisionLogIn(Schema):
+    job_id = fields.String(required=True)
+    exit_code = fields.Integer(strict=True, required=True)
+    detail = fields.String()
 
 
-def is_dict(value: Any) -> str | None:
-    return None if isinstance(value, dict) else "Not a valid mapping type."
+class RefreshTokenIn(Schema):
+    refresh_token = fields.String(required=True, validate=Length(min=1))
 
 
-def is_nonempty_str(value: Any) -> str | None:
-    if not isinstance(value, str):
-        return "Not a valid string."
-    return None if value else "Shorter than minimum length 1."
+class ActionIn(Schema):
+    action = fields.String(required=True, validate=OneOf(["cancel"]))
 
 
-def list_of_str(value: Any) -> str | None:
-    if not isinstance(value, list):
-        return "Not a valid list."
-    if any(not isinstance(item, str) for item in value):
-        return "Not a valid string."
-    return None
+class JobEvent(Schema):
+    event_name = fields.String(required=True)
+    timestamp = fields.String(required=True)
+    detail = fields.String()
 
 
-def is_datetime(value: Any) -> str | None:
-    if not isinstance(value, str):
-        return "Not a valid datetime."
-    try:
-        datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return "Not a valid datetime."
-    return None
+class StatusUpdate(Schema):
+    agent_id = fields.String()
+    job_queue = fields.String()
+    job_status_webhook = fields.String(required=True)
+    events = fields.List(fields.Nested(JobEvent))
 
 
-def is_phase(value: Any) -> str | None:
-    return None if value in ALL_PHASES else f"Must be one of: {', '.join(ALL_PHASES)}."
+class AdvertisedQueues(Schema):
+    """`{queue: description}`: the names are data, so no field is declared."""
 
+    class Meta:
+        unknown = INCLUDE
 
-def is_status(value: Any) -> str | None:
-    if not isinstance(value, dict):
-        return "Not a valid mapping type."
-    for key, code in value.items():
-        if key not in ALL_PHASES:
-            return f"Invalid phase {key!r}."
-        if is_int(code):
-            return f"Status of {key!r} is not a valid integer."
-    return None
-
-
-def _validate(body: Any, fields: Fields) -> dict[str, list[str]]:
-    if not isinstance(body, dict):
-        return {"_schema": ["Invalid input type."]}
-    errors: dict[str, list[str]] = {}
-    for name, (check, required) in fields.items():
-        if name not in body:
-            if required:
-                errors[name] = ["Missing data for required field."]
-            continue
-        msg = check(body[name])
-        if msg:
-            errors[name] = [msg]
-    for name in body:
-        if name not in fields:
-            errors[name] = ["Unknown field."]
-    return errors
-
-
-AGENT_IN = {
-    "state": (is_str, False),
-    "comment": (is_str, False),
-    "queues": (list_of_str, False),
-    "location": (is_str, False),
-    "provision_type": (is_str, False),
-    "identifier": (is_str, False),
-    "job_id": (is_str, False),
-    "log": (list_of_str, False),
-}
-RESULT_POST = {
-    "status": (is_status, False),
-    "device_info": (is_dict, False),
-    "job_state": (is_str, False),
-}
-LOG_POST = {
-    "fragment_number": (is_int, True),
-    "timestamp": (is_datetime, True),
-    "phase": (is_phase, True),
-    "log_data": (is_str, True),
-}
-PROVISION_LOG_IN = {
-    "job_id": (is_str, True),
-    "exit_code": (is_int, True),
-    "detail": (is_str, False),
-}
-REFRESH_IN = {"refresh_token": (is_nonempty_str, True)}
-ACTION_IN = {"action": (is_str, True)}
-
-
-def _is_event_list(value: Any) -> str | None:
-    if not isinstance(value, list):
-        return "Not a valid list."
-    spec = {"event_name": (is_str, True), "timestamp": (is_str, True), "detail": (is_str, False)}
-    for event in value:
-        if _validate(event, spec):
-            return "Invalid event."
-    return None
-
-
-STATUS_UPDATE = {
-    "agent_id": (is_str, False),
-    "job_queue": (is_str, False),
-    "job_status_webhook": (is_str, True),
-    "events": (_is_event_list, False),
-}
-
-
-def validate_agent_in(body: Any) -> dict[str, list[str]]:
-    return _validate(body, AGENT_IN)
-
-
-def validate_result_post(body: Any) -> dict[str, list[str]]:
-    return _validate(body, RESULT_POST)
-
-
-def validate_log_post(body: Any) -> dict[str, list[str]]:
-    return _validate(body, LOG_POST)
-
-
-def validate_provision_log(body: Any) -> dict[str, list[str]]:
-    return _validate(body, PROVISION_LOG_IN)
-
-
-def validate_refresh(body: Any) -> dict[str, list[str]]:
-    return _validate(body, REFRESH_IN)
-
-
-def validate_action(body: Any) -> dict[str, list[str]]:
-    return _validate(body, ACTION_IN)
-
-
-def validate_status_update(body: Any) -> dict[str, list[str]]:
-    return _validate(body, STATUS_UPDATE)
-
-
-def validate_advertised_queues(body: Any) -> dict[str, list[str]]:
-    if not isinstance(body, dict):
-        return {"_schema": ["Invalid input type."]}
-    errors: dict[str, list[str]] = {}
-    for name, description in body.items():
-        if not name:
-            errors[name] = ["Queue name must not be empty."]
-        elif not isinstance(description, str):
-            errors[name] = ["Not a valid string."]
-    return errors
+    @validates_schema
+    def _names_and_descriptions(self, data: dict[str, Any], **_: Any) -> None:
+        for name, description in data.items():
+            if not name:
+                raise ValidationError("A queue name must not be empty.")
+            if not isinstance(description, str):
+                raise ValidationError(f"The description of queue {name!r} must be a string.")
 
 
 def _bad_image_name(name: str) -> bool:
+    # Upstream stores images under `queues.<queue>.images.<name>` in MongoDB.
     return not name or name.startswith("$") or "." in name or "\0" in name
 
 
-def validate_advertised_images(body: Any) -> dict[str, list[str]]:
-    if not isinstance(body, dict):
-        return {"_schema": ["Invalid input type."]}
-    errors: dict[str, list[str]] = {}
-    for queue, images in body.items():
-        if not queue or not isinstance(images, dict):
-            errors[queue] = ["Expected {image_name: provision_data}."]
-            continue
-        for image, data in images.items():
-            if _bad_image_name(image) or not isinstance(data, str):
-                errors.setdefault(queue, []).append(f"Invalid image {image!r}.")
-    return errors
+class AdvertisedImages(Schema):
+    """`{queue: {image: provision data as YAML text}}`."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    @validates_schema
+    def _queues_and_images(self, data: dict[str, Any], **_: Any) -> None:
+        for queue, images in data.items():
+            if not queue or not isinstance(images, dict):
+                raise ValidationError(f"Queue {queue!r} needs {{image name: provision data}}.")
+            for image, provision in images.items():
+                if _bad_image_name(image) or not isinstance(provision, str):
+                    raise ValidationError(f"Invalid image {image!r} in queue {queue!r}.")
 
 
+class RestrictedQueueIn(Schema):
+    client_id = fields.String(required=True)
+
+
+class ClientPermissionsIn(Schema):
+    client_secret = fields.String(validate=Length(min=15))
+    max_priority = fields.Dict(keys=fields.String(), values=fields.Integer(strict=True))
+    max_reservation_time = fields.Dict(keys=fields.String(), values=fields.Integer(strict=True))
+    role = fields.String(validate=OneOf(ROLES))
+    email = fields.Email()
+
+
+class SecretIn(Schema):
+    value = fields.String(required=True, validate=Length(min=1))
+    expire_after = fields.Integer(strict=True, allow_none=True, validate=Range(min=1))
+    ephemeral = fields.Boolean()
+
+    @validates_schema
+    def _one_lifetime(self, data: dict[str, Any], **_: Any) -> None:
+        if data.get("ephemeral") and "expire_after" in data:
+            raise ValidationError("An ephemeral secret takes no expire_after.")
+
+
+class Upload(Schema):
+    """A tarball as multipart field `file`. Documented only: a missing part is upstream's
+    400 from werkzeug, which the view answers, not a 422."""
+
+    file = fields.File(required=True)
+
+
+# -- query strings ----------------------------------------------------------------------
 # States `GET /v1/job/search` accepts (upstream's list; `active` = not finished).
 # (`waiting`, `running` and the agent's `complete` are refused, as upstream does.)
 SEARCH_ACTIVE = "active"
 SEARCH_STATES = (*PHASES, JOB_ALLOCATED, "cleanup", JOB_CANCELLED, JOB_COMPLETED, SEARCH_ACTIVE)
-LOG_QUERY = ("start_fragment", "start_timestamp", "phase")
-LOCAL_LOG_QUERY = ("format",)  # the local server's `format=text`: the whole log as text
 
 
-def log_query(args: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, list[str]]]:
-    """The log reader's query (`start_fragment`, `start_timestamp`, `phase`) and upstream's
-    400 messages for a bad or unknown parameter."""
-    problems: dict[str, list[str]] = {}
-    for name in args:
-        if name not in LOG_QUERY + LOCAL_LOG_QUERY:
-            problems[name] = ["Unknown field."]
-    query: dict[str, Any] = {"start_fragment": 0, "start_timestamp": None, "phase": None}
-    raw = args.get("start_fragment")
-    if raw is not None:
-        if not (raw.isascii() and raw.isdigit()):
-            problems["start_fragment"] = ["Must be greater than or equal to 0."]
-        elif len(raw) > 19 or int(raw) > INT64_MAX:
-            problems["start_fragment"] = ["An integer is out of range (64-bit signed)."]
-        else:
-            query["start_fragment"] = int(raw)
-    stamp = args.get("start_timestamp")
-    if stamp is not None:
-        if is_datetime(stamp):
-            problems["start_timestamp"] = ["Not a valid datetime."]
-        else:
-            query["start_timestamp"] = stamp
-    phase = args.get("phase")
-    if phase is not None:
-        if is_phase(phase):
-            problems["phase"] = [is_phase(phase) or ""]
-        else:
-            query["phase"] = phase
-    return query, problems
+class JobSearchQuery(Schema):
+    tags = fields.List(fields.String())
+    match = fields.String(validate=OneOf(["any", "all"]), load_default="any")
+    state = fields.List(fields.String(validate=OneOf(SEARCH_STATES)))
+
+
+class QueuesQuery(Schema):
+    queue = fields.List(fields.String())
+
+
+class LogQuery(Schema):
+    """The log reader's query; upstream answers a bad one with 400, not 422, so the view
+    loads it itself."""
+
+    # Query values are text: not strict, but bounded to what SQLite holds.
+    start_fragment = fields.Integer(load_default=0, validate=Range(min=0, max=INT64_MAX))
+    start_timestamp = fields.DateTime(load_default=None)
+    phase = fields.String(load_default=None, validate=OneOf(ALL_PHASES))
+    # The local server's `format=text`: the whole log as one text.
+    format = fields.String(validate=OneOf(["text"]))
+
+
+class AgentsPageQuery(Schema):
+    """The Agents page's filters and order; documented only, any value shows a page."""
+
+    state = fields.String()
+    queue = fields.String()
+    location = fields.String()
+    sort = fields.String()
+    dir = fields.String()

@@ -66,7 +66,13 @@ def run_server(
     public_pages: bool = False,
 ) -> int:
     from multiagent.server.app import create_app
+    from multiagent.server.ports import port_holder
 
+    # Building the app takes a good part of a second (imports): a port that is taken fails
+    # at once instead, before supervisord's `startsecs` would count the attempt as started.
+    holder = port_holder(host, port)
+    if holder is not None:
+        return _cannot_listen(host, port, f"port {port} is in use by {holder}")
     app = create_app(
         db_path,
         agent_ttl=agent_ttl,
@@ -83,10 +89,7 @@ def run_server(
     try:
         server = _listen(app, host, port, threads, limits)
     except OSError as exc:
-        print(
-            f"tf-fleet server: cannot listen on {host}:{port}: {_why(exc, port)}", file=sys.stderr
-        )
-        return 1
+        return _cannot_listen(host, port, _why(exc, port))
     server.channel_class = keepalive_channel_class()
     # waitress warns on every queued request ("Task queue depth is N"): noise under load.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
@@ -97,9 +100,14 @@ def run_server(
     return _serve(server, sweeper, app, said)
 
 
+def _cannot_listen(host: str, port: int, why: str) -> int:
+    print(f"tf-fleet server: cannot listen on {host}:{port}: {why}", file=sys.stderr)
+    return 1
+
+
 def _why(exc: OSError, port: int) -> str:
     if exc.errno == errno.EADDRINUSE:
-        from multiagent.fleet.host.hostcheck import port_holder
+        from multiagent.server.ports import port_holder
 
         return f"port {port} is in use by {port_holder('127.0.0.1', port) or 'another process'}"
     return exc.strerror or str(exc)

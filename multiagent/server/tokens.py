@@ -1,16 +1,14 @@
 """Credentials on the wire and at rest: HS256 access tokens, hashed secrets, refresh tokens.
 
-Standard library only. Access tokens are JWTs shaped as upstream's (`exp`, `iat`,
+Access tokens are PyJWT's HS256 JWTs, shaped as upstream's (`exp`, `iat`,
 `sub="access_token"`, `permissions{...}`), so upstream's CLI can read the role from them
 and upstream's agent can send them back unchanged.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
-import json
 import secrets
 from typing import Any
 
@@ -30,50 +28,45 @@ class TokenError(Exception):
         self.message = message
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
 def encode_access_token(permissions: dict[str, Any], key: bytes, now: float) -> str:
-    header = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
+    # Imported here: `tf-fleet up` writes agents' refresh tokens through this module and
+    # has no use for PyJWT (nor the cryptography package it loads when present).
+    import jwt
+
     claims = {
         "exp": int(now) + ACCESS_LIFETIME,
         "iat": int(now),
         "sub": "access_token",
         "permissions": permissions,
     }
-    payload = _b64(json.dumps(claims, separators=(",", ":")).encode())
-    signature = hmac.new(key, f"{header}.{payload}".encode(), hashlib.sha256).digest()
-    return f"{header}.{payload}.{_b64(signature)}"
-
-
-def _parts(parts: list[str]) -> tuple[Any, Any, bytes]:
-    if len(parts) != 3:
-        raise TokenError(403, "Unable to decode token")
-    try:
-        return json.loads(_unb64(parts[0])), json.loads(_unb64(parts[1])), _unb64(parts[2])
-    except (ValueError, UnicodeDecodeError):
-        raise TokenError(403, "Unable to decode token") from None
+    return jwt.encode(claims, key, algorithm="HS256")
 
 
 def decode_access_token(token: str, key: bytes, now: float) -> dict[str, Any]:
     """The token's `permissions`; TokenError with upstream's status and message otherwise."""
-    parts = token.split(".")
-    header, claims, signature = _parts(parts)
-    if not isinstance(header, dict) or header.get("alg") != "HS256":
-        raise TokenError(403, "Unable to decode token")
-    expected = hmac.new(key, f"{parts[0]}.{parts[1]}".encode(), hashlib.sha256).digest()
-    if not hmac.compare_digest(signature, expected):
-        raise TokenError(403, "Invalid Token signature")
-    if not isinstance(claims, dict):
-        raise TokenError(403, "Unable to decode token")
-    for claim in ("exp", "iat", "sub", "permissions"):
-        if claim not in claims:
-            raise TokenError(403, f"Token missing required claim: {claim}")
+    import jwt
+
+    try:
+        # Time is checked below against `now`: the server's clock is injectable (tests move
+        # it), PyJWT reads the wall clock.
+        claims = jwt.decode(
+            token,
+            key,
+            algorithms=["HS256"],
+            options={
+                "require": ["exp", "iat", "sub", "permissions"],
+                "verify_exp": False,
+                "verify_iat": False,
+            },
+        )
+    except jwt.MissingRequiredClaimError as exc:
+        raise TokenError(403, f"Token missing required claim: {exc.claim}") from None
+    except jwt.InvalidSignatureError:
+        raise TokenError(403, "Invalid Token signature") from None
+    except jwt.DecodeError:
+        raise TokenError(403, "Unable to decode token") from None
+    except jwt.InvalidTokenError:
+        raise TokenError(403, "Invalid Token") from None
     if not isinstance(claims["exp"], int) or not isinstance(claims["permissions"], dict):
         raise TokenError(403, "Unable to decode token")
     if now > claims["exp"] + LEEWAY:

@@ -16,7 +16,7 @@ import requests
 from click.testing import CliRunner
 from fixtures_server import LocalServer, free_port, tar_member
 
-from multiagent.server.cli import submit_command
+from multiagent.fleet.cli import submit_command
 
 
 def agent_session(server: LocalServer, name: str, queues: list[str]) -> requests.Session:

@@ -212,8 +212,8 @@ class ServerStatus:
 
 
 def server_status(fleet: Fleet, layout: Layout, processes: dict[str, ProcessInfo]) -> ServerStatus:
-    from multiagent.fleet.host.hostcheck import port_holder
     from multiagent.fleet.serverinfo import probe
+    from multiagent.server.ports import port_holder
 
     server = fleet.server
     seen = probe(server.url)

@@ -8,6 +8,7 @@ import pwd
 
 from multiagent.fleet.model.fleetfile import Fleet, FleetError, Problem
 from multiagent.fleet.supervisord.client import Faults, SupervisorError, SupervisorTarget
+from multiagent.server.ports import port_holder
 
 
 def check_host(fleet: Fleet, mode: str) -> None:
@@ -76,38 +77,3 @@ def check_before_writing(
                     )
                 ]
             )
-
-
-def port_holder(host: str, port: int) -> str | None:
-    """Who listens on host:port, in words ("pid 1234 (nginx)"), or None if it is free."""
-    import socket
-
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    probe = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        probe.bind((host, port))
-        return None
-    except OSError:
-        pass
-    finally:
-        probe.close()
-    return _listener(port) or "another process"
-
-
-def _listener(port: int) -> str | None:
-    import psutil
-
-    try:
-        connections = psutil.net_connections(kind="tcp")
-    except (psutil.Error, OSError):
-        return None
-    for conn in connections:
-        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
-            if conn.pid is None:
-                return "a process of another user"
-            try:
-                return f"pid {conn.pid} ({psutil.Process(conn.pid).name()})"
-            except psutil.Error:
-                return f"pid {conn.pid}"
-    return None
