@@ -35,6 +35,6 @@ Deliberate differences from upstream, for a host that restarts agents often:
 
 from __future__ import annotations
 
-# Kept here (not read from package metadata) so the idle agent does not import
-# importlib.metadata just to print a version.
-__version__ = "0.1.0"
+# The package's one version (pyproject.toml reads it too): `multiagent` is loaded before
+# this module anyway, and reading it needs no importlib.metadata at start-up.
+from multiagent import __version__ as __version__

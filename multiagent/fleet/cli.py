@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from multiagent import __version__
 from multiagent.fleet.errors import UserError
 from multiagent.fleet.model.fleetfile import load_fleet
 from multiagent.fleet.model.layout import Layout
@@ -116,7 +117,7 @@ class FleetGroup(click.Group):
     default=None,
     help="Where tf-fleet writes everything (overrides the fleet file's state_dir).",
 )
-@click.version_option(package_name="tf-fleet")
+@click.version_option(version=__version__, prog_name="tf-fleet")
 @click.pass_context
 def main(click_ctx: click.Context, config: str, state_dir: str | None) -> None:
     """Run a host's Testflinger device agents under supervisord."""

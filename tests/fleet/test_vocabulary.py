@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from multiagent.vocabulary import DRAIN, HOLD, parse_duration, read_drain_flag
+from multiagent.vocabulary import DrainMode, parse_duration, read_drain_flag
 
 
 @pytest.mark.parametrize(
@@ -39,9 +39,9 @@ def test_drain_flag_reader(tmp_path):
     flag = tmp_path / "a.drain"
     assert read_drain_flag(str(flag)) is None
     flag.write_text("hold\n")
-    assert read_drain_flag(str(flag)) == HOLD
+    assert read_drain_flag(str(flag)) == DrainMode.HOLD
     flag.write_text("anything else")
-    assert read_drain_flag(str(flag)) == DRAIN
+    assert read_drain_flag(str(flag)) == DrainMode.DRAIN
     flag.unlink()
     flag.mkdir()  # there but unreadable as a file: take no job
-    assert read_drain_flag(str(flag)) == DRAIN
+    assert read_drain_flag(str(flag)) == DrainMode.DRAIN

@@ -27,7 +27,7 @@ from multiagent.fleet.reconcile.scheduler import fleet_env, take_snapshot
 from multiagent.fleet.serverinfo import server_agent
 from multiagent.fleet.supervisord.client import Supervisor, SupervisorTarget
 from multiagent.fleet.supervisord.ownership import program_kind, program_kinds
-from multiagent.vocabulary import FINAL_JOB_STATES
+from multiagent.vocabulary import JobState
 
 LOOK_EVERY = 0.2
 
@@ -184,7 +184,7 @@ def _smoke_jobs(
 def _wait_final(client: Any, job_id: str, deadline: float) -> dict[str, Any] | None:
     while time.monotonic() < deadline:
         result = client.result(job_id) or {}
-        if result.get("job_state") in FINAL_JOB_STATES:
+        if result.get("job_state") in JobState.FINAL:
             return result
         time.sleep(LOOK_EVERY * 2)
     return None

@@ -11,7 +11,7 @@ from multiagent.fleet.model.render import token_files
 from multiagent.fleet.reconcile.scheduler import fleet_env, take_snapshot
 from multiagent.fleet.supervisord.client import Faults, Supervisor, SupervisorError
 from multiagent.fleet.supervisord.ownership import program_kinds
-from multiagent.vocabulary import AGENT_WAITING
+from multiagent.vocabulary import AgentState
 
 
 def busy_agents(
@@ -82,7 +82,9 @@ def resume(fleet: Fleet, supervisor: Supervisor, names: list[str]) -> dict[str, 
     for name in names:
         triggers.clear_drain(layout, name)
         if kinds[name] == UPSTREAM:
-            triggers.set_server_state(fleet.server.url, name, AGENT_WAITING, "", tokens.get(name))
+            triggers.set_server_state(
+                fleet.server.url, name, AgentState.WAITING, "", tokens.get(name)
+            )
         down = supervisor.process(name).state in ProcessState.DOWN
         if down:
             supervisor.start(name, False)

@@ -27,7 +27,7 @@ from multiagent.fleet.reconcile.scheduler import fleet_env, take_out
 from multiagent.fleet.reconcile.scheduler import run as run_operations
 from multiagent.fleet.supervisord.client import Faults, Supervisor, SupervisorError
 from multiagent.fleet.supervisord.ownership import is_ours, program_kinds
-from multiagent.vocabulary import ALL_PHASES
+from multiagent.vocabulary import Phase
 
 FORCE_ADVICE = (
     "refusing to stop agents that run jobs: use --safe to wait for them, or --force to"
@@ -117,7 +117,7 @@ def _refuse_busy_strays(
         data = None
         if kinds[name] == TF_AGENT and len(pids) == 1:
             data, _ = judge(read_status(layout.status_file(name)), pids[0], now)
-        if data is None or data.get("job_id") or data.get("state") in ALL_PHASES:
+        if data is None or data.get("job_id") or data.get("state") in Phase.ALL:
             busy[name] = (
                 f"pid {', '.join(map(str, pids))} runs outside supervisord (its supervisord"
                 " died) and is not known to be idle"

@@ -14,7 +14,7 @@ from multiagent.fleet.model.facts import ProcessInfo, ProcessState, StatusRead, 
 from multiagent.fleet.model.fleetfile import TF_AGENT, UPSTREAM, Fleet
 from multiagent.fleet.model.layout import Layout
 from multiagent.fleet.supervisord.client import Supervisor
-from multiagent.vocabulary import AGENT_DRAINED, ALL_PHASES, HOLD, STATUS_STALE_SECONDS
+from multiagent.vocabulary import STATUS_STALE_SECONDS, AgentState, DrainMode, Phase
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class AgentStatus:
 
     @property
     def busy(self) -> bool:
-        return bool(self.job_id) or self.state in ALL_PHASES or bool(self.unknown)
+        return bool(self.job_id) or self.state in Phase.ALL or bool(self.unknown)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -103,7 +103,9 @@ def agent_status(
         drain_flag=drain_flag,
         log_tail=log_tail,
         unknown=why if live and status_file and current is None else None,
-        down_unwanted=bool(info and info.state in ProcessState.DOWN and drain_flag != HOLD),
+        down_unwanted=bool(
+            info and info.state in ProcessState.DOWN and drain_flag != DrainMode.HOLD
+        ),
     )
 
 
@@ -147,9 +149,9 @@ def format_table(rows: list[AgentStatus], now: float | None = None) -> str:
             state = f"{state}/{row.phase}"
         if row.unknown:
             state = "unknown"
-        if row.drain_flag == HOLD:
+        if row.drain_flag == DrainMode.HOLD:
             state += " (held: `up` finishes its change)"
-        elif row.drain_flag and row.state != AGENT_DRAINED:
+        elif row.drain_flag and row.state != AgentState.DRAINED:
             state += " (draining)"
         elif row.down_unwanted:
             state += " (down: `tf-fleet up` starts it)"
@@ -252,7 +254,7 @@ def with_server_view(
         if record and row.process in (ProcessState.RUNNING, ProcessState.STARTING):
             state = record.get("state") if isinstance(record.get("state"), str) else None
             job = record.get("job_id") if isinstance(record.get("job_id"), str) else None
-            phase = state if state in ALL_PHASES else None
+            phase = state if state in Phase.ALL else None
             row = replace(row, state=state, job_id=job or None, phase=phase)
         out.append(row)
     return out

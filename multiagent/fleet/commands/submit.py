@@ -12,7 +12,7 @@ from typing import Any
 
 import requests
 
-from multiagent.vocabulary import ALL_PHASES, ATTACHMENT_PHASES, FINAL_JOB_STATES, JOB_CANCELLED
+from multiagent.vocabulary import JobState, Phase
 
 
 class SubmitError(Exception):
@@ -37,7 +37,7 @@ def pack_attachments(job: dict[str, Any], base_dir: Path) -> tuple[dict[str, Any
     buf = io.BytesIO()
     count = 0
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for phase in ATTACHMENT_PHASES:
+        for phase in Phase.WITH_ATTACHMENTS:
             data = job.get(f"{phase}_data")
             if not isinstance(data, dict) or not data.get("attachments"):
                 continue
@@ -58,7 +58,7 @@ def pack_attachments(job: dict[str, Any], base_dir: Path) -> tuple[dict[str, Any
 
 def exit_code(result: dict[str, Any]) -> int:
     """0 when the job completed and every phase that ran exited 0, else 1."""
-    if result.get("job_state") == JOB_CANCELLED:
+    if result.get("job_state") == JobState.CANCELLED:
         return 1
     codes = [v for k, v in result.items() if k.endswith("_status")]
     return 0 if all(code == 0 for code in codes) else 1
@@ -150,12 +150,12 @@ def follow(
         text, next_fragment = client.output_since(job_id, next_fragment)
         if text:
             echo(text.rstrip("\n"))
-        if state in FINAL_JOB_STATES:
+        if state in JobState.FINAL:
             # The agent posts the last fragments before its final state; read them once more.
             text, next_fragment = client.output_since(job_id, next_fragment)
             if text:
                 echo(text.rstrip("\n"))
-            for phase in ALL_PHASES:
+            for phase in Phase.ALL:
                 if f"{phase}_status" in result:
                     echo(f"{phase}: exit {result[f'{phase}_status']}")
             return exit_code(result)

@@ -40,7 +40,7 @@ from multiagent.fleet.supervisord.client import (
     start_private,
 )
 from multiagent.fleet.supervisord.ownership import program_kind, program_kinds
-from multiagent.vocabulary import HOLD
+from multiagent.vocabulary import DrainMode
 
 # Canaries, the safe operations and their scheduler are imported where a change needs
 # them: a no-change `up` starts faster without them.
@@ -222,7 +222,10 @@ def start_new(
         key=lambda a: (a.name != fleet.server_program, a.name),
     )
     for action in ordered:
-        if action.kind == planning.ADD and triggers.read_drain(layout, action.name) == HOLD:
+        if (
+            action.kind == planning.ADD
+            and triggers.read_drain(layout, action.name) == DrainMode.HOLD
+        ):
             triggers.clear_drain(layout, action.name)  # a hold from before it was loaded
         if action.kind == planning.ADD and action.name in added:
             supervisor.add(action.name)  # autostart=true starts it

@@ -12,7 +12,7 @@ from multiagent.fleet.host.files import write_atomic
 from multiagent.fleet.model.layout import Layout
 from multiagent.fleet.supervisord.client import Supervisor
 from multiagent.vocabulary import (
-    DRAIN,
+    DrainMode,
     drain_file_name,
     read_drain_flag,
     restart_file_name,
@@ -54,11 +54,11 @@ def ask_restart_by_file(restart_dir: str, name: str) -> Path:
 
 def read_drain(layout: Layout, name: str) -> str | None:
     """The drain flag in the agent's run dir (the agent's user may write there: see
-    vocabulary.read_drain_flag for why a link or a fifo counts as DRAIN)."""
+    vocabulary.read_drain_flag for why a link or a fifo counts as DrainMode.DRAIN)."""
     return read_drain_flag(str(layout.drain_file(name)))
 
 
-def set_drain(layout: Layout, name: str, mode: str = DRAIN) -> None:
+def set_drain(layout: Layout, name: str, mode: str = DrainMode.DRAIN) -> None:
     write_atomic(layout.drain_file(name), mode + "\n")
     # An agent started by an older tf-fleet looks for the flag in run/ itself.
     if layout.legacy_run_file(status_file_name(name)) is not None:

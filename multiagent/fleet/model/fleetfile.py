@@ -26,6 +26,7 @@ from multiagent.fleet.model.fleetschema import (
 )
 from multiagent.fleet.model.schema import Problem, Read, Report, kind_of, read_section, require
 from multiagent.fleet.model.yamlsource import YamlSyntaxError, load_located
+from multiagent.vocabulary import DEFAULT_RESTART_DIR
 
 __all__ = [
     "DEFAULT_EMBEDDED_HOST",
@@ -93,7 +94,7 @@ class SupervisorSettings:
 @dataclass(frozen=True)
 class RestartSettings:
     method: str = "signal"  # signal | file
-    restart_dir: str = "/tmp"
+    restart_dir: str = DEFAULT_RESTART_DIR
     timeout: float = DEFAULT_RESTART_TIMEOUT
 
 

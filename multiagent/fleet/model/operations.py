@@ -15,7 +15,7 @@ from typing import Any
 
 from multiagent.fleet.model.facts import ProcessInfo, ProcessState, StatusRead, judge
 from multiagent.fleet.model.fleetfile import SERVER, TF_AGENT
-from multiagent.vocabulary import AGENT_DRAINED, ALL_PHASES, DRAIN, HOLD, QUIET_AGENT_STATES
+from multiagent.vocabulary import AgentState, DrainMode, Phase
 
 # A status file's last poll may precede the start time we compute by a clock tick.
 START_SLACK = 0.05
@@ -25,7 +25,7 @@ START = "start"  # supervisord startProcess; already started is fine
 STOP = "stop"  # supervisord stopProcess, waiting; already stopped is fine
 ASK_SIGNAL = "ask-signal"  # SIGUSR1 through supervisord
 ASK_FILE = "ask-file"  # the restart file
-SET_DRAIN = "set-drain"  # the drain flag, with arg DRAIN or HOLD
+SET_DRAIN = "set-drain"  # the drain flag, with arg DrainMode.DRAIN or DrainMode.HOLD
 SERVER_STATE = "server-state"  # the agent's state on the server, arg the state
 SWAP_PROGRAM = "swap-program"  # remove the old program, clear its drain flag, add the new
 REMOVE_PROGRAM = "remove-program"  # remove the program, its file and the agent's files
@@ -82,7 +82,7 @@ class Snapshot:
             if data is None:
                 # Unknown is busy: only a status file the running pid wrote proves idleness.
                 return True, f"not known to be idle ({why}{_activity(facts)})"
-            if data.get("job_id") or data.get("state") in ALL_PHASES:
+            if data.get("job_id") or data.get("state") in Phase.ALL:
                 since = data.get("since")
                 when = time.strftime("%H:%M:%S", time.localtime(since)) if since else "?"
                 phase = data.get("phase") or data.get("state")
@@ -199,7 +199,7 @@ class Operation:
         started = facts.started or info.start
         last_poll = data.get("last_poll")
         polled = isinstance(last_poll, (int, float)) and last_poll >= started - START_SLACK
-        return polled or data.get("state") in QUIET_AGENT_STATES
+        return polled or data.get("state") in AgentState.QUIET
 
     def _wait_back(self, snap: Snapshot) -> None:
         failure = self._failure(snap)
@@ -291,7 +291,7 @@ class SafeStop(Operation):
             return []
         self.stage = "stopping"
         if self.kind == TF_AGENT:
-            return [Action(SET_DRAIN, self.name, HOLD)]
+            return [Action(SET_DRAIN, self.name, DrainMode.HOLD)]
         return [Action(ASK_SIGNAL, self.name)]
 
     def step(self, snap: Snapshot) -> list[Action]:
@@ -359,7 +359,7 @@ class Drain(Operation):
         super().begin(snap)
         self.stage = "draining"
         if self.kind == TF_AGENT:
-            return [Action(SET_DRAIN, self.name, DRAIN)]
+            return [Action(SET_DRAIN, self.name, DrainMode.DRAIN)]
         if snap.server_known:
             return [Action(SERVER_STATE, self.name, SERVER_OFFLINE)]
         self.fail("an upstream agent can only be drained through its server", snap.now)
@@ -375,7 +375,7 @@ class Drain(Operation):
             info
             and info.state in ProcessState.LIVE
             and self.kind == TF_AGENT
-            and (snap.status(self.name) or {}).get("state") != AGENT_DRAINED
+            and (snap.status(self.name) or {}).get("state") != AgentState.DRAINED
         ):
             self.text = "draining"
         else:

@@ -39,6 +39,7 @@ from multiagent.fleet.model.operations import (
 from multiagent.fleet.model.render import token_files
 from multiagent.fleet.serverinfo import server_agent
 from multiagent.fleet.supervisord.client import Faults, Supervisor, SupervisorError
+from multiagent.vocabulary import DEFAULT_RESTART_DIR
 
 SERVER_CACHE_SECONDS = 2.0
 # Up to this many agents in an operation, a look asks supervisord for those agents only
@@ -73,7 +74,7 @@ class Env:
 
     supervisor: Supervisor
     layout: Layout
-    restart_dir: str = "/tmp"
+    restart_dir: str = DEFAULT_RESTART_DIR
     server_url: str | None = None
     token_files: dict[str, str] = field(default_factory=dict)  # agent -> its credential
     server_jobs: ServerJobs = field(init=False)
