@@ -184,12 +184,12 @@ def _report(result: RunResult, as_json: bool, what: str) -> None:
             click.echo(f"{op.name}: {op.text}", err=True)
         for note in op.notes:
             click.echo(f"{op.name}: {note}")
-    done = sum(op.stage == "done" for op in result.operations)
+    done = sum(op.succeeded for op in result.operations)
     click.echo(f"{done}/{len(result.operations)} {what}.")
     if result.timed_out:
         _print_pending(result)
     if result.stopped_early:
-        untouched = [op.name for op in result.operations if op.stage == "queued"]
+        untouched = [op.name for op in result.operations if op.queued]
         click.echo(f"stopped after a failure; left untouched: {', '.join(untouched)}", err=True)
 
 

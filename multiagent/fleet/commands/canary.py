@@ -19,7 +19,7 @@ from typing import Any
 from multiagent.fleet.errors import UserError
 from multiagent.fleet.host.files import PRIVATE, owner_of, read_text, write_atomic
 from multiagent.fleet.host.statusfile import read_status
-from multiagent.fleet.model.fleetfile import TF_AGENT, Fleet
+from multiagent.fleet.model.fleetfile import Fleet, ProgramKind
 from multiagent.fleet.model.layout import Layout
 from multiagent.fleet.model.operations import Operation, Replace, RunResult, SafeRestart
 from multiagent.fleet.model.render import Rendering
@@ -200,7 +200,7 @@ def _outcome(result: dict[str, Any]) -> str:
 
 
 def _current_job(fleet: Fleet, layout: Layout, name: str, kind: str) -> str | None:
-    if kind == TF_AGENT:
+    if kind == ProgramKind.TF_AGENT:
         data = read_status(layout.status_file(name)).data or {}
     else:
         data = server_agent(fleet.server.url, name)
@@ -257,7 +257,7 @@ def restart_in_two(
     kinds = program_kinds(fleet, supervisor.target, names)
     canaries = choose(fleet, supervisor, names, gate.count)
     first = run([SafeRestart(n, kinds[n], method) for n in canaries])
-    failure = "; ".join(f"{op.name}: {op.text}" for op in first.operations if op.stage != "done")
+    failure = "; ".join(f"{op.name}: {op.text}" for op in first.operations if not op.succeeded)
     failure = failure or check(fleet, supervisor.target, canaries, gate, say) or ""
     rest = [n for n in names if n not in canaries]
     if failure:

@@ -11,7 +11,7 @@ from multiagent.fleet.host.logs import tail_lines
 from multiagent.fleet.host.statusfile import read_status
 from multiagent.fleet.host.triggers import read_drain
 from multiagent.fleet.model.facts import ProcessInfo, ProcessState, StatusRead, judge
-from multiagent.fleet.model.fleetfile import TF_AGENT, UPSTREAM, Fleet
+from multiagent.fleet.model.fleetfile import Fleet, ProgramKind
 from multiagent.fleet.model.layout import Layout
 from multiagent.fleet.supervisord.client import Supervisor
 from multiagent.vocabulary import STATUS_STALE_SECONDS, AgentState, DrainMode, Phase
@@ -117,7 +117,9 @@ def fleet_status(
         agent_status(
             name,
             processes.get(name),
-            read_status(layout.status_file(name)) if kinds.get(name) == TF_AGENT else None,
+            read_status(layout.status_file(name))
+            if kinds.get(name) == ProgramKind.TF_AGENT
+            else None,
             layout.log_file(name),
             drain_flag=read_drain(layout, name),
             now=now,
@@ -250,7 +252,7 @@ def with_server_view(
     has them (one request for the whole fleet)."""
     out = []
     for row in rows:
-        record = known.get(row.name) if kinds.get(row.name) == UPSTREAM else None
+        record = known.get(row.name) if kinds.get(row.name) == ProgramKind.UPSTREAM else None
         if record and row.process in (ProcessState.RUNNING, ProcessState.STARTING):
             state = record.get("state") if isinstance(record.get("state"), str) else None
             job = record.get("job_id") if isinstance(record.get("job_id"), str) else None
@@ -273,7 +275,7 @@ def look(
     kinds = {name: fleet.agents[name].kind for name in names}
     rows = fleet_status(names, processes, layout, kinds)
     note = None
-    if UPSTREAM in kinds.values():
+    if ProgramKind.UPSTREAM in kinds.values():
         known = server_agents(fleet.server.url)
         if isinstance(known, str):
             note = f"upstream agents' state unknown: {known}"

@@ -329,7 +329,7 @@ def up(
         report.states = wait_settled(supervisor, report.started, timeout)
         await_server(fleet, report.states, timeout)
     if not plan.is_noop or read_applied(layout, supervisor) is None:
-        unsettled = {op.name for op in operations if op.stage != "done"}
+        unsettled = {op.name for op in operations if not op.succeeded}
         if report.canary_failure:
             unsettled |= set(report.canaries)  # back on files older than the fleet file
         removed = {a.name for a in plan.of_kind(planning.REMOVE)}
@@ -404,9 +404,7 @@ def _after_canaries(
     from multiagent.fleet.commands import canary
 
     ops = {op.name: op for op in (report.applied.operations if report.applied else [])}
-    failed = [
-        f"{n}: {ops[n].text}" for n in report.canaries if n in ops and not ops[n].stage == "done"
-    ]
+    failed = [f"{n}: {ops[n].text}" for n in report.canaries if n in ops and not ops[n].succeeded]
     target = supervisor.target
     report.canary_failure = "; ".join(failed) or canary.check(
         fleet, target, report.canaries, gate, say

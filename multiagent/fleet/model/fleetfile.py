@@ -13,7 +13,7 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from multiagent.fleet.errors import EXIT_INVALID, UserError
 from multiagent.fleet.model import fleetschema
@@ -33,14 +33,12 @@ __all__ = [
     "DEFAULT_EMBEDDED_PORT",
     "DEFAULT_METRICS_HOST",
     "DEFAULT_RESTART_TIMEOUT",
-    "SERVER",
-    "TF_AGENT",
-    "UPSTREAM",
     "Agent",
     "Fleet",
     "FleetError",
     "MetricsSettings",
     "Problem",
+    "ProgramKind",
     "RestartSettings",
     "ServerSettings",
     "SupervisorSettings",
@@ -52,10 +50,17 @@ __all__ = [
 # A fleet file larger than this is refused before it is parsed (a fleet of 2,000
 # agents is a few hundred KB).
 MAX_FLEET_BYTES = 2 * 1024 * 1024
-# What a supervisord program of a fleet runs.
-TF_AGENT = "tf-agent"
-UPSTREAM = "upstream"  # testflinger-agent, or any command taking -c CONF
-SERVER = "server"  # the embedded local server
+# The console script of tf-agent, as a fleet file's `agent_command` names it.
+TF_AGENT_SCRIPT = "tf-agent"
+
+
+class ProgramKind:
+    """What a supervisord program of a fleet runs; an operation, `status` and `down` treat
+    each kind its own way (only tf-agent writes a status file)."""
+
+    TF_AGENT: Final = "tf-agent"
+    UPSTREAM: Final = "upstream"  # testflinger-agent, or any command taking -c CONF
+    SERVER: Final = "server"  # the embedded local server
 
 
 class FleetError(UserError):
@@ -102,7 +107,7 @@ class RestartSettings:
 class Agent:
     name: str
     upstream: dict[str, Any]  # only upstream testflinger-agent.conf keys, without derived ones
-    agent_command: str = "tf-agent"
+    agent_command: str = TF_AGENT_SCRIPT
     environment: dict[str, str] = field(default_factory=dict)
     user: str | None = None
     stopwaitsecs: int = 30
@@ -118,18 +123,18 @@ class Agent:
     @property
     def is_tf_agent(self) -> bool:
         """tf-agent writes a status file and takes our extra options; upstream does not."""
-        return self.kind == TF_AGENT
+        return self.kind == ProgramKind.TF_AGENT
 
 
 def command_kind(words: list[str]) -> str:
     """TF_AGENT for a command that runs tf-agent (by its console script or as
     `python -m multiagent.agent`), else UPSTREAM: the one rule, for the fleet file's
     agent_command and for the command line of a program file alike."""
-    if words and os.path.basename(words[0]) == "tf-agent":
-        return TF_AGENT
+    if words and os.path.basename(words[0]) == TF_AGENT_SCRIPT:
+        return ProgramKind.TF_AGENT
     if any(words[i : i + 2] == ["-m", "multiagent.agent"] for i in range(len(words) - 1)):
-        return TF_AGENT
-    return UPSTREAM
+        return ProgramKind.TF_AGENT
+    return ProgramKind.UPSTREAM
 
 
 @dataclass(frozen=True)
