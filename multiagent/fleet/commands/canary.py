@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from multiagent.fleet.errors import UserError
+from multiagent.fleet.errors import ExitStatus, UserError
 from multiagent.fleet.host.files import PRIVATE, owner_of, read_text, write_atomic
 from multiagent.fleet.host.statusfile import read_status
 from multiagent.fleet.model.fleetfile import Fleet, ProgramKind
@@ -176,7 +176,7 @@ def _smoke_jobs(
         result = _wait_final(client, job_id, deadline)
         if result is None:
             return f"{name}: canary job {job_id} did not finish in time"
-        if exit_code(result) != 0:
+        if exit_code(result) != ExitStatus.OK:
             return f"{name}: canary job {job_id} failed ({_outcome(result)})"
     return None
 
@@ -229,7 +229,7 @@ def _jobs_done(
             ended = running[name]
             if ended and ended != job:
                 result = _wait_final(client, ended, deadline) or {}
-                if exit_code(result) != 0:
+                if exit_code(result) != ExitStatus.OK:
                     return f"{name}: job {ended} failed on the canary ({_outcome(result)})"
                 passed[name].add(ended)
                 if say:

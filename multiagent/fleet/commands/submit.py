@@ -12,6 +12,7 @@ from typing import Any
 
 import requests
 
+from multiagent.fleet.errors import ExitStatus
 from multiagent.vocabulary import JobState, Phase
 
 
@@ -57,11 +58,11 @@ def pack_attachments(job: dict[str, Any], base_dir: Path) -> tuple[dict[str, Any
 
 
 def exit_code(result: dict[str, Any]) -> int:
-    """0 when the job completed and every phase that ran exited 0, else 1."""
+    """OK when the job completed and every phase that ran exited 0, else FAILED."""
     if result.get("job_state") == JobState.CANCELLED:
-        return 1
+        return ExitStatus.FAILED
     codes = [v for k, v in result.items() if k.endswith("_status")]
-    return 0 if all(code == 0 for code in codes) else 1
+    return ExitStatus.OK if all(code == 0 for code in codes) else ExitStatus.FAILED
 
 
 class Client:
@@ -143,7 +144,7 @@ def follow(
         result = client.result(job_id)
         if result is None:
             echo(f"job {job_id} is gone from the server")
-            return 1
+            return ExitStatus.FAILED
         if result.get("job_state") != state:
             state = result.get("job_state")
             echo(f"--- job {job_id}: {state}")
@@ -161,5 +162,5 @@ def follow(
             return exit_code(result)
         if deadline is not None and time.monotonic() > deadline:
             echo(f"gave up waiting for job {job_id} (state {state})")
-            return 1
+            return ExitStatus.FAILED
         time.sleep(interval)

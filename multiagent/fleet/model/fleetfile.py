@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from multiagent.fleet.errors import EXIT_INVALID, UserError
+from multiagent.fleet.errors import ExitStatus, UserError
 from multiagent.fleet.model import fleetschema
 from multiagent.fleet.model.agentnames import SERVER_PROGRAM, check_collisions, check_name
 from multiagent.fleet.model.fleetschema import (
@@ -66,7 +66,7 @@ class ProgramKind:
 class FleetError(UserError):
     """The fleet file (or what the host makes of it) is invalid: every problem at once."""
 
-    exit_status = EXIT_INVALID
+    exit_status = ExitStatus.INVALID
 
     def __init__(self, problems: list[Problem]):
         super().__init__("\n".join(str(p) for p in problems))

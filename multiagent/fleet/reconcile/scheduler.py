@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from multiagent.fleet.errors import UserError
+from multiagent.fleet.errors import ExitStatus, UserError
 from multiagent.fleet.host import triggers
 from multiagent.fleet.host.logs import tail_lines
 from multiagent.fleet.host.procinfo import process_start_time
@@ -258,7 +258,7 @@ def _look_every(count: int) -> float:
 class Interrupted(UserError):
     """Ctrl-C while operations wait: nothing on the host was interrupted by it."""
 
-    exit_status = 130
+    exit_status = ExitStatus.INTERRUPTED
 
     def __init__(self, operations: Sequence[Operation]):
         super().__init__("interrupted")
