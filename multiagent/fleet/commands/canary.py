@@ -24,6 +24,7 @@ from multiagent.fleet.model.layout import Layout
 from multiagent.fleet.model.operations import Operation, Replace, RunResult, SafeRestart
 from multiagent.fleet.model.render import Rendering
 from multiagent.fleet.reconcile.scheduler import fleet_env, take_snapshot
+from multiagent.fleet.serverclient import ServerClient
 from multiagent.fleet.serverinfo import server_agent
 from multiagent.fleet.supervisord.client import Supervisor, SupervisorTarget
 from multiagent.fleet.supervisord.ownership import program_kind, program_kinds
@@ -132,10 +133,8 @@ def check(
     return None
 
 
-def _client(server_url: str) -> Any:
-    from multiagent.fleet.commands.submit import Client
-
-    return Client(server_url)
+def _client(server_url: str) -> ServerClient:
+    return ServerClient(server_url)
 
 
 def _smoke_jobs(
@@ -181,7 +180,7 @@ def _smoke_jobs(
     return None
 
 
-def _wait_final(client: Any, job_id: str, deadline: float) -> dict[str, Any] | None:
+def _wait_final(client: ServerClient, job_id: str, deadline: float) -> dict[str, Any] | None:
     while time.monotonic() < deadline:
         result = client.result(job_id) or {}
         if result.get("job_state") in JobState.FINAL:
