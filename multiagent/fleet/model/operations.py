@@ -30,8 +30,6 @@ SERVER_STATE = "server-state"  # the agent's state on the server, arg the state
 SWAP_PROGRAM = "swap-program"  # remove the old program, clear its drain flag, add the new
 REMOVE_PROGRAM = "remove-program"  # remove the program, its file and the agent's files
 
-SERVER_OFFLINE = "offline"  # what an upstream agent reads as "take no job"
-
 
 class Stage:
     """Where an operation is (Operation.stage): the rows of its transition table, and the
@@ -392,7 +390,7 @@ class Drain(Operation):
         if self.kind == ProgramKind.TF_AGENT:
             return [Action(SET_DRAIN, self.name, DrainMode.DRAIN)]
         if snap.server_known:
-            return [Action(SERVER_STATE, self.name, SERVER_OFFLINE)]
+            return [Action(SERVER_STATE, self.name, AgentState.OFFLINE)]  # upstream: take no job
         self.fail("an upstream agent can only be drained through its server", snap.now)
         return []
 
