@@ -1,7 +1,8 @@
 """tf-agent: a Testflinger device agent that restarts safely and reports what it does.
 
 Modules, one job each: config (the upstream YAML; tf-fleet's JSON form without a YAML
-parser), client (the REST calls), wire (HTTP/1.1 on one socket, URL helpers),
+parser), client (the REST calls), tokenfile (the one reader of a token file, tf-fleet's
+too), wire (HTTP/1.1 on one socket, URL helpers),
 job (phases, process groups, stop conditions), attachments (safe unpack),
 outcome (deliver exactly once / keep for later), status (status file, drain
 flag, one-process-per-name guard), record (the job record; closing a dead agent's job),
