@@ -1,77 +1,111 @@
 """The words tf-fleet, tf-agent, the local server and the connectors share, in one place.
 
 Imports nothing: tf-agent loads it before its first poll, and every side can use it
-without pulling in another side's modules.
+without pulling in another side's modules. A group of words is a plain class of string
+(or number) constants, as supervisord's own `states.py` does, not an `enum`: importing
+`enum` brings `re` and `functools` with it, and tf-agent's start-up avoids it on purpose
+(measured, see README.rst and tests/agent/test_agent_startup.py). The values are the
+strings on the wire and in files, so they compare with what a server or a status file says.
 """
 
 from __future__ import annotations
 
 TYPE_CHECKING = False  # no typing import at run time (tf-agent start-up)
 if TYPE_CHECKING:
-    from typing import NoReturn
+    from typing import Final, NoReturn
 
-# Phases of a job, in the order an agent runs them; cleanup always runs last.
-SETUP = "setup"
-PROVISION = "provision"
-FIRMWARE_UPDATE = "firmware_update"
-TEST = "test"
-ALLOCATE = "allocate"
-RESERVE = "reserve"
-CLEANUP = "cleanup"
-PHASES = (SETUP, PROVISION, FIRMWARE_UPDATE, TEST, ALLOCATE, RESERVE)
-ALL_PHASES = (*PHASES, CLEANUP)
-# Phases whose job section (`<phase>_data`) a job may carry, and those with attachments.
-DATA_PHASES = (PROVISION, FIRMWARE_UPDATE, TEST, ALLOCATE, RESERVE)
-ATTACHMENT_PHASES = (PROVISION, FIRMWARE_UPDATE, TEST)
 
-# Job states on the server: waiting, then each phase's name, then a final one.
-JOB_WAITING = "waiting"
-JOB_COMPLETE = "complete"
-JOB_COMPLETED = "completed"  # upstream's older spelling, still accepted
-JOB_CANCELLED = "cancelled"
-JOB_ALLOCATED = "allocated"  # an allocated device waits for the job(s) that use it
-JOB_RUNNING = "running"  # the local server's state of a job handed out, before its phase
-FINAL_JOB_STATES = (JOB_COMPLETE, JOB_COMPLETED, JOB_CANCELLED)
+class Phase:
+    """Phases of a job, in the order an agent runs them; cleanup always runs last."""
 
-# Agent states (the status file's `state`, and what the server shows): a phase's name
-# while a job runs, else one of these.
-AGENT_STARTING = "starting"
-AGENT_WAITING = "waiting"
-AGENT_OFFLINE = "offline"
-AGENT_MAINTENANCE = "maintenance"
-AGENT_DRAINED = "drained"
-AGENT_RESTARTING = "restarting"
-AGENT_STOPPED = "stopped"
-AGENT_RESTART_REQUESTED = "restart"  # set on the server: restart when idle
-# Up, but not polling for jobs.
-QUIET_AGENT_STATES = (AGENT_OFFLINE, AGENT_MAINTENANCE, AGENT_DRAINED)
-AGENT_STATES = (
-    AGENT_STARTING,
-    AGENT_WAITING,
-    *ALL_PHASES,
-    *QUIET_AGENT_STATES,
-    AGENT_RESTARTING,
-    AGENT_STOPPED,
-)
+    SETUP: Final = "setup"
+    PROVISION: Final = "provision"
+    FIRMWARE_UPDATE: Final = "firmware_update"
+    TEST: Final = "test"
+    ALLOCATE: Final = "allocate"
+    RESERVE: Final = "reserve"
+    CLEANUP: Final = "cleanup"
+    # The phases a job asks for, in order; cleanup follows whatever happened.
+    BEFORE_CLEANUP: Final = (SETUP, PROVISION, FIRMWARE_UPDATE, TEST, ALLOCATE, RESERVE)
+    ALL: Final = (*BEFORE_CLEANUP, CLEANUP)
+    # Phases whose job section (`<phase>_data`) a job may carry, and those with attachments.
+    WITH_DATA: Final = (PROVISION, FIRMWARE_UPDATE, TEST, ALLOCATE, RESERVE)
+    WITH_ATTACHMENTS: Final = (PROVISION, FIRMWARE_UPDATE, TEST)
 
-# The drain flag's content: DRAIN takes no new job and stays up; HOLD also exits 0 once
-# idle, so supervisord leaves the agent down until `up` swaps its program.
-DRAIN = "drain"
-HOLD = "hold"
 
-# Exit codes of tf-agent.
-EXIT_STOPPED = 0
-EXIT_RESTART = 1
-EXIT_BAD_CONFIG = 2
-EXIT_NAME_TAKEN = 3
-EXIT_INTERNAL_ERROR = 70  # a bug in tf-agent (EX_SOFTWARE)
+class JobState:
+    """Job states on the server: waiting, then each phase's name, then a final one."""
 
-# A device connector's phase exit status meaning "the device could not be recovered":
-# the agent goes offline once the job is over.
-EXIT_RECOVERY_FAILED = 46
-# The phase status tf-agent reports when it failed itself in that phase (a bug, a dead
-# agent's job closed by its successor): not the device's verdict.
-EXIT_AGENT_ERROR = 100
+    WAITING: Final = "waiting"
+    RUNNING: Final = "running"  # the local server's state of a job handed out, before its phase
+    ALLOCATED: Final = "allocated"  # an allocated device waits for the job(s) that use it
+    COMPLETE: Final = "complete"
+    COMPLETED: Final = "completed"  # upstream's older spelling, still accepted
+    CANCELLED: Final = "cancelled"
+    FINAL: Final = (COMPLETE, COMPLETED, CANCELLED)
+    # The order a job moves through before a final state: an allocated device holds the
+    # job between `allocate` and `reserve`. Named, so no one orders states by slicing phases.
+    ORDER: Final = (
+        WAITING,
+        RUNNING,
+        Phase.SETUP,
+        Phase.PROVISION,
+        Phase.FIRMWARE_UPDATE,
+        Phase.TEST,
+        Phase.ALLOCATE,
+        ALLOCATED,
+        Phase.RESERVE,
+        Phase.CLEANUP,
+    )
+
+
+class AgentState:
+    """An agent's state (the status file's `state`, and what the server shows): a phase's
+    name while a job runs, else one of these."""
+
+    STARTING: Final = "starting"
+    WAITING: Final = "waiting"
+    OFFLINE: Final = "offline"
+    MAINTENANCE: Final = "maintenance"
+    DRAINED: Final = "drained"
+    RESTARTING: Final = "restarting"
+    STOPPED: Final = "stopped"
+    RESTART_REQUESTED: Final = "restart"  # set on the server: restart when idle
+    # Up, but not polling for jobs.
+    QUIET: Final = (OFFLINE, MAINTENANCE, DRAINED)
+    ALL: Final = (STARTING, WAITING, *Phase.ALL, *QUIET, RESTARTING, STOPPED)
+
+
+class DrainMode:
+    """The drain flag's content: DRAIN takes no new job and stays up; HOLD also exits 0
+    once idle, so supervisord leaves the agent down until `up` swaps its program."""
+
+    DRAIN: Final = "drain"
+    HOLD: Final = "hold"
+
+
+class AgentExit:
+    """tf-agent's exit statuses; tf-fleet's program entries and checks rely on them
+    (supervisord restarts an agent that exits RESTART, and leaves one that exits STOPPED)."""
+
+    STOPPED: Final = 0
+    RESTART: Final = 1
+    BAD_CONFIG: Final = 2
+    NAME_TAKEN: Final = 3
+    INTERNAL_ERROR: Final = 70  # a bug in tf-agent (EX_SOFTWARE)
+
+
+class PhaseStatus:
+    """Phase exit statuses with a meaning of their own, beside a command's plain status."""
+
+    # A device connector's "the device could not be recovered": the agent goes offline
+    # once the job is over.
+    RECOVERY_FAILED: Final = 46
+    # tf-agent failed itself in that phase (a bug, a dead agent's job closed by its
+    # successor): not the device's verdict.
+    AGENT_ERROR: Final = 100
+    KILLED: Final = 247  # -SIGKILL % 256, as upstream reports a killed phase
+
 
 # tf-agent rewrites its status file at least this often, busy or idle, so that tf-fleet
 # can tell a live writer from one that cannot write (a full disk): a file older than
@@ -79,7 +113,23 @@ EXIT_AGENT_ERROR = 100
 STATUS_REFRESH_SECONDS = 20
 STATUS_STALE_SECONDS = 60
 
+# Where upstream's agent looks for its restart file, unless configured otherwise.
+DEFAULT_RESTART_DIR = "/tmp"
 RESTART_FILE_PREFIX = "TESTFLINGER-DEVICE-RESTART-"
+
+# The old module-level names the server still imports; it moves to the classes above
+# next, and these go then. Nothing outside multiagent/server/ uses them.
+PHASES = Phase.BEFORE_CLEANUP
+ALL_PHASES = Phase.ALL
+CLEANUP = Phase.CLEANUP
+JOB_WAITING = JobState.WAITING
+JOB_ALLOCATED = JobState.ALLOCATED
+JOB_COMPLETE = JobState.COMPLETE
+JOB_COMPLETED = JobState.COMPLETED
+JOB_CANCELLED = JobState.CANCELLED
+FINAL_JOB_STATES = JobState.FINAL
+AGENT_OFFLINE = AgentState.OFFLINE
+AGENT_MAINTENANCE = AgentState.MAINTENANCE
 
 
 def status_file_name(agent: str) -> str:
@@ -153,13 +203,13 @@ def read_drain_flag(path: str) -> str | None:
     except FileNotFoundError:
         return None
     except OSError:
-        return DRAIN
+        return DrainMode.DRAIN
     try:
         if os.fstat(fd).st_mode & 0o170000 != 0o100000:  # not a regular file
-            return DRAIN
+            return DrainMode.DRAIN
         content = os.read(fd, 64).decode("utf-8", "replace").strip()
     except OSError:
-        return DRAIN
+        return DrainMode.DRAIN
     finally:
         os.close(fd)
-    return HOLD if content == HOLD else DRAIN
+    return DrainMode.HOLD if content == DrainMode.HOLD else DrainMode.DRAIN

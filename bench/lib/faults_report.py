@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from multiagent.vocabulary import EXIT_AGENT_ERROR
+from multiagent.vocabulary import PhaseStatus
 
 from .faults_fleet import Cmd
 from .faults_inject import KILLS_AGENT, KINDS, STOPS_AGENT, Fault
 from .faults_proc import SamplerReport
 
-AGENT_ERROR = EXIT_AGENT_ERROR  # tf-agent failed itself in that phase
+AGENT_ERROR = PhaseStatus.AGENT_ERROR  # tf-agent failed itself in that phase
 FINAL = ("complete", "completed", "cancelled")
 START = re.compile(r"TFB-START job=(\S+) agent=(\S+) pid=(\d+) at=(\S+)")
 BEGIN, END = "<!-- faults:start -->", "<!-- faults:end -->"

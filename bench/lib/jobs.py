@@ -9,10 +9,12 @@ from typing import Any
 
 import requests
 
+from multiagent.vocabulary import Phase
+
 from .common import Row, absolute_target, median, pct, wait_for
 from .fleet import BenchFleet
 
-PHASES = ("setup", "provision", "firmware_update", "test", "allocate", "reserve", "cleanup")
+PHASES = Phase.ALL
 QUEUE = "bench-jobs"
 AGENT = "jobber"
 

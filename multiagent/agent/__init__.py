@@ -1,7 +1,8 @@
 """tf-agent: a Testflinger device agent that restarts safely and reports what it does.
 
 Modules, one job each: config (the upstream YAML; tf-fleet's JSON form without a YAML
-parser), client (the REST calls), wire (HTTP/1.1 on one socket, URL helpers),
+parser), client (the REST calls), tokenfile (the one reader of a token file, tf-fleet's
+too), wire (HTTP/1.1 on one socket, URL helpers),
 job (phases, process groups, stop conditions), attachments (safe unpack),
 outcome (deliver exactly once / keep for later), status (status file, drain
 flag, one-process-per-name guard), record (the job record; closing a dead agent's job),
@@ -35,6 +36,6 @@ Deliberate differences from upstream, for a host that restarts agents often:
 
 from __future__ import annotations
 
-# Kept here (not read from package metadata) so the idle agent does not import
-# importlib.metadata just to print a version.
-__version__ = "0.1.0"
+# The package's one version (pyproject.toml reads it too): `multiagent` is loaded before
+# this module anyway, and reading it needs no importlib.metadata at start-up.
+from multiagent import __version__ as __version__

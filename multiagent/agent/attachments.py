@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import posixpath
 
-from multiagent.vocabulary import ATTACHMENT_PHASES
+from multiagent.vocabulary import Phase
 
 TYPE_CHECKING = False  # no typing/tarfile import at run time (start-up cost)
 if TYPE_CHECKING:
@@ -29,9 +29,9 @@ def _check_name(name: str) -> str:
         raise AttachmentError(f"attachment {name!r}: '..' not allowed")
     if not parts:
         raise AttachmentError(f"attachment {name!r}: empty path")
-    if parts[0] not in ATTACHMENT_PHASES:
+    if parts[0] not in Phase.WITH_ATTACHMENTS:
         raise AttachmentError(
-            f"attachment {name!r}: must lie under one of {', '.join(ATTACHMENT_PHASES)}/"
+            f"attachment {name!r}: must lie under one of {', '.join(Phase.WITH_ATTACHMENTS)}/"
         )
     return posixpath.join(*parts)
 

@@ -179,14 +179,13 @@ class Client:
                 raise ServerUnreachable(f"{method} {path}: connection dropped") from exc
 
     def _refresh_token(self) -> None:
+        # Imported here: only an agent given --token-file reads one.
+        from multiagent.agent.tokenfile import read_token_file
+
         try:
-            with open(self.token_file or "", encoding="utf-8") as fh:
-                refresh = jsonio.load(fh).get("refresh_token")
-        except (OSError, ValueError, AttributeError) as exc:
+            refresh = read_token_file(self.token_file or "")
+        except (OSError, ValueError) as exc:
             log.error("cannot read refresh token from %s: %s", self.token_file, exc)
-            return
-        if not refresh:
-            log.error("no refresh_token in %s", self.token_file)
             return
         body = jsonio.dumps({"refresh_token": refresh}).encode()
         headers = self._headers({"Content-Type": "application/json"}, auth=False)

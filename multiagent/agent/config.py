@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 from multiagent.agent import jsonio
-from multiagent.vocabulary import ALL_PHASES
+from multiagent.vocabulary import Phase
 
 TYPE_CHECKING = False  # dataclasses/typing cost ~15 ms of start-up; a plain class will do
 if TYPE_CHECKING:
@@ -111,7 +111,7 @@ _RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "logging_level": (_is_logging_level, f"one of {', '.join(LOGGING_LEVELS)}"),
     "logging_quiet": (_is_bool, "true or false"),
     "job_queues": (_is_queue_list, "a non-empty list of non-empty queue names"),
-    **{f"{phase}_command": _STRING for phase in ALL_PHASES},
+    **{f"{phase}_command": _STRING for phase in Phase.ALL},
     "provision_type": _STRING,
     "global_timeout": _POSITIVE_INT,
     "output_timeout": _POSITIVE_INT,
@@ -133,7 +133,7 @@ DEFAULTS: dict[str, Any] = {
     "results_basedir": "/tmp/testflinger/results",
     "logging_level": "INFO",
     "logging_quiet": False,
-    **{f"{phase}_command": "" for phase in ALL_PHASES},
+    **{f"{phase}_command": "" for phase in Phase.ALL},
     "provision_type": "",
     "global_timeout": None,
     "output_timeout": None,

@@ -21,22 +21,7 @@ from multiagent.agent.attachments import AttachmentError, unpack
 from multiagent.agent.client import ServerUnreachable
 from multiagent.agent.log import get as get_logger
 from multiagent.agent.record import FINISHING, JobRecord, record_path
-from multiagent.vocabulary import (
-    ALLOCATE,
-    CLEANUP,
-    DATA_PHASES,
-    EXIT_AGENT_ERROR,
-    EXIT_RECOVERY_FAILED,
-    FINAL_JOB_STATES,
-    JOB_ALLOCATED,
-    JOB_CANCELLED,
-    JOB_COMPLETE,
-    PHASES,
-    PROVISION,
-    RESERVE,
-    SETUP,
-    TEST,
-)
+from multiagent.vocabulary import JobState, Phase, PhaseStatus
 
 if TYPE_CHECKING:
     from multiagent.agent.client import Client
@@ -51,7 +36,6 @@ CANCEL_EVERY = 2.0  # seconds between GET /v1/result checks inside a phase
 PHASE_HTTP_TIMEOUT = 5.0
 DEFAULT_GLOBAL_TIMEOUT = 14400
 DEFAULT_OUTPUT_TIMEOUT = 900
-EXIT_KILLED = 247  # -SIGKILL % 256, as upstream reports a killed phase
 
 
 def _now_iso() -> str:
@@ -147,7 +131,7 @@ class Job:
 
     def _is_cancelled(self) -> bool:
         result = self._call(self.client.get_result, self.job_id)
-        if result is not None and result.get("job_state") == JOB_CANCELLED:
+        if result is not None and result.get("job_state") == JobState.CANCELLED:
             self.cancelled = True
         return self.cancelled
 
@@ -201,7 +185,7 @@ class Job:
             self._internal_error(exc)
         try:
             if not self.interrupted:
-                self._run_phase(CLEANUP)
+                self._run_phase(Phase.CLEANUP)
         except Exception as exc:
             self._internal_error(exc)
         self._finish()
@@ -221,12 +205,12 @@ class Job:
 
     def _internal_error(self, exc: Exception) -> None:
         """tf-agent failed: the phase it was in (setup before any) fails with the error."""
-        phase = self.phase or SETUP
+        phase = self.phase or Phase.SETUP
         log.exception("job %s: tf-agent error in the %s phase", self.job_id, phase)
         text = (
             f"\nERROR: tf-agent internal error in the {phase} phase: {type(exc).__name__}: {exc}\n"
         )
-        self.status[phase] = EXIT_AGENT_ERROR
+        self.status[phase] = PhaseStatus.AGENT_ERROR
         try:
             self._append_log(phase, text)
         except OSError:
@@ -255,7 +239,7 @@ class Job:
             if os.path.exists(tarball):
                 os.unlink(tarball)
         if reason is None:
-            for phase in DATA_PHASES:
+            for phase in Phase.WITH_DATA:
                 data = self.job.get(f"{phase}_data")
                 if isinstance(data, dict) and "attachments" in data:
                     del data["attachments"]
@@ -264,16 +248,16 @@ class Job:
             return True
         log.error("job %s: %s", self.job_id, reason)
         # Attributed to setup: it is the first thing the job does.
-        self.status[SETUP] = EXIT_AGENT_ERROR
+        self.status[Phase.SETUP] = PhaseStatus.AGENT_ERROR
         text = f"\nERROR: {reason}\nThe job is aborted before setup.\n"
-        self._append_log(SETUP, text)
-        self._queue_fragment("output", SETUP, text)
+        self._append_log(Phase.SETUP, text)
+        self._queue_fragment("output", Phase.SETUP, text)
         self._send_fragments()
         self._call(self.client.post_result, self.job_id, {"status": dict(self.status)})
         return False
 
     def _run_main_phases(self) -> None:
-        for phase in PHASES:
+        for phase in Phase.BEFORE_CLEANUP:
             if not self._may_start(phase):
                 return
             self._announce_phase(phase)
@@ -282,7 +266,7 @@ class Job:
                 return
             if code is None:
                 continue  # skipped
-            if phase == PROVISION:
+            if phase == Phase.PROVISION:
                 self._post_provision_log(code)
             if not self._goes_on_after(phase, code):
                 return
@@ -309,7 +293,7 @@ class Job:
         self._post_state(phase, self.agent.pending_comment())
 
     def _post_provision_log(self, code: int) -> None:
-        if code == EXIT_RECOVERY_FAILED:
+        if code == PhaseStatus.RECOVERY_FAILED:
             detail = "recovery_fail"
         else:
             detail = "provision_success" if code == 0 else "provision_fail"
@@ -320,18 +304,18 @@ class Job:
 
         A failed recovery (exit 46) also sets the agent offline once the job is over.
         """
-        if code == EXIT_RECOVERY_FAILED:
+        if code == PhaseStatus.RECOVERY_FAILED:
             self.agent.recovery_failed(self.job_id)
-            if phase != TEST:
+            if phase != Phase.TEST:
                 return False
-        elif code != 0 and phase != TEST:
+        elif code != 0 and phase != Phase.TEST:
             return False
         return not self.cancelled
 
     def _skipped(self, phase: str) -> bool:
         if not self.cfg.command(phase):
             return True
-        if phase in DATA_PHASES:
+        if phase in Phase.WITH_DATA:
             data = self.job.get(f"{phase}_data")
             if not data or (isinstance(data, dict) and data.get("skip") is True):
                 return True
@@ -341,7 +325,7 @@ class Job:
         env = dict(os.environ)
         env.update(self.cfg.string_items())
         env[procs.JOB_MARKER] = self.job_id  # proves a leftover ours after a restart
-        if phase == TEST:
+        if phase == Phase.TEST:
             env.update(self.secrets)
         return env
 
@@ -363,7 +347,7 @@ class Job:
             log.exception("job %s phase %s: agent error", self.job_id, phase)
             text = f"\nERROR: tf-agent error while running {phase}: {exc}\n"
             self._queue_fragment("output", phase, text)
-            code = EXIT_AGENT_ERROR
+            code = PhaseStatus.AGENT_ERROR
         self._send_fragments()
         self._send_serial(phase)
         self.status[phase] = code
@@ -376,7 +360,7 @@ class Job:
         )
         self._send_device_info()
         self.metrics.phase_done(phase, code, time.monotonic() - started)
-        if phase == ALLOCATE and code == 0 and not self.interrupted:
+        if phase == Phase.ALLOCATE and code == 0 and not self.interrupted:
             self._allocate_wait()
         return code
 
@@ -433,7 +417,7 @@ class Job:
         while not self._send_device_info_required():
             if self.agent.wait_busy(5.0):
                 return
-        self._call(self.client.post_result, self.job_id, {"job_state": JOB_ALLOCATED})
+        self._call(self.client.post_result, self.job_id, {"job_state": JobState.ALLOCATED})
         watch = [self.job_id]
         parent = self.job.get("parent_job_id")
         if parent:
@@ -442,8 +426,8 @@ class Job:
         while True:
             for job_id in watch:
                 result = self._call(self.client.get_result, job_id)
-                if result and result.get("job_state") in FINAL_JOB_STATES:
-                    if job_id == self.job_id and result.get("job_state") == JOB_CANCELLED:
+                if result and result.get("job_state") in JobState.FINAL:
+                    if job_id == self.job_id and result.get("job_state") == JobState.CANCELLED:
                         self.cancelled = True
                     return
             if self.agent.wait_busy(interval):
@@ -471,7 +455,7 @@ class Job:
         stopped = self.cancelled or self.interrupted
         final: dict[str, Any] = {
             "status": dict(self.status),
-            "job_state": JOB_CANCELLED if stopped else JOB_COMPLETE,
+            "job_state": JobState.CANCELLED if stopped else JobState.COMPLETE,
         }
         try:
             self._deliver(final)
@@ -532,10 +516,10 @@ class PhaseRun:
         start = time.monotonic()
         self.last_output = start
         self.next_flush = start + FLUSH_EVERY
-        self.check_cancel = phase != PROVISION  # upstream never interrupts provision
+        self.check_cancel = phase != Phase.PROVISION  # upstream never interrupts provision
         self.next_cancel = start + CANCEL_EVERY
-        self.global_deadline = None if phase == RESERVE else start + job.global_timeout
-        self.output_timeout = job.output_timeout if phase == TEST else None
+        self.global_deadline = None if phase == Phase.RESERVE else start + job.global_timeout
+        self.output_timeout = job.output_timeout if phase == Phase.TEST else None
 
     def run(self) -> int:
         try:
@@ -649,7 +633,7 @@ class PhaseRun:
         self._take(b"", final=True)
         self.pending.append(f"\n{reason}\n")
         self.logfile.write(f"\n{reason}\n")
-        return EXIT_KILLED
+        return PhaseStatus.KILLED
 
     def _exited(self) -> int:
         self._take(b"", final=True)

@@ -19,22 +19,7 @@ from multiagent.agent.metrics import Metrics
 from multiagent.agent.record import record_path
 from multiagent.agent.status import DrainFlag, StatusFile
 from multiagent.agent.triggers import Triggers
-from multiagent.vocabulary import (
-    AGENT_DRAINED,
-    AGENT_MAINTENANCE,
-    AGENT_OFFLINE,
-    AGENT_RESTART_REQUESTED,
-    AGENT_RESTARTING,
-    AGENT_STARTING,
-    AGENT_STOPPED,
-    AGENT_WAITING,
-    EXIT_AGENT_ERROR,
-    EXIT_RESTART,
-    EXIT_STOPPED,
-    HOLD,
-    JOB_COMPLETE,
-    PHASES,
-)
+from multiagent.vocabulary import AgentExit, AgentState, DrainMode, JobState, Phase, PhaseStatus
 
 TYPE_CHECKING = False  # no typing import at run time (start-up cost)
 if TYPE_CHECKING:
@@ -55,7 +40,7 @@ FAREWELL_TIMEOUT = 2.0
 # Comments the agent itself writes when going down; a state with one of these is
 # not an admin's offline and is cleared at the next start.
 OWN_COMMENT_PREFIX = "tf-agent "
-OFF_STATES = (AGENT_OFFLINE, AGENT_MAINTENANCE)
+OFF_STATES = (AgentState.OFFLINE, AgentState.MAINTENANCE)
 
 
 class Agent:
@@ -129,7 +114,7 @@ class Agent:
     def recovery_failed(self, job_id: str) -> None:
         comment = f"Set to offline by agent. Recovery failed during job '{job_id}' execution."
         self.deferred_offline = comment
-        self._post_agent({"state": AGENT_OFFLINE, "comment": comment})
+        self._post_agent({"state": AgentState.OFFLINE, "comment": comment})
 
     def read_server_state_busy(self) -> None:
         """Between phases: remember an offline/maintenance/restart request for after the job."""
@@ -140,7 +125,7 @@ class Agent:
         if state in OFF_STATES and self.deferred_offline is None:
             log.info("server set %s during a job; going offline after it", state)
             self.deferred_offline = comment
-        elif state == AGENT_RESTART_REQUESTED:
+        elif state == AgentState.RESTART_REQUESTED:
             self._request_restart("server")
 
     def busy_tick(self) -> None:
@@ -199,7 +184,7 @@ class Agent:
 
     def _local_server_state(self) -> str:
         phase = self.status.data["phase"]
-        return phase if phase else AGENT_WAITING
+        return phase if phase else AgentState.WAITING
 
     def _request_restart(self, reason: str) -> None:
         self.triggers.request_restart(reason)
@@ -256,7 +241,7 @@ class Agent:
             )
         else:
             self._post_agent(
-                {"state": AGENT_OFFLINE, "comment": OWN_COMMENT_PREFIX + comment},
+                {"state": AgentState.OFFLINE, "comment": OWN_COMMENT_PREFIX + comment},
                 timeout=FAREWELL_TIMEOUT,
             )
         self.status.update(state=state, job_id=None, phase=None)
@@ -264,19 +249,19 @@ class Agent:
     def _exit_restart(self) -> int:
         reason = self.triggers.restart_reason or "restart"
         log.info("restarting (%s)", reason)
-        self.status.update(state=AGENT_RESTARTING, restart_pending=True, restart_reason=reason)
+        self.status.update(state=AgentState.RESTARTING, restart_pending=True, restart_reason=reason)
         self.triggers.consume_restart_file()
-        self._farewell(AGENT_RESTARTING, f"restarting: {reason}")
-        return EXIT_RESTART
+        self._farewell(AgentState.RESTARTING, f"restarting: {reason}")
+        return AgentExit.RESTART
 
     def _exit_stop(self) -> int:
         log.info("stopping (%s)", self.triggers.stop_reason)
-        self._farewell(AGENT_STOPPED, f"stopped ({self.triggers.stop_reason})")
-        return EXIT_STOPPED
+        self._farewell(AgentState.STOPPED, f"stopped ({self.triggers.stop_reason})")
+        return AgentExit.STOPPED
 
     # -- main loop ------------------------------------------------------------------
     def run(self) -> int:
-        self.status.update(state=AGENT_STARTING)
+        self.status.update(state=AgentState.STARTING)
         self._find_dead_job()
         while True:
             code = self._step()
@@ -293,7 +278,7 @@ class Agent:
             # Unreachable server: a hold still ends an idle agent (what is undelivered
             # stays on disk for its successor), and a drain flag seen is no news.
             self._drain_seen = self.drain.read()
-            if self._drain_seen == HOLD:
+            if self._drain_seen == DrainMode.HOLD:
                 return self._exit_hold()
             self._wait_idle(self.retry_at - time.monotonic())
             return None
@@ -315,7 +300,7 @@ class Agent:
             # An admin's offline/maintenance survives our restarts (upstream clears it).
             log.info("server has this agent %s (%s); keeping it", state, comment)
         else:
-            state, comment = AGENT_WAITING, ""
+            state, comment = AgentState.WAITING, ""
         if cfg.advertised_queues:
             self.client.post_queues(cfg.advertised_queues)
         if cfg.advertised_images:
@@ -401,14 +386,14 @@ class Agent:
             self._heartbeat_if_due()
             self._wait_idle(self.interval)
             return None
-        if self.server_state == AGENT_RESTART_REQUESTED:
+        if self.server_state == AgentState.RESTART_REQUESTED:
             self._request_restart("server")
             return None
         if self._heartbeat_due():
             self._heartbeat_idle()
         # Checked immediately before the poll: no window to take a job once drained.
         drain = self._drain_seen = self.drain.read()
-        if drain == HOLD:
+        if drain == DrainMode.HOLD:
             return self._exit_hold()
         if drain:
             self._stay_drained()
@@ -419,20 +404,20 @@ class Agent:
     def _exit_hold(self) -> int:
         log.info("drain flag says hold: exiting and staying down")
         self.status.update(drained=True)
-        self._farewell(AGENT_STOPPED, "held (drain hold)")
-        return EXIT_STOPPED
+        self._farewell(AgentState.STOPPED, "held (drain hold)")
+        return AgentExit.STOPPED
 
     def _heartbeat_idle(self) -> None:
         if self.cfg.advertised_queues:
             self.client.post_queues(self.cfg.advertised_queues)
         self._post_agent(
-            {"state": self.server_state or AGENT_WAITING, "comment": self.server_comment}
+            {"state": self.server_state or AgentState.WAITING, "comment": self.server_comment}
         )
 
     def _stay_drained(self) -> None:
-        if self.status.data["state"] != AGENT_DRAINED or not self.status.data["drained"]:
+        if self.status.data["state"] != AgentState.DRAINED or not self.status.data["drained"]:
             log.info("drained: taking no new job")
-        self.status.update(state=AGENT_DRAINED, drained=True, job_id=None, phase=None)
+        self.status.update(state=AgentState.DRAINED, drained=True, job_id=None, phase=None)
         self._wait_idle(self.interval)
 
     def _poll_job(self) -> None:
@@ -447,7 +432,7 @@ class Agent:
         else:
             self.metrics.poll_error(f"http_{code}")
         if job is None:
-            self.status.update(state=AGENT_WAITING, **changes)
+            self.status.update(state=AgentState.WAITING, **changes)
             if not self.settled:
                 give_back()
                 self.settled = True
@@ -469,7 +454,7 @@ class Agent:
             return
         log.info("starting job %s", job_id)
         self.busy = True
-        self.status.update(state=PHASES[0], job_id=str(job_id), phase=None)
+        self.status.update(state=Phase.SETUP, job_id=str(job_id), phase=None)
         try:
             Job(job, self.cfg, self.client, self.metrics, self.triggers.waker, self).run()
         except Exception as exc:  # Job could not even start: fail the job in setup
@@ -485,10 +470,10 @@ class Agent:
         self.triggers.check_restart_file()
         self.read_server_state_busy()
         if self.deferred_offline is not None:
-            self._post_agent({"state": AGENT_OFFLINE, "comment": self.deferred_offline})
+            self._post_agent({"state": AgentState.OFFLINE, "comment": self.deferred_offline})
             self.deferred_offline = None
         elif not self.triggers.restart_pending:
-            self._post_agent({"state": AGENT_WAITING, "comment": ""})
+            self._post_agent({"state": AgentState.WAITING, "comment": ""})
 
     def _fail_job(self, job_id: str, exc: Exception) -> None:
         from datetime import datetime, timezone
@@ -496,12 +481,15 @@ class Agent:
         fragment = {
             "fragment_number": 0,
             "timestamp": datetime.now(timezone.utc).isoformat(),
-            "phase": PHASES[0],
+            "phase": Phase.SETUP,
             "log_data": f"\nERROR: tf-agent internal error before setup: {exc!r}\n",
         }
         try:
             self.client.post_log(job_id, "output", fragment)
-            final = {"status": {PHASES[0]: EXIT_AGENT_ERROR}, "job_state": JOB_COMPLETE}
+            final = {
+                "status": {Phase.SETUP: PhaseStatus.AGENT_ERROR},
+                "job_state": JobState.COMPLETE,
+            }
             self.client.post_result(job_id, final)
             self.client.post_agent_data({"job_id": ""})
         except ServerUnreachable as err:

@@ -7,14 +7,7 @@ import sys
 
 from multiagent.agent import __version__
 from multiagent.agent.log import get as get_logger
-from multiagent.vocabulary import (
-    AGENT_STOPPED,
-    EXIT_BAD_CONFIG,
-    EXIT_INTERNAL_ERROR,
-    EXIT_NAME_TAKEN,
-    EXIT_STOPPED,
-    HOLD,
-)
+from multiagent.vocabulary import DEFAULT_RESTART_DIR, AgentExit, AgentState, DrainMode
 
 TYPE_CHECKING = False  # no typing import at run time (start-up cost)
 if TYPE_CHECKING:
@@ -51,7 +44,7 @@ class Args:
         metrics_host: str = "127.0.0.1",
         token_file: str | None = None,
         run_dir: str | None = None,
-        restart_dir: str = "/tmp",
+        restart_dir: str = DEFAULT_RESTART_DIR,
     ):
         self.config = config
         self.metrics_port = metrics_port
@@ -128,7 +121,7 @@ def _parse_args_argparse(argv: list[str] | None) -> Args:
     )
     parser.add_argument(
         "--restart-dir",
-        default="/tmp",
+        default=DEFAULT_RESTART_DIR,
         help="where TESTFLINGER-DEVICE-RESTART-<agent> is looked for",
     )
     parser.add_argument("--version", action="version", version=f"tf-agent {__version__}")
@@ -168,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load(args.config)
     except ConfigError as exc:
-        return fail(str(exc), EXIT_BAD_CONFIG)
+        return fail(str(exc), AgentExit.BAD_CONFIG)
     agent_id = cfg.agent_id
     # First of all, before any file or server is touched: one process per agent name.
     guard = NameGuard(agent_id, cfg.server_address)
@@ -178,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
         who = f"pid {exc.pid}" if exc.pid else "another process"
         if exc.uid is not None and exc.uid != os.getuid():
             who += f" (uid {exc.uid})"
-        return fail(f"agent {agent_id!r} is already running: {who} holds the name", EXIT_NAME_TAKEN)
+        return fail(
+            f"agent {agent_id!r} is already running: {who} holds the name", AgentExit.NAME_TAKEN
+        )
     # Handlers go in first: SIGUSR1's default action would kill the process.
     triggers = Triggers(agent_id, args.restart_dir)
     triggers.install()
@@ -193,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
             os.makedirs(path, exist_ok=True)
         except OSError as exc:
             return fail(
-                f"{args.config}: key {key!r}: cannot create {path}: {exc.strerror}", EXIT_BAD_CONFIG
+                f"{args.config}: key {key!r}: cannot create {path}: {exc.strerror}",
+                AgentExit.BAD_CONFIG,
             )
 
     setup_logging(cfg)
@@ -201,10 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     # Temp files in the agent's own (config) dir: see StatusFile.
     status = StatusFile(run_dir, agent_id, tmp_dir=os.path.dirname(os.path.abspath(args.config)))
     drain = DrainFlag(run_dir, agent_id)
-    if drain.read() == HOLD:
+    if drain.read() == DrainMode.HOLD:
         log.info("drain flag %s says hold: not starting", drain.path)
-        status.update(state=AGENT_STOPPED, drained=True)
-        return EXIT_STOPPED
+        status.update(state=AgentState.STOPPED, drained=True)
+        return AgentExit.STOPPED
 
     from multiagent.agent.loop import Agent
     from multiagent.agent.metrics import Metrics
@@ -215,15 +211,15 @@ def main(argv: list[str] | None = None) -> int:
             metrics.serve(args.metrics_port, args.metrics_host)
         except OSError as exc:
             where = f"{args.metrics_host}:{args.metrics_port}"
-            return fail(f"cannot serve metrics on {where}: {exc}", EXIT_BAD_CONFIG)
+            return fail(f"cannot serve metrics on {where}: {exc}", AgentExit.BAD_CONFIG)
     log.info("tf-agent %s starting as %s (pid %s)", __version__, agent_id, os.getpid())
     agent = Agent(cfg, status, drain, triggers, metrics, token_file=args.token_file)
     try:
         code = agent.run()
     except Exception:
         log.exception("tf-agent crashed")
-        status.update(state=AGENT_STOPPED)
-        return EXIT_INTERNAL_ERROR
+        status.update(state=AgentState.STOPPED)
+        return AgentExit.INTERNAL_ERROR
     log.info("exiting with status %s", code)
     return code
 

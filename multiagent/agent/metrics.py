@@ -11,7 +11,7 @@ from __future__ import annotations
 import _thread
 import time
 
-from multiagent.vocabulary import EXIT_RECOVERY_FAILED
+from multiagent.vocabulary import PhaseStatus
 
 TYPE_CHECKING = False  # no typing import at run time (start-up cost)
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ class Metrics:
         with self.lock:
             if code != 0:
                 self.failures[phase] = self.failures.get(phase, 0) + 1
-            if code == EXIT_RECOVERY_FAILED:
+            if code == PhaseStatus.RECOVERY_FAILED:
                 self.recovery_failures += 1
             row = self.durations.setdefault(phase, [0.0] * (len(BUCKETS) + 2))
             _observe(row, BUCKETS, seconds)

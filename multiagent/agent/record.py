@@ -12,7 +12,7 @@ delivered (or stored for later). Its fields:
 
 A record found at start means the previous process died mid-job: `DeadJob` ends what is
 left of its phase process groups, then tells the server the job ended with an agent
-error in the phase it died in (`EXIT_AGENT_ERROR`, the error in that phase's output,
+error in the phase it died in (`PhaseStatus.AGENT_ERROR`, the error in that phase's output,
 job_state complete), sends the output the server lacks, the serial log and artifacts,
 removes the job's files (testflinger.json and its secrets) and the record. A record is
 trusted only if it is a regular file owned by the agent's user (opened O_NOFOLLOW).
@@ -26,13 +26,7 @@ import time
 from multiagent.agent import jsonio, outcome, procs
 from multiagent.agent.client import Client
 from multiagent.agent.log import get as get_logger
-from multiagent.vocabulary import (
-    ALL_PHASES,
-    EXIT_AGENT_ERROR,
-    FINAL_JOB_STATES,
-    JOB_COMPLETE,
-    SETUP,
-)
+from multiagent.vocabulary import JobState, Phase, PhaseStatus
 
 TYPE_CHECKING = False  # no typing import at run time (start-up cost)
 if TYPE_CHECKING:
@@ -62,7 +56,7 @@ class JobRecord:
             "agent": agent,
             "job_id": job_id,
             "stage": RUNNING,
-            "phase": SETUP,
+            "phase": Phase.SETUP,
             "agent_pid": os.getpid(),
             "boot_id": procs.boot_id(),
             "groups": [],
@@ -197,10 +191,10 @@ class DeadJob:
         final: dict[str, Any] = {"status": status}
         if self.data.get("stage") != FINISHING:  # finishing: the phases were all over
             phase = self._died_in(status)
-            status[phase] = EXIT_AGENT_ERROR
+            status[phase] = PhaseStatus.AGENT_ERROR
             outcome.save_fragments(self.rundir, self._fragments(client, phase))
-        if server_state not in FINAL_JOB_STATES:
-            final["job_state"] = JOB_COMPLETE
+        if server_state not in JobState.FINAL:
+            final["job_state"] = JobState.COMPLETE
         try:
             outcome.build_artifact(self.rundir)
         except OSError as exc:
@@ -215,15 +209,15 @@ class DeadJob:
             return {}
         if not isinstance(status, dict):
             return {}
-        return {k: v for k, v in status.items() if k in ALL_PHASES and isinstance(v, int)}
+        return {k: v for k, v in status.items() if k in Phase.ALL and isinstance(v, int)}
 
     def _died_in(self, status: dict[str, int]) -> str:
         """The recorded phase; if it had ended already, the first later one without status."""
         phase = self.data.get("phase")
-        phase = phase if phase in ALL_PHASES else SETUP
+        phase = phase if phase in Phase.ALL else Phase.SETUP
         if phase not in status:
             return phase
-        later = [p for p in ALL_PHASES[ALL_PHASES.index(phase) + 1 :] if p not in status]
+        later = [p for p in Phase.ALL[Phase.ALL.index(phase) + 1 :] if p not in status]
         return later[0] if later else phase
 
     def _fragments(self, client: Client, died_in: str) -> list[tuple[str, dict]]:
@@ -246,7 +240,7 @@ class DeadJob:
             out.append((log_type, fragment))
             number += log_type == "output"
 
-        for phase in ALL_PHASES:
+        for phase in Phase.ALL:
             local = _read_text(os.path.join(self.rundir, f"{phase}.log"))
             sent = str((held.get(phase) or {}).get("log_data") or "")
             if len(local) > len(sent) and local.startswith(sent):
@@ -256,7 +250,7 @@ class DeadJob:
             "output",
             died_in,
             f"\nERROR: tf-agent (pid {self.data.get('agent_pid')}) died during the "
-            f"{died_in} phase{killed}. The job ends here with status {EXIT_AGENT_ERROR}.\n",
+            f"{died_in} phase{killed}. The job ends here with status {PhaseStatus.AGENT_ERROR}.\n",
         )
         serial = _read_text(os.path.join(self.rundir, f"{died_in}-serial.log"))
         if serial:

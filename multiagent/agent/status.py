@@ -10,8 +10,8 @@ import time
 from multiagent.agent import __version__, jsonio
 from multiagent.agent.log import get as get_logger
 from multiagent.vocabulary import (
-    AGENT_STARTING,
     STATUS_REFRESH_SECONDS,
+    AgentState,
     drain_file_name,
     read_drain_flag,
     status_file_name,
@@ -54,7 +54,7 @@ class StatusFile:
         self.data: dict[str, Any] = {
             "agent": agent,
             "pid": os.getpid(),
-            "state": AGENT_STARTING,
+            "state": AgentState.STARTING,
             "job_id": None,
             "phase": None,
             "since": time.time(),

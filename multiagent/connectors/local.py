@@ -16,15 +16,7 @@ import subprocess
 import sys
 from typing import Any
 
-from multiagent.vocabulary import (
-    ALL_PHASES,
-    ALLOCATE,
-    DATA_PHASES,
-    FIRMWARE_UPDATE,
-    PROVISION,
-    RESERVE,
-    TEST,
-)
+from multiagent.vocabulary import Phase
 
 
 def load_yaml(path: str | None) -> dict[str, Any]:
@@ -61,7 +53,7 @@ def run_test(job: dict[str, Any]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tf-local-connector", description=__doc__.split("\n")[0])
-    parser.add_argument("phase", choices=ALL_PHASES)
+    parser.add_argument("phase", choices=Phase.ALL)
     parser.add_argument("-c", "--config", help="connector config (default.yaml)")
     parser.add_argument(
         "job", nargs="?", default="testflinger.json", help="job file (default: testflinger.json)"
@@ -73,24 +65,24 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.job, encoding="utf-8") as fh:
             job = json.load(fh)
     except (OSError, ValueError) as exc:
-        if args.phase in DATA_PHASES:  # phases that act on the job's data need the job
+        if args.phase in Phase.WITH_DATA:  # phases that act on the job's data need the job
             print(f"local: cannot read job file {args.job}: {exc}", file=sys.stderr)
             return 1
         job = {}
     phase = args.phase
     data = job.get(f"{phase}_data") or {}
-    if phase == TEST:
+    if phase == Phase.TEST:
         return run_test(job)
-    if phase == PROVISION:
+    if phase == Phase.PROVISION:
         print(f"local: would provision with {json.dumps(data, sort_keys=True)}")
         write_device_info(config)
         print("local: device-info.json written (device_ip 127.0.0.1)")
-    elif phase == FIRMWARE_UPDATE:
+    elif phase == Phase.FIRMWARE_UPDATE:
         print(f"local: would update firmware to {data.get('version', '?')}")
-    elif phase == ALLOCATE:
+    elif phase == Phase.ALLOCATE:
         write_device_info(config)
         print("local: allocated this host (nothing to do)")
-    elif phase == RESERVE:
+    elif phase == Phase.RESERVE:
         keys = ", ".join(data.get("ssh_keys") or []) or "none"
         print(f"local: would reserve for {data.get('timeout', 3600)} s with ssh keys: {keys}")
     else:

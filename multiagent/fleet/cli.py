@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from multiagent.fleet.errors import UserError
+from multiagent import __version__
+from multiagent.fleet.errors import ExitStatus, UserError
 from multiagent.fleet.model.fleetfile import load_fleet
 from multiagent.fleet.model.layout import Layout
 from multiagent.vocabulary import parse_duration
@@ -67,14 +68,14 @@ def handles_errors(func: Callable[..., Any]) -> Callable[..., Any]:
                 " asked goes on by itself (`tf-fleet status` shows it)",
                 err=True,
             )
-            sys.exit(130)
+            sys.exit(ExitStatus.INTERRUPTED)
         except Exception as exc:  # noqa: BLE001 - the last resort: never a traceback
             log = _write_traceback()
             click.echo(
                 f"error: unexpected {type(exc).__name__}: {exc}; the traceback is in {log}",
                 err=True,
             )
-            sys.exit(1)
+            sys.exit(ExitStatus.FAILED)
 
     return wrapper
 
@@ -116,7 +117,7 @@ class FleetGroup(click.Group):
     default=None,
     help="Where tf-fleet writes everything (overrides the fleet file's state_dir).",
 )
-@click.version_option(package_name="tf-fleet")
+@click.version_option(version=__version__, prog_name="tf-fleet")
 @click.pass_context
 def main(click_ctx: click.Context, config: str, state_dir: str | None) -> None:
     """Run a host's Testflinger device agents under supervisord."""
@@ -183,12 +184,12 @@ def _report(result: RunResult, as_json: bool, what: str) -> None:
             click.echo(f"{op.name}: {op.text}", err=True)
         for note in op.notes:
             click.echo(f"{op.name}: {note}")
-    done = sum(op.stage == "done" for op in result.operations)
+    done = sum(op.succeeded for op in result.operations)
     click.echo(f"{done}/{len(result.operations)} {what}.")
     if result.timed_out:
         _print_pending(result)
     if result.stopped_early:
-        untouched = [op.name for op in result.operations if op.stage == "queued"]
+        untouched = [op.name for op in result.operations if op.queued]
         click.echo(f"stopped after a failure; left untouched: {', '.join(untouched)}", err=True)
 
 
@@ -340,7 +341,7 @@ def up(
     else:
         _up_text(supervisor.target.socket_url, report, no_wait)
     if _up_failed(report, no_wait):
-        sys.exit(1)
+        sys.exit(ExitStatus.FAILED)
 
 
 def _up_json(report: UpReport) -> dict[str, Any]:
@@ -497,13 +498,13 @@ def restart(
                     f"canary gate failed: {failure}; left untouched: {', '.join(untouched)}",
                     err=True,
                 )
-                sys.exit(1)
+                sys.exit(ExitStatus.FAILED)
     if no_wait and not as_json:
         click.echo(f"asked {len(operations)} agent(s) to restart when idle")
         return
     _report(result, as_json, "back")
     if not no_wait and not result.ok:
-        sys.exit(1)
+        sys.exit(ExitStatus.FAILED)
 
 
 @main.command()
@@ -543,7 +544,7 @@ def rollback(opts: Options, timeout: str | None, as_json: bool) -> None:
         write_applied(layout, supervisor, rendering, names)
     _report(result, as_json, "rolled back")
     if not result.ok:
-        sys.exit(1)
+        sys.exit(ExitStatus.FAILED)
 
 
 @main.command()
@@ -590,10 +591,10 @@ def drain(
             for op in failed:
                 click.echo(f"{op.name}: {op.text}", err=True)
             click.echo(f"draining {len(operations) - len(failed)} agent(s); they take no new job")
-        sys.exit(1 if failed else 0)
+        sys.exit(ExitStatus.FAILED if failed else ExitStatus.OK)
     _report(result, as_json, "idle")
     if not result.ok:
-        sys.exit(1)
+        sys.exit(ExitStatus.FAILED)
 
 
 @main.command()
@@ -675,7 +676,7 @@ def status(opts: Options, names: tuple[str, ...], output: str | None, as_json: b
         if rows:
             click.echo(format_table(rows))
     if any(r.failed for r in rows) or server.failed:
-        sys.exit(1)
+        sys.exit(ExitStatus.FAILED)
 
 
 @main.command()
@@ -695,7 +696,7 @@ def logs(opts: Options, name: str, follow: bool, lines: int) -> None:
     path = Layout(fleet.state_dir).log_file(name)
     if not path.exists():
         click.echo(f"{name} has no log yet ({path})", err=True)
-        sys.exit(1)
+        sys.exit(ExitStatus.FAILED)
     for line in tail_lines(path, lines, max_bytes=max(64 * 1024, lines * 512)):
         click.echo(line)
     if follow:
@@ -729,7 +730,7 @@ def down(opts: Options, safe: bool, force: bool, timeout: str | None, as_json: b
     if drained and not drained.ok:
         _report(drained, as_json, "stopped")
         click.echo("supervisord left running; agents still busy are draining", err=True)
-        sys.exit(1)
+        sys.exit(ExitStatus.FAILED)
     if as_json:
         data = {"stopped": stopped, "stopped_supervisord": stopped_supervisord}
         click.echo(json.dumps(data, indent=2))

@@ -6,14 +6,23 @@ cannot miss a new kind; anything else is a bug, reported with the path of a log.
 
 from __future__ import annotations
 
-EXIT_FAILED = 1
-EXIT_INVALID = 2
+from typing import Final
+
+
+class ExitStatus:
+    """tf-fleet's exit statuses, named once (as LSB init scripts name theirs); tf-agent's
+    own are vocabulary.AgentExit."""
+
+    OK: Final = 0
+    FAILED: Final = 1  # the command could not do what was asked, or what it checked failed
+    INVALID: Final = 2  # the fleet file or the command line is wrong (click's usage error too)
+    INTERRUPTED: Final = 130  # Ctrl-C: 128 + SIGINT, as a shell reports it
 
 
 class UserError(Exception):
     """A known failure the user can act on; `lines()` is what the command prints."""
 
-    exit_status = EXIT_FAILED
+    exit_status: int = ExitStatus.FAILED
 
     def lines(self) -> list[str]:
         return [f"error: {self}"]

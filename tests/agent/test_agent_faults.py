@@ -20,7 +20,7 @@ import requests
 import yaml
 from fixtures_agent import AgentProc, job, pid_alive, read_pid, wait_for
 
-from multiagent.vocabulary import EXIT_AGENT_ERROR, EXIT_NAME_TAKEN, status_file_name
+from multiagent.vocabulary import AgentExit, PhaseStatus, status_file_name
 
 CONNECTOR = f"{sys.executable} -m multiagent.connectors.local"
 
@@ -49,7 +49,7 @@ def test_agent_killed_mid_job_closes_the_job_before_polling(shared_server, make_
     agent.start(wait_polling=False)
     shared_server.wait_job_state(first, {"complete"}, timeout=15)
     res = shared_server.result(first)
-    assert res["test_status"] == EXIT_AGENT_ERROR
+    assert res["test_status"] == PhaseStatus.AGENT_ERROR
     assert "died during the test phase" in res["test_output"]
     assert "sleep 4242" in res["test_output"]
     assert res["test_output"].count("phase-started\n") == 1  # output sent once, not twice
@@ -84,7 +84,7 @@ def test_dead_job_waits_for_the_server_and_takes_no_job_meanwhile(tf_server, mak
     assert record.exists() and agent.proc.poll() is None
     tf_server.start()
     tf_server.wait_job_state(first, {"complete"}, timeout=40)
-    assert tf_server.result(first)["test_status"] == EXIT_AGENT_ERROR
+    assert tf_server.result(first)["test_status"] == PhaseStatus.AGENT_ERROR
     tf_server.wait_job_state(second, {"complete"}, timeout=15)
     # The second job's own record goes just after its final result reaches the server.
     wait_for(lambda: not record.exists(), 10, what="the job record removed")
@@ -119,7 +119,7 @@ def test_second_agent_with_another_run_dir_exits_3_before_the_server(shared_serv
     cmd[cmd.index("--run-dir") + 1] = str(other_run)
     start = time.monotonic()
     second = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
-    assert second.returncode == EXIT_NAME_TAKEN
+    assert second.returncode == AgentExit.NAME_TAKEN
     assert second.stderr.count("\n") == 1 and f"pid {agent.proc.pid}" in second.stderr
     assert time.monotonic() - start < 5
     assert not (other_run / status_file_name(agent.name)).exists()  # wrote nothing either
@@ -138,7 +138,7 @@ def test_a_config_copy_is_the_same_agent(shared_server, make_agent, tmp_path):
     conf.write_text(yaml.safe_dump(copy))
     cmd = [sys.executable, "-m", "multiagent.agent", "-c", str(conf)]
     second = subprocess.run(cmd, capture_output=True, text=True, timeout=10, cwd=tmp_path)
-    assert second.returncode == EXIT_NAME_TAKEN, second.stderr
+    assert second.returncode == AgentExit.NAME_TAKEN, second.stderr
     assert f"pid {agent.proc.pid}" in second.stderr
     assert not (tmp_path / status_file_name(agent.name)).exists()
 
@@ -171,7 +171,7 @@ def test_bad_attachments_fail_the_job_and_submit_wait_says_so(shared_server, mak
     job_id = wait_for(lambda: _last_job(agent), 5, what="job in the agent's log")
     res = shared_server.result(job_id)
     assert res["job_state"] == "complete"
-    assert res["setup_status"] == EXIT_AGENT_ERROR and "test_status" not in res
+    assert res["setup_status"] == PhaseStatus.AGENT_ERROR and "test_status" not in res
     assert "attachments rejected: attachment 'test/a/b'" in res["setup_output"]
     # The agent goes on polling: the next job runs.
     again = shared_server.submit(job(agent, "x"))
@@ -192,9 +192,9 @@ def test_internal_error_fails_the_phase_it_happened_in(shared_server, make_agent
     job_id = shared_server.submit(job(agent, "x"))
     shared_server.wait_job_state(job_id, {"complete"}, timeout=10)
     res = shared_server.result(job_id)
-    assert res["setup_status"] == EXIT_AGENT_ERROR and "test_status" not in res
+    assert res["setup_status"] == PhaseStatus.AGENT_ERROR and "test_status" not in res
     assert "internal error in the setup phase: IsADirectoryError" in res["setup_output"]
-    assert res["cleanup_status"] == EXIT_AGENT_ERROR
+    assert res["cleanup_status"] == PhaseStatus.AGENT_ERROR
     assert "internal error in the cleanup phase" in res["cleanup_output"]
     agent.wait_status(lambda s: s["state"] == "waiting" and s["job_id"] is None, what="idle")
     assert not list((agent.base / "exec").iterdir())

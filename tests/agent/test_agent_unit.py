@@ -22,7 +22,7 @@ from multiagent.agent.client import Client
 from multiagent.agent.metrics import Metrics
 from multiagent.agent.status import DrainFlag, NameGuard, NameTaken, StatusFile
 from multiagent.agent.triggers import DirWatch, Triggers, Waker
-from multiagent.vocabulary import ALL_PHASES, DRAIN, HOLD
+from multiagent.vocabulary import DrainMode, Phase
 
 if TYPE_CHECKING:
     from multiagent.agent import loop
@@ -124,7 +124,7 @@ def test_check_setting_accepts(key, value):
 def test_upstream_keys_are_the_loaded_keys():
     cfg = config.validate("c", dict(MINIMAL))
     assert set(cfg.values) == set(config.UPSTREAM_KEYS)
-    assert {f"{phase}_command" for phase in ALL_PHASES} <= set(config.UPSTREAM_KEYS)
+    assert {f"{phase}_command" for phase in Phase.ALL} <= set(config.UPSTREAM_KEYS)
 
 
 def test_config_file_errors(tmp_path):
@@ -406,9 +406,9 @@ def test_drain_flag(tmp_path):
     flag = DrainFlag(str(tmp_path), "a1")
     assert flag.read() is None
     (tmp_path / "a1.drain").write_text("")
-    assert flag.read() == DRAIN
+    assert flag.read() == DrainMode.DRAIN
     (tmp_path / "a1.drain").write_text(" hold\n")
-    assert flag.read() == HOLD
+    assert flag.read() == DrainMode.HOLD
 
 
 def test_name_guard_is_exclusive_and_names_the_holder():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from multiagent.fleet.model.fleetfile import TF_AGENT
+from multiagent.fleet.model.fleetfile import ProgramKind
 from multiagent.fleet.model.operations import SafeRestart, Snapshot
 from multiagent.fleet.reconcile.progress import REPEAT_SECONDS, Progress
 from multiagent.fleet.reconcile.scheduler import Interrupted
@@ -14,7 +14,7 @@ def test_a_log_gets_a_line_per_change_and_a_reminder_for_what_is_pending():
     clock = [1000.0]
     out = io.StringIO()
     progress = Progress(out, live=False, clock=lambda: clock[0])
-    op = SafeRestart("a1", TF_AGENT, "signal")
+    op = SafeRestart("a1", ProgramKind.TF_AGENT, "signal")
     op.begin(Snapshot({}, 1000.0))
     op.text = "waiting for job j-1 in phase test"
     progress([op])
@@ -34,10 +34,10 @@ def test_a_log_gets_a_line_per_change_and_a_reminder_for_what_is_pending():
 
 
 def test_interrupted_names_what_is_pending_and_that_nothing_was_interrupted():
-    asked = SafeRestart("a1", TF_AGENT, "signal")
+    asked = SafeRestart("a1", ProgramKind.TF_AGENT, "signal")
     asked.begin(Snapshot({}, 1.0))
     asked.text = "waiting for job j-1 in phase test"
-    queued = SafeRestart("a2", TF_AGENT, "signal")
+    queued = SafeRestart("a2", ProgramKind.TF_AGENT, "signal")
     error = Interrupted([asked, queued])
     assert error.exit_status == 130
     lines = error.lines()

@@ -16,18 +16,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from multiagent.fleet.errors import UserError
+from multiagent.fleet.errors import ExitStatus, UserError
 from multiagent.fleet.host.files import PRIVATE, owner_of, read_text, write_atomic
 from multiagent.fleet.host.statusfile import read_status
-from multiagent.fleet.model.fleetfile import TF_AGENT, Fleet
+from multiagent.fleet.model.fleetfile import Fleet, ProgramKind
 from multiagent.fleet.model.layout import Layout
 from multiagent.fleet.model.operations import Operation, Replace, RunResult, SafeRestart
 from multiagent.fleet.model.render import Rendering
 from multiagent.fleet.reconcile.scheduler import fleet_env, take_snapshot
+from multiagent.fleet.serverclient import ServerClient
 from multiagent.fleet.serverinfo import server_agent
 from multiagent.fleet.supervisord.client import Supervisor, SupervisorTarget
 from multiagent.fleet.supervisord.ownership import program_kind, program_kinds
-from multiagent.vocabulary import FINAL_JOB_STATES
+from multiagent.vocabulary import JobState
 
 LOOK_EVERY = 0.2
 
@@ -132,10 +133,8 @@ def check(
     return None
 
 
-def _client(server_url: str) -> Any:
-    from multiagent.fleet.commands.submit import Client
-
-    return Client(server_url)
+def _client(server_url: str) -> ServerClient:
+    return ServerClient(server_url)
 
 
 def _smoke_jobs(
@@ -176,15 +175,15 @@ def _smoke_jobs(
         result = _wait_final(client, job_id, deadline)
         if result is None:
             return f"{name}: canary job {job_id} did not finish in time"
-        if exit_code(result) != 0:
+        if exit_code(result) != ExitStatus.OK:
             return f"{name}: canary job {job_id} failed ({_outcome(result)})"
     return None
 
 
-def _wait_final(client: Any, job_id: str, deadline: float) -> dict[str, Any] | None:
+def _wait_final(client: ServerClient, job_id: str, deadline: float) -> dict[str, Any] | None:
     while time.monotonic() < deadline:
         result = client.result(job_id) or {}
-        if result.get("job_state") in FINAL_JOB_STATES:
+        if result.get("job_state") in JobState.FINAL:
             return result
         time.sleep(LOOK_EVERY * 2)
     return None
@@ -200,7 +199,7 @@ def _outcome(result: dict[str, Any]) -> str:
 
 
 def _current_job(fleet: Fleet, layout: Layout, name: str, kind: str) -> str | None:
-    if kind == TF_AGENT:
+    if kind == ProgramKind.TF_AGENT:
         data = read_status(layout.status_file(name)).data or {}
     else:
         data = server_agent(fleet.server.url, name)
@@ -229,7 +228,7 @@ def _jobs_done(
             ended = running[name]
             if ended and ended != job:
                 result = _wait_final(client, ended, deadline) or {}
-                if exit_code(result) != 0:
+                if exit_code(result) != ExitStatus.OK:
                     return f"{name}: job {ended} failed on the canary ({_outcome(result)})"
                 passed[name].add(ended)
                 if say:
@@ -257,7 +256,7 @@ def restart_in_two(
     kinds = program_kinds(fleet, supervisor.target, names)
     canaries = choose(fleet, supervisor, names, gate.count)
     first = run([SafeRestart(n, kinds[n], method) for n in canaries])
-    failure = "; ".join(f"{op.name}: {op.text}" for op in first.operations if op.stage != "done")
+    failure = "; ".join(f"{op.name}: {op.text}" for op in first.operations if not op.succeeded)
     failure = failure or check(fleet, supervisor.target, canaries, gate, say) or ""
     rest = [n for n in names if n not in canaries]
     if failure:

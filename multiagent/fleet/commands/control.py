@@ -5,13 +5,13 @@ from __future__ import annotations
 from multiagent.fleet.errors import BusyError
 from multiagent.fleet.host import triggers
 from multiagent.fleet.model.facts import ProcessInfo, ProcessState
-from multiagent.fleet.model.fleetfile import UPSTREAM, Fleet
+from multiagent.fleet.model.fleetfile import Fleet, ProgramKind
 from multiagent.fleet.model.layout import Layout
 from multiagent.fleet.model.render import token_files
 from multiagent.fleet.reconcile.scheduler import fleet_env, take_snapshot
 from multiagent.fleet.supervisord.client import Faults, Supervisor, SupervisorError
 from multiagent.fleet.supervisord.ownership import program_kinds
-from multiagent.vocabulary import AGENT_WAITING
+from multiagent.vocabulary import AgentState
 
 
 def busy_agents(
@@ -81,8 +81,10 @@ def resume(fleet: Fleet, supervisor: Supervisor, names: list[str]) -> dict[str, 
     kinds = program_kinds(fleet, supervisor.target, names)
     for name in names:
         triggers.clear_drain(layout, name)
-        if kinds[name] == UPSTREAM:
-            triggers.set_server_state(fleet.server.url, name, AGENT_WAITING, "", tokens.get(name))
+        if kinds[name] == ProgramKind.UPSTREAM:
+            triggers.set_server_state(
+                fleet.server.url, name, AgentState.WAITING, "", tokens.get(name)
+            )
         down = supervisor.process(name).state in ProcessState.DOWN
         if down:
             supervisor.start(name, False)

@@ -19,7 +19,7 @@ from multiagent.fleet.host.orphans import (
 )
 from multiagent.fleet.host.statusfile import read_status
 from multiagent.fleet.model.facts import ProcessState, judge
-from multiagent.fleet.model.fleetfile import TF_AGENT, Fleet
+from multiagent.fleet.model.fleetfile import Fleet, ProgramKind
 from multiagent.fleet.model.layout import Layout
 from multiagent.fleet.model.operations import Operation, RunResult, SafeStop
 from multiagent.fleet.reconcile.observe import managed_programs
@@ -27,7 +27,7 @@ from multiagent.fleet.reconcile.scheduler import fleet_env, take_out
 from multiagent.fleet.reconcile.scheduler import run as run_operations
 from multiagent.fleet.supervisord.client import Faults, Supervisor, SupervisorError
 from multiagent.fleet.supervisord.ownership import is_ours, program_kinds
-from multiagent.vocabulary import ALL_PHASES
+from multiagent.vocabulary import Phase
 
 FORCE_ADVICE = (
     "refusing to stop agents that run jobs: use --safe to wait for them, or --force to"
@@ -115,9 +115,9 @@ def _refuse_busy_strays(
     now = time.time()
     for name, pids in strays.items():
         data = None
-        if kinds[name] == TF_AGENT and len(pids) == 1:
+        if kinds[name] == ProgramKind.TF_AGENT and len(pids) == 1:
             data, _ = judge(read_status(layout.status_file(name)), pids[0], now)
-        if data is None or data.get("job_id") or data.get("state") in ALL_PHASES:
+        if data is None or data.get("job_id") or data.get("state") in Phase.ALL:
             busy[name] = (
                 f"pid {', '.join(map(str, pids))} runs outside supervisord (its supervisord"
                 " died) and is not known to be idle"

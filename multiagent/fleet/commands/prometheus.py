@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from multiagent.fleet.model.facts import ProcessState
-from multiagent.vocabulary import ALL_PHASES
+from multiagent.vocabulary import Phase
 
 if TYPE_CHECKING:
     from multiagent.fleet.commands.status import AgentStatus, ServerStatus
@@ -121,7 +121,7 @@ def _agent_samples(row: AgentStatus, now: float) -> dict[str, list[Sample]]:
     """Each agent gauge's samples for one agent (an unknown value has none)."""
     agent = {"agent": row.name}
     process = row.process or NOT_LOADED
-    phase = row.phase or (row.state if row.state in ALL_PHASES else None)
+    phase = row.phase or (row.state if row.state in Phase.ALL else None)
     samples: dict[str, list[Sample]] = {
         "agent_up": [(agent, row.process == ProcessState.RUNNING)],
         "agent_process_state": [
@@ -129,7 +129,7 @@ def _agent_samples(row: AgentStatus, now: float) -> dict[str, list[Sample]]:
         ],
         "agent_busy": [(agent, row.busy)],
         "agent_status_unknown": [(agent, bool(row.unknown))],
-        "agent_phase": [({**agent, "phase": p}, p == phase) for p in ALL_PHASES],
+        "agent_phase": [({**agent, "phase": p}, p == phase) for p in Phase.ALL],
         "agent_restart_pending": [(agent, bool(row.restart_pending))],
         "agent_drained": [(agent, bool(row.drained))],
         "agent_draining": [(agent, bool(row.drain_flag))],

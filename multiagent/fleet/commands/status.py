@@ -11,10 +11,10 @@ from multiagent.fleet.host.logs import tail_lines
 from multiagent.fleet.host.statusfile import read_status
 from multiagent.fleet.host.triggers import read_drain
 from multiagent.fleet.model.facts import ProcessInfo, ProcessState, StatusRead, judge
-from multiagent.fleet.model.fleetfile import TF_AGENT, UPSTREAM, Fleet
+from multiagent.fleet.model.fleetfile import Fleet, ProgramKind
 from multiagent.fleet.model.layout import Layout
 from multiagent.fleet.supervisord.client import Supervisor
-from multiagent.vocabulary import AGENT_DRAINED, ALL_PHASES, HOLD, STATUS_STALE_SECONDS
+from multiagent.vocabulary import STATUS_STALE_SECONDS, AgentState, DrainMode, Phase
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class AgentStatus:
 
     @property
     def busy(self) -> bool:
-        return bool(self.job_id) or self.state in ALL_PHASES or bool(self.unknown)
+        return bool(self.job_id) or self.state in Phase.ALL or bool(self.unknown)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -103,7 +103,9 @@ def agent_status(
         drain_flag=drain_flag,
         log_tail=log_tail,
         unknown=why if live and status_file and current is None else None,
-        down_unwanted=bool(info and info.state in ProcessState.DOWN and drain_flag != HOLD),
+        down_unwanted=bool(
+            info and info.state in ProcessState.DOWN and drain_flag != DrainMode.HOLD
+        ),
     )
 
 
@@ -115,7 +117,9 @@ def fleet_status(
         agent_status(
             name,
             processes.get(name),
-            read_status(layout.status_file(name)) if kinds.get(name) == TF_AGENT else None,
+            read_status(layout.status_file(name))
+            if kinds.get(name) == ProgramKind.TF_AGENT
+            else None,
             layout.log_file(name),
             drain_flag=read_drain(layout, name),
             now=now,
@@ -147,9 +151,9 @@ def format_table(rows: list[AgentStatus], now: float | None = None) -> str:
             state = f"{state}/{row.phase}"
         if row.unknown:
             state = "unknown"
-        if row.drain_flag == HOLD:
+        if row.drain_flag == DrainMode.HOLD:
             state += " (held: `up` finishes its change)"
-        elif row.drain_flag and row.state != AGENT_DRAINED:
+        elif row.drain_flag and row.state != AgentState.DRAINED:
             state += " (draining)"
         elif row.down_unwanted:
             state += " (down: `tf-fleet up` starts it)"
@@ -248,11 +252,11 @@ def with_server_view(
     has them (one request for the whole fleet)."""
     out = []
     for row in rows:
-        record = known.get(row.name) if kinds.get(row.name) == UPSTREAM else None
+        record = known.get(row.name) if kinds.get(row.name) == ProgramKind.UPSTREAM else None
         if record and row.process in (ProcessState.RUNNING, ProcessState.STARTING):
             state = record.get("state") if isinstance(record.get("state"), str) else None
             job = record.get("job_id") if isinstance(record.get("job_id"), str) else None
-            phase = state if state in ALL_PHASES else None
+            phase = state if state in Phase.ALL else None
             row = replace(row, state=state, job_id=job or None, phase=phase)
         out.append(row)
     return out
@@ -271,7 +275,7 @@ def look(
     kinds = {name: fleet.agents[name].kind for name in names}
     rows = fleet_status(names, processes, layout, kinds)
     note = None
-    if UPSTREAM in kinds.values():
+    if ProgramKind.UPSTREAM in kinds.values():
         known = server_agents(fleet.server.url)
         if isinstance(known, str):
             note = f"upstream agents' state unknown: {known}"

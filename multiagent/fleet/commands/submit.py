@@ -10,13 +10,13 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import requests
+from multiagent.fleet.errors import ExitStatus
+from multiagent.fleet.serverclient import ServerClient, ServerError
+from multiagent.vocabulary import JobState, Phase
 
-from multiagent.vocabulary import ALL_PHASES, ATTACHMENT_PHASES, FINAL_JOB_STATES, JOB_CANCELLED
-
-
-class SubmitError(Exception):
-    pass
+# The server's command line imports these by the names they had before the one client.
+SubmitError = ServerError
+Client = ServerClient
 
 
 def _agent_path(entry: dict[str, Any], local: Path) -> PurePosixPath:
@@ -37,7 +37,7 @@ def pack_attachments(job: dict[str, Any], base_dir: Path) -> tuple[dict[str, Any
     buf = io.BytesIO()
     count = 0
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for phase in ATTACHMENT_PHASES:
+        for phase in Phase.WITH_ATTACHMENTS:
             data = job.get(f"{phase}_data")
             if not isinstance(data, dict) or not data.get("attachments"):
                 continue
@@ -57,78 +57,15 @@ def pack_attachments(job: dict[str, Any], base_dir: Path) -> tuple[dict[str, Any
 
 
 def exit_code(result: dict[str, Any]) -> int:
-    """0 when the job completed and every phase that ran exited 0, else 1."""
-    if result.get("job_state") == JOB_CANCELLED:
-        return 1
+    """OK when the job completed and every phase that ran exited 0, else FAILED."""
+    if result.get("job_state") == JobState.CANCELLED:
+        return ExitStatus.FAILED
     codes = [v for k, v in result.items() if k.endswith("_status")]
-    return 0 if all(code == 0 for code in codes) else 1
-
-
-class Client:
-    def __init__(self, server: str, token: str | None = None, timeout: float = 30) -> None:
-        self.server = server.rstrip("/")
-        if "://" not in self.server:
-            self.server = "http://" + self.server
-        self.session = requests.Session()
-        self.timeout = timeout
-        if token:
-            self.session.headers["Authorization"] = f"Bearer {self.access_token(token)}"
-
-    def access_token(self, token: str) -> str:
-        """A token file holds a refresh token (an agent's or a client's) or the server's
-        shared token: exchange it as upstream's agent does; the shared one comes back as is."""
-        try:
-            resp = self.session.post(
-                self.url("/v1/oauth2/refresh"), json={"refresh_token": token}, timeout=self.timeout
-            )
-        except requests.RequestException:
-            return token
-        if resp.status_code == 200:
-            return str(resp.json().get("access_token") or token)
-        return token
-
-    def url(self, path: str) -> str:
-        return self.server + path
-
-    def submit(self, job: dict[str, Any], archive: bytes | None) -> str:
-        resp = self.session.post(self.url("/v1/job"), json=job, timeout=self.timeout)
-        if resp.status_code != 200:
-            raise SubmitError(f"submit failed: HTTP {resp.status_code}: {resp.text.strip()}")
-        job_id = resp.json()["job_id"]
-        if archive is not None:
-            files = {"file": ("attachments.tar.gz", archive, "application/gzip")}
-            resp = self.session.post(
-                self.url(f"/v1/job/{job_id}/attachments"), files=files, timeout=600
-            )
-            if resp.status_code != 200:
-                raise SubmitError(
-                    f"attachment upload failed: HTTP {resp.status_code}: {resp.text.strip()}"
-                )
-        return job_id
-
-    def result(self, job_id: str) -> dict[str, Any] | None:
-        resp = self.session.get(self.url(f"/v1/result/{job_id}"), timeout=self.timeout)
-        if resp.status_code == 204:
-            return None
-        resp.raise_for_status()
-        return resp.json()
-
-    def output_since(self, job_id: str, start: int) -> tuple[str, int]:
-        """New output text from fragment `start` on, and the next fragment number."""
-        resp = self.session.get(
-            self.url(f"/v1/result/{job_id}/log/output"),
-            params={"start_fragment": start},
-            timeout=self.timeout,
-        )
-        resp.raise_for_status()
-        phases = resp.json().get("output", {})
-        text = "".join(entry["log_data"] for entry in phases.values())
-        last = max((entry["last_fragment_number"] for entry in phases.values()), default=-1)
-        return text, max(start, last + 1)
+    return ExitStatus.OK if all(code == 0 for code in codes) else ExitStatus.FAILED
 
 
 def follow(
-    client: Client,
+    client: ServerClient,
     job_id: str,
     echo: Callable[[str], None],
     *,
@@ -143,23 +80,23 @@ def follow(
         result = client.result(job_id)
         if result is None:
             echo(f"job {job_id} is gone from the server")
-            return 1
+            return ExitStatus.FAILED
         if result.get("job_state") != state:
             state = result.get("job_state")
             echo(f"--- job {job_id}: {state}")
         text, next_fragment = client.output_since(job_id, next_fragment)
         if text:
             echo(text.rstrip("\n"))
-        if state in FINAL_JOB_STATES:
+        if state in JobState.FINAL:
             # The agent posts the last fragments before its final state; read them once more.
             text, next_fragment = client.output_since(job_id, next_fragment)
             if text:
                 echo(text.rstrip("\n"))
-            for phase in ALL_PHASES:
+            for phase in Phase.ALL:
                 if f"{phase}_status" in result:
                     echo(f"{phase}: exit {result[f'{phase}_status']}")
             return exit_code(result)
         if deadline is not None and time.monotonic() > deadline:
             echo(f"gave up waiting for job {job_id} (state {state})")
-            return 1
+            return ExitStatus.FAILED
         time.sleep(interval)

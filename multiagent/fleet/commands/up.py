@@ -40,7 +40,7 @@ from multiagent.fleet.supervisord.client import (
     start_private,
 )
 from multiagent.fleet.supervisord.ownership import program_kind, program_kinds
-from multiagent.vocabulary import HOLD
+from multiagent.vocabulary import DrainMode
 
 # Canaries, the safe operations and their scheduler are imported where a change needs
 # them: a no-change `up` starts faster without them.
@@ -222,7 +222,10 @@ def start_new(
         key=lambda a: (a.name != fleet.server_program, a.name),
     )
     for action in ordered:
-        if action.kind == planning.ADD and triggers.read_drain(layout, action.name) == HOLD:
+        if (
+            action.kind == planning.ADD
+            and triggers.read_drain(layout, action.name) == DrainMode.HOLD
+        ):
             triggers.clear_drain(layout, action.name)  # a hold from before it was loaded
         if action.kind == planning.ADD and action.name in added:
             supervisor.add(action.name)  # autostart=true starts it
@@ -326,7 +329,7 @@ def up(
         report.states = wait_settled(supervisor, report.started, timeout)
         await_server(fleet, report.states, timeout)
     if not plan.is_noop or read_applied(layout, supervisor) is None:
-        unsettled = {op.name for op in operations if op.stage != "done"}
+        unsettled = {op.name for op in operations if not op.succeeded}
         if report.canary_failure:
             unsettled |= set(report.canaries)  # back on files older than the fleet file
         removed = {a.name for a in plan.of_kind(planning.REMOVE)}
@@ -401,9 +404,7 @@ def _after_canaries(
     from multiagent.fleet.commands import canary
 
     ops = {op.name: op for op in (report.applied.operations if report.applied else [])}
-    failed = [
-        f"{n}: {ops[n].text}" for n in report.canaries if n in ops and not ops[n].stage == "done"
-    ]
+    failed = [f"{n}: {ops[n].text}" for n in report.canaries if n in ops and not ops[n].succeeded]
     target = supervisor.target
     report.canary_failure = "; ".join(failed) or canary.check(
         fleet, target, report.canaries, gate, say

@@ -11,9 +11,9 @@ from collections.abc import Callable, Mapping
 
 from multiagent.fleet.host import triggers
 from multiagent.fleet.host.procinfo import is_running
-from multiagent.fleet.model.fleetfile import SERVER, TF_AGENT, Fleet
+from multiagent.fleet.model.fleetfile import Fleet, ProgramKind
 from multiagent.fleet.model.layout import Layout
-from multiagent.vocabulary import HOLD
+from multiagent.vocabulary import DrainMode
 
 
 def fleet_processes(fleet: Fleet, layout: Layout) -> dict[str, list[int]]:
@@ -61,11 +61,11 @@ def ask_to_leave(layout: Layout, strays: dict[str, list[int]], kinds: Mapping[st
     `kinds`: each stray's program kind."""
     for name, pids in strays.items():
         kind = kinds[name]
-        if kind == TF_AGENT:
-            triggers.set_drain(layout, name, HOLD)
+        if kind == ProgramKind.TF_AGENT:
+            triggers.set_drain(layout, name, DrainMode.HOLD)
             continue
         for pid in pids:
-            _signal(pid, signal.SIGTERM if kind == SERVER else signal.SIGUSR1)
+            _signal(pid, signal.SIGTERM if kind == ProgramKind.SERVER else signal.SIGUSR1)
 
 
 def _signal(pid: int, signum: int) -> None:

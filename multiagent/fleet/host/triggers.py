@@ -3,7 +3,6 @@ the drain flag, and (for upstream agents) the server-side agent state."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from multiagent.fleet.host.files import write_atomic
 from multiagent.fleet.model.layout import Layout
 from multiagent.fleet.supervisord.client import Supervisor
 from multiagent.vocabulary import (
-    DRAIN,
+    DrainMode,
     drain_file_name,
     read_drain_flag,
     restart_file_name,
@@ -54,11 +53,11 @@ def ask_restart_by_file(restart_dir: str, name: str) -> Path:
 
 def read_drain(layout: Layout, name: str) -> str | None:
     """The drain flag in the agent's run dir (the agent's user may write there: see
-    vocabulary.read_drain_flag for why a link or a fifo counts as DRAIN)."""
+    vocabulary.read_drain_flag for why a link or a fifo counts as DrainMode.DRAIN)."""
     return read_drain_flag(str(layout.drain_file(name)))
 
 
-def set_drain(layout: Layout, name: str, mode: str = DRAIN) -> None:
+def set_drain(layout: Layout, name: str, mode: str = DrainMode.DRAIN) -> None:
     write_atomic(layout.drain_file(name), mode + "\n")
     # An agent started by an older tf-fleet looks for the flag in run/ itself.
     if layout.legacy_run_file(status_file_name(name)) is not None:
@@ -78,45 +77,10 @@ def set_server_state(
     """Upstream agents read their state from the server: `offline` makes an idle one stop
     taking jobs, `waiting` lets it go on. The only drain an upstream agent understands.
     A server with clients takes it only from the agent's own credential (`token_file`)."""
-    headers = {"Content-Type": "application/json"}
-    if token_file:
-        headers["Authorization"] = f"Bearer {_access_token(server_url, token_file)}"
-    body = json.dumps({"state": state, "comment": comment}).encode()
-    _post(server_url, f"/v1/agents/data/{name}", body, headers, f"set {name}'s state")
+    from multiagent.fleet.serverclient import ServerClient, ServerError
 
-
-def _post(server_url: str, path: str, body: bytes, headers: dict[str, str], what: str) -> bytes:
-    import urllib.error
-    import urllib.request
-
-    request = urllib.request.Request(f"{server_url}{path}", body, headers, method="POST")
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return bytes(response.read())
-    except (urllib.error.URLError, OSError) as exc:
-        raise TriggerError(f"cannot {what} on {server_url}: {exc}") from exc
-
-
-def _access_token(server_url: str, token_file: str) -> str:
-    """A token file holds a refresh token (`{"refresh_token": ...}`, exchanged for an
-    access token as the agent does) or a plain bearer token (the shared token)."""
-    try:
-        text = Path(token_file).read_text().strip()
-    except OSError as exc:
-        raise TriggerError(f"cannot read the token file {token_file}: {exc.strerror}") from exc
-    try:
-        refresh = json.loads(text).get("refresh_token")
-    except (ValueError, AttributeError):
-        return text
-    body = json.dumps({"refresh_token": refresh}).encode()
-    answer = _post(
-        server_url,
-        "/v1/oauth2/refresh",
-        body,
-        {"Content-Type": "application/json"},
-        f"refresh the token of {token_file}",
-    )
-    try:
-        return str(json.loads(answer)["access_token"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise TriggerError(f"{server_url} gave no access token for {token_file}") from exc
+        client = ServerClient.with_token_file(server_url, token_file)
+        client.set_agent_state(name, state, comment)
+    except ServerError as exc:
+        raise TriggerError(f"cannot set {name}'s state on {server_url}: {exc}") from exc

@@ -13,9 +13,9 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
-from multiagent.fleet.errors import EXIT_INVALID, UserError
+from multiagent.fleet.errors import ExitStatus, UserError
 from multiagent.fleet.model import fleetschema
 from multiagent.fleet.model.agentnames import SERVER_PROGRAM, check_collisions, check_name
 from multiagent.fleet.model.fleetschema import (
@@ -26,20 +26,19 @@ from multiagent.fleet.model.fleetschema import (
 )
 from multiagent.fleet.model.schema import Problem, Read, Report, kind_of, read_section, require
 from multiagent.fleet.model.yamlsource import YamlSyntaxError, load_located
+from multiagent.vocabulary import DEFAULT_RESTART_DIR
 
 __all__ = [
     "DEFAULT_EMBEDDED_HOST",
     "DEFAULT_EMBEDDED_PORT",
     "DEFAULT_METRICS_HOST",
     "DEFAULT_RESTART_TIMEOUT",
-    "SERVER",
-    "TF_AGENT",
-    "UPSTREAM",
     "Agent",
     "Fleet",
     "FleetError",
     "MetricsSettings",
     "Problem",
+    "ProgramKind",
     "RestartSettings",
     "ServerSettings",
     "SupervisorSettings",
@@ -51,16 +50,23 @@ __all__ = [
 # A fleet file larger than this is refused before it is parsed (a fleet of 2,000
 # agents is a few hundred KB).
 MAX_FLEET_BYTES = 2 * 1024 * 1024
-# What a supervisord program of a fleet runs.
-TF_AGENT = "tf-agent"
-UPSTREAM = "upstream"  # testflinger-agent, or any command taking -c CONF
-SERVER = "server"  # the embedded local server
+# The console script of tf-agent, as a fleet file's `agent_command` names it.
+TF_AGENT_SCRIPT = "tf-agent"
+
+
+class ProgramKind:
+    """What a supervisord program of a fleet runs; an operation, `status` and `down` treat
+    each kind its own way (only tf-agent writes a status file)."""
+
+    TF_AGENT: Final = "tf-agent"
+    UPSTREAM: Final = "upstream"  # testflinger-agent, or any command taking -c CONF
+    SERVER: Final = "server"  # the embedded local server
 
 
 class FleetError(UserError):
     """The fleet file (or what the host makes of it) is invalid: every problem at once."""
 
-    exit_status = EXIT_INVALID
+    exit_status = ExitStatus.INVALID
 
     def __init__(self, problems: list[Problem]):
         super().__init__("\n".join(str(p) for p in problems))
@@ -93,7 +99,7 @@ class SupervisorSettings:
 @dataclass(frozen=True)
 class RestartSettings:
     method: str = "signal"  # signal | file
-    restart_dir: str = "/tmp"
+    restart_dir: str = DEFAULT_RESTART_DIR
     timeout: float = DEFAULT_RESTART_TIMEOUT
 
 
@@ -101,7 +107,7 @@ class RestartSettings:
 class Agent:
     name: str
     upstream: dict[str, Any]  # only upstream testflinger-agent.conf keys, without derived ones
-    agent_command: str = "tf-agent"
+    agent_command: str = TF_AGENT_SCRIPT
     environment: dict[str, str] = field(default_factory=dict)
     user: str | None = None
     stopwaitsecs: int = 30
@@ -117,18 +123,18 @@ class Agent:
     @property
     def is_tf_agent(self) -> bool:
         """tf-agent writes a status file and takes our extra options; upstream does not."""
-        return self.kind == TF_AGENT
+        return self.kind == ProgramKind.TF_AGENT
 
 
 def command_kind(words: list[str]) -> str:
     """TF_AGENT for a command that runs tf-agent (by its console script or as
     `python -m multiagent.agent`), else UPSTREAM: the one rule, for the fleet file's
     agent_command and for the command line of a program file alike."""
-    if words and os.path.basename(words[0]) == "tf-agent":
-        return TF_AGENT
+    if words and os.path.basename(words[0]) == TF_AGENT_SCRIPT:
+        return ProgramKind.TF_AGENT
     if any(words[i : i + 2] == ["-m", "multiagent.agent"] for i in range(len(words) - 1)):
-        return TF_AGENT
-    return UPSTREAM
+        return ProgramKind.TF_AGENT
+    return ProgramKind.UPSTREAM
 
 
 @dataclass(frozen=True)

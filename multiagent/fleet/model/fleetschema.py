@@ -15,7 +15,7 @@ from typing import Any
 
 from multiagent.agent import config as agent_config
 from multiagent.fleet.model.schema import Key, Rule, accepts, anything, kind_of, one_of, section
-from multiagent.vocabulary import parse_duration
+from multiagent.vocabulary import DEFAULT_RESTART_DIR, parse_duration
 
 DEFAULT_EMBEDDED_HOST = "127.0.0.1"
 DEFAULT_EMBEDDED_PORT = 8585
@@ -199,7 +199,7 @@ SYSTEM_SUPERVISOR_CONFIG = "/etc/supervisor/supervisord.conf"
 RESTART = section(
     "a mapping",
     Key("method", one_of("signal", "file"), "signal"),
-    Key("restart_dir", _path_rule("an absolute path", absolute=True), "/tmp"),
+    Key("restart_dir", _path_rule("an absolute path", absolute=True), DEFAULT_RESTART_DIR),
     Key("timeout", _timeout, float(DEFAULT_RESTART_TIMEOUT)),
 )
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from multiagent.fleet.model.facts import ProcessInfo, ProcessState, StatusRead, judge
-from multiagent.fleet.model.fleetfile import SERVER, TF_AGENT
-from multiagent.vocabulary import AGENT_DRAINED, ALL_PHASES, DRAIN, HOLD, QUIET_AGENT_STATES
+from multiagent.fleet.model.fleetfile import ProgramKind
+from multiagent.vocabulary import AgentState, DrainMode, Phase
 
 # A status file's last poll may precede the start time we compute by a clock tick.
 START_SLACK = 0.05
@@ -25,12 +25,28 @@ START = "start"  # supervisord startProcess; already started is fine
 STOP = "stop"  # supervisord stopProcess, waiting; already stopped is fine
 ASK_SIGNAL = "ask-signal"  # SIGUSR1 through supervisord
 ASK_FILE = "ask-file"  # the restart file
-SET_DRAIN = "set-drain"  # the drain flag, with arg DRAIN or HOLD
+SET_DRAIN = "set-drain"  # the drain flag, with arg DrainMode.DRAIN or DrainMode.HOLD
 SERVER_STATE = "server-state"  # the agent's state on the server, arg the state
 SWAP_PROGRAM = "swap-program"  # remove the old program, clear its drain flag, add the new
 REMOVE_PROGRAM = "remove-program"  # remove the program, its file and the agent's files
 
-SERVER_OFFLINE = "offline"  # what an upstream agent reads as "take no job"
+
+class Stage:
+    """Where an operation is (Operation.stage): the rows of its transition table, and the
+    `stage` of each agent in `--json` reports. Named once; the strings are what a report
+    shows."""
+
+    QUEUED: Final = "queued"  # not begun
+    ASKED: Final = "asked"  # SafeRestart: the agent was asked, it exits when idle
+    SETTLING: Final = "settling"  # SafeRestart: it was starting; wait before asking
+    COMING_BACK: Final = "coming-back"  # started again (SafeRestart) or swapped (Replace)
+    STOPPING: Final = "stopping"  # SafeStop: told to stay down once idle
+    DOWN_PENDING: Final = "down-pending"  # SafeStop: idle for sure; stopped on the next step
+    DOWN: Final = "down"  # SafeStop: gone; Replace and Remove go on from here
+    DRAINING: Final = "draining"  # Drain: takes no new job
+    DONE: Final = "done"
+    FAILED: Final = "failed"
+    OVER: Final = frozenset({DONE, FAILED})
 
 
 @dataclass(frozen=True)
@@ -77,12 +93,12 @@ class Snapshot:
         info = facts.info
         if not info or info.state not in ProcessState.LIVE:
             return False, (info.state.lower() if info else "not loaded")
-        if kind == TF_AGENT:
+        if kind == ProgramKind.TF_AGENT:
             data, why = judge(facts.status_file, info.pid, self.now)
             if data is None:
                 # Unknown is busy: only a status file the running pid wrote proves idleness.
                 return True, f"not known to be idle ({why}{_activity(facts)})"
-            if data.get("job_id") or data.get("state") in ALL_PHASES:
+            if data.get("job_id") or data.get("state") in Phase.ALL:
                 since = data.get("since")
                 when = time.strftime("%H:%M:%S", time.localtime(since)) if since else "?"
                 phase = data.get("phase") or data.get("state")
@@ -108,7 +124,7 @@ def _activity(facts: AgentFacts) -> str:
 class Operation:
     name: str
     kind: str  # the program kind: tf-agent, upstream, server
-    stage: str = "queued"
+    stage: str = Stage.QUEUED
     text: str = "queued"
     started_at: float | None = None
     finished_at: float | None = None
@@ -123,11 +139,19 @@ class Operation:
 
     @property
     def done(self) -> bool:
-        return self.stage in ("done", "failed")
+        return self.stage in Stage.OVER
 
     @property
     def failed(self) -> bool:
-        return self.stage == "failed"
+        return self.stage == Stage.FAILED
+
+    @property
+    def succeeded(self) -> bool:
+        return self.stage == Stage.DONE
+
+    @property
+    def queued(self) -> bool:
+        return self.stage == Stage.QUEUED
 
     @property
     def elapsed(self) -> float | None:
@@ -147,12 +171,12 @@ class Operation:
         raise NotImplementedError
 
     def finish(self, snap: Snapshot, result: str) -> None:
-        self.stage = "done"
+        self.stage = Stage.DONE
         self.finished_at = snap.now
         self.result = self.text = result
 
     def fail(self, error: str, now: float | None = None) -> None:
-        self.stage = "failed"
+        self.stage = Stage.FAILED
         self.finished_at = time.time() if now is None else now
         self.error = error
         self.text = f"FAILED: {error}"
@@ -191,7 +215,7 @@ class Operation:
         ):
             return False
         self.new_pid = info.pid
-        if self.kind != TF_AGENT:
+        if self.kind != ProgramKind.TF_AGENT:
             return info.state == ProcessState.RUNNING
         data = snap.status(self.name)
         if not data:
@@ -199,7 +223,7 @@ class Operation:
         started = facts.started or info.start
         last_poll = data.get("last_poll")
         polled = isinstance(last_poll, (int, float)) and last_poll >= started - START_SLACK
-        return polled or data.get("state") in QUIET_AGENT_STATES
+        return polled or data.get("state") in AgentState.QUIET
 
     def _wait_back(self, snap: Snapshot) -> None:
         failure = self._failure(snap)
@@ -215,7 +239,12 @@ class Operation:
     def _not_back_yet(self, snap: Snapshot) -> str:
         facts = snap.facts(self.name)
         info = facts.info
-        if self.kind != TF_AGENT or not info or not info.pid or info.pid == self.old_pid:
+        if (
+            self.kind != ProgramKind.TF_AGENT
+            or not info
+            or not info.pid
+            or info.pid == self.old_pid
+        ):
             return "restarting"
         _, why = judge(facts.status_file, info.pid, snap.now)
         if not why or info.state == ProcessState.STARTING:
@@ -237,21 +266,21 @@ class SafeRestart(Operation):
         info = snap.info(self.name)
         if not info or info.state not in ProcessState.LIVE:
             # Nothing runs, so nothing can be interrupted: just start it.
-            self.stage, self.text = "coming-back", "starting"
+            self.stage, self.text = Stage.COMING_BACK, "starting"
             return [Action(START, self.name)]
         if info.state == ProcessState.STARTING:
             # An exit within startsecs counts as a failed start (BACKOFF): ask once RUNNING.
-            self.stage, self.text = "settling", "waiting for it to finish starting"
+            self.stage, self.text = Stage.SETTLING, "waiting for it to finish starting"
             return []
         return self._ask()
 
     def _ask(self) -> list[Action]:
-        self.stage = "asked"
+        self.stage = Stage.ASKED
         return [Action(ASK_FILE if self.method == "file" else ASK_SIGNAL, self.name)]
 
     def step(self, snap: Snapshot) -> list[Action]:
         info = snap.info(self.name)
-        if self.stage == "settling":
+        if self.stage == Stage.SETTLING:
             if info and info.state == ProcessState.RUNNING:
                 self.old_pid = info.pid
                 return self._ask()
@@ -259,7 +288,7 @@ class SafeRestart(Operation):
                 self.fail(f"did not start ({info.state if info else 'not loaded'})", snap.now)
             return []
         actions: list[Action] = []
-        if self.stage == "asked":
+        if self.stage == Stage.ASKED:
             if info and info.pid == self.old_pid and info.state in ProcessState.LIVE:
                 self.on_job, self.text = snap.busy(self.name, self.kind)
                 if not self.on_job:
@@ -269,7 +298,7 @@ class SafeRestart(Operation):
             if info and info.state == ProcessState.EXITED and info.exitstatus != 0:
                 # supervisord would respawn it on its next pass, up to a second away
                 actions.append(Action(START, self.name))
-            self.stage = "coming-back"
+            self.stage = Stage.COMING_BACK
         self._wait_back(snap)
         return actions
 
@@ -284,21 +313,21 @@ class SafeStop(Operation):
         super().begin(snap)
         info = snap.info(self.name)
         if not info or info.state not in ProcessState.LIVE:
-            self.stage = "down"
+            self.stage = Stage.DOWN
             return []
-        if self.kind == SERVER:
-            self.stage = "down-pending"  # the server runs no job: stop it on the next step
+        if self.kind == ProgramKind.SERVER:
+            self.stage = Stage.DOWN_PENDING  # the server runs no job: stop it on the next step
             return []
-        self.stage = "stopping"
-        if self.kind == TF_AGENT:
-            return [Action(SET_DRAIN, self.name, HOLD)]
+        self.stage = Stage.STOPPING
+        if self.kind == ProgramKind.TF_AGENT:
+            return [Action(SET_DRAIN, self.name, DrainMode.HOLD)]
         return [Action(ASK_SIGNAL, self.name)]
 
     def step(self, snap: Snapshot) -> list[Action]:
         info = snap.info(self.name)
-        if self.stage == "down-pending":
-            self.stage = "down"
-        elif self.stage == "stopping":
+        if self.stage == Stage.DOWN_PENDING:
+            self.stage = Stage.DOWN
+        elif self.stage == Stage.STOPPING:
             if info and info.pid == self.old_pid and info.state in ProcessState.LIVE:
                 self.on_job, self.text = snap.busy(self.name, self.kind)
                 if not self.on_job:
@@ -306,8 +335,8 @@ class SafeStop(Operation):
                 return []
             # Gone, or (an upstream agent) respawned: a new process is stopped before it polls.
             self.on_job = False
-            self.stage = "down"
-        if self.stage == "down":
+            self.stage = Stage.DOWN
+        if self.stage == Stage.DOWN:
             return self.after_down(snap)
         return []
 
@@ -330,11 +359,11 @@ class Replace(SafeStop):
         info = snap.info(self.name)
         if info and info.pid:
             self.old_pid = info.pid
-        self.stage, self.text = "coming-back", "swapping the program"
+        self.stage, self.text = Stage.COMING_BACK, "swapping the program"
         return [*self._stop_if_up(snap), Action(SWAP_PROGRAM, self.name)]
 
     def step(self, snap: Snapshot) -> list[Action]:
-        if self.stage == "coming-back":
+        if self.stage == Stage.COMING_BACK:
             self._wait_back(snap)
             return []
         return super().step(snap)
@@ -357,11 +386,11 @@ class Drain(Operation):
 
     def begin(self, snap: Snapshot) -> list[Action]:
         super().begin(snap)
-        self.stage = "draining"
-        if self.kind == TF_AGENT:
-            return [Action(SET_DRAIN, self.name, DRAIN)]
+        self.stage = Stage.DRAINING
+        if self.kind == ProgramKind.TF_AGENT:
+            return [Action(SET_DRAIN, self.name, DrainMode.DRAIN)]
         if snap.server_known:
-            return [Action(SERVER_STATE, self.name, SERVER_OFFLINE)]
+            return [Action(SERVER_STATE, self.name, AgentState.OFFLINE)]  # upstream: take no job
         self.fail("an upstream agent can only be drained through its server", snap.now)
         return []
 
@@ -374,8 +403,8 @@ class Drain(Operation):
         elif (
             info
             and info.state in ProcessState.LIVE
-            and self.kind == TF_AGENT
-            and (snap.status(self.name) or {}).get("state") != AGENT_DRAINED
+            and self.kind == ProgramKind.TF_AGENT
+            and (snap.status(self.name) or {}).get("state") != AgentState.DRAINED
         ):
             self.text = "draining"
         else:
@@ -391,7 +420,7 @@ class RunResult:
 
     @property
     def ok(self) -> bool:
-        return not self.timed_out and all(op.stage == "done" for op in self.operations)
+        return not self.timed_out and all(op.succeeded for op in self.operations)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from multiagent.agent.config import UPSTREAM_KEYS as UPSTREAM_ORDER
-from multiagent.fleet.model.fleetfile import DEFAULT_METRICS_HOST, Agent, Fleet
+from multiagent.fleet.model.fleetfile import DEFAULT_METRICS_HOST, TF_AGENT_SCRIPT, Agent, Fleet
 from multiagent.fleet.model.layout import MARKER, Layout
 from multiagent.fleet.model.templating import environment as template_environment
 
@@ -142,7 +142,7 @@ def agent_command(agent: Agent, layout: Layout, fleet: Fleet, ctx: RenderContext
         words = agent.agent_command.split()
         # The plain name runs the interpreter tf-fleet was installed with, so the
         # program works whatever PATH supervisord has.
-        base = [ctx.python, "-S", ctx.agent_script] if words == ["tf-agent"] else words
+        base = [ctx.python, "-S", ctx.agent_script] if words == [TF_AGENT_SCRIPT] else words
         return [
             *base,
             "-c",

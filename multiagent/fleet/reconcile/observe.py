@@ -17,7 +17,7 @@ from multiagent.fleet.model.plan import Observed, Plan
 from multiagent.fleet.model.render import Rendering
 from multiagent.fleet.supervisord.client import Supervisor, SupervisorTarget
 from multiagent.fleet.supervisord.ownership import check_names_free, is_ours
-from multiagent.vocabulary import HOLD
+from multiagent.vocabulary import DrainMode
 
 # /proc/uptime and start ticks are precise to 10 ms; mtimes to the nanosecond
 CLOCK_SLACK = 0.05
@@ -70,7 +70,9 @@ def observe(
         if rendered.reused
         else {path: read_text(path) for path in rendering.all_files()}
     )
-    held = frozenset(n for n in rendering.programs if triggers.read_drain(layout, n) == HOLD)
+    held = frozenset(
+        n for n in rendering.programs if triggers.read_drain(layout, n) == DrainMode.HOLD
+    )
     managed = managed_programs(fleet.identity, supervisor.target, loaded, disk)
     return Observed(
         disk=disk,

@@ -13,13 +13,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from multiagent.fleet.errors import UserError
+from multiagent.fleet.errors import ExitStatus, UserError
 from multiagent.fleet.host import triggers
 from multiagent.fleet.host.logs import tail_lines
 from multiagent.fleet.host.procinfo import process_start_time
 from multiagent.fleet.host.statusfile import read_status
 from multiagent.fleet.model.facts import ProcessInfo, ProcessState, judge
-from multiagent.fleet.model.fleetfile import TF_AGENT, UPSTREAM, Fleet
+from multiagent.fleet.model.fleetfile import Fleet, ProgramKind
 from multiagent.fleet.model.layout import Layout
 from multiagent.fleet.model.operations import (
     ASK_FILE,
@@ -39,6 +39,7 @@ from multiagent.fleet.model.operations import (
 from multiagent.fleet.model.render import token_files
 from multiagent.fleet.serverinfo import server_agent
 from multiagent.fleet.supervisord.client import Faults, Supervisor, SupervisorError
+from multiagent.vocabulary import DEFAULT_RESTART_DIR
 
 SERVER_CACHE_SECONDS = 2.0
 # Up to this many agents in an operation, a look asks supervisord for those agents only
@@ -73,7 +74,7 @@ class Env:
 
     supervisor: Supervisor
     layout: Layout
-    restart_dir: str = "/tmp"
+    restart_dir: str = DEFAULT_RESTART_DIR
     server_url: str | None = None
     token_files: dict[str, str] = field(default_factory=dict)  # agent -> its credential
     server_jobs: ServerJobs = field(init=False)
@@ -97,14 +98,16 @@ def _facts(env: Env, name: str, kind: str, info: ProcessInfo | None) -> AgentFac
     if info is None:
         return AgentFacts()
     live = info.state in ProcessState.LIVE and info.pid
-    status_file = read_status(env.layout.status_file(name)) if kind == TF_AGENT else None
+    status_file = (
+        read_status(env.layout.status_file(name)) if kind == ProgramKind.TF_AGENT else None
+    )
     started = process_start_time(info.pid) if live else None
     children = 0
     server_job = None
     # What the process does, where no status file can say: upstream agents write none,
     # and a tf-agent's may be missing, stale or another process's.
-    unproven = kind == TF_AGENT and judge(status_file, info.pid, time.time())[0] is None
-    if live and (kind == UPSTREAM or unproven):
+    unproven = kind == ProgramKind.TF_AGENT and judge(status_file, info.pid, time.time())[0] is None
+    if live and (kind == ProgramKind.UPSTREAM or unproven):
         children = _children(info.pid)
         if not children:
             server_job = env.server_jobs.job_of(name)
@@ -255,7 +258,7 @@ def _look_every(count: int) -> float:
 class Interrupted(UserError):
     """Ctrl-C while operations wait: nothing on the host was interrupted by it."""
 
-    exit_status = 130
+    exit_status = ExitStatus.INTERRUPTED
 
     def __init__(self, operations: Sequence[Operation]):
         super().__init__("interrupted")
@@ -264,7 +267,7 @@ class Interrupted(UserError):
     def lines(self) -> list[str]:
         lines = ["interrupted: tf-fleet stopped waiting; no job was interrupted."]
         for op in self.pending:
-            asked = "" if op.stage == "queued" else " (already asked: it goes on by itself)"
+            asked = "" if op.queued else " (already asked: it goes on by itself)"
             lines.append(f"  still pending: {op.name}: {op.text}{asked}")
         return lines
 

@@ -16,14 +16,7 @@ import shlex
 from collections.abc import Iterable
 from pathlib import Path
 
-from multiagent.fleet.model.fleetfile import (
-    SERVER,
-    UPSTREAM,
-    Fleet,
-    FleetError,
-    Problem,
-    command_kind,
-)
+from multiagent.fleet.model.fleetfile import Fleet, FleetError, Problem, ProgramKind, command_kind
 from multiagent.fleet.model.layout import MARKER
 from multiagent.fleet.supervisord.client import SupervisorTarget
 
@@ -123,14 +116,14 @@ def program_kind(fleet: Fleet, target: SupervisorTarget, name: str) -> str:
     if name in fleet.agents:
         return fleet.agents[name].kind
     if name == fleet.server_program:
-        return SERVER
+        return ProgramKind.SERVER
     parser = configparser.RawConfigParser(interpolation=None, strict=False)
     try:
         parser.read(target.program_file(name))
         command = parser.get(f"program:{name}", "command", fallback="")
         return command_kind(shlex.split(command.replace("%%", "%")))
     except (configparser.Error, ValueError):
-        return UPSTREAM  # no status file to trust: treated with the most care
+        return ProgramKind.UPSTREAM  # no status file to trust: treated with the most care
 
 
 def program_kinds(fleet: Fleet, target: SupervisorTarget, names: Iterable[str]) -> dict[str, str]:

@@ -1,0 +1,204 @@
+"""tf-fleet's one client of the Testflinger server: every request tf-fleet makes to it
+(status's look, an upstream agent's server-side state, submit, canary jobs) goes through
+`ServerClient`, so the bearer token, its refresh and the timeouts live in one place.
+
+The standard library's urllib, imported when a request is made: `tf-fleet status` asks
+the server on every run, and `requests` would double what it imports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from multiagent.fleet.errors import UserError
+
+# Seconds a request may take. A look (`status`, an agent's record) must not hold up a
+# command when the server is slow; a change or a job is worth waiting for; an upload
+# of attachments may be large.
+LOOK_TIMEOUT = 2.0
+LIST_TIMEOUT = 3.0
+CHANGE_TIMEOUT = 10.0
+JOB_TIMEOUT = 30.0
+TRANSFER_TIMEOUT = 600.0
+
+
+class ServerError(UserError):
+    """The server could not be reached, or refused a request; the text says which."""
+
+
+class Unreachable(ServerError):
+    """No answer at all (refused, reset, timed out, no such host)."""
+
+    def __init__(self, server: str, reason: object):
+        super().__init__(f"cannot reach {server}: {reason}")
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        """The body as JSON; ValueError when it is none."""
+        return json.loads(self.body or b"null")
+
+
+def base_url(server: str) -> str:
+    server = server.rstrip("/")
+    return server if "://" in server else "http://" + server
+
+
+class ServerClient:
+    """Requests to one server, as one client (a bearer token when given one)."""
+
+    def __init__(self, server: str, token: str | None = None, timeout: float = JOB_TIMEOUT):
+        self.server = base_url(server)
+        self.timeout = timeout
+        self.headers: dict[str, str] = {}
+        if token:
+            self.headers["Authorization"] = f"Bearer {self.access_token(token)}"
+
+    @classmethod
+    def with_token_file(
+        cls, server: str, token_file: str | None, timeout: float = JOB_TIMEOUT
+    ) -> ServerClient:
+        """A client with the credential in `token_file` (none when it is None)."""
+        if not token_file:
+            return cls(server, None, timeout)
+        # Here: `status` makes clients without a token file, and need not load the reader.
+        from multiagent.agent.tokenfile import read_token_file
+
+        try:
+            token = read_token_file(token_file)
+        except OSError as exc:
+            raise ServerError(f"cannot read the token file {token_file}: {exc.strerror}") from exc
+        except ValueError as exc:
+            raise ServerError(str(exc)) from exc
+        return cls(server, token, timeout)
+
+    def access_token(self, token: str) -> str:
+        """A refresh token (an agent's or a client's) is exchanged for an access token as
+        upstream's agent does; a server's shared token is refused there and used as is."""
+        try:
+            resp = self.request("POST", "/v1/oauth2/refresh", {"refresh_token": token}, auth=False)
+            if resp.status == 200:
+                return str(resp.json().get("access_token") or token)
+        except (ServerError, ValueError, AttributeError):
+            pass
+        return token
+
+    def url(self, path: str) -> str:
+        return self.server + path
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        json_body: Any = None,
+        *,
+        body: bytes | None = None,
+        content_type: str | None = None,
+        timeout: float | None = None,
+        auth: bool = True,
+    ) -> Response:
+        """One request; any HTTP status is a Response, no answer is Unreachable."""
+        import urllib.error
+        import urllib.request
+
+        headers = dict(self.headers) if auth else {}
+        if json_body is not None:
+            body, content_type = json.dumps(json_body).encode(), "application/json"
+        if content_type:
+            headers["Content-Type"] = content_type
+        request = urllib.request.Request(self.url(path), body, headers, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=timeout or self.timeout) as response:
+                return Response(response.status, bytes(response.read()))
+        except urllib.error.HTTPError as exc:
+            with exc:
+                return Response(exc.code, bytes(exc.read()))
+        except (urllib.error.URLError, OSError) as exc:
+            raise Unreachable(self.server, getattr(exc, "reason", exc)) from exc
+
+    def get_json(self, path: str, timeout: float | None = None) -> Any:
+        """The JSON a GET answers with; ServerError on an error status, ValueError on a
+        body that is no JSON."""
+        resp = self.request("GET", path, timeout=timeout)
+        if resp.status >= 400:
+            raise ServerError(f"{self.server}{path}: HTTP {resp.status}")
+        return resp.json()
+
+    # What tf-fleet asks ------------------------------------------------------------
+
+    def agents(self) -> Any:
+        return self.get_json("/v1/agents/data", LIST_TIMEOUT)
+
+    def agent(self, name: str) -> Any:
+        return self.get_json(f"/v1/agents/data/{name}", LOOK_TIMEOUT)
+
+    def set_agent_state(self, name: str, state: str, comment: str) -> None:
+        path = f"/v1/agents/data/{name}"
+        resp = self.request(
+            "POST", path, {"state": state, "comment": comment}, timeout=CHANGE_TIMEOUT
+        )
+        if resp.status >= 400:
+            raise ServerError(f"HTTP {resp.status}: {resp.text.strip()[:200]}")
+
+    def submit(self, job: dict[str, Any], archive: bytes | None) -> str:
+        resp = self.request("POST", "/v1/job", job)
+        if resp.status != 200:
+            raise ServerError(f"submit failed: HTTP {resp.status}: {resp.text.strip()}")
+        job_id = str(resp.json()["job_id"])
+        if archive is not None:
+            body, content_type = _multipart("file", "attachments.tar.gz", archive)
+            resp = self.request(
+                "POST",
+                f"/v1/job/{job_id}/attachments",
+                body=body,
+                content_type=content_type,
+                timeout=TRANSFER_TIMEOUT,
+            )
+            if resp.status != 200:
+                raise ServerError(
+                    f"attachment upload failed: HTTP {resp.status}: {resp.text.strip()}"
+                )
+        return job_id
+
+    def result(self, job_id: str) -> dict[str, Any] | None:
+        resp = self.request("GET", f"/v1/result/{job_id}")
+        if resp.status == 204:
+            return None
+        if resp.status >= 400:
+            raise ServerError(f"result of {job_id}: HTTP {resp.status}")
+        data = resp.json()
+        return data if isinstance(data, dict) else None
+
+    def output_since(self, job_id: str, start: int) -> tuple[str, int]:
+        """New output text from fragment `start` on, and the next fragment number."""
+        resp = self.request("GET", f"/v1/result/{job_id}/log/output?start_fragment={start}")
+        if resp.status >= 400:
+            raise ServerError(f"output of {job_id}: HTTP {resp.status}")
+        phases = resp.json().get("output", {})
+        text = "".join(entry["log_data"] for entry in phases.values())
+        last = max((entry["last_fragment_number"] for entry in phases.values()), default=-1)
+        return text, max(start, last + 1)
+
+
+def _multipart(field: str, filename: str, data: bytes) -> tuple[bytes, str]:
+    """One file as multipart/form-data (what upstream's CLI posts), and its content type."""
+    boundary = os.urandom(16).hex()
+    head = (
+        f"--{boundary}\r\n"
+        f'Content-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
+        "Content-Type: application/gzip\r\n\r\n"
+    )
+    body = head.encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
