@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +13,18 @@ from multiagent.server.limits import Limits
 
 if TYPE_CHECKING:
     from apiflask import APIFlask
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Who may do what and how much: the server's settings besides where it listens."""
+
+    agent_ttl: float = 7 * DAY  # agents silent this long are forgotten
+    token: str | None = None  # a shared bearer token that may do everything
+    require_auth: bool = False  # callers without a token get 401, not contributor rights
+    any_provision_data: bool = False  # any provision_data mapping (home-made connectors)
+    limits: Limits = field(default_factory=Limits)
+    public_pages: bool = False  # the agents and queues pages without a token
 
 
 class StripTrailingSlash:
@@ -45,14 +58,9 @@ def _add_server_timing(app: APIFlask, clock_ns: Callable[[], int]) -> None:
 
 def create_app(
     db_path: str | Path,
+    policy: Policy | None = None,
     *,
     clock: Callable[[], float] = time.time,
-    agent_ttl: float = 7 * DAY,
-    token: str | None = None,
-    require_auth: bool = False,
-    any_provision_data: bool = False,
-    limits: Limits | None = None,
-    public_pages: bool = False,
 ) -> APIFlask:
     from apiflask import APIFlask
     from flask.json.provider import DefaultJSONProvider
@@ -69,16 +77,17 @@ def create_app(
         spec_path="/v1/openapi.json",
         docs_path=None,
     )
-    app.config["TF_TOKEN"] = token
+    policy = policy or Policy()
+    app.config["TF_TOKEN"] = policy.token
     app.config["TF_CLOCK"] = clock
-    app.config["TF_REQUIRE_AUTH"] = require_auth
-    app.config["TF_ANY_PD"] = any_provision_data
-    app.config["TF_LIMITS"] = limits or Limits()
-    app.config["TF_PUBLIC_PAGES"] = public_pages
+    app.config["TF_REQUIRE_AUTH"] = policy.require_auth
+    app.config["TF_ANY_PD"] = policy.any_provision_data
+    app.config["TF_LIMITS"] = policy.limits
+    app.config["TF_PUBLIC_PAGES"] = policy.public_pages
     app.config["MAX_FORM_PARTS"] = 16  # a file upload has one part
     if isinstance(app.json, DefaultJSONProvider):
         app.json.sort_keys = False  # keep documents in the order they were built
-    store = Store(db_path, clock=clock, agent_ttl=agent_ttl)
+    store = Store(db_path, clock=clock, agent_ttl=policy.agent_ttl)
     app.extensions["tf_store"] = store
     app.extensions["tf_accounts"] = Accounts(store)
     app.register_blueprint(api.bp)

@@ -105,6 +105,7 @@ def server_command(
     """
     if ctx.invoked_subcommand is not None:
         return
+    from multiagent.server.app import Policy
     from multiagent.server.auth import read_token_file
     from multiagent.server.limits import Limits
     from multiagent.server.serve import is_loopback, run_server
@@ -127,20 +128,15 @@ def server_command(
             "(tf-fleet server create-client) or give --token-file"
         )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    sys.exit(
-        run_server(
-            host=host,
-            port=port,
-            db_path=db,
-            agent_ttl=agent_ttl,
-            token=token,
-            threads=threads,
-            require_auth=require_auth,
-            any_provision_data=any_provision_data,
-            limits=limits,
-            public_pages=public_pages,
-        )
+    policy = Policy(
+        agent_ttl=agent_ttl,
+        token=token,
+        require_auth=require_auth,
+        any_provision_data=any_provision_data,
+        limits=limits,
+        public_pages=public_pages,
     )
+    sys.exit(run_server(host=host, port=port, db_path=db, policy=policy, threads=threads))
 
 
 def _has_clients(db: Path) -> bool:

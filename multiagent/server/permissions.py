@@ -35,14 +35,17 @@ def submit_denied(
 
 
 def _priority(principal: Principal, job: dict[str, Any], _: set[str]) -> tuple[int, str] | None:
-    queue, priority = job["job_queue"], job.get("job_priority", 0)
+    priority = job.get("job_priority", 0)
     if priority == 0:
         return None
-    if principal.anonymous:
-        return 401, f"Authentication required for setting priority: {priority}"
-    if priority > _limit(principal.permissions.get("max_priority"), queue):
-        return 403, f"Not enough permissions to push to {queue} with priority {priority}"
-    return None
+    return _within(
+        principal,
+        priority,
+        _limit(principal.permissions.get("max_priority"), job["job_queue"]),
+        f"for setting priority: {priority}",
+        f"with priority {priority}",
+        job["job_queue"],
+    )
 
 
 def _restricted(
@@ -59,13 +62,26 @@ def _restricted(
 
 
 def _reservation(principal: Principal, job: dict[str, Any], _: set[str]) -> tuple[int, str] | None:
-    queue = job["job_queue"]
     reserve = job.get("reserve_data") or {}
     timeout = reservation_seconds(reserve.get("timeout", DEFAULT_RESERVATION)) or 0
     if timeout <= FREE_RESERVATION:
         return None
+    return _within(
+        principal,
+        timeout,
+        _limit(principal.permissions.get("max_reservation_time"), job["job_queue"]),
+        f"for setting timeout: {timeout}",
+        f"with reservation timeout {timeout}",
+        job["job_queue"],
+    )
+
+
+def _within(
+    principal: Principal, value: int, limit: int, asked: str, over: str, queue: str
+) -> tuple[int, str] | None:
+    """Upstream's answers to a value that needs a limit: 401 without a token, 403 above it."""
     if principal.anonymous:
-        return 401, f"Authentication required for setting timeout: {timeout}"
-    if timeout > _limit(principal.permissions.get("max_reservation_time"), queue):
-        return 403, f"Not enough permissions to push to {queue} with reservation timeout {timeout}"
+        return 401, f"Authentication required {asked}"
+    if value > limit:
+        return 403, f"Not enough permissions to push to {queue} {over}"
     return None

@@ -108,9 +108,7 @@ class KVMAutoinstall(Schema):
     robot_tasks = fields.List(fields.Raw(), required=True)
 
 
-class KVMGeneric(Schema):
-    url = fields.URL(required=True)
-    robot_tasks = fields.List(fields.Raw(), required=True)
+class KVMGeneric(KVMAutoinstall):
     live_image = fields.Boolean(required=True)
     wait_until_ssh = fields.Boolean(required=True)
 

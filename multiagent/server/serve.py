@@ -9,11 +9,14 @@ import signal
 import socket
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from multiagent.server.expiry import SWEEP_INTERVAL, Sweeper
 from multiagent.server.keepalive import keepalive_channel_class
 from multiagent.server.limits import BODY_ENDPOINTS, Limits
+
+if TYPE_CHECKING:
+    from multiagent.server.app import Policy
 
 log = logging.getLogger("multiagent.server")
 
@@ -56,14 +59,9 @@ def run_server(
     host: str,
     port: int,
     db_path: Path,
-    agent_ttl: float,
-    token: str | None,
+    policy: Policy,
     threads: int = 4,
     sweep_interval: float = SWEEP_INTERVAL,
-    require_auth: bool = False,
-    any_provision_data: bool = False,
-    limits: Limits | None = None,
-    public_pages: bool = False,
 ) -> int:
     from multiagent.server.app import create_app
     from multiagent.server.ports import port_holder
@@ -73,21 +71,13 @@ def run_server(
     holder = port_holder(host, port)
     if holder is not None:
         return _cannot_listen(host, port, f"port {port} is in use by {holder}")
-    app = create_app(
-        db_path,
-        agent_ttl=agent_ttl,
-        token=token,
-        require_auth=require_auth,
-        any_provision_data=any_provision_data,
-        limits=limits,
-        public_pages=public_pages,
-    )
+    app = create_app(db_path, policy)
     sweeper = Sweeper(app.extensions["tf_store"], sweep_interval)
     sweeper.sweep_once()
     # Many agents keep a connection open each: waitress' default limit (100) is too low, and
     # select() stops at 1024 descriptors, so use poll().
     try:
-        server = _listen(app, host, port, threads, limits)
+        server = _listen(app, host, port, threads, policy.limits)
     except OSError as exc:
         return _cannot_listen(host, port, _why(exc, port))
     server.channel_class = keepalive_channel_class()
@@ -95,7 +85,7 @@ def run_server(
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     said = [
         f"tf-fleet server listening on http://{host}:{server.effective_port} (db {db_path})",
-        auth_summary(app, token, require_auth),
+        auth_summary(app, policy.token, policy.require_auth),
     ]
     return _serve(server, sweeper, app, said)
 
@@ -113,7 +103,7 @@ def _why(exc: OSError, port: int) -> str:
     return exc.strerror or str(exc)
 
 
-def _listen(app: Any, host: str, port: int, threads: int, limits: Limits | None) -> Any:
+def _listen(app: Any, host: str, port: int, threads: int, limits: Limits) -> Any:
     from waitress import create_server
 
     return create_server(
@@ -125,9 +115,7 @@ def _listen(app: Any, host: str, port: int, threads: int, limits: Limits | None)
         asyncore_use_poll=True,
         ident="tf-fleet",
         # The largest body any endpoint takes; each endpoint's own limit is checked first.
-        max_request_body_size=max(
-            (limits or Limits()).body_limit(name) for name in (None, *BODY_ENDPOINTS)
-        ),
+        max_request_body_size=max(limits.body_limit(name) for name in (None, *BODY_ENDPOINTS)),
     )
 
 

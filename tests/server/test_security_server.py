@@ -14,7 +14,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from multiagent.server.accounts import Accounts
-from multiagent.server.app import create_app
+from multiagent.server.app import Policy, create_app
 from multiagent.server.limits import Limits
 
 SHARED = "s3cret-shared-token"
@@ -25,7 +25,7 @@ FRAGMENT = {"fragment_number": 0, "timestamp": "2026-05-28T20:30:00Z", "phase": 
 @pytest.fixture
 def lab(tmp_path: Path):
     """A server with clients: alice (contributor) owns a secret; two agents."""
-    app = create_app(tmp_path / "lab.db", any_provision_data=True)
+    app = create_app(tmp_path / "lab.db", Policy(any_provision_data=True))
     accounts = Accounts(app.extensions["tf_store"])
     accounts.save("alice", {"role": "contributor"}, secret="alice-secret-0123456789")
     for name in ("dut-1", "dut-2"):
@@ -105,7 +105,7 @@ def test_case1_secret_values_reach_only_the_agent_that_pops(lab):
 
 
 def test_case1_shared_token_reads_and_basic_auth_for_browsers(tmp_path: Path):
-    app = create_app(tmp_path / "s.db", token=SHARED)
+    app = create_app(tmp_path / "s.db", Policy(token=SHARED))
     c = app.test_client()
     resp = c.get("/agents")
     assert resp.status_code == 401 and resp.headers["WWW-Authenticate"].startswith("Basic")
@@ -120,7 +120,7 @@ def test_case1_shared_token_reads_and_basic_auth_for_browsers(tmp_path: Path):
 
 
 def test_case1_public_pages_open_agents_but_no_job(tmp_path: Path):
-    app = create_app(tmp_path / "p.db", token=SHARED, public_pages=True)
+    app = create_app(tmp_path / "p.db", Policy(token=SHARED, public_pages=True))
     c = app.test_client()
     job_id = c.post("/v1/job", json={"job_queue": "lab"}, headers=BEARER).get_json()["job_id"]
     assert c.get("/agents").status_code == 200
@@ -176,7 +176,7 @@ def test_case4_agents_write_only_the_jobs_they_hold(lab):
 
 
 def test_case4_shared_token_agents_are_told_apart_by_name(tmp_path: Path):
-    app = create_app(tmp_path / "s.db", token=SHARED)
+    app = create_app(tmp_path / "s.db", Policy(token=SHARED))
     a, b = app.test_client(), app.test_client()
     for c, name in ((a, "a"), (b, "b")):
         c.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {SHARED}"
@@ -300,7 +300,7 @@ def test_case6_big_bodies_are_413_and_long_strings_400(tmp_path: Path):
         attachments_bytes=8192,
         text_chars=256,
     )
-    app = create_app(tmp_path / "l.db", limits=limits)
+    app = create_app(tmp_path / "l.db", Policy(limits=limits))
     c, job_id = ran_job(app)
     big = "x" * 20_000
     assert c.post("/v1/job", json={"job_queue": "lab", "name": big}).status_code == 413

@@ -11,13 +11,13 @@ import pytest
 schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, seed, settings  # noqa: E402
 
-from multiagent.server.app import create_app  # noqa: E402
+from multiagent.server.app import Policy, create_app  # noqa: E402
 from multiagent.server.limits import Limits  # noqa: E402
 
 _DB = Path(tempfile.mkdtemp(prefix="tf-fuzz-")) / "fuzz.db"
 # Small limits so generated bodies also cross them; an agent and a job exist, so ids and
 # names sometimes hit real rows.
-APP = create_app(_DB, limits=Limits(body_bytes=8192, text_chars=512, name_chars=128))
+APP = create_app(_DB, Policy(limits=Limits(body_bytes=8192, text_chars=512, name_chars=128)))
 _seed_client = APP.test_client()
 _seed_client.post("/v1/agents/data/dut-1", json={"queues": ["lab"]})
 _seed_client.post("/v1/job", json={"job_queue": "lab"})

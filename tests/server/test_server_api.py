@@ -11,7 +11,7 @@ import pytest
 from fixtures_server import Clock, tar_gz
 
 from multiagent.server import SERVER_VERSION
-from multiagent.server.app import create_app
+from multiagent.server.app import Policy, create_app
 
 
 @pytest.fixture
@@ -558,7 +558,7 @@ def test_events(client):
 # -- auth -------------------------------------------------------------------------------
 @pytest.fixture
 def secured(tmp_path: Path, clock: Clock):
-    return create_app(tmp_path / "auth.db", clock=clock, token="s3cret").test_client()
+    return create_app(tmp_path / "auth.db", Policy(token="s3cret"), clock=clock).test_client()
 
 
 def test_shared_token_gates_agent_endpoints(secured):

@@ -10,7 +10,7 @@ import pytest
 from fixtures_server import Clock
 from test_server_api import FRAGMENT, register, submit
 
-from multiagent.server.app import create_app
+from multiagent.server.app import Policy, create_app
 from multiagent.server.expiry import Sweeper
 from multiagent.vocabulary import parse_duration
 
@@ -57,7 +57,7 @@ def test_expired_agent_reposting_starts_afresh(app, clock):
 
 def test_agent_ttl_is_configurable(tmp_path: Path, clock: Clock):
     client = create_app(
-        tmp_path / "ttl.db", clock=clock, agent_ttl=parse_duration("30m")
+        tmp_path / "ttl.db", Policy(agent_ttl=parse_duration("30m")), clock=clock
     ).test_client()
     register(client, "dev")
     clock.advance(29 * 60)

@@ -11,7 +11,7 @@ import pytest
 from test_server_api import Clock
 
 from multiagent.server.accounts import Accounts
-from multiagent.server.app import create_app
+from multiagent.server.app import Policy, create_app
 
 
 @pytest.fixture
@@ -21,7 +21,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def lab(tmp_path: Path, clock: Clock):
-    app = create_app(tmp_path / "lab.db", clock=clock, token="shared-token-0123456789")
+    app = create_app(tmp_path / "lab.db", Policy(token="shared-token-0123456789"), clock=clock)
     Accounts(app.extensions["tf_store"]).save(
         "alice", {"role": "contributor"}, secret="alice-secret-0123456789"
     )
@@ -147,7 +147,7 @@ def test_device_schemas_accept_upstreams_shapes(open_app, provision_data):
 
 
 def test_any_provision_data_checks_attachments_only(tmp_path: Path):
-    c = create_app(tmp_path / "any.db", any_provision_data=True).test_client()
+    c = create_app(tmp_path / "any.db", Policy(any_provision_data=True)).test_client()
     homemade = {"url": "u", "firmware": {"any": "thing"}}
     assert c.post("/v1/job", json={"job_queue": "q", "provision_data": homemade}).status_code == 200
     bad = {"attachments": [{"local": "f"}]}
