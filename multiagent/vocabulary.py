@@ -117,20 +117,6 @@ STATUS_STALE_SECONDS = 60
 DEFAULT_RESTART_DIR = "/tmp"
 RESTART_FILE_PREFIX = "TESTFLINGER-DEVICE-RESTART-"
 
-# The old module-level names the server still imports; it moves to the classes above
-# next, and these go then. Nothing outside multiagent/server/ uses them.
-PHASES = Phase.BEFORE_CLEANUP
-ALL_PHASES = Phase.ALL
-CLEANUP = Phase.CLEANUP
-JOB_WAITING = JobState.WAITING
-JOB_ALLOCATED = JobState.ALLOCATED
-JOB_COMPLETE = JobState.COMPLETE
-JOB_COMPLETED = JobState.COMPLETED
-JOB_CANCELLED = JobState.CANCELLED
-FINAL_JOB_STATES = JobState.FINAL
-AGENT_OFFLINE = AgentState.OFFLINE
-AGENT_MAINTENANCE = AgentState.MAINTENANCE
-
 
 def status_file_name(agent: str) -> str:
     """The agent's status file in the run dir: written by tf-agent, read by tf-fleet."""

@@ -14,9 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "multiagent"
 AGENT = f"{PACKAGE}.agent"
 SERVER = f"{PACKAGE}.server"
-# Besides itself, tf-agent or the server may import the words every wing shares and the
-# package's top, both import-free.
-WINGS_MAY_IMPORT = {f"{PACKAGE}.vocabulary", PACKAGE}
+# Besides itself, tf-agent or the server may import the shared modules at the package's
+# top, each as light as tf-agent's start-up needs.
+WINGS_MAY_IMPORT = {PACKAGE, *(f"{PACKAGE}.{m}" for m in ("vocabulary", "jsonio", "tokenfile"))}
 
 
 def modules() -> dict[str, Path]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from multiagent.agent import jsonio
+from multiagent import jsonio
 from multiagent.agent.log import get as get_logger
 from multiagent.agent.wire import Connection, query, quote, split_address
 
@@ -180,7 +180,7 @@ class Client:
 
     def _refresh_token(self) -> None:
         # Imported here: only an agent given --token-file reads one.
-        from multiagent.agent.tokenfile import read_token_file
+        from multiagent.tokenfile import read_token_file
 
         try:
             refresh = read_token_file(self.token_file or "")

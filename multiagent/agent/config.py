@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from multiagent.agent import jsonio
+from multiagent import jsonio
 from multiagent.vocabulary import Phase
 
 TYPE_CHECKING = False  # dataclasses/typing cost ~15 ms of start-up; a plain class will do

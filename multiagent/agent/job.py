@@ -16,7 +16,8 @@ import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol
 
-from multiagent.agent import jsonio, outcome, procs
+from multiagent import jsonio
+from multiagent.agent import outcome, procs
 from multiagent.agent.attachments import AttachmentError, unpack
 from multiagent.agent.client import ServerUnreachable
 from multiagent.agent.log import get as get_logger

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from multiagent.agent import jsonio
+from multiagent import jsonio
 from multiagent.agent.client import Client, ServerUnreachable
 from multiagent.agent.log import get as get_logger
 

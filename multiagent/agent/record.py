@@ -23,7 +23,8 @@ from __future__ import annotations
 import os
 import time
 
-from multiagent.agent import jsonio, outcome, procs
+from multiagent import jsonio
+from multiagent.agent import outcome, procs
 from multiagent.agent.client import Client
 from multiagent.agent.log import get as get_logger
 from multiagent.vocabulary import JobState, Phase, PhaseStatus

@@ -7,7 +7,8 @@ import errno
 import os
 import time
 
-from multiagent.agent import __version__, jsonio
+from multiagent import jsonio
+from multiagent.agent import __version__
 from multiagent.agent.log import get as get_logger
 from multiagent.vocabulary import (
     STATUS_REFRESH_SECONDS,

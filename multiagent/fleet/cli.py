@@ -769,11 +769,11 @@ def submit_command(
 ) -> None:
     """Submit JOB_FILE (YAML or JSON) with its attachments; print the job id."""
     # A client of any Testflinger-compatible server, the local one or a lab's.
-    import requests
     import yaml
 
-    from multiagent.fleet.commands.submit import Client, SubmitError, follow, pack_attachments
-    from multiagent.server.auth import read_token_file
+    from multiagent.fleet.commands.submit import follow, pack_attachments
+    from multiagent.fleet.serverclient import ServerClient, ServerError
+    from multiagent.tokenfile import read_token_file
 
     try:
         job = yaml.safe_load(job_file.read_text())
@@ -782,14 +782,12 @@ def submit_command(
     if not isinstance(job, dict):
         raise click.UsageError(f"{job_file}: a job is a mapping with at least job_queue")
     token = read_token_file(token_file) if token_file else None
-    client = Client(server, token)
+    client = ServerClient(server, token)
     try:
         job, archive = pack_attachments(job, job_file.resolve().parent)
         job_id = client.submit(job, archive)
         click.echo(job_id)
         if wait:
             sys.exit(follow(client, job_id, click.echo, interval=poll_interval))
-    except SubmitError as exc:
+    except ServerError as exc:  # unreachable included: it names the server
         raise click.ClickException(str(exc)) from exc
-    except requests.RequestException as exc:
-        raise click.ClickException(f"cannot reach {server}: {exc}") from exc

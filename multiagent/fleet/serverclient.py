@@ -74,7 +74,7 @@ class ServerClient:
         if not token_file:
             return cls(server, None, timeout)
         # Here: `status` makes clients without a token file, and need not load the reader.
-        from multiagent.agent.tokenfile import read_token_file
+        from multiagent.tokenfile import read_token_file
 
         try:
             token = read_token_file(token_file)

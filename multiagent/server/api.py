@@ -31,7 +31,7 @@ from multiagent.server.schemas import (
     StatusUpdate,
     Upload,
 )
-from multiagent.vocabulary import ALL_PHASES
+from multiagent.vocabulary import JobState, Phase
 
 bp = APIBlueprint("api", __name__, enable_openapi=True)
 
@@ -357,7 +357,7 @@ def attachments_post(job_id: str, _upload: Any) -> Response:
     if (bad := checked_job_id(job_id)) is not None:
         return bad
     job = store().get_job(job_id)
-    if job is None or job["job_state"] != "waiting":
+    if job is None or job["job_state"] != JobState.WAITING:
         return text(f"Job {job_id} is not valid\n", 422)
     upload = request.files.get("file")
     if upload is None:
@@ -488,7 +488,7 @@ def log_get(job_id: str, log_type: str, query_data: Any) -> Response:
     if query["phase"] is None:
         # Upstream lists all seven phases, those without output as -1 and "".
         empty = {"last_fragment_number": -1, "log_data": ""}
-        logs = {p: logs.get(p, empty) for p in ALL_PHASES}
+        logs = {p: logs.get(p, empty) for p in Phase.ALL}
     if query.get("format") == "text":
         # Convenience for humans and tests: the whole log as one text, phases in order.
         text = "".join(entry["log_data"] for entry in logs.values())

@@ -18,11 +18,9 @@ as HTTP Basic (any user name and the shared token, or a client id and its secret
 from __future__ import annotations
 
 import hmac
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import wraps
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from multiagent.server.accounts import ADMIN, AGENT, CONTRIBUTOR, MANAGER, Accounts
@@ -69,20 +67,6 @@ OPEN = Principal(role=ADMIN, everything=True, anonymous=True)
 SHARED = Principal(role=ADMIN, everything=True)
 ANONYMOUS = Principal(role=CONTRIBUTOR, anonymous=True)
 ANONYMOUS_NO_READS = Principal(role=CONTRIBUTOR, anonymous=True, may_read=False)
-
-
-def read_token_file(path: str | Path) -> str:
-    text = Path(path).read_text().strip()
-    if text.startswith("{"):
-        try:
-            data = json.loads(text)
-        except ValueError:
-            data = None
-        if isinstance(data, dict) and isinstance(data.get("refresh_token"), str):
-            text = data["refresh_token"].strip()
-    if not text:
-        raise ValueError(f"token file {path} is empty")
-    return text
 
 
 def same_secret(offered: str, token: str | None) -> bool:

@@ -106,9 +106,9 @@ def server_command(
     if ctx.invoked_subcommand is not None:
         return
     from multiagent.server.app import Policy
-    from multiagent.server.auth import read_token_file
     from multiagent.server.limits import Limits
     from multiagent.server.serve import is_loopback, run_server
+    from multiagent.tokenfile import read_token_file
 
     try:
         limits = Limits().with_settings(list(limit_settings))

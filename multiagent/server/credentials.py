@@ -13,9 +13,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from multiagent.server.accounts import AGENT, Accounts
-from multiagent.server.auth import read_token_file
 from multiagent.server.db import Store
 from multiagent.server.tokens import new_client_secret
+from multiagent.tokenfile import read_token_file
 
 AGENT_TOKEN_LIFETIME = 365 * 86400.0
 

@@ -18,17 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from multiagent.vocabulary import (
-    ALL_PHASES,
-    CLEANUP,
-    FINAL_JOB_STATES,
-    JOB_ALLOCATED,
-    JOB_CANCELLED,
-    JOB_COMPLETE,
-    JOB_COMPLETED,
-    JOB_WAITING,
-    PHASES,
-)
+from multiagent.vocabulary import JobState, Phase
 
 DAY = 86400.0
 JOB_TTL = 7 * DAY  # upstream TTL index on jobs.created_at (and logs, GridFS, queues)
@@ -37,14 +27,13 @@ WAIT_TIMES_KEEP = 90 * DAY  # queue wait times feed /v1/queues/wait_times
 AGENT_LOG_KEEP = 100
 PROVISION_LOG_KEEP = 100
 # A job the server has handed out but whose agent has not yet posted its first phase.
-JOB_RUNNING = "running"
-_FINAL_MARKS = ", ".join("?" * len(FINAL_JOB_STATES))
+_FINAL_MARKS = ", ".join("?" * len(JobState.FINAL))
 # Upstream's order of a job's states; a state only moves to one of the same rank or later
 # (or to cancelled), so a result post cannot hand a job out again or reopen it.
-_ORDER = (JOB_WAITING, JOB_RUNNING, *PHASES[:5], JOB_ALLOCATED, PHASES[5], CLEANUP)
+_ORDER = JobState.ORDER
 STATE_RANK = {state: rank for rank, state in enumerate(_ORDER)}
-STATE_RANK.update({JOB_COMPLETE: len(_ORDER), JOB_COMPLETED: len(_ORDER)})
-JOB_STATES = (*STATE_RANK, JOB_CANCELLED)
+STATE_RANK.update({JobState.COMPLETE: len(_ORDER), JobState.COMPLETED: len(_ORDER)})
+JOB_STATES = (*STATE_RANK, JobState.CANCELLED)
 HOLDER_SHARED = "*"  # `jobs.holder` of a job popped with the shared token
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
@@ -164,12 +153,12 @@ def valid_job_id(job_id: str) -> bool:
 def state_move(current: str, wanted: str) -> str | None:
     """The state a job ends in when `wanted` is posted to it in `current`; None when the
     move is backwards or out of a final state. A cancel sticks: posts after it are no-ops."""
-    if current == JOB_CANCELLED:
+    if current == JobState.CANCELLED:
         return current
-    if wanted == JOB_CANCELLED:
-        return wanted if current not in FINAL_JOB_STATES else None
-    if current in FINAL_JOB_STATES:
-        return current if wanted in (JOB_COMPLETE, JOB_COMPLETED) else None
+    if wanted == JobState.CANCELLED:
+        return wanted if current not in JobState.FINAL else None
+    if current in JobState.FINAL:
+        return current if wanted in (JobState.COMPLETE, JobState.COMPLETED) else None
     if STATE_RANK.get(wanted, -1) < STATE_RANK.get(current, 0):
         return None
     return wanted
@@ -387,7 +376,7 @@ class Store:
             self.conn()
             .execute(
                 "SELECT DISTINCT queue FROM jobs WHERE state = ? AND created_at >= ?",
-                (JOB_WAITING, self._job_cutoff()),
+                (JobState.WAITING, self._job_cutoff()),
             )
             .fetchall()
         )
@@ -402,7 +391,7 @@ class Store:
                 "SELECT queue, state = ? AS waiting, COUNT(*) AS n FROM jobs "
                 f"WHERE created_at >= ? AND state NOT IN ({_FINAL_MARKS}) "
                 "GROUP BY queue, waiting",
-                (JOB_WAITING, self._job_cutoff(), *FINAL_JOB_STATES),
+                (JobState.WAITING, self._job_cutoff(), *JobState.FINAL),
             )
             .fetchall()
         )
@@ -428,11 +417,11 @@ class Store:
                     job_id,
                     job_data["job_queue"],
                     int(job_data.get("job_priority", 0)),
-                    JOB_WAITING,
+                    JobState.WAITING,
                     job_data.get("attachments_status"),
                     json.dumps(job_data["exclude_agents"]),
                     json.dumps(job_data),
-                    json.dumps({"job_state": JOB_WAITING}),
+                    json.dumps({"job_state": JobState.WAITING}),
                     self.clock(),
                 ),
             )
@@ -483,7 +472,7 @@ class Store:
         can never get the same job.
         """
         sql = self._POP_SQL.format(marks=",".join("?" * len(queues)))
-        params = (JOB_WAITING, *queues, self._job_cutoff(), agent)
+        params = (JobState.WAITING, *queues, self._job_cutoff(), agent)
         conn = self.conn()
         if conn.execute(sql, params).fetchone() is None:
             return None
@@ -494,7 +483,7 @@ class Store:
                 return None
             conn.execute(
                 "UPDATE jobs SET state = ?, started_at = ?, agent = ?, holder = ? WHERE seq = ?",
-                (JOB_RUNNING, now, agent, holder, row["seq"]),
+                (JobState.RUNNING, now, agent, holder, row["seq"]),
             )
             conn.execute(
                 "INSERT INTO wait_times(queue, seconds, created_at) VALUES (?, ?, ?)",
@@ -535,26 +524,26 @@ class Store:
             row = self._job_row(conn, job_id)
             if row is None:
                 return "missing"
-            if row["state"] in FINAL_JOB_STATES:
+            if row["state"] in JobState.FINAL:
                 return "final"
-            result = json.loads(row["result_data"]) | {"job_state": JOB_CANCELLED}
-            result.setdefault(TIMELINE, {}).setdefault(JOB_CANCELLED, self.clock())
+            result = json.loads(row["result_data"]) | {"job_state": JobState.CANCELLED}
+            result.setdefault(TIMELINE, {}).setdefault(JobState.CANCELLED, self.clock())
             conn.execute(
                 "UPDATE jobs SET state = ?, result_data = ? WHERE seq = ?",
-                (JOB_CANCELLED, json.dumps(result), row["seq"]),
+                (JobState.CANCELLED, json.dumps(result), row["seq"]),
             )
             return "ok"
 
     def job_position(self, job_id: str) -> int | None:
         conn = self.conn()
         row = self._job_row(conn, job_id)
-        if row is None or row["state"] != JOB_WAITING:
+        if row is None or row["state"] != JobState.WAITING:
             return None
         (ahead,) = conn.execute(
             "SELECT COUNT(*) FROM jobs WHERE state = ? AND queue = ? "
             "AND created_at >= ? AND (priority > ? OR (priority = ? AND seq < ?))",
             (
-                JOB_WAITING,
+                JobState.WAITING,
                 row["queue"],
                 self._job_cutoff(),
                 row["priority"],
@@ -596,7 +585,7 @@ class Store:
             if tags and not (set(tags) <= job_tags if match_all else set(tags) & job_tags):
                 continue
             state = job["job_state"]
-            active = "active" in states and state not in FINAL_JOB_STATES
+            active = "active" in states and state not in JobState.FINAL
             if states and not (active or state in wanted):
                 continue
             found.append(
@@ -725,7 +714,7 @@ class Store:
             parts.setdefault(row["phase"], []).append(row["log_data"])
         for name, texts in parts.items():
             out[name]["log_data"] = "".join(texts)
-        ordered = sorted(out, key=lambda p: ALL_PHASES.index(p) if p in ALL_PHASES else 99)
+        ordered = sorted(out, key=lambda p: Phase.ALL.index(p) if p in Phase.ALL else 99)
         return {name: out[name] for name in ordered}
 
     def add_events(self, job_id: str, body: dict[str, Any]) -> None:

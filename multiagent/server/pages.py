@@ -16,14 +16,7 @@ from flask import Response, current_app, redirect, render_template, request
 from multiagent.server.auth import AMC, Denied, allowed, auth_configured, caller
 from multiagent.server.db import TIMELINE, Store, valid_job_id
 from multiagent.server.schemas import AgentsPageQuery
-from multiagent.vocabulary import (
-    AGENT_MAINTENANCE,
-    AGENT_OFFLINE,
-    ALL_PHASES,
-    CLEANUP,
-    FINAL_JOB_STATES,
-    JOB_CANCELLED,
-)
+from multiagent.vocabulary import AgentState, JobState, Phase
 
 # An APIBlueprint so the pages are in the OpenAPI document (and fuzzed with the API).
 bp = APIBlueprint(
@@ -109,8 +102,8 @@ def agent_row(agent: dict[str, Any], current: float) -> dict[str, Any]:
         "seen_text": when(seen),
         "seen_ago": ago(current, seen),
         "stale": is_stale(current, seen),
-        "offline": state == AGENT_OFFLINE,
-        "maintenance": state == AGENT_MAINTENANCE,
+        "offline": state == AgentState.OFFLINE,
+        "maintenance": state == AgentState.MAINTENANCE,
         "queues_text": ", ".join(q for q in agent.get("queues") or [] if isinstance(q, str)),
         "location_text": agent.get("location") or "unknown",
     }
@@ -281,7 +274,7 @@ def phase_rows(job: dict[str, Any]) -> list[dict[str, Any]]:
     timeline: dict[str, float] = result.get(TIMELINE) or {}
     marks = sorted(timeline.items(), key=lambda item: item[1])
     rows = []
-    for phase in ALL_PHASES:
+    for phase in Phase.ALL:
         start = timeline.get(phase)
         if start is None and phase not in status:
             continue
@@ -312,8 +305,8 @@ def phase_rows(job: dict[str, Any]) -> list[dict[str, Any]]:
 
 def job_end(job: dict[str, Any]) -> float | None:
     timeline = job["result_data"].get(TIMELINE) or {}
-    ends = [timeline[s] for s in FINAL_JOB_STATES if s in timeline]
-    return min(ends) if ends and job["job_state"] in FINAL_JOB_STATES else None
+    ends = [timeline[s] for s in JobState.FINAL if s in timeline]
+    return min(ends) if ends and job["job_state"] in JobState.FINAL else None
 
 
 @bp.get("/jobs/<job_id>")
@@ -332,11 +325,11 @@ def job_page(job_id: str):
         started=when(job["started_ts"]),
         ended=when(end),
         took=duration(end - job["started_ts"]) if end and job["started_ts"] else "",
-        cancelled=job["job_state"] == JOB_CANCELLED,
+        cancelled=job["job_state"] == JobState.CANCELLED,
         output=output,
         has_artifact=s.has_blob(job_id, "artifact"),
         events=s.get_events(job_id),
-        cleanup=CLEANUP,
+        cleanup=Phase.CLEANUP,
     )
 
 

@@ -16,13 +16,7 @@ from marshmallow import INCLUDE, ValidationError, validates_schema
 
 from multiagent.server.accounts import ROLES
 from multiagent.server.limits import INT64_MAX
-from multiagent.vocabulary import (
-    ALL_PHASES,
-    JOB_ALLOCATED,
-    JOB_CANCELLED,
-    JOB_COMPLETED,
-    PHASES,
-)
+from multiagent.vocabulary import JobState, Phase
 
 
 class AgentIn(Schema):
@@ -38,7 +32,7 @@ class AgentIn(Schema):
 
 class ResultPost(Schema):
     status = fields.Dict(
-        keys=fields.String(validate=OneOf(ALL_PHASES)), values=fields.Integer(strict=True)
+        keys=fields.String(validate=OneOf(Phase.ALL)), values=fields.Integer(strict=True)
     )
     device_info = fields.Dict()
     job_state = fields.String()
@@ -47,7 +41,7 @@ class ResultPost(Schema):
 class LogPost(Schema):
     fragment_number = fields.Integer(strict=True, required=True)
     timestamp = fields.DateTime(required=True)
-    phase = fields.String(required=True, validate=OneOf(ALL_PHASES))
+    phase = fields.String(required=True, validate=OneOf(Phase.ALL))
     log_data = fields.String(required=True)
 
 
@@ -148,7 +142,14 @@ class Upload(Schema):
 # States `GET /v1/job/search` accepts (upstream's list; `active` = not finished).
 # (`waiting`, `running` and the agent's `complete` are refused, as upstream does.)
 SEARCH_ACTIVE = "active"
-SEARCH_STATES = (*PHASES, JOB_ALLOCATED, "cleanup", JOB_CANCELLED, JOB_COMPLETED, SEARCH_ACTIVE)
+SEARCH_STATES = (
+    *Phase.BEFORE_CLEANUP,
+    JobState.ALLOCATED,
+    Phase.CLEANUP,
+    JobState.CANCELLED,
+    JobState.COMPLETED,
+    SEARCH_ACTIVE,
+)
 
 
 class JobSearchQuery(Schema):
@@ -168,7 +169,7 @@ class LogQuery(Schema):
     # Query values are text: not strict, but bounded to what SQLite holds.
     start_fragment = fields.Integer(load_default=0, validate=Range(min=0, max=INT64_MAX))
     start_timestamp = fields.DateTime(load_default=None)
-    phase = fields.String(load_default=None, validate=OneOf(ALL_PHASES))
+    phase = fields.String(load_default=None, validate=OneOf(Phase.ALL))
     # The local server's `format=text`: the whole log as one text.
     format = fields.String(validate=OneOf(["text"]))
 

@@ -1,4 +1,4 @@
-"""tf-agent's JSON (agent/jsonio.py, on `_json` without the `json` package) against `json`."""
+"""tf-agent's JSON (jsonio.py, on `_json` without the `json` package) against `json`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from multiagent.agent import jsonio
+from multiagent import jsonio
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -60,7 +60,7 @@ def test_not_serializable_is_a_type_error():
 def test_a_malformed_string_is_a_value_error_before_json_is_loaded():
     """`_json` raises its errors through json.decoder, which it does not import itself."""
     code = (
-        "import sys; from multiagent.agent import jsonio\n"
+        "import sys; from multiagent import jsonio\n"
         "assert 'json' not in sys.modules\n"
         "try:\n    jsonio.loads('\"abc')\nexcept ValueError as e:\n    print(type(e).__name__)\n"
     )

@@ -183,7 +183,6 @@ def test_mutated_fleet_files_give_a_fleet_or_a_validation_error(tmp_path: Path):
         elapsed = time.monotonic() - start
         outcomes[status] += 1
         slowest = max(slowest, (elapsed, index))
-        assert elapsed < 1.0, f"mutation {index} took {elapsed:.2f} s\n{data!r}"
         assert peak < 100 * 1024 * 1024, f"mutation {index} peaked at {peak} bytes\n{data!r}"
     # The corpus exercises both sides, not only the error path.
     assert outcomes[0] >= 10 and outcomes[2] >= 100, outcomes

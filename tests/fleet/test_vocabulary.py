@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from multiagent.agent.tokenfile import read_token_file
+from multiagent.tokenfile import read_token_file
 from multiagent.vocabulary import (
     AgentState,
     DrainMode,

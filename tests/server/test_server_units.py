@@ -12,11 +12,12 @@ import pytest
 from click.testing import CliRunner
 from fixtures_server import tar_member
 
-from multiagent.fleet.commands.submit import SubmitError, exit_code, pack_attachments
-from multiagent.server.auth import read_token_file
+from multiagent.fleet.commands.submit import exit_code, pack_attachments
+from multiagent.fleet.serverclient import ServerError
 from multiagent.server.cli import _ttl, server_command
 from multiagent.server.pages import ago, is_stale, when
 from multiagent.server.serve import is_loopback
+from multiagent.tokenfile import read_token_file
 
 
 @pytest.mark.parametrize("text,seconds", [("7d", 604800), ("1d12h", 129600), ("90", 90)])
@@ -86,10 +87,10 @@ def test_pack_attachments(tmp_path: Path):
 
 def test_pack_attachments_none_and_errors(tmp_path: Path):
     assert pack_attachments({"job_queue": "q"}, tmp_path) == ({"job_queue": "q"}, None)
-    with pytest.raises(SubmitError, match="does not exist"):
+    with pytest.raises(ServerError, match="does not exist"):
         pack_attachments({"test_data": {"attachments": [{"agent": "nope"}]}}, tmp_path)
     (tmp_path / "f").write_text("x")
-    with pytest.raises(SubmitError, match="relative"):
+    with pytest.raises(ServerError, match="relative"):
         pack_attachments(
             {"test_data": {"attachments": [{"local": "f", "agent": "../f"}]}}, tmp_path
         )

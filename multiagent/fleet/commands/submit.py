@@ -15,14 +15,12 @@ from multiagent.fleet.serverclient import ServerClient, ServerError
 from multiagent.vocabulary import JobState, Phase
 
 # The server's command line imports these by the names they had before the one client.
-SubmitError = ServerError
-Client = ServerClient
 
 
 def _agent_path(entry: dict[str, Any], local: Path) -> PurePosixPath:
     agent = PurePosixPath(entry.get("agent") or local.name)
     if agent.is_absolute() or ".." in agent.parts:
-        raise SubmitError(f"attachment path {str(agent)!r} must be relative, without '..'")
+        raise ServerError(f"attachment path {str(agent)!r} must be relative, without '..'")
     return agent
 
 
@@ -43,12 +41,12 @@ def pack_attachments(job: dict[str, Any], base_dir: Path) -> tuple[dict[str, Any
                 continue
             for entry in data["attachments"]:
                 if not isinstance(entry, dict) or not (entry.get("local") or entry.get("agent")):
-                    raise SubmitError(f"{phase}_data.attachments: each entry needs `agent`")
+                    raise ServerError(f"{phase}_data.attachments: each entry needs `agent`")
                 local = Path(entry.pop("local", None) or entry["agent"]).expanduser()
                 if not local.is_absolute():
                     local = base_dir / local
                 if not local.exists():
-                    raise SubmitError(f"attachment {local} does not exist")
+                    raise ServerError(f"attachment {local} does not exist")
                 agent = _agent_path(entry, local)
                 entry["agent"] = str(agent)
                 tar.add(local, arcname=str(PurePosixPath(phase) / agent))

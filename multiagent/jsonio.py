@@ -1,4 +1,5 @@
-"""JSON for tf-agent through the C accelerator `_json`, without the `json` package.
+"""JSON through the C accelerator `_json`, without the `json` package: for tf-agent, and the
+shared token-file reader it uses.
 
 Importing `json` compiles regular expressions, which brings `re` and `enum` (and with them
 collections, functools and more): ~5 ms of CPU at every agent start, paid by hundreds of

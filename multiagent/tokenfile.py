@@ -1,18 +1,19 @@
-"""The one reader of a token file (`--token-file`), for tf-agent and tf-fleet alike.
+"""The one reader of a token file (`--token-file`), for tf-agent, tf-fleet and the server.
 
 A token file holds a refresh token as JSON (`{"refresh_token": ...}`, what upstream's
 agent reads and the local server's `agent-token` writes) or a plain token (a server's
-shared token). It lives in tf-agent's wing because tf-agent must read it without
-importing anything beyond itself (JSON through `jsonio`, not the `json` package);
-tf-fleet imports it from here.
+shared token). Shared, like `vocabulary`, and as light: tf-agent reads it before its first
+poll (JSON through `jsonio`, not the `json` package).
 """
 
 from __future__ import annotations
 
-from multiagent.agent import jsonio
+import os
+
+from multiagent import jsonio
 
 
-def read_token_file(path: str) -> str:
+def read_token_file(path: str | os.PathLike[str]) -> str:
     """The token the file holds: its JSON's `refresh_token`, else its text, stripped.
     Raises OSError when the file cannot be read, ValueError when it holds no token."""
     with open(path, encoding="utf-8") as fh:
