@@ -127,6 +127,12 @@ def main(click_ctx: click.Context, config: str, state_dir: str | None) -> None:
 pass_options = click.make_pass_decorator(Options)
 
 
+# The commands that run safe operations end with one report, text or JSON.
+json_report = click.option(
+    "--json", "as_json", is_flag=True, help="Print the final report as JSON."
+)
+
+
 def _duration(text: str | None) -> float | None:
     if text is None:
         return None
@@ -168,6 +174,33 @@ def _progress(enabled: bool) -> Callable[[Sequence[Operation]], None] | None:
     return Progress() if enabled else None
 
 
+def _carry_out(
+    fleet: Fleet,
+    supervisor: Supervisor,
+    operations: Sequence[Operation],
+    timeout: str | None,
+    *,
+    max_parallel: int | None = None,
+    stop_on_failure: bool = False,
+    wait: bool = True,
+    show_progress: bool = True,
+) -> RunResult:
+    """Carry the operations out on the fleet's agents (all at once unless bounded), for at
+    most `--timeout` or the fleet's restart timeout."""
+    from multiagent.fleet.reconcile.scheduler import fleet_env
+    from multiagent.fleet.reconcile.scheduler import run as run_operations
+
+    return run_operations(
+        operations,
+        fleet_env(fleet, supervisor),
+        max_parallel=max_parallel or len(operations),
+        timeout=_duration(timeout) or fleet.restart.timeout,
+        stop_on_failure=stop_on_failure,
+        wait=wait,
+        progress=_progress(show_progress),
+    )
+
+
 def _print_pending(result: RunResult) -> None:
     click.echo("timed out; still pending (nothing was interrupted):", err=True)
     for op in result.operations:
@@ -193,12 +226,20 @@ def _report(result: RunResult, as_json: bool, what: str) -> None:
         click.echo(f"stopped after a failure; left untouched: {', '.join(untouched)}", err=True)
 
 
+def _finish(result: RunResult, as_json: bool, what: str, failing: bool = True) -> None:
+    """Report the result; exit FAILED if it did not all succeed (and that counts)."""
+    _report(result, as_json, what)
+    if failing and not result.ok:
+        sys.exit(ExitStatus.FAILED)
+
+
 def _actions_json(actions: Sequence[Any]) -> list[dict[str, Any]]:
     return [{"name": a.name, "action": a.kind, "reasons": list(a.reasons)} for a in actions]
 
 
 def canary_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """--canary N and its health gate, shared by `up` and `restart --safe`."""
+    """--canary N and its health gate, shared by `up` and `restart --safe`: the command gets
+    them as one `gate` (None without --canary)."""
     options = [
         click.option(
             "--canary",
@@ -226,9 +267,23 @@ def canary_options(func: Callable[..., Any]) -> Callable[..., Any]:
             help="How long the canaries have to pass the gate.",
         ),
     ]
+
+    @wraps(func)
+    def with_gate(
+        *args: Any,
+        canary_count: int | None,
+        canary_jobs: int,
+        canary_job: Path | None,
+        canary_timeout: str,
+        **kwargs: Any,
+    ) -> Any:
+        return func(
+            *args, gate=_gate(canary_count, canary_jobs, canary_job, canary_timeout), **kwargs
+        )
+
     for option in reversed(options):
-        func = option(func)
-    return func
+        with_gate = option(with_gate)
+    return with_gate
 
 
 def _gate(count: int | None, jobs: int, job_file: Path | None, timeout: str) -> CanaryGate | None:
@@ -303,7 +358,7 @@ def plan(opts: Options, as_json: bool, canary_count: int | None) -> None:
     help="How long to wait for changed agents to be idle and back (default: the fleet's"
     " restart.timeout), e.g. 30m.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the final report as JSON.")
+@json_report
 @canary_options
 @pass_options
 @handles_errors
@@ -312,16 +367,12 @@ def up(
     no_wait: bool,
     timeout: str | None,
     as_json: bool,
-    canary_count: int | None,
-    canary_jobs: int,
-    canary_job: Path | None,
-    canary_timeout: str,
+    gate: CanaryGate | None,
 ) -> None:
     """Render every agent, start supervisord if needed, start new agents, and apply changes
     safely: changed agents restart once idle, removed ones stop once idle."""
     from multiagent.fleet.commands.up import up as run_up
 
-    gate = _gate(canary_count, canary_jobs, canary_job, canary_timeout)
     if gate and no_wait:
         raise click.UsageError("--canary waits for its gate: it does not go with --no-wait")
     fleet = opts.fleet()
@@ -424,7 +475,7 @@ def _up_failed(report: UpReport, no_wait: bool) -> bool:
 )
 @click.option("--no-wait", is_flag=True, help="Only ask, then return.")
 @click.option("--force", is_flag=True, help="Without --safe: restart even mid-job.")
-@click.option("--json", "as_json", is_flag=True, help="Print the final report as JSON.")
+@json_report
 @canary_options
 @pass_options
 @handles_errors
@@ -439,10 +490,7 @@ def restart(
     no_wait: bool,
     force: bool,
     as_json: bool,
-    canary_count: int | None,
-    canary_jobs: int,
-    canary_job: Path | None,
-    canary_timeout: str,
+    gate: CanaryGate | None,
 ) -> None:
     """Restart agents. --safe: each exits when idle and comes back; with --all, a rolling
     restart that stops at the first agent that does not come back."""
@@ -460,11 +508,8 @@ def restart(
     if max_parallel < 1:
         raise click.BadParameter("must be at least 1", param_hint="--max-parallel")
     from multiagent.fleet.model.operations import SafeRestart
-    from multiagent.fleet.reconcile.scheduler import fleet_env
-    from multiagent.fleet.reconcile.scheduler import run as run_operations
     from multiagent.fleet.supervisord.ownership import program_kind
 
-    gate = _gate(canary_count, canary_jobs, canary_job, canary_timeout)
     if gate and no_wait:
         raise click.UsageError("--canary waits for its gate: it does not go with --no-wait")
     method = method or fleet.restart.method
@@ -473,14 +518,15 @@ def restart(
     ]
 
     def run(ops: list[Operation]) -> RunResult:
-        return run_operations(
+        return _carry_out(
+            fleet,
+            supervisor,
             ops,
-            fleet_env(fleet, supervisor),
+            timeout,
             max_parallel=max_parallel,
-            timeout=_duration(timeout) or fleet.restart.timeout,
             stop_on_failure=True,
             wait=not no_wait,
-            progress=_progress(not as_json),
+            show_progress=not as_json,
         )
 
     with _changing(fleet, "restart --safe", wait=not no_wait):
@@ -502,16 +548,14 @@ def restart(
     if no_wait and not as_json:
         click.echo(f"asked {len(operations)} agent(s) to restart when idle")
         return
-    _report(result, as_json, "back")
-    if not no_wait and not result.ok:
-        sys.exit(ExitStatus.FAILED)
+    _finish(result, as_json, "back", failing=not no_wait)
 
 
 @main.command()
 @click.option(
     "--timeout", default=None, help="How long to wait for jobs (default restart.timeout)."
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the final report as JSON.")
+@json_report
 @pass_options
 @handles_errors
 def rollback(opts: Options, timeout: str | None, as_json: bool) -> None:
@@ -520,8 +564,6 @@ def rollback(opts: Options, timeout: str | None, as_json: bool) -> None:
     from multiagent.fleet.commands.canary import restore, saved
     from multiagent.fleet.host.applied import write_applied
     from multiagent.fleet.host.rendered import render_or_reuse
-    from multiagent.fleet.reconcile.scheduler import fleet_env
-    from multiagent.fleet.reconcile.scheduler import run as run_operations
 
     fleet = opts.fleet()
     supervisor = _supervisor(fleet)
@@ -531,20 +573,12 @@ def rollback(opts: Options, timeout: str | None, as_json: bool) -> None:
         if not names:
             click.echo("nothing to roll back: no change kept its previous files")
             return
-        result = run_operations(
-            restore(fleet, supervisor.target, names),
-            fleet_env(fleet, supervisor),
-            max_parallel=len(names),
-            timeout=_duration(timeout) or fleet.restart.timeout,
-            stop_on_failure=False,
-            progress=_progress(not as_json),
-        )
+        operations = restore(fleet, supervisor.target, names)
+        result = _carry_out(fleet, supervisor, operations, timeout, show_progress=not as_json)
         # `names` are back on files older than the fleet file: left out of the record.
         rendering = render_or_reuse(fleet, supervisor.target).rendering
         write_applied(layout, supervisor, rendering, names)
-    _report(result, as_json, "rolled back")
-    if not result.ok:
-        sys.exit(ExitStatus.FAILED)
+    _finish(result, as_json, "rolled back")
 
 
 @main.command()
@@ -552,7 +586,7 @@ def rollback(opts: Options, timeout: str | None, as_json: bool) -> None:
 @click.option("--all", "all_agents", is_flag=True, help="Every agent of the fleet.")
 @click.option("--wait", is_flag=True, help="Return when every named agent is idle.")
 @click.option("--timeout", default=None, help="With --wait: how long (default restart.timeout).")
-@click.option("--json", "as_json", is_flag=True, help="Print the final report as JSON.")
+@json_report
 @pass_options
 @handles_errors
 def drain(
@@ -565,8 +599,6 @@ def drain(
 ) -> None:
     """Take no new jobs (running jobs go on); `resume` undoes it."""
     from multiagent.fleet.model.operations import Drain
-    from multiagent.fleet.reconcile.scheduler import fleet_env
-    from multiagent.fleet.reconcile.scheduler import run as run_operations
     from multiagent.fleet.supervisord.ownership import program_kind
 
     fleet = opts.fleet()
@@ -574,14 +606,8 @@ def drain(
     selected = _select(fleet, names, all_agents)
     operations = [Drain(n, program_kind(fleet, supervisor.target, n)) for n in selected]
     with _changing(fleet, "drain"):
-        result = run_operations(
-            operations,
-            fleet_env(fleet, supervisor),
-            max_parallel=len(operations),
-            timeout=_duration(timeout) or fleet.restart.timeout,
-            stop_on_failure=False,
-            wait=wait,
-            progress=_progress(wait and not as_json),
+        result = _carry_out(
+            fleet, supervisor, operations, timeout, wait=wait, show_progress=wait and not as_json
         )
     if not wait:
         failed = [op for op in operations if op.failed]
@@ -592,9 +618,7 @@ def drain(
                 click.echo(f"{op.name}: {op.text}", err=True)
             click.echo(f"draining {len(operations) - len(failed)} agent(s); they take no new job")
         sys.exit(ExitStatus.FAILED if failed else ExitStatus.OK)
-    _report(result, as_json, "idle")
-    if not result.ok:
-        sys.exit(ExitStatus.FAILED)
+    _finish(result, as_json, "idle")
 
 
 @main.command()

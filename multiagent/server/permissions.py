@@ -36,16 +36,9 @@ def submit_denied(
 
 def _priority(principal: Principal, job: dict[str, Any], _: set[str]) -> tuple[int, str] | None:
     priority = job.get("job_priority", 0)
-    if priority == 0:
+    if priority == 0:  # upstream asks about any other, negative too
         return None
-    return _within(
-        principal,
-        priority,
-        _limit(principal.permissions.get("max_priority"), job["job_queue"]),
-        f"for setting priority: {priority}",
-        f"with priority {priority}",
-        job["job_queue"],
-    )
+    return _within(principal, job, "max_priority", priority, "priority")
 
 
 def _restricted(
@@ -66,22 +59,25 @@ def _reservation(principal: Principal, job: dict[str, Any], _: set[str]) -> tupl
     timeout = reservation_seconds(reserve.get("timeout", DEFAULT_RESERVATION)) or 0
     if timeout <= FREE_RESERVATION:
         return None
-    return _within(
-        principal,
-        timeout,
-        _limit(principal.permissions.get("max_reservation_time"), job["job_queue"]),
-        f"for setting timeout: {timeout}",
-        f"with reservation timeout {timeout}",
-        job["job_queue"],
-    )
+    return _within(principal, job, "max_reservation_time", timeout, "timeout")
+
+
+# Upstream's words for each bounded value: (asked, over the limit).
+_WORDS = {
+    "priority": ("for setting priority: {}", "with priority {}"),
+    "timeout": ("for setting timeout: {}", "with reservation timeout {}"),
+}
 
 
 def _within(
-    principal: Principal, value: int, limit: int, asked: str, over: str, queue: str
+    principal: Principal, job: dict[str, Any], limit_key: str, value: int, what: str
 ) -> tuple[int, str] | None:
-    """Upstream's answers to a value that needs a limit: 401 without a token, 403 above it."""
+    """Upstream's answers to a value beyond what anyone may ask: 401 without a token, 403
+    above the client's limit for the job's queue."""
+    asked, over = (words.format(value) for words in _WORDS[what])
     if principal.anonymous:
         return 401, f"Authentication required {asked}"
-    if value > limit:
+    queue = job["job_queue"]
+    if value > _limit(principal.permissions.get(limit_key), queue):
         return 403, f"Not enough permissions to push to {queue} {over}"
     return None
