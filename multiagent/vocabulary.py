@@ -133,13 +133,23 @@ def restart_file_name(agent: str) -> str:
     return RESTART_FILE_PREFIX + agent
 
 
+# A unit as upstream writes it too ("5min", "2 hours"): every spelling names one of these.
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_UNIT_WORDS = {
+    **{w: "s" for w in ("s", "sec", "secs", "second", "seconds")},
+    **{w: "m" for w in ("m", "min", "mins", "minute", "minutes")},
+    **{w: "h" for w in ("h", "hr", "hrs", "hour", "hours")},
+    **{w: "d" for w in ("d", "day", "days")},
+    **{w: "w" for w in ("w", "week", "weeks")},
+}
 
 
 def parse_duration(value: object) -> float:
-    """Seconds in '45s', '30m', '6h', '7d', '2w', compound forms ('1h30m') or a plain
-    number of seconds. Raises ValueError naming what was wrong; zero is allowed (the
-    caller says whether it makes sense), negative and empty values are not."""
+    """Seconds in '45s', '30m', '6h', '7d', '2w', compound forms ('1h30m', '1 hour 30 min')
+    or a plain number of seconds. The one parser of durations: the fleet file, the
+    command line and the server's reservation timeouts. Raises ValueError naming what was
+    wrong; zero is allowed (the caller says whether it makes sense), negative and empty
+    values are not."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise ValueError(f"expected a duration such as 6h, 30m or 90s, got {value!r}")
     if isinstance(value, (int, float)):
@@ -159,18 +169,19 @@ def _parse_duration_text(text: str) -> float:
         return float(compact)
     except ValueError:
         pass
-    total = 0.0
-    number = ""
-    for char in compact:
-        if char.isdigit() or char == ".":
-            number += char
-        elif char in _DURATION_UNITS and number and number.count(".") <= 1:
-            total += float(number) * _DURATION_UNITS[char]
-            number = ""
-        else:
+    total, pos = 0.0, 0
+    while pos < len(compact):
+        start = pos
+        while pos < len(compact) and (compact[pos].isdigit() or compact[pos] == "."):
+            pos += 1
+        number = compact[start:pos]
+        start = pos
+        while pos < len(compact) and compact[pos].isalpha():
+            pos += 1
+        unit = _UNIT_WORDS.get(compact[start:pos])
+        if not number or number.count(".") > 1 or number == "." or unit is None:
             _bad_duration(text)
-    if number:
-        _bad_duration(text)
+        total += float(number) * _DURATION_UNITS[unit]
     return total
 
 

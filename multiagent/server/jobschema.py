@@ -7,7 +7,6 @@ Unknown keys are refused at every level except inside `firmware_update_data` and
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from apiflask import Schema, fields
@@ -15,34 +14,23 @@ from apiflask.validators import Length, Regexp
 from marshmallow import ValidationError
 
 from multiagent.server.provision import ProvisionData, attachments
+from multiagent.vocabulary import parse_duration
 
 SSH_KEY = r"^(lp|gh):\S+$"
 SECRET_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 SECRET_PATH = r"^[A-Za-z0-9_/-]+$"
-_DURATION_PART = re.compile(r"(\d+)\s*(seconds?|secs?|s|minutes?|mins?|m|hours?|h|days?|d)?")
-_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def reservation_seconds(value: Any) -> int | None:
-    """An int >= 0, or a duration such as 90, 30s, 5min, 2h, 1d, 1h30m; None if invalid."""
-    if isinstance(value, bool):
+    """Whole seconds >= 0, given as an int or a duration such as 90, 30s, 5min, 2h, 1d,
+    1h30m (`vocabulary.parse_duration`); None if invalid."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
         return None
-    if isinstance(value, int):
-        return value if value >= 0 else None
-    if not isinstance(value, str):
+    try:
+        seconds = parse_duration(value)
+    except ValueError:
         return None
-    text = value.strip().lower()
-    if text.isdigit():
-        return int(text)
-    total, pos = 0, 0
-    for match in _DURATION_PART.finditer(text):
-        if match.start() != pos or not match.group(2):
-            return None
-        total += int(match.group(1)) * _UNIT[match.group(2)[0]]
-        pos = match.end()
-        while pos < len(text) and text[pos] == " ":
-            pos += 1
-    return total if text and pos == len(text) else None
+    return int(seconds) if seconds == int(seconds) else None
 
 
 class Duration(fields.Field):

@@ -29,6 +29,12 @@ from multiagent.vocabulary import (
         (90, 90),
         (0.5, 0.5),
         ("0", 0),
+        # upstream's spellings of units (reservation timeouts)
+        ("5min", 300),
+        ("2 hours", 7200),
+        ("1 hour 30 mins", 5400),
+        ("10 seconds", 10),
+        ("3days", 259200),
     ],
 )
 def test_parse_duration(value, seconds):
@@ -36,7 +42,24 @@ def test_parse_duration(value, seconds):
 
 
 @pytest.mark.parametrize(
-    "value", ["", "x", "h", "1x", "-1", -1, "1h30", "1..2h", "nan", "inf", True, None, [1]]
+    "value",
+    [
+        "",
+        "x",
+        "h",
+        "1x",
+        "-1",
+        -1,
+        "1h30",
+        "1..2h",
+        "nan",
+        "inf",
+        "5 mon",
+        "1hours2",
+        True,
+        None,
+        [1],
+    ],
 )
 def test_parse_duration_rejects_with_the_value_named(value):
     with pytest.raises(ValueError, match="expected a duration such as 6h"):

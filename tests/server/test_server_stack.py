@@ -161,10 +161,19 @@ def test_any_provision_data_checks_attachments_only(tmp_path: Path):
 
 def test_reservation_durations_are_stored_as_seconds(open_app):
     c = open_app.test_client()
-    for given, seconds in (("1h30m", 5400), ("90", 90), (45, 45), ("2 days", 172800)):
+    for given, seconds in (
+        ("1h30m", 5400),
+        ("90", 90),
+        (45, 45),
+        ("2 days", 172800),
+        ("5min", 300),
+    ):
         job = {"job_queue": "q", "reserve_data": {"timeout": given}}
         job_id = c.post("/v1/job", json=job).get_json()["job_id"]
         assert c.get(f"/v1/job/{job_id}").get_json()["reserve_data"] == {"timeout": seconds}
+    for refused in ("soon", "1.5", "-5", 2.5):
+        job = {"job_queue": "q", "reserve_data": {"timeout": refused}}
+        assert c.post("/v1/job", json=job).status_code == 422, refused
 
 
 def test_openapi_document(lab):
