@@ -103,9 +103,14 @@ class IoTPreset(_IoTImage):
     preset = fields.String(required=True)
 
 
-class KVMAutoinstall(Schema):
-    url = fields.URL(required=True)
+class _RobotTasks(Schema):
+    """The KVM control hosts drive an installer with robot tasks."""
+
     robot_tasks = fields.List(fields.Raw(), required=True)
+
+
+class KVMAutoinstall(_RobotTasks):
+    url = fields.URL(required=True)
 
 
 class KVMGeneric(KVMAutoinstall):
@@ -113,9 +118,8 @@ class KVMGeneric(KVMAutoinstall):
     wait_until_ssh = fields.Boolean(required=True)
 
 
-class KVMOEM2204(Schema):
+class KVMOEM2204(_RobotTasks):
     alloem_url = fields.URL(required=True)
-    robot_tasks = fields.List(fields.Raw(), required=True)
 
 
 class KVMPreset(Schema):
