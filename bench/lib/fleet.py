@@ -80,11 +80,11 @@ class BenchFleet:
     # -- supervisord ----------------------------------------------------------------
     @property
     def socket(self) -> Path:
-        return self.state / "supervisor.sock"
+        return Layout(self.state).socket
 
     @property
     def conf(self) -> Path:
-        return self.state / "supervisor" / "supervisord.conf"
+        return Layout(self.state).supervisord_conf
 
     @property
     def rpc(self) -> Any:

@@ -16,6 +16,7 @@ from multiagent.server.db import JOB_STATES, Store, valid_job_id
 from multiagent.server.jobschema import Job, has_attachments
 from multiagent.server.limits import BadInput, Limits, parse_json
 from multiagent.server.permissions import submit_denied
+from multiagent.server.policy import policy
 from multiagent.server.replies import error, invalid, ok, text
 from multiagent.server.schemas import (
     ActionIn,
@@ -49,7 +50,7 @@ def accounts() -> Accounts:
 
 
 def limits() -> Limits:
-    return current_app.config["TF_LIMITS"]
+    return policy().limits
 
 
 def checked_job_id(job_id: str) -> Response | None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from apiflask import APIBlueprint
-from flask import Response, current_app, jsonify, request
+from flask import Response, jsonify, request
 
 from multiagent.server.accounts import (
     DEFAULT_SECRET_LIFETIME,
@@ -17,6 +17,7 @@ from multiagent.server.accounts import (
 )
 from multiagent.server.api import accounts, store
 from multiagent.server.auth import AM, AMC, ONLY_ADMIN, caller, gate, same_secret
+from multiagent.server.policy import policy
 from multiagent.server.replies import error, invalid, text
 from multiagent.server.schemas import (
     ClientPermissionsIn,
@@ -49,7 +50,7 @@ def oauth_token() -> Response:
     auth = request.authorization
     if auth is None or not auth.username or not auth.password:
         return text("Client id and key must be specified in authorization header", 401)
-    shared = current_app.config.get("TF_TOKEN")
+    shared = policy().token
     if shared is not None and same_secret(auth.password, shared):
         return _token_answer(shared, shared)  # the shared token is its own access token
     client = accounts().authenticate(auth.username, auth.password)
@@ -64,7 +65,7 @@ def oauth_token() -> Response:
 @bp.input(RefreshTokenIn, location="json")
 def oauth_refresh(json_data: dict[str, str]) -> Response:
     offered = json_data["refresh_token"]
-    shared = current_app.config.get("TF_TOKEN")
+    shared = policy().token
     if shared is not None and same_secret(offered, shared):
         return _token_answer(shared)
     if shared is None and not accounts().has_clients():

@@ -4,27 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from multiagent.server.db import DAY, Store
-from multiagent.server.limits import Limits
+from multiagent.server.db import Store
+from multiagent.server.policy import Policy
 
 if TYPE_CHECKING:
     from apiflask import APIFlask
-
-
-@dataclass(frozen=True)
-class Policy:
-    """Who may do what and how much: the server's settings besides where it listens."""
-
-    agent_ttl: float = 7 * DAY  # agents silent this long are forgotten
-    token: str | None = None  # a shared bearer token that may do everything
-    require_auth: bool = False  # callers without a token get 401, not contributor rights
-    any_provision_data: bool = False  # any provision_data mapping (home-made connectors)
-    limits: Limits = field(default_factory=Limits)
-    public_pages: bool = False  # the agents and queues pages without a token
 
 
 class StripTrailingSlash:
@@ -78,12 +65,8 @@ def create_app(
         docs_path=None,
     )
     policy = policy or Policy()
-    app.config["TF_TOKEN"] = policy.token
+    app.config["TF_POLICY"] = policy
     app.config["TF_CLOCK"] = clock
-    app.config["TF_REQUIRE_AUTH"] = policy.require_auth
-    app.config["TF_ANY_PD"] = policy.any_provision_data
-    app.config["TF_LIMITS"] = policy.limits
-    app.config["TF_PUBLIC_PAGES"] = policy.public_pages
     app.config["MAX_FORM_PARTS"] = 16  # a file upload has one part
     if isinstance(app.json, DefaultJSONProvider):
         app.json.sort_keys = False  # keep documents in the order they were built

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from multiagent.server.accounts import ADMIN, AGENT, CONTRIBUTOR, MANAGER, Accounts
 from multiagent.server.db import HOLDER_SHARED
+from multiagent.server.policy import policy
 from multiagent.server.tokens import TokenError, decode_access_token
 
 if TYPE_CHECKING:
@@ -159,12 +160,12 @@ def gate(roles: tuple[str, ...]) -> Callable[[Callable[..., Any]], Callable[...,
         @wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             from apiflask import abort
-            from flask import current_app, g, request
+            from flask import g, request
 
             read = request.method in READ_METHODS
             try:
                 principal = caller()
-                require = current_app.config["TF_REQUIRE_AUTH"]
+                require = policy().require_auth
                 allowed(principal, roles, require_auth=require, read=read)
             except Denied as exc:
                 abort(exc.status, exc.message)
@@ -185,7 +186,7 @@ def caller() -> Principal:
     principal = identify(
         request.authorization,
         offered=bool(request.headers.get("Authorization")),
-        shared=current_app.config.get("TF_TOKEN"),
+        shared=policy().token,
         accounts=current_app.extensions["tf_accounts"],
         now=current_app.config["TF_CLOCK"](),
         basic=request.method in READ_METHODS,

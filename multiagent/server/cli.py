@@ -105,8 +105,8 @@ def server_command(
     """
     if ctx.invoked_subcommand is not None:
         return
-    from multiagent.server.app import Policy
     from multiagent.server.limits import Limits
+    from multiagent.server.policy import Policy
     from multiagent.server.serve import is_loopback, run_server
     from multiagent.tokenfile import read_token_file
 

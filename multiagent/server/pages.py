@@ -15,6 +15,7 @@ from flask import Response, current_app, redirect, render_template, request
 
 from multiagent.server.auth import AMC, Denied, allowed, auth_configured, caller
 from multiagent.server.db import TIMELINE, Store, valid_job_id
+from multiagent.server.policy import policy
 from multiagent.server.schemas import AgentsPageQuery
 from multiagent.vocabulary import AgentState, JobState, Phase
 
@@ -154,13 +155,11 @@ def _readers_only() -> Any:
     `--public-pages` opens the agents and queues pages, never a job's page."""
     if request.endpoint in PUBLIC:
         return None
-    public = current_app.config["TF_PUBLIC_PAGES"] and request.endpoint not in NEVER_PUBLIC
-    if public or not auth_configured(
-        current_app.config.get("TF_TOKEN"), current_app.extensions["tf_accounts"]
-    ):
+    public = policy().public_pages and request.endpoint not in NEVER_PUBLIC
+    if public or not auth_configured(policy().token, current_app.extensions["tf_accounts"]):
         return None
     try:
-        allowed(caller(), AMC, require_auth=current_app.config["TF_REQUIRE_AUTH"], read=True)
+        allowed(caller(), AMC, require_auth=policy().require_auth, read=True)
     except Denied as exc:
         body = render_template("denied.html", message=exc.message)
         resp = Response(body, status=exc.status, mimetype="text/html")

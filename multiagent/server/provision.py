@@ -12,9 +12,10 @@ from typing import Any
 
 from apiflask import Schema, fields
 from apiflask.validators import Length
-from flask import current_app
 from marshmallow import INCLUDE, ValidationError, validates_schema
 from marshmallow_oneofschema import OneOfSchema
+
+from multiagent.server.policy import policy
 
 INVALID_PROVISION = "Invalid provision data schema."
 ANY = "any"
@@ -153,7 +154,7 @@ DEVICE_SCHEMAS: dict[str, type[Schema]] = {
 
 
 def _lenient() -> bool:
-    return bool(current_app.config.get("TF_ANY_PD"))
+    return policy().any_provision_data
 
 
 class ProvisionData(OneOfSchema):

@@ -16,7 +16,7 @@ from multiagent.server.keepalive import keepalive_channel_class
 from multiagent.server.limits import BODY_ENDPOINTS, Limits
 
 if TYPE_CHECKING:
-    from multiagent.server.app import Policy
+    from multiagent.server.policy import Policy
 
 log = logging.getLogger("multiagent.server")
 

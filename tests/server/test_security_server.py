@@ -14,8 +14,9 @@ import pytest
 from flask.testing import FlaskClient
 
 from multiagent.server.accounts import Accounts
-from multiagent.server.app import Policy, create_app
+from multiagent.server.app import create_app
 from multiagent.server.limits import Limits
+from multiagent.server.policy import Policy
 
 SHARED = "s3cret-shared-token"
 BEARER = {"Authorization": f"Bearer {SHARED}"}

@@ -11,8 +11,9 @@ import pytest
 schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, seed, settings  # noqa: E402
 
-from multiagent.server.app import Policy, create_app  # noqa: E402
+from multiagent.server.app import create_app  # noqa: E402
 from multiagent.server.limits import Limits  # noqa: E402
+from multiagent.server.policy import Policy  # noqa: E402
 
 _DB = Path(tempfile.mkdtemp(prefix="tf-fuzz-")) / "fuzz.db"
 # Small limits so generated bodies also cross them; an agent and a job exist, so ids and

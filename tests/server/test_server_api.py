@@ -11,7 +11,8 @@ import pytest
 from fixtures_server import Clock, tar_gz
 
 from multiagent.server import SERVER_VERSION
-from multiagent.server.app import Policy, create_app
+from multiagent.server.app import create_app
+from multiagent.server.policy import Policy
 
 
 @pytest.fixture

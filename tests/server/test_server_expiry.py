@@ -10,8 +10,9 @@ import pytest
 from fixtures_server import Clock
 from test_server_api import FRAGMENT, register, submit
 
-from multiagent.server.app import Policy, create_app
+from multiagent.server.app import create_app
 from multiagent.server.expiry import Sweeper
+from multiagent.server.policy import Policy
 from multiagent.vocabulary import parse_duration
 
 DAY = 86400

@@ -11,7 +11,8 @@ import pytest
 from test_server_api import Clock
 
 from multiagent.server.accounts import Accounts
-from multiagent.server.app import Policy, create_app
+from multiagent.server.app import create_app
+from multiagent.server.policy import Policy
 
 
 @pytest.fixture
