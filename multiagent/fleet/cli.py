@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from multiagent.fleet.commands.up import UpReport
     from multiagent.fleet.model.fleetfile import Fleet
     from multiagent.fleet.model.operations import Operation, RunResult
-    from multiagent.fleet.supervisord.client import Supervisor
+    from multiagent.fleet.supervisord.client import Supervisor, SupervisorTarget
 
 PLAN_KINDS = ("add", "start", "restart", "replace", "remove", "unchanged")
 
@@ -40,12 +40,13 @@ class Options:
         return load_fleet(self.config, self.state_dir)
 
 
-def _supervisor(fleet: Fleet) -> Supervisor:
+def _supervisor(fleet: Fleet, timeout: str | None = None) -> Supervisor:
     """The fleet's supervisord (its target read once: in system mode, from the host's
-    supervisord.conf)."""
-    from multiagent.fleet.supervisord.client import Supervisor, target_for
+    supervisord.conf); no call to it waits past a few seconds, nor past `timeout` (the
+    command's --timeout)."""
+    from multiagent.fleet.supervisord.client import CALL_SECONDS, Supervisor, target_for
 
-    return Supervisor(target_for(fleet))
+    return Supervisor(target_for(fleet), _duration(timeout) or CALL_SECONDS)
 
 
 def handles_errors(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -153,6 +154,14 @@ def _select(fleet: Fleet, names: tuple[str, ...], all_agents: bool) -> list[str]
     if unknown:
         raise click.BadParameter(f"not in the fleet file: {', '.join(unknown)}", param_hint="NAME")
     return list(dict.fromkeys(names))
+
+
+def _only_ours(fleet: Fleet, target: SupervisorTarget, names: list[str]) -> None:
+    """Refuse (exit 2, naming the owner) to act on a program another fleet or a person
+    defined in a shared supervisord, whatever this fleet file says."""
+    from multiagent.fleet.supervisord.ownership import check_names_free
+
+    check_names_free(fleet, target, names, {})
 
 
 @contextmanager
@@ -306,9 +315,16 @@ def _gate(count: int | None, jobs: int, job_file: Path | None, timeout: str) -> 
 @pass_options
 @handles_errors
 def validate(opts: Options) -> None:
-    """Check the fleet file; report every problem with file, line, agent and field."""
+    """Check the fleet file and render it (nothing is written); report every problem with
+    file, line, agent and field. What only the host can tell is left to `plan` and `up`."""
+    from multiagent.fleet.commands.validate import LEFT_TO_PLAN, LEFT_TO_UP
+    from multiagent.fleet.commands.validate import validate as check
+
     fleet = load_fleet(opts.config, opts.state_dir)
+    check(fleet)
     click.echo(f"{opts.config}: {len(fleet.agents)} agent(s), valid.")
+    click.echo(f"`tf-fleet plan` also checks, on this host: {'; '.join(LEFT_TO_PLAN)}.")
+    click.echo(f"`tf-fleet up` also checks: {'; '.join(LEFT_TO_UP)}.")
 
 
 @main.command()
@@ -376,7 +392,7 @@ def up(
     if gate and no_wait:
         raise click.UsageError("--canary waits for its gate: it does not go with --no-wait")
     fleet = opts.fleet()
-    supervisor = _supervisor(fleet)
+    supervisor = _supervisor(fleet, timeout)
     with _changing(fleet, "up", wait=not no_wait):
         report = run_up(
             fleet,
@@ -495,8 +511,9 @@ def restart(
     """Restart agents. --safe: each exits when idle and comes back; with --all, a rolling
     restart that stops at the first agent that does not come back."""
     fleet = opts.fleet()
-    supervisor = _supervisor(fleet)
+    supervisor = _supervisor(fleet, timeout)
     selected = _select(fleet, names, all_agents)
+    _only_ours(fleet, supervisor.target, selected)
     if not safe:
         from multiagent.fleet.commands.control import hard_restart
 
@@ -566,7 +583,7 @@ def rollback(opts: Options, timeout: str | None, as_json: bool) -> None:
     from multiagent.fleet.host.rendered import render_or_reuse
 
     fleet = opts.fleet()
-    supervisor = _supervisor(fleet)
+    supervisor = _supervisor(fleet, timeout)
     layout = Layout(fleet.state_dir)
     with _changing(fleet, "rollback"):
         names = saved(layout)
@@ -602,8 +619,9 @@ def drain(
     from multiagent.fleet.supervisord.ownership import program_kind
 
     fleet = opts.fleet()
-    supervisor = _supervisor(fleet)
+    supervisor = _supervisor(fleet, timeout)
     selected = _select(fleet, names, all_agents)
+    _only_ours(fleet, supervisor.target, selected)
     operations = [Drain(n, program_kind(fleet, supervisor.target, n)) for n in selected]
     with _changing(fleet, "drain"):
         result = _carry_out(
@@ -633,8 +651,10 @@ def resume(opts: Options, names: tuple[str, ...], all_agents: bool, as_json: boo
 
     fleet = opts.fleet()
     supervisor = _supervisor(fleet)
+    selected = _select(fleet, names, all_agents)
+    _only_ours(fleet, supervisor.target, selected)
     with _changing(fleet, "resume"):
-        resumed = run_resume(fleet, supervisor, _select(fleet, names, all_agents))
+        resumed = run_resume(fleet, supervisor, selected)
     if as_json:
         agents = [{"name": n, "started": started} for n, started in resumed.items()]
         click.echo(json.dumps({"agents": agents}, indent=2))
@@ -674,7 +694,9 @@ def status(opts: Options, names: tuple[str, ...], output: str | None, as_json: b
     if unknown:
         raise click.BadParameter(f"not in {opts.config}: {', '.join(unknown)}", param_hint="NAME")
     agents = [n for n in wanted if n in fleet.agents]
-    running, rows, server, note = look(fleet, supervisor, agents)
+    running, rows, server, note = look(
+        fleet, supervisor, agents, without_supervisord=output == "prometheus"
+    )
     if output == "prometheus":
         import time
 
@@ -717,6 +739,9 @@ def logs(opts: Options, name: str, follow: bool, lines: int) -> None:
     fleet = opts.fleet()
     if name not in fleet.agents and name != fleet.server_program:
         raise click.BadParameter(f"not in {opts.config}", param_hint="NAME")
+    from multiagent.fleet.supervisord.client import target_for
+
+    _only_ours(fleet, target_for(fleet), [name])
     path = Layout(fleet.state_dir).log_file(name)
     if not path.exists():
         click.echo(f"{name} has no log yet ({path})", err=True)
@@ -739,7 +764,7 @@ def down(opts: Options, safe: bool, force: bool, timeout: str | None, as_json: b
     from multiagent.fleet.commands.down import down as run_down
 
     fleet = opts.fleet()
-    supervisor = _supervisor(fleet)
+    supervisor = _supervisor(fleet, timeout)
     supervisord_was_running = supervisor.is_running()
     with _changing(fleet, "down"):
         stopped, drained = run_down(

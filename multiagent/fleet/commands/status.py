@@ -13,7 +13,7 @@ from multiagent.fleet.host.triggers import read_drain
 from multiagent.fleet.model.facts import ProcessInfo, ProcessState, StatusRead, judge
 from multiagent.fleet.model.fleetfile import Fleet, ProgramKind
 from multiagent.fleet.model.layout import Layout
-from multiagent.fleet.supervisord.client import Supervisor
+from multiagent.fleet.supervisord.client import Faults, Supervisor, SupervisorError
 from multiagent.vocabulary import STATUS_STALE_SECONDS, AgentState, DrainMode, Phase
 
 
@@ -263,22 +263,29 @@ def with_server_view(
 
 
 def look(
-    fleet: Fleet, supervisor: Supervisor, names: list[str]
+    fleet: Fleet, supervisor: Supervisor, names: list[str], *, without_supervisord: bool = False
 ) -> tuple[bool, list[AgentStatus], ServerStatus, str | None]:
     """Whether supervisord answers, the status of each of `names` (agents of the fleet),
-    the server's, and a note when the server would not list its agents."""
+    the server's, and a note when the server would not list its agents. With
+    `without_supervisord`, a supervisord that does not answer is a note, not an error:
+    what the fleet's own files and server say is still shown."""
     from multiagent.fleet.serverinfo import server_agents
 
     layout = Layout(fleet.state_dir)
-    running = supervisor.is_running()
-    processes = supervisor.processes() if running else {}
+    note = None
+    try:
+        running = supervisor.is_running()
+        processes = supervisor.processes() if running else {}
+    except SupervisorError as exc:
+        if not (without_supervisord and exc.code == Faults.UNRESPONSIVE):
+            raise
+        running, processes, note = False, {}, f"error: {exc}"
     kinds = {name: fleet.agents[name].kind for name in names}
     rows = fleet_status(names, processes, layout, kinds)
-    note = None
     if ProgramKind.UPSTREAM in kinds.values():
         known = server_agents(fleet.server.url)
         if isinstance(known, str):
-            note = f"upstream agents' state unknown: {known}"
+            note = "; ".join(filter(None, [note, f"upstream agents' state unknown: {known}"]))
         else:
             rows = with_server_view(rows, kinds, known)
     return running, rows, server_status(fleet, layout, processes), note
