@@ -165,11 +165,14 @@ def _only_ours(fleet: Fleet, target: SupervisorTarget, names: list[str]) -> None
 
 
 @contextmanager
-def _changing(fleet: Fleet, command: str, wait: bool = True) -> Iterator[None]:
-    """One command that changes the fleet at a time (a second waits, or fails at once)."""
+def _changing(
+    fleet: Fleet, command: str, wait: bool = True, supersede: bool = False
+) -> Iterator[None]:
+    """One command that changes the fleet at a time (a second waits, or fails at once;
+    a forced one makes a waiting holder stop and takes over)."""
     from multiagent.fleet.host.statelock import exclusive
 
-    with exclusive(Layout(fleet.state_dir), command, wait=wait, say=_say):
+    with exclusive(Layout(fleet.state_dir), command, wait=wait, say=_say, supersede=supersede):
         yield
 
 
@@ -517,8 +520,11 @@ def restart(
     if not safe:
         from multiagent.fleet.commands.control import hard_restart
 
-        with _changing(fleet, "restart", wait=not no_wait):
-            pids = hard_restart(fleet, supervisor, selected, force)
+        command = "restart --force" if force else "restart"
+        with _changing(fleet, command, wait=not no_wait, supersede=force):
+            pids, interrupted = hard_restart(fleet, supervisor, selected, force)
+        for one in interrupted:
+            click.echo(one.line())
         for name, pid in pids.items():
             click.echo(f"{name}: restarted (pid {pid})")
         return
@@ -766,8 +772,8 @@ def down(opts: Options, safe: bool, force: bool, timeout: str | None, as_json: b
     fleet = opts.fleet()
     supervisor = _supervisor(fleet, timeout)
     supervisord_was_running = supervisor.is_running()
-    with _changing(fleet, "down"):
-        stopped, drained = run_down(
+    with _changing(fleet, "down --force" if force else "down", supersede=force):
+        stopped, drained, interrupted = run_down(
             fleet,
             supervisor,
             safe=safe,
@@ -781,9 +787,15 @@ def down(opts: Options, safe: bool, force: bool, timeout: str | None, as_json: b
         click.echo("supervisord left running; agents still busy are draining", err=True)
         sys.exit(ExitStatus.FAILED)
     if as_json:
-        data = {"stopped": stopped, "stopped_supervisord": stopped_supervisord}
+        data = {
+            "stopped": stopped,
+            "stopped_supervisord": stopped_supervisord,
+            "interrupted": [one.to_json() for one in interrupted],
+        }
         click.echo(json.dumps(data, indent=2))
         return
+    for one in interrupted:
+        click.echo(one.line())
     click.echo(
         f"stopped {len(stopped)} program(s)" + (": " + ", ".join(stopped) if stopped else "")
     )

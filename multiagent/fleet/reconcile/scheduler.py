@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from multiagent.fleet.errors import ExitStatus, UserError
 from multiagent.fleet.host import triggers
 from multiagent.fleet.host.logs import tail_lines
-from multiagent.fleet.host.procinfo import process_start_time
+from multiagent.fleet.host.procinfo import child_counts, process_start_time
+from multiagent.fleet.host.statelock import Superseded, superseded_by
 from multiagent.fleet.host.statusfile import read_status
 from multiagent.fleet.model.facts import ProcessInfo, ProcessState, judge
 from multiagent.fleet.model.fleetfile import Fleet, ProgramKind
@@ -39,7 +40,7 @@ from multiagent.fleet.model.operations import (
 from multiagent.fleet.model.render import token_files
 from multiagent.fleet.serverinfo import server_agent
 from multiagent.fleet.supervisord.client import Faults, Supervisor, SupervisorError
-from multiagent.vocabulary import DEFAULT_RESTART_DIR
+from multiagent.vocabulary import DEFAULT_RESTART_DIR, Phase
 
 SERVER_CACHE_SECONDS = 2.0
 # Up to this many agents in an operation, a look asks supervisord for those agents only
@@ -94,7 +95,21 @@ def fleet_env(fleet: Fleet, supervisor: Supervisor) -> Env:
     )
 
 
-def _facts(env: Env, name: str, kind: str, info: ProcessInfo | None) -> AgentFacts:
+class _Children:
+    """Child counts from one pass over /proc, made the first time a count is asked."""
+
+    def __init__(self) -> None:
+        self.counts: dict[int, int] | None = None
+
+    def of(self, pid: int) -> int:
+        if self.counts is None:
+            self.counts = child_counts()
+        return self.counts.get(pid, 0)
+
+
+def _facts(
+    env: Env, name: str, kind: str, info: ProcessInfo | None, children_of: _Children
+) -> AgentFacts:
     if info is None:
         return AgentFacts()
     live = info.state in ProcessState.LIVE and info.pid
@@ -106,11 +121,15 @@ def _facts(env: Env, name: str, kind: str, info: ProcessInfo | None) -> AgentFac
     server_job = None
     # What the process does, where no status file can say: upstream agents write none,
     # and a tf-agent's may be missing, stale or another process's.
-    unproven = kind == ProgramKind.TF_AGENT and judge(status_file, info.pid, time.time())[0] is None
+    said = judge(status_file, info.pid, time.time())[0] if kind == ProgramKind.TF_AGENT else None
+    unproven = kind == ProgramKind.TF_AGENT and said is None
     if live and (kind == ProgramKind.UPSTREAM or unproven):
         children = _children(info.pid)
         if not children:
             server_job = env.server_jobs.job_of(name)
+    elif live and said is not None and not (said.get("job_id") or said.get("state") in Phase.ALL):
+        # Idle, says the file: no phase may still run below it.
+        children = children_of.of(info.pid)
     log_tail: tuple[str, ...] = ()
     if info.state in ProcessState.FAILED or info.state in ProcessState.DOWN:
         log_tail = tuple(tail_lines(env.layout.log_file(name), 3))
@@ -135,7 +154,10 @@ def take_snapshot(
         names = list(kinds)
         few = len(names) <= FEW
         processes = env.supervisor.processes_named(names) if few else env.supervisor.processes()
-    agents = {name: _facts(env, name, kind, processes.get(name)) for name, kind in kinds.items()}
+    children = _Children()
+    agents = {
+        name: _facts(env, name, kind, processes.get(name), children) for name, kind in kinds.items()
+    }
     return Snapshot(agents, time.time(), server_known=bool(env.server_url))
 
 
@@ -288,6 +310,9 @@ def _loop(
     deadline = time.monotonic() + timeout
     kinds = {op.name: op.kind for op in operations}
     while True:
+        by = superseded_by(env.layout)
+        if by:
+            raise Superseded(by, [f"{op.name}: {op.text}" for op in operations if not op.done])
         snap = take_snapshot(env, kinds)
         _step_active(active, snap, env)
         if any(op.failed for op in operations) and stop_on_failure:
