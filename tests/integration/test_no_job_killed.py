@@ -84,3 +84,20 @@ def test_down_force_takes_over_from_a_pending_safe_restart_and_names_the_job(fle
     result = fleet_env.result(job)
     assert result["job_state"] == "cancelled", result
     assert result.get("test_status") == 247, result  # the phase it killed, as upstream says
+
+
+def test_down_force_ends_on_the_server_a_job_its_agent_could_not_end(fleet_env):
+    # An upstream-like agent dies on SIGTERM without a word to its server: the job's
+    # end is tf-fleet's to post.
+    pids = fleet_env.start(fleet_env.upstream_fleet(["uf1"], {"uf1": ["q-uf1"]}))
+    job = fleet_env.submit("q-uf1", 0, "sleep 307")
+    fleet_env.wait_running(job)
+    down = fleet_env.run("down", "--force", timeout=60)
+    assert f"interrupted uf1: waiting for its job to end (1 child process(es)); job {job}" in (
+        down.stdout
+    )
+    assert f"job {job} is cancelled on the server" in down.stdout
+    assert fleet_env.agent_processes() == [] and not psutil.pid_exists(pids["uf1"])
+    assert fleet_env.processes() == []
+    fleet_env.run("up")  # the embedded server again: its database kept the job's end
+    assert fleet_env.job_state(job) == "cancelled"

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from multiagent.fleet.errors import UserError
+from multiagent.fleet.host.procinfo import is_running
 from multiagent.fleet.model.layout import Layout
 
 LOCK_NAME = "tf-fleet.lock"
@@ -51,9 +52,14 @@ def superseded_by(layout: Layout) -> str | None:
     except OSError:
         return None
     try:
-        return os.read(fd, 200).decode(errors="replace").strip() or "a forced tf-fleet command"
+        text = os.read(fd, 200).decode(errors="replace").strip()
     finally:
         os.close(fd)
+    # A request whose command died before it could take it back asks nothing.
+    words = text.split()
+    if len(words) < 2 or not words[1].isdigit() or not is_running(int(words[1])):
+        return None
+    return text
 
 
 def _holder(fd: int) -> str:

@@ -33,18 +33,19 @@ def read_status(path: Path) -> StatusRead:
     try:
         raw, st, flags = _read(path)
     except FileNotFoundError:
-        return StatusRead(None, problem="missing", disk_full=_full(path))
+        return StatusRead(None, problem="missing", disk_full=_full(_vfs(path)))
     except OSError as exc:
         return StatusRead(None, problem=f"unreadable ({exc.strerror})")
     written = st.st_mtime
-    full = _full(path)
+    vfs = _vfs(path)
+    full = _full(vfs)
     try:
         data = json.loads(raw)
     except ValueError:
         return StatusRead(None, written, "not JSON", full)
     if not isinstance(data, dict) or not _well_typed(data):
         return StatusRead(None, written, "malformed (a key has the wrong type)", full)
-    return StatusRead(data, written, None, full, _unwritable(path, st, flags))
+    return StatusRead(data, written, None, full, _unwritable(path, st, flags, vfs))
 
 
 def _read(path: Path) -> tuple[bytes, os.stat_result, int]:
@@ -75,15 +76,18 @@ def _inode_flags(fd: int) -> int:
     return int.from_bytes(answer[:4], sys.byteorder)
 
 
-def _unwritable(path: Path, st: os.stat_result, flags: int) -> str | None:
+def _unwritable(
+    path: Path, st: os.stat_result, flags: int, vfs: os.statvfs_result | None
+) -> str | None:
     """Why the file's writer (its owner) could not replace it now, if it could not: the
     agent writes a temp file and renames it over this one. Checked on every read, so a
     disk that fills is seen at once, not after the file goes stale."""
     if flags & (_IMMUTABLE_FL | _APPEND_FL):
         return "it is immutable or append-only (chattr)"
     directory = path.parent
+    if vfs is None:
+        return None
     try:
-        vfs = os.statvfs(directory)
         dir_st = os.stat(directory)
         dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
@@ -128,9 +132,13 @@ def _well_typed(data: dict[str, Any]) -> bool:
     return True
 
 
-def _full(path: Path) -> bool:
+def _vfs(path: Path) -> os.statvfs_result | None:
+    """The filesystem of the file's directory (where the agent writes its temp file)."""
     try:
-        stats = os.statvfs(path.parent)
+        return os.statvfs(path.parent)
     except OSError:
-        return False
-    return stats.f_bavail == 0 or stats.f_favail == 0
+        return None
+
+
+def _full(vfs: os.statvfs_result | None) -> bool:
+    return vfs is not None and (vfs.f_bavail == 0 or vfs.f_favail == 0)

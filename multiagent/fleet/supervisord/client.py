@@ -459,8 +459,13 @@ def start_private(layout: Layout, timeout: float = 15.0) -> int:
     supervisor = Supervisor(target)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if supervisor.is_running():
-            return supervisor.pid()
+        try:
+            if supervisor.is_running():
+                return supervisor.pid()
+        except SupervisorError as exc:
+            if exc.code != Faults.UNRESPONSIVE:
+                raise
+            supervisor = Supervisor(target)  # just started, and slow: ask again
         time.sleep(0.05)
     raise SupervisorError(
         f"supervisord did not answer on {layout.socket} within {timeout:.0f}"
