@@ -101,3 +101,35 @@ def test_down_force_ends_on_the_server_a_job_its_agent_could_not_end(fleet_env):
     assert fleet_env.processes() == []
     fleet_env.run("up")  # the embedded server again: its database kept the job's end
     assert fleet_env.job_state(job) == "cancelled"
+
+
+def test_restart_force_takes_over_from_a_pending_safe_restart(fleet_env):
+    pids = fleet_env.start(fleet_env.agent_fleet(["fr1"]))
+    job = fleet_env.hold_running("shared")
+    pending = subprocess.Popen(
+        fleet_env.command("restart", "--safe", "fr1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=fleet_env.root,
+    )
+    try:
+        fleet_env.wait_for(
+            lambda: fleet_env.status_file("fr1").get("restart_pending"),
+            what="the safe restart to be asked and pending",
+        )
+        forced = fleet_env.run("restart", "--force", "fr1", timeout=60)
+        out, err = pending.communicate(timeout=30)
+    finally:
+        if pending.poll() is None:
+            pending.kill()
+    assert f"interrupted fr1: waiting for job {job} in phase test" in forced.stdout
+    assert f"job {job} is cancelled on the server" in forced.stdout
+    assert pending.returncode == 1, out + err
+    assert "(tf-fleet restart --force) took over; this command stopped waiting" in err
+    result = fleet_env.result(job)
+    assert result["job_state"] == "cancelled" and result.get("test_status") == 247, result
+    left = [p.pid for p in fleet_env.agent_processes("fr1")]
+    assert len(left) == 1 and left[0] != pids["fr1"], left
+    after = fleet_env.submit("shared", 0)  # the new process takes jobs
+    fleet_env.assert_completed(after)
