@@ -210,3 +210,8 @@ def read_drain_flag(path: str) -> str | None:
     finally:
         os.close(fd)
     return DrainMode.HOLD if content == DrainMode.HOLD else DrainMode.DRAIN
+
+
+# The environment variable tf-fleet gives a tf-agent program: supervisord's stopwaitsecs,
+# the seconds between its SIGTERM and its SIGKILL (cleanup after a SIGTERM fits in them).
+STOPWAITSECS_ENV = "TF_AGENT_STOPWAITSECS"

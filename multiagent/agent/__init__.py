@@ -21,8 +21,9 @@ Deliberate differences from upstream, for a host that restarts agents often:
   Stop conditions SIGKILL the whole process group, not just the shell.
 * A cancelled job keeps job_state `cancelled` (upstream overwrites it with
   `complete`); cleanup after a cancel is not killed by the cancel checker.
-* SIGTERM mid-job kills the phase, skips cleanup (stopwaitsecs is short), posts
-  the status with the killed phase as 247 and job_state `cancelled`, then exits 0.
+* SIGTERM mid-job kills the phase (247), then runs cleanup as upstream does, ended
+  (247) if it would outlast supervisord's stopwaitsecs (TF_AGENT_STOPWAITSECS, set by
+  tf-fleet) less 5 s for the outcome; the job ends `cancelled`, the agent exits 0.
 * Log fragments the server could not take are kept and delivered with the outcome.
 * An admin's `offline`/`maintenance` (any comment not written by tf-agent itself,
   including the recovery-failure one) survives a restart; upstream's start-up

@@ -15,6 +15,8 @@ import requests
 from fixtures_agent import STATUS_KEYS, AgentProc, holds_until, job, pid_alive, read_pid, wait_for
 from fixtures_server import free_port, running_server, tar_gz, tar_member
 
+from multiagent.vocabulary import STOPWAITSECS_ENV
+
 PY = sys.executable
 CONNECTOR = f"{PY} -m multiagent.connectors.local"
 GRANDCHILD = "sh -c 'sleep 600 & echo $! > {pidfile}; wait'"
@@ -120,23 +122,33 @@ def test_stop_condition_kills_process_group(shared_server, make_agent, tmp_path,
     assert res["job_state"] == ("cancelled" if how == "cancel" else "complete")
 
 
-def test_sigterm_during_job(shared_server, make_agent, tmp_path):
+@pytest.mark.parametrize("cleanup", ["short", "too long"])
+def test_sigterm_during_job_runs_cleanup_within_stopwaitsecs(
+    shared_server, make_agent, tmp_path, cleanup
+):
+    """A forced stop (supervisord's SIGTERM) ends the phase, then cleanup runs, as upstream;
+    a cleanup longer than stopwaitsecs allows is ended in time to close the job itself."""
     pidfile = tmp_path / "gc.pid"
+    cleanup_pid = tmp_path / "cleanup.pid"
+    command = "echo cleanup ran" if cleanup == "short" else f"echo $$ > {cleanup_pid}; sleep 60"
     agent = make_agent(
         shared_server.url,
         test_command=GRANDCHILD.format(pidfile=pidfile),
-        cleanup_command="sleep 30",
-    ).start()
+        cleanup_command=command,
+    ).start(env={STOPWAITSECS_ENV: "7"})
     job_id = shared_server.submit(job(agent, "x"))
     grandchild = read_pid(pidfile)
-    start = time.monotonic()
     agent.signal(signal.SIGTERM)
-    assert agent.wait_exit(5) == 0
-    assert time.monotonic() - start < 3
+    assert agent.wait_exit(10) == 0
     wait_for(lambda: not pid_alive(grandchild), 3, what="grandchild gone")
     res = shared_server.result(job_id)
     assert res["job_state"] == "cancelled" and res["test_status"] == 247
-    assert "cleanup_status" not in res  # a forced stop skips cleanup
+    if cleanup == "short":
+        assert res["cleanup_status"] == 0 and "cleanup ran" in res["cleanup_output"]
+    else:
+        assert not pid_alive(read_pid(cleanup_pid))
+        assert res["cleanup_status"] == 247
+        assert "no time left for cleanup" in res["cleanup_output"]
     assert agent.status()["state"] == "stopped"
 
 
