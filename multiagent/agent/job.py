@@ -372,13 +372,15 @@ class Job:
         self.status[phase] = code
         # The connector may have added keys (device_info) to the file: they stay and go.
         current = outcome.update_outcome(self.rundir, {"status": dict(self.status)})
+        # device-info.json first: a device_info the connector put in the outcome file is
+        # the later post and stays, as under upstream's agent.
+        self._send_device_info()
         self._call(
             self.client.post_result,
             self.job_id,
             outcome.phase_result(current),
             timeout=PHASE_HTTP_TIMEOUT,
         )
-        self._send_device_info()
         self.metrics.phase_done(phase, code, time.monotonic() - started)
         if phase == Phase.ALLOCATE and not self.interrupted:
             # As upstream: allocated (and waiting for the parent) whatever allocate

@@ -1,0 +1,235 @@
+"""tf-agent driving upstream's real `testflinger-device-connector fake_connector` in every
+phase, as a lab's agent does: what a user reads on the server afterwards."""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+from fixtures_agent import AgentProc, job, read_pid
+
+# test_cmds that add the one extra key upstream allows to the connector's outcome file
+# (no braces: upstream's connectors fill `{name}` in test_cmds from their config).
+OUTCOME_DEVICE_INFO = (
+    "python3 -c \"import json; p = 'testflinger-outcome.json'; d = json.load(open(p)); "
+    "d['device_info'] = dict(device_ip='10.1.2.3', source='outcome'); "
+    "json.dump(d, open(p, 'w'))\""
+)
+
+
+def stage(upstream_bin: Path, conf: Path, name: str) -> str:
+    return (
+        f"{upstream_bin}/testflinger-device-connector fake_connector {name} "
+        f"-c {conf} testflinger.json"
+    )
+
+
+def connector_commands(upstream_bin: Path, base: Path, **overrides: str) -> dict[str, str]:
+    """An agent config's `*_command`s, each phase through fake_connector (setup has no
+    connector stage upstream: labs run a script; here an echo)."""
+    conf = base / "fake-device.yaml"
+    conf.write_text(yaml.safe_dump({"device_ip": "127.0.0.1", "agent_name": "fake-dut"}))
+    commands = {
+        "setup_command": "echo setup done",
+        "provision_command": stage(upstream_bin, conf, "provision"),
+        "firmware_update_command": stage(upstream_bin, conf, "firmware_update"),
+        "test_command": stage(upstream_bin, conf, "runtest"),
+        "allocate_command": stage(upstream_bin, conf, "allocate"),
+        "reserve_command": stage(upstream_bin, conf, "reserve"),
+        "cleanup_command": stage(upstream_bin, conf, "cleanup"),
+    }
+    return commands | overrides
+
+
+def cancel(server: Any, job_id: str) -> None:
+    resp = requests.post(
+        f"{server.url}/v1/job/{job_id}/action", json={"action": "cancel"}, timeout=5
+    )
+    resp.raise_for_status()
+
+
+def wait_idle(agent: AgentProc, timeout: float = 30) -> None:
+    agent.wait_status(lambda s: s["state"] == "waiting" and s["job_id"] is None, timeout, "idle")
+
+
+def attach(server: Any, job_id: str, members: list[tarfile.TarInfo], data: dict[str, bytes]):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for info in members:
+            body = data.get(info.name)
+            if body is not None:
+                info.size = len(body)
+            tar.addfile(info, io.BytesIO(body) if body is not None else None)
+    resp = requests.post(
+        f"{server.url}/v1/job/{job_id}/attachments",
+        files={"file": ("file", buf.getvalue())},
+        timeout=5,
+    )
+    resp.raise_for_status()
+
+
+def member(name: str, mode: int = 0o644, link: str | None = None) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.mode = mode
+    if link is not None:
+        info.type, info.linkname = tarfile.SYMTYPE, link
+    return info
+
+
+def artifact_modes(server: Any, job_id: str) -> dict[str, int]:
+    resp = requests.get(f"{server.url}/v1/result/{job_id}/artifact", timeout=5)
+    resp.raise_for_status()
+    with tarfile.open(fileobj=io.BytesIO(resp.content)) as tar:
+        return {m.name: stat.S_IMODE(m.mode) for m in tar.getmembers()}
+
+
+PLAIN_TEST_CMDS = (
+    "echo hello from the test; mkdir -p artifacts/sub; echo art > artifacts/sub/a.txt; "
+    f"chmod 600 artifacts/sub/a.txt; {OUTCOME_DEVICE_INFO}"
+)
+
+
+def plain_job(queue: str) -> dict[str, Any]:
+    return {
+        "job_queue": queue,
+        "provision_data": {"url": "http://example.invalid/image"},
+        "test_data": {"test_cmds": PLAIN_TEST_CMDS},
+    }
+
+
+def test_plain_job_through_fake_connector(shared_server, make_agent, upstream_bin, tmp_path):
+    agent = make_agent(shared_server.url, **connector_commands(upstream_bin, tmp_path)).start()
+    job_id = shared_server.submit(plain_job(agent.queue))
+    shared_server.wait_job_state(job_id, {"complete"}, timeout=60)
+    res = shared_server.result(job_id)
+    statuses = {k: v for k, v in res.items() if k.endswith("_status")}
+    assert statuses == {
+        "setup_status": 0,
+        "provision_status": 0,
+        "test_status": 0,
+        "cleanup_status": 0,
+    }
+    assert "This is a fake device connector!" in res["provision_output"]
+    assert "hello from the test" in res["test_output"]
+    # The connector's device_info in the outcome file is what the server keeps.
+    assert res["device_info"] == {"device_ip": "10.1.2.3", "source": "outcome"}
+    modes = artifact_modes(shared_server, job_id)
+    assert modes["artifacts/sub/a.txt"] == 0o600
+
+
+def test_failing_test_phase(shared_server, make_agent, upstream_bin, tmp_path):
+    agent = make_agent(shared_server.url, **connector_commands(upstream_bin, tmp_path)).start()
+    job_id = shared_server.submit(job(agent, "echo about to fail; exit 3"))
+    shared_server.wait_job_state(job_id, {"complete"}, timeout=60)
+    res = shared_server.result(job_id)
+    assert res["test_status"] == 3 and "about to fail" in res["test_output"]
+    assert res["cleanup_status"] == 0 and res["setup_status"] == 0
+
+
+def test_attachments_keep_a_0600_key_and_an_in_tree_link(
+    shared_server, make_agent, upstream_bin, tmp_path
+):
+    agent = make_agent(shared_server.url, **connector_commands(upstream_bin, tmp_path)).start()
+    cmds = "stat -c mode=%a attachments/test/id_key; cat attachments/test/key-link"
+    body = job(agent, None) | {
+        "test_data": {"test_cmds": cmds, "attachments": [{"agent": "id_key"}]}
+    }
+    job_id = shared_server.submit(body)
+    attach(
+        shared_server,
+        job_id,
+        [member("test/id_key", 0o600), member("test/key-link", 0o777, link="id_key")],
+        {"test/id_key": b"PRIVATE KEY\n"},
+    )
+    shared_server.wait_job_state(job_id, {"complete"}, timeout=60)
+    res = shared_server.result(job_id)
+    assert res.get("setup_status") == 0, res.get("setup_output")
+    assert res["test_status"] == 0
+    assert "mode=600" in res["test_output"] and "PRIVATE KEY" in res["test_output"]
+
+
+def test_cancel_during_cleanup_lets_cleanup_finish(
+    shared_server, make_agent, upstream_bin, tmp_path
+):
+    pidfile = tmp_path / "cleanup.pid"
+    commands = connector_commands(upstream_bin, tmp_path)
+    # Long enough for two of tf-agent's cancel checks (every 2 s) to see the cancel.
+    commands["cleanup_command"] = (
+        f"echo $$ > {pidfile}; sleep 5; echo cleanup finished; {commands['cleanup_command']}"
+    )
+    agent = make_agent(shared_server.url, **commands).start()
+    job_id = shared_server.submit(job(agent, "echo testing"))
+    read_pid(pidfile, timeout=60)
+    cancel(shared_server, job_id)
+    wait_idle(agent)
+    res = shared_server.result(job_id)
+    assert res["job_state"] == "cancelled"
+    assert res["cleanup_status"] == 0 and "cleanup finished" in res["cleanup_output"]
+
+
+@pytest.mark.parametrize(
+    "limit,cmds,message",
+    [
+        ({"output_timeout": 2}, "echo started; sleep 60", "Output timeout reached! (2"),
+        ({"global_timeout": 3}, "while true; do echo tick; sleep 0.5; done", "Global timeout"),
+    ],
+)
+def test_timeouts_end_the_test_phase(
+    shared_server, make_agent, upstream_bin, tmp_path, limit, cmds, message
+):
+    agent = make_agent(shared_server.url, **connector_commands(upstream_bin, tmp_path)).start()
+    job_id = shared_server.submit(job(agent, cmds) | limit)
+    shared_server.wait_job_state(job_id, {"complete"}, timeout=60)
+    res = shared_server.result(job_id)
+    assert res["test_status"] == 247 and message in res["test_output"]
+    assert res["cleanup_status"] == 0
+
+
+def test_multi_child_is_allocated_and_ends_with_its_parent(
+    shared_server, make_agent, upstream_bin, tmp_path
+):
+    """upstream's connectors exit 1 from allocate: the child is allocated all the same."""
+    agent = make_agent(shared_server.url, **connector_commands(upstream_bin, tmp_path)).start()
+    parent = shared_server.submit({"job_queue": f"parent-of-{agent.queue}"})
+    child = shared_server.submit(
+        job(agent, None, parent_job_id=parent, allocate_data={"allocate": True})
+    )
+    shared_server.wait_job_state(child, {"allocated"}, timeout=60)
+    res = shared_server.result(child)
+    assert res["device_info"] == {"device_ip": "127.0.0.1", "agent_name": "fake-dut"}
+    assert res["allocate_status"] == 1
+    cancel(shared_server, parent)
+    wait_idle(agent)
+    res = shared_server.result(child)
+    assert res["job_state"] == "complete" and res["cleanup_status"] == 0
+    assert "reserve_status" not in res
+
+
+def test_serial_log_over_1mib_reads_back_from_start_fragment(
+    shared_server, make_agent, upstream_bin, tmp_path
+):
+    agent = make_agent(shared_server.url, **connector_commands(upstream_bin, tmp_path)).start()
+    # 1.5 MiB in test-serial.log: two fragments of at most 1 MiB.
+    cmds = "python3 -c \"open('test-serial.log', 'w').write('s' * (3 << 19))\""
+    job_id = shared_server.submit(job(agent, cmds))
+    shared_server.wait_job_state(job_id, {"complete"}, timeout=60)
+
+    def serial(start: int) -> dict[str, Any]:
+        resp = shared_server.read(
+            f"/v1/result/{job_id}/log/serial", params={"start_fragment": start, "phase": "test"}
+        )
+        resp.raise_for_status()
+        return resp.json()["serial"]
+
+    whole = serial(0)["test"]
+    assert whole["last_fragment_number"] == 1 and len(whole["log_data"]) == 3 << 19
+    rest = serial(1)["test"]
+    assert rest["last_fragment_number"] == 1 and len(rest["log_data"]) == (3 << 19) - (1 << 20)
+    assert not os.path.exists(tmp_path / "never")
