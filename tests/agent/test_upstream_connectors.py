@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import stat
+import subprocess
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -133,21 +135,28 @@ def test_failing_test_phase(shared_server, make_agent, upstream_bin, tmp_path):
     assert res["cleanup_status"] == 0 and res["setup_status"] == 0
 
 
-def test_attachments_keep_a_0600_key_and_an_in_tree_link(
-    shared_server, make_agent, upstream_bin, tmp_path
-):
-    agent = make_agent(shared_server.url, **connector_commands(upstream_bin, tmp_path)).start()
-    cmds = "stat -c mode=%a attachments/test/id_key; cat attachments/test/key-link"
-    body = job(agent, None) | {
-        "test_data": {"test_cmds": cmds, "attachments": [{"agent": "id_key"}]}
-    }
-    job_id = shared_server.submit(body)
+KEY_CMDS = "stat -c mode=%a attachments/test/id_key; cat attachments/test/key-link"
+
+
+def attach_key(server: Any, job_id: str) -> None:
+    """A 0600 key and a link to it beside it, as the job's test attachments."""
     attach(
-        shared_server,
+        server,
         job_id,
         [member("test/id_key", 0o600), member("test/key-link", 0o777, link="id_key")],
         {"test/id_key": b"PRIVATE KEY\n"},
     )
+
+
+def test_attachments_keep_a_0600_key_and_an_in_tree_link(
+    shared_server, make_agent, upstream_bin, tmp_path
+):
+    agent = make_agent(shared_server.url, **connector_commands(upstream_bin, tmp_path)).start()
+    body = job(agent, None) | {
+        "test_data": {"test_cmds": KEY_CMDS, "attachments": [{"agent": "id_key"}]}
+    }
+    job_id = shared_server.submit(body)
+    attach_key(shared_server, job_id)
     shared_server.wait_job_state(job_id, {"complete"}, timeout=60)
     res = shared_server.result(job_id)
     assert res.get("setup_status") == 0, res.get("setup_output")
@@ -233,3 +242,84 @@ def test_serial_log_over_1mib_reads_back_from_start_fragment(
     rest = serial(1)["test"]
     assert rest["last_fragment_number"] == 1 and len(rest["log_data"]) == (3 << 19) - (1 << 20)
     assert not os.path.exists(tmp_path / "never")
+
+
+# -- side by side with upstream's agent ---------------------------------------------
+TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:[,.]\d+)?(?:[+-]\d\d:?\d\d)?")
+BANNER_BORDER = re.compile(r"^\*+$", re.MULTILINE)  # sized to the agent's name
+
+
+class UpstreamAgent:
+    """Upstream's `testflinger-agent` with the same commands, on its own queue."""
+
+    def __init__(self, upstream_bin: Path, base: Path, server_url: str, commands: dict[str, str]):
+        self.name = f"upstream-{os.getpid()}-{base.name}"[:60]
+        self.queue = f"q-{self.name}"
+        conf = {
+            "agent_id": self.name,
+            "server_address": server_url,
+            "polling_interval": 1,
+            "job_queues": [self.queue],
+            "execution_basedir": str(base / "exec"),
+            "results_basedir": str(base / "results"),
+            "logging_basedir": str(base / "logs"),
+            "logging_quiet": True,
+            **commands,
+        }
+        self.conf_path = base / "upstream-agent.yaml"
+        self.conf_path.write_text(yaml.safe_dump(conf))
+        self.stderr = base / "upstream-agent.stderr"
+        with open(self.stderr, "wb") as err:
+            self.proc = subprocess.Popen(
+                [str(upstream_bin / "testflinger-agent"), "-c", str(self.conf_path)],
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+
+
+def _seen_by_user(server: Any, job_id: str, agent_name: str) -> dict[str, Any]:
+    """What a user compares: statuses, outputs (agent name and timestamps masked),
+    job_state, device_info, the artifact's file names and modes."""
+    res = server.result(job_id)
+    seen: dict[str, Any] = {
+        k: v for k, v in res.items() if k.endswith("_status") or k in ("job_state", "device_info")
+    }
+    for key, text in res.items():
+        if key.endswith("_output"):
+            text = BANNER_BORDER.sub("****", text.replace(agent_name, "<agent>"))
+            seen[key] = TIMESTAMP.sub("<time>", text)
+    resp = requests.get(f"{server.url}/v1/result/{job_id}/artifact", timeout=5)
+    seen["artifact"] = artifact_modes(server, job_id) if resp.status_code == 200 else None
+    return seen
+
+
+def test_same_jobs_give_the_same_results_under_upstreams_agent(
+    shared_server, make_agent, upstream_bin, tmp_path
+):
+    commands = connector_commands(upstream_bin, tmp_path)
+    ours = make_agent(shared_server.url, **commands).start()
+    theirs = UpstreamAgent(upstream_bin, tmp_path, shared_server.url, commands)
+    try:
+        # One job with all a user compares (upstream's agent takes some 4 s a phase):
+        # provision, attachments, artifacts, the outcome's device_info, a failing test.
+        body = plain_job("QUEUE")
+        body["test_data"] = {
+            "test_cmds": f"{PLAIN_TEST_CMDS}; {KEY_CMDS}; exit 3",
+            "attachments": [{"agent": "id_key"}],
+        }
+        mine = shared_server.submit(body | {"job_queue": ours.queue})
+        upstream = shared_server.submit(body | {"job_queue": theirs.queue})
+        for job_id in (mine, upstream):
+            attach_key(shared_server, job_id)
+        shared_server.wait_job_state(mine, {"complete"}, timeout=60)
+        shared_server.wait_job_state(upstream, {"complete"}, timeout=120)
+        seen = _seen_by_user(shared_server, mine, ours.name)
+        assert seen["test_status"] == 3 and "mode=600" in seen["test_output"]
+        assert seen == _seen_by_user(shared_server, upstream, theirs.name)
+    finally:
+        theirs.stop()
