@@ -6,9 +6,12 @@ from __future__ import annotations
 import io
 import os
 import re
+import shutil
+import socket
 import stat
 import subprocess
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +19,9 @@ import pytest
 import requests
 import yaml
 from fixtures_agent import AgentProc, job, read_pid
+from fixtures_server import free_port, wait_for
 
-# test_cmds that add the one extra key upstream allows to the connector's outcome file
-# (no braces: upstream's connectors fill `{name}` in test_cmds from their config).
+# test_cmds that add the one extra key upstream allows to the connector's outcome file.
 OUTCOME_DEVICE_INFO = (
     "python3 -c \"import json; p = 'testflinger-outcome.json'; d = json.load(open(p)); "
     "d['device_info'] = dict(device_ip='10.1.2.3', source='outcome'); "
@@ -323,3 +326,83 @@ def test_same_jobs_give_the_same_results_under_upstreams_agent(
         assert seen == _seen_by_user(shared_server, upstream, theirs.name)
     finally:
         theirs.stop()
+
+
+# -- noprovision over ssh ------------------------------------------------------------
+SSHD = Path("/usr/sbin/sshd")
+
+
+@pytest.fixture
+def loopback_sshd(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """An sshd on a loopback port with a throwaway host key, letting in one throwaway key
+    (its port and private key); stopped after the test. It runs in a mount namespace of
+    its own, where /run is a fresh tmpfs for its privilege separation directory."""
+    if not SSHD.is_file() or shutil.which("ssh") is None or shutil.which("unshare") is None:
+        pytest.skip(f"no {SSHD}, ssh or unshare on this host (.ci/run installs openssh-server)")
+    folder = tmp_path / "sshd"
+    folder.mkdir()
+    for name in ("host_key", "id_key"):
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(folder / name)],
+            check=True,
+            timeout=30,
+        )
+    (folder / "authorized_keys").write_text((folder / "id_key.pub").read_text())
+    port = free_port()
+    (folder / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {folder / 'host_key'}\n"
+        f"AuthorizedKeysFile {folder / 'authorized_keys'}\nPasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
+        "PermitRootLogin prohibit-password\nPidFile none\nLogLevel ERROR\n"
+    )
+    script = (
+        "mount -t tmpfs tmpfs /run && mkdir /run/sshd && "
+        f"exec {SSHD} -D -e -f {folder / 'sshd_config'}"
+    )
+    with open(folder / "sshd.log", "wb") as log:
+        sshd = subprocess.Popen(["unshare", "-m", "sh", "-c", script], stderr=log)
+    try:
+
+        def listening() -> bool:
+            if sshd.poll() is not None:
+                pytest.skip(f"sshd could not start here: {(folder / 'sshd.log').read_text()}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            except OSError:
+                return False
+            return True
+
+        wait_for(listening, 10, what="sshd listening")
+        yield port, folder / "id_key"
+    finally:
+        sshd.terminate()
+        sshd.wait(10)
+
+
+def test_noprovision_over_ssh_with_a_0600_key_attachment(
+    shared_server, make_agent, upstream_bin, tmp_path, loopback_sshd
+):
+    """A lab's job: noprovision's test phase ssh-es to the device with a key attached to
+    the job. ssh refuses a private key others may read: this works only as 0600."""
+    port, key = loopback_sshd
+    conf = tmp_path / "noprovision.yaml"
+    conf.write_text(yaml.safe_dump({"device_ip": "127.0.0.1", "agent_name": "ssh-dut"}))
+    connector = f"{upstream_bin}/testflinger-device-connector noprovision"
+    agent = make_agent(
+        shared_server.url,
+        test_command=f"{connector} runtest -c {conf} testflinger.json",
+        cleanup_command=f"{connector} cleanup -c {conf} testflinger.json",
+    ).start()
+    ssh = (
+        f"ssh -i attachments/test/id_key -p {port} -o BatchMode=yes -o IdentitiesOnly=yes "
+        "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR "
+        "root@127.0.0.1 echo logged in on the device"
+    )
+    body = job(agent, None) | {"test_data": {"test_cmds": ssh, "attachments": [{"agent": "k"}]}}
+    job_id = shared_server.submit(body)
+    attach(shared_server, job_id, [member("test/id_key", 0o600)], {"test/id_key": key.read_bytes()})
+    shared_server.wait_job_state(job_id, {"complete"}, timeout=60)
+    res = shared_server.result(job_id)
+    assert res["test_status"] == 0, res.get("test_output")
+    assert "logged in on the device" in res["test_output"]
+    assert res["cleanup_status"] == 0
