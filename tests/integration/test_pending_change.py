@@ -128,3 +128,31 @@ def test_supervisorctl_update_while_up_waits_for_the_job_changes_nothing(fleet_e
     assert new_pid != pids[name]
     assert [p.pid for p in fleet_env.agent_processes(name)] == [new_pid]
     assert fleet_env.run("up").stdout.strip().endswith("unchanged")
+
+
+def test_a_change_undone_while_pending_starts_the_held_agent_again(fleet_env):
+    name = "pu-01"
+    fleet, pids, job = _busy_with_a_change(fleet_env, [name], "red")
+    live = Layout(fleet_env.state_dir).private_program_dir / f"{name}.conf"
+    before = live.read_text()
+    fleet_env.run("up", "--no-wait")
+    assert _staged(fleet_env, name).exists()
+    fleet_env.release(job)
+    fleet_env.same_process_until_done(name, pids[name], job)
+    fleet_env.assert_completed(job)
+    fleet_env.wait_for(
+        lambda: fleet_env.status()[name]["process"] == "EXITED",
+        what="the held agent to exit once idle",
+    )
+    del fleet["agents"][name]["environment"]  # the change is undone before its swap
+    fleet_env.write(fleet)
+    plan = fleet_env.run("plan").stdout
+    assert f"start      {name}  (held down (EXITED), no change pending)" in plan, plan
+    assert "1 start" in fleet_env.run("up").stdout
+    assert live.read_text() == before and not _staged(fleet_env, name).exists()
+    new_pid = fleet_env.wait_all_running([name])[name]
+    assert [p.pid for p in fleet_env.agent_processes(name)] == [new_pid] != [pids[name]]
+    again = fleet_env.hold_running(f"q-{name}")  # it takes jobs again: no hold left
+    fleet_env.release(again)
+    fleet_env.assert_completed(again)
+    assert fleet_env.run("status").returncode == 0

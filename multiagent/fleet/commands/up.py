@@ -238,11 +238,10 @@ def start_new(
         key=lambda a: (a.name != fleet.server_program, a.name),
     )
     for action in ordered:
-        if (
-            action.kind == planning.ADD
-            and triggers.read_drain(layout, action.name) == DrainMode.HOLD
-        ):
-            triggers.clear_drain(layout, action.name)  # a hold from before it was loaded
+        if triggers.read_drain(layout, action.name) == DrainMode.HOLD:
+            # a hold from before it was loaded, or one no change is pending behind: no
+            # process of it runs, so none is busy
+            triggers.clear_drain(layout, action.name)
         if action.kind == planning.ADD and action.name in added:
             supervisor.add(action.name)  # autostart=true starts it
         elif action.kind == planning.START or not started_supervisord:

@@ -89,6 +89,11 @@ def _action_for(name: str, program: Program, observed: Observed) -> Action:
         reasons.append(observed.code_changed[name])
     if reasons:
         return Action(name, RESTART, tuple(reasons))
-    if observed.loaded[name] in ProcessState.DOWN and name not in observed.held:
-        return Action(name, START, (f"process is {observed.loaded[name]}",))
+    state = observed.loaded[name]
+    if state in ProcessState.DOWN:
+        # Held down with no change left to swap in (the change was undone, or an older
+        # tf-fleet left it so): nothing else would ever start it again.
+        held = name in observed.held
+        why = f"held down ({state}), no change pending" if held else f"process is {state}"
+        return Action(name, START, (why,))
     return Action(name, UNCHANGED)
