@@ -512,6 +512,9 @@ def restart(
 
     if gate and no_wait:
         raise click.UsageError("--canary waits for its gate: it does not go with --no-wait")
+    from multiagent.fleet.host.installed import refuse_stale_entries
+
+    refuse_stale_entries(supervisor.target, selected)
     method = method or fleet.restart.method
     operations = [
         SafeRestart(n, program_kind(fleet, supervisor.target, n), method) for n in selected

@@ -100,6 +100,13 @@ def test_an_install_that_removed_the_running_boot_py_is_replaced_after_the_job(
     assert status.returncode == 1, status.stdout
     for name in pids:
         assert f"--- {name}: program entry stale: boot.py missing" in status.stdout
+    refused = fleet_env.run("restart", "--safe", "--all", check=False)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "up-01: program entry stale: boot.py missing: a restart would not come back" in (
+        refused.stderr
+    )
+    assert "nothing was restarted; `tf-fleet up`" in refused.stderr
+    assert fleet_env.pids() == pids  # nothing restarted: the job runs on
     plan = fleet_env.run("plan").stdout
     assert "replace    up-01  (program entry changed; program entry stale: boot.py missing)" in plan
     _rolled(fleet_env, pids, job, "2 replace")

@@ -8,12 +8,15 @@ from functools import cache
 from pathlib import Path
 
 import multiagent
+from multiagent.fleet.errors import UserError
+from multiagent.fleet.host.files import read_text
 from multiagent.fleet.host.procinfo import process_start_time
 from multiagent.fleet.host.statusfile import read_status
 from multiagent.fleet.model import staleness
 from multiagent.fleet.model.layout import Layout
 from multiagent.fleet.model.render import RenderContext
 from multiagent.fleet.model.templating import template_dir
+from multiagent.fleet.supervisord.client import SupervisorTarget
 
 
 @cache
@@ -55,3 +58,25 @@ def code_changed(
     return staleness.code_changed(
         version if isinstance(version, str) else None, multiagent.__version__, changed_at
     )
+
+
+class StaleEntryError(UserError):
+    """A restart would not come back: the program entry names files that are gone."""
+
+    def __init__(self, stale: dict[str, str]):
+        super().__init__("; ".join(f"{n}: {t}" for n, t in stale.items()))
+        self.stale = stale
+
+    def lines(self) -> list[str]:
+        return [
+            f"{name}: {text}: a restart would not come back" for name, text in self.stale.items()
+        ] + [
+            "nothing was restarted; `tf-fleet up` puts each on the installed tf-fleet after its job"
+        ]
+
+
+def refuse_stale_entries(target: SupervisorTarget, names: list[str]) -> None:
+    """Before a restart: refuse (StaleEntryError) if an agent's entry lost its files."""
+    stale = {n: why for n in names if (why := entry_stale(read_text(target.program_file(n))))}
+    if stale:
+        raise StaleEntryError(stale)
