@@ -462,7 +462,8 @@ def _take_over(
             del left[name]
             triggers.clear_drain(layout, name)
         if gone:
-            write_files(fleet, rendering, supervisor.target, hold_back=set(left))
+            staged = pending.staged(layout)  # changes still waiting for their swap
+            write_files(fleet, rendering, supervisor.target, hold_back=set(left), staged=staged)
             _load_and_start(supervisor, gone)
             started += gone
         if not left or not wait or time.monotonic() > deadline:
