@@ -420,6 +420,13 @@ def _up_text(socket_url: str, report: UpReport, no_wait: bool) -> None:
         click.echo(f"started {name}: {report.states.get(name, 'starting')}")
     if applied and no_wait:
         click.echo("asked; `tf-fleet plan` or `tf-fleet status` shows what is pending")
+        from multiagent.fleet.model.operations import Replace
+
+        held = [op.name for op in applied.operations if isinstance(op, Replace) and not op.done]
+        if held:
+            click.echo(
+                f"held down after its job until the next `tf-fleet up` swaps it: {', '.join(held)}"
+            )
     elif applied and applied.timed_out:
         _print_pending(applied)
     for name, pids in sorted(report.strays_left.items()):

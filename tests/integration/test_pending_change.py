@@ -66,6 +66,9 @@ def test_the_hosts_supervisorctl_update_leaves_a_pending_change_alone(
     before = live.read_text()
     asked = fleet_env.run("up", "--no-wait")
     assert "asked" in asked.stdout, asked.stdout
+    assert f"held down after its job until the next `tf-fleet up` swaps it: {name}" in (
+        asked.stdout
+    )
     # The change waits in the state dir; the host's include dir still has what runs.
     assert live.read_text() == before
     assert 'LAB_MARK="blue"' in _staged(fleet_env, name).read_text()
