@@ -8,7 +8,7 @@ from functools import cache
 from pathlib import Path
 
 import multiagent
-from multiagent.fleet.errors import UserError
+from multiagent.fleet.errors import StaleEntryError
 from multiagent.fleet.host.files import read_text
 from multiagent.fleet.host.procinfo import process_start_time
 from multiagent.fleet.host.statusfile import read_status
@@ -58,21 +58,6 @@ def code_changed(
     return staleness.code_changed(
         version if isinstance(version, str) else None, multiagent.__version__, changed_at
     )
-
-
-class StaleEntryError(UserError):
-    """A restart would not come back: the program entry names files that are gone."""
-
-    def __init__(self, stale: dict[str, str]):
-        super().__init__("; ".join(f"{n}: {t}" for n, t in stale.items()))
-        self.stale = stale
-
-    def lines(self) -> list[str]:
-        return [
-            f"{name}: {text}: a restart would not come back" for name, text in self.stale.items()
-        ] + [
-            "nothing was restarted; `tf-fleet up` puts each on the installed tf-fleet after its job"
-        ]
 
 
 def refuse_stale_entries(target: SupervisorTarget, names: list[str]) -> None:
