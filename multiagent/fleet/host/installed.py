@@ -28,6 +28,7 @@ def code_changed_at() -> float:
     return max((p.stat().st_mtime for p in paths), default=0.0)
 
 
+@cache
 def agent_script() -> str:
     """tf-agent's start-up script as installed now, as program entries name it."""
     return RenderContext(python="", program_dir=Path()).agent_script
