@@ -46,7 +46,12 @@ def code_changed(
     """Why a running tf-agent of the installed code runs older code than is installed
     (it started before the code last changed), or None. `stamp`: supervisord's start
     time, in whole seconds."""
-    if not pid or agent_script() not in staleness.command_of(program_text):
+    script = agent_script()
+    if (
+        not pid
+        or script not in (program_text or "")
+        or script not in staleness.command_of(program_text)
+    ):
         return None
     changed_at = code_changed_at()
     if changed_at < stamp - 1.0:
