@@ -439,6 +439,13 @@ def _up_text(socket_url: str, report: UpReport, no_wait: bool) -> None:
         click.echo(f"started {name}: {report.states.get(name, 'starting')}")
     if applied and no_wait:
         click.echo("asked; `tf-fleet plan` or `tf-fleet status` shows what is pending")
+        from multiagent.fleet.model.operations import Replace
+
+        held = [op.name for op in applied.operations if isinstance(op, Replace) and not op.done]
+        if held:
+            click.echo(
+                f"held down after its job until the next `tf-fleet up` swaps it: {', '.join(held)}"
+            )
     elif applied and applied.timed_out:
         _print_pending(applied)
     for name, pids in sorted(report.strays_left.items()):
@@ -535,6 +542,9 @@ def restart(
 
     if gate and no_wait:
         raise click.UsageError("--canary waits for its gate: it does not go with --no-wait")
+    from multiagent.fleet.host.installed import refuse_stale_entries
+
+    refuse_stale_entries(supervisor.target, selected)
     method = method or fleet.restart.method
     operations = [
         SafeRestart(n, program_kind(fleet, supervisor.target, n), method) for n in selected

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from multiagent.fleet.errors import ExitStatus, UserError
-from multiagent.fleet.host import triggers
+from multiagent.fleet.host import pending, triggers
 from multiagent.fleet.host.logs import tail_lines
 from multiagent.fleet.host.procinfo import child_counts, process_start_time
 from multiagent.fleet.host.statelock import Superseded, superseded_by
@@ -212,17 +212,23 @@ def take_out(supervisor: Supervisor, name: str) -> None:
 
 
 def _swap_program(env: Env, name: str) -> None:
+    """The agent is idle and gone: its staged entry goes live, then the program is swapped.
+    Someone's `supervisorctl update` in between does the same swap (a process it starts
+    then still sees the hold and exits before polling, until the flag is cleared)."""
+    pending.install(env.layout, env.supervisor.target, name)
     take_out(env.supervisor, name)
     triggers.clear_drain(env.layout, name)  # before the new process could read it
     added, _, _ = env.supervisor.reload_config()
-    if name not in added:
+    if name in added:
+        env.supervisor.add(name)  # autostart=true starts it
+    elif name not in env.supervisor.processes_named([name]):
         raise SupervisorError(f"{name}: supervisord did not see its new program")
-    env.supervisor.add(name)  # autostart=true starts it
 
 
 def _remove_program(env: Env, name: str) -> list[str]:
     take_out(env.supervisor, name)
     env.supervisor.target.program_file(name).unlink(missing_ok=True)
+    pending.drop(env.layout, name)
     env.supervisor.reload_config()
     for path in (env.layout.status_file(name), env.layout.drain_file(name)):
         path.unlink(missing_ok=True)
