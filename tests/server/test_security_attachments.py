@@ -5,15 +5,21 @@ uploads them, once. Everyone else is refused (403, 409), and nothing changes."""
 from __future__ import annotations
 
 import io
+import tarfile
+import time
 from pathlib import Path
 
 import pytest
-from fixtures_server import tar_gz
+import requests
+from click.testing import CliRunner
+from fixtures_server import tar_gz, tar_member
 from flask.testing import FlaskClient
 
+from multiagent.fleet.cli import submit_command
 from multiagent.server.accounts import Accounts
 from multiagent.server.api import UPLOAD_COOKIE
 from multiagent.server.app import create_app
+from multiagent.server.db import Store
 from multiagent.server.policy import Policy
 
 SHARED = "s3cret-shared-token"
@@ -134,3 +140,27 @@ def test_no_upload_once_the_job_left_waiting(tmp_path: Path, state: str):
     assert upload(alice, job_id, SUBSTITUTE) == 409
     assert upload(as_client(app, "bob"), job_id, SUBSTITUTE) == 403
     assert stored(app, job_id) == OWNERS
+
+
+def test_tf_fleet_submit_uploads_with_the_jobs_credential(tf_server, tmp_path: Path):
+    """`tf-fleet submit`, anonymous on a server with clients: its upload carries the
+    submit's cookie, and nobody else's does."""
+    store = Store(tf_server.db_path, clock=time.time)
+    Accounts(store).save("alice", {"role": "contributor"}, secret="alice-secret-0123456789")
+    (tmp_path / "data.txt").write_text("payload\n")
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text(
+        "job_queue: lab\ntest_data:\n  test_cmds: x\n  attachments:\n    - agent: data.txt\n"
+    )
+    result = CliRunner().invoke(submit_command, [str(job_file), "--server", tf_server.url])
+    assert result.exit_code == 0, result.output
+    job_id = result.output.splitlines()[0]
+    archive = store.get_blob(job_id, "attachments")
+    assert archive is not None
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+        assert tar_member(tar, "test/data.txt") == b"payload\n"
+    files = {"file": ("a.tar.gz", SUBSTITUTE, "application/x-gzip")}
+    url = f"{tf_server.url}/v1/job/{job_id}/attachments"
+    assert requests.post(url, files=files, timeout=10).status_code == 403
+    assert store.get_blob(job_id, "attachments") == archive
+    store.close()
