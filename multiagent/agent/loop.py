@@ -37,6 +37,7 @@ BACKOFF_MIN, BACKOFF_MAX = 1.0, 30.0
 # A refused connection on a lab network costs next to nothing to try.
 FIRST_CONTACT_RETRY = 0.5
 FAREWELL_TIMEOUT = 2.0
+ANSWER_TIMEOUT = 10.0  # the post telling the server this agent has its job
 # Comments the agent itself writes when going down; a state with one of these is
 # not an admin's offline and is cleared at the next start.
 OWN_COMMENT_PREFIX = "tf-agent "
@@ -475,6 +476,8 @@ class Agent:
         if not job_id:
             log.error("job without job_id: %s", job)
             return
+        if not self._answer_for(str(job_id)):
+            return
         log.info("starting job %s", job_id)
         self.busy = True
         self.status.update(state=Phase.SETUP, job_id=str(job_id), phase=None)
@@ -497,6 +500,27 @@ class Agent:
             self.deferred_offline = None
         elif not self.triggers.restart_pending:
             self._post_agent({"state": AgentState.WAITING, "comment": ""})
+
+    def _answer_for(self, job_id: str) -> bool:
+        """Whether the job is this agent's to run: the server has heard it has the job.
+        While the server does not answer, it is asked again (with the back-off); a job it
+        took back meanwhile (409: the answer was too late, another agent may run it) and a
+        stop before any answer are not run."""
+        while not self.stop_requested():
+            if self.net_ok():
+                try:
+                    status = self.client.answer_for_job(job_id, timeout=ANSWER_TIMEOUT)
+                except ServerUnreachable as exc:
+                    self.net_failed(exc)
+                else:
+                    self.net_succeeded()
+                    if status != 409:
+                        return True
+                    log.warning("job %s was taken back by the server: not running it", job_id)
+                    return False
+            self.triggers.waker.wait(max(0.0, self.retry_at - time.monotonic()))
+        log.info("job %s not started: stopping before the server heard of it", job_id)
+        return False
 
     def _fail_job(self, job_id: str, exc: Exception) -> None:
         from datetime import datetime, timezone

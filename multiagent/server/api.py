@@ -160,6 +160,8 @@ def agent_post(agent: str, json_data: dict[str, Any]) -> Response:
         # The agent's first word after a hand-out names its job: that acknowledges it.
         if taken_back or (not job["acked"] and not store().acknowledge(job_id, agent)):
             return error(409, f"Job {job_id} is not handed out to agent {agent!r}")
+    if job_id == "":
+        store().take_back_from(agent)
     store().post_agent(agent, json_data)
     resp = jsonify({"status": "OK"})
     resp.set_cookie("agent_name", agent, httponly=True, samesite="Strict")

@@ -34,8 +34,8 @@ STATE_RANK = {state: rank for rank, state in enumerate(_ORDER)}
 STATE_RANK.update({JobState.COMPLETE: len(_ORDER), JobState.COMPLETED: len(_ORDER)})
 JOB_STATES = (*STATE_RANK, JobState.CANCELLED)
 SERVER_EVENT = "server_event"  # an events row the server wrote itself (not an agent's list)
-# Jobs handed out whose agent has not answered for them yet (the jobs_unacked index).
-_UNACKED_SQL = f"SELECT * FROM jobs WHERE acked = 0 AND state = '{JobState.RUNNING}'"
+# Jobs handed out whose agent has started no phase yet.
+_HANDED_SQL = f"SELECT * FROM jobs WHERE state = '{JobState.RUNNING}'"
 HOLDER_SHARED = "*"  # `jobs.holder` of a job popped with the shared token
 _ADDED_JOB_COLUMNS = {
     "holder": "TEXT",
@@ -43,7 +43,7 @@ _ADDED_JOB_COLUMNS = {
     "upload_key": "TEXT",
     "acked": "INTEGER NOT NULL DEFAULT 1",
 }
-TAKEN_BACK = "job_taken_back"  # the server's event when a hand-out was never acknowledged
+TAKEN_BACK = "job_taken_back"  # the server's event when a hand-out was never started
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 SCHEMA = """
@@ -202,7 +202,7 @@ class Store:
         for column, kind in _ADDED_JOB_COLUMNS.items():
             if column not in columns:
                 conn.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
-        conn.execute("CREATE INDEX IF NOT EXISTS jobs_unacked ON jobs(agent) WHERE acked = 0")
+        conn.execute("CREATE INDEX IF NOT EXISTS jobs_agent ON jobs(agent, state)")
         # Silence is counted from this process's start too: agents whose answer was lost
         # while the server was down get the whole bound to be heard again.
         self.opened_at = clock()
@@ -504,19 +504,21 @@ class Store:
         sql = self._POP_SQL.format(marks=",".join("?" * len(queues)))
         params = (JobState.WAITING, *queues, self._job_cutoff(), agent)
         conn = self.conn()
-        unanswered = conn.execute(_UNACKED_SQL + " AND agent = ? LIMIT 1", (agent,)).fetchone()
+        unanswered = conn.execute(
+            f"{_HANDED_SQL} AND agent = ? AND acked = 0 LIMIT 1", (agent,)
+        ).fetchone()
         if unanswered is None and conn.execute(sql, params).fetchone() is None:
             return None
         now = self.clock()
         with self.write() as conn:
             if unanswered is not None:
-                # The agent asks again without having answered for its job: the job never
-                # reached it (the answer was lost), so it waits again to be handed out.
+                # The agent asks again without having answered for its job: the answer
+                # never reached it, so the job waits again to be handed out.
                 self._take_back(
                     conn,
-                    "agent = ?",
+                    "agent = ? AND acked = 0",
                     (agent,),
-                    f"{agent} asked for a job again without having started this one",
+                    f"{agent} asked for a job again without having answered for this one",
                 )
             row = conn.execute(sql, params).fetchone()
             if row is None:
@@ -537,9 +539,9 @@ class Store:
     def _take_back(
         self, conn: sqlite3.Connection, where: str, params: tuple[Any, ...], why: str
     ) -> list[str]:
-        """Put unacknowledged hand-outs matching `where` back to waiting, each with an event
-        saying why; their ids."""
-        rows = conn.execute(f"{_UNACKED_SQL} AND {where}", params).fetchall()
+        """Put hand-outs with no phase begun matching `where` back to waiting, each with an
+        event saying why; their ids."""
+        rows = conn.execute(f"{_HANDED_SQL} AND {where}", params).fetchall()
         for row in rows:
             result = json.loads(row["result_data"]) | {"job_state": JobState.WAITING}
             conn.execute(
@@ -550,13 +552,23 @@ class Store:
             event = {
                 "event_name": TAKEN_BACK,
                 "timestamp": datetime.now(timezone.utc).isoformat(),
-                "detail": f"handed to {row['agent']} but never acknowledged: {why}; waiting again",
+                "detail": f"handed to {row['agent']} but never started: {why}; waiting again",
             }
             conn.execute(
                 "INSERT INTO events(job_id, body, created_at) VALUES (?, ?, ?)",
                 (row["job_id"], json.dumps({SERVER_EVENT: event}), self.clock()),
             )
         return [row["job_id"] for row in rows]
+
+    def take_back_from(self, agent: str) -> list[str]:
+        """The agent says it runs no job: any job handed to it with no phase begun (say,
+        answered for by a process killed before its first phase) waits again. Their ids."""
+        conn = self.conn()
+        if conn.execute(f"{_HANDED_SQL} AND agent = ? LIMIT 1", (agent,)).fetchone() is None:
+            return []
+        with self.write() as conn:
+            why = f"{agent} says it runs no job"
+            return self._take_back(conn, "agent = ?", (agent,), why)
 
     def take_back_silent(self, bound: float) -> list[str]:
         """Jobs handed out more than `bound` seconds ago (and since this server started)
@@ -565,12 +577,12 @@ class Store:
         if cutoff < self.opened_at:
             return []
         conn = self.conn()
-        if conn.execute(_UNACKED_SQL + " AND started_at < ? LIMIT 1", (cutoff,)).fetchone() is None:
+        silent = "acked = 0 AND started_at < ?"
+        if conn.execute(f"{_HANDED_SQL} AND {silent} LIMIT 1", (cutoff,)).fetchone() is None:
             return []
         with self.write() as conn:
-            return self._take_back(
-                conn, "started_at < ?", (cutoff,), f"no word from the agent for {bound:g} s"
-            )
+            why = f"no word from the agent for {bound:g} s"
+            return self._take_back(conn, silent, (cutoff,), why)
 
     def acknowledge(self, job_id: str, agent: str | None) -> bool:
         """The agent the job went to has answered for it: it is no longer taken back.

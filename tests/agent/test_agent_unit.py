@@ -20,7 +20,7 @@ from fixtures_agent import STATUS_KEYS
 from multiagent.agent import attachments, config, outcome
 from multiagent.agent import status as status_mod
 from multiagent.agent import triggers as triggers_mod
-from multiagent.agent.client import Client
+from multiagent.agent.client import Client, ServerUnreachable
 from multiagent.agent.metrics import Metrics
 from multiagent.agent.status import DrainFlag, NameGuard, NameTaken, StatusFile
 from multiagent.agent.triggers import DirWatch, Triggers, Waker
@@ -483,6 +483,34 @@ def test_name_guard_long_names_fit():
     address = status_mod.socket_name("x" * 300, "http://127.0.0.1:8585")
     assert len(address) <= 108 and address.startswith(b"\0tf-agent/")
     assert address != status_mod.socket_name("x" * 299 + "y", "http://127.0.0.1:8585")
+
+
+class _AnsweringClient:
+    """A server that first does not answer, then says the job was taken back (409)."""
+
+    def __init__(self, answers: list[int | None]):
+        self.answers = answers
+        self.asked: list[str] = []
+
+    def answer_for_job(self, job_id: str, timeout: float | None = None) -> int:
+        self.asked.append(job_id)
+        answer = self.answers.pop(0)
+        if answer is None:
+            raise ServerUnreachable("refused")
+        return answer
+
+
+def test_a_job_taken_back_before_the_agent_answered_is_not_run(tmp_path, monkeypatch):
+    from multiagent.agent import job as job_mod
+
+    agent = _loop_agent(tmp_path, tmp_path)
+    stub = _AnsweringClient([None, 409])
+    agent.client = cast(Client, stub)
+    monkeypatch.setattr(job_mod, "Job", None)  # a job run would fail loudly
+    agent._run_job({"job_id": "j-late", "job_queue": "q"})
+    assert stub.asked == ["j-late", "j-late"]  # asked again once the server answered
+    assert agent.status.data["job_id"] is None and not agent.busy
+    assert agent.status.data["server_reachable"]
 
 
 # -- outcome store -------------------------------------------------------------------

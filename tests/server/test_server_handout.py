@@ -59,14 +59,33 @@ def test_an_agent_asking_again_gets_its_unanswered_job_back(app):
     # The answer was lost: a1 asks again and is handed the same job afresh.
     assert pop(a1) == job_id
     assert taken_back(app, job_id) == [
-        "handed to a1 but never acknowledged: a1 asked for a job again without having "
-        "started this one; waiting again"
+        "handed to a1 but never started: a1 asked for a job again without having "
+        "answered for this one; waiting again"
     ]
     assert ack(a1, "a1", job_id) == 200
     assert pop(a1) is None and state(app, job_id) == "running"
     assert len(taken_back(app, job_id)) == 1
     page = app.test_client().get(f"/jobs/{job_id}").get_data(as_text=True)
-    assert TAKEN_BACK in page and "never acknowledged" in page
+    assert TAKEN_BACK in page and "never started" in page
+
+
+def test_an_agent_saying_it_runs_no_job_gives_back_only_an_unstarted_one(app):
+    """A process killed between answering for its job and its first phase: its successor
+    registers with no job, and the job waits again. A begun job is left to its record."""
+    submitted = app.test_client()
+    unstarted = submitted.post("/v1/job", json={"job_queue": "q"}).get_json()["job_id"]
+    a1 = agent(app, "a1")
+    assert pop(a1) == unstarted and ack(a1, "a1", unstarted) == 200
+    idle = {"state": "waiting", "job_id": ""}
+    assert a1.post("/v1/agents/data/a1", json=idle).status_code == 200
+    assert state(app, unstarted) == "waiting"
+    assert taken_back(app, unstarted) == [
+        "handed to a1 but never started: a1 says it runs no job; waiting again"
+    ]
+    assert pop(a1) == unstarted and ack(a1, "a1", unstarted) == 200
+    assert a1.post(f"/v1/result/{unstarted}", json={"job_state": "setup"}).status_code == 200
+    assert a1.post("/v1/agents/data/a1", json=idle).status_code == 200
+    assert state(app, unstarted) == "setup" and len(taken_back(app, unstarted)) == 1
 
 
 def test_a_late_answer_for_a_job_given_to_another_is_refused(app):
@@ -98,7 +117,7 @@ def test_a_silent_agent_loses_its_unanswered_job_after_the_bound(app, clock: Clo
     assert sweeper.take_back_once() == [job_id]
     assert state(app, job_id) == "waiting" and state(app, answered) == "running"
     assert taken_back(app, job_id) == [
-        f"handed to a1 but never acknowledged: no word from the agent for {ACK_TIMEOUT:g} s; "
+        f"handed to a1 but never started: no word from the agent for {ACK_TIMEOUT:g} s; "
         "waiting again"
     ]
     # Its first word, a result post, comes too late: refused, the job still waits.
