@@ -207,11 +207,6 @@ class NameGuard:
     def acquire(self) -> None:
         dir_fd = private_lock_dir()
         if dir_fd is None:
-            log.warning(
-                "no home directory of this user's own to hold the name of agent %r: "
-                "guarding it with an abstract socket, which another local user could hold",
-                self.agent,
-            )
             self._acquire_socket()
             return
         try:
@@ -220,6 +215,11 @@ class NameGuard:
             os.close(dir_fd)
             raise
         self.dir_fd = dir_fd
+
+    @property
+    def weak(self) -> bool:
+        """Held with the abstract socket: another local user could have taken the name."""
+        return self.sock is not None
 
     def _acquire_socket(self) -> None:
         sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
