@@ -160,7 +160,7 @@ class Agent:
             self.net_failed(exc)
             return False
         self.net_succeeded()
-        if ok and "state" in data:
+        if "state" in data:
             self.last_agent_post = time.monotonic()
         return ok
 
