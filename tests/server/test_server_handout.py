@@ -69,6 +69,23 @@ def test_an_agent_asking_again_gets_its_unanswered_job_back(app):
     assert TAKEN_BACK in page and "never started" in page
 
 
+def test_upstream_agents_first_posts_answer_for_the_job(app):
+    """Upstream's agent, having a job, first posts its job_start event (when the job has
+    a webhook) or its agent data naming the job: either answers for it."""
+    submit = app.test_client()
+    hooked = submit.post("/v1/job", json={"job_queue": "q", "job_status_webhook": "http://h"})
+    plain = submit.post("/v1/job", json={"job_queue": "q"})
+    a1 = agent(app, "a1")
+    assert pop(a1) == hooked.get_json()["job_id"]
+    event = {"event_name": "job_start", "timestamp": "t", "detail": "d"}
+    body = {"agent_id": "a1", "job_queue": "q", "job_status_webhook": "http://h", "events": [event]}
+    job_id = hooked.get_json()["job_id"]
+    assert a1.post(f"/v1/job/{job_id}/events", json=body).status_code == 200
+    assert pop(a1) == plain.get_json()["job_id"]  # asking again takes nothing back
+    assert ack(a1, "a1", plain.get_json()["job_id"]) == 200
+    assert state(app, job_id) == "running" and taken_back(app, job_id) == []
+
+
 def test_an_agent_saying_it_runs_no_job_gives_back_only_an_unstarted_one(app):
     """A process killed between answering for its job and its first phase: its successor
     registers with no job, and the job waits again. A begun job is left to its record."""
