@@ -421,7 +421,9 @@ def test_name_guard_is_exclusive_and_names_the_holder():
         with pytest.raises(NameTaken) as err:
             NameGuard(name, "127.0.0.1:1").acquire()  # same server, spelt differently
         assert (err.value.pid, err.value.uid) == (os.getpid(), os.getuid())
-        NameGuard(name, "http://127.0.0.1:2").acquire()  # another server: another agent
+        other = NameGuard(name, "http://127.0.0.1:2")
+        other.acquire()  # another server: another agent
+        other.release()
     finally:
         first.release()
     again = NameGuard(name, "http://127.0.0.1:1")
