@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -275,9 +276,8 @@ def make_agent(tmp_path: Path) -> Iterator[Callable[..., AgentProc]]:
         agent.forget_name()
 
 
-@pytest.fixture
-def throwaway_user() -> Iterator[str]:
-    """A system user made for this test and removed after it (root and useradd only)."""
+@contextlib.contextmanager
+def _made_user() -> Iterator[str]:
     if os.geteuid() != 0 or not shutil.which("useradd"):
         pytest.skip("needs root and useradd to make a throwaway user")
     name = f"tfsec{uuid.uuid4().hex[:8]}"
@@ -292,3 +292,17 @@ def throwaway_user() -> Iterator[str]:
         yield name
     finally:
         subprocess.run(["userdel", name], capture_output=True)
+
+
+@pytest.fixture
+def throwaway_user() -> Iterator[str]:
+    """A system user made for this test and removed after it (root and useradd only)."""
+    with _made_user() as name:
+        yield name
+
+
+@pytest.fixture
+def another_throwaway_user() -> Iterator[str]:
+    """A second such user, for tests where two users other than root meet."""
+    with _made_user() as name:
+        yield name

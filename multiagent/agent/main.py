@@ -164,7 +164,9 @@ def main(argv: list[str] | None = None) -> int:
         return fail(str(exc), AgentExit.BAD_CONFIG)
     agent_id = cfg.agent_id
     # First of all, before any file or server is touched: one process per agent name.
-    guard = NameGuard(agent_id, cfg.server_address)
+    guard = NameGuard(
+        agent_id, cfg.server_address, own_dir=os.path.dirname(os.path.abspath(args.config))
+    )
     try:
         guard.acquire()
     except NameTaken as exc:
@@ -205,10 +207,17 @@ def _run(args: Args, cfg: AgentConfig, guard: NameGuard) -> int:
 
     setup_logging(cfg)
     log = get_logger("tf-agent")
-    if guard.weak:
+    if guard.where == "socket":
         log.warning(
-            "this user has no home directory of its own to hold the name %r in: it is "
-            "guarded by an abstract socket, which another local user could bind first",
+            "this user has no private directory to hold the name %r in (no home of its "
+            "own, config dir not private): it is guarded by an abstract socket",
+            agent_id,
+        )
+    elif guard.where == "unguarded":
+        log.warning(
+            "uid %s holds the abstract socket of the name %r: ignored, since another user "
+            "may not keep this agent from starting; this agent runs without a name guard",
+            guard.squatter,
             agent_id,
         )
     # Temp files in the agent's own (config) dir: see StatusFile.

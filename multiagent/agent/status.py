@@ -192,20 +192,31 @@ class NameGuard:
     keeps it. No flag (--run-dir, the
     config's place) moves it. The holder writes its pid into the file for the refusal.
 
-    A user without a home of its own falls back to an abstract unix socket named after
-    the agent (any local user could bind that name first: a warning says so).
+    A user without a home of its own (a fleet's `useradd --system --no-create-home`
+    user) locks the same file in `own_dir`, the agent's own directory (its config's,
+    which tf-fleet makes 0700 for the agent's user), when that directory is as private:
+    no other user can touch it either, but two fleets' agents of one name no longer see
+    each other. Only where neither exists does it fall back to an abstract unix socket,
+    and there a name held by another user (not root) is ignored with a warning rather
+    than obeyed: nothing another uid binds keeps the agent from starting.
     """
 
-    def __init__(self, agent: str, server: str):
+    def __init__(self, agent: str, server: str, own_dir: str | None = None):
         self.agent = agent
         self.address = socket_name(agent, server)
         self.lock_name = lock_file_name(self.address)
+        self.own_dir = own_dir
         self.sock: _socket.socket | None = None
         self.fd: int | None = None
         self.dir_fd: int | None = None
+        self.where = "home"  # home | own-dir | socket | unguarded (see `weak`)
+        self.squatter: int | None = None  # the uid that held the socket name, if any
 
     def acquire(self) -> None:
         dir_fd = private_lock_dir()
+        if dir_fd is None and self.own_dir is not None:
+            dir_fd = private_dir(self.own_dir)
+            self.where = "own-dir"
         if dir_fd is None:
             self._acquire_socket()
             return
@@ -218,10 +229,11 @@ class NameGuard:
 
     @property
     def weak(self) -> bool:
-        """Held with the abstract socket: another local user could have taken the name."""
-        return self.sock is not None
+        """Held with the abstract socket (or not at all, another user squatting it)."""
+        return self.where in ("socket", "unguarded")
 
     def _acquire_socket(self) -> None:
+        self.where = "socket"
         sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
         try:
             sock.bind(self.address)
@@ -231,6 +243,9 @@ class NameGuard:
             if exc.errno != errno.EADDRINUSE:
                 raise
             pid, uid = holder(self.address)
+            if uid is not None and uid not in (os.getuid(), 0):
+                self.where, self.squatter = "unguarded", uid
+                return
             raise NameTaken(self.agent, pid, uid) from None
         self.sock = sock
 
@@ -282,6 +297,26 @@ def private_lock_dir() -> int | None:
         os.close(fd)
         return None
     return fd
+
+
+def private_dir(path: str) -> int | None:
+    """An open descriptor of `path` when it and its parent are the user's (or root's) and
+    no one else may write in them (a sticky parent such as /tmp is fine), else None."""
+    uid = os.getuid()
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        parent = os.stat(os.path.dirname(os.path.abspath(path)))
+    except OSError:
+        os.close(fd)
+        return None
+    sticky = parent.st_mode & 0o1000
+    if _only_mine(fd, uid) and parent.st_uid in (uid, 0) and (sticky or not parent.st_mode & 0o022):
+        return fd
+    os.close(fd)
+    return None
 
 
 def _only_mine(fd: int, uid: int) -> bool:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from fixtures_agent import job
 
 from multiagent.agent import status as status_mod
@@ -100,3 +101,119 @@ def test_another_user_can_neither_block_nor_take_the_name(
     finally:
         attacker.kill()
         attacker.wait(5)
+
+
+HOLD = r"""
+import json, sys
+from multiagent.agent.status import NameGuard, NameTaken
+guard = NameGuard(sys.argv[1], sys.argv[2], own_dir=sys.argv[3])
+try:
+    guard.acquire()
+except NameTaken as exc:
+    print(json.dumps({"taken_by": exc.pid}), flush=True)
+    sys.exit(3)
+print(json.dumps({"where": guard.where, "squatter": guard.squatter}), flush=True)
+sys.stdin.read()  # holds the name until the test ends
+"""
+
+SQUAT = r"""
+import errno, json, os, socket, sys
+sock = socket.socket(socket.AF_UNIX)
+sock.bind(bytes.fromhex(sys.argv[1]))
+sock.listen(1)
+tried = {}
+for what, attempt in (
+    ("create", lambda: os.open(os.path.join(sys.argv[2], sys.argv[3]), os.O_CREAT | os.O_RDWR)),
+    ("symlink", lambda: os.symlink("/tmp", os.path.join(sys.argv[2], sys.argv[3]))),
+):
+    try:
+        attempt()
+        tried[what] = "done"
+    except OSError as exc:
+        tried[what] = errno.errorcode[exc.errno]
+print(json.dumps(tried), flush=True)
+sys.stdin.read()
+"""
+
+
+def _as(user: str, *argv: str) -> subprocess.Popen[str]:
+    entry = pwd.getpwnam(user)
+    root = str(Path(__file__).resolve().parents[2])
+    return subprocess.Popen(
+        ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--clear-groups"]
+        + list(argv),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": root, "HOME": "/nonexistent"},
+        cwd="/",
+    )
+
+
+def test_a_user_without_a_home_holds_the_name_in_its_own_dir_whoever_squats_the_socket(
+    tmp_path_factory, throwaway_user: str, another_throwaway_user: str
+):
+    """A fleet's agent user has no home: its name is locked in its own 0700 dir, and
+    another user binding the abstract socket name first neither blocks nor joins it."""
+    agent_user = pwd.getpwnam(throwaway_user)
+    base = tmp_path_factory.mktemp("guard")
+    base.chmod(0o755)
+    for parent in base.parents:  # the agent's user must reach its own dir
+        if parent.stat().st_uid == 0 and not parent.stat().st_mode & 0o001:
+            parent.chmod(parent.stat().st_mode | 0o001)
+    own = base / "agent"
+    own.mkdir(mode=0o700)
+    os.chown(own, agent_user.pw_uid, agent_user.pw_gid)
+    python = sys.executable
+    probe = _as(throwaway_user, python, "-c", "import multiagent.agent.status")
+    if probe.wait(30) != 0:
+        pytest.skip("the throwaway user cannot read this checkout's package")
+    guard = NameGuard("dut-guard", "http://127.0.0.1:1")
+    procs = []
+    try:
+        squatter = _as(
+            another_throwaway_user,
+            python,
+            "-c",
+            SQUAT,
+            guard.address.hex(),
+            str(own),
+            guard.lock_name,
+        )
+        procs.append(squatter)
+        assert squatter.stdout is not None
+        assert json.loads(squatter.stdout.readline()) == {"create": "EACCES", "symlink": "EACCES"}
+
+        first = _as(throwaway_user, python, "-c", HOLD, "dut-guard", "http://127.0.0.1:1", str(own))
+        procs.append(first)
+        assert first.stdout is not None
+        assert json.loads(first.stdout.readline()) == {"where": "own-dir", "squatter": None}
+        assert (own / guard.lock_name).stat().st_uid == agent_user.pw_uid
+
+        second = _as(
+            throwaway_user, python, "-c", HOLD, "dut-guard", "http://127.0.0.1:1", str(own)
+        )
+        procs.append(second)
+        out, _ = second.communicate(timeout=30)
+        assert second.returncode == 3
+        assert json.loads(out) == {"taken_by": first.pid}
+
+        # No private dir at all: the socket squatted by another user is not obeyed.
+        shared = base / "shared"
+        shared.mkdir(mode=0o777)
+        shared.chmod(0o777)
+        unguarded = _as(
+            throwaway_user, python, "-c", HOLD, "dut-guard", "http://127.0.0.1:1", str(shared)
+        )
+        procs.append(unguarded)
+        assert unguarded.stdout is not None
+        squatter_uid = pwd.getpwnam(another_throwaway_user).pw_uid
+        assert json.loads(unguarded.stdout.readline()) == {
+            "where": "unguarded",
+            "squatter": squatter_uid,
+        }
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait(10)
