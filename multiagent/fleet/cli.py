@@ -17,7 +17,7 @@ import click
 
 from multiagent import __version__
 from multiagent.fleet.errors import ExitStatus, UserError
-from multiagent.fleet.model.fleetfile import load_fleet
+from multiagent.fleet.model.fleetfile import ProgramKind, load_fleet
 from multiagent.fleet.model.layout import Layout
 from multiagent.vocabulary import parse_duration
 
@@ -516,6 +516,13 @@ def restart(
     operations = [
         SafeRestart(n, program_kind(fleet, supervisor.target, n), method) for n in selected
     ]
+    upstream = [op.name for op in operations if op.kind == ProgramKind.UPSTREAM]
+    if method == "file" and upstream:
+        raise click.BadParameter(
+            f"the restart file cannot restart {', '.join(upstream)}: upstream's agent "
+            "honours only SIGUSR1; use --method signal",
+            param_hint="--method",
+        )
 
     def run(ops: list[Operation]) -> RunResult:
         return _carry_out(
