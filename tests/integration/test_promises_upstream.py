@@ -126,3 +126,26 @@ def test_up_removes_dropped_upstream_agents(fleet_env):
     assert not any(
         (fleet_env.state_dir / f"supervisor/conf.d/{n}.conf").exists() for n in names[1:]
     )
+
+
+def test_upstream_agent_counts_as_busy_while_its_server_cannot_say(fleet_env):
+    """No child process proves nothing between phases: only the server knows whether an
+    upstream agent holds a job, so with the server down the agent is not known to be idle
+    (a hard restart is refused, `status` says why); once the server answers, it is idle."""
+    pids = fleet_env.start(fleet_env.upstream_fleet(["uz1"], {"uz1": ["qz"]}))
+    listed = fleet_env.ctl("status").stdout.splitlines()
+    server = next(line.split()[0] for line in listed if line.startswith("tf-fleet-server"))
+    fleet_env.ctl("stop", server, check=True)
+
+    refused = fleet_env.run("restart", "uz1", check=False)
+    assert refused.returncode != 0
+    assert "uz1 is busy: not known to be idle (no child process;" in refused.stderr
+    assert "is unreachable" in refused.stderr
+    shown = fleet_env.run("status", check=False).stdout
+    assert "uz1: counted as busy, its server cannot say whether it runs a job" in shown, shown
+    assert [p.pid for p in fleet_env.agent_processes("uz1")] == [pids["uz1"]]
+
+    fleet_env.ctl("start", server, check=True)
+    restarted = fleet_env.run("restart", "uz1")
+    assert "uz1: restarted" in restarted.stdout
+    assert [p.pid for p in fleet_env.agent_processes("uz1")] != [pids["uz1"]]

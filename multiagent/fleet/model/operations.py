@@ -66,6 +66,7 @@ class AgentFacts:
     children: int = 0  # child processes of the running pid (upstream agents)
     server_job: str | None = None  # the job the server holds for it (upstream agents)
     log_tail: tuple[str, ...] = ()  # the end of its log, when it is down or failing
+    server_unknown: str | None = None  # why the server could not say whether it runs a job
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,9 @@ class Snapshot:
         if facts.server_job:
             # Between phases an upstream agent runs no child; its server knows the job.
             return True, f"waiting for job {facts.server_job} (as the server reports it)"
+        if facts.server_unknown:
+            # Unknown is busy: with no child, only its server can prove it holds no job.
+            return True, f"not known to be idle (no child process; {facts.server_unknown})"
         return False, "idle"
 
 

@@ -37,7 +37,7 @@ from multiagent.fleet.model.operations import (
     Snapshot,
 )
 from multiagent.fleet.model.render import token_files
-from multiagent.fleet.serverinfo import server_agent
+from multiagent.fleet.serverinfo import agent_job
 from multiagent.fleet.supervisord.client import Faults, Supervisor, SupervisorError
 from multiagent.vocabulary import DEFAULT_RESTART_DIR
 
@@ -54,18 +54,20 @@ class ServerJobs:
     """The job a server holds for an agent, asked at most every 2 s per agent."""
 
     url: str | None
-    cache: dict[str, tuple[float, str | None]] = field(default_factory=dict)
+    token_files: dict[str, str] = field(default_factory=dict)
+    cache: dict[str, tuple[float, str | None, str | None]] = field(default_factory=dict)
 
-    def job_of(self, name: str) -> str | None:
+    def job_of(self, name: str) -> tuple[str | None, str | None]:
+        """(the job, None), or (None, why the server could not say)."""
         if not self.url:
-            return None
+            return None, "the fleet has no server to ask"
         now = time.monotonic()
         cached = self.cache.get(name)
         if cached and now - cached[0] < SERVER_CACHE_SECONDS:
-            return cached[1]
-        job_id = server_agent(self.url, name).get("job_id") or None
-        self.cache[name] = (now, job_id if isinstance(job_id, str) else None)
-        return self.cache[name][1]
+            return cached[1], cached[2]
+        job_id, why = agent_job(self.url, name, self.token_files.get(name))
+        self.cache[name] = (now, job_id, why)
+        return job_id, why
 
 
 @dataclass
@@ -80,7 +82,7 @@ class Env:
     server_jobs: ServerJobs = field(init=False)
 
     def __post_init__(self) -> None:
-        self.server_jobs = ServerJobs(self.server_url)
+        self.server_jobs = ServerJobs(self.server_url, self.token_files)
 
 
 def fleet_env(fleet: Fleet, supervisor: Supervisor) -> Env:
@@ -103,18 +105,18 @@ def _facts(env: Env, name: str, kind: str, info: ProcessInfo | None) -> AgentFac
     )
     started = process_start_time(info.pid) if live else None
     children = 0
-    server_job = None
+    server_job = server_unknown = None
     # What the process does, where no status file can say: upstream agents write none,
     # and a tf-agent's may be missing, stale or another process's.
     unproven = kind == ProgramKind.TF_AGENT and judge(status_file, info.pid, time.time())[0] is None
     if live and (kind == ProgramKind.UPSTREAM or unproven):
         children = _children(info.pid)
         if not children:
-            server_job = env.server_jobs.job_of(name)
+            server_job, server_unknown = env.server_jobs.job_of(name)
     log_tail: tuple[str, ...] = ()
     if info.state in ProcessState.FAILED or info.state in ProcessState.DOWN:
         log_tail = tuple(tail_lines(env.layout.log_file(name), 3))
-    return AgentFacts(info, status_file, started, children, server_job, log_tail)
+    return AgentFacts(info, status_file, started, children, server_job, log_tail, server_unknown)
 
 
 def _children(pid: int) -> int:
