@@ -581,12 +581,12 @@ ROWS = [
         [(ops.SET_DRAIN, "drain")],
     ),
     Row(
-        "drain: upstream is set offline on its server",
+        "drain: upstream is set offline on its server, its gate's flag set",
         Drain("a", ProgramKind.UPSTREAM),
         "new",
         facts(proc()),
         Stage.DRAINING,
-        [(ops.SERVER_STATE, "offline")],
+        [(ops.SET_DRAIN, "drain"), (ops.SERVER_STATE, "offline")],
     ),
     Row(
         "drain: upstream without a server cannot be drained",

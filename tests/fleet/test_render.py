@@ -139,8 +139,11 @@ def _check_programs_as_supervisord_reads_them(root: Path, programs: dict) -> Non
     assert dut1.uid is None
     for agent in (dut1, dut2):  # the agent's own venv first: tf-local-connector and friends
         assert agent.environment["PATH"].startswith("/opt/venv/bin:"), agent.name
+    # Upstream's agent goes through the gate that holds it while drained.
     assert dut2.command == (
-        f"/opt/testflinger/bin/testflinger-agent -c {root}/agents/dut-2/testflinger-agent.conf"
+        f"/opt/venv/bin/python -m multiagent.fleet.host.gate --drain-file {root}/run/dut-2/"
+        "dut-2.drain -- /opt/testflinger/bin/testflinger-agent -c "
+        f"{root}/agents/dut-2/testflinger-agent.conf"
     )
     assert dut2.stopwaitsecs == 30 and dut2.uid == os.getuid()
     assert set(dut2.environment) == {"PATH"}

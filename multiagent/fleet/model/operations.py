@@ -394,7 +394,12 @@ class Drain(Operation):
         if self.kind == ProgramKind.TF_AGENT:
             return [Action(SET_DRAIN, self.name, DrainMode.DRAIN)]
         if snap.server_known:
-            return [Action(SERVER_STATE, self.name, AgentState.OFFLINE)]  # upstream: take no job
+            # Upstream: `offline` on its server takes no job; the flag makes its program's
+            # gate hold it after a restart, which would post `waiting` (host/gate.py).
+            return [
+                Action(SET_DRAIN, self.name, DrainMode.DRAIN),
+                Action(SERVER_STATE, self.name, AgentState.OFFLINE),
+            ]
         self.fail("an upstream agent can only be drained through its server", snap.now)
         return []
 

@@ -21,6 +21,10 @@ AGENT_PRIORITY = 999
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
+# The module an upstream agent's program runs first (it holds a drained agent).
+GATE_MODULE = "multiagent.fleet.host.gate"
+
+
 @dataclass(frozen=True)
 class RenderContext:
     """Host facts that rendering needs but must not look up itself."""
@@ -154,7 +158,10 @@ def agent_command(agent: Agent, layout: Layout, fleet: Fleet, ctx: RenderContext
             *token,
             *metrics_options(fleet, agent.name),
         ]
-    return [*shlex.split(agent.agent_command), "-c", conf, *token]
+    # Upstream's agent knows no drain flag and undoes a drain at each start: its program
+    # goes through the gate, which holds it while the flag is there (host/gate.py).
+    gate = [ctx.python, "-m", GATE_MODULE, "--drain-file", str(layout.drain_file(agent.name))]
+    return [*gate, "--", *shlex.split(agent.agent_command), "-c", conf, *token]
 
 
 def metrics_options(fleet: Fleet, name: str) -> list[str]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from multiagent.fleet.errors import ExitStatus, UserError
 from multiagent.fleet.host import triggers
+from multiagent.fleet.host.gate import COMMENT as DRAINED
 from multiagent.fleet.host.logs import tail_lines
 from multiagent.fleet.host.procinfo import process_start_time
 from multiagent.fleet.host.statusfile import read_status
@@ -156,7 +157,7 @@ def execute(action: Action, env: Env) -> list[str]:
         triggers.set_drain(env.layout, name, action.arg)
     elif action.verb == SERVER_STATE:
         triggers.set_server_state(
-            env.server_url or "", name, action.arg, "drained by tf-fleet", env.token_files.get(name)
+            env.server_url or "", name, action.arg, DRAINED, env.token_files.get(name)
         )
     elif action.verb == SWAP_PROGRAM:
         _swap_program(env, name)
