@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import subprocess
+import sys
 import venv
 from collections.abc import Callable
 from pathlib import Path
@@ -218,8 +219,9 @@ def real_agent(tmp_path_factory: pytest.TempPathFactory) -> str:
     if not (UPSTREAM / "agent" / "pyproject.toml").is_file():
         pytest.skip(f"upstream's agent is not beside this clone ({UPSTREAM} is absent)")
     home = tmp_path_factory.mktemp("upstream-agent")
-    venv.create(home / "venv", with_pip=True)
-    pip = [str(home / "venv" / "bin" / "python"), "-m", "pip", "install", "-q"]
+    venv.create(home / "venv")  # without pip: this one installs into it (half the time)
+    target = str(home / "venv" / "bin" / "python")
+    pip = [sys.executable, "-m", "pip", "--python", target, "install", "-q"]
     subprocess.run([*pip, str(UPSTREAM / "common"), str(UPSTREAM / "agent")], check=True)
     return str(home / "venv" / "bin" / "testflinger-agent")
 
@@ -254,11 +256,11 @@ def test_real_upstream_agent_stays_drained_after_its_job_and_its_restarts(fleet_
 
         return drained
 
-    fleet_env.hold_for(2.5, held_by(pid), "the drained agent takes no job after its own")
+    fleet_env.hold_for(2.0, held_by(pid), "the drained agent takes no job after its own")
     fleet_env.run("restart", "real1")
     again = fleet_env.wait_all_running(["real1"])["real1"]
     assert again != pid
-    fleet_env.hold_for(2.5, held_by(again), "the drained agent takes no job after a restart")
+    fleet_env.hold_for(2.0, held_by(again), "the drained agent takes no job after a restart")
     fleet_env.run("resume", "real1")
     fleet_env.assert_completed(queued)
     assert [p.pid for p in fleet_env.agent_processes("real1")] == [again]
