@@ -102,6 +102,9 @@ def test_drain_of_an_upstream_agent_outlives_its_restarts_until_resumed(fleet_en
     assert again != held
     fleet_env.hold_for(1.5, held_by(again), "the agent restarted by hand stays drained")
     assert "the agent waits until resumed" in fleet_env.log("ug1")
+    row = fleet_env.status()["ug1"]
+    assert (row["process"], row["state"], row["drain_flag"]) == ("RUNNING", "offline", "drain")
+    assert row["unknown"] is None and row["job_id"] is None
 
     fleet_env.run("resume", "ug1")
     fleet_env.assert_completed(queued)
