@@ -495,12 +495,12 @@ ROWS = [
         "swapping",
     ),
     Row(
-        "replace: upstream respawned is stopped, then swapped",
+        "replace: upstream respawned is stopped, then swapped keeping a drain",
         Replace("a", ProgramKind.UPSTREAM),
         Stage.STOPPING,
         facts(proc(pid=NEW)),
         Stage.COMING_BACK,
-        [(ops.STOP, ""), (ops.SWAP_PROGRAM, "")],
+        [(ops.STOP, ""), (ops.SWAP_PROGRAM, ops.KEEP_DRAIN)],
         extra={"old_pid": NEW},
     ),
     Row(

@@ -70,10 +70,11 @@ def _server_state(fleet_env, name: str) -> str | None:
 
 def test_drain_of_an_upstream_agent_outlives_its_restarts_until_resumed(fleet_env):
     """Upstream's agent posts `waiting` whenever it starts. A drained one restarted after
-    its job (restart --safe), and again by hand, is held by its program's gate: the server
-    keeps it `offline` and a queued job waits until `resume`, which lets the same process
-    become the agent and run it."""
-    pids = fleet_env.start(fleet_env.upstream_fleet(["ug1"], {"ug1": ["qg"]}))
+    its job (restart --safe), again by hand, and replaced by a changed program, is held by
+    its program's gate: the server keeps it `offline` and a queued job waits until
+    `resume`, which lets the same process become the agent and run it."""
+    fleet = fleet_env.upstream_fleet(["ug1"], {"ug1": ["qg"]})
+    pids = fleet_env.start(fleet)
     job = fleet_env.hold_running("qg")
     fleet_env.run("drain", "ug1")
     with ProcessSampler(fleet_env) as sampler:
@@ -106,9 +107,15 @@ def test_drain_of_an_upstream_agent_outlives_its_restarts_until_resumed(fleet_en
     assert (row["process"], row["state"], row["drain_flag"]) == ("RUNNING", "offline", "drain")
     assert row["unknown"] is None and row["job_id"] is None
 
+    fleet["agents"]["ug1"]["environment"] = {"LAB_MARK": "green"}  # a new program entry
+    assert "1 replace" in fleet_env.up(fleet).stdout
+    swapped = fleet_env.wait_all_running(["ug1"])["ug1"]
+    assert swapped != again
+    fleet_env.hold_for(1.5, held_by(swapped), "the agent of the new program stays drained")
+
     fleet_env.run("resume", "ug1")
     fleet_env.assert_completed(queued)
-    assert [p.pid for p in fleet_env.agent_processes("ug1")] == [again]  # the gate became it
+    assert [p.pid for p in fleet_env.agent_processes("ug1")] == [swapped]  # the gate became it
 
     # Upstream's agent looks for no restart file: asking it that way is refused.
     refused = fleet_env.run("restart", "--safe", "ug1", "--method", "file", check=False)
@@ -116,7 +123,7 @@ def test_drain_of_an_upstream_agent_outlives_its_restarts_until_resumed(fleet_en
     assert "the restart file cannot restart ug1: upstream's agent honours only SIGUSR1" in (
         refused.stderr
     )
-    assert [p.pid for p in fleet_env.agent_processes("ug1")] == [again]
+    assert [p.pid for p in fleet_env.agent_processes("ug1")] == [swapped]
 
 
 def test_drained_idle_upstream_agent_takes_no_job_until_resumed(fleet_env):

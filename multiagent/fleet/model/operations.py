@@ -28,6 +28,9 @@ ASK_FILE = "ask-file"  # the restart file
 SET_DRAIN = "set-drain"  # the drain flag, with arg DrainMode.DRAIN or DrainMode.HOLD
 SERVER_STATE = "server-state"  # the agent's state on the server, arg the state
 SWAP_PROGRAM = "swap-program"  # remove the old program, clear its drain flag, add the new
+# SWAP_PROGRAM's arg for an upstream agent: a drain flag stays, so that the new program's
+# gate holds a drained agent until `resume` (only the hold that brought it down goes).
+KEEP_DRAIN = "keep-drain"
 REMOVE_PROGRAM = "remove-program"  # remove the program, its file and the agent's files
 
 
@@ -364,7 +367,8 @@ class Replace(SafeStop):
         if info and info.pid:
             self.old_pid = info.pid
         self.stage, self.text = Stage.COMING_BACK, "swapping the program"
-        return [*self._stop_if_up(snap), Action(SWAP_PROGRAM, self.name)]
+        keep = KEEP_DRAIN if self.kind == ProgramKind.UPSTREAM else ""
+        return [*self._stop_if_up(snap), Action(SWAP_PROGRAM, self.name, keep)]
 
     def step(self, snap: Snapshot) -> list[Action]:
         if self.stage == Stage.COMING_BACK:

@@ -25,6 +25,7 @@ from multiagent.fleet.model.layout import Layout
 from multiagent.fleet.model.operations import (
     ASK_FILE,
     ASK_SIGNAL,
+    KEEP_DRAIN,
     REMOVE_PROGRAM,
     SERVER_STATE,
     SET_DRAIN,
@@ -40,7 +41,7 @@ from multiagent.fleet.model.operations import (
 from multiagent.fleet.model.render import token_files
 from multiagent.fleet.serverinfo import agent_job
 from multiagent.fleet.supervisord.client import Faults, Supervisor, SupervisorError
-from multiagent.vocabulary import DEFAULT_RESTART_DIR
+from multiagent.vocabulary import DEFAULT_RESTART_DIR, DrainMode
 
 SERVER_CACHE_SECONDS = 2.0
 # Up to this many agents in an operation, a look asks supervisord for those agents only
@@ -160,7 +161,7 @@ def execute(action: Action, env: Env) -> list[str]:
             env.server_url or "", name, action.arg, DRAINED, env.token_files.get(name)
         )
     elif action.verb == SWAP_PROGRAM:
-        _swap_program(env, name)
+        _swap_program(env, name, keep_drain=action.arg == KEEP_DRAIN)
     elif action.verb == REMOVE_PROGRAM:
         return _remove_program(env, name)
     else:
@@ -192,9 +193,10 @@ def take_out(supervisor: Supervisor, name: str) -> None:
     raise SupervisorError(f"{name}: supervisord keeps starting it again; not removed")
 
 
-def _swap_program(env: Env, name: str) -> None:
+def _swap_program(env: Env, name: str, keep_drain: bool = False) -> None:
     take_out(env.supervisor, name)
-    triggers.clear_drain(env.layout, name)  # before the new process could read it
+    if not (keep_drain and triggers.read_drain(env.layout, name) == DrainMode.DRAIN):
+        triggers.clear_drain(env.layout, name)  # before the new process could read it
     added, _, _ = env.supervisor.reload_config()
     if name not in added:
         raise SupervisorError(f"{name}: supervisord did not see its new program")
