@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from multiagent.fleet.commands.up import UpReport
     from multiagent.fleet.model.fleetfile import Fleet
     from multiagent.fleet.model.operations import Operation, RunResult
-    from multiagent.fleet.supervisord.client import Supervisor
+    from multiagent.fleet.supervisord.client import Supervisor, SupervisorTarget
 
 PLAN_KINDS = ("add", "start", "restart", "replace", "remove", "unchanged")
 
@@ -40,12 +40,13 @@ class Options:
         return load_fleet(self.config, self.state_dir)
 
 
-def _supervisor(fleet: Fleet) -> Supervisor:
+def _supervisor(fleet: Fleet, timeout: str | None = None) -> Supervisor:
     """The fleet's supervisord (its target read once: in system mode, from the host's
-    supervisord.conf)."""
-    from multiagent.fleet.supervisord.client import Supervisor, target_for
+    supervisord.conf); no call to it waits past a few seconds, nor past `timeout` (the
+    command's --timeout)."""
+    from multiagent.fleet.supervisord.client import CALL_SECONDS, Supervisor, target_for
 
-    return Supervisor(target_for(fleet))
+    return Supervisor(target_for(fleet), _duration(timeout) or CALL_SECONDS)
 
 
 def handles_errors(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -155,12 +156,23 @@ def _select(fleet: Fleet, names: tuple[str, ...], all_agents: bool) -> list[str]
     return list(dict.fromkeys(names))
 
 
+def _only_ours(fleet: Fleet, target: SupervisorTarget, names: list[str]) -> None:
+    """Refuse (exit 2, naming the owner) to act on a program another fleet or a person
+    defined in a shared supervisord, whatever this fleet file says."""
+    from multiagent.fleet.supervisord.ownership import check_names_free
+
+    check_names_free(fleet, target, names, {})
+
+
 @contextmanager
-def _changing(fleet: Fleet, command: str, wait: bool = True) -> Iterator[None]:
-    """One command that changes the fleet at a time (a second waits, or fails at once)."""
+def _changing(
+    fleet: Fleet, command: str, wait: bool = True, supersede: bool = False
+) -> Iterator[None]:
+    """One command that changes the fleet at a time (a second waits, or fails at once;
+    a forced one makes a waiting holder stop and takes over)."""
     from multiagent.fleet.host.statelock import exclusive
 
-    with exclusive(Layout(fleet.state_dir), command, wait=wait, say=_say):
+    with exclusive(Layout(fleet.state_dir), command, wait=wait, say=_say, supersede=supersede):
         yield
 
 
@@ -306,9 +318,16 @@ def _gate(count: int | None, jobs: int, job_file: Path | None, timeout: str) -> 
 @pass_options
 @handles_errors
 def validate(opts: Options) -> None:
-    """Check the fleet file; report every problem with file, line, agent and field."""
+    """Check the fleet file and render it (nothing is written); report every problem with
+    file, line, agent and field. What only the host can tell is left to `plan` and `up`."""
+    from multiagent.fleet.commands.validate import LEFT_TO_PLAN, LEFT_TO_UP
+    from multiagent.fleet.commands.validate import validate as check
+
     fleet = load_fleet(opts.config, opts.state_dir)
+    check(fleet)
     click.echo(f"{opts.config}: {len(fleet.agents)} agent(s), valid.")
+    click.echo(f"`tf-fleet plan` also checks, on this host: {'; '.join(LEFT_TO_PLAN)}.")
+    click.echo(f"`tf-fleet up` also checks: {'; '.join(LEFT_TO_UP)}.")
 
 
 @main.command()
@@ -376,7 +395,7 @@ def up(
     if gate and no_wait:
         raise click.UsageError("--canary waits for its gate: it does not go with --no-wait")
     fleet = opts.fleet()
-    supervisor = _supervisor(fleet)
+    supervisor = _supervisor(fleet, timeout)
     with _changing(fleet, "up", wait=not no_wait):
         report = run_up(
             fleet,
@@ -420,6 +439,13 @@ def _up_text(socket_url: str, report: UpReport, no_wait: bool) -> None:
         click.echo(f"started {name}: {report.states.get(name, 'starting')}")
     if applied and no_wait:
         click.echo("asked; `tf-fleet plan` or `tf-fleet status` shows what is pending")
+        from multiagent.fleet.model.operations import Replace
+
+        held = [op.name for op in applied.operations if isinstance(op, Replace) and not op.done]
+        if held:
+            click.echo(
+                f"held down after its job until the next `tf-fleet up` swaps it: {', '.join(held)}"
+            )
     elif applied and applied.timed_out:
         _print_pending(applied)
     for name, pids in sorted(report.strays_left.items()):
@@ -454,6 +480,17 @@ def _up_failed(report: UpReport, no_wait: bool) -> bool:
         or (applied and not no_wait and not applied.ok)
         or (report.strays_left and not no_wait)
     )
+
+
+def _refuse_file_for_upstream(method: str, operations: Sequence[Operation]) -> None:
+    """Upstream's agent looks for no restart file: asking it that way would wait for ever."""
+    upstream = [op.name for op in operations if op.kind == ProgramKind.UPSTREAM]
+    if method == "file" and upstream:
+        raise click.BadParameter(
+            f"the restart file cannot restart {', '.join(upstream)}: upstream's agent "
+            "honours only SIGUSR1; use --method signal",
+            param_hint="--method",
+        )
 
 
 @main.command()
@@ -495,13 +532,17 @@ def restart(
     """Restart agents. --safe: each exits when idle and comes back; with --all, a rolling
     restart that stops at the first agent that does not come back."""
     fleet = opts.fleet()
-    supervisor = _supervisor(fleet)
+    supervisor = _supervisor(fleet, timeout)
     selected = _select(fleet, names, all_agents)
+    _only_ours(fleet, supervisor.target, selected)
     if not safe:
         from multiagent.fleet.commands.control import hard_restart
 
-        with _changing(fleet, "restart", wait=not no_wait):
-            pids = hard_restart(fleet, supervisor, selected, force)
+        command = "restart --force" if force else "restart"
+        with _changing(fleet, command, wait=not no_wait, supersede=force):
+            pids, interrupted = hard_restart(fleet, supervisor, selected, force)
+        for one in interrupted:
+            click.echo(one.line())
         for name, pid in pids.items():
             click.echo(f"{name}: restarted (pid {pid})")
         return
@@ -512,17 +553,14 @@ def restart(
 
     if gate and no_wait:
         raise click.UsageError("--canary waits for its gate: it does not go with --no-wait")
+    from multiagent.fleet.host.installed import refuse_stale_entries
+
+    refuse_stale_entries(supervisor.target, selected)
     method = method or fleet.restart.method
     operations = [
         SafeRestart(n, program_kind(fleet, supervisor.target, n), method) for n in selected
     ]
-    upstream = [op.name for op in operations if op.kind == ProgramKind.UPSTREAM]
-    if method == "file" and upstream:
-        raise click.BadParameter(
-            f"the restart file cannot restart {', '.join(upstream)}: upstream's agent "
-            "honours only SIGUSR1; use --method signal",
-            param_hint="--method",
-        )
+    _refuse_file_for_upstream(method, operations)
 
     def run(ops: list[Operation]) -> RunResult:
         return _carry_out(
@@ -573,7 +611,7 @@ def rollback(opts: Options, timeout: str | None, as_json: bool) -> None:
     from multiagent.fleet.host.rendered import render_or_reuse
 
     fleet = opts.fleet()
-    supervisor = _supervisor(fleet)
+    supervisor = _supervisor(fleet, timeout)
     layout = Layout(fleet.state_dir)
     with _changing(fleet, "rollback"):
         names = saved(layout)
@@ -609,8 +647,9 @@ def drain(
     from multiagent.fleet.supervisord.ownership import program_kind
 
     fleet = opts.fleet()
-    supervisor = _supervisor(fleet)
+    supervisor = _supervisor(fleet, timeout)
     selected = _select(fleet, names, all_agents)
+    _only_ours(fleet, supervisor.target, selected)
     operations = [Drain(n, program_kind(fleet, supervisor.target, n)) for n in selected]
     with _changing(fleet, "drain"):
         result = _carry_out(
@@ -640,8 +679,10 @@ def resume(opts: Options, names: tuple[str, ...], all_agents: bool, as_json: boo
 
     fleet = opts.fleet()
     supervisor = _supervisor(fleet)
+    selected = _select(fleet, names, all_agents)
+    _only_ours(fleet, supervisor.target, selected)
     with _changing(fleet, "resume"):
-        resumed = run_resume(fleet, supervisor, _select(fleet, names, all_agents))
+        resumed = run_resume(fleet, supervisor, selected)
     if as_json:
         agents = [{"name": n, "started": started} for n, started in resumed.items()]
         click.echo(json.dumps({"agents": agents}, indent=2))
@@ -681,7 +722,9 @@ def status(opts: Options, names: tuple[str, ...], output: str | None, as_json: b
     if unknown:
         raise click.BadParameter(f"not in {opts.config}: {', '.join(unknown)}", param_hint="NAME")
     agents = [n for n in wanted if n in fleet.agents]
-    running, rows, server, note = look(fleet, supervisor, agents)
+    running, rows, server, note = look(
+        fleet, supervisor, agents, without_supervisord=output == "prometheus"
+    )
     if output == "prometheus":
         import time
 
@@ -724,6 +767,9 @@ def logs(opts: Options, name: str, follow: bool, lines: int) -> None:
     fleet = opts.fleet()
     if name not in fleet.agents and name != fleet.server_program:
         raise click.BadParameter(f"not in {opts.config}", param_hint="NAME")
+    from multiagent.fleet.supervisord.client import target_for
+
+    _only_ours(fleet, target_for(fleet), [name])
     path = Layout(fleet.state_dir).log_file(name)
     if not path.exists():
         click.echo(f"{name} has no log yet ({path})", err=True)
@@ -746,10 +792,10 @@ def down(opts: Options, safe: bool, force: bool, timeout: str | None, as_json: b
     from multiagent.fleet.commands.down import down as run_down
 
     fleet = opts.fleet()
-    supervisor = _supervisor(fleet)
+    supervisor = _supervisor(fleet, timeout)
     supervisord_was_running = supervisor.is_running()
-    with _changing(fleet, "down"):
-        stopped, drained = run_down(
+    with _changing(fleet, "down --force" if force else "down", supersede=force):
+        stopped, drained, interrupted = run_down(
             fleet,
             supervisor,
             safe=safe,
@@ -763,9 +809,15 @@ def down(opts: Options, safe: bool, force: bool, timeout: str | None, as_json: b
         click.echo("supervisord left running; agents still busy are draining", err=True)
         sys.exit(ExitStatus.FAILED)
     if as_json:
-        data = {"stopped": stopped, "stopped_supervisord": stopped_supervisord}
+        data = {
+            "stopped": stopped,
+            "stopped_supervisord": stopped_supervisord,
+            "interrupted": [one.to_json() for one in interrupted],
+        }
         click.echo(json.dumps(data, indent=2))
         return
+    for one in interrupted:
+        click.echo(one.line())
     click.echo(
         f"stopped {len(stopped)} program(s)" + (": " + ", ".join(stopped) if stopped else "")
     )

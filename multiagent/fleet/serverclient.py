@@ -152,6 +152,19 @@ class ServerClient:
         if resp.status >= 400:
             raise ServerError(f"HTTP {resp.status}: {resp.text.strip()[:200]}")
 
+    def end_job(self, job_id: str, agent: str, state: str) -> None:
+        """Post a job's final `state` as the agent that holds it (its name as upstream's
+        agent sends it, in the `agent_name` cookie)."""
+        self.headers["Cookie"] = f"agent_name={agent}"
+        try:
+            resp = self.request(
+                "POST", f"/v1/result/{job_id}", {"job_state": state}, timeout=CHANGE_TIMEOUT
+            )
+        finally:
+            del self.headers["Cookie"]
+        if resp.status >= 400:
+            raise ServerError(f"HTTP {resp.status}: {resp.text.strip()[:200]}")
+
     def submit(self, job: dict[str, Any], archive: bytes | None) -> str:
         resp = self.request("POST", "/v1/job", job)
         if resp.status != 200:

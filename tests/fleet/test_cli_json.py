@@ -20,6 +20,7 @@ def test_drain_resume_status_and_down_speak_json(fleet_env):
     assert down == {
         "stopped": ["js1", "js2", "tf-fleet-server"],
         "stopped_supervisord": True,
+        "interrupted": [],  # no job ran
     }
     again = json.loads(fleet_env.run("down", "--json").stdout)
-    assert again == {"stopped": [], "stopped_supervisord": False}
+    assert again == {"stopped": [], "stopped_supervisord": False, "interrupted": []}

@@ -281,6 +281,33 @@ def test_the_example_fleet_is_valid():
     assert "3 agent(s), valid." in proc.stdout
 
 
+def test_validate_refuses_what_plan_refuses_and_names_what_only_the_host_tells(tmp_path):
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(
+        f"state_dir: {tmp_path / 'state'}\n"
+        'server: {embedded: true, host: "a\\nb"}\n'
+        "agents:\n  a1: {job_queues: [q]}\n"
+    )
+    for command in ("validate", "plan"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "multiagent", "-c", str(fleet), command],
+            capture_output=True,
+            text=True,
+        )
+        assert proc.returncode == 2, (command, proc.stdout, proc.stderr)
+        assert "(render): a supervisord value cannot span lines" in proc.stderr
+    assert not (tmp_path / "state").exists()  # validate writes nothing
+    fleet.write_text(fleet.read_text().replace("a\\nb", "127.0.0.1"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "multiagent", "-c", str(fleet), "validate"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "`tf-fleet plan` also checks, on this host:" in proc.stdout
+    assert "`tf-fleet up` also checks: that `user:` users exist" in proc.stdout
+
+
 def test_the_schema_follows_tf_agents_keys_and_builds_every_agent_field():
     upstream = set(agent_config.UPSTREAM_KEYS) - set(fleetschema.DERIVED_KEYS)
     fleet_keys = {key.name for key in fleetschema.FLEET_KEYS}

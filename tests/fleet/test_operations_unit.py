@@ -714,6 +714,19 @@ STALE = NOW - STATUS_STALE_SECONDS - 1
             (True, "status file not JSON: its filesystem is full"),
         ),
         (ProgramKind.TF_AGENT, facts(proc(), children=2), (True, "it has 2 child process(es)")),
+        # ... and from the first second, whatever the file says, when it is contradicted:
+        # its writer cannot write it now, or a phase runs below an agent it calls idle.
+        (
+            ProgramKind.TF_AGENT,
+            AgentFacts(proc(), StatusRead(idle(), NOW - 1, unwritable="its filesystem is full")),
+            (True, "status file cannot be written now: its filesystem is full"),
+        ),
+        (
+            ProgramKind.TF_AGENT,
+            facts(proc(), idle(), children=1),
+            (True, "its status file says waiting, but it has 1 child process(es)"),
+        ),
+        (ProgramKind.TF_AGENT, facts(proc(), idle()), (False, "waiting")),
         (
             ProgramKind.TF_AGENT,
             facts(proc(), server_job="j-7"),

@@ -337,11 +337,18 @@ def test_plan_sees_a_config_written_after_the_process_started():
     assert {a.name: a.kind for a in actions.actions}["dut-1"] == planning.RESTART
 
 
-def test_plan_starts_stopped_agents_unless_held():
+def test_plan_starts_stopped_agents_held_too_when_no_change_is_pending():
     _, rendering = rendered()
     loaded = {n: "RUNNING" for n in rendering.programs}
-    loaded.update({"dut-1": "FATAL", "dut-2": "STOPPED"})
+    loaded.update({"dut-1": "FATAL", "dut-2": "EXITED"})
     observed = observed_for(rendering, loaded=loaded, held=frozenset({"dut-2"}))
+    actions = {a.name: a for a in planning.make_plan(rendering.programs, observed).actions}
+    assert actions["dut-1"].kind == planning.START
+    assert actions["dut-1"].reasons == ("process is FATAL",)
+    assert actions["dut-2"].kind == planning.START
+    assert actions["dut-2"].reasons == ("held down (EXITED), no change pending",)
+    # with its change still to swap in, it is replaced instead
+    disk = {**rendering.all_files(), rendering.programs["dut-2"].program_path: "old"}
+    observed = observed_for(rendering, loaded=loaded, held=frozenset({"dut-2"}), disk=disk)
     kinds = {a.name: a.kind for a in planning.make_plan(rendering.programs, observed).actions}
-    assert kinds["dut-1"] == planning.START
-    assert kinds["dut-2"] == planning.UNCHANGED
+    assert kinds["dut-2"] == planning.REPLACE

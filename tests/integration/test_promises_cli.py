@@ -86,6 +86,8 @@ def test_hard_restart_force_mid_job_replaces_the_process_and_kills_the_job(fleet
     assert restarted, out.stdout
     new_pid = int(restarted.group(1))
     assert new_pid != pid
+    assert f"interrupted hf1: waiting for job {job} in phase test" in out.stdout
+    assert f"job {job} is cancelled on the server" in out.stdout
     assert _gone(sleeps), [p.pid for p in sleeps]
     _assert_interrupted(fleet_env, job)
     assert [p.pid for p in fleet_env.agent_processes("hf1")] == [new_pid]

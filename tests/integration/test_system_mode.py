@@ -17,6 +17,8 @@ import pytest
 import yaml
 from fixtures_fleet import SLEEPER, FleetEnv, wait_until
 
+from multiagent.fleet.model.layout import Layout
+
 DEBIAN_SUPERVISORD = "/usr/bin/supervisord"
 
 
@@ -210,3 +212,34 @@ def test_the_fleet_file_example_for_system_mode_is_valid(fleet_env):
     )
     fleet_env.fleet_file.write_text(text)
     assert fleet_env.run("validate").returncode == 0
+
+
+def test_no_command_acts_on_another_fleets_agent(fleet_env, host_supervisord):
+    host = host_supervisord
+    a = fleet_env
+    fleet = a.agent_fleet(["own-01"])
+    fleet["supervisor"] = {"mode": "system", "config": str(host.conf)}
+    pids = a.start(fleet)
+    job = a.hold_running("shared")
+    b = second_fleet(a)
+    b.write(sleeper_fleet(b, host, ["own-01"], port=b.port))
+    valid = b.run("validate")
+    assert "`tf-fleet plan` also checks, on this host: that no other fleet" in valid.stdout
+    for args in (
+        ("restart", "--safe", "own-01"),
+        ("restart", "--force", "own-01"),
+        ("restart", "--safe", "--all", "--json"),  # as the Ansible module's `restarted`
+        ("drain", "own-01"),
+        ("resume", "own-01"),
+        ("logs", "own-01"),
+    ):
+        refused = b.run(*args, check=False)
+        assert refused.returncode == 2, (args, refused.stdout, refused.stderr)
+        assert "agent 'own-01'" in refused.stderr and "belongs to another fleet" in refused.stderr
+        assert "nothing was changed" in refused.stderr
+    assert not Layout(a.state_dir).drain_file("own-01").exists()
+    assert [p.pid for p in a.agent_processes("own-01")] == [pids["own-01"]]
+    a.release(job)
+    a.same_process_until_done("own-01", pids["own-01"], job)
+    a.assert_completed(job)
+    assert host.states()["own-01"] == "RUNNING"

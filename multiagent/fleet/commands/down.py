@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from multiagent.fleet.commands.control import refuse_if_busy
+from multiagent.fleet.commands.control import Interruption, end_jobs, in_flight, refuse_if_busy
 from multiagent.fleet.errors import BusyError, UserError
 from multiagent.fleet.host import triggers
 from multiagent.fleet.host.orphans import (
@@ -47,10 +47,11 @@ def down(
     force: bool = False,
     timeout: float = 120.0,
     progress: Callable[[Sequence[Operation]], None] | None = None,
-) -> tuple[list[str], RunResult | None]:
+) -> tuple[list[str], RunResult | None, list[Interruption]]:
     """Stop every agent (and the private supervisord). `safe` waits for running jobs;
     without it, running jobs make it refuse unless `force`. Returns the programs that
-    were running, and the safe stops' result (None without `safe`)."""
+    were running, the safe stops' result (None without `safe`) and the jobs `force`
+    interrupted."""
     layout = Layout(fleet.state_dir)
     target = supervisor.target
     supervisord_pid = supervisor.pid() if supervisor.is_running() else None
@@ -68,11 +69,12 @@ def down(
     strays = orphans(fleet, layout, supervisord_pid)
     stray_kinds = program_kinds(fleet, target, strays)
     drained = None
+    interrupted: list[Interruption] = []
     if safe:
         drained = _stop_safely(fleet, supervisor, running, timeout, progress)
         ask_to_leave(layout, strays, stray_kinds)
         if not drained.ok:
-            return running, drained
+            return running, drained, interrupted
         _expect_gone(wait_gone(strays, timeout))
     elif not force:
         # The answer just read: another getAllProcessInfo costs ~0.2 s with 500 agents.
@@ -81,26 +83,40 @@ def down(
         ask_to_leave(layout, strays, stray_kinds)
         _expect_gone(wait_gone(strays, 30.0))
     else:
+        interrupted = in_flight(fleet, supervisor, running, processes) if supervisord_pid else []
         _expect_gone(kill(strays))
+    ended: list[Interruption] = []
+
+    def end_interrupted() -> None:  # while the server still runs: it may be the fleet's
+        ended.extend(end_jobs(fleet, interrupted))
+
     if target.mode != "private":
-        _take_out_of_shared(fleet, supervisor, loaded)
+        _take_out_of_shared(fleet, supervisor, loaded, end_interrupted)
     elif supervisord_pid:
-        _stop_agents_at_once(fleet, supervisor, running, pids, timeout)
+        _stop_agents_at_once(fleet, supervisor, running, pids, timeout, end_interrupted)
         _shutdown_private(supervisor, supervisord_pid, timeout)
     for name in [*running, *strays]:
         triggers.clear_drain(layout, name)  # a later `up` starts them again
     _expect_gone(fleet_processes(fleet, layout))
-    return sorted({*running, *strays}), drained
+    return sorted({*running, *strays}), drained, ended
 
 
-def _take_out_of_shared(fleet: Fleet, supervisor: Supervisor, loaded: list[str]) -> None:
+def _take_out_of_shared(
+    fleet: Fleet, supervisor: Supervisor, loaded: list[str], then: Callable[[], None]
+) -> None:
     """In a shared supervisord: stop each program of this fleet, remove it and delete its
     file, so a reload or a reboot starts nothing of the fleet; others stay as they are.
-    Agents first, the server last, so agents can report their state on the way out."""
+    Agents first, then `then()`, the server last, so agents (and `then`) can report to
+    it on the way out."""
     target = supervisor.target
-    for name in sorted(loaded, key=lambda n: n == fleet.server_program):
+    server = fleet.server_program
+    for name in [n for n in loaded if n != server]:
         take_out(supervisor, name)
         target.program_file(name).unlink(missing_ok=True)
+    then()
+    if server in loaded:
+        take_out(supervisor, server)
+        target.program_file(server).unlink(missing_ok=True)
     if target.program_dir.is_dir():
         for path in target.program_dir.glob(f"*{target.program_suffix}"):
             if is_ours(fleet.identity, path):  # not loaded (a failed `up`): still ours
@@ -153,7 +169,12 @@ def _stop_safely(
 
 
 def _stop_agents_at_once(
-    fleet: Fleet, supervisor: Supervisor, running: list[str], pids: dict[str, int], timeout: float
+    fleet: Fleet,
+    supervisor: Supervisor,
+    running: list[str],
+    pids: dict[str, int],
+    timeout: float,
+    then: Callable[[], None],
 ) -> None:
     """supervisord's shutdown stops its programs one group per pass of its main loop (a
     pass waits up to 1 s when nothing happens), and each agent is a group of its own: N
@@ -162,7 +183,8 @@ def _stop_agents_at_once(
     then the server, last, so agents can report their state on the way out; shutdown
     then finds nothing left to stop. Whatever is not down by the deadline is left to
     shutdown, as before. The wait watches the agents' pids, not supervisord: asking it
-    for 200 processes' states every 50 ms would take the CPU the agents need to exit."""
+    for 200 processes' states every 50 ms would take the CPU the agents need to exit.
+    `then()` runs once the agents are down, before the server stops."""
     server = fleet.server_program
     agents = [n for n in running if n != server]
     refused = supervisor.stop_many(agents)
@@ -177,6 +199,7 @@ def _stop_agents_at_once(
         waiting = alive(waiting)
         if waiting:
             time.sleep(0.05)
+    then()
     if server in running and not waiting:
         _ask_to_stop(supervisor, [server], wait=True)
 

@@ -43,3 +43,16 @@ def process_start_time(pid: int) -> float | None:
         return None
     started_ticks = int(fields[19])  # field 22 of the whole line: starttime
     return time.time() - uptime + started_ticks / _TICKS
+
+
+def child_counts() -> dict[int, int]:
+    """{pid: how many child processes it has} for every process, in one pass over /proc
+    (psutil's children() makes that pass once per process asked about)."""
+    counts: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = _stat_fields(int(entry))
+            if fields is not None:
+                parent = int(fields[1])
+                counts[parent] = counts.get(parent, 0) + 1
+    return counts

@@ -81,6 +81,9 @@ class StatusRead:
     written: float | None = None  # its mtime: tf-agent rewrites it at least every 20 s
     problem: str | None = None  # why `data` is None, in words
     disk_full: bool = False  # the filesystem holding it has no space left
+    # Why its writer cannot replace it now (full or read-only filesystem, immutable file,
+    # directory it may not write): whatever it says may be old news.
+    unwritable: str | None = None
 
 
 def judge(
@@ -88,8 +91,9 @@ def judge(
 ) -> tuple[dict[str, Any] | None, str]:
     """The status that counts for the process running now (pid), or None and why not.
 
-    A file counts only if that process wrote it, recently. With no process running, the
-    last one's file tells how it ended, however old."""
+    A file counts only if that process wrote it, recently, and could write it again now
+    (else its last write may have failed, and the file says what is no longer true). With
+    no process running, the last one's file tells how it ended, however old."""
     if read is None or read.data is None:
         problem = read.problem if read else "missing"
         return None, f"status file {problem}{_because(read)}"
@@ -98,6 +102,9 @@ def judge(
     writer = read.data.get("pid")
     if writer != pid:
         return None, f"status file written by pid {writer}, not by the running pid {pid}"
+    if read.unwritable:
+        # Unknown is busy from the first second: the agent's last write may have failed.
+        return None, f"status file cannot be written now: {read.unwritable}"
     if read.written is not None and now - read.written > STATUS_STALE_SECONDS:
         when = time.strftime("%H:%M:%S", time.localtime(read.written))
         return None, f"status file not written since {when}{_because(read)}"

@@ -66,7 +66,9 @@ class AgentFacts:
     info: ProcessInfo | None = None  # supervisord's view; None: not loaded
     status_file: StatusRead | None = None  # the status file as read (any writer, any age)
     started: float | None = None  # when the running pid started, to a clock tick
-    children: int = 0  # child processes of the running pid (upstream agents)
+    # Child processes of the running pid: of upstream agents, and of tf-agents whose
+    # status file says they are idle (a phase still running contradicts it).
+    children: int = 0
     server_job: str | None = None  # the job the server holds for it (upstream agents)
     log_tail: tuple[str, ...] = ()  # the end of its log, when it is down or failing
     server_unknown: str | None = None  # why the server could not say whether it runs a job
@@ -107,6 +109,11 @@ class Snapshot:
                 when = time.strftime("%H:%M:%S", time.localtime(since)) if since else "?"
                 phase = data.get("phase") or data.get("state")
                 return True, f"waiting for job {data.get('job_id')} in phase {phase} since {when}"
+            if facts.children:
+                return True, (
+                    f"not known to be idle (its status file says {data.get('state')}, but it"
+                    f" has {facts.children} child process(es))"
+                )
             return False, data.get("state") or "idle"
         if facts.children:
             return True, f"waiting for its job to end ({facts.children} child process(es))"

@@ -14,10 +14,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from multiagent.fleet.errors import ExitStatus, UserError
-from multiagent.fleet.host import triggers
+from multiagent.fleet.host import pending, triggers
 from multiagent.fleet.host.gate import COMMENT as DRAINED
 from multiagent.fleet.host.logs import tail_lines
-from multiagent.fleet.host.procinfo import process_start_time
+from multiagent.fleet.host.procinfo import child_counts, process_start_time
+from multiagent.fleet.host.statelock import Superseded, superseded_by
 from multiagent.fleet.host.statusfile import read_status
 from multiagent.fleet.model.facts import ProcessInfo, ProcessState, judge
 from multiagent.fleet.model.fleetfile import Fleet, ProgramKind
@@ -41,7 +42,7 @@ from multiagent.fleet.model.operations import (
 from multiagent.fleet.model.render import token_files
 from multiagent.fleet.serverinfo import agent_job
 from multiagent.fleet.supervisord.client import Faults, Supervisor, SupervisorError
-from multiagent.vocabulary import DEFAULT_RESTART_DIR, DrainMode
+from multiagent.vocabulary import DEFAULT_RESTART_DIR, DrainMode, Phase
 
 SERVER_CACHE_SECONDS = 2.0
 # Up to this many agents in an operation, a look asks supervisord for those agents only
@@ -98,7 +99,21 @@ def fleet_env(fleet: Fleet, supervisor: Supervisor) -> Env:
     )
 
 
-def _facts(env: Env, name: str, kind: str, info: ProcessInfo | None) -> AgentFacts:
+class _Children:
+    """Child counts from one pass over /proc, made the first time a count is asked."""
+
+    def __init__(self) -> None:
+        self.counts: dict[int, int] | None = None
+
+    def of(self, pid: int) -> int:
+        if self.counts is None:
+            self.counts = child_counts()
+        return self.counts.get(pid, 0)
+
+
+def _facts(
+    env: Env, name: str, kind: str, info: ProcessInfo | None, children_of: _Children
+) -> AgentFacts:
     if info is None:
         return AgentFacts()
     live = info.state in ProcessState.LIVE and info.pid
@@ -110,11 +125,15 @@ def _facts(env: Env, name: str, kind: str, info: ProcessInfo | None) -> AgentFac
     server_job = server_unknown = None
     # What the process does, where no status file can say: upstream agents write none,
     # and a tf-agent's may be missing, stale or another process's.
-    unproven = kind == ProgramKind.TF_AGENT and judge(status_file, info.pid, time.time())[0] is None
+    said = judge(status_file, info.pid, time.time())[0] if kind == ProgramKind.TF_AGENT else None
+    unproven = kind == ProgramKind.TF_AGENT and said is None
     if live and (kind == ProgramKind.UPSTREAM or unproven):
         children = _children(info.pid)
         if not children:
             server_job, server_unknown = env.server_jobs.job_of(name)
+    elif live and said is not None and not (said.get("job_id") or said.get("state") in Phase.ALL):
+        # Idle, says the file: no phase may still run below it.
+        children = children_of.of(info.pid)
     log_tail: tuple[str, ...] = ()
     if info.state in ProcessState.FAILED or info.state in ProcessState.DOWN:
         log_tail = tuple(tail_lines(env.layout.log_file(name), 3))
@@ -139,7 +158,10 @@ def take_snapshot(
         names = list(kinds)
         few = len(names) <= FEW
         processes = env.supervisor.processes_named(names) if few else env.supervisor.processes()
-    agents = {name: _facts(env, name, kind, processes.get(name)) for name, kind in kinds.items()}
+    children = _Children()
+    agents = {
+        name: _facts(env, name, kind, processes.get(name), children) for name, kind in kinds.items()
+    }
     return Snapshot(agents, time.time(), server_known=bool(env.server_url))
 
 
@@ -194,18 +216,25 @@ def take_out(supervisor: Supervisor, name: str) -> None:
 
 
 def _swap_program(env: Env, name: str, keep_drain: bool = False) -> None:
+    """The agent is idle and gone: its staged entry goes live, then the program is swapped.
+    Someone's `supervisorctl update` in between does the same swap (a process it starts
+    then still sees the hold and exits before polling, until the flag is cleared).
+    `keep_drain`: a drain flag stays (an upstream agent's gate holds a drained agent)."""
+    pending.install(env.layout, env.supervisor.target, name)
     take_out(env.supervisor, name)
     if not (keep_drain and triggers.read_drain(env.layout, name) == DrainMode.DRAIN):
         triggers.clear_drain(env.layout, name)  # before the new process could read it
     added, _, _ = env.supervisor.reload_config()
-    if name not in added:
+    if name in added:
+        env.supervisor.add(name)  # autostart=true starts it
+    elif name not in env.supervisor.processes_named([name]):
         raise SupervisorError(f"{name}: supervisord did not see its new program")
-    env.supervisor.add(name)  # autostart=true starts it
 
 
 def _remove_program(env: Env, name: str) -> list[str]:
     take_out(env.supervisor, name)
     env.supervisor.target.program_file(name).unlink(missing_ok=True)
+    pending.drop(env.layout, name)
     env.supervisor.reload_config()
     for path in (env.layout.status_file(name), env.layout.drain_file(name)):
         path.unlink(missing_ok=True)
@@ -293,6 +322,9 @@ def _loop(
     deadline = time.monotonic() + timeout
     kinds = {op.name: op.kind for op in operations}
     while True:
+        by = superseded_by(env.layout)
+        if by:
+            raise Superseded(by, [f"{op.name}: {op.text}" for op in operations if not op.done])
         snap = take_snapshot(env, kinds)
         _step_active(active, snap, env)
         if any(op.failed for op in operations) and stop_on_failure:

@@ -44,8 +44,17 @@ class Faults:
     ALREADY_ADDED = 90
     STILL_RUNNING = 91
     CANT_REREAD = 92
-    UNREACHABLE = -1  # ours: the socket did not answer
+    UNREACHABLE = -1  # ours: nothing listens on the socket
     CONFIG = -2  # ours: supervisord or its config cannot be used as it is
+    UNRESPONSIVE = -3  # ours: it listens, but gave no answer within the call's bound
+
+
+# How long one call to supervisord may go unanswered (a command's --timeout, if shorter,
+# bounds it further): its slowest calls answer in well under a second with 500 agents.
+CALL_SECONDS = 5.0
+# A stop or start waited for (polled, each look bounded) ends within stopwaitsecs or
+# startsecs; this caps the wait should supervisord keep a process in between.
+SETTLE_CAP_SECONDS = 3600.0
 
 
 class SupervisorError(UserError):
@@ -61,9 +70,10 @@ class UnixSocketTransport(xmlrpc.client.Transport):
     """XML-RPC over supervisord's unix socket with a kept-alive connection. Our own:
     supervisor.xmlrpc's costs ~30 ms of every command's start-up beyond xmlrpc.client."""
 
-    def __init__(self, socket_path: str, auth: str | None = None):
+    def __init__(self, socket_path: str, auth: str | None = None, timeout: float = CALL_SECONDS):
         super().__init__()
         self.socket_path = socket_path
+        self.timeout = timeout
         if auth:
             self._extra_headers = [("Authorization", f"Basic {auth}")]
 
@@ -71,15 +81,29 @@ class UnixSocketTransport(xmlrpc.client.Transport):
         if self._connection[1] is not None and self._connection[0] == host:
             return self._connection[1]
         connection = http.client.HTTPConnection("localhost")
-        path = self.socket_path
+        path, timeout = self.socket_path, self.timeout
 
         def connect() -> None:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(timeout)  # the bound of every call on this connection
             sock.connect(path)
             connection.sock = sock
 
         connection.connect = connect  # type: ignore[method-assign]
         self._connection = host, connection
+        return connection
+
+
+class BoundedTransport(xmlrpc.client.Transport):
+    """XML-RPC over TCP (an inet_http_server), every call bounded as on the unix socket."""
+
+    def __init__(self, timeout: float = CALL_SECONDS):
+        super().__init__()
+        self.timeout = timeout
+
+    def make_connection(self, host):
+        connection = super().make_connection(host)
+        connection.timeout = self.timeout
         return connection
 
 
@@ -95,6 +119,7 @@ class SupervisorTarget:
     auth: str | None = None  # base64 user:password from [supervisorctl], if it has one
     # Every file pattern of the [include] section, absolute: where other programs live.
     include_patterns: tuple[str, ...] = ()
+    pid_file: Path | None = None  # supervisord's pidfile, to say what state it is in
 
     def program_file(self, name: str) -> Path:
         return self.program_dir / f"{name}{self.program_suffix}"
@@ -109,6 +134,7 @@ def target_for(fleet: Fleet) -> SupervisorTarget:
             layout.supervisord_conf,
             layout.private_program_dir,
             ".conf",
+            pid_file=layout.pid_file,
         )
     return read_system_config(Path(fleet.supervisor.config or ""))
 
@@ -157,13 +183,29 @@ def read_system_config(config: Path) -> SupervisorTarget:
     user, password = value("supervisorctl", "username"), value("supervisorctl", "password")
     auth = base64.b64encode(f"{user}:{password or ''}".encode()).decode() if user else None
     patterns = tuple(p if os.path.isabs(p) else os.path.join(here, p) for p in includes)
-    return SupervisorTarget("system", socket_url, config, Path(directory), suffix, auth, patterns)
+    pid_file = value("supervisord", "pidfile")
+    return SupervisorTarget(
+        "system",
+        socket_url,
+        config,
+        Path(directory),
+        suffix,
+        auth,
+        patterns,
+        Path(pid_file) if pid_file else None,
+    )
 
 
 class Supervisor:
-    def __init__(self, target: SupervisorTarget):
+    """One client of a supervisord. Every call is bounded by `timeout` (a socket timeout,
+    no thread); once a call went unanswered, every later one fails at once with the same
+    error rather than waiting again."""
+
+    def __init__(self, target: SupervisorTarget, timeout: float = CALL_SECONDS):
         self.target = target
+        self.timeout = max(0.1, min(timeout, CALL_SECONDS))
         self._proxy: xmlrpc.client.ServerProxy | None = None
+        self._silent: SupervisorError | None = None
 
     @property
     def rpc(self):  # the supervisor.* namespace
@@ -173,15 +215,19 @@ class Supervisor:
         if self._proxy is None:
             url = self.target.socket_url
             if url.startswith("unix://"):
-                transport = UnixSocketTransport(url[len("unix://") :], self.target.auth)
+                transport = UnixSocketTransport(
+                    url[len("unix://") :], self.target.auth, self.timeout
+                )
                 self._proxy = xmlrpc.client.ServerProxy("http://localhost", transport=transport)
             else:
-                self._proxy = xmlrpc.client.ServerProxy(url)
+                self._proxy = xmlrpc.client.ServerProxy(url, BoundedTransport(self.timeout))
         return self._proxy
 
     def _call(self, method: str, *args: Any) -> Any:
         name = args[0] if args and isinstance(args[0], str) else None
         what = f"{method}({name})" if name else method
+        if self._silent is not None:
+            raise self._silent
         try:
             if method.startswith("system."):
                 return getattr(self._root().system, method[len("system.") :])(*args)
@@ -190,6 +236,10 @@ class Supervisor:
             raise SupervisorError(
                 f"supervisord refused {what}: {fault.faultString}", fault.faultCode, name
             ) from fault
+        except TimeoutError as exc:
+            self._proxy = None
+            self._silent = SupervisorError(self._silence(), Faults.UNRESPONSIVE, name)
+            raise self._silent from exc
         except (OSError, http.client.HTTPException, xmlrpc.client.ProtocolError) as exc:
             self._proxy = None
             raise SupervisorError(
@@ -198,11 +248,23 @@ class Supervisor:
                 name,
             ) from exc
 
+    def _silence(self) -> str:
+        """The error of a call that got no answer: who, where, and what state it is in."""
+        pid = _read_pid(self.target.pid_file)
+        who = f"supervisord (pid {pid}, {_pid_state(pid)})" if pid else "supervisord"
+        return (
+            f"{who} does not answer on {self.target.socket_url} within {self.timeout:g} s:"
+            " stopped or wedged"
+        )
+
     def is_running(self) -> bool:
+        """Whether supervisord answers and runs; an unanswered call is an error, not a no
+        (a new supervisord beside a wedged one would start every agent twice)."""
         try:
-            return self.rpc.getState()["statename"] == ProcessState.RUNNING
-        except (OSError, xmlrpc.client.Error):
-            self._proxy = None
+            return self._call("getState")["statename"] == ProcessState.RUNNING
+        except SupervisorError as exc:
+            if exc.code == Faults.UNRESPONSIVE:
+                raise
             return False
 
     def processes(self) -> dict[str, ProcessInfo]:
@@ -244,11 +306,38 @@ class Supervisor:
         self._call("removeProcessGroup", name)
 
     def start(self, name: str, wait: bool = False) -> None:
-        self._call("startProcess", name, wait)
+        """Start `name`; with `wait`, until it is RUNNING (past startsecs) or failed.
+        supervisord's own wait would hold the call open that long: it is polled instead,
+        so each call stays bounded."""
+        self._call("startProcess", name, False)
+        if not wait:
+            return
+        info = self._settled(name, (ProcessState.STARTING,))
+        if info.state != ProcessState.RUNNING:
+            code = Faults.SPAWN_ERROR if info.spawnerr else Faults.ABNORMAL_TERMINATION
+            why = info.spawnerr or info.description or info.state.lower()
+            raise SupervisorError(f"supervisord could not start {name}: {why}", code, name)
 
     def stop(self, name: str, wait: bool = True) -> None:
+        """Stop `name`; with `wait`, until it is down (polled, as for start)."""
         self._past_exec(name)
-        self._call("stopProcess", name, wait)
+        self._call("stopProcess", name, False)
+        if wait:
+            self._settled(name, (ProcessState.STOPPING, *ProcessState.LIVE, ProcessState.BACKOFF))
+
+    def _settled(self, name: str, passing: tuple[str, ...]) -> ProcessInfo:
+        deadline = time.monotonic() + SETTLE_CAP_SECONDS
+        while True:
+            info = self.process(name)
+            if info.state not in passing:
+                return info
+            if time.monotonic() > deadline:
+                raise SupervisorError(
+                    f"{name}: still {info.state} after {SETTLE_CAP_SECONDS:.0f} s",
+                    Faults.FAILED,
+                    name,
+                )
+            time.sleep(0.02)
 
     def _past_exec(self, name: str, limit: float = 2.0) -> None:
         """Wait (at most `limit`) until `name` is not about to be respawned and its process
@@ -305,6 +394,36 @@ def _fault(answer: Any) -> int | None:
     return answer["faultCode"] if isinstance(answer, dict) and "faultCode" in answer else None
 
 
+def _read_pid(path: Path | None) -> int | None:
+    if path is None:
+        return None
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+# /proc/<pid>/stat's state letters that explain a silent supervisord.
+_PID_STATES = {
+    "T": "stopped by a signal",
+    "t": "stopped by a debugger",
+    "D": "waiting on a device or a file system",
+    "Z": "exited, not yet reaped",
+    "R": "running",
+    "S": "running",
+}
+
+
+def _pid_state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            stat = handle.read()
+    except OSError:
+        return "no such process"
+    letter = stat[stat.rindex(")") + 2 :].split()[0]
+    return _PID_STATES.get(letter, f"state {letter}")
+
+
 def _cmdline(pid: int) -> bytes:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as fh:
@@ -340,8 +459,13 @@ def start_private(layout: Layout, timeout: float = 15.0) -> int:
     supervisor = Supervisor(target)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if supervisor.is_running():
-            return supervisor.pid()
+        try:
+            if supervisor.is_running():
+                return supervisor.pid()
+        except SupervisorError as exc:
+            if exc.code != Faults.UNRESPONSIVE:
+                raise
+            supervisor = Supervisor(target)  # just started, and slow: ask again
         time.sleep(0.05)
     raise SupervisorError(
         f"supervisord did not answer on {layout.socket} within {timeout:.0f}"
