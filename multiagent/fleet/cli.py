@@ -17,7 +17,7 @@ import click
 
 from multiagent import __version__
 from multiagent.fleet.errors import ExitStatus, UserError
-from multiagent.fleet.model.fleetfile import load_fleet
+from multiagent.fleet.model.fleetfile import ProgramKind, load_fleet
 from multiagent.fleet.model.layout import Layout
 from multiagent.vocabulary import parse_duration
 
@@ -482,6 +482,17 @@ def _up_failed(report: UpReport, no_wait: bool) -> bool:
     )
 
 
+def _refuse_file_for_upstream(method: str, operations: Sequence[Operation]) -> None:
+    """Upstream's agent looks for no restart file: asking it that way would wait for ever."""
+    upstream = [op.name for op in operations if op.kind == ProgramKind.UPSTREAM]
+    if method == "file" and upstream:
+        raise click.BadParameter(
+            f"the restart file cannot restart {', '.join(upstream)}: upstream's agent "
+            "honours only SIGUSR1; use --method signal",
+            param_hint="--method",
+        )
+
+
 @main.command()
 @click.argument("names", nargs=-1)
 @click.option("--all", "all_agents", is_flag=True, help="Every agent of the fleet, rolling.")
@@ -549,6 +560,7 @@ def restart(
     operations = [
         SafeRestart(n, program_kind(fleet, supervisor.target, n), method) for n in selected
     ]
+    _refuse_file_for_upstream(method, operations)
 
     def run(ops: list[Operation]) -> RunResult:
         return _carry_out(
