@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -219,6 +222,20 @@ class AgentProc:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait(5)
 
+    def forget_name(self) -> None:
+        """Remove the name guard's lock file a killed agent leaves in its user's home."""
+        from multiagent.agent.status import NameGuard, private_lock_dir
+
+        dir_fd = private_lock_dir()
+        if dir_fd is None:
+            return
+        try:
+            os.unlink(NameGuard(self.name, self.config["server_address"]).lock_name, dir_fd=dir_fd)
+        except FileNotFoundError:
+            pass
+        finally:
+            os.close(dir_fd)
+
 
 def metric_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """Prometheus text as prometheus_client's own parser reads it: {(sample name, sorted
@@ -256,3 +273,36 @@ def make_agent(tmp_path: Path) -> Iterator[Callable[..., AgentProc]]:
     yield factory
     for agent in agents:
         agent.stop()
+        agent.forget_name()
+
+
+@contextlib.contextmanager
+def _made_user() -> Iterator[str]:
+    if os.geteuid() != 0 or not shutil.which("useradd"):
+        pytest.skip("needs root and useradd to make a throwaway user")
+    name = f"tfsec{uuid.uuid4().hex[:8]}"
+    made = subprocess.run(
+        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+        capture_output=True,
+        text=True,
+    )
+    if made.returncode != 0:
+        pytest.skip(f"useradd does not work here: {made.stderr.strip()}")
+    try:
+        yield name
+    finally:
+        subprocess.run(["userdel", name], capture_output=True)
+
+
+@pytest.fixture
+def throwaway_user() -> Iterator[str]:
+    """A system user made for this test and removed after it (root and useradd only)."""
+    with _made_user() as name:
+        yield name
+
+
+@pytest.fixture
+def another_throwaway_user() -> Iterator[str]:
+    """A second such user, for tests where two users other than root meet."""
+    with _made_user() as name:
+        yield name

@@ -212,6 +212,12 @@ class Client:
             log.warning("agent data post %s: HTTP %s %s", data, resp.status, resp.body[:200])
         return resp.ok
 
+    def answer_for_job(self, job_id: str, timeout: float | None = None) -> int:
+        """Tell the server this agent has its job (the first post naming it, as upstream's
+        agent makes); the HTTP status: 409 when the server took the job back meanwhile."""
+        path = self._agent_path("/v1/agents/data")
+        return self.request("POST", path, json_body={"job_id": job_id}, timeout=timeout).status
+
     def get_agent_data(self) -> dict[str, Any]:
         resp = self.request("GET", self._agent_path("/v1/agents/data"))
         data = resp.json() if resp.status == 200 else None

@@ -498,10 +498,7 @@ class Job:
 
     def _deliver(self, final: dict[str, Any]) -> None:
         """Artifacts + final result, or keep everything for later if the server is away."""
-        try:
-            outcome.build_artifact(self.rundir)
-        except OSError as exc:
-            log.error("job %s: cannot pack artifacts: %s", self.job_id, exc)
+        self._pack_artifacts(final)
         outcome.update_outcome(self.rundir, final)
         outcome.save_fragments(self.rundir, self.unsent)
         self.unsent = []
@@ -515,6 +512,23 @@ class Job:
             if isinstance(exc, ServerUnreachable):
                 self.agent.net_failed(exc)
             outcome.store(self.rundir, self.cfg.results_basedir, self.job_id)
+
+    def _pack_artifacts(self, final: dict[str, Any]) -> None:
+        """Artifacts that cannot be packed fail the job: the phase that ran last (which
+        made them, or ran after) gets the agent's error status, and the error its output."""
+        try:
+            outcome.build_artifact(self.rundir)
+        except OSError as exc:
+            phase = self.phase or Phase.SETUP
+            log.error("job %s: cannot pack artifacts: %s", self.job_id, exc)
+            text = f"\nERROR: tf-agent cannot pack the job's artifacts: {exc}\n"
+            if not final["status"].get(phase):
+                final["status"][phase] = PhaseStatus.AGENT_ERROR
+            try:
+                self._append_log(phase, text)
+            except OSError:
+                pass
+            self._queue_fragment("output", phase, text)
 
 
 class PhaseRun:
@@ -674,12 +688,16 @@ class PhaseRun:
         return self.proc.wait() % 256
 
     def _end_leftovers(self) -> None:
-        """What remains of the phase's process group once its command is over goes too
-        (SIGTERM, then SIGKILL after procs.GRACE s), and the phase's output says so."""
+        """What remains of the phase's process group once its command is over goes too,
+        and so does every process started since that carries the job's marker (a child
+        that left the group with setsid): SIGTERM, then SIGKILL after procs.GRACE s; the
+        phase's output names them."""
         if self.leader_start is None:
             return
         start = self.leader_start
-        killed = procs.end_group(self.proc.pid, lambda proc: proc.start >= start)
+        killed = procs.end_job_processes(
+            self.job.job_id, start, self.proc.pid, lambda proc: proc.start >= start
+        )
         if killed:
             text = f"\ntf-agent: killed {procs.describe(killed, 'leftover')}\n"
             log.warning("job %s phase %s:%s", self.job.job_id, self.phase, text.rstrip())

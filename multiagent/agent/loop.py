@@ -37,6 +37,7 @@ BACKOFF_MIN, BACKOFF_MAX = 1.0, 30.0
 # A refused connection on a lab network costs next to nothing to try.
 FIRST_CONTACT_RETRY = 0.5
 FAREWELL_TIMEOUT = 2.0
+ANSWER_TIMEOUT = 10.0  # the post telling the server this agent has its job
 # Comments the agent itself writes when going down; a state with one of these is
 # not an admin's offline and is cleared at the next start.
 OWN_COMMENT_PREFIX = "tf-agent "
@@ -67,6 +68,7 @@ class Agent:
         self.settled = False  # idle, with start-up's or the last job's garbage given back
         self.server_state = ""
         self.server_comment = ""
+        self.server_job_id = ""  # the job the server shows this agent running
         self.restricted: list[str] = []
         self.deferred_offline: str | None = None  # comment to post after the job
         self.last_agent_post = 0.0
@@ -179,12 +181,26 @@ class Agent:
         data = self._get_agent_data()
         if data is None:
             return
-        state = data.get("state") or self._local_server_state()
-        self._post_agent({"state": state, "comment": data.get("comment") or ""})
+        self._post_agent(self._own_state(data))
 
-    def _local_server_state(self) -> str:
-        phase = self.status.data["phase"]
-        return phase if phase else AgentState.WAITING
+    def _own_state(self, server: dict[str, Any]) -> dict[str, Any]:
+        """What this agent is doing now, as the server should show it: its phase and job
+        while busy, else waiting (or the admin's offline/maintenance it honours), with no
+        job. Never the server's state or job posted back: after an outage the server may
+        hold what the agent was doing before it. An admin's request the agent has not acted
+        on yet (offline, maintenance, restart during a job) stays on the server: no state
+        is posted over it; its comment stays too."""
+        requested = server.get("state") or ""
+        job_id = self.status.data["job_id"] or ""
+        body: dict[str, Any] = {"job_id": job_id, "comment": server.get("comment") or ""}
+        if job_id:
+            if requested not in OFF_STATES and requested != AgentState.RESTART_REQUESTED:
+                body["state"] = self.status.data["phase"] or self.status.data["state"]
+        elif requested in OFF_STATES:
+            body["state"] = requested
+        else:
+            body["state"] = AgentState.WAITING
+        return body
 
     def _request_restart(self, reason: str) -> None:
         self.triggers.request_restart(reason)
@@ -307,6 +323,7 @@ class Agent:
             self.client.post_images(cfg.advertised_images)
         posted: dict[str, Any] = {
             "state": state,
+            "job_id": "",  # a job left by a dead process was closed before this
             "comment": comment,
             "location": cfg.location or "",
             "queues": list(cfg.job_queues),
@@ -318,7 +335,7 @@ class Agent:
         self.last_agent_post = time.monotonic()
         self.registered = True
         self.net_succeeded()
-        self._take_server_state({**data, "state": state, "comment": comment})
+        self._take_server_state({**data, "state": state, "comment": comment, "job_id": ""})
         log.info("registered with %s as %s", self.client.server, cfg.agent_id)
 
     def _read_server_state(self) -> None:
@@ -329,6 +346,7 @@ class Agent:
     def _take_server_state(self, data: dict[str, Any]) -> None:
         self.server_state = data.get("state") or ""
         self.server_comment = data.get("comment") or ""
+        self.server_job_id = str(data.get("job_id") or "")
         restricted = data.get("restricted_to") or {}
         self.restricted = (
             [q for q, owners in restricted.items() if owners]
@@ -389,7 +407,7 @@ class Agent:
         if self.server_state == AgentState.RESTART_REQUESTED:
             self._request_restart("server")
             return None
-        if self._heartbeat_due():
+        if self._heartbeat_due() or self._server_wrong():
             self._heartbeat_idle()
         # Checked immediately before the poll: no window to take a job once drained.
         drain = self._drain_seen = self.drain.read()
@@ -411,8 +429,14 @@ class Agent:
         if self.cfg.advertised_queues:
             self.client.post_queues(self.cfg.advertised_queues)
         self._post_agent(
-            {"state": self.server_state or AgentState.WAITING, "comment": self.server_comment}
+            {"state": AgentState.WAITING, "job_id": "", "comment": self.server_comment}
         )
+        self.server_state, self.server_job_id = AgentState.WAITING, ""
+
+    def _server_wrong(self) -> bool:
+        """The server shows this idle agent busy (a post lost while it was down): it is
+        put right at this poll, not at the next heartbeat."""
+        return self.server_state != AgentState.WAITING or self.server_job_id != ""
 
     def _stay_drained(self) -> None:
         if self.status.data["state"] != AgentState.DRAINED or not self.status.data["drained"]:
@@ -452,6 +476,8 @@ class Agent:
         if not job_id:
             log.error("job without job_id: %s", job)
             return
+        if not self._answer_for(str(job_id)):
+            return
         log.info("starting job %s", job_id)
         self.busy = True
         self.status.update(state=Phase.SETUP, job_id=str(job_id), phase=None)
@@ -474,6 +500,27 @@ class Agent:
             self.deferred_offline = None
         elif not self.triggers.restart_pending:
             self._post_agent({"state": AgentState.WAITING, "comment": ""})
+
+    def _answer_for(self, job_id: str) -> bool:
+        """Whether the job is this agent's to run: the server has heard it has the job.
+        While the server does not answer, it is asked again (with the back-off); a job it
+        took back meanwhile (409: the answer was too late, another agent may run it) and a
+        stop before any answer are not run."""
+        while not self.stop_requested():
+            if self.net_ok():
+                try:
+                    status = self.client.answer_for_job(job_id, timeout=ANSWER_TIMEOUT)
+                except ServerUnreachable as exc:
+                    self.net_failed(exc)
+                else:
+                    self.net_succeeded()
+                    if status != 409:
+                        return True
+                    log.warning("job %s was taken back by the server: not running it", job_id)
+                    return False
+            self.triggers.waker.wait(max(0.0, self.retry_at - time.monotonic()))
+        log.info("job %s not started: stopping before the server heard of it", job_id)
+        return False
 
     def _fail_job(self, job_id: str, exc: Exception) -> None:
         from datetime import datetime, timezone

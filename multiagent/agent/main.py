@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from typing import NoReturn
 
     from multiagent.agent.config import AgentConfig
+    from multiagent.agent.status import NameGuard
 
 
 # option -> dest, for the fast path of parse_args
@@ -154,8 +155,7 @@ def fail(message: str, code: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     from multiagent.agent.config import ConfigError, load
-    from multiagent.agent.status import DrainFlag, NameGuard, NameTaken, StatusFile
-    from multiagent.agent.triggers import Triggers
+    from multiagent.agent.status import NameGuard, NameTaken
 
     args = parse_args(argv)
     try:
@@ -164,7 +164,9 @@ def main(argv: list[str] | None = None) -> int:
         return fail(str(exc), AgentExit.BAD_CONFIG)
     agent_id = cfg.agent_id
     # First of all, before any file or server is touched: one process per agent name.
-    guard = NameGuard(agent_id, cfg.server_address)
+    guard = NameGuard(
+        agent_id, cfg.server_address, own_dir=os.path.dirname(os.path.abspath(args.config))
+    )
     try:
         guard.acquire()
     except NameTaken as exc:
@@ -174,6 +176,17 @@ def main(argv: list[str] | None = None) -> int:
         return fail(
             f"agent {agent_id!r} is already running: {who} holds the name", AgentExit.NAME_TAKEN
         )
+    try:
+        return _run(args, cfg, guard)
+    finally:
+        guard.release()  # its lock file goes; a kill leaves it for the next start to reuse
+
+
+def _run(args: Args, cfg: AgentConfig, guard: NameGuard) -> int:
+    from multiagent.agent.status import DrainFlag, StatusFile
+    from multiagent.agent.triggers import Triggers
+
+    agent_id = cfg.agent_id
     # Handlers go in first: SIGUSR1's default action would kill the process.
     triggers = Triggers(agent_id, args.restart_dir)
     triggers.install()
@@ -194,6 +207,19 @@ def main(argv: list[str] | None = None) -> int:
 
     setup_logging(cfg)
     log = get_logger("tf-agent")
+    if guard.where == "socket":
+        log.warning(
+            "this user has no private directory to hold the name %r in (no home of its "
+            "own, config dir not private): it is guarded by an abstract socket",
+            agent_id,
+        )
+    elif guard.where == "unguarded":
+        log.warning(
+            "uid %s holds the abstract socket of the name %r: ignored, since another user "
+            "may not keep this agent from starting; this agent runs without a name guard",
+            guard.squatter,
+            agent_id,
+        )
     # Temp files in the agent's own (config) dir: see StatusFile.
     status = StatusFile(run_dir, agent_id, tmp_dir=os.path.dirname(os.path.abspath(args.config)))
     drain = DrainFlag(run_dir, agent_id)

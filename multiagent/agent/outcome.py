@@ -22,16 +22,24 @@ ARTIFACT_FILE = "tf-agent-artifacts.tar.gz"
 
 
 def build_artifact(rundir: str) -> bool:
-    """Tar `rundir/artifacts/` (one top-level entry `artifacts/`) if it has anything in it."""
+    """Tar `rundir/artifacts/` (one top-level entry `artifacts/`) if it has anything in it.
+    Raises OSError (a full disk, an unreadable file) with nothing half-written left."""
     src = os.path.join(rundir, "artifacts")
     if not os.path.isdir(src) or os.path.islink(src) or not os.listdir(src):
         return False
     import tarfile  # per job only
 
     tmp = os.path.join(rundir, ARTIFACT_FILE + ".tmp")
-    with tarfile.open(tmp, "w:gz") as tar:
-        tar.add(src, arcname="artifacts")
-    os.replace(tmp, os.path.join(rundir, ARTIFACT_FILE))
+    try:
+        with tarfile.open(tmp, "w:gz") as tar:
+            tar.add(src, arcname="artifacts")
+        os.replace(tmp, os.path.join(rundir, ARTIFACT_FILE))
+    except OSError:
+        try:
+            os.unlink(tmp)  # half a tarball is no artifact (and holds the full disk's space)
+        except OSError:
+            pass
+        raise
     import shutil  # per job only, like tarfile
 
     shutil.rmtree(src, ignore_errors=True)

@@ -177,23 +177,63 @@ class NameTaken(Exception):
         super().__init__(f"agent {agent!r} is held by pid {pid or '?'}")
 
 
-class NameGuard:
-    """One process per agent name on this host: an abstract unix socket named after it.
+LOCK_DIR = (".local", "state", "tf-agent")  # under the user's home (from the passwd entry)
 
-    Binding the name is holding it; the kernel frees it when the process dies (kill -9
-    included), and the socket is close-on-exec, so a phase's leftover process never
-    keeps it. No file is involved: no flag (--run-dir) moves it and no file permission
-    lets another user lock it. The name also carries the server (the same name on
-    another server is another agent). A second process learns the holder's pid and uid
-    from SO_PEERCRED on a connect, else from /proc (a full backlog).
+
+class NameGuard:
+    """One process per agent name and server for this user on this host.
+
+    The guard is an exclusive flock on a file in `~/.local/state/tf-agent/`, the home taken
+    from the passwd entry (not $HOME: two agents of one user must agree on it), each
+    directory on the way the user's (or root's) and writable by nobody else. So no other
+    user can create, lock or plant a link to it: nothing another uid does stops the agent
+    from starting or makes it exit. The kernel drops the lock when the process dies
+    (kill -9 included); the file is close-on-exec, so a phase's leftover process never
+    keeps it. No flag (--run-dir, the
+    config's place) moves it. The holder writes its pid into the file for the refusal.
+
+    A user without a home of its own (a fleet's `useradd --system --no-create-home`
+    user) locks the same file in `own_dir`, the agent's own directory (its config's,
+    which tf-fleet makes 0700 for the agent's user), when that directory is as private:
+    no other user can touch it either, but two fleets' agents of one name no longer see
+    each other. Only where neither exists does it fall back to an abstract unix socket,
+    and there a name held by another user (not root) is ignored with a warning rather
+    than obeyed: nothing another uid binds keeps the agent from starting.
     """
 
-    def __init__(self, agent: str, server: str):
+    def __init__(self, agent: str, server: str, own_dir: str | None = None):
         self.agent = agent
         self.address = socket_name(agent, server)
+        self.lock_name = lock_file_name(self.address)
+        self.own_dir = own_dir
         self.sock: _socket.socket | None = None
+        self.fd: int | None = None
+        self.dir_fd: int | None = None
+        self.where = "home"  # home | own-dir | socket | unguarded (see `weak`)
+        self.squatter: int | None = None  # the uid that held the socket name, if any
 
     def acquire(self) -> None:
+        dir_fd = private_lock_dir()
+        if dir_fd is None and self.own_dir is not None:
+            dir_fd = private_dir(self.own_dir)
+            self.where = "own-dir"
+        if dir_fd is None:
+            self._acquire_socket()
+            return
+        try:
+            self.fd = _lock(dir_fd, self.lock_name, self.agent)
+        except BaseException:
+            os.close(dir_fd)
+            raise
+        self.dir_fd = dir_fd
+
+    @property
+    def weak(self) -> bool:
+        """Held with the abstract socket (or not at all, another user squatting it)."""
+        return self.where in ("socket", "unguarded")
+
+    def _acquire_socket(self) -> None:
+        self.where = "socket"
         sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
         try:
             sock.bind(self.address)
@@ -203,6 +243,9 @@ class NameGuard:
             if exc.errno != errno.EADDRINUSE:
                 raise
             pid, uid = holder(self.address)
+            if uid is not None and uid not in (os.getuid(), 0):
+                self.where, self.squatter = "unguarded", uid
+                return
             raise NameTaken(self.agent, pid, uid) from None
         self.sock = sock
 
@@ -210,6 +253,125 @@ class NameGuard:
         if self.sock is not None:
             self.sock.close()
             self.sock = None
+        if self.fd is not None and self.dir_fd is not None:
+            # Removed while still locked: a later agent re-checks that the file it locked
+            # is the one at the path (see _lock), so this cannot let two agents in.
+            try:
+                os.unlink(self.lock_name, dir_fd=self.dir_fd)
+            except OSError:
+                pass
+            os.close(self.fd)
+            os.close(self.dir_fd)
+            self.fd = self.dir_fd = None
+
+
+def private_lock_dir() -> int | None:
+    """An open descriptor of `~/.local/state/tf-agent` (made 0700 where missing), or None
+    when the user has no home of its own: every directory must belong to the user (or
+    root) and be writable by no one else, and none below the home may be a symlink."""
+    import pwd
+
+    uid = os.getuid()
+    try:
+        home = pwd.getpwuid(uid).pw_dir
+        fd = os.open(home, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except (KeyError, OSError):
+        return None
+    try:
+        if not _only_mine(fd, uid):
+            os.close(fd)
+            return None
+        for part in LOCK_DIR:
+            try:
+                os.mkdir(part, 0o700, dir_fd=fd)
+            except FileExistsError:
+                pass
+            flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+            sub = os.open(part, flags, dir_fd=fd)
+            os.close(fd)
+            fd = sub
+            if not _only_mine(fd, uid):
+                os.close(fd)
+                return None
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def private_dir(path: str) -> int | None:
+    """An open descriptor of `path` when it and its parent are the user's (or root's) and
+    no one else may write in them (a sticky parent such as /tmp is fine), else None."""
+    uid = os.getuid()
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        parent = os.stat(os.path.dirname(os.path.abspath(path)))
+    except OSError:
+        os.close(fd)
+        return None
+    sticky = parent.st_mode & 0o1000
+    if _only_mine(fd, uid) and parent.st_uid in (uid, 0) and (sticky or not parent.st_mode & 0o022):
+        return fd
+    os.close(fd)
+    return None
+
+
+def _only_mine(fd: int, uid: int) -> bool:
+    st = os.fstat(fd)
+    return st.st_uid in (uid, 0) and not st.st_mode & 0o022
+
+
+def _lock(dir_fd: int, name: str, agent: str) -> int:
+    """Lock `name` in `dir_fd` exclusively and write our pid in it; NameTaken when held."""
+    import fcntl
+
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    while True:
+        fd = os.open(name, flags, 0o600, dir_fd=dir_fd)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno != errno.EWOULDBLOCK:
+                os.close(fd)
+                raise
+            pid = _pid_in(fd)
+            uid = os.fstat(fd).st_uid
+            os.close(fd)
+            raise NameTaken(agent, pid, uid) from None
+        try:
+            at_path = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            at_path = None
+        mine = os.fstat(fd)
+        if at_path is None or (at_path.st_ino, at_path.st_dev) != (mine.st_ino, mine.st_dev):
+            os.close(fd)  # its holder removed it as we opened it: lock the new one
+            continue
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return fd
+
+
+def _pid_in(fd: int) -> int | None:
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def lock_file_name(address: bytes) -> str:
+    """The lock file's name for an abstract socket address: its text with every byte a file
+    name should not hold as %XX (at most 200 bytes)."""
+    safe = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_"
+    text = "".join(chr(b) if b in safe else f"%{b:02X}" for b in address[1:])
+    if len(text) > 200:
+        import zlib
+
+        text = text[:191] + "#" + f"{zlib.crc32(text.encode()):08x}"
+    return text + ".lock"
 
 
 def socket_name(agent: str, server: str) -> bytes:

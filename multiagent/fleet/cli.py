@@ -17,7 +17,7 @@ import click
 
 from multiagent import __version__
 from multiagent.fleet.errors import ExitStatus, UserError
-from multiagent.fleet.model.fleetfile import load_fleet
+from multiagent.fleet.model.fleetfile import ProgramKind, load_fleet
 from multiagent.fleet.model.layout import Layout
 from multiagent.vocabulary import parse_duration
 
@@ -439,6 +439,13 @@ def _up_text(socket_url: str, report: UpReport, no_wait: bool) -> None:
         click.echo(f"started {name}: {report.states.get(name, 'starting')}")
     if applied and no_wait:
         click.echo("asked; `tf-fleet plan` or `tf-fleet status` shows what is pending")
+        from multiagent.fleet.model.operations import Replace
+
+        held = [op.name for op in applied.operations if isinstance(op, Replace) and not op.done]
+        if held:
+            click.echo(
+                f"held down after its job until the next `tf-fleet up` swaps it: {', '.join(held)}"
+            )
     elif applied and applied.timed_out:
         _print_pending(applied)
     for name, pids in sorted(report.strays_left.items()):
@@ -473,6 +480,17 @@ def _up_failed(report: UpReport, no_wait: bool) -> bool:
         or (applied and not no_wait and not applied.ok)
         or (report.strays_left and not no_wait)
     )
+
+
+def _refuse_file_for_upstream(method: str, operations: Sequence[Operation]) -> None:
+    """Upstream's agent looks for no restart file: asking it that way would wait for ever."""
+    upstream = [op.name for op in operations if op.kind == ProgramKind.UPSTREAM]
+    if method == "file" and upstream:
+        raise click.BadParameter(
+            f"the restart file cannot restart {', '.join(upstream)}: upstream's agent "
+            "honours only SIGUSR1; use --method signal",
+            param_hint="--method",
+        )
 
 
 @main.command()
@@ -535,10 +553,14 @@ def restart(
 
     if gate and no_wait:
         raise click.UsageError("--canary waits for its gate: it does not go with --no-wait")
+    from multiagent.fleet.host.installed import refuse_stale_entries
+
+    refuse_stale_entries(supervisor.target, selected)
     method = method or fleet.restart.method
     operations = [
         SafeRestart(n, program_kind(fleet, supervisor.target, n), method) for n in selected
     ]
+    _refuse_file_for_upstream(method, operations)
 
     def run(ops: list[Operation]) -> RunResult:
         return _carry_out(

@@ -38,3 +38,18 @@ class BusyError(UserError):
 
     def lines(self) -> list[str]:
         return [f"{name} is busy: {text}" for name, text in self.busy.items()] + [self.advice]
+
+
+class StaleEntryError(UserError):
+    """A restart would not come back: the program entry names files that are gone."""
+
+    def __init__(self, stale: dict[str, str]):
+        super().__init__("; ".join(f"{n}: {t}" for n, t in stale.items()))
+        self.stale = stale
+
+    def lines(self) -> list[str]:
+        return [
+            f"{name}: {text}: a restart would not come back" for name, text in self.stale.items()
+        ] + [
+            "nothing was restarted; `tf-fleet up` puts each on the installed tf-fleet after its job"
+        ]

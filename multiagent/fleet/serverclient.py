@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from multiagent.fleet.errors import UserError
@@ -41,6 +41,7 @@ class Unreachable(ServerError):
 class Response:
     status: int
     body: bytes
+    cookies: dict[str, str] = field(default_factory=dict)  # what Set-Cookie headers set
 
     @property
     def text(self) -> str:
@@ -108,12 +109,15 @@ class ServerClient:
         content_type: str | None = None,
         timeout: float | None = None,
         auth: bool = True,
+        cookies: dict[str, str] | None = None,
     ) -> Response:
         """One request; any HTTP status is a Response, no answer is Unreachable."""
         import urllib.error
         import urllib.request
 
         headers = dict(self.headers) if auth else {}
+        if cookies:
+            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
         if json_body is not None:
             body, content_type = json.dumps(json_body).encode(), "application/json"
         if content_type:
@@ -121,7 +125,8 @@ class ServerClient:
         request = urllib.request.Request(self.url(path), body, headers, method=method)
         try:
             with urllib.request.urlopen(request, timeout=timeout or self.timeout) as response:
-                return Response(response.status, bytes(response.read()))
+                set_cookies = response.headers.get_all("Set-Cookie") or []
+                return Response(response.status, bytes(response.read()), _cookies(set_cookies))
         except urllib.error.HTTPError as exc:
             with exc:
                 return Response(exc.code, bytes(exc.read()))
@@ -172,12 +177,15 @@ class ServerClient:
         job_id = str(resp.json()["job_id"])
         if archive is not None:
             body, content_type = _multipart("file", "attachments.tar.gz", archive)
+            # The submit's cookie is the job's upload credential (an anonymous submitter
+            # has no other).
             resp = self.request(
                 "POST",
                 f"/v1/job/{job_id}/attachments",
                 body=body,
                 content_type=content_type,
                 timeout=TRANSFER_TIMEOUT,
+                cookies=resp.cookies,
             )
             if resp.status != 200:
                 raise ServerError(
@@ -203,6 +211,18 @@ class ServerClient:
         text = "".join(entry["log_data"] for entry in phases.values())
         last = max((entry["last_fragment_number"] for entry in phases.values()), default=-1)
         return text, max(start, last + 1)
+
+
+def _cookies(headers: list[str]) -> dict[str, str]:
+    from http.cookies import SimpleCookie
+
+    jar: SimpleCookie = SimpleCookie()
+    for header in headers:
+        try:
+            jar.load(header)
+        except Exception:  # http.cookies.CookieError: a cookie we cannot read is not ours
+            continue
+    return {name: morsel.value for name, morsel in jar.items()}
 
 
 def _multipart(field: str, filename: str, data: bytes) -> tuple[bytes, str]:

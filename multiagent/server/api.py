@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import io
 from typing import Any
 
@@ -32,11 +33,16 @@ from multiagent.server.schemas import (
     StatusUpdate,
     Upload,
 )
+from multiagent.server.tokens import new_upload_key, token_digest
 from multiagent.vocabulary import JobState, Phase
 
 bp = APIBlueprint("api", __name__, enable_openapi=True)
 
 LOG_TYPES = ("output", "serial")
+# The per-job upload credential of a job with attachments: a cookie scoped to the job's
+# attachments path, so a client that keeps cookies (upstream's CLI: a requests.Session)
+# sends it back without knowing of it, and the submit's JSON stays upstream's.
+UPLOAD_COOKIE = "tf_upload"
 # Agent data is small: each of its strings is bounded like a query value, not a body.
 TEXT_BOUNDED = ("api.agent_post",)
 
@@ -113,10 +119,14 @@ def held(job_id: str) -> Response | None:
     name = request.cookies.get("agent_name")
     if name is not None and name != job["agent"]:
         return error(403, f"Job {job_id} is not held by agent {name!r}")
-    if principal.everything:
-        return None
-    if job["agent"] is None or principal.holder != job["holder"]:
+    if not principal.everything and (job["agent"] is None or principal.holder != job["holder"]):
         return error(403, f"Job {job_id} is not held by {principal.name}")
+    if job["acked"]:
+        return None
+    # The first word from the agent about its job acknowledges the hand-out; a job the
+    # server took back (never acknowledged in time) is no longer this caller's.
+    if not store().acknowledge(job_id, name):
+        return error(409, f"Job {job_id} is not handed out to {name or 'this agent'}")
     return None
 
 
@@ -144,6 +154,14 @@ def public_agent(agent: dict[str, Any], owners: dict[str, list[str]]) -> dict[st
 @gate(AMG)
 @bp.input(AgentIn, location="json")
 def agent_post(agent: str, json_data: dict[str, Any]) -> Response:
+    job_id = json_data.get("job_id")
+    if job_id and valid_job_id(job_id) and (job := store().get_job(job_id)) is not None:
+        taken_back = job["job_state"] not in JobState.FINAL and job["agent"] != agent
+        # The agent's first word after a hand-out names its job: that acknowledges it.
+        if taken_back or (not job["acked"] and not store().acknowledge(job_id, agent)):
+            return error(409, f"Job {job_id} is not handed out to agent {agent!r}")
+    if job_id == "":
+        store().take_back_from(agent)
     store().post_agent(agent, json_data)
     resp = jsonify({"status": "OK"})
     resp.set_cookie("agent_name", agent, httponly=True, samesite="Strict")
@@ -247,10 +265,28 @@ def wait_times_get(query_data: dict[str, list[str]]) -> Response:
 def job_post(job: dict[str, Any]) -> Response:
     if (refused := job_refused(job)) is not None:
         return refused
+    principal = caller()
     if (job.get("test_data") or {}).get("secrets"):
-        job["client_id"] = caller().client_id
-    job_id = store().add_job(job, attachments=has_attachments(job))
-    return jsonify({"job_id": job_id})
+        job["client_id"] = principal.client_id
+    attachments = has_attachments(job)
+    key = new_upload_key() if attachments else None
+    job_id = store().add_job(
+        job,
+        attachments=attachments,
+        submitter=principal.holder,
+        upload_key=token_digest(key) if key else None,
+    )
+    resp = jsonify({"job_id": job_id})
+    if key is None:
+        return resp
+    resp.set_cookie(
+        UPLOAD_COOKIE,
+        key,
+        path=f"/v1/job/{job_id}/attachments",
+        httponly=True,
+        samesite="Strict",
+    )
+    return resp
 
 
 def job_refused(body: dict[str, Any]) -> Response | None:
@@ -358,7 +394,14 @@ def attachments_post(job_id: str, _upload: Any) -> Response:
     if (bad := checked_job_id(job_id)) is not None:
         return bad
     job = store().get_job(job_id)
-    if job is None or job["job_state"] != JobState.WAITING:
+    if job is None:
+        return text(f"Job {job_id} is not valid\n", 422)
+    if not may_upload(job):
+        return error(403, f"Only the submitter of job {job_id} may upload its attachments")
+    already = f"Job {job_id} has its attachments already; they are not replaced"
+    if job["job_data"].get("attachments_status") == "complete":
+        return error(409, already)
+    if job["job_state"] != JobState.WAITING:
         return text(f"Job {job_id} is not valid\n", 422)
     upload = request.files.get("file")
     if upload is None:
@@ -368,7 +411,23 @@ def attachments_post(job_id: str, _upload: Any) -> Response:
         return text(f"Job {job_id} is not valid\n", 422)
     if outcome == "not-waiting":
         return text(f"Job {job_id} not awaiting attachments\n", 422)
+    if outcome == "complete":
+        return error(409, already)
     return ok()
+
+
+def may_upload(job: dict[str, Any]) -> bool:
+    """The job's submitter: the holder of its upload credential, or the same client (or
+    shared token) that submitted it. An anonymous submitter has only the credential. On an
+    open server no caller can be told from another: any may upload, once."""
+    key = request.cookies.get(UPLOAD_COOKIE)
+    stored = job["upload_key"]
+    if key and stored and hmac.compare_digest(token_digest(key), stored):
+        return True
+    principal = caller()
+    if job["submitter"] is not None and principal.holder == job["submitter"]:
+        return True
+    return principal.everything and principal.anonymous
 
 
 @bp.get("/v1/job/<job_id>/attachments")

@@ -79,6 +79,13 @@ def _ttl(ctx: click.Context, param: click.Parameter, value: str) -> float:
     help="Change a request bound, e.g. artifact_bytes=1G or text_chars=8192 (README).",
 )
 @click.option(
+    "--ack-timeout",
+    default="5m",
+    show_default=True,
+    callback=_ttl,
+    help="A job handed out that its agent has not acknowledged this long waits again.",
+)
+@click.option(
     "--threads",
     default=4,
     show_default=True,
@@ -97,6 +104,7 @@ def server_command(
     any_provision_data: bool,
     public_pages: bool,
     limit_settings: tuple[str, ...],
+    ack_timeout: float,
     threads: int,
 ) -> None:
     """Run the local Testflinger-compatible server (API v1 + Agents pages).
@@ -104,6 +112,7 @@ def server_command(
     The sub-commands manage its clients and credentials without a running server.
     """
     if ctx.invoked_subcommand is not None:
+        ctx.meta[GROUP_DB] = db_path
         return
     from multiagent.server.limits import Limits
     from multiagent.server.policy import Policy
@@ -135,8 +144,23 @@ def server_command(
         any_provision_data=any_provision_data,
         limits=limits,
         public_pages=public_pages,
+        ack_timeout=ack_timeout,
     )
     sys.exit(run_server(host=host, port=port, db_path=db, policy=policy, threads=threads))
+
+
+GROUP_DB = "tf_server.db"  # ctx.meta key: the group's --db, read by every sub-command
+
+
+def sub_db(ctx: click.Context, own: Path | None) -> Path:
+    """The database a sub-command works on: its own --db or the group's (`tf-fleet server
+    --db X create-client`), the default without either; both, naming two files: refused."""
+    group = ctx.meta.get(GROUP_DB)
+    if own is not None and group is not None and own != group:
+        raise click.UsageError(
+            f"--db given twice: {group} before {ctx.info_name!r} and {own} after it; give one"
+        )
+    return own or group or default_db()
 
 
 def _has_clients(db: Path) -> bool:
@@ -192,7 +216,9 @@ def _json_map(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 @click.option("--max-reservation-time", callback=_json_map, help='JSON seconds, e.g. {"*": 86400}.')
 @click.option("--allowed-queue", "allowed_queues", multiple=True, help="A restricted queue.")
 @click.option("--email", default=None)
+@click.pass_context
 def create_client_command(
+    ctx: click.Context,
     db_path: Path | None,
     client_id: str,
     role: str,
@@ -220,7 +246,7 @@ def create_client_command(
         "email": email,
     }
     doc.update({k: v for k, v in optional.items() if v is not None})
-    accounts = _accounts(db_path or default_db())
+    accounts = _accounts(sub_db(ctx, db_path))
     created = accounts.save(client_id, doc, secret=secret)
     for queue in allowed_queues:
         accounts.restrict(queue, client_id)
@@ -245,7 +271,10 @@ def create_client_command(
     callback=_ttl,
     help="How long the refresh token stays valid.",
 )
-def agent_token_command(db_path: Path | None, agent: str, out: Path, lifetime: float) -> None:
+@click.pass_context
+def agent_token_command(
+    ctx: click.Context, db_path: Path | None, agent: str, out: Path, lifetime: float
+) -> None:
     """Give an agent its own credential: an agent-role client named after it and a token
     file `{"refresh_token": ...}` that tf-agent and testflinger-agent read with --token-file.
 
@@ -254,7 +283,7 @@ def agent_token_command(db_path: Path | None, agent: str, out: Path, lifetime: f
     from multiagent.server.credentials import AgentTokenError, ensure_agent_token
 
     try:
-        changed = ensure_agent_token(db_path or default_db(), agent, out, lifetime=lifetime)
+        changed = ensure_agent_token(sub_db(ctx, db_path), agent, out, lifetime=lifetime)
     except AgentTokenError as exc:
         raise click.UsageError(str(exc)) from exc
     click.echo(f"{'wrote' if changed else 'unchanged'} {out}")
@@ -263,25 +292,28 @@ def agent_token_command(db_path: Path | None, agent: str, out: Path, lifetime: f
 @server_command.command("revoke")
 @DB_OPTION
 @click.option("--client-id", required=True)
-def revoke_command(db_path: Path | None, client_id: str) -> None:
+@click.pass_context
+def revoke_command(ctx: click.Context, db_path: Path | None, client_id: str) -> None:
     """Revoke every refresh token of a client (its access tokens end within 10 minutes)."""
-    count = _accounts(db_path or default_db()).revoke_client(client_id)
+    count = _accounts(sub_db(ctx, db_path)).revoke_client(client_id)
     click.echo(f"revoked {count} refresh token{'' if count == 1 else 's'} of {client_id!r}")
 
 
 @server_command.command("delete-client")
 @DB_OPTION
 @click.option("--client-id", required=True)
-def delete_client_command(db_path: Path | None, client_id: str) -> None:
+@click.pass_context
+def delete_client_command(ctx: click.Context, db_path: Path | None, client_id: str) -> None:
     """Delete a client and revoke its refresh tokens."""
-    if not _accounts(db_path or default_db()).delete(client_id):
+    if not _accounts(sub_db(ctx, db_path)).delete(client_id):
         raise click.ClickException(f"no client {client_id!r}")
     click.echo(f"deleted client {client_id!r}")
 
 
 @server_command.command("clients")
 @DB_OPTION
-def clients_command(db_path: Path | None) -> None:
+@click.pass_context
+def clients_command(ctx: click.Context, db_path: Path | None) -> None:
     """List the clients and their permissions (never a secret)."""
-    for client in _accounts(db_path or default_db()).all():
+    for client in _accounts(sub_db(ctx, db_path)).all():
         click.echo(json.dumps(client, sort_keys=True))

@@ -26,7 +26,6 @@ TIMELINE = "_timeline"  # result_data key: {state: epoch seconds it began}; neve
 WAIT_TIMES_KEEP = 90 * DAY  # queue wait times feed /v1/queues/wait_times
 AGENT_LOG_KEEP = 100
 PROVISION_LOG_KEEP = 100
-# A job the server has handed out but whose agent has not yet posted its first phase.
 _FINAL_MARKS = ", ".join("?" * len(JobState.FINAL))
 # Upstream's order of a job's states; a state only moves to one of the same rank or later
 # (or to cancelled), so a result post cannot hand a job out again or reopen it.
@@ -34,7 +33,17 @@ _ORDER = JobState.ORDER
 STATE_RANK = {state: rank for rank, state in enumerate(_ORDER)}
 STATE_RANK.update({JobState.COMPLETE: len(_ORDER), JobState.COMPLETED: len(_ORDER)})
 JOB_STATES = (*STATE_RANK, JobState.CANCELLED)
+SERVER_EVENT = "server_event"  # an events row the server wrote itself (not an agent's list)
+# Jobs handed out whose agent has started no phase yet.
+_HANDED_SQL = f"SELECT * FROM jobs WHERE state = '{JobState.RUNNING}'"
 HOLDER_SHARED = "*"  # `jobs.holder` of a job popped with the shared token
+_ADDED_JOB_COLUMNS = {
+    "holder": "TEXT",
+    "submitter": "TEXT",
+    "upload_key": "TEXT",
+    "acked": "INTEGER NOT NULL DEFAULT 1",
+}
+TAKEN_BACK = "job_taken_back"  # the server's event when a hand-out was never started
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 SCHEMA = """
@@ -64,7 +73,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     created_at REAL NOT NULL,
     started_at REAL,
     agent TEXT,
-    holder TEXT                    -- the client that popped it (HOLDER_SHARED, NULL: open)
+    holder TEXT,                   -- the client that popped it (HOLDER_SHARED, NULL: open)
+    submitter TEXT,                -- the client that submitted it (HOLDER_SHARED, NULL: none)
+    upload_key TEXT,               -- sha256 of the job's upload credential (attachments)
+    acked INTEGER NOT NULL DEFAULT 1  -- 0: handed out, its agent has not answered yet
 );
 CREATE INDEX IF NOT EXISTS jobs_pop ON jobs(state, queue, priority DESC, seq);
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created_at);
@@ -186,8 +198,14 @@ class Store:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.executescript(SCHEMA)
         columns = {row["name"] for row in conn.execute("PRAGMA table_info(jobs)")}
-        if "holder" not in columns:  # a database from before job holders
-            conn.execute("ALTER TABLE jobs ADD COLUMN holder TEXT")
+        # A database from before these columns; its jobs count as acknowledged.
+        for column, kind in _ADDED_JOB_COLUMNS.items():
+            if column not in columns:
+                conn.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
+        conn.execute("CREATE INDEX IF NOT EXISTS jobs_agent ON jobs(agent, state)")
+        # Silence is counted from this process's start too: agents whose answer was lost
+        # while the server was down get the whole bound to be heard again.
+        self.opened_at = clock()
 
     # -- connections and transactions -------------------------------------------------
     def conn(self) -> sqlite3.Connection:
@@ -402,7 +420,14 @@ class Store:
         return counts
 
     # -- jobs -------------------------------------------------------------------------
-    def add_job(self, job: dict[str, Any], *, attachments: bool) -> str:
+    def add_job(
+        self,
+        job: dict[str, Any],
+        *,
+        attachments: bool,
+        submitter: str | None = None,
+        upload_key: str | None = None,
+    ) -> str:
         job_id = job.get("job_id") or str(uuid.uuid4())
         job_data = dict(job, job_id=job_id)
         job_data.setdefault("exclude_agents", [])
@@ -411,8 +436,8 @@ class Store:
         with self.write() as conn:
             conn.execute(
                 "INSERT INTO jobs(job_id, queue, priority, state, attachments_status, "
-                "exclude_agents, job_data, result_data, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "exclude_agents, job_data, result_data, created_at, submitter, upload_key) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     job_id,
                     job_data["job_queue"],
@@ -423,6 +448,8 @@ class Store:
                     json.dumps(job_data),
                     json.dumps({"job_state": JobState.WAITING}),
                     self.clock(),
+                    submitter,
+                    upload_key,
                 ),
             )
         return job_id
@@ -448,6 +475,9 @@ class Store:
             "started_ts": row["started_at"],
             "agent": row["agent"],
             "holder": row["holder"],
+            "submitter": row["submitter"],
+            "upload_key": row["upload_key"],
+            "acked": bool(row["acked"]),
         }
 
     def get_job(self, job_id: str) -> dict[str, Any] | None:
@@ -474,15 +504,28 @@ class Store:
         sql = self._POP_SQL.format(marks=",".join("?" * len(queues)))
         params = (JobState.WAITING, *queues, self._job_cutoff(), agent)
         conn = self.conn()
-        if conn.execute(sql, params).fetchone() is None:
+        unanswered = conn.execute(
+            f"{_HANDED_SQL} AND agent = ? AND acked = 0 LIMIT 1", (agent,)
+        ).fetchone()
+        if unanswered is None and conn.execute(sql, params).fetchone() is None:
             return None
         now = self.clock()
         with self.write() as conn:
+            if unanswered is not None:
+                # The agent asks again without having answered for its job: the answer
+                # never reached it, so the job waits again to be handed out.
+                self._take_back(
+                    conn,
+                    "agent = ? AND acked = 0",
+                    (agent,),
+                    f"{agent} asked for a job again without having answered for this one",
+                )
             row = conn.execute(sql, params).fetchone()
             if row is None:
                 return None
             conn.execute(
-                "UPDATE jobs SET state = ?, started_at = ?, agent = ?, holder = ? WHERE seq = ?",
+                "UPDATE jobs SET state = ?, started_at = ?, agent = ?, holder = ?, acked = 0 "
+                "WHERE seq = ?",
                 (JobState.RUNNING, now, agent, holder, row["seq"]),
             )
             conn.execute(
@@ -492,6 +535,67 @@ class Store:
         job = json.loads(row["job_data"])
         job["started_at"] = iso(now)
         return job
+
+    def _take_back(
+        self, conn: sqlite3.Connection, where: str, params: tuple[Any, ...], why: str
+    ) -> list[str]:
+        """Put hand-outs with no phase begun matching `where` back to waiting, each with an
+        event saying why; their ids."""
+        rows = conn.execute(f"{_HANDED_SQL} AND {where}", params).fetchall()
+        for row in rows:
+            result = json.loads(row["result_data"]) | {"job_state": JobState.WAITING}
+            conn.execute(
+                "UPDATE jobs SET state = ?, agent = NULL, holder = NULL, started_at = NULL, "
+                "acked = 1, result_data = ? WHERE seq = ?",
+                (JobState.WAITING, json.dumps(result), row["seq"]),
+            )
+            event = {
+                "event_name": TAKEN_BACK,
+                "timestamp": datetime.now(timezone.utc).isoformat(),
+                "detail": f"handed to {row['agent']} but never started: {why}; waiting again",
+            }
+            conn.execute(
+                "INSERT INTO events(job_id, body, created_at) VALUES (?, ?, ?)",
+                (row["job_id"], json.dumps({SERVER_EVENT: event}), self.clock()),
+            )
+        return [row["job_id"] for row in rows]
+
+    def take_back_from(self, agent: str) -> list[str]:
+        """The agent says it runs no job: any job handed to it with no phase begun (say,
+        answered for by a process killed before its first phase) waits again. Their ids."""
+        conn = self.conn()
+        if conn.execute(f"{_HANDED_SQL} AND agent = ? LIMIT 1", (agent,)).fetchone() is None:
+            return []
+        with self.write() as conn:
+            why = f"{agent} says it runs no job"
+            return self._take_back(conn, "agent = ?", (agent,), why)
+
+    def take_back_silent(self, bound: float) -> list[str]:
+        """Jobs handed out more than `bound` seconds ago (and since this server started)
+        whose agent never acknowledged them: back to waiting. Their ids."""
+        cutoff = self.clock() - bound
+        if cutoff < self.opened_at:
+            return []
+        conn = self.conn()
+        silent = "acked = 0 AND started_at < ?"
+        if conn.execute(f"{_HANDED_SQL} AND {silent} LIMIT 1", (cutoff,)).fetchone() is None:
+            return []
+        with self.write() as conn:
+            why = f"no word from the agent for {bound:g} s"
+            return self._take_back(conn, silent, (cutoff,), why)
+
+    def acknowledge(self, job_id: str, agent: str | None) -> bool:
+        """The agent the job went to has answered for it: it is no longer taken back.
+        False when the job is not held by `agent` (None: by any agent) any more."""
+        with self.write() as conn:
+            row = self._job_row(conn, job_id)
+            if row is None or row["agent"] is None or row["state"] == JobState.WAITING:
+                return False
+            if agent is not None and row["agent"] != agent:
+                return False
+            if not row["acked"]:
+                conn.execute("UPDATE jobs SET acked = 1 WHERE seq = ?", (row["seq"],))
+            return True
 
     def update_result(self, job_id: str, fields: dict[str, Any]) -> str:
         """Upstream J: `$set` each field of result_data: 'ok', 'missing', or 'backwards'
@@ -610,13 +714,16 @@ class Store:
         }
 
     def set_attachments(self, job_id: str, data: bytes) -> str:
-        """Store the attachment archive; 'ok', 'missing' or 'not-waiting'."""
+        """Store the attachment archive once: 'ok', 'missing', 'not-waiting' (the job takes
+        none) or 'complete' (already stored; nothing changes)."""
         with self.write() as conn:
             row = self._job_row(conn, job_id)
             if row is None:
                 return "missing"
             if row["attachments_status"] is None:
                 return "not-waiting"
+            if row["attachments_status"] == "complete":
+                return "complete"
             self._put_blob(conn, job_id, "attachments", data)
             job_data = json.loads(row["job_data"]) | {"attachments_status": "complete"}
             conn.execute(
@@ -725,13 +832,24 @@ class Store:
             )
 
     def get_events(self, job_id: str) -> list[dict[str, Any]]:
-        # The agent re-sends the whole list each time: the newest post is the full story.
-        row = (
+        """The agent's newest post (it re-sends the whole list each time) and every event
+        of the server's own, in time order."""
+        rows = (
             self.conn()
-            .execute("SELECT body FROM events WHERE job_id = ? ORDER BY id DESC LIMIT 1", (job_id,))
-            .fetchone()
+            .execute("SELECT body FROM events WHERE job_id = ? ORDER BY id", (job_id,))
+            .fetchall()
         )
-        return json.loads(row["body"]).get("events", []) if row else []
+        agents: list[dict[str, Any]] = []
+        servers: list[dict[str, Any]] = []
+        for row in rows:
+            body = json.loads(row["body"])
+            if SERVER_EVENT in body:
+                servers.append(body[SERVER_EVENT])
+            else:
+                agents = body.get("events", [])
+        if not servers:
+            return agents
+        return sorted(agents + servers, key=lambda e: str(e.get("timestamp", "")))
 
     # -- expiry -----------------------------------------------------------------------
     def sweep(self) -> dict[str, int]:

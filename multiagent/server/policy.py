@@ -18,6 +18,9 @@ class Policy:
     any_provision_data: bool = False  # any provision_data mapping (home-made connectors)
     limits: Limits = field(default_factory=Limits)
     public_pages: bool = False  # the agents and queues pages without a token
+    # A job handed out whose agent has not answered for it this long (counted from the
+    # server's start too) goes back to waiting: the answer never reached the agent.
+    ack_timeout: float = 300.0
 
 
 def policy() -> Policy:

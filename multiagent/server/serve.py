@@ -72,7 +72,7 @@ def run_server(
     if holder is not None:
         return _cannot_listen(host, port, f"port {port} is in use by {holder}")
     app = create_app(db_path, policy)
-    sweeper = Sweeper(app.extensions["tf_store"], sweep_interval)
+    sweeper = Sweeper(app.extensions["tf_store"], sweep_interval, policy.ack_timeout)
     sweeper.sweep_once()
     # Many agents keep a connection open each: waitress' default limit (100) is too low, and
     # select() stops at 1024 descriptors, so use poll().

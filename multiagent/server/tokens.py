@@ -106,6 +106,11 @@ def new_client_secret() -> str:
     return secrets.token_urlsafe(24)
 
 
+def new_upload_key() -> str:
+    """A job's upload credential (its attachments): as strong as a refresh token."""
+    return secrets.token_urlsafe(REFRESH_TOKEN_BYTES)
+
+
 def token_digest(token: str) -> str:
     """Refresh tokens are stored by digest: a copy of the database holds no usable token."""
     return hashlib.sha256(token.encode()).hexdigest()

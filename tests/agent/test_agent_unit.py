@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import pwd
 import stat
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from fixtures_agent import STATUS_KEYS
 from multiagent.agent import attachments, config, outcome
 from multiagent.agent import status as status_mod
 from multiagent.agent import triggers as triggers_mod
-from multiagent.agent.client import Client
+from multiagent.agent.client import Client, ServerUnreachable
 from multiagent.agent.metrics import Metrics
 from multiagent.agent.status import DrainFlag, NameGuard, NameTaken, StatusFile
 from multiagent.agent.triggers import DirWatch, Triggers, Waker
@@ -459,7 +460,9 @@ def test_name_guard_is_exclusive_and_names_the_holder():
         with pytest.raises(NameTaken) as err:
             NameGuard(name, "127.0.0.1:1").acquire()  # same server, spelt differently
         assert (err.value.pid, err.value.uid) == (os.getpid(), os.getuid())
-        NameGuard(name, "http://127.0.0.1:2").acquire()  # another server: another agent
+        other = NameGuard(name, "http://127.0.0.1:2")
+        other.acquire()  # another server: another agent
+        other.release()
     finally:
         first.release()
     again = NameGuard(name, "http://127.0.0.1:1")
@@ -467,10 +470,42 @@ def test_name_guard_is_exclusive_and_names_the_holder():
     again.release()
 
 
+def test_name_guard_is_a_private_file_lock_removed_on_release():
+    name = f"guard-file-{os.getpid()}"
+    guard = NameGuard(name, "http://127.0.0.1:1")
+    guard.acquire()
+    home = Path(pwd.getpwuid(os.getuid()).pw_dir)
+    lock_dir = home / ".local" / "state" / "tf-agent"
+    try:
+        assert guard.sock is None  # no abstract socket: any user could bind that name
+        lock = lock_dir / guard.lock_name
+        assert lock.read_text() == f"{os.getpid()}\n"
+        assert stat.S_IMODE(lock.stat().st_mode) == 0o600
+        assert not stat.S_IMODE(lock_dir.stat().st_mode) & 0o077
+        assert lock_dir.stat().st_uid == os.getuid()
+    finally:
+        guard.release()
+    assert not lock.exists()
+
+
+def test_name_guard_falls_back_to_the_abstract_socket_without_a_home(monkeypatch):
+    monkeypatch.setattr(status_mod, "private_lock_dir", lambda: None)
+    name = f"guard-homeless-{os.getpid()}"
+    first = NameGuard(name, "http://127.0.0.1:1")
+    first.acquire()
+    try:
+        assert first.sock is not None
+        with pytest.raises(NameTaken) as err:
+            NameGuard(name, "http://127.0.0.1:1").acquire()
+        assert (err.value.pid, err.value.uid) == (os.getpid(), os.getuid())
+    finally:
+        first.release()
+
+
 def test_name_guard_holder_found_with_a_full_backlog():
     name = f"guard-full-{os.getpid()}"
     guard = NameGuard(name, "http://h:1")
-    guard.acquire()
+    guard._acquire_socket()
     assert guard.sock is not None
     guard.sock.listen(0)
     try:
@@ -489,6 +524,34 @@ def test_name_guard_long_names_fit():
     address = status_mod.socket_name("x" * 300, "http://127.0.0.1:8585")
     assert len(address) <= 108 and address.startswith(b"\0tf-agent/")
     assert address != status_mod.socket_name("x" * 299 + "y", "http://127.0.0.1:8585")
+
+
+class _AnsweringClient:
+    """A server that first does not answer, then says the job was taken back (409)."""
+
+    def __init__(self, answers: list[int | None]):
+        self.answers = answers
+        self.asked: list[str] = []
+
+    def answer_for_job(self, job_id: str, timeout: float | None = None) -> int:
+        self.asked.append(job_id)
+        answer = self.answers.pop(0)
+        if answer is None:
+            raise ServerUnreachable("refused")
+        return answer
+
+
+def test_a_job_taken_back_before_the_agent_answered_is_not_run(tmp_path, monkeypatch):
+    from multiagent.agent import job as job_mod
+
+    agent = _loop_agent(tmp_path, tmp_path)
+    stub = _AnsweringClient([None, 409])
+    agent.client = cast(Client, stub)
+    monkeypatch.setattr(job_mod, "Job", None)  # a job run would fail loudly
+    agent._run_job({"job_id": "j-late", "job_queue": "q"})
+    assert stub.asked == ["j-late", "j-late"]  # asked again once the server answered
+    assert agent.status.data["job_id"] is None and not agent.busy
+    assert agent.status.data["server_reachable"]
 
 
 # -- outcome store -------------------------------------------------------------------
@@ -565,7 +628,7 @@ class _StubClient:
         return True
 
 
-def test_heartbeat_reposts_server_state(tmp_path):
+def test_heartbeat_keeps_an_admins_offline_it_honours(tmp_path):
     from multiagent.agent import loop
 
     agent = _loop_agent(tmp_path, tmp_path)
@@ -576,7 +639,51 @@ def test_heartbeat_reposts_server_state(tmp_path):
     assert stub.posts == []  # not due yet
     agent.last_agent_post = time.monotonic() - 2 * loop.HEARTBEAT_EVERY
     agent._heartbeat_if_due()
-    assert stub.posts == [{"state": "offline", "comment": "lab"}]
+    assert stub.posts == [{"state": "offline", "job_id": "", "comment": "lab"}]
     # That post starts the next period: nothing more until it is over.
     agent._heartbeat_if_due()
     assert len(stub.posts) == 1
+
+
+@pytest.mark.parametrize(
+    "server_doc,local,posted",
+    [
+        # After an outage the server still shows the job that ended meanwhile: not echoed.
+        ({"state": "test", "job_id": "j-old"}, {}, {"state": "waiting", "job_id": ""}),
+        ({}, {}, {"state": "waiting", "job_id": ""}),
+        # Busy: the agent's own phase and job, whatever the server held before.
+        (
+            {"state": "waiting", "job_id": ""},
+            {"state": "provision", "phase": "provision", "job_id": "j1"},
+            {"state": "provision", "job_id": "j1"},
+        ),
+        (
+            {"state": "setup", "job_id": "j-old"},
+            {"state": "test", "phase": None, "job_id": "j1"},
+            {"state": "test", "job_id": "j1"},
+        ),
+        # An admin's request during a job stays on the server (applied after the job).
+        (
+            {"state": "maintenance", "comment": "lab"},
+            {"state": "test", "phase": "test", "job_id": "j1"},
+            {"job_id": "j1", "comment": "lab"},
+        ),
+        (
+            {"state": "restart"},
+            {"state": "test", "phase": "test", "job_id": "j1"},
+            {"job_id": "j1"},
+        ),
+    ],
+)
+def test_heartbeat_posts_what_the_agent_does_never_the_servers_echo(
+    tmp_path, server_doc, local, posted
+):
+    from multiagent.agent import loop
+
+    agent = _loop_agent(tmp_path, tmp_path)
+    agent.status.update(**local)
+    stub = _StubClient(server_doc)
+    agent.client = cast(Client, stub)
+    agent.last_agent_post = time.monotonic() - 2 * loop.HEARTBEAT_EVERY
+    agent._heartbeat_if_due()
+    assert stub.posts == [{"comment": "", **posted}]

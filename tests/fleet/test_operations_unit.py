@@ -495,12 +495,12 @@ ROWS = [
         "swapping",
     ),
     Row(
-        "replace: upstream respawned is stopped, then swapped",
+        "replace: upstream respawned is stopped, then swapped keeping a drain",
         Replace("a", ProgramKind.UPSTREAM),
         Stage.STOPPING,
         facts(proc(pid=NEW)),
         Stage.COMING_BACK,
-        [(ops.STOP, ""), (ops.SWAP_PROGRAM, "")],
+        [(ops.STOP, ""), (ops.SWAP_PROGRAM, ops.KEEP_DRAIN)],
         extra={"old_pid": NEW},
     ),
     Row(
@@ -581,12 +581,12 @@ ROWS = [
         [(ops.SET_DRAIN, "drain")],
     ),
     Row(
-        "drain: upstream is set offline on its server",
+        "drain: upstream is set offline on its server, its gate's flag set",
         Drain("a", ProgramKind.UPSTREAM),
         "new",
         facts(proc()),
         Stage.DRAINING,
-        [(ops.SERVER_STATE, "offline")],
+        [(ops.SET_DRAIN, "drain"), (ops.SERVER_STATE, "offline")],
     ),
     Row(
         "drain: upstream without a server cannot be drained",

@@ -21,6 +21,7 @@ from multiagent.fleet.model.render import RenderContext, render
 
 # tf-agent as installed in a venv (RenderContext.agent_script)
 BOOT = "/opt/venv/lib/python3/site-packages/multiagent/agent/boot.py"
+GATE = "/opt/venv/lib/python3/site-packages/multiagent/fleet/host/gate.py"
 
 GOLDEN = Path(__file__).parents[1] / "golden"
 FLEET = textwrap.dedent("""\
@@ -49,6 +50,7 @@ def rendered(text: str = FLEET):
         python="/opt/venv/bin/python",
         program_dir=Path("/srv/tf/supervisor/conf.d"),
         agent_script=BOOT,
+        gate_script=GATE,
     )
     return fleet, render(fleet, ctx)
 
@@ -139,8 +141,11 @@ def _check_programs_as_supervisord_reads_them(root: Path, programs: dict) -> Non
     assert dut1.uid is None
     for agent in (dut1, dut2):  # the agent's own venv first: tf-local-connector and friends
         assert agent.environment["PATH"].startswith("/opt/venv/bin:"), agent.name
+    # Upstream's agent goes through the gate that holds it while drained.
     assert dut2.command == (
-        f"/opt/testflinger/bin/testflinger-agent -c {root}/agents/dut-2/testflinger-agent.conf"
+        f"/opt/venv/bin/python -S {GATE} --drain-file {root}/run/dut-2/"
+        "dut-2.drain -- /opt/testflinger/bin/testflinger-agent -c "
+        f"{root}/agents/dut-2/testflinger-agent.conf"
     )
     assert dut2.stopwaitsecs == 30 and dut2.uid == os.getuid()
     assert set(dut2.environment) == {"PATH"}
@@ -257,6 +262,7 @@ ctx = RenderContext(
     python="/opt/venv/bin/python",
     program_dir=Path("/srv/tf/supervisor/conf.d"),
     agent_script="/opt/venv/lib/python3/site-packages/multiagent/agent/boot.py",
+    gate_script="/opt/venv/lib/python3/site-packages/multiagent/fleet/host/gate.py",
 )
 rendering = render(fleet, ctx)
 files = {str(p): t for p, t in rendering.all_files().items()}
@@ -331,11 +337,18 @@ def test_plan_sees_a_config_written_after_the_process_started():
     assert {a.name: a.kind for a in actions.actions}["dut-1"] == planning.RESTART
 
 
-def test_plan_starts_stopped_agents_unless_held():
+def test_plan_starts_stopped_agents_held_too_when_no_change_is_pending():
     _, rendering = rendered()
     loaded = {n: "RUNNING" for n in rendering.programs}
-    loaded.update({"dut-1": "FATAL", "dut-2": "STOPPED"})
+    loaded.update({"dut-1": "FATAL", "dut-2": "EXITED"})
     observed = observed_for(rendering, loaded=loaded, held=frozenset({"dut-2"}))
+    actions = {a.name: a for a in planning.make_plan(rendering.programs, observed).actions}
+    assert actions["dut-1"].kind == planning.START
+    assert actions["dut-1"].reasons == ("process is FATAL",)
+    assert actions["dut-2"].kind == planning.START
+    assert actions["dut-2"].reasons == ("held down (EXITED), no change pending",)
+    # with its change still to swap in, it is replaced instead
+    disk = {**rendering.all_files(), rendering.programs["dut-2"].program_path: "old"}
+    observed = observed_for(rendering, loaded=loaded, held=frozenset({"dut-2"}), disk=disk)
     kinds = {a.name: a.kind for a in planning.make_plan(rendering.programs, observed).actions}
-    assert kinds["dut-1"] == planning.START
-    assert kinds["dut-2"] == planning.UNCHANGED
+    assert kinds["dut-2"] == planning.REPLACE

@@ -9,36 +9,13 @@ world-writable."""
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 import subprocess
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from fixtures_fleet import wait_until
 
 from multiagent.fleet.model.layout import Layout
-
-
-@pytest.fixture
-def throwaway_user() -> Iterator[str]:
-    """A system user made for this test and removed after it (root and useradd only)."""
-    if os.geteuid() != 0 or not shutil.which("useradd"):
-        pytest.skip("needs root and useradd to make a throwaway user")
-    name = f"tfsec{uuid.uuid4().hex[:8]}"
-    made = subprocess.run(
-        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
-        capture_output=True,
-        text=True,
-    )
-    if made.returncode != 0:
-        pytest.skip(f"useradd does not work here: {made.stderr.strip()}")
-    try:
-        yield name
-    finally:
-        subprocess.run(["userdel", name], capture_output=True)
 
 
 def _mode(path: Path) -> int:

@@ -54,8 +54,14 @@ def agent_client(app, name: str, queues: list[str] | None = None):
     return c
 
 
-def pop(c, *queues: str):
-    return c.get("/v1/job", query_string=[("queue", q) for q in queues or ("demo",)])
+def pop(c, *queues: str, ack: bool = True):
+    """Ask for a job; an agent's first word after one (`ack`) names it, as agents do."""
+    resp = c.get("/v1/job", query_string=[("queue", q) for q in queues or ("demo",)])
+    name = c.get_cookie("agent_name")
+    if ack and resp.status_code == 200 and name is not None:
+        job_id = resp.get_json()["job_id"]
+        assert c.post(f"/v1/agents/data/{name.value}", json={"job_id": job_id}).status_code == 200
+    return resp
 
 
 # -- health, slashes --------------------------------------------------------------------

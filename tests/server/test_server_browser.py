@@ -65,8 +65,9 @@ def populated(tmp_path: Path):
             resp.raise_for_status()
         job_id = server.submit({"job_queue": "gpu", "test_data": {"test_cmds": "true"}})
         poller = requests.Session()
-        poller.post(f"{server.url}/v1/agents/data/dut-c", json={"job_id": job_id}, timeout=5)
+        poller.post(f"{server.url}/v1/agents/data/dut-c", json={"state": "test"}, timeout=5)
         assert poller.get(f"{server.url}/v1/job", params={"queue": "gpu"}, timeout=5).ok
+        poller.post(f"{server.url}/v1/agents/data/dut-c", json={"job_id": job_id}, timeout=5)
         for phase in ("setup", "provision", "test"):
             poller.post(f"{server.url}/v1/result/{job_id}", json={"job_state": phase}, timeout=5)
         poller.post(

@@ -48,6 +48,9 @@ def test_agent_flow_over_http(tf_server: LocalServer):
     assert agent.get(f"{url}/v1/job", timeout=5).status_code == 400
     job = agent.get(f"{url}/v1/job", params={"queue": "demo"}, timeout=5).json()
     assert job["job_id"] == job_id and job["started_at"].endswith("Z")
+    # The agent's first word names its job: the hand-out is acknowledged.
+    ack = agent.post(f"{url}/v1/agents/data/dev-1", json={"job_id": job_id}, timeout=5)
+    assert ack.status_code == 200
     assert agent.get(f"{url}/v1/job", params={"queue": "demo"}, timeout=5).status_code == 204
     agent.post(f"{url}/v1/result/{job_id}", json={"job_state": "test"}, timeout=5)
     resp = agent.post(
@@ -104,6 +107,8 @@ def test_twenty_pollers_never_share_a_job(tf_server: LocalServer):
                 break
             assert resp.status_code == 200
             mine.append(resp.json()["job_id"])
+            ack = {"job_id": mine[-1]}
+            agent.post(f"{tf_server.url}/v1/agents/data/racer-{i}", json=ack, timeout=30)
         with lock:
             got.extend(mine)
 

@@ -3,15 +3,21 @@ a venv of its own, against the local server: what a lab user types, and what the
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
+import tarfile
+import time
 import venv
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
-from fixtures_server import LocalServer
+from fixtures_server import LocalServer, tar_member
+
+from multiagent.server.accounts import Accounts
+from multiagent.server.db import Store
 
 UPSTREAM_CLI = Path(__file__).resolve().parents[3] / "shared" / "upstream-testflinger" / "cli"
 
@@ -74,3 +80,39 @@ def test_upstream_cli_submits_shows_cancels_and_reads_results(
     assert refused.returncode != 0
     assert "[422]" in refused.stdout + refused.stderr
     assert "Invalid provision data schema." in refused.stdout + refused.stderr
+
+
+@pytest.mark.parametrize("with_clients", [False, True])
+def test_upstream_cli_submits_attachments_with_the_jobs_credential(
+    upstream_cli: Path, server: LocalServer, tmp_path: Path, with_clients: bool
+) -> None:
+    """Upstream's CLI keeps the submit's cookie (a requests.Session) and so uploads with
+    the job's credential, anonymous on a server with clients too; nobody else may."""
+    if with_clients:
+        store = Store(server.db_path, clock=time.time)
+        Accounts(store).save("alice", {"role": "contributor"}, secret="alice-secret-0123456789")
+        store.close()
+    env = dict(os.environ, HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / "config"))
+    (tmp_path / "data.txt").write_text("payload\n")
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        "job_queue: ux\ntest_data:\n  test_cmds: cat attachments/test/data.txt\n"
+        "  attachments:\n    - local: data.txt\n"
+    )
+    command = [str(upstream_cli), "--server", server.url, "submit", "-q", str(job)]
+    submitted = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    job_id = submitted.stdout.strip().splitlines()[-1]
+    store = Store(server.db_path, clock=time.time)
+    try:
+        archive = store.get_blob(job_id, "attachments")
+        assert archive is not None
+        with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+            assert tar_member(tar, "test/data.txt") == b"payload\n"
+        files = {"file": ("a.tar.gz", b"substitute", "application/x-gzip")}
+        url = f"{server.url}/v1/job/{job_id}/attachments"
+        again = requests.post(url, files=files, timeout=10)
+        assert again.status_code == (403 if with_clients else 409)
+        assert store.get_blob(job_id, "attachments") == archive
+    finally:
+        store.close()

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from multiagent.fleet.errors import ExitStatus, UserError
+from multiagent.fleet.host import pending
 from multiagent.fleet.host.files import PRIVATE, owner_of, read_text, write_atomic
 from multiagent.fleet.host.statusfile import read_status
 from multiagent.fleet.model.fleetfile import Fleet, ProgramKind
@@ -94,7 +95,12 @@ def restore(fleet: Fleet, target: SupervisorTarget, names: list[str]) -> list[Op
             raise CanaryError(f"{name}: cannot read its previous files ({path}): {exc}") from exc
         program_file = target.program_file(name)
         swapped = read_text(program_file) != files.get(str(program_file))
+        if not swapped:
+            pending.drop(Layout(fleet.state_dir), name)  # a change not yet swapped in
         for file, text in files.items():
+            if swapped and Path(file) == program_file and text is not None:
+                pending.stage(Layout(fleet.state_dir), name, text)  # live at the swap
+                continue
             _put_back(fleet, program_file, name, Path(file), text)
         kind = program_kind(fleet, target, name)
         method = fleet.restart.method

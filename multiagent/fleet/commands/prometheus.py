@@ -42,7 +42,7 @@ AGENT_GAUGES = {
     "agent_restart_pending": "1 when a safe restart waits for the job to end.",
     "agent_drained": "1 when the agent is drained (takes no new job).",
     "agent_draining": "1 when a drain flag is set (drain, or hold while `up` swaps it).",
-    "agent_failed": "1 when the agent needs a person (FATAL, BACKOFF, down unwanted).",
+    "agent_failed": "1 when the agent needs a person (FATAL, BACKOFF, down unwanted or held).",
     "agent_last_poll_age_seconds": "Seconds since the agent last polled its server.",
     "agent_uptime_seconds": "Seconds since the agent's process started (RUNNING only).",
 }

@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from multiagent.fleet.host import installed
+from multiagent.fleet.host.files import read_text
 from multiagent.fleet.host.logs import tail_lines
 from multiagent.fleet.host.statusfile import read_status
 from multiagent.fleet.host.triggers import read_drain
@@ -36,14 +38,27 @@ class AgentStatus:
     unknown: str | None = None
     # Down although the fleet wants it running (no hold): `up` starts it again.
     down_unwanted: bool = False
+    # Left behind by an upgrade in place (model/staleness.py): its entry names files that
+    # are gone (it cannot start again), or it runs older code than is installed.
+    entry_stale: str | None = None
+    code_changed: str | None = None
+
+    @property
+    def held_down(self) -> bool:
+        """Exited on a hold (a change `up --no-wait` asked for, its swap still to do): it
+        stays down until `tf-fleet up` swaps it."""
+        return self.process in ProcessState.DOWN and self.drain_flag == DrainMode.HOLD
 
     @property
     def failed(self) -> bool:
-        """Needs a person: it failed, is down unwanted, or has long been unknown."""
+        """Needs a person: it failed, is down (unwanted, or held for a swap nobody is
+        doing), or has long been unknown."""
         settled = (self.uptime_s or 0) > STATUS_STALE_SECONDS
         return (
             self.process in ProcessState.FAILED
             or self.down_unwanted
+            or self.held_down
+            or bool(self.entry_stale)
             or bool(self.unknown and settled)
         )
 
@@ -173,13 +188,30 @@ def format_table(rows: list[AgentStatus], now: float | None = None) -> str:
     lines = [
         "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in table
     ]
+    return "\n".join(lines + _notes(rows))
+
+
+def _notes(rows: list[AgentStatus]) -> list[str]:
+    """What the table's rows cannot say: why an agent counts as busy or needs a person."""
+    lines: list[str] = []
     for row in rows:
         if row.unknown:
             lines.append(f"--- {row.name}: counted as busy, {row.unknown}")
+        for left_behind in (row.entry_stale, row.code_changed):
+            if left_behind:
+                lines.append(
+                    f"--- {row.name}: {left_behind}; `tf-fleet up` puts it on the installed"
+                    " tf-fleet after its job"
+                )
+        if row.held_down:
+            lines.append(
+                f"--- {row.name}: down, held for a change not applied yet; `tf-fleet up`"
+                " applies it and starts the agent"
+            )
         if row.log_tail:
             lines.append(f"--- {row.name} is {row.process}; last lines of its log:")
             lines.extend(f"    {line}" for line in row.log_tail)
-    return "\n".join(lines)
+    return lines
 
 
 @dataclass(frozen=True)
@@ -262,6 +294,39 @@ def with_server_view(
     return out
 
 
+def without_server_view(
+    rows: list[AgentStatus], kinds: dict[str, str], why: str
+) -> list[AgentStatus]:
+    """Upstream agents whose server cannot be asked: nothing proves them idle (unknown is
+    busy)."""
+    live = (ProcessState.RUNNING, ProcessState.STARTING)
+    return [
+        replace(row, unknown=f"its server cannot say whether it runs a job ({why})")
+        if kinds.get(row.name) == ProgramKind.UPSTREAM and row.process in live
+        else row
+        for row in rows
+    ]
+
+
+def with_upgrade_view(
+    rows: list[AgentStatus], layout: Layout, supervisor: Supervisor
+) -> list[AgentStatus]:
+    """Each agent an upgrade in place left behind, and how (its program file as loaded)."""
+    out = []
+    for row in rows:
+        text = read_text(supervisor.target.program_file(row.name))
+        live = row.process in ProcessState.LIVE
+        changed = (
+            installed.code_changed(
+                layout, row.name, text, row.pid, time.time() - (row.uptime_s or 0)
+            )
+            if live
+            else None
+        )
+        out.append(replace(row, entry_stale=installed.entry_stale(text), code_changed=changed))
+    return out
+
+
 def look(
     fleet: Fleet, supervisor: Supervisor, names: list[str], *, without_supervisord: bool = False
 ) -> tuple[bool, list[AgentStatus], ServerStatus, str | None]:
@@ -281,11 +346,12 @@ def look(
             raise
         running, processes, note = False, {}, f"error: {exc}"
     kinds = {name: fleet.agents[name].kind for name in names}
-    rows = fleet_status(names, processes, layout, kinds)
+    rows = with_upgrade_view(fleet_status(names, processes, layout, kinds), layout, supervisor)
     if ProgramKind.UPSTREAM in kinds.values():
         known = server_agents(fleet.server.url)
         if isinstance(known, str):
             note = "; ".join(filter(None, [note, f"upstream agents' state unknown: {known}"]))
+            rows = without_server_view(rows, kinds, known)
         else:
             rows = with_server_view(rows, kinds, known)
     return running, rows, server_status(fleet, layout, processes), note

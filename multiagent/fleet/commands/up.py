@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from multiagent.fleet.host import triggers
+from multiagent.fleet.host import pending, triggers
 from multiagent.fleet.host.applied import read_applied, write_applied
 from multiagent.fleet.host.files import (
     PRIVATE,
@@ -29,7 +29,7 @@ from multiagent.fleet.model.facts import ProcessState
 from multiagent.fleet.model.fleetfile import Fleet, FleetError, Problem
 from multiagent.fleet.model.layout import Layout
 from multiagent.fleet.model.plan import Plan
-from multiagent.fleet.model.render import Rendering
+from multiagent.fleet.model.render import Program, Rendering
 from multiagent.fleet.reconcile.observe import look, make_plan
 from multiagent.fleet.reconcile.progress import REPEAT_SECONDS
 from multiagent.fleet.supervisord.client import (
@@ -150,12 +150,16 @@ def write_files(
     target: SupervisorTarget,
     hold_back: set[str] | frozenset[str] = frozenset(),
     leave: set[str] | frozenset[str] = frozenset(),
+    staged: set[str] | frozenset[str] = frozenset(),
 ) -> list[Path]:
     """Write what changed of `rendering`; files of agents being removed stay until they
     are gone. The program files of `hold_back` are left out (and taken away in private
     mode, where a supervisord about to start would start them); the files of `leave` are
-    not written at all. Program files (`environment:`) are 0600; an agent's config files
-    (`device:`, commands) are 0600 and its user's."""
+    not written at all; the program entries of `staged` (loaded programs whose entry
+    changed) go to the state dir, out of supervisord's reach until their swap. Program
+    files (`environment:`) are 0600; an agent's config files (`device:`, commands) are
+    0600 and its user's."""
+    layout = Layout(fleet.state_dir)
     written = []
     if rendering.supervisord_conf:
         path, text = rendering.supervisord_conf
@@ -164,17 +168,29 @@ def write_files(
     for name, program in rendering.programs.items():
         if name in leave:
             continue  # a change that waits for its canaries: the old files stay
+        written += _write_program(layout, target, program, name in staged, name in hold_back)
         agent = fleet.agents.get(name)
         owner = owner_of(agent.user) if agent else None
-        for path, text in program.files.items():
-            is_program = path == program.program_path
-            if name in hold_back and is_program:
-                if target.mode == "private":
-                    path.unlink(missing_ok=True)
-                continue
-            if write_if_changed(path, text, PRIVATE, None if is_program else owner):
+        for path, text in program.config_files.items():
+            if write_if_changed(path, text, PRIVATE, owner):
                 written.append(path)
     return written
+
+
+def _write_program(
+    layout: Layout, target: SupervisorTarget, program: Program, staged: bool, held_back: bool
+) -> list[Path]:
+    """The program entry: staged (a loaded program's change), left out (a stray's), or
+    written where supervisord reads it; the path written, if any."""
+    if staged:
+        changed = pending.stage(layout, program.name, program.program_text)
+        return [layout.pending_program(program.name)] if changed else []
+    if held_back:
+        if target.mode == "private":
+            program.program_path.unlink(missing_ok=True)
+        return []
+    changed = write_if_changed(program.program_path, program.program_text, PRIVATE)
+    return [program.program_path] if changed else []
 
 
 def wait_settled(supervisor: Supervisor, names: list[str], timeout: float) -> dict[str, str]:
@@ -222,11 +238,10 @@ def start_new(
         key=lambda a: (a.name != fleet.server_program, a.name),
     )
     for action in ordered:
-        if (
-            action.kind == planning.ADD
-            and triggers.read_drain(layout, action.name) == DrainMode.HOLD
-        ):
-            triggers.clear_drain(layout, action.name)  # a hold from before it was loaded
+        if triggers.read_drain(layout, action.name) == DrainMode.HOLD:
+            # a hold from before it was loaded, or one no change is pending behind: no
+            # process of it runs, so none is busy
+            triggers.clear_drain(layout, action.name)
         if action.kind == planning.ADD and action.name in added:
             supervisor.add(action.name)  # autostart=true starts it
         elif action.kind == planning.START or not started_supervisord:
@@ -291,9 +306,11 @@ def up(
     mint_agent_tokens(fleet, layout)
     ask_to_leave(layout, report.strays, program_kinds(fleet, target, report.strays))
     later = _pick_canaries(fleet, supervisor, rendering, plan, report, canary)
+    staged = {a.name for a in plan.of_kind(planning.REPLACE)}
     report.written = write_files(
-        fleet, rendering, target, hold_back=set(report.strays), leave=later
+        fleet, rendering, target, hold_back=set(report.strays), leave=later, staged=staged
     )
+    pending.drop_others(layout, staged)
     if not rendered.reused:
         remember(layout, rendering, rendered.key)
     from multiagent.fleet.commands.prometheus import (
@@ -414,7 +431,8 @@ def _after_canaries(
         back = canary.restore(fleet, target, report.canaries)
         report.rolled_back = _apply(fleet, supervisor, back, timeout, True, progress)
         return back
-    report.written += write_files(fleet, rendering, target)
+    staged = {a.name for a in plan.of_kind(planning.REPLACE)} & later
+    report.written += write_files(fleet, rendering, target, staged=staged)
     rest = [op for op in changes(fleet, target, plan) if op.name in later]
     if rest:
         report.rest = _apply(fleet, supervisor, rest, timeout, True, progress)
@@ -444,7 +462,8 @@ def _take_over(
             del left[name]
             triggers.clear_drain(layout, name)
         if gone:
-            write_files(fleet, rendering, supervisor.target, hold_back=set(left))
+            staged = pending.staged(layout)  # changes still waiting for their swap
+            write_files(fleet, rendering, supervisor.target, hold_back=set(left), staged=staged)
             _load_and_start(supervisor, gone)
             started += gone
         if not left or not wait or time.monotonic() > deadline:

@@ -83,6 +83,16 @@ class Layout:
         return self.supervisor_dir / "conf.d"
 
     @property
+    def pending_dir(self) -> Path:
+        """Program entries waiting for their agent to finish its job: outside every
+        directory supervisord reads, so no `supervisorctl update`, reload or reboot applies
+        them before tf-fleet swaps the program."""
+        return self.supervisor_dir / "pending"
+
+    def pending_program(self, name: str) -> Path:
+        return self.pending_dir / f"{name}.conf"
+
+    @property
     def supervisord_conf(self) -> Path:
         return self.supervisor_dir / "supervisord.conf"
 

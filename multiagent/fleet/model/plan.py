@@ -41,6 +41,9 @@ class Observed:
     modified: dict[Path, float] = field(default_factory=dict)  # config file -> mtime
     pending_in_supervisor: frozenset[str] = frozenset()  # reloadConfig's "changed"
     held: frozenset[str] = frozenset()  # agents told to stay down (drain hold)
+    # Left behind by an upgrade in place (model/staleness.py): program -> the reason.
+    entry_stale: dict[str, str] = field(default_factory=dict)  # its entry names lost files
+    code_changed: dict[str, str] = field(default_factory=dict)  # started before the code
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,12 @@ def _action_for(name: str, program: Program, observed: Observed) -> Action:
         observed.disk.get(program.program_path) != program.program_text
         or name in observed.pending_in_supervisor
     ):
-        return Action(name, REPLACE, ("program entry changed",))
+        stale = observed.entry_stale.get(name)
+        return Action(name, REPLACE, ("program entry changed", *([stale] if stale else [])))
+    if name in observed.entry_stale:
+        # The installed tf-fleet renders the same entry: only a reinstall can mend it.
+        why = f"{observed.entry_stale[name]}; reinstall tf-fleet, a restart would fail"
+        return Action(name, UNCHANGED, (why,))
     reasons = []
     started = observed.started.get(name, 0.0)
     for path, text in program.config_files.items():
@@ -77,8 +85,15 @@ def _action_for(name: str, program: Program, observed: Observed) -> Action:
             reasons.append(f"{path.name} changed")
         elif started and observed.modified.get(path, 0.0) > started:
             reasons.append(f"{path.name} changed after the process started")
+    if name in observed.code_changed:
+        reasons.append(observed.code_changed[name])
     if reasons:
         return Action(name, RESTART, tuple(reasons))
-    if observed.loaded[name] in ProcessState.DOWN and name not in observed.held:
-        return Action(name, START, (f"process is {observed.loaded[name]}",))
+    state = observed.loaded[name]
+    if state in ProcessState.DOWN:
+        # Held down with no change left to swap in (the change was undone, or an older
+        # tf-fleet left it so): nothing else would ever start it again.
+        held = name in observed.held
+        why = f"held down ({state}), no change pending" if held else f"process is {state}"
+        return Action(name, START, (why,))
     return Action(name, UNCHANGED)

@@ -31,6 +31,8 @@ class RenderContext:
     program_suffix: str = ".conf"
     # tf-agent's start-up script as installed, run without site (see agent/boot.py)
     agent_script: str = str(Path(__file__).resolve().parents[2] / "agent" / "boot.py")
+    # What an upstream agent's program runs first, without site (see host/gate.py)
+    gate_script: str = str(Path(__file__).resolve().parents[1] / "host" / "gate.py")
 
 
 @dataclass(frozen=True)
@@ -155,7 +157,10 @@ def agent_command(agent: Agent, layout: Layout, fleet: Fleet, ctx: RenderContext
             *token,
             *metrics_options(fleet, agent.name),
         ]
-    return [*shlex.split(agent.agent_command), "-c", conf, *token]
+    # Upstream's agent knows no drain flag and undoes a drain at each start: its program
+    # goes through the gate, which holds it while the flag is there (host/gate.py).
+    gate = [ctx.python, "-S", ctx.gate_script, "--drain-file", str(layout.drain_file(agent.name))]
+    return [*gate, "--", *shlex.split(agent.agent_command), "-c", conf, *token]
 
 
 def metrics_options(fleet: Fleet, name: str) -> list[str]:

@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from multiagent.fleet.host import triggers
+from multiagent.fleet.host import installed, triggers
 from multiagent.fleet.host.applied import digest, read_applied
 from multiagent.fleet.host.files import read_text
 from multiagent.fleet.host.procinfo import process_start_time
 from multiagent.fleet.host.rendered import Rendered
 from multiagent.fleet.model import plan as planning
+from multiagent.fleet.model.facts import ProcessInfo, ProcessState
 from multiagent.fleet.model.fleetfile import Fleet
 from multiagent.fleet.model.layout import Layout
 from multiagent.fleet.model.plan import Observed, Plan
@@ -74,6 +75,7 @@ def observe(
         n for n in rendering.programs if triggers.read_drain(layout, n) == DrainMode.HOLD
     )
     managed = managed_programs(fleet.identity, supervisor.target, loaded, disk)
+    entry_stale, code_changed = _left_behind(layout, rendering, infos, disk)
     return Observed(
         disk=disk,
         managed=frozenset(managed),
@@ -81,7 +83,33 @@ def observe(
         started=started,
         modified=modified,
         held=held,
+        entry_stale=entry_stale,
+        code_changed=code_changed,
     )
+
+
+def _left_behind(
+    layout: Layout,
+    rendering: Rendering,
+    infos: dict[str, ProcessInfo],
+    disk: dict[Path, str | None],
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The loaded programs an upgrade in place left behind: those whose entry names files
+    that are gone, and those running code older than the installed."""
+    entry_stale: dict[str, str] = {}
+    code_changed: dict[str, str] = {}
+    for name, info in infos.items():
+        program = rendering.programs.get(name)
+        if program is None:
+            continue
+        text = disk.get(program.program_path)
+        stale = installed.entry_stale(text)
+        if stale:
+            entry_stale[name] = stale
+        changed = installed.code_changed(layout, name, text, info.pid, info.start)
+        if changed and info.state in ProcessState.LIVE:
+            code_changed[name] = changed
+    return entry_stale, code_changed
 
 
 def _start_time(
