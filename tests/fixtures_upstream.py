@@ -7,6 +7,7 @@ from __future__ import annotations
 import fcntl
 import os
 import subprocess
+import sys
 import venv
 from pathlib import Path
 
@@ -31,8 +32,9 @@ def upstream_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with open(home / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not done.exists():
-            venv.create(home / "venv", with_pip=True)
-            pip = [str(home / "venv" / "bin" / "python"), "-m", "pip", "install", "-q"]
+            venv.create(home / "venv")  # without pip: this one installs into it (faster)
+            target = str(home / "venv" / "bin" / "python")
+            pip = [sys.executable, "-m", "pip", "--python", target, "install", "-q"]
             # Upstream versions itself from git tags, which a copy of its source lacks.
             env = dict(os.environ, SETUPTOOLS_SCM_PRETEND_VERSION="1.0.0")
             paths = [str(UPSTREAM / p) for p in PACKAGES]

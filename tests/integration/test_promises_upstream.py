@@ -6,9 +6,6 @@ interrupted, and never two processes hold a name."""
 from __future__ import annotations
 
 import copy
-import subprocess
-import sys
-import venv
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,7 +13,6 @@ import pytest
 import requests
 from fixtures_fleet import ProcessSampler
 
-UPSTREAM = Path(__file__).resolve().parents[3] / "shared" / "upstream-testflinger"
 # Upstream's agent runs `test_command` in the job's directory beside testflinger.json.
 RUN_TEST_CMDS = (
     'python3 -c "import json, subprocess, sys; sys.exit(subprocess.call('
@@ -224,16 +220,9 @@ def test_upstream_agent_counts_as_busy_while_its_server_cannot_say(fleet_env):
 
 
 @pytest.fixture(scope="module")
-def real_agent(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """Upstream's real testflinger-agent, installed into a venv of its own."""
-    if not (UPSTREAM / "agent" / "pyproject.toml").is_file():
-        pytest.skip(f"upstream's agent is not beside this clone ({UPSTREAM} is absent)")
-    home = tmp_path_factory.mktemp("upstream-agent")
-    venv.create(home / "venv")  # without pip: this one installs into it (half the time)
-    target = str(home / "venv" / "bin" / "python")
-    pip = [sys.executable, "-m", "pip", "--python", target, "install", "-q"]
-    subprocess.run([*pip, str(UPSTREAM / "common"), str(UPSTREAM / "agent")], check=True)
-    return str(home / "venv" / "bin" / "testflinger-agent")
+def real_agent(upstream_bin: Path) -> str:
+    """Upstream's real testflinger-agent (from the session's venv of upstream's packages)."""
+    return str(upstream_bin / "testflinger-agent")
 
 
 def test_real_upstream_agent_stays_drained_after_its_job_and_its_restarts(fleet_env, real_agent):
