@@ -17,7 +17,14 @@ from multiagent.server.auth import AMC, Denied, allowed, auth_configured, caller
 from multiagent.server.db import TIMELINE, Store, valid_job_id
 from multiagent.server.policy import policy
 from multiagent.server.schemas import AgentsPageQuery
-from multiagent.vocabulary import AgentState, JobState, Phase
+from multiagent.vocabulary import (
+    REMOVED_COMMENT,
+    REMOVED_STATE,
+    AgentState,
+    JobState,
+    Phase,
+    is_drained_comment,
+)
 
 # An APIBlueprint so the pages are in the OpenAPI document (and fuzzed with the API).
 bp = APIBlueprint(
@@ -28,6 +35,7 @@ bp = APIBlueprint(
     static_url_path="/static",
 )
 
+REMOVED = "removed"  # shown for an agent tf-fleet removed from its fleet
 STALE_AFTER = 15 * 60  # an agent not heard from this long is marked stale
 REFRESH_SECONDS = 30  # the Agents page reloads itself this often (keeping its query)
 FILTERS = ("state", "queue", "location")
@@ -94,11 +102,25 @@ def last_seen(agent: dict[str, Any]) -> float:
     return max(agent["updated_at_ts"], heard)
 
 
+def shown_state(agent: dict[str, Any]) -> str:
+    """The agent's state as the pages show and count it: upstream's `offline` that
+    tf-fleet set (its comment says so) is `drained` or `removed`, apart from an admin's."""
+    state = agent.get("state") or "unknown"
+    comment = agent.get("comment") or ""
+    if state == REMOVED_STATE and comment == REMOVED_COMMENT:
+        return REMOVED
+    if state == AgentState.OFFLINE and is_drained_comment(comment):
+        return AgentState.DRAINED
+    return state
+
+
 def agent_row(agent: dict[str, Any], current: float) -> dict[str, Any]:
     seen = last_seen(agent)
-    state = agent.get("state") or "unknown"
+    state = shown_state(agent)
     return agent | {
         "state_text": state,
+        "comment_text": agent.get("comment") or "",
+        "removed": state == REMOVED,
         "seen_ts": seen,
         "seen_text": when(seen),
         "seen_ago": ago(current, seen),

@@ -313,8 +313,17 @@ def test_attachments(shared_server, make_agent, member):
 
 def test_drain_and_hold(shared_server, make_agent):
     agent = make_agent(shared_server.url, polling_interval=0.2, test_command="echo ran").start()
-    agent.drain_file.write_text("drain\n")
+    agent.drain_file.write_text("drain\ncable  swap <rack 3>\n")  # as `drain --reason` writes
     agent.wait_status(lambda s: s["state"] == "drained" and s["drained"], 3, what="drained")
+    # The lab sees it as upstream's admins show theirs: offline, with the reason.
+    shown = wait_for(
+        lambda: (a := shared_server.agent(agent.name)).get("state") == "offline" and a,
+        what="drained agent offline on the server",
+    )
+    assert shown["comment"] == "drained by tf-fleet: cable swap <rack 3>"
+    page = requests.get(f"{shared_server.url}/agents?state=drained", timeout=5).text
+    assert f'id="agent-{agent.name}"' in page and "drained: 1" in page
+    assert "drained by tf-fleet: cable swap &lt;rack 3&gt;" in page
     job_id = shared_server.submit(job(agent, "x"))
     # Three more rounds of the agent's loop (each rewrites the status file), the job
     # waiting all along.
@@ -327,6 +336,10 @@ def test_drain_and_hold(shared_server, make_agent):
     agent.drain_file.unlink()
     shared_server.wait_job_state(job_id, {"complete"}, timeout=10)
     agent.wait_status(lambda s: s["state"] == "waiting" and not s["drained"], what="undrained")
+    wait_for(
+        lambda: (a := shared_server.agent(agent.name))["state"] == "waiting" and not a["comment"],
+        what="resumed agent waiting, its drain comment gone",
+    )
     agent.drain_file.write_text("hold")
     assert agent.wait_exit(3) == 0
     assert agent.status()["state"] == "stopped"

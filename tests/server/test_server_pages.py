@@ -42,7 +42,7 @@ def test_agents_page_lists_agent_with_last_seen(client, clock):
     assert '<nav><a href="/agents">Agents</a>' in html
     row = row_of(html, "dev-1")
     assert '<a href="/agents/dev-1">dev-1</a>' in row
-    assert '<td title="all good">waiting</td>' in row
+    assert '<span class="st waiting">waiting</span> <span class="comment">all good</span>' in row
     assert "rack 3" in row and "demo, gpu" in row
     assert 'title="2026-05-28 20:26:40 UTC"' in row and ">5 min ago</time>" in row
     assert "stale" not in row
@@ -72,7 +72,11 @@ def test_agents_page_marks_stale_and_offline(app_client, clock):
     assert "15 min ago" in quiet
     assert "stale" not in row_of(html, "chatty")
     down = row_of(html, "down")
-    assert down.startswith("agent offline ") and '<span class="tag offline">offline</span>' in down
+    assert down.startswith("agent offline ")
+    # The state once, with the admin's comment beside it.
+    shown = '<span class="st offline">offline</span> <span class="comment">broken cable</span>'
+    assert shown in down
+    assert down.count("offline<") == 1
     assert "offline: 1" in html and "waiting: 2" in html
 
 

@@ -31,6 +31,7 @@ from multiagent.fleet.model.operations import (
     START,
     STOP,
     SWAP_PROGRAM,
+    TELL_REMOVED,
     Action,
     AgentFacts,
     Operation,
@@ -40,7 +41,14 @@ from multiagent.fleet.model.operations import (
 from multiagent.fleet.model.render import token_files
 from multiagent.fleet.serverinfo import server_agent
 from multiagent.fleet.supervisord.client import Faults, Supervisor, SupervisorError
-from multiagent.vocabulary import DEFAULT_RESTART_DIR, Phase
+from multiagent.vocabulary import (
+    DEFAULT_RESTART_DIR,
+    REMOVED_COMMENT,
+    REMOVED_STATE,
+    Phase,
+    clean_reason,
+    drained_comment,
+)
 
 SERVER_CACHE_SECONDS = 2.0
 # Up to this many agents in an operation, a look asks supervisord for those agents only
@@ -172,18 +180,49 @@ def execute(action: Action, env: Env) -> list[str]:
         triggers.ask_restart_by_signal(supervisor, name)
     elif action.verb == ASK_FILE:
         triggers.ask_restart_by_file(env.restart_dir, name)
-    elif action.verb == SET_DRAIN:
-        triggers.set_drain(env.layout, name, action.arg)
-    elif action.verb == SERVER_STATE:
-        triggers.set_server_state(
-            env.server_url or "", name, action.arg, "drained by tf-fleet", env.token_files.get(name)
-        )
+    elif action.verb in (SET_DRAIN, SERVER_STATE):
+        _drain(action, env)
     elif action.verb == SWAP_PROGRAM:
         _swap_program(env, name)
     elif action.verb == REMOVE_PROGRAM:
         return _remove_program(env, name)
+    elif action.verb == TELL_REMOVED:
+        try:
+            triggers.set_server_state(
+                env.server_url or "",
+                name,
+                REMOVED_STATE,
+                REMOVED_COMMENT,
+                env.token_files.get(name),
+            )
+        except UserError as exc:  # the removal is done; only the server's view lags
+            return [f"the server still lists it as it was: {exc}"]
     else:
         raise ValueError(f"unknown action {action.verb!r}")
+    return []
+
+
+def _drain(action: Action, env: Env) -> None:
+    """The drain flag (tf-agent), or the agent's state on its server (upstream)."""
+    if action.verb == SET_DRAIN:
+        triggers.set_drain(env.layout, action.name, action.arg, action.reason)
+        return
+    triggers.set_server_state(
+        env.server_url or "",
+        action.name,
+        action.arg,
+        drained_comment(clean_reason(action.reason)),
+        env.token_files.get(action.name),
+    )
+
+
+def _tell_removed(env: Env, name: str) -> list[str]:
+    try:
+        triggers.set_server_state(
+            env.server_url or "", name, REMOVED_STATE, REMOVED_COMMENT, env.token_files.get(name)
+        )
+    except UserError as exc:  # the removal is done; only the server's view lags
+        return [f"the server still lists it as it was: {exc}"]
     return []
 
 
