@@ -348,6 +348,29 @@ def test_drain_and_hold(shared_server, make_agent):
     assert agent.wait_exit(5) == 0
 
 
+def test_drain_outlives_a_restart_and_a_resume_while_down(shared_server, make_agent):
+    """A drained agent that restarts comes back drained (its flag says so); one resumed
+    while it was down comes back waiting, the drain's comment gone."""
+    agent = make_agent(shared_server.url, polling_interval=0.2).start()
+    agent.drain_file.write_text("drain\nfirmware\n")
+    agent.wait_status(lambda s: s["state"] == "drained", 3, what="drained")
+    agent.restart_file.touch()
+    assert agent.wait_exit(5) == 1
+    assert shared_server.agent(agent.name)["comment"] == "drained by tf-fleet: firmware"
+    agent.start(wait_polling=False)
+    agent.wait_status(lambda s: s["state"] == "drained", 5, what="drained again")
+    shown = shared_server.agent(agent.name)
+    assert (shown["state"], shown["comment"]) == ("offline", "drained by tf-fleet: firmware")
+    agent.signal(signal.SIGTERM)
+    assert agent.wait_exit(5) == 0
+    agent.drain_file.unlink()
+    agent.start()
+    wait_for(
+        lambda: (a := shared_server.agent(agent.name))["state"] == "waiting" and not a["comment"],
+        what="resumed while down: waiting, no comment",
+    )
+
+
 def test_outcome_survives_server_outage(tf_server, make_agent, tmp_path):
     gate = tmp_path / "release"  # the job ends once the server is down
     agent = make_agent(
