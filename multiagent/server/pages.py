@@ -277,6 +277,13 @@ def _agent_view(name: str) -> dict[str, Any] | None:
         for q in agent.get("queues") or []
     ]
     history = _provision_rows(s.provision_history(name))
+    names: dict[str, str] = {}
+    for entry in history:
+        job_id = entry["job_id"]
+        if job_id not in names:
+            found = s.get_job(job_id) if valid_job_id(job_id) else None
+            names[job_id] = job_name(found) if found else ""
+        entry["name_text"] = names[job_id]
     passed = sum(1 for entry in history if entry["passed"])
     job_id = agent.get("job_id")
     current_job = s.get_job(job_id) if isinstance(job_id, str) and valid_job_id(job_id) else None

@@ -117,7 +117,7 @@ def test_agents_page_escapes_html(client):
 def test_agent_page(client, clock):
     register(client, "dev-1", queues=["demo"], location="lab")
     client.post("/v1/agents/queues", json={"demo": "The demo queue"})
-    job_id = submit(client)
+    job_id = submit(client, name="flash <it>")
     client.post(
         "/v1/agents/provision_logs/dev-1",
         json={"job_id": job_id, "exit_code": 0, "detail": "provision_success"},
@@ -127,6 +127,7 @@ def test_agent_page(client, clock):
     assert "Agent dev-1" in html and '<a href="/agents">Agents</a>' in html
     assert "The demo queue" in html and '<td class="pass">pass</td><td>0</td>' in html
     assert "Success: 100%" in html and "booted" in html
+    assert f'">flash &lt;it&gt;</a> <span class="muted">{job_id}</span>' in html
     missing = client.get("/agents/nobody")
     assert missing.status_code == 404
     text = missing.get_data(as_text=True)
