@@ -71,6 +71,9 @@ class AgentState:
     RESTARTING: Final = "restarting"
     STOPPED: Final = "stopped"
     RESTART_REQUESTED: Final = "restart"  # set on the server: restart when idle
+    # What the server's pages show for an agent tf-fleet removed (see REMOVED_COMMENT);
+    # no agent is ever in it.
+    REMOVED: Final = "removed"
     # Up, but not polling for jobs.
     QUIET: Final = (OFFLINE, MAINTENANCE, DRAINED)
     ALL: Final = (STARTING, WAITING, *Phase.ALL, *QUIET, RESTARTING, STOPPED)

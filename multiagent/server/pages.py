@@ -35,7 +35,6 @@ bp = APIBlueprint(
     static_url_path="/static",
 )
 
-REMOVED = "removed"  # shown for an agent tf-fleet removed from its fleet
 STALE_AFTER = 15 * 60  # an agent not heard from this long is marked stale
 REFRESH_SECONDS = 30  # the Agents page reloads itself this often (keeping its query)
 # A job's page and an agent's page fetch their changing part this often (no reload); a
@@ -93,7 +92,7 @@ def shown_state(agent: dict[str, Any]) -> str:
     state = agent.get("state") or "unknown"
     comment = agent.get("comment") or ""
     if state == REMOVED_STATE and comment == REMOVED_COMMENT:
-        return REMOVED
+        return AgentState.REMOVED
     if state == AgentState.OFFLINE and is_drained_comment(comment):
         return AgentState.DRAINED
     return state
@@ -105,7 +104,7 @@ def agent_row(agent: dict[str, Any], current: float) -> dict[str, Any]:
     return agent | {
         "state_text": state,
         "comment_text": agent.get("comment") or "",
-        "removed": state == REMOVED,
+        "removed": state == AgentState.REMOVED,
         "seen_ts": seen,
         "seen_text": when(seen),
         "seen_ago": ago(current, seen),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from multiagent.server.db import TIMELINE
 from multiagent.vocabulary import JobState, Phase, PhaseStatus
 
 
@@ -24,12 +25,13 @@ WAITING, RUNNING = "waiting", "running"
 KINDS = (PASSED, FAILED, CANCELLED, AGENT_ERROR, NO_RESULT, WAITING, RUNNING)
 
 
-def verdict(job_state: str, status: dict[str, Any]) -> Verdict:
+def verdict(job_state: str, status: dict[str, Any], reached: str = "") -> Verdict:
     """The first phase that did not exit 0 decides: `failed in test (exit 3)`, or an
     agent error there (tf-agent's own failure, not the device's); a job with every phase
-    at 0 passed. A job not over yet has none: it is waiting or running."""
+    at 0 passed. A job not over yet has none: it is waiting or running. `reached`: the
+    last phase the job began, which a cancel names."""
     if job_state == JobState.CANCELLED:
-        return Verdict(CANCELLED, "cancelled")
+        return Verdict(CANCELLED, f"cancelled in {reached}" if reached else "cancelled")
     if job_state not in JobState.FINAL:
         if job_state == JobState.WAITING:
             return Verdict(WAITING, "waiting")
@@ -49,5 +51,10 @@ def verdict(job_state: str, status: dict[str, Any]) -> Verdict:
 
 
 def of_job(job: dict[str, Any]) -> Verdict:
-    status = job["result_data"].get("status")
-    return verdict(job["job_state"], status if isinstance(status, dict) else {})
+    result = job["result_data"]
+    status = result.get("status")
+    timeline = result.get(TIMELINE) or {}
+    begun = [phase for phase in Phase.ALL if phase in timeline]
+    return verdict(
+        job["job_state"], status if isinstance(status, dict) else {}, begun[-1] if begun else ""
+    )

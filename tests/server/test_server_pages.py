@@ -232,7 +232,7 @@ def verdict_of(html: str) -> str:
         ({"setup": 0, "test": 3, "cleanup": 0}, "complete", "failed: failed in test (exit 3)"),
         ({"setup": 0, "provision": 46}, "complete", "failed: failed in provision (exit 46: "),
         ({"setup": 100, "cleanup": 0}, "complete", "agent-error: agent error in setup"),
-        ({"setup": 0}, "cancelled", "cancelled: cancelled"),
+        ({"setup": 0}, "cancelled", "cancelled: cancelled in setup"),
         ({}, "complete", "no-result: ended with no phase reported"),
         ({"setup": 0}, "test", "running: running (test)"),
     ],
