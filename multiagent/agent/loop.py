@@ -20,6 +20,7 @@ from multiagent.agent.record import record_path
 from multiagent.agent.status import DrainFlag, StatusFile
 from multiagent.agent.triggers import Triggers
 from multiagent.vocabulary import (
+    REMOVED_COMMENT,
     AgentExit,
     AgentState,
     DrainMode,
@@ -54,9 +55,13 @@ OFF_STATES = (AgentState.OFFLINE, AgentState.MAINTENANCE)
 
 
 def own_comment(comment: str) -> bool:
-    """A comment tf-agent or a tf-fleet drain wrote (not an admin's): the agent decides
-    its state afresh at start instead of keeping it."""
-    return comment.startswith(OWN_COMMENT_PREFIX) or is_drained_comment(comment)
+    """A comment tf-agent or tf-fleet wrote (a drain, a removal from the fleet: not an
+    admin's): the agent decides its state afresh at start instead of keeping it."""
+    return (
+        comment.startswith(OWN_COMMENT_PREFIX)
+        or is_drained_comment(comment)
+        or comment == REMOVED_COMMENT
+    )
 
 
 class Agent:

@@ -374,6 +374,19 @@ def test_drain_outlives_a_restart_and_a_resume_while_down(shared_server, make_ag
     )
 
 
+def test_an_agent_added_again_after_its_removal_takes_jobs(shared_server, make_agent):
+    """The server still lists a name tf-fleet removed from the fleet; an agent of that
+    name added back is not held by that last word, as it would be by an admin's offline."""
+    agent = make_agent(shared_server.url, polling_interval=0.2)
+    body = {"state": "offline", "comment": "removed from the fleet by tf-fleet"}
+    requests.post(
+        f"{shared_server.url}/v1/agents/data/{agent.name}", json=body, timeout=5
+    ).raise_for_status()
+    agent.start()  # returns once it has polled for a job
+    shown = shared_server.agent(agent.name)
+    assert (shown["state"], shown["comment"]) == ("waiting", "")
+
+
 def test_outcome_survives_server_outage(tf_server, make_agent, tmp_path):
     gate = tmp_path / "release"  # the job ends once the server is down
     agent = make_agent(
