@@ -10,14 +10,14 @@ from typing import Any
 from urllib.parse import urlencode
 
 from apiflask import APIBlueprint
-from flask import Response, current_app, redirect, render_template, request
+from flask import Response, current_app, g, redirect, render_template, request
 
 from multiagent.server.auth import AMC, Denied, allowed, auth_configured, caller
 from multiagent.server.db import Store, valid_job_id
 from multiagent.server.jobview import duration, job_end, job_name, phase_rows, when, when_iso
 from multiagent.server.policy import policy
 from multiagent.server.schemas import AgentsPageQuery
-from multiagent.server.verdict import of_job
+from multiagent.server.verdict import Verdict, of_job
 from multiagent.vocabulary import (
     REMOVED_COMMENT,
     REMOVED_STATE,
@@ -175,6 +175,25 @@ def _readers_only() -> Any:
     return None
 
 
+def may_read_jobs() -> bool:
+    """Whether this caller may see what jobs hold (names, verdicts): `--public-pages`
+    opens the agents and queues pages to anyone, their jobs' data only to readers."""
+    if "tf_may_read_jobs" not in g:
+        g.tf_may_read_jobs = True
+        if policy().public_pages and auth_configured(
+            policy().token, current_app.extensions["tf_accounts"]
+        ):
+            try:
+                allowed(caller(), AMC, require_auth=policy().require_auth, read=True)
+            except Denied:
+                g.tf_may_read_jobs = False
+    return bool(g.tf_may_read_jobs)
+
+
+def shown_name(job: dict[str, Any] | None) -> str:
+    return job_name(job) if job and may_read_jobs() else ""
+
+
 @bp.get("/")
 def index():
     return redirect("/agents")
@@ -188,7 +207,7 @@ def agents_page(args: Any):
     for row in rows:
         job_id = row.get("job_id")
         job = store().get_job(job_id) if isinstance(job_id, str) and valid_job_id(job_id) else None
-        row["job_name"] = job_name(job) if job else ""
+        row["job_name"] = shown_name(job)
     chosen = {k: args.get(k, "") for k in FILTERS}
     sort = args.get("sort", "name")
     sort = sort if sort in SORT_KEYS else "name"
@@ -253,8 +272,8 @@ def _job_rows(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [
         j
         | {
-            "name_text": job_name(j),
-            "verdict": of_job(j),
+            "name_text": shown_name(j),
+            "verdict": of_job(j) if may_read_jobs() else Verdict("", ""),
             "created_text": when(j["created_ts"]),
             "started_text": when(j["started_ts"]),
         }
@@ -281,14 +300,14 @@ def _agent_view(name: str) -> dict[str, Any] | None:
         job_id = entry["job_id"]
         if job_id not in names:
             found = s.get_job(job_id) if valid_job_id(job_id) else None
-            names[job_id] = job_name(found) if found else ""
+            names[job_id] = shown_name(found)
         entry["name_text"] = names[job_id]
     passed = sum(1 for entry in history if entry["passed"])
     job_id = agent.get("job_id")
     current_job = s.get_job(job_id) if isinstance(job_id, str) and valid_job_id(job_id) else None
     return {
         "agent": agent_row(agent, current),
-        "current_job_name": job_name(current_job) if current_job else "",
+        "current_job_name": shown_name(current_job),
         "queues": queue_rows,
         "history": history,
         "success": (100 * passed // len(history)) if history else None,
