@@ -631,6 +631,7 @@ def rollback(opts: Options, timeout: str | None, as_json: bool) -> None:
 @click.option("--all", "all_agents", is_flag=True, help="Every agent of the fleet.")
 @click.option("--wait", is_flag=True, help="Return when every named agent is idle.")
 @click.option("--timeout", default=None, help="With --wait: how long (default restart.timeout).")
+@click.option("--reason", default="", help="Why: shown with the agent's state on the server.")
 @json_report
 @pass_options
 @handles_errors
@@ -640,6 +641,7 @@ def drain(
     all_agents: bool,
     wait: bool,
     timeout: str | None,
+    reason: str,
     as_json: bool,
 ) -> None:
     """Take no new jobs (running jobs go on); `resume` undoes it."""
@@ -650,7 +652,9 @@ def drain(
     supervisor = _supervisor(fleet, timeout)
     selected = _select(fleet, names, all_agents)
     _only_ours(fleet, supervisor.target, selected)
-    operations = [Drain(n, program_kind(fleet, supervisor.target, n)) for n in selected]
+    operations = [
+        Drain(n, program_kind(fleet, supervisor.target, n), reason=reason) for n in selected
+    ]
     with _changing(fleet, "drain"):
         result = _carry_out(
             fleet, supervisor, operations, timeout, wait=wait, show_progress=wait and not as_json

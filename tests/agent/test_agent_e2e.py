@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import signal
 import sys
 import tarfile
@@ -325,8 +326,19 @@ def test_attachments(shared_server, make_agent, member):
 
 def test_drain_and_hold(shared_server, make_agent):
     agent = make_agent(shared_server.url, polling_interval=0.2, test_command="echo ran").start()
-    agent.drain_file.write_text("drain\n")
+    agent.drain_file.write_text("drain\ncable  swap <rack 3>\n")  # as `drain --reason` writes
     agent.wait_status(lambda s: s["state"] == "drained" and s["drained"], 3, what="drained")
+    # The lab sees it as upstream's admins show theirs: offline, with the reason.
+    shown = wait_for(
+        lambda: (a := shared_server.agent(agent.name)).get("state") == "offline" and a,
+        what="drained agent offline on the server",
+    )
+    assert shown["comment"] == "drained by tf-fleet: cable swap <rack 3>"
+    page = requests.get(f"{shared_server.url}/agents?state=drained", timeout=5).text
+    row = page[page.index(f'id="agent-{agent.name}"') :].split("</tr>")[0]
+    assert '<span class="st drained">drained</span>' in row
+    assert "drained by tf-fleet: cable swap &lt;rack 3&gt;" in row
+    assert re.search(r"drained: [1-9]", page)  # counted apart from the waiting
     job_id = shared_server.submit(job(agent, "x"))
     # Three more rounds of the agent's loop (each rewrites the status file), the job
     # waiting all along.
@@ -339,12 +351,52 @@ def test_drain_and_hold(shared_server, make_agent):
     agent.drain_file.unlink()
     shared_server.wait_job_state(job_id, {"complete"}, timeout=10)
     agent.wait_status(lambda s: s["state"] == "waiting" and not s["drained"], what="undrained")
+    wait_for(
+        lambda: (a := shared_server.agent(agent.name))["state"] == "waiting" and not a["comment"],
+        what="resumed agent waiting, its drain comment gone",
+    )
     agent.drain_file.write_text("hold")
     assert agent.wait_exit(3) == 0
     assert agent.status()["state"] == "stopped"
     # Starting while held: exits 0 at once.
     agent.start(wait_polling=False)
     assert agent.wait_exit(5) == 0
+
+
+def test_drain_outlives_a_restart_and_a_resume_while_down(shared_server, make_agent):
+    """A drained agent that restarts comes back drained (its flag says so); one resumed
+    while it was down comes back waiting, the drain's comment gone."""
+    agent = make_agent(shared_server.url, polling_interval=0.2).start()
+    agent.drain_file.write_text("drain\nfirmware\n")
+    agent.wait_status(lambda s: s["state"] == "drained", 3, what="drained")
+    agent.restart_file.touch()
+    assert agent.wait_exit(5) == 1
+    assert shared_server.agent(agent.name)["comment"] == "drained by tf-fleet: firmware"
+    agent.start(wait_polling=False)
+    agent.wait_status(lambda s: s["state"] == "drained", 5, what="drained again")
+    shown = shared_server.agent(agent.name)
+    assert (shown["state"], shown["comment"]) == ("offline", "drained by tf-fleet: firmware")
+    agent.signal(signal.SIGTERM)
+    assert agent.wait_exit(5) == 0
+    agent.drain_file.unlink()
+    agent.start()
+    wait_for(
+        lambda: (a := shared_server.agent(agent.name))["state"] == "waiting" and not a["comment"],
+        what="resumed while down: waiting, no comment",
+    )
+
+
+def test_an_agent_added_again_after_its_removal_takes_jobs(shared_server, make_agent):
+    """The server still lists a name tf-fleet removed from the fleet; an agent of that
+    name added back is not held by that last word, as it would be by an admin's offline."""
+    agent = make_agent(shared_server.url, polling_interval=0.2)
+    body = {"state": "offline", "comment": "removed from the fleet by tf-fleet"}
+    requests.post(
+        f"{shared_server.url}/v1/agents/data/{agent.name}", json=body, timeout=5
+    ).raise_for_status()
+    agent.start()  # returns once it has polled for a job
+    shown = shared_server.agent(agent.name)
+    assert (shown["state"], shown["comment"]) == ("waiting", "")
 
 
 def test_outcome_survives_server_outage(tf_server, make_agent, tmp_path):

@@ -552,7 +552,7 @@ ROWS = [
         Stage.STOPPING,
         facts(proc("EXITED")),
         Stage.DONE,
-        [(ops.REMOVE_PROGRAM, "")],
+        [(ops.REMOVE_PROGRAM, ""), (ops.TELL_REMOVED, "")],
         "removed after",
     ),
     Row(
@@ -562,6 +562,7 @@ ROWS = [
         facts(),
         Stage.DONE,
         [(ops.REMOVE_PROGRAM, "")],
+        server_known=False,
     ),
     Row(
         "remove: BACKOFF is stopped and removed",
@@ -569,7 +570,7 @@ ROWS = [
         Stage.DOWN,
         facts(proc("BACKOFF")),
         Stage.DONE,
-        [(ops.STOP, ""), (ops.REMOVE_PROGRAM, "")],
+        [(ops.STOP, ""), (ops.REMOVE_PROGRAM, ""), (ops.TELL_REMOVED, "")],
     ),
     # Drain ------------------------------------------------------------------------
     Row(

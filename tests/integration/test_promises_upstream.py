@@ -123,8 +123,12 @@ def test_drain_of_an_upstream_agent_outlives_its_restarts_until_resumed(fleet_en
 
 
 def test_drained_idle_upstream_agent_takes_no_job_until_resumed(fleet_env):
+    import requests
+
     pids = fleet_env.start(fleet_env.upstream_fleet(["ui1"], {"ui1": ["qi"]}))
-    assert "1/1 idle." in fleet_env.run("drain", "ui1", "--wait").stdout
+    assert "1/1 idle." in fleet_env.run("drain", "ui1", "--wait", "--reason", "relabel").stdout
+    shown = requests.get(f"{fleet_env.server_url}/v1/agents/data/ui1", timeout=10).json()
+    assert (shown["state"], shown["comment"]) == ("offline", "drained by tf-fleet: relabel")
     _stays_drained_until_resumed(fleet_env, "ui1", "qi", pids["ui1"])
     assert fleet_env.status()["ui1"]["pid"] == pids["ui1"]
 

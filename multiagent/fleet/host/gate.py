@@ -21,11 +21,14 @@ if __name__ == "__main__":  # run as a script: imports need the package's parent
     here = os.path.realpath(__file__)  # <parent>/multiagent/fleet/host/gate.py
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(here))))
 
-from multiagent.vocabulary import AgentState, read_drain_flag  # noqa: E402 - after sys.path
+from multiagent.vocabulary import (  # noqa: E402 - after sys.path
+    AgentState,
+    drained_comment,
+    read_drain,
+)
 
 LOOK_EVERY = 0.5  # seconds between looks at the drain flag while it holds the agent
 RETRY_EVERY = 5.0  # seconds between tries to set the agent offline on an unanswering server
-COMMENT = "drained by tf-fleet"
 
 
 def split_argv(argv: list[str]) -> tuple[str, list[str]]:
@@ -43,7 +46,7 @@ def option(command: list[str], name: str) -> str | None:
     return None
 
 
-def set_offline(command: list[str]) -> tuple[bool, str]:
+def set_offline(command: list[str], reason: str = "") -> tuple[bool, str]:
     """Tell the agent's server it is offline: whether it took it, and what happened in
     words (never raises)."""
     import json
@@ -60,7 +63,7 @@ def set_offline(command: list[str]) -> tuple[bool, str]:
         return False, f"cannot read the agent's config {conf_path}: {exc}"
     try:
         client = ServerClient.with_token_file(server, option(command, "--token-file"))
-        client.set_agent_state(name, AgentState.OFFLINE, COMMENT)
+        client.set_agent_state(name, AgentState.OFFLINE, drained_comment(reason))
     except ServerError as exc:
         return False, f"cannot set {name} offline on {server}: {exc}"
     return True, f"{name} is offline on {server}"
@@ -70,10 +73,10 @@ def main(argv: list[str]) -> None:
     flag, command = split_argv(argv)
     held = told = False
     next_try = 0.0
-    while read_drain_flag(flag) is not None:
+    while (found := read_drain(flag)) is not None:
         held = True
         if not told and time.monotonic() >= next_try:
-            told, text = set_offline(command)
+            told, text = set_offline(command, found[1])
             next_try = time.monotonic() + RETRY_EVERY
             print(f"tf-fleet: drained ({flag}), the agent waits until resumed: {text}", flush=True)
         time.sleep(LOOK_EVERY)

@@ -32,6 +32,7 @@ SWAP_PROGRAM = "swap-program"  # remove the old program, clear its drain flag, a
 # gate holds a drained agent until `resume` (only the hold that brought it down goes).
 KEEP_DRAIN = "keep-drain"
 REMOVE_PROGRAM = "remove-program"  # remove the program, its file and the agent's files
+TELL_REMOVED = "tell-removed"  # the server's last word of an agent: removed from the fleet
 
 
 class Stage:
@@ -57,6 +58,7 @@ class Action:
     verb: str
     name: str
     arg: str = ""
+    reason: str = ""  # the operator's words, shown with a drain (flag file, server comment)
 
 
 @dataclass(frozen=True)
@@ -391,11 +393,18 @@ class Remove(SafeStop):
 
     def after_down(self, snap: Snapshot) -> list[Action]:
         self.finish(snap, f"removed after {self._took(snap)}")
-        return [*self._stop_if_up(snap), Action(REMOVE_PROGRAM, self.name)]
+        actions = [*self._stop_if_up(snap), Action(REMOVE_PROGRAM, self.name)]
+        if snap.server_known and self.kind != ProgramKind.SERVER:
+            # The server lists the name until its agent TTL: it says the fleet removed it.
+            actions.append(Action(TELL_REMOVED, self.name))
+        return actions
 
 
+@dataclass
 class Drain(Operation):
     """Take no new job; done once the agent is idle (it stays up)."""
+
+    reason: str = ""  # the operator's, shown on the server with the agent's state
 
     verb = "drain"
 
@@ -403,13 +412,13 @@ class Drain(Operation):
         super().begin(snap)
         self.stage = Stage.DRAINING
         if self.kind == ProgramKind.TF_AGENT:
-            return [Action(SET_DRAIN, self.name, DrainMode.DRAIN)]
+            return [Action(SET_DRAIN, self.name, DrainMode.DRAIN, self.reason)]
         if snap.server_known:
             # Upstream: `offline` on its server takes no job; the flag makes its program's
             # gate hold it after a restart, which would post `waiting` (host/gate.py).
             return [
-                Action(SET_DRAIN, self.name, DrainMode.DRAIN),
-                Action(SERVER_STATE, self.name, AgentState.OFFLINE),
+                Action(SET_DRAIN, self.name, DrainMode.DRAIN, self.reason),
+                Action(SERVER_STATE, self.name, AgentState.OFFLINE, self.reason),
             ]
         self.fail("an upstream agent can only be drained through its server", snap.now)
         return []

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 
 from multiagent.fleet.errors import ExitStatus, UserError
 from multiagent.fleet.host import pending, triggers
-from multiagent.fleet.host.gate import COMMENT as DRAINED
 from multiagent.fleet.host.logs import tail_lines
 from multiagent.fleet.host.procinfo import child_counts, process_start_time
 from multiagent.fleet.host.statelock import Superseded, superseded_by
@@ -33,6 +32,7 @@ from multiagent.fleet.model.operations import (
     START,
     STOP,
     SWAP_PROGRAM,
+    TELL_REMOVED,
     Action,
     AgentFacts,
     Operation,
@@ -42,7 +42,15 @@ from multiagent.fleet.model.operations import (
 from multiagent.fleet.model.render import token_files
 from multiagent.fleet.serverinfo import agent_job
 from multiagent.fleet.supervisord.client import Faults, Supervisor, SupervisorError
-from multiagent.vocabulary import DEFAULT_RESTART_DIR, DrainMode, Phase
+from multiagent.vocabulary import (
+    DEFAULT_RESTART_DIR,
+    REMOVED_COMMENT,
+    REMOVED_STATE,
+    DrainMode,
+    Phase,
+    clean_reason,
+    drained_comment,
+)
 
 SERVER_CACHE_SECONDS = 2.0
 # Up to this many agents in an operation, a look asks supervisord for those agents only
@@ -176,18 +184,40 @@ def execute(action: Action, env: Env) -> list[str]:
         triggers.ask_restart_by_signal(supervisor, name)
     elif action.verb == ASK_FILE:
         triggers.ask_restart_by_file(env.restart_dir, name)
-    elif action.verb == SET_DRAIN:
-        triggers.set_drain(env.layout, name, action.arg)
-    elif action.verb == SERVER_STATE:
-        triggers.set_server_state(
-            env.server_url or "", name, action.arg, DRAINED, env.token_files.get(name)
-        )
+    elif action.verb in (SET_DRAIN, SERVER_STATE):
+        _drain(action, env)
     elif action.verb == SWAP_PROGRAM:
         _swap_program(env, name, keep_drain=action.arg == KEEP_DRAIN)
     elif action.verb == REMOVE_PROGRAM:
         return _remove_program(env, name)
+    elif action.verb == TELL_REMOVED:
+        return _tell_removed(env, name)
     else:
         raise ValueError(f"unknown action {action.verb!r}")
+    return []
+
+
+def _drain(action: Action, env: Env) -> None:
+    """The drain flag (tf-agent), or the agent's state on its server (upstream)."""
+    if action.verb == SET_DRAIN:
+        triggers.set_drain(env.layout, action.name, action.arg, action.reason)
+        return
+    triggers.set_server_state(
+        env.server_url or "",
+        action.name,
+        action.arg,
+        drained_comment(clean_reason(action.reason)),
+        env.token_files.get(action.name),
+    )
+
+
+def _tell_removed(env: Env, name: str) -> list[str]:
+    try:
+        triggers.set_server_state(
+            env.server_url or "", name, REMOVED_STATE, REMOVED_COMMENT, env.token_files.get(name)
+        )
+    except UserError as exc:  # the removal is done; only the server's view lags
+        return [f"the server still lists it as it was: {exc}"]
     return []
 
 
