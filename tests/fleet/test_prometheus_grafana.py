@@ -38,7 +38,7 @@ def printed_metrics() -> set[str]:
     agent.poll_error("unreachable")
     row = AgentStatus("a1", "RUNNING", 7, 10.0, "test", "j", "test", False, 1.0, False)
     server = ServerStatus("http://127.0.0.1:8585", True, "ok", "tf-fleet-server", "RUNNING")
-    texts = [agent.render(), status_text(True, [row], server, now=2.0)]
+    texts = [agent.render(), status_text(True, [row], server, 2.0, "lab")]
     return {
         sample.name
         for text in texts

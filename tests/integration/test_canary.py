@@ -3,9 +3,14 @@ gate; a canary that fails it is rolled back; no job is interrupted either way.""
 
 from __future__ import annotations
 
+import stat
+import sys
+from pathlib import Path
+
 import yaml
 
 from multiagent.fleet.model.layout import Layout
+from multiagent.fleet.model.render import RenderContext
 
 
 def _smoke(env) -> str:
@@ -30,7 +35,15 @@ def test_a_good_change_goes_to_the_canary_first_then_to_all(fleet_env):
         line.split()[1] for line in plan.splitlines() if "[canary]" in line
     ], plan
     up = fleet_env.run_releasing(
-        "up", "--canary", "1", "--canary-job", _smoke(fleet_env), jobs=[job], when="cg3: waiting"
+        "up",
+        "--canary",
+        "1",
+        "--canary-job",
+        _smoke(fleet_env),
+        "--canary-soak",
+        "1s",
+        jobs=[job],
+        when="cg3: waiting",
     )
     assert "canaries passed: cg1; the rest followed" in up.stdout, up.stdout
     fleet_env.assert_completed(job)  # the busy agent finished its job first
@@ -79,3 +92,70 @@ def test_an_agent_that_does_not_start_is_rolled_back_and_by_hand_too(fleet_env):
     assert "2/2 rolled back." in back.stdout, back.stdout
     assert not any("rack 7" in _conf(fleet_env, n) for n in names)
     assert fleet_env.run("rollback").stdout.startswith("nothing to roll back")
+
+
+def _dying_build(env, seconds: int) -> str:
+    """A tf-agent build that polls, then dies `seconds` later (SIGKILL): it passes the
+    first poll, as a bad build does, and crash-loops under supervisord."""
+    directory = env.root / "bad-build"
+    directory.mkdir(exist_ok=True)
+    script = directory / "tf-agent"  # its name makes it a tf-agent to tf-fleet
+    boot = RenderContext(python="", program_dir=Path()).agent_script
+    # exec keeps the shell's pid: the process supervisord runs is the agent itself
+    killer = f"(sleep {seconds}; kill -KILL $$ 2>/dev/null) &"
+    script.write_text(f'#!/bin/sh\n{killer}\nexec {sys.executable} -S {boot} "$@"\n')
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    return str(script)
+
+
+def test_a_build_that_dies_after_its_first_poll_fails_the_soak_and_is_remembered(fleet_env):
+    names = ["cs1", "cs2"]
+    fleet = fleet_env.agent_fleet(names, {n: [f"q-{n}"] for n in names})
+    fleet["name"] = "soak-lab"
+    before = fleet_env.start(fleet)
+    job = fleet_env.hold_running("q-cs2")  # cs2 is busy: cs1 is the canary
+    good = {n: _conf(fleet_env, n) for n in names}
+    fleet["defaults"]["agent_command"] = _dying_build(fleet_env, 4)
+    up = fleet_env.up(fleet, "--canary", "1", "--canary-soak", "12s", check=False)
+    assert up.returncode == 1, up.stdout + up.stderr
+    assert "canary gate failed: cs1: " in up.stderr and "during the soak" in up.stderr, up.stderr
+    assert fleet_env.pids()["cs2"] == before["cs2"]
+
+    # The rejection is remembered: a plain `up` (a unit, a reboot) refuses it, touching nothing.
+    again = fleet_env.run("up", check=False)
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert "the change was rejected at" in again.stderr and "cs1" in again.stderr, again.stderr
+    assert "--force-rejected" in again.stderr
+    assert fleet_env.pids()["cs2"] == before["cs2"]
+    assert {n: _conf(fleet_env, n) for n in names} == good
+    assert "rejected: the change was rejected" in fleet_env.run("plan").stdout
+    assert "rejected: the change was rejected" in fleet_env.run("status", check=False).stdout
+    gauges = fleet_env.run("status", "--format", "prometheus").stdout
+    assert 'tf_fleet_change_rejected{fleet="soak-lab"} 1' in gauges, gauges
+    back = fleet_env.run("rollback").stdout
+    assert back.startswith("nothing to roll back: the change was rejected at"), back
+    assert "the fleet runs what it ran before that change" in back
+    fleet_env.release(job)
+    fleet_env.assert_completed(job)  # cs2 was never touched: its job ran to its end
+
+    # Forced through, the build reaches every agent and crash-loops: status counts it.
+    fleet_env.run("up", "--force-rejected", check=False)
+
+    def crashing() -> bool:
+        rows = fleet_env.status()
+        return all(rows[n]["crashed"] for n in names)
+
+    fleet_env.wait_for(crashing, timeout=60, what="both agents to crash and start again")
+    seen = fleet_env.run("status", check=False)
+    assert seen.returncode == 1 and "ended without exiting" in seen.stdout, seen.stdout
+    gauges = fleet_env.run("status", "--format", "prometheus").stdout
+    for name in names:
+        assert f'tf_fleet_agent_failed{{fleet="soak-lab",agent="{name}"}} 1' in gauges, gauges
+    assert 'tf_fleet_change_rejected{fleet="soak-lab"} 0' in gauges
+
+    # A new change is a new change: the fixed fleet file goes out, and the record is gone.
+    fleet["defaults"].pop("agent_command")
+    fleet["defaults"]["location"] = "rack 5"
+    fleet_env.up(fleet)
+    assert all("rack 5" in _conf(fleet_env, n) for n in names)
+    fleet_env.assert_completed(fleet_env.submit("q-cs1", 0.1))

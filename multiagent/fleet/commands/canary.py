@@ -20,6 +20,7 @@ from multiagent.fleet.errors import ExitStatus, UserError
 from multiagent.fleet.host import pending
 from multiagent.fleet.host.files import PRIVATE, owner_of, read_text, write_atomic
 from multiagent.fleet.host.statusfile import read_status
+from multiagent.fleet.model.facts import ProcessState
 from multiagent.fleet.model.fleetfile import Fleet, ProgramKind
 from multiagent.fleet.model.layout import Layout
 from multiagent.fleet.model.operations import Operation, Replace, RunResult, SafeRestart
@@ -29,7 +30,7 @@ from multiagent.fleet.serverclient import ServerClient
 from multiagent.fleet.serverinfo import server_agent
 from multiagent.fleet.supervisord.client import Supervisor, SupervisorTarget
 from multiagent.fleet.supervisord.ownership import program_kind, program_kinds
-from multiagent.vocabulary import JobState
+from multiagent.vocabulary import AgentState, JobState
 
 LOOK_EVERY = 0.2
 
@@ -42,6 +43,9 @@ class CanaryGate:
     jobs: int = 0  # each canary finished this many jobs, all passing
     job_file: Path | None = None  # a smoke job each canary runs, which must pass
     timeout: float = 900.0
+    # How long each canary stays under watch (no exit, no restart, polling on time);
+    # None: the fleet file's `restart.canary_soak`.
+    soak: float | None = None
 
 
 class CanaryError(UserError):
@@ -122,20 +126,75 @@ def _put_back(fleet: Fleet, program_file: Path, name: str, path: Path, text: str
 # The health gate -------------------------------------------------------------------
 def check(
     fleet: Fleet,
-    target: SupervisorTarget,
+    supervisor: Supervisor,
     canaries: list[str],
     gate: CanaryGate,
     say: Callable[[str], None] | None,
 ) -> str | None:
-    """None when every canary passed the gate, else what failed, in words."""
-    deadline = time.monotonic() + gate.timeout
+    """None when every canary passed the gate, else what failed, in words: each canary
+    soaks (stays up on the process it came back on, polling on time) for the soak, and
+    passes the job gates, if any."""
+    start = time.monotonic()
+    deadline = start + gate.timeout
+    soak = fleet.restart.canary_soak if gate.soak is None else gate.soak
+    infos = supervisor.processes()
+    pids = {n: infos[n].pid if n in infos else 0 for n in canaries}
+    kinds = program_kinds(fleet, supervisor.target, canaries)
+    if say and soak:
+        say(f"canaries {', '.join(canaries)}: soaking for {soak:g} s")
     if gate.job_file is not None:
         failure = _smoke_jobs(fleet, canaries, gate.job_file, deadline, say)
         if failure:
-            return failure
+            return _soaked(fleet, supervisor, kinds, pids) or failure
     if gate.jobs:
-        kinds = program_kinds(fleet, target, canaries)
-        return _jobs_done(fleet, kinds, gate.jobs, deadline, say)
+        failure = _jobs_done(fleet, kinds, gate.jobs, deadline, say)
+        if failure:
+            return _soaked(fleet, supervisor, kinds, pids) or failure
+    while True:
+        failure = _soaked(fleet, supervisor, kinds, pids)
+        if failure or time.monotonic() - start >= soak:
+            return failure
+        time.sleep(LOOK_EVERY)
+
+
+# How much later than its polling interval an idle tf-agent may poll before the soak
+# calls it stuck: a look at the server may take a while under load.
+POLL_GRACE = 15.0
+
+
+def _soaked(
+    fleet: Fleet, supervisor: Supervisor, kinds: dict[str, str], pids: dict[str, int]
+) -> str | None:
+    """What a look finds wrong with a soaking canary: not running, a process other than
+    the one it came back on (it exited and supervisord started it again), or an idle
+    tf-agent that has not polled on time; None when every canary is fine."""
+    infos = supervisor.processes()
+    layout = Layout(fleet.state_dir)
+    now = time.time()
+    for name, kind in kinds.items():
+        info = infos.get(name)
+        if info is None or info.state not in ProcessState.LIVE:  # STARTING: startsecs
+            state = info.state if info else "not loaded"
+            exited = f", last exit status {info.exitstatus}" if info else ""
+            return f"{name}: {state} during the soak{exited}"
+        if info.pid != pids[name]:
+            return (
+                f"{name}: its process (pid {pids[name]}) exited during the soak (exit status"
+                f" {info.exitstatus}) and was started again (pid {info.pid})"
+            )
+        if kind != ProgramKind.TF_AGENT:
+            continue  # upstream's agent writes no status file: its exit is what shows
+        data = read_status(layout.status_file(name)).data or {}
+        last_poll = data.get("last_poll")
+        interval = float(fleet.agents[name].upstream.get("polling_interval") or 10)
+        waiting = data.get("state") == AgentState.WAITING and not data.get("job_id")
+        if waiting and isinstance(last_poll, (int, float)):
+            late = now - last_poll
+            if late > interval + POLL_GRACE:
+                return (
+                    f"{name}: has not polled its server for {late:.0f} s during the soak"
+                    f" (polling_interval {interval:g} s)"
+                )
     return None
 
 
@@ -263,7 +322,7 @@ def restart_in_two(
     canaries = choose(fleet, supervisor, names, gate.count)
     first = run([SafeRestart(n, kinds[n], method) for n in canaries])
     failure = "; ".join(f"{op.name}: {op.text}" for op in first.operations if not op.succeeded)
-    failure = failure or check(fleet, supervisor.target, canaries, gate, say) or ""
+    failure = failure or check(fleet, supervisor, canaries, gate, say) or ""
     rest = [n for n in names if n not in canaries]
     if failure:
         return first, failure, rest
