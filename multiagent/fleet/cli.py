@@ -782,7 +782,11 @@ def status(opts: Options, names: tuple[str, ...], output: str | None, as_json: b
 
         if note:
             click.echo(note, err=True)
-        text = status_text(running, rows, server, time.time(), fleet_label(fleet), rejection)
+        import socket
+
+        label = fleet_label(fleet)
+        host = socket.gethostname()
+        text = status_text(running, rows, server, time.time(), label, host, rejection)
         click.echo(text, nl=False)
         return
     if output == "json":

@@ -57,7 +57,8 @@ METRIC_NAMES = tuple(PREFIX + name for name in (*FLEET_GAUGES, *AGENT_GAUGES))
 # -- service discovery ------------------------------------------------------------
 def targets(fleet: Fleet, hostname: str) -> list[dict[str, Any]]:
     """One file_sd entry per tf-agent with a metrics port, labelled with its agent name,
-    its queues (comma-joined), its location (when set) and this host's name."""
+    its queues (comma-joined), its location (when set), this host's name and the fleet's
+    label."""
     metrics = fleet.metrics
     if metrics is None:
         return []
@@ -69,6 +70,7 @@ def targets(fleet: Fleet, hostname: str) -> list[dict[str, Any]]:
             "agent": name,
             "queues": ",".join(str(q) for q in upstream.get("job_queues") or ()),
             "host": hostname,
+            "fleet": fleet_label(fleet),
         }
         if upstream.get("location") not in (None, ""):
             labels["location"] = str(upstream["location"])
@@ -161,11 +163,12 @@ def status_text(
     server: ServerStatus,
     now: float,
     fleet: str,
+    host: str,
     rejection: Rejection | None = None,
 ) -> str:
     """What `tf-fleet status` knows, as Prometheus gauges (text exposition format 0.0.4),
-    every series labelled with its `fleet`."""
-    own = {"fleet": fleet}
+    every series labelled with its `host` and `fleet` (as the agents' targets are)."""
+    own = {"host": host, "fleet": fleet}
     url = {**own, "url": server.url}
     gauges: dict[str, list[Sample]] = {
         "supervisord_up": [(own, supervisord_up)],
