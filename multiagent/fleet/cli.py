@@ -534,7 +534,8 @@ def _up_failed(report: UpReport, no_wait: bool) -> bool:
     "--max-parallel",
     default=1,
     show_default=True,
-    help="With --safe: how many agents may be restarting at once.",
+    help="With --safe: how many agents may be restarting at once; 0: every one asked at"
+    " once, each restarting when its own job ends (a host's roll takes its longest job).",
 )
 @click.option("--timeout", default=None, help="How long to wait (default: restart.timeout).")
 @click.option(
@@ -579,8 +580,9 @@ def restart(
         for name, pid in pids.items():
             click.echo(f"{name}: restarted (pid {pid})")
         return
-    if max_parallel < 1:
-        raise click.BadParameter("must be at least 1", param_hint="--max-parallel")
+    if max_parallel < 0:
+        raise click.BadParameter("must be 0 (all at once) or more", param_hint="--max-parallel")
+    max_parallel = max_parallel or max(1, len(selected))
     from multiagent.fleet.model.operations import SafeRestart
     from multiagent.fleet.supervisord.ownership import program_kind
 

@@ -92,6 +92,7 @@ class Lab:
         connector = "tf-local-connector {} -c {{agent_dir}}/default.yaml testflinger.json"
         group_vars = {
             "tf_fleet_install": False,
+            "tf_fleet_become": False,  # the suite runs as the hosts' owner (no sudo here)
             "tf_fleet_venv": str(BIN.parent),
             "tf_fleet_executable": str(BIN / "tf-fleet"),
             "tf_fleet_defaults": {
