@@ -368,6 +368,16 @@ def _confs(env: FleetEnv) -> dict[str, str]:
 # Six playbook runs over two hosts, as above.
 @pytest.mark.timeout(400)
 def test_waves_stop_at_a_failed_canary_host_and_a_rejected_change_stays_refused(lab: Lab) -> None:
+    # One agent name on two hosts that poll one server: refused before any host is touched.
+    shared = {"tf_fleet_server": "http://127.0.0.1:9", "tf_fleet_agents": {"dut-1": {}}}
+    twice = lab.inventory(h1=shared, h2=shared)
+    rc, results, _ = lab.play(ANSIBLE_DIR / "deploy.yml", inventory=twice, check=False)
+    assert rc != 0
+    refused = [r for r in results if r["status"] == "failed"]
+    assert len(refused) == 1, refused
+    assert "dut-1 on h1 and h2 (http://127.0.0.1:9)" in refused[0]["result"]["msg"], refused
+    assert not any(env.fleet_file.exists() for env in lab.hosts.values())
+
     # A fresh host in check mode: nothing installed yet, nothing fails, the file it would
     # get (with `name:` and `metrics:` from the role) shown, nothing written.
     lab.group_vars = {"tf_fleet_executable": str(lab.root / "not-installed" / "tf-fleet")}
