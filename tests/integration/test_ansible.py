@@ -373,9 +373,9 @@ def test_waves_stop_at_a_failed_canary_host_and_a_rejected_change_stays_refused(
     twice = lab.inventory(h1=shared, h2=shared)
     rc, results, _ = lab.play(ANSIBLE_DIR / "deploy.yml", inventory=twice, check=False)
     assert rc != 0
-    refused = [r for r in results if r["status"] == "failed"]
-    assert len(refused) == 1, refused
-    assert "dut-1 on h1 and h2 (http://127.0.0.1:9)" in refused[0]["result"]["msg"], refused
+    failed = [r for r in results if r["status"] == "failed"]
+    assert len(failed) == 1, failed
+    assert "dut-1 on h1 and h2 (http://127.0.0.1:9)" in failed[0]["result"]["msg"], failed
     assert not any(env.fleet_file.exists() for env in lab.hosts.values())
 
     # A fresh host in check mode: nothing installed yet, nothing fails, the file it would
