@@ -1,15 +1,16 @@
 """A host's rolling restart while its agents are busy: five tf-agents, each running one
-job of a different length (5, 10, 15, 20 and 25 s of `sleep`), then `tf-fleet restart
---safe --all` timed from its start until every agent is back and polling.
+job of a different length (5, 10, 15, 20 and 25 s of `sleep`) with a next one of the same
+length queued behind it (a lab's steady stream of work), then `tf-fleet restart --safe
+--all` timed from its start until every agent is back and polling.
 
     .venv/bin/python bench/rolling_restart.py [--max-parallel N]
 
-`--max-parallel` is passed through (tf-fleet's default is 1: one agent at a time, the
-others taking new work while they wait; 0 asks every agent at once, each restarting when
-its own job ends). The fleet runs under its own supervisord with its embedded server on
-127.0.0.1, in a temp dir removed at the end (`down --safe` first). Every job must end
-`complete` with its test phase passing. Not part of the test suite: it takes a minute
-or two.
+`--max-parallel` is passed through (tf-fleet's default is 1: one agent at a time; 0 asks
+every agent at once, each restarting when its own job ends; an agent not yet asked takes
+its next job when one ends). The fleet runs under its own supervisord with its embedded
+server on 127.0.0.1, in a temp dir removed at the end. The jobs that ran when the roll
+began must end `complete` with their test phase passing. Not part of the test suite: it
+takes a minute or two.
 """
 
 from __future__ import annotations
@@ -85,6 +86,8 @@ def main() -> None:
         for name, length in zip(names, JOB_SECONDS, strict=True):
             body = {"job_queue": f"q-{name}", "test_data": {"test_cmds": f"sleep {length}"}}
             jobs[name] = http(f"{server}/v1/job", body)["job_id"]
+            # The lab's steady stream: a next job already queued behind each running one.
+            http(f"{server}/v1/job", body)
         wait_for(lambda: all(r["job_id"] for r in status(root).values()), 60, "every job running")
         before = {n: r["pid"] for n, r in status(root).items()}
         extra = ["--max-parallel", args.max_parallel] if args.max_parallel is not None else []
@@ -93,7 +96,7 @@ def main() -> None:
         seconds = time.monotonic() - started
         after = status(root)
         assert all(after[n]["pid"] != before[n] for n in names), (before, after)
-        for job in jobs.values():
+        for job in jobs.values():  # the jobs that ran when the roll began
             result = http(f"{server}/v1/result/{job}")
             assert result["job_state"] == "complete" and result["test_status"] == 0, result
         how = f"--max-parallel {args.max_parallel}" if extra else "default --max-parallel"

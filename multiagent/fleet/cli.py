@@ -374,6 +374,13 @@ def plan(opts: Options, as_json: bool, canary_count: int | None) -> None:
         changed = changed_agents(fleet, result)
         canaries = choose(fleet, supervisor, changed, canary_count) if changed else []
     rejection = _rejected_now(fleet, rendered.rendering)
+    if not fleet.server.embedded:
+        from multiagent.fleet.commands.duplicates import seen_elsewhere
+        from multiagent.fleet.model.plan import ADD, START
+
+        starting = [a.name for a in result.of_kind(ADD, START) if a.name in fleet.agents]
+        for line in seen_elsewhere(fleet, starting):
+            click.echo(f"warning: {line}", err=True)
     if as_json:
         data = {
             "actions": _actions_json(result.actions),
@@ -506,6 +513,8 @@ def _up_text(socket_url: str, report: UpReport, no_wait: bool) -> None:
 
 def _up_failed(report: UpReport, no_wait: bool) -> bool:
     """Say what failed (on stderr, also with --json); True when `up` must exit 1."""
+    for line in report.duplicates:
+        click.echo(f"warning: {line}", err=True)
     failed = report.failed_to_start
     if failed:
         click.echo(f"failed to start: {', '.join(failed)} (see `tf-fleet status`)", err=True)

@@ -66,6 +66,8 @@ class UpReport:
     canary_failure: str | None = None  # what failed the gate; the canaries were rolled back
     rolled_back: RunResult | None = None
     rest: RunResult | None = None  # the agents changed after the canaries passed
+    # Agents another host may run (commands/duplicates.py), in words: warned of.
+    duplicates: list[str] = field(default_factory=list)
 
     @property
     def failed_to_start(self) -> list[str]:
@@ -302,6 +304,7 @@ def up(
     observed = look(fleet, layout, supervisor, rendered, supervisord_pid is not None)
     plan = make_plan(fleet, layout, supervisor, rendered, observed)
     report = UpReport(plan)
+    report.duplicates = _duplicates(fleet, plan)
     if supervisord_pid is None or plan.of_kind(planning.ADD, planning.START):
         report.strays = orphans(fleet, layout, supervisord_pid)
     server_ours = _server_is_ours(fleet, report, observed.loaded)
@@ -356,6 +359,22 @@ def up(
         removed = {a.name for a in plan.of_kind(planning.REMOVE)}
         write_applied(layout, supervisor, rendering, unsettled | removed)
     return report
+
+
+def _duplicates(fleet: Fleet, plan: Plan) -> list[str]:
+    """Agents about to start that another host may run: refused with the fleet file's
+    `duplicate_names: refuse` (before anything is written), else returned to warn of."""
+    starting = [
+        a.name for a in plan.of_kind(planning.ADD, planning.START) if a.name in fleet.agents
+    ]
+    if not starting or fleet.server.embedded:
+        return []
+    from multiagent.fleet.commands.duplicates import DuplicateNameError, seen_elsewhere
+
+    found = seen_elsewhere(fleet, starting)
+    if found and fleet.duplicate_names == "refuse":
+        raise DuplicateNameError(found)
+    return found
 
 
 def refuse_rejected(layout: Layout, change: str, force: bool) -> None:

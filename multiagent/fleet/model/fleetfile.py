@@ -163,6 +163,7 @@ class Fleet:
     agents: dict[str, Agent]
     metrics: MetricsSettings | None = None
     name: str | None = None  # `name:`, the `fleet` label of its metrics
+    duplicate_names: str = "warn"  # warn | refuse: an agent name heard from elsewhere
 
     @property
     def identity(self) -> str:
@@ -239,8 +240,10 @@ def _parse_fleet(
     metrics = _read_metrics(values["metrics"], agents, server, report)
     if report.problems:
         raise FleetError(report.problems)
-    name = values["name"]
-    return Fleet(fleet_path, server, state_dir, supervisor, restart, agents, metrics, name)
+    name, duplicates = values["name"], values["duplicate_names"]
+    return Fleet(
+        fleet_path, server, state_dir, supervisor, restart, agents, metrics, name, duplicates
+    )
 
 
 def _report_duplicates(duplicates: list[tuple[tuple[Any, ...], int, int]], report: Report) -> None:

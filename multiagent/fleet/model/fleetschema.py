@@ -179,6 +179,8 @@ def _must_be(wanted: Any, message: str) -> Rule:
 TOP = section(
     "a mapping",
     Key("name", _fleet_name),  # the `fleet` label of its metrics (default: the state dir)
+    # An agent name the server heard from elsewhere: `plan`/`up` warn, or `up` refuses.
+    Key("duplicate_names", one_of("warn", "refuse"), "warn"),
     Key("server", anything, "embedded"),  # `embedded`, a URL or EMBEDDED_SERVER
     Key("state_dir", _state_dir),
     Key("supervisor", anything, {}),  # SUPERVISOR
