@@ -1,7 +1,8 @@
 """A host's rolling restart while its agents are busy: five tf-agents, each running one
-job of a different length (5, 10, 15, 20 and 25 s of `sleep`) with a next one of the same
-length queued behind it (a lab's steady stream of work), then `tf-fleet restart --safe
---all` timed from its start until every agent is back and polling.
+job of a different length (25, 20, 15, 10 and 5 s of `sleep`, the longest on the agent
+asked first) with three of the same length queued behind it (a lab's steady stream),
+then `tf-fleet restart --safe --all` timed from its start until every agent is back and
+polling.
 
     .venv/bin/python bench/rolling_restart.py [--max-parallel N]
 
@@ -28,7 +29,10 @@ from typing import Any
 import yaml
 from lib.common import BIN, free_port, tf_fleet_cmd, wait_for
 
-JOB_SECONDS = (5, 10, 15, 20, 25)
+# The longest job on the agent asked first (names in order): a roll that waits for one
+# agent at a time then finds the others busy with their next jobs.
+JOB_SECONDS = (25, 20, 15, 10, 5)
+QUEUED = 3  # jobs queued behind each running one
 
 
 def fleet_file(root: Path, port: int) -> dict[str, Any]:
@@ -86,8 +90,9 @@ def main() -> None:
         for name, length in zip(names, JOB_SECONDS, strict=True):
             body = {"job_queue": f"q-{name}", "test_data": {"test_cmds": f"sleep {length}"}}
             jobs[name] = http(f"{server}/v1/job", body)["job_id"]
-            # The lab's steady stream: a next job already queued behind each running one.
-            http(f"{server}/v1/job", body)
+            # The lab's steady stream: next jobs already queued behind each running one.
+            for _ in range(QUEUED):
+                http(f"{server}/v1/job", body)
         wait_for(lambda: all(r["job_id"] for r in status(root).values()), 60, "every job running")
         before = {n: r["pid"] for n, r in status(root).items()}
         extra = ["--max-parallel", args.max_parallel] if args.max_parallel is not None else []
@@ -101,7 +106,7 @@ def main() -> None:
             assert result["job_state"] == "complete" and result["test_status"] == 0, result
         how = f"--max-parallel {args.max_parallel}" if extra else "default --max-parallel"
         print(
-            f"rolling restart of 5 agents busy {JOB_SECONDS[0]}-{JOB_SECONDS[-1]} s ({how}):"
+            f"rolling restart of 5 agents busy {min(JOB_SECONDS)}-{max(JOB_SECONDS)} s ({how}):"
             f" {seconds:.1f} s; every job complete, every agent back on a new process"
         )
     finally:
