@@ -4,6 +4,7 @@ gate; a canary that fails it is rolled back; no job is interrupted either way.""
 from __future__ import annotations
 
 import stat
+import subprocess
 import sys
 from pathlib import Path
 
@@ -173,3 +174,41 @@ def test_a_build_that_dies_after_its_first_poll_fails_the_soak_and_is_remembered
     fleet_env.up(fleet)
     assert all("rack 5" in _conf(fleet_env, n) for n in names)
     fleet_env.assert_completed(fleet_env.submit("q-cs1", 0.1))
+
+
+def test_a_command_that_cannot_run_fails_the_soak_without_a_smoke_job(fleet_env):
+    names = ["ct1", "ct2"]
+    fleet = fleet_env.agent_fleet(names, {n: [f"q-{n}"] for n in names})
+    before = fleet_env.start(fleet)
+    good = {n: _conf(fleet_env, n) for n in names}
+    fleet["defaults"]["test_command"] = "tf-local-conector test"  # a typo
+    fleet_env.write(fleet)
+    up = subprocess.Popen(
+        fleet_env.command("up", "--canary", "1", "--canary-soak", "60s"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=fleet_env.root,
+    )
+    try:
+        # ct1 (idle, first by name) is the canary: once back on the change, a job of the
+        # lab's reaches it during the soak.
+        fleet_env.wait_for(
+            lambda: (
+                "tf-local-conector" in _conf(fleet_env, "ct1")
+                and fleet_env.status()["ct1"]["pid"] != before["ct1"]
+            ),
+            what="the canary back on the change",
+        )
+        job = fleet_env.submit("q-ct1", 0)
+        out, err = up.communicate(timeout=90)
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.communicate()
+    assert up.returncode == 1, out + err
+    assert f"ct1: job {job} failed in its test phase with status 127" in err, err
+    assert "command not found" in err and "rolled back ct1" in err
+    assert fleet_env.result(job)["test_status"] == 127
+    assert {n: _conf(fleet_env, n) for n in names} == good
+    assert fleet_env.pids()["ct2"] == before["ct2"]

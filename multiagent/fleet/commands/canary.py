@@ -150,11 +150,51 @@ def check(
         failure = _jobs_done(fleet, kinds, gate.jobs, deadline, say)
         if failure:
             return _soaked(fleet, supervisor, kinds, pids) or failure
+    jobs = SoakJobs(fleet, kinds)
     while True:
-        failure = _soaked(fleet, supervisor, kinds, pids)
+        failure = _soaked(fleet, supervisor, kinds, pids) or jobs.look()
         if failure or time.monotonic() - start >= soak:
             return failure
         time.sleep(LOOK_EVERY)
+
+
+# A phase's exit status that says its command could not run at all (the shell's "not
+# executable" and "command not found"): the change's fault, whatever the job.
+CANNOT_RUN = {126: "not executable", 127: "command not found"}
+
+
+class SoakJobs:
+    """The jobs a soaking tf-agent canary runs: one whose phase could not run its command
+    (a typo in `test_command`, a connector not installed) fails the gate, though no smoke
+    job was asked for."""
+
+    def __init__(self, fleet: Fleet, kinds: dict[str, str]):
+        self.layout = Layout(fleet.state_dir)
+        self.client = _client(fleet.server.url)
+        tf_agents = [n for n, k in kinds.items() if k == ProgramKind.TF_AGENT]
+        self.running: dict[str, str | None] = dict.fromkeys(tf_agents)
+
+    def look(self) -> str | None:
+        for name, was in self.running.items():
+            data = read_status(self.layout.status_file(name)).data or {}
+            now = data.get("job_id") if isinstance(data.get("job_id"), str) else None
+            self.running[name] = now or None
+            if was and was != now:
+                failure = self._ended(name, was)
+                if failure:
+                    return failure
+        return None
+
+    def _ended(self, name: str, job_id: str) -> str | None:
+        result = _wait_final(self.client, job_id, time.monotonic() + 10) or {}
+        for key, value in result.items():
+            if key.endswith("_status") and isinstance(value, int) and value in CANNOT_RUN:
+                phase = key[: -len("_status")]
+                return (
+                    f"{name}: job {job_id} failed in its {phase} phase with status {value}"
+                    f" ({CANNOT_RUN[value]}) during the soak: a command of the change cannot run"
+                )
+        return None
 
 
 # How much later than its polling interval an idle tf-agent may poll before the soak
