@@ -336,27 +336,3 @@ def test_a_refused_key_is_never_suggested():
         parse_fleet(text, Path("/lab/fleet.yaml"), "fleet.yaml")
     (problem,) = caught.value.problems
     assert problem.message.startswith("unknown key") and "server_address" not in problem.message
-
-
-def test_the_canary_soak_is_30s_unless_the_fleet_file_or_the_command_says():
-    plain = parse_fleet("agents:\n  a1:\n" + GOOD_AGENT, Path("/lab/fleet.yaml"))
-    assert plain.restart.canary_soak == 30
-    short = parse_fleet(
-        "restart: {canary_soak: 2m}\nagents:\n  a1:\n" + GOOD_AGENT, Path("/lab/fleet.yaml")
-    )
-    assert short.restart.canary_soak == 120
-    alone = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "multiagent",
-            "-c",
-            "/nonexistent.yaml",
-            "up",
-            "--canary-soak",
-            "5s",
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert alone.returncode == 2 and "--canary-soak go with --canary N" in alone.stderr

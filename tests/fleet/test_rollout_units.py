@@ -3,14 +3,18 @@ that names a change, and the record of a rejected one."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 from multiagent.fleet.host import rejected
 from multiagent.fleet.host.logs import ended_unannounced
 from multiagent.fleet.host.rendered import rendering_digest
+from multiagent.fleet.model.fleetfile import parse_fleet
 from multiagent.fleet.model.layout import Layout
 from multiagent.fleet.model.render import Program, Rendering
 
+AGENT = "    job_queues: [q]\n"
 START = "2026-12-06 06:00:0{} INFO tf-agent: tf-agent 0.1.0 starting as a1 (pid {})"
 EXIT = "2026-12-06 06:00:0{} INFO tf-agent: exiting with status {}"
 
@@ -52,3 +56,28 @@ def test_a_rejection_is_kept_privately_and_an_unreadable_record_is_none(tmp_path
     assert rejected.read(layout) is None
     rejected.clear(layout)
     assert not layout.rejected_change.exists()
+
+
+def test_the_canary_soak_is_30s_unless_the_fleet_file_or_the_command_says():
+    plain = parse_fleet("agents:\n  a1:\n" + "    job_queues: [q]\n", Path("/lab/fleet.yaml"))
+    assert plain.restart.canary_soak == 30
+    short = parse_fleet(
+        "restart: {canary_soak: 2m}\nagents:\n  a1:\n" + "    job_queues: [q]\n",
+        Path("/lab/fleet.yaml"),
+    )
+    assert short.restart.canary_soak == 120
+    alone = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "multiagent",
+            "-c",
+            "/nonexistent.yaml",
+            "up",
+            "--canary-soak",
+            "5s",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert alone.returncode == 2 and "--canary-soak go with --canary N" in alone.stderr
