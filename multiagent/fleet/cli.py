@@ -24,8 +24,10 @@ from multiagent.vocabulary import parse_duration
 if TYPE_CHECKING:
     from multiagent.fleet.commands.canary import CanaryGate
     from multiagent.fleet.commands.up import UpReport
+    from multiagent.fleet.host.rejected import Rejection
     from multiagent.fleet.model.fleetfile import Fleet
     from multiagent.fleet.model.operations import Operation, RunResult
+    from multiagent.fleet.model.render import Rendering
     from multiagent.fleet.supervisord.client import Supervisor, SupervisorTarget
 
 PLAN_KINDS = ("add", "start", "restart", "replace", "remove", "unchanged")
@@ -278,6 +280,12 @@ def canary_options(func: Callable[..., Any]) -> Callable[..., Any]:
             show_default=True,
             help="How long the canaries have to pass the gate.",
         ),
+        click.option(
+            "--canary-soak",
+            default=None,
+            help="How long each canary must stay up on the process it came back on, polling"
+            " on time, before the rest follow (default: the fleet's restart.canary_soak, 30s).",
+        ),
     ]
 
     @wraps(func)
@@ -287,21 +295,25 @@ def canary_options(func: Callable[..., Any]) -> Callable[..., Any]:
         canary_jobs: int,
         canary_job: Path | None,
         canary_timeout: str,
+        canary_soak: str | None,
         **kwargs: Any,
     ) -> Any:
-        return func(
-            *args, gate=_gate(canary_count, canary_jobs, canary_job, canary_timeout), **kwargs
-        )
+        gate = _gate(canary_count, canary_jobs, canary_job, canary_timeout, canary_soak)
+        return func(*args, gate=gate, **kwargs)
 
     for option in reversed(options):
         with_gate = option(with_gate)
     return with_gate
 
 
-def _gate(count: int | None, jobs: int, job_file: Path | None, timeout: str) -> CanaryGate | None:
+def _gate(
+    count: int | None, jobs: int, job_file: Path | None, timeout: str, soak: str | None
+) -> CanaryGate | None:
     if count is None:
-        if jobs or job_file:
-            raise click.UsageError("--canary-jobs and --canary-job go with --canary N")
+        if jobs or job_file or soak is not None:
+            raise click.UsageError(
+                "--canary-jobs, --canary-job and --canary-soak go with --canary N"
+            )
         return None
     from multiagent.fleet.commands.canary import (
         CanaryGate,  # only with --canary: `up` starts faster without it
@@ -311,7 +323,11 @@ def _gate(count: int | None, jobs: int, job_file: Path | None, timeout: str) -> 
         seconds = parse_duration(timeout)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--canary-timeout") from None
-    return CanaryGate(count, jobs, job_file, seconds)
+    try:
+        soak_s = None if soak is None else parse_duration(soak)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--canary-soak") from None
+    return CanaryGate(count, jobs, job_file, seconds, soak_s)
 
 
 @main.command()
@@ -357,14 +373,42 @@ def plan(opts: Options, as_json: bool, canary_count: int | None) -> None:
 
         changed = changed_agents(fleet, result)
         canaries = choose(fleet, supervisor, changed, canary_count) if changed else []
+    rejection = _rejected_now(fleet, rendered.rendering)
+    if not fleet.server.embedded:
+        from multiagent.fleet.commands.duplicates import seen_elsewhere
+        from multiagent.fleet.model.plan import ADD, START
+
+        starting = [a.name for a in result.of_kind(ADD, START) if a.name in fleet.agents]
+        for line in seen_elsewhere(fleet, starting):
+            click.echo(f"warning: {line}", err=True)
     if as_json:
-        data = {"actions": _actions_json(result.actions), "canaries": canaries}
+        data = {
+            "actions": _actions_json(result.actions),
+            "canaries": canaries,
+            "rejected": rejection.to_json() if rejection else None,
+        }
         click.echo(json.dumps(data, indent=2))
         return
     for action in result.actions:
         reasons = f"  ({'; '.join(action.reasons)})" if action.reasons else ""
         first = "  [canary]" if action.name in canaries else ""
         click.echo(f"{action.kind:<10} {action.name}{reasons}{first}")
+    if rejection:
+        from multiagent.fleet.host.rejected import ADVICE
+
+        click.echo(f"rejected: {rejection.line()}; {ADVICE}")
+
+
+def _rejected_now(fleet: Fleet, rendering: Rendering) -> Rejection | None:
+    """The rejection on record when it is of this very rendering (the change `up` would
+    refuse)."""
+    from multiagent.fleet.host import rejected
+    from multiagent.fleet.host.rendered import rendering_digest
+
+    rejection = rejected.read(Layout(fleet.state_dir))
+    if rejection is None or rejection.digest != rendering_digest(rendering):
+        return None
+    return rejection
 
 
 @main.command()
@@ -377,6 +421,11 @@ def plan(opts: Options, as_json: bool, canary_count: int | None) -> None:
     help="How long to wait for changed agents to be idle and back (default: the fleet's"
     " restart.timeout), e.g. 30m.",
 )
+@click.option(
+    "--force-rejected",
+    is_flag=True,
+    help="Roll out a change a canary rejected (without it, `up` refuses that change).",
+)
 @json_report
 @canary_options
 @pass_options
@@ -385,6 +434,7 @@ def up(
     opts: Options,
     no_wait: bool,
     timeout: str | None,
+    force_rejected: bool,
     as_json: bool,
     gate: CanaryGate | None,
 ) -> None:
@@ -405,6 +455,7 @@ def up(
             progress=_progress(not as_json),
             say=_say,
             canary=gate,
+            force_rejected=force_rejected,
         )
     if as_json:
         click.echo(json.dumps(_up_json(report), indent=2))
@@ -462,6 +513,8 @@ def _up_text(socket_url: str, report: UpReport, no_wait: bool) -> None:
 
 def _up_failed(report: UpReport, no_wait: bool) -> bool:
     """Say what failed (on stderr, also with --json); True when `up` must exit 1."""
+    for line in report.duplicates:
+        click.echo(f"warning: {line}", err=True)
     failed = report.failed_to_start
     if failed:
         click.echo(f"failed to start: {', '.join(failed)} (see `tf-fleet status`)", err=True)
@@ -501,7 +554,8 @@ def _refuse_file_for_upstream(method: str, operations: Sequence[Operation]) -> N
     "--max-parallel",
     default=1,
     show_default=True,
-    help="With --safe: how many agents may be restarting at once.",
+    help="With --safe: how many agents may be restarting at once; 0: every one asked at"
+    " once, each restarting when its own job ends (a host's roll takes its longest job).",
 )
 @click.option("--timeout", default=None, help="How long to wait (default: restart.timeout).")
 @click.option(
@@ -546,8 +600,9 @@ def restart(
         for name, pid in pids.items():
             click.echo(f"{name}: restarted (pid {pid})")
         return
-    if max_parallel < 1:
-        raise click.BadParameter("must be at least 1", param_hint="--max-parallel")
+    if max_parallel < 0:
+        raise click.BadParameter("must be 0 (all at once) or more", param_hint="--max-parallel")
+    max_parallel = max_parallel or max(1, len(selected))
     from multiagent.fleet.model.operations import SafeRestart
     from multiagent.fleet.supervisord.ownership import program_kind
 
@@ -616,7 +671,7 @@ def rollback(opts: Options, timeout: str | None, as_json: bool) -> None:
     with _changing(fleet, "rollback"):
         names = saved(layout)
         if not names:
-            click.echo("nothing to roll back: no change kept its previous files")
+            click.echo(_nothing_to_roll_back(layout))
             return
         operations = restore(fleet, supervisor.target, names)
         result = _carry_out(fleet, supervisor, operations, timeout, show_progress=not as_json)
@@ -624,6 +679,21 @@ def rollback(opts: Options, timeout: str | None, as_json: bool) -> None:
         rendering = render_or_reuse(fleet, supervisor.target).rendering
         write_applied(layout, supervisor, rendering, names)
     _finish(result, as_json, "rolled back")
+
+
+def _nothing_to_roll_back(layout: Layout) -> str:
+    """Why there is nothing to roll back, and the state the fleet is in."""
+    from multiagent.fleet.host import rejected
+
+    rejection = rejected.read(layout)
+    if rejection is None:
+        return "nothing to roll back: no change kept its previous files"
+    return (
+        f"nothing to roll back: {rejection.line()}; {', '.join(rejection.agents)} went back"
+        " on its previous files then, and every other agent never left them: the fleet runs"
+        " what it ran before that change. The fleet file still holds the rejected change;"
+        f" {rejected.ADVICE}"
+    )
 
 
 @main.command()
@@ -729,20 +799,29 @@ def status(opts: Options, names: tuple[str, ...], output: str | None, as_json: b
     running, rows, server, note = look(
         fleet, supervisor, agents, without_supervisord=output == "prometheus"
     )
+    from multiagent.fleet.host import rejected
+
+    rejection = rejected.read(Layout(fleet.state_dir))
     if output == "prometheus":
         import time
 
-        from multiagent.fleet.commands.prometheus import status_text
+        from multiagent.fleet.commands.prometheus import fleet_label, status_text
 
         if note:
             click.echo(note, err=True)
-        click.echo(status_text(running, rows, server, time.time()), nl=False)
+        import socket
+
+        label = fleet_label(fleet)
+        host = socket.gethostname()
+        text = status_text(running, rows, server, time.time(), label, host, rejection)
+        click.echo(text, nl=False)
         return
     if output == "json":
         data = {
             "supervisord_running": running,
             "server": server.to_json(),
             "agents": [r.to_json() for r in rows],
+            "rejected": rejection.to_json() if rejection else None,
         }
         click.echo(json.dumps(data, indent=2))
     else:
@@ -751,6 +830,8 @@ def status(opts: Options, names: tuple[str, ...], output: str | None, as_json: b
         click.echo(server.headline())
         if note:
             click.echo(note)
+        if rejection:
+            click.echo(f"rejected: {rejection.line()}; {rejected.ADVICE}")
         if rows:
             click.echo(format_table(rows))
     if any(r.failed for r in rows) or server.failed:

@@ -53,3 +53,16 @@ class StaleEntryError(UserError):
         ] + [
             "nothing was restarted; `tf-fleet up` puts each on the installed tf-fleet after its job"
         ]
+
+
+class RejectedChangeError(UserError):
+    """`up` of the very change a canary rejected: refused until a new change or an
+    override, so that no plain `up` rolls a failed change to every agent."""
+
+    def __init__(self, rejected: str, advice: str):
+        super().__init__(rejected)
+        self.rejected = rejected
+        self.advice = advice
+
+    def lines(self) -> list[str]:
+        return [f"error: {self.rejected}", self.advice]

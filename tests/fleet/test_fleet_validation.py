@@ -19,6 +19,21 @@ GOOD_AGENT = "    job_queues: [q]\n"
 CASES = [
     # (id, fleet text, expected fragments of one message)
     (
+        "bad-canary-soak",
+        "restart:\n  canary_soak: soon\nagents:\n  a1:\n" + GOOD_AGENT,
+        ["fleet.yaml:2:", "restart.canary_soak:", "expected a duration"],
+    ),
+    (
+        "bad-duplicate-names",
+        "duplicate_names: ignore\nagents:\n  a1:\n" + GOOD_AGENT,
+        ["fleet.yaml:1:", "duplicate_names:", "warn", "refuse"],
+    ),
+    (
+        "bad-fleet-name",
+        "name: [lab]\nagents:\n  a1:\n" + GOOD_AGENT,
+        ["fleet.yaml:1:", "name:", "letters, digits"],
+    ),
+    (
         "unknown-top-key",
         "agent:\n  a1:\n" + GOOD_AGENT,
         ["fleet.yaml:1:", "agent: unknown key; did you mean 'agents'?"],

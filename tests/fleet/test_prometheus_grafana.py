@@ -38,7 +38,7 @@ def printed_metrics() -> set[str]:
     agent.poll_error("unreachable")
     row = AgentStatus("a1", "RUNNING", 7, 10.0, "test", "j", "test", False, 1.0, False)
     server = ServerStatus("http://127.0.0.1:8585", True, "ok", "tf-fleet-server", "RUNNING")
-    texts = [agent.render(), status_text(True, [row], server, now=2.0)]
+    texts = [agent.render(), status_text(True, [row], server, 2.0, "lab", "h1")]
     return {
         sample.name
         for text in texts
@@ -83,3 +83,31 @@ def test_the_name_finder_sees_through_promql():
     expr = 'histogram_quantile(0.9, sum by (le, x) (rate(a_bucket{y="b c"}[$__rate_interval])))'
     assert metric_names(expr) == {"a_bucket"}
     assert metric_names("sum(m1) / on (agent) group_left m2 > bool 0") == {"m1", "m2"}
+
+
+def test_the_dashboard_picks_hosts_and_fleets_and_every_query_follows():
+    """One dashboard for a lab: the host and fleet variables read the labels both sources
+    carry (status gauges and the agents' targets), and every query filters by both."""
+    from multiagent.fleet.commands.prometheus import targets
+    from multiagent.fleet.model.fleetfile import parse_fleet
+
+    dashboard = json.loads(DASHBOARD.read_text())
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert {"host", "fleet"} <= set(variables)
+    assert variables["fleet"]["multi"] and variables["host"]["includeAll"]
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            for name in metric_names(target["expr"]):
+                selector = re.search(re.escape(name) + r"\{([^}]*)\}", target["expr"])
+                assert selector, f"{name} in {target['expr']!r} is not filtered"
+                assert 'host=~"$host"' in selector.group(1), target["expr"]
+                assert 'fleet=~"$fleet"' in selector.group(1), target["expr"]
+    row = AgentStatus("a1", "RUNNING", 7, 10.0, "test", "j", "test", False, 1.0, False)
+    server = ServerStatus("http://127.0.0.1:8585", True, "ok", "tf-fleet-server", "RUNNING")
+    for family in text_string_to_metric_families(status_text(True, [row], server, 2.0, "f", "h")):
+        for sample in family.samples:
+            assert {"host", "fleet"} <= set(sample.labels), sample
+    fleet = parse_fleet(
+        "metrics: {base_port: 9400}\nagents: {a1: {job_queues: [q]}}\n", Path("/lab/fleet.yaml")
+    )
+    assert {"host", "fleet"} <= set(targets(fleet, "h")[0]["labels"])

@@ -130,12 +130,22 @@ def test_the_agent_command_gets_its_port():
 
 
 def test_targets_file():
-    fleet = parse("metrics: {base_port: 9400}\n" + AGENTS)
-    assert json.loads(targets_text(fleet, "lab-7")) == [
-        {"targets": ["127.0.0.1:9400"], "labels": {"agent": "a", "queues": "q", "host": "lab-7"}},
+    fleet_file = parse("metrics: {base_port: 9400}\n" + AGENTS)
+    fleet = {"fleet": "/lab/.tf-fleet"}  # its state dir: the file names no fleet
+    assert json.loads(targets_text(fleet_file, "lab-7")) == [
+        {
+            "targets": ["127.0.0.1:9400"],
+            "labels": {"agent": "a", "queues": "q", "host": "lab-7", **fleet},
+        },
         {
             "targets": ["127.0.0.1:9401"],
-            "labels": {"agent": "b", "queues": "q1,q2", "host": "lab-7", "location": "rack 3"},
+            "labels": {
+                "agent": "b",
+                "queues": "q1,q2",
+                "host": "lab-7",
+                **fleet,
+                "location": "rack 3",
+            },
         },
     ]
     v6 = parse("metrics: {base_port: 9400, host: '::1'}\n" + AGENTS)
@@ -193,17 +203,23 @@ def test_status_gauges_parse_and_carry_each_agents_values():
         row('we"ird\\name', uptime_s=3.0),
     ]
     server = ServerStatus("http://127.0.0.1:8585", True, "HTTP 200", "tf-fleet-server", "RUNNING")
-    text = status_text(True, rows, server, now=1000.0)
+    text = status_text(True, rows, server, now=1000.0, fleet="lab-a", host="h1")
     got = families(text)
-    assert set(got) == {PREFIX + n for n in (*FLEET_GAUGES, *AGENT_GAUGES)}
+    no_rejection = {PREFIX + "change_rejected_timestamp_seconds"}  # no samples without one
+    assert set(got) == {PREFIX + n for n in (*FLEET_GAUGES, *AGENT_GAUGES)} - no_rejection
 
     def one(metric: str, agent: str, **labels: str) -> float:
-        return got[PREFIX + metric][tuple(sorted({"agent": agent, **labels}.items()))]
+        key = {"host": "h1", "fleet": "lab-a", "agent": agent, **labels}
+        return got[PREFIX + metric][tuple(sorted(key.items()))]
 
-    assert got["tf_fleet_supervisord_up"] == {(): 1}
-    assert got["tf_fleet_server_reachable"] == {(("url", "http://127.0.0.1:8585"),): 1}
-    assert got["tf_fleet_server_up"] == {(("url", "http://127.0.0.1:8585"),): 1}
-    assert got["tf_fleet_agents"] == {(): 7}
+    own = (("fleet", "lab-a"), ("host", "h1"))
+    url = (*own, ("url", "http://127.0.0.1:8585"))
+    assert got["tf_fleet_supervisord_up"] == {own: 1}
+    assert got["tf_fleet_server_reachable"] == {url: 1}
+    assert got["tf_fleet_server_up"] == {url: 1}
+    assert got["tf_fleet_agents"] == {own: 7}
+    assert got["tf_fleet_change_rejected"] == {own: 0}
+
     assert [one("agent_up", n) for n in ("idle", "busy", "dead", "gone")] == [1, 1, 0, 0]
     assert one("agent_process_state", "dead", state="FATAL") == 1
     assert one("agent_process_state", "dead", state="RUNNING") == 0
@@ -230,9 +246,47 @@ def test_status_gauges_parse_and_carry_each_agents_values():
 
 def test_status_gauges_with_supervisord_down_and_a_remote_server():
     server = ServerStatus("https://tf.example.com", False, "connection refused")
-    got = families(status_text(False, [row("a", process=None)], server, now=1000.0))
-    assert got["tf_fleet_supervisord_up"] == {(): 0}
-    assert got["tf_fleet_server_reachable"] == {(("url", "https://tf.example.com"),): 0}
+    got = families(status_text(False, [row("a", process=None)], server, 1000.0, "/srv/f", "h"))
+    own = (("fleet", "/srv/f"), ("host", "h"))
+    assert got["tf_fleet_supervisord_up"] == {own: 0}
+    assert got["tf_fleet_server_reachable"] == {(*own, ("url", "https://tf.example.com")): 0}
     assert "tf_fleet_server_up" not in got  # no samples: only an embedded server has a program
-    empty = families(status_text(True, [], server, now=0.0))
-    assert empty["tf_fleet_agents"] == {(): 0}
+    empty = families(status_text(True, [], server, 0.0, "/srv/f", "h"))
+    assert empty["tf_fleet_agents"] == {own: 0}
+
+
+def test_two_fleets_on_one_host_coexist_in_the_textfile_collector():
+    """node_exporter's textfile collector merges every *.prom file and rejects the lot when
+    two hold the same series, or one family with different help texts: each fleet's
+    series carry its own `fleet` label, and a rejected change shows in its fleet only."""
+    from multiagent.fleet.host.rejected import Rejection
+
+    server = ServerStatus("http://127.0.0.1:8585", True, "HTTP 200", "tf-fleet-server", "RUNNING")
+    rejection = Rejection("d" * 64, 1700000000.0, ("x1",), "x1: exited")
+    texts = [
+        status_text(True, [row("x1"), row("x2")], server, 1000.0, "/srv/a", "h", rejection),
+        status_text(True, [row("x1")], server, 1000.0, "/srv/b", "h"),
+    ]
+    seen: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
+    helps: dict[str, str] = {}
+    for text in texts:
+        for family in text_string_to_metric_families(text):
+            assert helps.setdefault(family.name, family.documentation) == family.documentation
+            for sample in family.samples:
+                key = (sample.name, tuple(sorted(sample.labels.items())))
+                assert key not in seen, f"{key} printed by both fleets"
+                assert sample.labels["fleet"] in ("/srv/a", "/srv/b"), key
+                seen.add(key)
+    a, b = families(texts[0]), families(texts[1])
+    in_a, in_b = (("fleet", "/srv/a"), ("host", "h")), (("fleet", "/srv/b"), ("host", "h"))
+    assert a["tf_fleet_change_rejected"] == {in_a: 1}
+    assert a["tf_fleet_change_rejected_timestamp_seconds"] == {in_a: 1.7e9}
+    assert b["tf_fleet_change_rejected"] == {in_b: 0}
+
+
+def test_the_fleet_label_is_the_name_or_the_state_dir():
+    from multiagent.fleet.commands.prometheus import fleet_label
+
+    assert fleet_label(parse(AGENTS)) == "/lab/.tf-fleet"
+    assert fleet_label(parse("name: lab-a\n" + AGENTS)) == "lab-a"
+    assert any("name" in p for p in problems("name: 'two words'\n" + AGENTS))

@@ -92,6 +92,7 @@ class Lab:
         connector = "tf-local-connector {} -c {{agent_dir}}/default.yaml testflinger.json"
         group_vars = {
             "tf_fleet_install": False,
+            "tf_fleet_become": False,  # the suite runs as the hosts' owner (no sudo here)
             "tf_fleet_venv": str(BIN.parent),
             "tf_fleet_executable": str(BIN / "tf-fleet"),
             "tf_fleet_defaults": {
@@ -338,8 +339,114 @@ def _module() -> Any:
             "canary: restarts every agent; leave names empty",
         ),
         ({"state": "up", "max_parallel": 2}, "max_parallel: only for state restarted, not up"),
+        ({"state": "up", "canary": 1, "canary_soak": "5s", "canary_jobs": 2}, None),
+        ({"state": "up", "canary_soak": "5s"}, "canary_soak: goes with canary"),
+        (
+            {"state": "restarted", "force_rejected": True},
+            "force_rejected: only for state up, not restarted",
+        ),
+        (
+            {"state": "up", "canary": 1, "wait": False},
+            "wait: false does not go with canary (the gate is waited for)",
+        ),
+        ({"state": "down", "wait": False}, "wait: only for states up and drained, not down"),
     ],
 )
 def test_module_refuses_options_that_do_not_fit_the_state(params, problem) -> None:
     full = {"names": [], "canary": None, "max_parallel": None, **params}
     assert _module().problem(full) == problem
+
+
+WAIT = "tf_fleet : Wait for the change (tf-fleet up)"
+RENDER = "tf_fleet : Render the fleet file"
+
+
+def _confs(env: FleetEnv) -> dict[str, str]:
+    return {p.parent.name: p.read_text() for p in env.state_dir.glob("agents/*/*.conf")}
+
+
+# Six playbook runs over two hosts, as above.
+@pytest.mark.timeout(400)
+def test_waves_stop_at_a_failed_canary_host_and_a_rejected_change_stays_refused(lab: Lab) -> None:
+    # One agent name on two hosts that poll one server: refused before any host is touched.
+    shared = {"tf_fleet_server": "http://127.0.0.1:9", "tf_fleet_agents": {"dut-1": {}}}
+    twice = lab.inventory(h1=shared, h2=shared)
+    rc, results, _ = lab.play(ANSIBLE_DIR / "deploy.yml", inventory=twice, check=False)
+    assert rc != 0
+    failed = [r for r in results if r["status"] == "failed"]
+    assert len(failed) == 1, failed
+    assert "dut-1 on h1 and h2 (http://127.0.0.1:9)" in failed[0]["result"]["msg"], failed
+    assert not any(env.fleet_file.exists() for env in lab.hosts.values())
+
+    # A fresh host in check mode: nothing installed yet, nothing fails, the file it would
+    # get (with `name:` and `metrics:` from the role) shown, nothing written.
+    lab.group_vars = {"tf_fleet_executable": str(lab.root / "not-installed" / "tf-fleet")}
+    fresh = lab.inventory(
+        h1={"tf_fleet_name": "lab-h1", "tf_fleet_metrics": {"base_port": 9400}},
+    )
+    lab.group_vars = {}
+    _, results, _ = lab.play(ANSIBLE_DIR / "deploy.yml", "--check", "--diff", inventory=fresh)
+    after = of(results, RENDER)["h1"]["result"]["diff"][0]["after"]
+    assert yaml.safe_load(after)["name"] == "lab-h1"
+    assert yaml.safe_load(after)["metrics"] == {"base_port": 9400}
+    assert not any(env.fleet_file.exists() for env in lab.hosts.values())
+
+    lab.play(ANSIBLE_DIR / "deploy.yml")
+    lab.ready()
+    pids = lab.pids()
+    h2_confs = _confs(lab.hosts["h2"])
+
+    # A bad build through the canary host (the first wave, one host): its canary fails
+    # the gate and is rolled back, the play stops, the next wave (h2) is never touched.
+    lab.group_vars = {"tf_fleet_canary": 1, "tf_fleet_canary_soak": "1s"}
+    bad: dict[str, dict[str, Any]] = {}
+    for host in HOSTS:
+        agents: dict[str, dict[str, Any]] = {
+            f"{host}-{a}": {"job_queues": ["shared"]} for a in AGENTS
+        }
+        agents[f"{host}-a1"]["agent_command"] = "/bin/false"  # a build that does not start
+        bad[host] = {"tf_fleet_agents": agents}
+    rc, results, _ = lab.play(
+        ANSIBLE_DIR / "deploy.yml", inventory=lab.inventory(**bad), check=False
+    )
+    assert rc != 0
+    applied = of(results, APPLY)
+    assert list(applied) == ["h1"] and applied["h1"]["status"] == "failed"
+    assert "canary gate failed" in applied["h1"]["result"]["msg"], applied["h1"]["result"]
+    assert lab.pids()["h2-a2"] == pids["h2-a2"] and _confs(lab.hosts["h2"]) == h2_confs
+
+    # Without the canary (a plain deploy), the module refuses the rejected change.
+    lab.group_vars = {}
+    rc, results, _ = lab.play(
+        ANSIBLE_DIR / "deploy.yml", inventory=lab.inventory(**bad), check=False
+    )
+    assert rc != 0
+    refused = of(results, APPLY)
+    assert list(refused) == ["h1"] and refused["h1"]["result"]["rc"] == 1
+    message = refused["h1"]["result"]["msg"]
+    assert "the change was rejected at" in message and "--force-rejected" in message, message
+    assert lab.pids()["h2-a2"] == pids["h2-a2"] and _confs(lab.hosts["h2"]) == h2_confs
+
+    # A new change with a job running on h1 and a short timeout: `up` only asks, and the
+    # wait says it timed out; nothing is interrupted, and the next run finishes the change.
+    h1 = lab.hosts["h1"]
+    job = h1.hold_running("shared")
+    lab.group_vars = {"tf_fleet_timeout": "2s"}
+    inventory = lab.inventory()
+    text = yaml.safe_load(inventory.read_text())
+    text["tf_fleet"]["vars"]["tf_fleet_defaults"]["location"] = "rack 2"
+    inventory.write_text(yaml.safe_dump(text))
+    rc, results, _ = lab.play(ANSIBLE_DIR / "deploy.yml", inventory=inventory, check=False)
+    assert rc != 0
+    assert of(results, APPLY)["h1"]["status"] == "ok"
+    waited = of(results, WAIT)
+    assert list(waited) == ["h1"] and waited["h1"]["status"] == "failed"
+    assert waited["h1"]["result"]["msg"].startswith("timed out after 2s"), waited["h1"]["result"]
+    h1.release(job)
+    lab.group_vars = {}
+    _, results, _ = lab.play(ANSIBLE_DIR / "deploy.yml", inventory=inventory)
+    h1.assert_completed(job)
+    assert list(of(results, APPLY)) == ["h1", "h2"]
+    lab.ready()
+    for env in lab.hosts.values():
+        assert all("rack 2" in conf for conf in _confs(env).values())

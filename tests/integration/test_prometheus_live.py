@@ -22,14 +22,21 @@ def test_fleet_metrics_live(fleet_env):
     path = fleet_env.state_dir / "prometheus" / "targets.json"
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
     host = socket.gethostname()
+    fleet_label = str(fleet_env.state_dir.resolve())  # the file names no fleet
     assert json.loads(path.read_text()) == [
         {
             "targets": [f"127.0.0.1:{base}"],
-            "labels": {"agent": "a", "queues": "qa,qx", "host": host},
+            "labels": {"agent": "a", "queues": "qa,qx", "host": host, "fleet": fleet_label},
         },
         {
             "targets": [f"127.0.0.1:{pinned}"],
-            "labels": {"agent": "b", "queues": "qb", "host": host, "location": "rack 3"},
+            "labels": {
+                "agent": "b",
+                "queues": "qb",
+                "host": host,
+                "fleet": fleet_label,
+                "location": "rack 3",
+            },
         },
     ]
 
@@ -47,14 +54,19 @@ def test_fleet_metrics_live(fleet_env):
 
     proc = fleet_env.run("status", "--format", "prometheus")
     got = metric_samples(proc.stdout)
-    assert got[("tf_fleet_supervisord_up", ())] == 1
-    assert got[("tf_fleet_server_reachable", (("url", fleet_env.server_url),))] == 1
-    assert got[("tf_fleet_agents", ())] == 2
+
+    def of(**labels: str) -> tuple[tuple[str, str], ...]:
+        return tuple(sorted({"host": host, "fleet": fleet_label, **labels}.items()))
+
+    assert got[("tf_fleet_supervisord_up", of())] == 1
+    assert got[("tf_fleet_server_reachable", of(url=fleet_env.server_url))] == 1
+    assert got[("tf_fleet_agents", of())] == 2
+    assert got[("tf_fleet_change_rejected", of())] == 0
     for name in ("a", "b"):
-        assert got[("tf_fleet_agent_up", (("agent", name),))] == 1
-        assert got[("tf_fleet_agent_process_state", (("agent", name), ("state", "RUNNING")))] == 1
-        assert got[("tf_fleet_agent_busy", (("agent", name),))] == 0
-        assert got[("tf_fleet_agent_last_poll_age_seconds", (("agent", name),))] < 60
+        assert got[("tf_fleet_agent_up", of(agent=name))] == 1
+        assert got[("tf_fleet_agent_process_state", of(agent=name, state="RUNNING"))] == 1
+        assert got[("tf_fleet_agent_busy", of(agent=name))] == 0
+        assert got[("tf_fleet_agent_last_poll_age_seconds", of(agent=name))] < 60
 
     # A second `up` with no change writes nothing, the targets file included.
     again = json.loads(fleet_env.run("up", "--json").stdout)

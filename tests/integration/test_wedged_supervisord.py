@@ -5,6 +5,7 @@ Real supervisord, server and agent, with a job in flight."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -63,8 +64,8 @@ def test_every_command_names_a_stopped_supervisord_instead_of_hanging(fleet_env)
     assert f"within {CALL_SECONDS:g} s" in restart_err
     out, err = outputs["prometheus"]
     assert procs["prometheus"].returncode == 0, err
-    assert "tf_fleet_supervisord_up 0" in out
-    assert "tf_fleet_agents 1" in out
+    assert re.search(r"^tf_fleet_supervisord_up\{[^}]*\} 0$", out, re.M), out
+    assert re.search(r"^tf_fleet_agents\{[^}]*\} 1$", out, re.M), out
     assert named in err
     # Nothing was stopped, started twice or killed: the job goes on in the same agent.
     assert fleet_env.supervisord_pid() == supervisord

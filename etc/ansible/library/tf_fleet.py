@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
@@ -44,7 +46,9 @@ options:
     elements: str
     default: []
   max_parallel:
-    description: C(restarted) only, how many agents restart at once (C(--max-parallel)).
+    description:
+      - C(restarted) only, how many agents restart at once (C(--max-parallel)); C(0) asks
+        every selected agent at once, each restarting when its own job ends.
     type: int
   timeout:
     description: How long to wait for running jobs, e.g. C(30m) (C(--timeout)).
@@ -54,8 +58,27 @@ options:
       - C(up) and C(restarted) (every agent): apply to this many agents first, then to
         the rest once they pass tf-fleet's health gate (C(--canary N)).
     type: int
+  canary_jobs:
+    description: With I(canary), each canary finishes K jobs, all passing (C(--canary-jobs)).
+    type: int
+  canary_job:
+    description: With I(canary), a smoke job file each canary must pass (C(--canary-job)).
+    type: path
+  canary_soak:
+    description: With I(canary), how long each canary is watched, e.g. C(30s) (C(--canary-soak)).
+    type: str
+  canary_timeout:
+    description: With I(canary), how long canaries have to pass, e.g. C(15m) (C(--canary-timeout)).
+    type: str
+  force_rejected:
+    description: C(up) only, roll out a change a canary rejected (C(--force-rejected)).
+    type: bool
+    default: false
   wait:
-    description: C(drained) only, return once the agents are idle (C(drain --wait)).
+    description:
+      - C(drained), return once the agents are idle (C(drain --wait)).
+      - C(up), wait for changed agents to be idle and back; false asks them and returns
+        (C(up --no-wait)): a later C(up) with I(wait) finishes (and waits for) the change.
     type: bool
     default: true
   force:
@@ -114,6 +137,7 @@ rc:
 """
 
 ACTING = {"restarted", "drained", "resumed"}
+CANARY_OPTIONS = ("canary_jobs", "canary_job", "canary_soak", "canary_timeout")
 RUNNING = ("STARTING", "RUNNING", "BACKOFF", "STOPPING")
 
 
@@ -133,6 +157,11 @@ class Fleet:
 
     def fail(self, rc: int, stdout: str, stderr: str, **extra: Any) -> None:
         message = stderr.strip() or _failures(stdout) or f"tf-fleet exited {rc}"
+        if _timed_out(stdout) and "timed out" not in message:
+            waited = f" after {self.params['timeout']}" if self.params["timeout"] else ""
+            message = (
+                f"timed out{waited} waiting for running jobs (none was interrupted): {message}"
+            )
         self.module.fail_json(msg=message, rc=rc, stdout=stdout, stderr=stderr, **extra)
 
     def report(self, *args: str, accept: tuple[int, ...] = (0,)) -> tuple[int, dict[str, Any]]:
@@ -148,7 +177,20 @@ class Fleet:
 
     def canary(self) -> list[str]:
         count = self.params["canary"]
-        return ["--canary", str(count)] if count is not None else []
+        if count is None:
+            return []
+        args = ["--canary", str(count)]
+        for key in CANARY_OPTIONS:
+            if self.params[key] is not None:
+                args += [f"--{key.replace('_', '-')}", str(self.params[key])]
+        return args
+
+    def installed(self) -> bool:
+        """Whether the tf-fleet command exists here (a fresh host's check mode: not yet)."""
+        executable = self.params["executable"]
+        if os.sep in executable:
+            return os.access(executable, os.X_OK)
+        return shutil.which(executable) is not None
 
     def selection(self) -> list[str]:
         return list(self.params["names"]) or ["--all"]
@@ -174,6 +216,12 @@ def _operations(data: dict[str, Any]) -> list[dict[str, Any]]:
     return [op for part in parts for op in part.get("agents", []) if "operation" in op]
 
 
+def _timed_out(stdout: str) -> bool:
+    data = _parse(stdout) or {}
+    parts = [data, data.get("applied") or {}, data.get("rest") or {}]
+    return any(part.get("timed_out") for part in parts)
+
+
 def _failures(stdout: str) -> str:
     """One line from a JSON report's failed operations, when stderr said nothing."""
     data = _parse(stdout) or {}
@@ -187,10 +235,19 @@ def _failures(stdout: str) -> str:
 
 def up(fleet: Fleet, check: bool) -> dict[str, Any]:
     if check:
+        if not fleet.installed():
+            note = f"{fleet.params['executable']} is not installed yet: every agent would be added"
+            return {"changed": True, "plan": [], "msg": note}
         _, data = fleet.report("plan", "--json")
         plan = data["actions"]
-        return {"changed": any(a["action"] != "unchanged" for a in plan), "plan": plan}
-    rc, data = fleet.report("up", "--json", *fleet.timeout(), *fleet.canary())
+        extra = {"rejected": data["rejected"]} if data.get("rejected") else {}
+        return {"changed": any(a["action"] != "unchanged" for a in plan), "plan": plan, **extra}
+    args = ["up", "--json", *fleet.timeout(), *fleet.canary()]
+    if not fleet.params["wait"]:
+        args.append("--no-wait")
+    if fleet.params["force_rejected"]:
+        args.append("--force-rejected")
+    rc, data = fleet.report(*args)
     changed = bool(
         data.get("started_supervisord")
         or data.get("written")
@@ -205,7 +262,7 @@ def restarted(fleet: Fleet, check: bool) -> dict[str, Any]:
     if check:
         return {"changed": bool(fleet.agents()), "agents": []}
     args = ["restart", "--safe", *fleet.selection(), "--json", *fleet.timeout()]
-    if fleet.params["max_parallel"]:
+    if fleet.params["max_parallel"] is not None:
         args += ["--max-parallel", str(fleet.params["max_parallel"])]
     rc, data = fleet.report(*args, *fleet.canary())
     changed = any(op.get("new_pid") for op in _operations(data))
@@ -274,6 +331,15 @@ def problem(params: dict[str, Any]) -> str | None:
         return "canary: restarts every agent; leave names empty"
     if params["max_parallel"] is not None and state != "restarted":
         return f"max_parallel: only for state restarted, not {state}"
+    for key in CANARY_OPTIONS:
+        if params.get(key) is not None and params["canary"] is None:
+            return f"{key}: goes with canary"
+    if params.get("force_rejected") and state != "up":
+        return f"force_rejected: only for state up, not {state}"
+    if not params.get("wait", True) and params["canary"] is not None:
+        return "wait: false does not go with canary (the gate is waited for)"
+    if not params.get("wait", True) and state not in ("up", "drained"):
+        return f"wait: only for states up and drained, not {state}"
     return None
 
 
@@ -287,6 +353,11 @@ def main() -> None:
             "max_parallel": {"type": "int"},
             "timeout": {"type": "str"},
             "canary": {"type": "int"},
+            "canary_jobs": {"type": "int"},
+            "canary_job": {"type": "path"},
+            "canary_soak": {"type": "str"},
+            "canary_timeout": {"type": "str"},
+            "force_rejected": {"type": "bool", "default": False},
             "wait": {"type": "bool", "default": True},
             "force": {"type": "bool", "default": False},
             "executable": {"type": "str", "default": "tf-fleet"},

@@ -20,6 +20,7 @@ from multiagent.fleet.errors import ExitStatus, UserError
 from multiagent.fleet.host import pending
 from multiagent.fleet.host.files import PRIVATE, owner_of, read_text, write_atomic
 from multiagent.fleet.host.statusfile import read_status
+from multiagent.fleet.model.facts import ProcessState
 from multiagent.fleet.model.fleetfile import Fleet, ProgramKind
 from multiagent.fleet.model.layout import Layout
 from multiagent.fleet.model.operations import Operation, Replace, RunResult, SafeRestart
@@ -29,7 +30,7 @@ from multiagent.fleet.serverclient import ServerClient
 from multiagent.fleet.serverinfo import server_agent
 from multiagent.fleet.supervisord.client import Supervisor, SupervisorTarget
 from multiagent.fleet.supervisord.ownership import program_kind, program_kinds
-from multiagent.vocabulary import JobState
+from multiagent.vocabulary import AgentState, JobState
 
 LOOK_EVERY = 0.2
 
@@ -42,6 +43,9 @@ class CanaryGate:
     jobs: int = 0  # each canary finished this many jobs, all passing
     job_file: Path | None = None  # a smoke job each canary runs, which must pass
     timeout: float = 900.0
+    # How long each canary stays under watch (no exit, no restart, polling on time);
+    # None: the fleet file's `restart.canary_soak`.
+    soak: float | None = None
 
 
 class CanaryError(UserError):
@@ -122,20 +126,115 @@ def _put_back(fleet: Fleet, program_file: Path, name: str, path: Path, text: str
 # The health gate -------------------------------------------------------------------
 def check(
     fleet: Fleet,
-    target: SupervisorTarget,
+    supervisor: Supervisor,
     canaries: list[str],
     gate: CanaryGate,
     say: Callable[[str], None] | None,
 ) -> str | None:
-    """None when every canary passed the gate, else what failed, in words."""
-    deadline = time.monotonic() + gate.timeout
+    """None when every canary passed the gate, else what failed, in words: each canary
+    soaks (stays up on the process it came back on, polling on time) for the soak, and
+    passes the job gates, if any."""
+    start = time.monotonic()
+    deadline = start + gate.timeout
+    soak = fleet.restart.canary_soak if gate.soak is None else gate.soak
+    infos = supervisor.processes()
+    pids = {n: infos[n].pid if n in infos else 0 for n in canaries}
+    kinds = program_kinds(fleet, supervisor.target, canaries)
+    if say and soak:
+        say(f"canaries {', '.join(canaries)}: soaking for {soak:g} s")
     if gate.job_file is not None:
         failure = _smoke_jobs(fleet, canaries, gate.job_file, deadline, say)
         if failure:
-            return failure
+            return _soaked(fleet, supervisor, kinds, pids) or failure
     if gate.jobs:
-        kinds = program_kinds(fleet, target, canaries)
-        return _jobs_done(fleet, kinds, gate.jobs, deadline, say)
+        failure = _jobs_done(fleet, kinds, gate.jobs, deadline, say)
+        if failure:
+            return _soaked(fleet, supervisor, kinds, pids) or failure
+    jobs = SoakJobs(fleet, kinds)
+    while True:
+        failure = _soaked(fleet, supervisor, kinds, pids) or jobs.look()
+        if failure or time.monotonic() - start >= soak:
+            return failure
+        time.sleep(LOOK_EVERY)
+
+
+# A phase's exit status that says its command could not run at all (the shell's "not
+# executable" and "command not found"): the change's fault, whatever the job.
+CANNOT_RUN = {126: "not executable", 127: "command not found"}
+
+
+class SoakJobs:
+    """The jobs a soaking tf-agent canary runs: one whose phase could not run its command
+    (a typo in `test_command`, a connector not installed) fails the gate, though no smoke
+    job was asked for."""
+
+    def __init__(self, fleet: Fleet, kinds: dict[str, str]):
+        self.layout = Layout(fleet.state_dir)
+        self.client = _client(fleet.server.url)
+        tf_agents = [n for n, k in kinds.items() if k == ProgramKind.TF_AGENT]
+        self.running: dict[str, str | None] = dict.fromkeys(tf_agents)
+
+    def look(self) -> str | None:
+        for name, was in self.running.items():
+            data = read_status(self.layout.status_file(name)).data or {}
+            now = data.get("job_id") if isinstance(data.get("job_id"), str) else None
+            self.running[name] = now or None
+            if was and was != now:
+                failure = self._ended(name, was)
+                if failure:
+                    return failure
+        return None
+
+    def _ended(self, name: str, job_id: str) -> str | None:
+        result = _wait_final(self.client, job_id, time.monotonic() + 10) or {}
+        for key, value in result.items():
+            if key.endswith("_status") and isinstance(value, int) and value in CANNOT_RUN:
+                phase = key[: -len("_status")]
+                return (
+                    f"{name}: job {job_id} failed in its {phase} phase with status {value}"
+                    f" ({CANNOT_RUN[value]}) during the soak: a command of the change cannot run"
+                )
+        return None
+
+
+# How much later than its polling interval an idle tf-agent may poll before the soak
+# calls it stuck: a look at the server may take a while under load.
+POLL_GRACE = 15.0
+
+
+def _soaked(
+    fleet: Fleet, supervisor: Supervisor, kinds: dict[str, str], pids: dict[str, int]
+) -> str | None:
+    """What a look finds wrong with a soaking canary: not running, a process other than
+    the one it came back on (it exited and supervisord started it again), or an idle
+    tf-agent that has not polled on time; None when every canary is fine."""
+    infos = supervisor.processes()
+    layout = Layout(fleet.state_dir)
+    now = time.time()
+    for name, kind in kinds.items():
+        info = infos.get(name)
+        if info is None or info.state not in ProcessState.LIVE:  # STARTING: startsecs
+            state = info.state if info else "not loaded"
+            exited = f", last exit status {info.exitstatus}" if info else ""
+            return f"{name}: {state} during the soak{exited}"
+        if info.pid != pids[name]:
+            return (
+                f"{name}: its process (pid {pids[name]}) exited during the soak (exit status"
+                f" {info.exitstatus}) and was started again (pid {info.pid})"
+            )
+        if kind != ProgramKind.TF_AGENT:
+            continue  # upstream's agent writes no status file: its exit is what shows
+        data = read_status(layout.status_file(name)).data or {}
+        last_poll = data.get("last_poll")
+        interval = float(fleet.agents[name].upstream.get("polling_interval") or 10)
+        waiting = data.get("state") == AgentState.WAITING and not data.get("job_id")
+        if waiting and isinstance(last_poll, (int, float)):
+            late = now - last_poll
+            if late > interval + POLL_GRACE:
+                return (
+                    f"{name}: has not polled its server for {late:.0f} s during the soak"
+                    f" (polling_interval {interval:g} s)"
+                )
     return None
 
 
@@ -263,7 +362,7 @@ def restart_in_two(
     canaries = choose(fleet, supervisor, names, gate.count)
     first = run([SafeRestart(n, kinds[n], method) for n in canaries])
     failure = "; ".join(f"{op.name}: {op.text}" for op in first.operations if not op.succeeded)
-    failure = failure or check(fleet, supervisor.target, canaries, gate, say) or ""
+    failure = failure or check(fleet, supervisor, canaries, gate, say) or ""
     rest = [n for n in names if n not in canaries]
     if failure:
         return first, failure, rest

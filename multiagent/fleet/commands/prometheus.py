@@ -17,6 +17,7 @@ from multiagent.vocabulary import Phase
 
 if TYPE_CHECKING:
     from multiagent.fleet.commands.status import AgentStatus, ServerStatus
+    from multiagent.fleet.host.rejected import Rejection
     from multiagent.fleet.model.fleetfile import Fleet
     from multiagent.fleet.model.layout import Layout
 
@@ -32,6 +33,8 @@ FLEET_GAUGES = {
     "server_reachable": "1 when the agents' server answers its health check.",
     "server_up": "1 when the embedded server's program is RUNNING (embedded servers only).",
     "agents": "Agents shown.",
+    "change_rejected": "1 while `up` refuses the fleet file's change: a canary rejected it.",
+    "change_rejected_timestamp_seconds": "When a canary rejected the change `up` refuses.",
 }
 AGENT_GAUGES = {
     "agent_up": "1 when the agent's program is RUNNING.",
@@ -42,7 +45,9 @@ AGENT_GAUGES = {
     "agent_restart_pending": "1 when a safe restart waits for the job to end.",
     "agent_drained": "1 when the agent is drained (takes no new job).",
     "agent_draining": "1 when a drain flag is set (drain, or hold while `up` swaps it).",
-    "agent_failed": "1 when the agent needs a person (FATAL, BACKOFF, down unwanted or held).",
+    "agent_failed": (
+        "1 when the agent needs a person (FATAL, BACKOFF, a recent crash, down unwanted or held)."
+    ),
     "agent_last_poll_age_seconds": "Seconds since the agent last polled its server.",
     "agent_uptime_seconds": "Seconds since the agent's process started (RUNNING only).",
 }
@@ -52,7 +57,8 @@ METRIC_NAMES = tuple(PREFIX + name for name in (*FLEET_GAUGES, *AGENT_GAUGES))
 # -- service discovery ------------------------------------------------------------
 def targets(fleet: Fleet, hostname: str) -> list[dict[str, Any]]:
     """One file_sd entry per tf-agent with a metrics port, labelled with its agent name,
-    its queues (comma-joined), its location (when set) and this host's name."""
+    its queues (comma-joined), its location (when set), this host's name and the fleet's
+    label."""
     metrics = fleet.metrics
     if metrics is None:
         return []
@@ -64,6 +70,7 @@ def targets(fleet: Fleet, hostname: str) -> list[dict[str, Any]]:
             "agent": name,
             "queues": ",".join(str(q) for q in upstream.get("job_queues") or ()),
             "host": hostname,
+            "fleet": fleet_label(fleet),
         }
         if upstream.get("location") not in (None, ""):
             labels["location"] = str(upstream["location"])
@@ -117,9 +124,15 @@ def _family(name: str, help_text: str, samples: Iterable[Sample]) -> list[str]:
     return lines
 
 
-def _agent_samples(row: AgentStatus, now: float) -> dict[str, list[Sample]]:
+def fleet_label(fleet: Fleet) -> str:
+    """The `fleet` label of every series: the fleet file's `name:`, else its state dir
+    (one per fleet on a host, so two fleets' files coexist in one textfile collector)."""
+    return fleet.name or str(fleet.state_dir)
+
+
+def _agent_samples(row: AgentStatus, now: float, fleet: dict[str, str]) -> dict[str, list[Sample]]:
     """Each agent gauge's samples for one agent (an unknown value has none)."""
-    agent = {"agent": row.name}
+    agent = {**fleet, "agent": row.name}
     process = row.process or NOT_LOADED
     phase = row.phase or (row.state if row.state in Phase.ALL else None)
     samples: dict[str, list[Sample]] = {
@@ -145,20 +158,30 @@ def _agent_samples(row: AgentStatus, now: float) -> dict[str, list[Sample]]:
 
 
 def status_text(
-    supervisord_up: bool, rows: Sequence[AgentStatus], server: ServerStatus, now: float
+    supervisord_up: bool,
+    rows: Sequence[AgentStatus],
+    server: ServerStatus,
+    now: float,
+    fleet: str,
+    host: str,
+    rejection: Rejection | None = None,
 ) -> str:
-    """What `tf-fleet status` knows, as Prometheus gauges (text exposition format 0.0.4)."""
-    url = {"url": server.url}
-    fleet: dict[str, list[Sample]] = {
-        "supervisord_up": [({}, supervisord_up)],
+    """What `tf-fleet status` knows, as Prometheus gauges (text exposition format 0.0.4),
+    every series labelled with its `host` and `fleet` (as the agents' targets are)."""
+    own = {"host": host, "fleet": fleet}
+    url = {**own, "url": server.url}
+    gauges: dict[str, list[Sample]] = {
+        "supervisord_up": [(own, supervisord_up)],
         "server_reachable": [(url, server.reachable)],
         "server_up": [(url, server.process == ProcessState.RUNNING)] if server.program else [],
-        "agents": [({}, len(rows))],
+        "agents": [(own, len(rows))],
+        "change_rejected": [(own, rejection is not None)],
+        "change_rejected_timestamp_seconds": [(own, rejection.when)] if rejection else [],
     }
     lines: list[str] = []
     for name, help_text in FLEET_GAUGES.items():
-        lines += _family(name, help_text, fleet[name])
-    per_agent = [_agent_samples(row, now) for row in rows]
+        lines += _family(name, help_text, gauges[name])
+    per_agent = [_agent_samples(row, now, own) for row in rows]
     for name, help_text in AGENT_GAUGES.items():
         lines += _family(name, help_text, (s for samples in per_agent for s in samples[name]))
     return "\n".join(lines) + "\n"

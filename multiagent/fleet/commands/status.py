@@ -9,7 +9,7 @@ from typing import Any
 
 from multiagent.fleet.host import installed
 from multiagent.fleet.host.files import read_text
-from multiagent.fleet.host.logs import tail_lines
+from multiagent.fleet.host.logs import ended_unannounced, tail_lines
 from multiagent.fleet.host.statusfile import read_status
 from multiagent.fleet.host.triggers import read_drain
 from multiagent.fleet.model.facts import ProcessInfo, ProcessState, StatusRead, judge
@@ -17,6 +17,10 @@ from multiagent.fleet.model.fleetfile import Fleet, ProgramKind
 from multiagent.fleet.model.layout import Layout
 from multiagent.fleet.supervisord.client import Faults, Supervisor, SupervisorError
 from multiagent.vocabulary import STATUS_STALE_SECONDS, AgentState, DrainMode, Phase
+
+# How long an agent that crashed and was started again counts as failed: long enough for
+# a cron'd `status --format prometheus` to see it between two crashes of a loop.
+CRASH_WINDOW = 300.0
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,8 @@ class AgentStatus:
     # are gone (it cannot start again), or it runs older code than is installed.
     entry_stale: str | None = None
     code_changed: str | None = None
+    # Started again after a crash within CRASH_WINDOW: a crash loop shows as RUNNING.
+    crashed: str | None = None
 
     @property
     def held_down(self) -> bool:
@@ -59,6 +65,7 @@ class AgentStatus:
             or self.down_unwanted
             or self.held_down
             or bool(self.entry_stale)
+            or bool(self.crashed)
             or bool(self.unknown and settled)
         )
 
@@ -121,6 +128,22 @@ def agent_status(
         down_unwanted=bool(
             info and info.state in ProcessState.DOWN and drain_flag != DrainMode.HOLD
         ),
+        crashed=_crashed(info, log_file) if status_file else None,
+    )
+
+
+def _crashed(info: ProcessInfo | None, log_file: Path | None) -> str | None:
+    """How a tf-agent running again after a crash within CRASH_WINDOW came to be: its
+    previous process ended without logging its exit, and supervisord started this one.
+    A crash loop of a build that lives past startsecs never ends FATAL: this shows it."""
+    if info is None or info.state != ProcessState.RUNNING or not info.stop or not log_file:
+        return None
+    uptime = info.uptime or 0.0
+    if uptime > CRASH_WINDOW or not ended_unannounced(tail_lines(log_file, 400), info.pid):
+        return None
+    return (
+        f"its previous process ended without exiting (killed or crashed); supervisord"
+        f" started it again {uptime:.0f} s ago"
     )
 
 
@@ -203,6 +226,8 @@ def _notes(rows: list[AgentStatus]) -> list[str]:
                     f"--- {row.name}: {left_behind}; `tf-fleet up` puts it on the installed"
                     " tf-fleet after its job"
                 )
+        if row.crashed:
+            lines.append(f"--- {row.name}: {row.crashed} (`tf-fleet logs {row.name}`)")
         if row.held_down:
             lines.append(
                 f"--- {row.name}: down, held for a change not applied yet; `tf-fleet up`"

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from multiagent.fleet.host import pending, triggers
+from multiagent.fleet.errors import RejectedChangeError
+from multiagent.fleet.host import pending, rejected, triggers
 from multiagent.fleet.host.applied import read_applied, write_applied
 from multiagent.fleet.host.files import (
     PRIVATE,
@@ -23,7 +24,7 @@ from multiagent.fleet.host.files import (
 )
 from multiagent.fleet.host.hostcheck import check_before_writing, check_host
 from multiagent.fleet.host.orphans import alive, ask_to_leave, orphans
-from multiagent.fleet.host.rendered import remember, render_or_reuse
+from multiagent.fleet.host.rendered import remember, render_or_reuse, rendering_digest
 from multiagent.fleet.model import plan as planning
 from multiagent.fleet.model.facts import ProcessState
 from multiagent.fleet.model.fleetfile import Fleet, FleetError, Problem
@@ -65,6 +66,8 @@ class UpReport:
     canary_failure: str | None = None  # what failed the gate; the canaries were rolled back
     rolled_back: RunResult | None = None
     rest: RunResult | None = None  # the agents changed after the canaries passed
+    # Agents another host may run (commands/duplicates.py), in words: warned of.
+    duplicates: list[str] = field(default_factory=list)
 
     @property
     def failed_to_start(self) -> list[str]:
@@ -288,6 +291,7 @@ def up(
     progress: Callable[[Sequence[Operation]], None] | None = None,
     say: Callable[[str], None] | None = None,
     canary: CanaryGate | None = None,
+    force_rejected: bool = False,
 ) -> UpReport:
     layout = Layout(fleet.state_dir)
     target = supervisor.target
@@ -295,9 +299,12 @@ def up(
     supervisord_pid = supervisor.pid() if supervisor.is_running() else None
     rendered = render_or_reuse(fleet, target)
     rendering = rendered.rendering
+    change = rendering_digest(rendering)
+    refuse_rejected(layout, change, force_rejected)
     observed = look(fleet, layout, supervisor, rendered, supervisord_pid is not None)
     plan = make_plan(fleet, layout, supervisor, rendered, observed)
     report = UpReport(plan)
+    report.duplicates = _duplicates(fleet, plan)
     if supervisord_pid is None or plan.of_kind(planning.ADD, planning.START):
         report.strays = orphans(fleet, layout, supervisord_pid)
     server_ours = _server_is_ours(fleet, report, observed.loaded)
@@ -352,6 +359,33 @@ def up(
         removed = {a.name for a in plan.of_kind(planning.REMOVE)}
         write_applied(layout, supervisor, rendering, unsettled | removed)
     return report
+
+
+def _duplicates(fleet: Fleet, plan: Plan) -> list[str]:
+    """Agents about to start that another host may run: refused with the fleet file's
+    `duplicate_names: refuse` (before anything is written), else returned to warn of."""
+    starting = [
+        a.name for a in plan.of_kind(planning.ADD, planning.START) if a.name in fleet.agents
+    ]
+    if not starting or fleet.server.embedded:
+        return []
+    from multiagent.fleet.commands.duplicates import DuplicateNameError, seen_elsewhere
+
+    found = seen_elsewhere(fleet, starting)
+    if found and fleet.duplicate_names == "refuse":
+        raise DuplicateNameError(found)
+    return found
+
+
+def refuse_rejected(layout: Layout, change: str, force: bool) -> None:
+    """Refuse the change a canary rejected (RejectedChangeError); a new change, or
+    `force`, forgets the rejection."""
+    rejection = rejected.read(layout)
+    if rejection is None:
+        return
+    if rejection.digest == change and not force:
+        raise RejectedChangeError(rejection.line(), rejected.ADVICE)
+    rejected.clear(layout)
 
 
 def _apply(
@@ -424,10 +458,16 @@ def _after_canaries(
     failed = [f"{n}: {ops[n].text}" for n in report.canaries if n in ops and not ops[n].succeeded]
     target = supervisor.target
     report.canary_failure = "; ".join(failed) or canary.check(
-        fleet, target, report.canaries, gate, say
+        fleet, supervisor, report.canaries, gate, say
     )
     if report.canary_failure:
-        canary.forget(Layout(fleet.state_dir), sorted(later))
+        layout = Layout(fleet.state_dir)
+        why = report.canary_failure
+        rejection = rejected.Rejection(
+            rendering_digest(rendering), time.time(), tuple(report.canaries), why
+        )
+        rejected.record(layout, rejection)  # before the rollback: it may take a job's time
+        canary.forget(layout, sorted(later))
         back = canary.restore(fleet, target, report.canaries)
         report.rolled_back = _apply(fleet, supervisor, back, timeout, True, progress)
         return back

@@ -21,6 +21,28 @@ def tail_lines(path: Path, count: int, max_bytes: int = 64 * 1024) -> list[str]:
     return lines[-count:] if count else []
 
 
+# What tf-agent logs as it starts, and before every exit it makes (agent/main.py).
+STARTING = " starting as "
+EXITING = " exiting with status "
+
+
+def ended_unannounced(lines: list[str], pid: int) -> bool:
+    """Whether, in a tf-agent's log, the process before `pid` ended without logging its
+    exit: killed (SIGKILL, the OOM killer) or crashed. False when the log cannot tell."""
+    starts = [i for i, line in enumerate(lines) if STARTING in line]
+    current = [i for i in starts if line_has_pid(lines[i], pid)]
+    if not current:
+        return False
+    before = [i for i in starts if i < current[-1]]
+    if not before:
+        return False
+    return not any(EXITING in line for line in lines[before[-1] : current[-1]])
+
+
+def line_has_pid(line: str, pid: int) -> bool:
+    return line.rstrip().endswith(f"(pid {pid})")
+
+
 def follow(path: Path, emit: Callable[[str], None], interval: float = 0.25) -> None:
     """Pass on text appended to the file until interrupted, across a rotation."""
     with open(path, "rb") as handle:

@@ -98,6 +98,16 @@ def record_of(rendering: Rendering, key: str) -> dict[str, Any]:
     }
 
 
+def rendering_digest(rendering: Rendering) -> str:
+    """One digest of every agent's files as `rendering` gives them: the same change
+    renders the same digest, whatever tf-fleet's own code or the supervisord config."""
+    hasher = hashlib.sha256()
+    for name, program in sorted(rendering.programs.items()):
+        for path, text in sorted(program.files.items()):
+            hasher.update(f"{name}\0{path}\0{digest(text)}\0".encode())
+    return hasher.hexdigest()
+
+
 def rendering_from(record: Any, key: str, read: Callable[[Path], str | None]) -> Rendering | None:
     """The rendering the record stands for, with the texts `read` finds on disk, if the
     key is the same and every file has its recorded digest; else None (render again)."""

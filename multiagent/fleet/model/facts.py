@@ -49,6 +49,9 @@ class ProcessInfo:
     spawnerr: str
     exitstatus: int
     log_file: str
+    # When its last process exited or was stopped (whole seconds), 0 if never. (Its exit
+    # status is forgotten once supervisord starts it again.)
+    stop: float = 0.0
 
     @property
     def uptime(self) -> float | None:
@@ -70,6 +73,7 @@ class ProcessInfo:
             spawnerr=info.get("spawnerr", ""),
             exitstatus=info.get("exitstatus", 0),
             log_file=info.get("stdout_logfile", ""),
+            stop=float(info.get("stop", 0)),
         )
 
 

@@ -19,6 +19,7 @@ from multiagent.fleet.errors import ExitStatus, UserError
 from multiagent.fleet.model import fleetschema
 from multiagent.fleet.model.agentnames import SERVER_PROGRAM, check_collisions, check_name
 from multiagent.fleet.model.fleetschema import (
+    DEFAULT_CANARY_SOAK,
     DEFAULT_EMBEDDED_HOST,
     DEFAULT_EMBEDDED_PORT,
     DEFAULT_METRICS_HOST,
@@ -101,6 +102,7 @@ class RestartSettings:
     method: str = "signal"  # signal | file
     restart_dir: str = DEFAULT_RESTART_DIR
     timeout: float = DEFAULT_RESTART_TIMEOUT
+    canary_soak: float = DEFAULT_CANARY_SOAK  # canaries watched this long before the rest
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,8 @@ class Fleet:
     restart: RestartSettings
     agents: dict[str, Agent]
     metrics: MetricsSettings | None = None
+    name: str | None = None  # `name:`, the `fleet` label of its metrics
+    duplicate_names: str = "warn"  # warn | refuse: an agent name heard from elsewhere
 
     @property
     def identity(self) -> str:
@@ -237,7 +241,10 @@ def _parse_fleet(
     _check_restart_method(restart, agents, report)
     if report.problems:
         raise FleetError(report.problems)
-    return Fleet(fleet_path, server, state_dir, supervisor, restart, agents, metrics)
+    name, duplicates = values["name"], values["duplicate_names"]
+    return Fleet(
+        fleet_path, server, state_dir, supervisor, restart, agents, metrics, name, duplicates
+    )
 
 
 def _report_duplicates(duplicates: list[tuple[tuple[Any, ...], int, int]], report: Report) -> None:

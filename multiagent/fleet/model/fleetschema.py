@@ -20,6 +20,7 @@ from multiagent.vocabulary import DEFAULT_RESTART_DIR, parse_duration
 DEFAULT_EMBEDDED_HOST = "127.0.0.1"
 DEFAULT_EMBEDDED_PORT = 8585
 DEFAULT_RESTART_TIMEOUT = 6 * 3600
+DEFAULT_CANARY_SOAK = 30
 DEFAULT_METRICS_HOST = "127.0.0.1"  # where tf-agent serves /metrics unless told otherwise
 
 # A user name as useradd takes it (supervisord's `user=` line, pwd lookups).
@@ -28,6 +29,7 @@ ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # A host name or address for `metrics.host`: what Prometheus connects to.
 HOST_NAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*")
 URL_RE = re.compile(r"https?://[^/\s]+")
+FLEET_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 # -- rules -----------------------------------------------------------------------------
@@ -154,6 +156,16 @@ def _state_dir(value: Any) -> Any:
     return None if value is None else _directory(value)
 
 
+def _soak(value: Any) -> float:
+    return parse_duration(value)  # 0 (or `0s`) is no soak
+
+
+def _fleet_name(value: Any) -> Any:
+    if value is not None and (not isinstance(value, str) or not FLEET_NAME_RE.fullmatch(value)):
+        raise ValueError(f"expected 1-64 letters, digits, '.', '_' or '-', got {value!r}")
+    return value
+
+
 def _must_be(wanted: Any, message: str) -> Rule:
     def rule(value: Any) -> Any:
         if value is not wanted:
@@ -166,6 +178,9 @@ def _must_be(wanted: Any, message: str) -> Rule:
 # -- sections --------------------------------------------------------------------------
 TOP = section(
     "a mapping",
+    Key("name", _fleet_name),  # the `fleet` label of its metrics (default: the state dir)
+    # An agent name the server heard from elsewhere: `plan`/`up` warn, or `up` refuses.
+    Key("duplicate_names", one_of("warn", "refuse"), "warn"),
     Key("server", anything, "embedded"),  # `embedded`, a URL or EMBEDDED_SERVER
     Key("state_dir", _state_dir),
     Key("supervisor", anything, {}),  # SUPERVISOR
@@ -201,6 +216,8 @@ RESTART = section(
     Key("method", one_of("signal", "file"), "signal"),
     Key("restart_dir", _path_rule("an absolute path", absolute=True), DEFAULT_RESTART_DIR),
     Key("timeout", _timeout, float(DEFAULT_RESTART_TIMEOUT)),
+    # How long canaries stay under watch before the rest follow (`--canary-soak`).
+    Key("canary_soak", _soak, float(DEFAULT_CANARY_SOAK)),
 )
 
 METRICS = section(

@@ -93,6 +93,11 @@ class Layout:
         return self.pending_dir / f"{name}.conf"
 
     @property
+    def rejected_change(self) -> Path:
+        """The change a canary rejected: `up` refuses it until a new change or an override."""
+        return self.state_dir / "rejected.json"
+
+    @property
     def supervisord_conf(self) -> Path:
         return self.supervisor_dir / "supervisord.conf"
 
