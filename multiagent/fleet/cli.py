@@ -17,6 +17,7 @@ import click
 
 from multiagent import __version__
 from multiagent.fleet.errors import ExitStatus, UserError
+from multiagent.fleet.messages import SUMMARY_OVER, Lines, plural, unknown_agents
 from multiagent.fleet.model.fleetfile import load_fleet
 from multiagent.fleet.model.layout import Layout
 from multiagent.vocabulary import parse_duration
@@ -26,15 +27,21 @@ if TYPE_CHECKING:
     from multiagent.fleet.commands.up import UpReport
     from multiagent.fleet.model.fleetfile import Fleet
     from multiagent.fleet.model.operations import Operation, RunResult
+    from multiagent.fleet.reconcile.progress import Progress
     from multiagent.fleet.supervisord.client import Supervisor, SupervisorTarget
 
 PLAN_KINDS = ("add", "start", "restart", "replace", "remove", "unchanged")
 
 
 class Options:
-    def __init__(self, config: str, state_dir: str | None):
+    def __init__(self, config: str, state_dir: str | None, verbose: bool = False):
         self.config = config
         self.state_dir = state_dir
+        self.verbose = verbose
+        self.progress: Progress | None = None  # this command's progress lines, if any
+
+    def lines(self, as_json: bool = False) -> Lines:
+        return Lines(verbose=self.verbose, quiet=as_json)
 
     def fleet(self) -> Fleet:
         return load_fleet(self.config, self.state_dir)
@@ -63,6 +70,8 @@ def handles_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(exc.exit_status)
         except click.ClickException:
             raise
+        except BrokenPipeError:
+            _quiet_broken_pipe()
         except KeyboardInterrupt:
             click.echo(
                 "interrupted: tf-fleet stopped waiting; no job was interrupted, and what was"
@@ -79,6 +88,14 @@ def handles_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(ExitStatus.FAILED)
 
     return wrapper
+
+
+def _quiet_broken_pipe() -> None:
+    """The reader went away (`| head`): stop quietly, as `cat` does. Whatever is still
+    buffered goes nowhere, so the interpreter's last flush cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(ExitStatus.BROKEN_PIPE)
 
 
 def _write_traceback() -> str:
@@ -118,11 +135,23 @@ class FleetGroup(click.Group):
     default=None,
     help="Where tf-fleet writes everything (overrides the fleet file's state_dir).",
 )
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help="Every line: each file written, each program started, each agent's progress"
+    " (else one summary line per kind for large fleets).",
+)
 @click.version_option(version=__version__, prog_name="tf-fleet")
 @click.pass_context
-def main(click_ctx: click.Context, config: str, state_dir: str | None) -> None:
+def main(click_ctx: click.Context, config: str, state_dir: str | None, verbose: bool) -> None:
     """Run a host's Testflinger device agents under supervisord."""
-    click_ctx.obj = Options(config, state_dir)
+    # Each line as it happens, also into a pipe (CI, `| tee`, a journal).
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure:
+            reconfigure(line_buffering=True)
+    click_ctx.obj = Options(config, state_dir, verbose)
 
 
 pass_options = click.make_pass_decorator(Options)
@@ -150,10 +179,14 @@ def _select(fleet: Fleet, names: tuple[str, ...], all_agents: bool) -> list[str]
         return sorted(fleet.agents)
     if not names:
         raise click.UsageError("name at least one agent, or --all")
-    unknown = [n for n in names if n not in fleet.agents]
-    if unknown:
-        raise click.BadParameter(f"not in the fleet file: {', '.join(unknown)}", param_hint="NAME")
+    _refuse_unknown(fleet, [n for n in names if n not in fleet.agents])
     return list(dict.fromkeys(names))
+
+
+def _refuse_unknown(fleet: Fleet, unknown: list[str]) -> None:
+    """Names the fleet file does not have: the same words in every command (exit 2)."""
+    if unknown:
+        raise click.UsageError(unknown_agents(unknown, fleet.path, sorted(fleet.agents)))
 
 
 def _only_ours(fleet: Fleet, target: SupervisorTarget, names: list[str]) -> None:
@@ -183,7 +216,20 @@ def _say(text: str) -> None:
 def _progress(enabled: bool) -> Callable[[Sequence[Operation]], None] | None:
     from multiagent.fleet.reconcile.progress import Progress
 
-    return Progress() if enabled else None
+    if not enabled:
+        return None
+    opts = click.get_current_context().find_object(Options)
+    progress = Progress(verbose=bool(opts and opts.verbose))
+    if opts:
+        opts.progress = progress
+    return progress
+
+
+def _failures_said() -> set[str]:
+    """The failures the progress lines already said on stderr (never twice)."""
+    opts = click.get_current_context().find_object(Options)
+    progress = opts.progress if opts else None
+    return progress.failures_said if progress else set()
 
 
 def _carry_out(
@@ -224,8 +270,9 @@ def _report(result: RunResult, as_json: bool, what: str) -> None:
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
         return
+    said = _failures_said()
     for op in result.operations:
-        if op.failed:
+        if op.failed and op.name not in said:
             click.echo(f"{op.name}: {op.text}", err=True)
         for note in op.notes:
             click.echo(f"{op.name}: {note}")
@@ -405,11 +452,12 @@ def up(
             progress=_progress(not as_json),
             say=_say,
             canary=gate,
+            lines=opts.lines(as_json),
         )
     if as_json:
         click.echo(json.dumps(_up_json(report), indent=2))
     else:
-        _up_text(supervisor.target.socket_url, report, no_wait)
+        _up_text(fleet, report, no_wait)
     if _up_failed(report, no_wait):
         sys.exit(ExitStatus.FAILED)
 
@@ -429,14 +477,13 @@ def _up_json(report: UpReport) -> dict[str, Any]:
     }
 
 
-def _up_text(socket_url: str, report: UpReport, no_wait: bool) -> None:
+def _up_text(fleet: Fleet, report: UpReport, no_wait: bool) -> None:
+    """What is left to say once `up` is over (files and starts were said as they
+    happened)."""
     applied = report.applied
-    if report.started_supervisord:
-        click.echo(f"started supervisord (pid {report.started_supervisord}, socket {socket_url})")
-    for path in report.written:
-        click.echo(f"wrote {path}")
-    for name in report.started:
-        click.echo(f"started {name}: {report.states.get(name, 'starting')}")
+    if report.states:
+        running = [n for n, state in report.states.items() if state == "RUNNING"]
+        click.echo(f"running: {len(running)} of {plural(len(report.states), 'started program')}")
     if applied and no_wait:
         click.echo("asked; `tf-fleet plan` or `tf-fleet status` shows what is pending")
         from multiagent.fleet.model.operations import Replace
@@ -456,15 +503,27 @@ def _up_text(socket_url: str, report: UpReport, no_wait: bool) -> None:
         )
     if report.canaries and not report.canary_failure:
         click.echo(f"canaries passed: {', '.join(report.canaries)}; the rest followed")
-    counts = {k: len(report.plan.of_kind(k)) for k in PLAN_KINDS}
-    click.echo(", ".join(f"{v} {k}" for k, v in counts.items() if v) or "nothing to do")
+    click.echo(_plan_summary(fleet, report.plan))
+
+
+def _plan_summary(fleet: Fleet, plan: Any) -> str:
+    """`3 add, 1 unchanged` for the agents; the server's own action apart."""
+    server = fleet.server_program
+    agents = [a for a in plan.actions if a.name != server]
+    counts = {k: sum(a.kind == k for a in agents) for k in PLAN_KINDS}
+    text = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
+    server_action = next((a.kind for a in plan.actions if a.name == server), None)
+    if server_action and server_action != "unchanged":
+        text = f"{text}; server {server}: {server_action}" if text else f"server: {server_action}"
+    return text or "nothing to do"
 
 
 def _up_failed(report: UpReport, no_wait: bool) -> bool:
     """Say what failed (on stderr, also with --json); True when `up` must exit 1."""
     failed = report.failed_to_start
     if failed:
-        click.echo(f"failed to start: {', '.join(failed)} (see `tf-fleet status`)", err=True)
+        listed = ", ".join(f"{n} ({report.states.get(n)})" for n in failed)
+        click.echo(f"failed to start: {listed}; `tf-fleet status` shows why", err=True)
     if report.canary_failure:
         click.echo(
             f"canary gate failed: {report.canary_failure}; rolled back"
@@ -706,9 +765,9 @@ def status(opts: Options, names: tuple[str, ...], output: str | None, as_json: b
     fleet = opts.fleet()
     supervisor = _supervisor(fleet)
     wanted = list(names) or sorted(fleet.agents)
-    unknown = [n for n in wanted if n not in fleet.agents and n != fleet.server_program]
-    if unknown:
-        raise click.BadParameter(f"not in {opts.config}: {', '.join(unknown)}", param_hint="NAME")
+    _refuse_unknown(
+        fleet, [n for n in wanted if n not in fleet.agents and n != fleet.server_program]
+    )
     agents = [n for n in wanted if n in fleet.agents]
     running, rows, server, note = look(
         fleet, supervisor, agents, without_supervisord=output == "prometheus"
@@ -754,7 +813,7 @@ def logs(opts: Options, name: str, follow: bool, lines: int) -> None:
 
     fleet = opts.fleet()
     if name not in fleet.agents and name != fleet.server_program:
-        raise click.BadParameter(f"not in {opts.config}", param_hint="NAME")
+        _refuse_unknown(fleet, [name])
     from multiagent.fleet.supervisord.client import target_for
 
     _only_ours(fleet, target_for(fleet), [name])
@@ -806,8 +865,9 @@ def down(opts: Options, safe: bool, force: bool, timeout: str | None, as_json: b
         return
     for one in interrupted:
         click.echo(one.line())
+    listed = stopped and (len(stopped) <= SUMMARY_OVER or opts.verbose)
     click.echo(
-        f"stopped {len(stopped)} program(s)" + (": " + ", ".join(stopped) if stopped else "")
+        f"stopped {plural(len(stopped), 'program')}" + (f": {', '.join(stopped)}" if listed else "")
     )
     if stopped_supervisord:
         click.echo("supervisord stopped")

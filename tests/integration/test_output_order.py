@@ -1,0 +1,75 @@
+"""What an operator reads through a pipe (CI, Ansible, `| tee`, a journal): each line
+when its event happens, results on stdout and errors on stderr once, a quiet end when
+the reader goes away. Real supervisord, the embedded server, tf-agents, held jobs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import psutil
+
+
+def _busy_and_one_more(fleet_env) -> tuple[dict, int, str]:
+    """b1 runs a held job when the fleet file changes its environment and adds b2."""
+    fleet = fleet_env.agent_fleet(["b1"], {"b1": ["q-b1"]})
+    old_pid = fleet_env.start(fleet)["b1"]
+    job = fleet_env.hold_running("q-b1")
+    fleet["agents"]["b1"]["environment"] = {"LAB_MARK": "new"}
+    fleet["agents"]["b2"] = {"job_queues": ["q-b2"]}
+    fleet_env.write(fleet)
+    return fleet, old_pid, job
+
+
+def test_up_says_what_it_wrote_and_started_before_its_wait_ends(fleet_env):
+    _, old_pid, job = _busy_and_one_more(fleet_env)
+    seen_while_waiting: list[str] = []
+
+    def started_and_waiting(output: str) -> bool:
+        # read while `up` still runs: it cannot end before the held job is released
+        if "started b2" in output and "b1: " in output:
+            seen_while_waiting.append(output)
+            return True
+        return False
+
+    out = fleet_env.run_releasing("up", jobs=[job], when=started_and_waiting)
+    assert seen_while_waiting, out.stdout
+    early = seen_while_waiting[0]
+    assert "wrote " in early and "started b2" in early
+    lines = out.stdout.splitlines()
+    assert lines.index("started b2") < next(i for i, t in enumerate(lines) if "b1: back" in t)
+    assert lines[-1] == "1 add, 1 replace", out.stdout
+    assert not any(line in out.stderr for line in lines), out.stderr  # never both
+    fleet_env.assert_completed(job)
+    pids = fleet_env.wait_all_running()
+    assert pids["b1"] != old_pid and not psutil.pid_exists(old_pid)
+    assert len(fleet_env.agent_processes("b1")) == 1
+
+
+def test_a_restart_cut_short_by_its_reader_ends_quietly(fleet_env):
+    """`restart --safe ... | head -1`: the reader leaves after one line; the next line
+    finds no reader. tf-fleet exits 141 (as `cat` would by SIGPIPE) with nothing on
+    stderr and no traceback file; the restart it asked for still happens."""
+    old_pid = fleet_env.start(fleet_env.agent_fleet(["h1"], {"h1": ["q-h1"]}))["h1"]
+    job = fleet_env.hold_running("q-h1")
+    tmp = fleet_env.root / "tmp"
+    tmp.mkdir()
+    command = " ".join(fleet_env.command("restart", "--safe", "h1"))
+    proc = subprocess.Popen(
+        ["bash", "-c", f"{command} 2>{tmp}/stderr | head -n 1; echo ${{PIPESTATUS[0]}}"],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=fleet_env.root,
+        env={**os.environ, "TMPDIR": str(tmp)},
+    )
+    assert proc.stdout is not None
+    first = proc.stdout.readline()  # head's one line: tf-fleet goes on writing
+    assert first.startswith("h1: "), first
+    fleet_env.release(job)
+    status = proc.stdout.read().strip()
+    proc.wait(60)
+    assert status == "141"
+    assert (tmp / "stderr").read_text() == ""
+    assert [p.name for p in tmp.iterdir()] == ["stderr"]  # no tf-fleet-error-*.log
+    fleet_env.assert_completed(job)
+    fleet_env.wait_for(lambda: fleet_env.pids()["h1"] not in (0, old_pid), what="h1 back")
