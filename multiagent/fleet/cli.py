@@ -39,6 +39,7 @@ class Options:
         self.state_dir = state_dir
         self.verbose = verbose
         self.progress: Progress | None = None  # this command's progress lines, if any
+        self.lock_wait = True  # --no-lock-wait: fail at once while another command changes
 
     def lines(self, as_json: bool = False) -> Lines:
         return Lines(verbose=self.verbose, quiet=as_json)
@@ -198,15 +199,35 @@ def _only_ours(fleet: Fleet, target: SupervisorTarget, names: list[str]) -> None
 
 
 @contextmanager
-def _changing(
-    fleet: Fleet, command: str, wait: bool = True, supersede: bool = False
-) -> Iterator[None]:
-    """One command that changes the fleet at a time (a second waits, or fails at once;
-    a forced one makes a waiting holder stop and takes over)."""
+def _changing(fleet: Fleet, command: str, supersede: bool = False) -> Iterator[None]:
+    """One command that changes the fleet at a time (a second waits, or with
+    --no-lock-wait fails at once; a forced one makes a waiting holder stop and takes
+    over)."""
     from multiagent.fleet.host.statelock import exclusive
 
+    opts = click.get_current_context().find_object(Options)
+    wait = opts.lock_wait if opts else True
     with exclusive(Layout(fleet.state_dir), command, wait=wait, say=_say, supersede=supersede):
         yield
+
+
+def lock_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--no-lock-wait, the same on every command that changes the fleet."""
+
+    @click.option(
+        "--no-lock-wait",
+        is_flag=True,
+        help="While another tf-fleet command changes this fleet, exit 1 at once (naming it)"
+        " instead of waiting for it.",
+    )
+    @wraps(func)
+    def with_lock(*args: Any, no_lock_wait: bool, **kwargs: Any) -> Any:
+        opts = click.get_current_context().find_object(Options)
+        if opts:
+            opts.lock_wait = not no_lock_wait
+        return func(*args, **kwargs)
+
+    return with_lock
 
 
 def _say(text: str) -> None:
@@ -416,7 +437,10 @@ def plan(opts: Options, as_json: bool, canary_count: int | None) -> None:
 
 @main.command()
 @click.option(
-    "--no-wait", is_flag=True, help="Start and ask, then return; the next `up` finishes the rest."
+    "--no-wait",
+    is_flag=True,
+    help="Start and ask, then return; the next `up` finishes the rest (it still waits its"
+    " turn behind another command: see --no-lock-wait).",
 )
 @click.option(
     "--timeout",
@@ -426,6 +450,7 @@ def plan(opts: Options, as_json: bool, canary_count: int | None) -> None:
 )
 @json_report
 @canary_options
+@lock_option
 @pass_options
 @handles_errors
 def up(
@@ -443,7 +468,7 @@ def up(
         raise click.UsageError("--canary waits for its gate: it does not go with --no-wait")
     fleet = opts.fleet()
     supervisor = _supervisor(fleet, timeout)
-    with _changing(fleet, "up", wait=not no_wait):
+    with _changing(fleet, "up"):
         report = run_up(
             fleet,
             supervisor,
@@ -558,10 +583,11 @@ def _up_failed(report: UpReport, no_wait: bool) -> bool:
     default=None,
     help="How to ask (default: restart.method): SIGUSR1 or the restart file.",
 )
-@click.option("--no-wait", is_flag=True, help="Only ask, then return.")
+@click.option("--no-wait", is_flag=True, help="With --safe: only ask, then return.")
 @click.option("--force", is_flag=True, help="Without --safe: restart even mid-job.")
 @json_report
 @canary_options
+@lock_option
 @pass_options
 @handles_errors
 def restart(
@@ -579,6 +605,7 @@ def restart(
 ) -> None:
     """Restart agents. --safe: each exits when idle and comes back; with --all, a rolling
     restart that stops at the first agent that does not come back."""
+    _restart_flags(safe, force, no_wait or gate is not None or max_parallel != 1 or bool(method))
     fleet = opts.fleet()
     supervisor = _supervisor(fleet, timeout)
     selected = _select(fleet, names, all_agents)
@@ -587,7 +614,7 @@ def restart(
         from multiagent.fleet.commands.control import hard_restart
 
         command = "restart --force" if force else "restart"
-        with _changing(fleet, command, wait=not no_wait, supersede=force):
+        with _changing(fleet, command, supersede=force):
             pids, interrupted = hard_restart(fleet, supervisor, selected, force)
         for one in interrupted:
             click.echo(one.line())
@@ -621,7 +648,7 @@ def restart(
             show_progress=not as_json,
         )
 
-    with _changing(fleet, "restart --safe", wait=not no_wait):
+    with _changing(fleet, "restart --safe"):
         if gate is None:
             result = run(list(operations))
         else:
@@ -643,11 +670,23 @@ def restart(
     _finish(result, as_json, "back", failing=not no_wait)
 
 
+def _restart_flags(safe: bool, force: bool, safe_only: bool) -> None:
+    """Flags that contradict each other are a usage error (exit 2), never one ignored."""
+    if safe and force:
+        raise click.UsageError("--safe never interrupts a job and --force does: give one")
+    if not safe and safe_only:
+        raise click.UsageError(
+            "--no-wait, --canary, --max-parallel and --method go with --safe; a hard"
+            " restart neither waits nor asks"
+        )
+
+
 @main.command()
 @click.option(
     "--timeout", default=None, help="How long to wait for jobs (default restart.timeout)."
 )
 @json_report
+@lock_option
 @pass_options
 @handles_errors
 def rollback(opts: Options, timeout: str | None, as_json: bool) -> None:
@@ -679,6 +718,7 @@ def rollback(opts: Options, timeout: str | None, as_json: bool) -> None:
 @click.option("--wait", is_flag=True, help="Return when every named agent is idle.")
 @click.option("--timeout", default=None, help="With --wait: how long (default restart.timeout).")
 @json_report
+@lock_option
 @pass_options
 @handles_errors
 def drain(
@@ -698,6 +738,7 @@ def drain(
     selected = _select(fleet, names, all_agents)
     _only_ours(fleet, supervisor.target, selected)
     operations = [Drain(n, program_kind(fleet, supervisor.target, n)) for n in selected]
+    already = _drained(fleet, selected)
     with _changing(fleet, "drain"):
         result = _carry_out(
             fleet, supervisor, operations, timeout, wait=wait, show_progress=wait and not as_json
@@ -709,7 +750,14 @@ def drain(
         else:
             for op in failed:
                 click.echo(f"{op.name}: {op.text}", err=True)
-            click.echo(f"draining {len(operations) - len(failed)} agent(s); they take no new job")
+            done = [op.name for op in operations if not op.failed]
+            lines = opts.lines()
+            lines.many(
+                [f"{n}: already drained" if n in already else f"{n}: drained" for n in done],
+                f"drained {plural(len(done), 'agent')} ({len(already)} already)",
+            )
+            if done:
+                lines.say("they take no new job; running jobs go on (`tf-fleet resume` undoes it)")
         sys.exit(ExitStatus.FAILED if failed else ExitStatus.OK)
     _finish(result, as_json, "idle")
 
@@ -718,6 +766,7 @@ def drain(
 @click.argument("names", nargs=-1)
 @click.option("--all", "all_agents", is_flag=True, help="Every agent of the fleet.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@lock_option
 @pass_options
 @handles_errors
 def resume(opts: Options, names: tuple[str, ...], all_agents: bool, as_json: bool) -> None:
@@ -728,14 +777,32 @@ def resume(opts: Options, names: tuple[str, ...], all_agents: bool, as_json: boo
     supervisor = _supervisor(fleet)
     selected = _select(fleet, names, all_agents)
     _only_ours(fleet, supervisor.target, selected)
+    drained = _drained(fleet, selected)
     with _changing(fleet, "resume"):
         resumed = run_resume(fleet, supervisor, selected)
     if as_json:
         agents = [{"name": n, "started": started} for n, started in resumed.items()]
         click.echo(json.dumps({"agents": agents}, indent=2))
         return
+    lines = opts.lines()
+    said = []
     for name, started in resumed.items():
-        click.echo(f"{name}: resumed and started" if started else f"{name}: resumed")
+        if started:
+            said.append(f"{name}: resumed and started")
+        elif name in drained:
+            said.append(f"{name}: resumed")
+        else:
+            said.append(f"{name}: was not drained; takes jobs as before")
+    lines.many(said, f"resumed {plural(len(resumed), 'agent')} ({len(drained)} were drained)")
+
+
+def _drained(fleet: Fleet, names: list[str]) -> set[str]:
+    """The tf-agents among `names` whose drain flag is set now (an upstream agent's drain
+    is its state on the server: not known here)."""
+    from multiagent.fleet.host.triggers import read_drain
+
+    layout = Layout(fleet.state_dir)
+    return {n for n in names if read_drain(layout, n)}
 
 
 def _status_format(as_json: bool, output: str | None) -> str:
@@ -803,7 +870,14 @@ def status(opts: Options, names: tuple[str, ...], output: str | None, as_json: b
 @main.command()
 @click.argument("name")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
-@click.option("-n", "--lines", default=50, show_default=True, help="How many lines to show.")
+@click.option(
+    "-n",
+    "--lines",
+    type=click.IntRange(min=0),
+    default=50,
+    show_default=True,
+    help="How many lines to show.",
+)
 @pass_options
 @handles_errors
 def logs(opts: Options, name: str, follow: bool, lines: int) -> None:
@@ -832,12 +906,17 @@ def logs(opts: Options, name: str, follow: bool, lines: int) -> None:
 @click.option("--force", is_flag=True, help="Stop even agents that are running a job.")
 @click.option("--timeout", default=None, help="With --safe: how long to wait for jobs.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@lock_option
 @pass_options
 @handles_errors
 def down(opts: Options, safe: bool, force: bool, timeout: str | None, as_json: bool) -> None:
     """Stop every agent and, in private mode, supervisord."""
     from multiagent.fleet.commands.down import down as run_down
 
+    if safe and force:
+        raise click.UsageError(
+            "--safe waits for running jobs and --force interrupts them: give one"
+        )
     fleet = opts.fleet()
     supervisor = _supervisor(fleet, timeout)
     supervisord_was_running = supervisor.is_running()

@@ -28,7 +28,7 @@ def test_two_changing_commands_take_turns(fleet_env):
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         os.pwrite(fd, b"pid 4242 (tf-fleet up)\n", 0)
-        refused = fleet_env.run("up", "--no-wait", check=False)
+        refused = fleet_env.run("up", "--no-lock-wait", check=False)
         assert refused.returncode == 1
         assert "pid 4242 (tf-fleet up) is changing this fleet" in refused.stderr
         assert "Traceback" not in refused.stderr

@@ -73,3 +73,21 @@ def test_a_restart_cut_short_by_its_reader_ends_quietly(fleet_env):
     assert [p.name for p in tmp.iterdir()] == ["stderr"]  # no tf-fleet-error-*.log
     fleet_env.assert_completed(job)
     fleet_env.wait_for(lambda: fleet_env.pids()["h1"] not in (0, old_pid), what="h1 back")
+
+
+def test_drain_and_resume_name_each_agent_and_what_it_was_before(fleet_env):
+    fleet_env.start(fleet_env.agent_fleet(["dr1", "dr2"]))
+    first = fleet_env.run("drain", "dr1")
+    assert first.stdout.splitlines()[0] == "dr1: drained"
+    again = fleet_env.run("drain", "dr1", "dr2")
+    assert again.stdout.splitlines()[:2] == ["dr1: already drained", "dr2: drained"]
+    fleet_env.wait_for(
+        lambda: fleet_env.status_file("dr2").get("state") == "drained", what="dr2 drained"
+    )
+    resumed = fleet_env.run("resume", "dr1")
+    assert resumed.stdout.splitlines() == ["dr1: resumed"]
+    twice = fleet_env.run("resume", "dr1")
+    assert twice.stdout.splitlines() == ["dr1: was not drained; takes jobs as before"]
+    fleet_env.run("resume", "dr2")
+    job = fleet_env.submit("shared", 0)
+    fleet_env.assert_completed(job)
