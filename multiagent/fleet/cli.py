@@ -25,6 +25,7 @@ from multiagent.vocabulary import parse_duration
 if TYPE_CHECKING:
     from multiagent.fleet.commands.canary import CanaryGate
     from multiagent.fleet.commands.up import UpReport
+    from multiagent.fleet.host.watchers import Watcher
     from multiagent.fleet.model.fleetfile import Fleet
     from multiagent.fleet.model.operations import Operation, RunResult
     from multiagent.fleet.reconcile.progress import Progress
@@ -920,6 +921,7 @@ def down(opts: Options, safe: bool, force: bool, timeout: str | None, as_json: b
     fleet = opts.fleet()
     supervisor = _supervisor(fleet, timeout)
     supervisord_was_running = supervisor.is_running()
+    watched = _refuse_watched_server(fleet, force)
     with _changing(fleet, "down --force" if force else "down", supersede=force):
         stopped, drained, interrupted = run_down(
             fleet,
@@ -944,12 +946,39 @@ def down(opts: Options, safe: bool, force: bool, timeout: str | None, as_json: b
         return
     for one in interrupted:
         click.echo(one.line())
+    for watcher in watched:
+        click.echo(
+            f"warning: stopped the server under {watcher.text()}: it cannot read its job's end",
+            err=True,
+        )
     listed = stopped and (len(stopped) <= SUMMARY_OVER or opts.verbose)
     click.echo(
         f"stopped {plural(len(stopped), 'program')}" + (f": {', '.join(stopped)}" if listed else "")
     )
     if stopped_supervisord:
         click.echo("supervisord stopped")
+
+
+def _refuse_watched_server(fleet: Fleet, force: bool) -> list[Watcher]:
+    """`submit --wait` processes that follow a job on the fleet's embedded server. Without
+    --force `down` refuses (exit 1): stopped under them, they would end in a connection
+    error though their job ended well; each ends by itself once its job ends. With
+    --force, the ones it stops the server under (said at the end)."""
+    if not fleet.server.embedded:
+        return []
+    from multiagent.fleet.host.watchers import watchers
+
+    found = watchers(fleet.server.url)
+    if found and not force:
+        for watcher in found:
+            click.echo(f"{watcher.text()} follows a job on this fleet's server", err=True)
+        click.echo(
+            "refusing to stop the server under it: it ends by itself once its job ends;"
+            " wait for it, or use --force (it then cannot read its job's end)",
+            err=True,
+        )
+        sys.exit(ExitStatus.FAILED)
+    return found
 
 
 @main.command("submit")
@@ -969,11 +998,12 @@ def down(opts: Options, safe: bool, force: bool, timeout: str | None, as_json: b
 )
 @click.option(
     "--poll-interval",
-    default=2.0,
+    default=0.5,
     show_default=True,
-    type=float,
-    help="Seconds between polls with --wait.",
+    type=click.FloatRange(min=0.05),
+    help="Seconds between looks at the job's state and new output with --wait.",
 )
+@handles_errors
 def submit_command(
     job_file: Path, server: str, wait: bool, token_file: Path | None, poll_interval: float
 ) -> None:
@@ -981,9 +1011,19 @@ def submit_command(
     # A client of any Testflinger-compatible server, the local one or a lab's.
     import yaml
 
-    from multiagent.fleet.commands.submit import follow, pack_attachments
-    from multiagent.fleet.serverclient import ServerClient, ServerError
+    from multiagent.fleet.commands.submit import (
+        follow,
+        pack_attachments,
+        queue_warning,
+        refusal_lines,
+        server_url_problem,
+    )
+    from multiagent.fleet.serverclient import Refused, ServerClient, ServerError
     from multiagent.tokenfile import read_token_file
+
+    problem = server_url_problem(server)
+    if problem:
+        raise click.BadParameter(problem, param_hint="--server")
 
     try:
         job = yaml.safe_load(job_file.read_text())
@@ -995,8 +1035,16 @@ def submit_command(
     client = ServerClient(server, token)
     try:
         job, archive = pack_attachments(job, job_file.resolve().parent)
-        job_id = client.submit(job, archive)
+        try:
+            job_id = client.submit(job, archive)
+        except Refused as exc:
+            for line in refusal_lines(exc.status, exc.body, job, client):
+                click.echo(line, err=True)
+            sys.exit(ExitStatus.FAILED)
         click.echo(job_id)
+        warning = queue_warning(client, str(job.get("job_queue") or ""))
+        if warning:
+            click.echo(warning, err=True)
         if wait:
             sys.exit(follow(client, job_id, click.echo, interval=poll_interval))
     except ServerError as exc:  # unreachable included: it names the server

@@ -91,3 +91,44 @@ def test_drain_and_resume_name_each_agent_and_what_it_was_before(fleet_env):
     fleet_env.run("resume", "dr2")
     job = fleet_env.submit("shared", 0)
     fleet_env.assert_completed(job)
+
+
+def test_down_refuses_to_stop_the_server_under_a_submit_wait(fleet_env):
+    """A `submit --wait` following a job on the fleet's own server keeps `down` from
+    stopping the server under it (it would end in a connection error though its job
+    completed); once it has read its job's end, `down` goes on."""
+    fleet_env.start(fleet_env.agent_fleet(["w1"], {"w1": ["q-w1"]}))
+    gate = fleet_env.root / "release-watch"
+    job_file = fleet_env.root / "job.yaml"
+    job_file.write_text(
+        "job_queue: q-w1\ntest_data:\n"
+        f"  test_cmds: 'echo begun; while [ ! -e {gate} ]; do sleep 0.05; done; echo finished'\n"
+    )
+    watcher = subprocess.Popen(
+        [*fleet_env.command("submit", str(job_file)), "--server", fleet_env.server_url, "--wait"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=fleet_env.root,
+    )
+    try:
+        assert watcher.stdout is not None
+        job = watcher.stdout.readline().strip()
+        for line in watcher.stdout:  # the job's output while it still runs, not at its end
+            if line.strip() == "begun":
+                break
+        assert fleet_env.job_state(job) == "test"
+        refused = fleet_env.run("down", "--safe", check=False)
+        assert refused.returncode == 1
+        assert f"pid {watcher.pid} (tf-fleet submit {job_file} --wait)" in refused.stderr
+        assert "refusing to stop the server under it" in refused.stderr
+        assert fleet_env.status()["w1"]["process"] == "RUNNING"  # nothing was stopped
+    finally:
+        gate.touch()
+    out, err = watcher.communicate(timeout=60)
+    assert watcher.returncode == 0, out + err
+    assert "finished" in out and f"--- job {job}: complete" in out
+    fleet_env.assert_completed(job)
+    down = fleet_env.run("down")
+    assert "supervisord stopped" in down.stdout
+    assert fleet_env.processes() == [] and fleet_env.agent_processes() == []
