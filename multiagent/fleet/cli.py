@@ -849,11 +849,15 @@ def status(opts: Options, names: tuple[str, ...], output: str | None, as_json: b
             click.echo(note, err=True)
         click.echo(status_text(running, rows, server, time.time()), nl=False)
         return
+    from multiagent.fleet.commands.drift import drift
+
+    drifted = [] if names else drift(fleet, supervisor, running)
     if output == "json":
         data = {
             "supervisord_running": running,
             "server": server.to_json(),
             "agents": [r.to_json() for r in rows],
+            "drift": drifted,
         }
         click.echo(json.dumps(data, indent=2))
     else:
@@ -864,7 +868,9 @@ def status(opts: Options, names: tuple[str, ...], output: str | None, as_json: b
             click.echo(note)
         if rows:
             click.echo(format_table(rows))
-    if any(r.failed for r in rows) or server.failed:
+        for line in drifted:
+            click.echo(line)
+    if any(r.failed for r in rows) or server.failed or drifted:
         sys.exit(ExitStatus.FAILED)
 
 
@@ -957,6 +963,30 @@ def down(opts: Options, safe: bool, force: bool, timeout: str | None, as_json: b
     )
     if stopped_supervisord:
         click.echo("supervisord stopped")
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@pass_options
+@handles_errors
+def ctl(opts: Options, args: tuple[str, ...]) -> None:
+    """Run the host's supervisorctl on this fleet's supervisord (private or system):
+    `tf-fleet ctl status`, `tf-fleet ctl tail -f dut-01`, `tf-fleet ctl signal USR1
+    dut-01`. Its exit status is supervisorctl's."""
+    import shutil
+
+    fleet = opts.fleet()
+    from multiagent.fleet.supervisord.client import target_for
+
+    target = target_for(fleet)
+    found = shutil.which("supervisorctl")
+    command = [found] if found else [sys.executable, "-m", "supervisor.supervisorctl"]
+    command += ["-c", str(target.config), *args]
+    sys.stdout.flush()
+    try:
+        os.execvp(command[0], command)  # supervisorctl's own terminal, signals and status
+    except OSError as exc:
+        raise click.ClickException(f"cannot run {command[0]}: {exc.strerror}") from exc
 
 
 def _refuse_watched_server(fleet: Fleet, force: bool) -> list[Watcher]:

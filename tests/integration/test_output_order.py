@@ -132,3 +132,17 @@ def test_down_refuses_to_stop_the_server_under_a_submit_wait(fleet_env):
     down = fleet_env.run("down")
     assert "supervisord stopped" in down.stdout
     assert fleet_env.processes() == [] and fleet_env.agent_processes() == []
+
+
+def test_ctl_runs_supervisorctl_on_the_fleets_own_supervisord(fleet_env):
+    """Private mode: `supervisorctl status` habits work through `tf-fleet ctl`, with no
+    -c of the state dir's supervisord.conf."""
+    pids = fleet_env.start(fleet_env.agent_fleet(["c1"]))
+    shown = fleet_env.run("ctl", "status")
+    rows = {line.split()[0]: line.split()[1] for line in shown.stdout.splitlines()}
+    assert rows["c1"] == "RUNNING" and rows["tf-fleet-server"] == "RUNNING"
+    assert f"pid {pids['c1']}" in shown.stdout
+    tail = fleet_env.run("ctl", "tail", "c1")
+    assert tail.stdout.strip(), tail.stderr
+    missing = fleet_env.run("ctl", "status", "nope", check=False)
+    assert missing.returncode != 0 and "no such process" in missing.stdout.lower()
