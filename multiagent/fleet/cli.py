@@ -17,7 +17,13 @@ import click
 
 from multiagent import __version__
 from multiagent.fleet.errors import ExitStatus, UserError
-from multiagent.fleet.messages import SUMMARY_OVER, Lines, plural, unknown_agents
+from multiagent.fleet.messages import (
+    SUMMARY_OVER,
+    Lines,
+    plural,
+    unknown_agents,
+    use_local_time,
+)
 from multiagent.fleet.model.fleetfile import load_fleet
 from multiagent.fleet.model.layout import Layout
 from multiagent.vocabulary import parse_duration
@@ -144,10 +150,19 @@ class FleetGroup(click.Group):
     help="Every line: each file written, each program started, each agent's progress"
     " (else one summary line per kind for large fleets).",
 )
+@click.option(
+    "--local",
+    "local_time",
+    is_flag=True,
+    help="Print times in the host's time zone (named) instead of UTC.",
+)
 @click.version_option(version=__version__, prog_name="tf-fleet")
 @click.pass_context
-def main(click_ctx: click.Context, config: str, state_dir: str | None, verbose: bool) -> None:
+def main(
+    click_ctx: click.Context, config: str, state_dir: str | None, verbose: bool, local_time: bool
+) -> None:
     """Run a host's Testflinger device agents under supervisord."""
+    use_local_time(local_time)
     # Each line as it happens, also into a pipe (CI, `| tee`, a journal).
     for stream in (sys.stdout, sys.stderr):
         reconfigure = getattr(stream, "reconfigure", None)

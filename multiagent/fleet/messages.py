@@ -23,8 +23,19 @@ PROGRESS_SECONDS = 5.0
 CONFIG_HINT = "give the fleet file with `tf-fleet -c FILE` or $TF_FLEET_CONFIG"
 
 
+class _Zone:
+    local = False  # `tf-fleet --local`: the host's zone instead of UTC
+
+
+def use_local_time(local: bool) -> None:
+    _Zone.local = local
+
+
 def clock(when: float) -> str:
-    """A moment as the CLI prints it: UTC, with the zone (as the server's pages)."""
+    """A moment as the CLI prints it: UTC (as the server's pages), or with --local the
+    host's zone; the zone always printed."""
+    if _Zone.local:
+        return time.strftime("%H:%M:%S %Z", time.localtime(when))
     return time.strftime("%H:%M:%S UTC", time.gmtime(when))
 
 

@@ -92,3 +92,20 @@ def test_lines_summarise_a_large_fleet_unless_verbose():
     every = io.StringIO()
     Lines(verbose=True, out=every).started(names, 1.0)
     assert len(every.getvalue().splitlines()) == 200
+
+
+def test_times_are_utc_with_the_zone_unless_local(monkeypatch):
+    import time
+
+    from multiagent.fleet.messages import clock, use_local_time
+
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        assert clock(0.0) == "00:00:00 UTC"
+        use_local_time(True)
+        assert clock(0.0) == "09:00:00 JST"
+    finally:
+        use_local_time(False)
+        monkeypatch.delenv("TZ")
+        time.tzset()
