@@ -5,6 +5,7 @@ command that puts it right; any of them makes `status` exit 1."""
 
 from __future__ import annotations
 
+from multiagent.fleet.host import pending
 from multiagent.fleet.host.orphans import orphans
 from multiagent.fleet.host.rendered import render_or_reuse
 from multiagent.fleet.messages import agents_listed, plural
@@ -33,6 +34,8 @@ def drift(fleet: Fleet, supervisor: Supervisor, supervisord_running: bool) -> li
             " each over after its job"
         ]
     plan = make_plan(fleet, layout, supervisor, render_or_reuse(fleet, supervisor.target))
+    # A change `up --no-wait` asked for waits in the state dir: its row says so; not drift.
+    asked = set(pending.staged(layout))
     said = []
     for kind, words in (
         (planning.REMOVE, "running, but not in the fleet file"),
@@ -44,7 +47,8 @@ def drift(fleet: Fleet, supervisor: Supervisor, supervisord_running: bool) -> li
         names = [
             a.name
             for a in plan.of_kind(kind)
-            if not (a.reasons and all(r.startswith(CODE_CHANGED) for r in a.reasons))
+            if a.name not in asked
+            and not (a.reasons and all(r.startswith(CODE_CHANGED) for r in a.reasons))
         ]
         if names:
             said.append(f"drift: {words}: {agents_listed(names)}; {APPLY}")
