@@ -71,17 +71,53 @@ class AgentState:
     RESTARTING: Final = "restarting"
     STOPPED: Final = "stopped"
     RESTART_REQUESTED: Final = "restart"  # set on the server: restart when idle
+    # What the server's pages show for an agent tf-fleet removed (see REMOVED_COMMENT);
+    # no agent is ever in it.
+    REMOVED: Final = "removed"
     # Up, but not polling for jobs.
     QUIET: Final = (OFFLINE, MAINTENANCE, DRAINED)
     ALL: Final = (STARTING, WAITING, *Phase.ALL, *QUIET, RESTARTING, STOPPED)
 
 
 class DrainMode:
-    """The drain flag's content: DRAIN takes no new job and stays up; HOLD also exits 0
-    once idle, so supervisord leaves the agent down until `up` swaps its program."""
+    """The drain flag's first line: DRAIN takes no new job and stays up; HOLD also exits 0
+    once idle, so supervisord leaves the agent down until `up` swaps its program. A DRAIN
+    flag's second line, if any, is the operator's reason (never after HOLD: a tf-agent
+    older than the reason takes anything but exactly `hold` for DRAIN)."""
 
     DRAIN: Final = "drain"
     HOLD: Final = "hold"
+
+
+# What the server shows of an agent tf-fleet drained (tf-agent and upstream agents
+# alike): upstream's `offline`, as its admins set it, with a comment everyone reads.
+# The comment's start tells a drain from an admin's offline, which a resume leaves alone.
+DRAINED_COMMENT = "drained by tf-fleet"
+DRAIN_REASON_MAX = 200  # characters of a reason kept in the flag and the comment
+# The last word tf-fleet posts for an agent it removed from the fleet: the server keeps
+# showing the name until the agent TTL, marked as gone on purpose.
+REMOVED_STATE = "offline"
+REMOVED_COMMENT = "removed from the fleet by tf-fleet"
+
+
+def drained_comment(reason: str = "") -> str:
+    """The comment of a drained agent on the server."""
+    return f"{DRAINED_COMMENT}: {reason}" if reason else DRAINED_COMMENT
+
+
+def is_drained_comment(comment: str) -> bool:
+    return comment == DRAINED_COMMENT or comment.startswith(DRAINED_COMMENT + ": ")
+
+
+def clean_reason(reason: str) -> str:
+    """A reason as the flag file and the server keep it: one line, bounded."""
+    return " ".join(reason.split())[:DRAIN_REASON_MAX]
+
+
+def drain_flag_text(mode: str, reason: str = "") -> str:
+    """The drain flag's content (see DrainMode)."""
+    reason = clean_reason(reason) if mode == DrainMode.DRAIN else ""
+    return f"{mode}\n{reason}\n" if reason else f"{mode}\n"
 
 
 class AgentExit:
@@ -190,9 +226,17 @@ def _bad_duration(text: str) -> NoReturn:
 
 
 def read_drain_flag(path: str) -> str | None:
-    """The drain flag at `path`: None when absent, else HOLD or DRAIN. A flag that is
-    there but is no regular file (a symlink is not followed, a fifo not blocked on) or is
-    unreadable counts as DRAIN: taking no job is the safe side."""
+    """The drain flag at `path`: None when absent, else HOLD or DRAIN."""
+    found = read_drain(path)
+    return None if found is None else found[0]
+
+
+def read_drain(path: str) -> tuple[str, str] | None:
+    """The drain flag at `path` and its reason: None when absent, else (HOLD or DRAIN,
+    reason or ""). The first line decides (a flag of one word, as older tf-fleets wrote,
+    reads as before). A flag that is there but is no regular file (a symlink is not
+    followed, a fifo not blocked on) or is unreadable counts as DRAIN: taking no job is
+    the safe side."""
     import os  # here: the module itself imports nothing
 
     try:
@@ -200,13 +244,21 @@ def read_drain_flag(path: str) -> str | None:
     except FileNotFoundError:
         return None
     except OSError:
-        return DrainMode.DRAIN
+        return DrainMode.DRAIN, ""
     try:
         if os.fstat(fd).st_mode & 0o170000 != 0o100000:  # not a regular file
-            return DrainMode.DRAIN
-        content = os.read(fd, 64).decode("utf-8", "replace").strip()
+            return DrainMode.DRAIN, ""
+        content = os.read(fd, 4 * DRAIN_REASON_MAX + 64).decode("utf-8", "replace")
     except OSError:
-        return DrainMode.DRAIN
+        return DrainMode.DRAIN, ""
     finally:
         os.close(fd)
-    return DrainMode.HOLD if content == DrainMode.HOLD else DrainMode.DRAIN
+    first, _, rest = content.strip().partition("\n")
+    if first.strip() == DrainMode.HOLD and not rest.strip():
+        return DrainMode.HOLD, ""
+    return DrainMode.DRAIN, clean_reason(rest)
+
+
+# The environment variable tf-fleet gives a tf-agent program: supervisord's stopwaitsecs,
+# the seconds between its SIGTERM and its SIGKILL (cleanup after a SIGTERM fits in them).
+STOPWAITSECS_ENV = "TF_AGENT_STOPWAITSECS"

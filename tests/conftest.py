@@ -8,7 +8,7 @@ import pytest
 import multiagent
 
 # Shared fixtures live in plain modules (tests/ is on sys.path, see pyproject).
-pytest_plugins = ["fixtures_server", "fixtures_agent", "fixtures_fleet"]
+pytest_plugins = ["fixtures_server", "fixtures_agent", "fixtures_fleet", "fixtures_upstream"]
 
 # Single tests that run for tens of seconds (a whole bench, two hosts' playbooks): they go
 # first, one to each worker, so that no worker starts one while the others run out of tests.

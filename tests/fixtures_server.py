@@ -182,6 +182,11 @@ class LocalServer:
         resp = self.read(f"/v1/result/{job_id}/log/{log_type}", params={"format": "text"})
         return resp.text if resp.status_code == 200 else ""
 
+    def agent(self, name: str) -> dict[str, Any]:
+        """The agent as the server serves it (what upstream's `agent-status` reads)."""
+        resp = self.read(f"/v1/agents/data/{name}")
+        return resp.json() if resp.status_code == 200 else {}
+
     def job_state(self, job_id: str) -> str | None:
         return self.result(job_id).get("job_state")
 

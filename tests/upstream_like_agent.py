@@ -1,6 +1,8 @@
 """A small agent that behaves like upstream testflinger-agent where tf-fleet can tell:
-SIGUSR1 is only acted on at the next poll (exit 1), no status file, no drain flag, and a
-job runs as a child process. Used to test tf-fleet's handling of upstream agents."""
+SIGUSR1 is only acted on at the next poll (exit 1), no status file, no drain flag, a job
+runs as a child process, `waiting` is posted at every start (undoing `offline`), and after
+a job the server's state is read before `waiting` is posted. Used to test tf-fleet's
+handling of upstream agents."""
 
 from __future__ import annotations
 
@@ -76,11 +78,14 @@ def run_job(session, server: str, name: str, job: dict, conf: dict) -> None:
         json={"status": {"test": code}, "job_state": "complete"},
         timeout=10,
     )
-    session.post(
-        f"{server}/v1/agents/data/{name}",
-        json={"job_id": "", "state": "waiting", "comment": ""},
-        timeout=10,
-    )
+    # As upstream's agent does after each job: it asks its server whether it was set
+    # offline meanwhile, and announces `waiting` only if not (it would take no job).
+    session.post(f"{server}/v1/agents/data/{name}", json={"job_id": ""}, timeout=10)
+    state = session.get(f"{server}/v1/agents/data/{name}", timeout=10).json().get("state")
+    if state not in ("offline", "maintenance"):
+        session.post(
+            f"{server}/v1/agents/data/{name}", json={"state": "waiting", "comment": ""}, timeout=10
+        )
 
 
 if __name__ == "__main__":

@@ -15,23 +15,7 @@ Exit status: 0 stopped (SIGTERM, drain `hold`), 1 safe restart (SIGUSR1,
 restart file, server state `restart`), 2 bad config, 3 another process holds
 the agent's name, 70 internal error.
 
-Deliberate differences from upstream, for a host that restarts agents often:
-* `polling_interval` also accepts a float (tests poll every 0.2 s).
-* Output fragments every 2 s and cancel checks every 2 s (upstream: 10 s).
-  Stop conditions SIGKILL the whole process group, not just the shell.
-* A cancelled job keeps job_state `cancelled` (upstream overwrites it with
-  `complete`); cleanup after a cancel is not killed by the cancel checker.
-* SIGTERM mid-job kills the phase, skips cleanup (stopwaitsecs is short), posts
-  the status with the killed phase as 247 and job_state `cancelled`, then exits 0.
-* Log fragments the server could not take are kept and delivered with the outcome.
-* An admin's `offline`/`maintenance` (any comment not written by tf-agent itself,
-  including the recovery-failure one) survives a restart; upstream's start-up
-  post of `waiting` would clear it. A restart asked while offline happens at once
-  (the agent is idle) and leaves that state as it is.
-* A job killed with its agent (kill -9, OOM) is closed by the next start: status 100 in
-  the phase it died in, job_state complete. Any tf-agent error fails its phase (100).
-* Processes a phase leaves behind are ended (SIGTERM, SIGKILL 5 s later).
-* Job events (webhooks) are not sent; the ssh os-release probe is not done.
+Deliberate differences from upstream's agent: README.rst lists them, in one place.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 from multiagent import jsonio
+from multiagent.agent import proxy
 from multiagent.agent.log import get as get_logger
 from multiagent.agent.wire import Connection, query, quote, split_address
 
@@ -68,11 +69,13 @@ class Client:
         self.cookies: dict[str, str] = {}
         self._access_token: str | None = None
         self._conn: Connection | None = None
+        # Read once, as the environment the agent was started with sets it.
+        self.proxy = proxy.for_server(self.scheme, self.host, self.port)
 
     # -- connection -------------------------------------------------------------
     def _connect(self, timeout: float) -> Connection:
         if self._conn is None:
-            self._conn = Connection(self.scheme, self.host, self.port, timeout)
+            self._conn = Connection(self.scheme, self.host, self.port, timeout, self.proxy)
         else:
             self._conn.set_timeout(timeout)
         return self._conn

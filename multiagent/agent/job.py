@@ -22,7 +22,7 @@ from multiagent.agent.attachments import AttachmentError, unpack
 from multiagent.agent.client import ServerUnreachable
 from multiagent.agent.log import get as get_logger
 from multiagent.agent.record import FINISHING, JobRecord, record_path
-from multiagent.vocabulary import JobState, Phase, PhaseStatus
+from multiagent.vocabulary import STOPWAITSECS_ENV, JobState, Phase, PhaseStatus
 
 if TYPE_CHECKING:
     from multiagent.agent.client import Client
@@ -37,6 +37,8 @@ CANCEL_EVERY = 2.0  # seconds between GET /v1/result checks inside a phase
 PHASE_HTTP_TIMEOUT = 5.0
 DEFAULT_GLOBAL_TIMEOUT = 14400
 DEFAULT_OUTPUT_TIMEOUT = 900
+# Seconds kept, out of supervisord's stopwaitsecs, for posting the outcome after cleanup.
+DELIVERY_RESERVE = 5.0
 
 
 def _now_iso() -> str:
@@ -92,6 +94,7 @@ class Job:
         self.rundir = os.path.join(self.cfg.execution_basedir, self.job_id)
         self.status: dict[str, int] = {}
         self.fragment_number = 0
+        self.serial_fragment_number = 0  # serial fragments: their own count across the job
         self.unsent: list[tuple[str, dict]] = []
         self.cancelled = False
         self.interrupted = False  # SIGTERM
@@ -110,6 +113,19 @@ class Job:
         path = record_path(self.cfg.execution_basedir, self.cfg.agent_id)
         self.record = JobRecord(path, self.cfg.agent_id, self.job_id)
         self.phase: str | None = None  # the phase running (or last run)
+        self.stopped_at: float | None = None  # monotonic time the agent was told to stop
+
+    def stop_deadline(self) -> float | None:
+        """When a phase must end after a SIGTERM: supervisord's stopwaitsecs after the
+        signal (tf-fleet passes it in STOPWAITSECS_ENV), less the time to post the outcome;
+        None if the agent was not told how long it has."""
+        if self.stopped_at is None:
+            return None
+        try:
+            budget = float(os.environ.get(STOPWAITSECS_ENV, ""))
+        except ValueError:
+            return None
+        return self.stopped_at + max(budget - DELIVERY_RESERVE, 0.0)
 
     # -- network helpers: never raise, remember reachability --------------------
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -149,18 +165,18 @@ class Job:
     def _queue_fragment(self, log_type: str, phase: str, text: str) -> None:
         if not text:
             return
-        self.unsent.append(
-            (
-                log_type,
-                {
-                    "fragment_number": self.fragment_number if log_type == "output" else 0,
-                    "timestamp": _now_iso(),
-                    "phase": phase,
-                    "log_data": text,
-                },
-            )
-        )
-        if log_type == "output":
+        serial = log_type == "serial"
+        number = self.serial_fragment_number if serial else self.fragment_number
+        fragment = {
+            "fragment_number": number,
+            "timestamp": _now_iso(),
+            "phase": phase,
+            "log_data": text,
+        }
+        self.unsent.append((log_type, fragment))
+        if serial:
+            self.serial_fragment_number += 1
+        else:
             self.fragment_number += 1
 
     def _send_fragments(self) -> None:
@@ -185,8 +201,9 @@ class Job:
         except Exception as exc:  # an agent bug must not leave the job running
             self._internal_error(exc)
         try:
-            if not self.interrupted:
-                self._run_phase(Phase.CLEANUP)
+            # Also after a SIGTERM, as upstream: within what supervisord gives (see
+            # _cleanup_deadline), the device is left as the connector wants it.
+            self._run_phase(Phase.CLEANUP)
         except Exception as exc:
             self._internal_error(exc)
         self._finish()
@@ -276,6 +293,7 @@ class Job:
         """False when the agent must stop (SIGTERM) or the job was cancelled."""
         if self.agent.stop_reason() is not None:
             self.interrupted = True
+            self.stopped_at = self.stopped_at or time.monotonic()
             return False
         if self._is_cancelled():
             log.info("job %s cancelled before %s", self.job_id, phase)
@@ -352,16 +370,21 @@ class Job:
         self._send_fragments()
         self._send_serial(phase)
         self.status[phase] = code
-        outcome.write_outcome(self.rundir, {"status": dict(self.status)})
+        # The connector may have added keys (device_info) to the file: they stay and go.
+        current = outcome.update_outcome(self.rundir, {"status": dict(self.status)})
+        # device-info.json first: a device_info the connector put in the outcome file is
+        # the later post and stays, as under upstream's agent.
+        self._send_device_info()
         self._call(
             self.client.post_result,
             self.job_id,
-            {"status": dict(self.status)},
+            outcome.phase_result(current),
             timeout=PHASE_HTTP_TIMEOUT,
         )
-        self._send_device_info()
         self.metrics.phase_done(phase, code, time.monotonic() - started)
-        if phase == Phase.ALLOCATE and code == 0 and not self.interrupted:
+        if phase == Phase.ALLOCATE and not self.interrupted:
+            # As upstream: allocated (and waiting for the parent) whatever allocate
+            # returned; upstream's connectors exit 1 from a successful allocate.
             self._allocate_wait()
         return code
 
@@ -475,11 +498,8 @@ class Job:
 
     def _deliver(self, final: dict[str, Any]) -> None:
         """Artifacts + final result, or keep everything for later if the server is away."""
-        try:
-            outcome.build_artifact(self.rundir)
-        except OSError as exc:
-            log.error("job %s: cannot pack artifacts: %s", self.job_id, exc)
-        outcome.write_outcome(self.rundir, final)
+        self._pack_artifacts(final)
+        outcome.update_outcome(self.rundir, final)
         outcome.save_fragments(self.rundir, self.unsent)
         self.unsent = []
         timeout = 3.0 if self.interrupted else None
@@ -492,6 +512,23 @@ class Job:
             if isinstance(exc, ServerUnreachable):
                 self.agent.net_failed(exc)
             outcome.store(self.rundir, self.cfg.results_basedir, self.job_id)
+
+    def _pack_artifacts(self, final: dict[str, Any]) -> None:
+        """Artifacts that cannot be packed fail the job: the phase that ran last (which
+        made them, or ran after) gets the agent's error status, and the error its output."""
+        try:
+            outcome.build_artifact(self.rundir)
+        except OSError as exc:
+            phase = self.phase or Phase.SETUP
+            log.error("job %s: cannot pack artifacts: %s", self.job_id, exc)
+            text = f"\nERROR: tf-agent cannot pack the job's artifacts: {exc}\n"
+            if not final["status"].get(phase):
+                final["status"][phase] = PhaseStatus.AGENT_ERROR
+            try:
+                self._append_log(phase, text)
+            except OSError:
+                pass
+            self._queue_fragment("output", phase, text)
 
 
 class PhaseRun:
@@ -517,7 +554,8 @@ class PhaseRun:
         start = time.monotonic()
         self.last_output = start
         self.next_flush = start + FLUSH_EVERY
-        self.check_cancel = phase != Phase.PROVISION  # upstream never interrupts provision
+        # Upstream never interrupts provision; cleanup runs to its end after a cancel.
+        self.check_cancel = phase not in (Phase.PROVISION, Phase.CLEANUP)
         self.next_cancel = start + CANCEL_EVERY
         self.global_deadline = None if phase == Phase.RESERVE else start + job.global_timeout
         self.output_timeout = job.output_timeout if phase == Phase.TEST else None
@@ -562,7 +600,13 @@ class PhaseRun:
         stop = self.agent.stop_reason()
         if stop is not None:
             self.job.interrupted = True
-            return f"ERROR: tf-agent stopped ({stop})"
+            if self.job.stopped_at is None:
+                self.job.stopped_at = now
+            if self.phase != Phase.CLEANUP:
+                return f"ERROR: tf-agent stopped ({stop})"
+            deadline = self.job.stop_deadline()
+            if deadline is not None and now >= deadline:
+                return f"ERROR: tf-agent stopped ({stop}); no time left for cleanup"
         if self.global_deadline is not None and now >= self.global_deadline:
             return f"ERROR: Global timeout reached! ({self.job.global_timeout}s)"
         if self.output_timeout is not None and now - self.last_output >= self.output_timeout:
@@ -575,6 +619,9 @@ class PhaseRun:
 
     def _next_due(self) -> float:
         due = [self.next_flush]
+        deadline = self.job.stop_deadline()
+        if deadline is not None:
+            due.append(deadline)
         if self.check_cancel:
             due.append(self.next_cancel)
         if self.global_deadline is not None:
@@ -641,12 +688,16 @@ class PhaseRun:
         return self.proc.wait() % 256
 
     def _end_leftovers(self) -> None:
-        """What remains of the phase's process group once its command is over goes too
-        (SIGTERM, then SIGKILL after procs.GRACE s), and the phase's output says so."""
+        """What remains of the phase's process group once its command is over goes too,
+        and so does every process started since that carries the job's marker (a child
+        that left the group with setsid): SIGTERM, then SIGKILL after procs.GRACE s; the
+        phase's output names them."""
         if self.leader_start is None:
             return
         start = self.leader_start
-        killed = procs.end_group(self.proc.pid, lambda proc: proc.start >= start)
+        killed = procs.end_job_processes(
+            self.job.job_id, start, self.proc.pid, lambda proc: proc.start >= start
+        )
         if killed:
             text = f"\ntf-agent: killed {procs.describe(killed, 'leftover')}\n"
             log.warning("job %s phase %s:%s", self.job.job_id, self.phase, text.rstrip())

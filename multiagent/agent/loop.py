@@ -19,7 +19,17 @@ from multiagent.agent.metrics import Metrics
 from multiagent.agent.record import record_path
 from multiagent.agent.status import DrainFlag, StatusFile
 from multiagent.agent.triggers import Triggers
-from multiagent.vocabulary import AgentExit, AgentState, DrainMode, JobState, Phase, PhaseStatus
+from multiagent.vocabulary import (
+    REMOVED_COMMENT,
+    AgentExit,
+    AgentState,
+    DrainMode,
+    JobState,
+    Phase,
+    PhaseStatus,
+    drained_comment,
+    is_drained_comment,
+)
 
 TYPE_CHECKING = False  # no typing import at run time (start-up cost)
 if TYPE_CHECKING:
@@ -42,6 +52,16 @@ ANSWER_TIMEOUT = 10.0  # the post telling the server this agent has its job
 # not an admin's offline and is cleared at the next start.
 OWN_COMMENT_PREFIX = "tf-agent "
 OFF_STATES = (AgentState.OFFLINE, AgentState.MAINTENANCE)
+
+
+def own_comment(comment: str) -> bool:
+    """A comment tf-agent or tf-fleet wrote (a drain, a removal from the fleet: not an
+    admin's): the agent decides its state afresh at start instead of keeping it."""
+    return (
+        comment.startswith(OWN_COMMENT_PREFIX)
+        or is_drained_comment(comment)
+        or comment == REMOVED_COMMENT
+    )
 
 
 class Agent:
@@ -250,7 +270,8 @@ class Agent:
         if self.server_state in OFF_STATES and not self.server_comment.startswith(
             OWN_COMMENT_PREFIX
         ):
-            # Keep an admin's offline/maintenance (and its comment) across the restart.
+            # Keep an admin's offline/maintenance (and its comment) across the restart,
+            # and a drain's: the successor looks at the flag again.
             self._post_agent(
                 {"state": self.server_state, "comment": self.server_comment},
                 timeout=FAREWELL_TIMEOUT,
@@ -312,11 +333,11 @@ class Agent:
         cfg = self.cfg
         data = self.client.get_agent_data()
         state, comment = data.get("state") or "", data.get("comment") or ""
-        if state in OFF_STATES and not comment.startswith(OWN_COMMENT_PREFIX):
+        if state in OFF_STATES and not own_comment(comment):
             # An admin's offline/maintenance survives our restarts (upstream clears it).
             log.info("server has this agent %s (%s); keeping it", state, comment)
         else:
-            state, comment = AgentState.WAITING, ""
+            state, comment = self._idle_state()
         if cfg.advertised_queues:
             self.client.post_queues(cfg.advertised_queues)
         if cfg.advertised_images:
@@ -399,7 +420,7 @@ class Agent:
         self._retry_stored()
         if not registering:
             self._read_server_state()
-        if self.server_state in OFF_STATES:
+        if self.server_state in OFF_STATES and not is_drained_comment(self.server_comment):
             self.status.update(state=self.server_state, drained=False)
             self._heartbeat_if_due()
             self._wait_idle(self.interval)
@@ -407,14 +428,17 @@ class Agent:
         if self.server_state == AgentState.RESTART_REQUESTED:
             self._request_restart("server")
             return None
-        if self._heartbeat_due() or self._server_wrong():
-            self._heartbeat_idle()
+        flag = self.drain.look()
+        if flag is None or flag[0] == DrainMode.HOLD:
+            if self._heartbeat_due() or self._server_wrong():
+                self._heartbeat_idle()
         # Checked immediately before the poll: no window to take a job once drained.
         drain = self._drain_seen = self.drain.read()
         if drain == DrainMode.HOLD:
             return self._exit_hold()
         if drain:
-            self._stay_drained()
+            flag = self.drain.look()
+            self._stay_drained(flag[1] if flag else "")
             return None
         self._poll_job()
         return None
@@ -428,19 +452,36 @@ class Agent:
     def _heartbeat_idle(self) -> None:
         if self.cfg.advertised_queues:
             self.client.post_queues(self.cfg.advertised_queues)
-        self._post_agent(
-            {"state": AgentState.WAITING, "job_id": "", "comment": self.server_comment}
-        )
+        # A drain's comment goes with the drain (resumed); anyone else's comment stays.
+        comment = "" if is_drained_comment(self.server_comment) else self.server_comment
+        self._post_agent({"state": AgentState.WAITING, "job_id": "", "comment": comment})
         self.server_state, self.server_job_id = AgentState.WAITING, ""
+        self.server_comment = comment
+
+    def _idle_state(self) -> tuple[str, str]:
+        """The state and comment of this agent with no job, as the server should show it:
+        drained (upstream's offline, with the operator's reason) or waiting."""
+        flag = self.drain.look()
+        if flag is not None and flag[0] == DrainMode.DRAIN:
+            return AgentState.OFFLINE, drained_comment(flag[1])
+        return AgentState.WAITING, ""
 
     def _server_wrong(self) -> bool:
         """The server shows this idle agent busy (a post lost while it was down): it is
         put right at this poll, not at the next heartbeat."""
         return self.server_state != AgentState.WAITING or self.server_job_id != ""
 
-    def _stay_drained(self) -> None:
+    def _stay_drained(self, reason: str) -> None:
         if self.status.data["state"] != AgentState.DRAINED or not self.status.data["drained"]:
-            log.info("drained: taking no new job")
+            log.info("drained: taking no new job%s", f" ({reason})" if reason else "")
+        comment = drained_comment(reason)
+        shown = (self.server_state, self.server_comment, self.server_job_id)
+        if shown != (AgentState.OFFLINE, comment, "") or self._heartbeat_due():
+            # The lab sees the drain as upstream's admins show theirs: offline, and why.
+            body = {"state": AgentState.OFFLINE, "job_id": "", "comment": comment}
+            if self._post_agent(body):
+                self.server_state, self.server_comment = AgentState.OFFLINE, comment
+                self.server_job_id = ""
         self.status.update(state=AgentState.DRAINED, drained=True, job_id=None, phase=None)
         self._wait_idle(self.interval)
 
@@ -499,7 +540,8 @@ class Agent:
             self._post_agent({"state": AgentState.OFFLINE, "comment": self.deferred_offline})
             self.deferred_offline = None
         elif not self.triggers.restart_pending:
-            self._post_agent({"state": AgentState.WAITING, "comment": ""})
+            state, comment = self._idle_state()
+            self._post_agent({"state": state, "comment": comment})
 
     def _answer_for(self, job_id: str) -> bool:
         """Whether the job is this agent's to run: the server has heard it has the job.

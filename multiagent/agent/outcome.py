@@ -22,16 +22,24 @@ ARTIFACT_FILE = "tf-agent-artifacts.tar.gz"
 
 
 def build_artifact(rundir: str) -> bool:
-    """Tar `rundir/artifacts/` (one top-level entry `artifacts/`) if it has anything in it."""
+    """Tar `rundir/artifacts/` (one top-level entry `artifacts/`) if it has anything in it.
+    Raises OSError (a full disk, an unreadable file) with nothing half-written left."""
     src = os.path.join(rundir, "artifacts")
     if not os.path.isdir(src) or os.path.islink(src) or not os.listdir(src):
         return False
     import tarfile  # per job only
 
     tmp = os.path.join(rundir, ARTIFACT_FILE + ".tmp")
-    with tarfile.open(tmp, "w:gz") as tar:
-        tar.add(src, arcname="artifacts")
-    os.replace(tmp, os.path.join(rundir, ARTIFACT_FILE))
+    try:
+        with tarfile.open(tmp, "w:gz") as tar:
+            tar.add(src, arcname="artifacts")
+        os.replace(tmp, os.path.join(rundir, ARTIFACT_FILE))
+    except OSError:
+        try:
+            os.unlink(tmp)  # half a tarball is no artifact (and holds the full disk's space)
+        except OSError:
+            pass
+        raise
     import shutil  # per job only, like tarfile
 
     shutil.rmtree(src, ignore_errors=True)
@@ -71,6 +79,31 @@ def write_outcome(rundir: str, outcome: dict) -> None:
     os.replace(path + ".tmp", path)
 
 
+def update_outcome(rundir: str, updates: dict) -> dict:
+    """Read-modify-write of the outcome file, as upstream: keys a connector wrote in it
+    (`device_info`) stay. Returns what the file holds now."""
+    path = os.path.join(rundir, OUTCOME_FILE)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            current = jsonio.load(fh)
+    except (OSError, ValueError):
+        current = None
+    if not isinstance(current, dict):
+        current = {}
+    current.update(updates)
+    write_outcome(rundir, current)
+    return current
+
+
+def phase_result(outcome: dict) -> dict:
+    """What a phase's end posts: the statuses, and the connector's device_info if it wrote
+    one (the one extra key the result schema takes; any other would refuse the post)."""
+    result = {"status": outcome.get("status", {})}
+    if isinstance(outcome.get("device_info"), dict):
+        result["device_info"] = outcome["device_info"]
+    return result
+
+
 def transmit(client: Client, rundir: str, job_id: str, timeout: float | None = None) -> None:
     """Send what is left in rundir, then remove it. Raises ServerUnreachable to retry later."""
     fragments = load_fragments(rundir)
@@ -96,9 +129,10 @@ def transmit(client: Client, rundir: str, job_id: str, timeout: float | None = N
     if os.path.exists(outcome_path):
         with open(outcome_path, encoding="utf-8") as fh:
             outcome = jsonio.load(fh)
-        outcome.pop("output", None)
-        outcome.pop("serial", None)
-        if not client.post_result(job_id, outcome, timeout=timeout):
+        result = phase_result(outcome)
+        if "job_state" in outcome:
+            result["job_state"] = outcome["job_state"]
+        if not client.post_result(job_id, result, timeout=timeout):
             log.error("final result for %s refused; dropping it", job_id)
         os.unlink(outcome_path)
     import shutil  # per job only: bz2/lzma come with it

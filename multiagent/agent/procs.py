@@ -1,9 +1,12 @@
-"""Process groups from /proc: who is in a phase's group, and ending them for good.
+"""A job's processes from /proc: who is in a phase's group or carries the job's marker,
+and ending them for good.
 
 A phase runs in its own session and process group (its leader's pid is the pgid).
 Members are found by reading /proc/<pid>/stat; a process is identified by its pid and
 its start time (clock ticks since boot), so a pid or pgid reused by an unrelated
-process is never taken for ours.
+process is never taken for ours. A child that left the group (`setsid`, a daemon's
+double fork) still carries JOB_MARKER in its environment: /proc/<pid>/environ is read
+for the processes of the agent's own uid started since the phase (or the job) began.
 """
 
 from __future__ import annotations
@@ -87,27 +90,68 @@ def has_marker(pid: int, value: str) -> bool:
 
 def group_members(pgid: int) -> list[Proc]:
     """Every live process whose process group is `pgid`."""
-    members = []
+    return job_processes(pgid, lambda proc: True, None, 0)
+
+
+def job_processes(
+    pgid: int, is_ours: Callable[[Proc], bool], job_id: str | None, since: int
+) -> list[Proc]:
+    """In one look at /proc: the members of group `pgid` that `is_ours` accepts, and
+    (with `job_id`) every other process of our uid started at or after `since` (clock
+    ticks since boot) that carries the job's marker. pgid 0 means no group."""
+    found = []
+    me, uid = os.getpid(), os.geteuid()
     for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            proc = read_proc(int(entry))
-            if proc is not None and proc.pgid == pgid:
-                members.append(proc)
-    return members
+        if not entry.isdigit():
+            continue
+        proc = read_proc(int(entry))
+        if proc is None or proc.pid == me:
+            continue
+        if pgid and proc.pgid == pgid:
+            if is_ours(proc):
+                found.append(proc)
+        elif (
+            job_id is not None
+            and proc.uid == uid
+            and proc.start >= since
+            and has_marker(proc.pid, job_id)
+        ):
+            found.append(proc)
+    return found
 
 
 def end_group(pgid: int, is_ours: Callable[[Proc], bool], grace: float = GRACE) -> list[Proc]:
     """SIGTERM what is left of group `pgid`, SIGKILL what is still there after `grace` s.
 
-    Only members `is_ours` accepts are signalled, each by pid while it still is the
-    same process (pid, pgid and start time are read again just before). Returns every
-    process signalled, each `name` set to its description (see describe()).
+    Only members `is_ours` accepts are signalled (see end_processes)."""
+    return end_processes(lambda: job_processes(pgid, is_ours, None, 0), grace)
+
+
+def end_job_processes(
+    job_id: str,
+    since: int,
+    pgid: int = 0,
+    is_ours: Callable[[Proc], bool] | None = None,
+    grace: float = GRACE,
+) -> list[Proc]:
+    """End what is left of group `pgid` (members `is_ours` accepts) and every process of
+    our uid started since `since` that carries the job's marker, wherever it went."""
+    accept = is_ours or (lambda proc: True)
+    return end_processes(lambda: job_processes(pgid, accept, job_id, since), grace)
+
+
+def end_processes(find: Callable[[], list[Proc]], grace: float = GRACE) -> list[Proc]:
+    """SIGTERM the processes `find` returns, SIGKILL those still there after `grace` s.
+
+    `find` is asked again before each round, so each process is signalled by pid while
+    it still is the same process (pid and start time read again just before). Returns
+    every process signalled, each `name` set to its description (see describe()).
     """
     signalled: dict[tuple[int, int], Proc] = {}
     deadline = time.monotonic() + grace
     sig = signal.SIGTERM
     while True:
-        left = [p for p in group_members(pgid) if is_ours(p)]
+        left = find()
         if not left:
             break
         now = time.monotonic()

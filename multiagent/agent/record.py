@@ -11,10 +11,11 @@ delivered (or stored for later). Its fields:
      "updated_at": time.time()}
 
 A record found at start means the previous process died mid-job: `DeadJob` ends what is
-left of its phase process groups, then tells the server the job ended with an agent
-error in the phase it died in (`PhaseStatus.AGENT_ERROR`, the error in that phase's output,
-job_state complete), sends the output the server lacks, the serial log and artifacts,
-removes the job's files (testflinger.json and its secrets) and the record. A record is
+left of its phase process groups and every process carrying the job's marker (see
+procs.py), then tells the server the job ended with an agent error in the phase it died
+in (`PhaseStatus.AGENT_ERROR`, the error in that phase's output, job_state complete),
+sends the output the server lacks, the serial log and artifacts, removes the job's files
+(testflinger.json and its secrets) and the record. A record is
 trusted only if it is a regular file owned by the agent's user (opened O_NOFOLLOW).
 """
 
@@ -152,6 +153,7 @@ class DeadJob:
         """Stop what is left of the job's phase process groups (local: no server needed)."""
         if self.data.get("boot_id") != procs.boot_id():
             return  # recorded before a reboot: none of it survived
+        starts = []
         for group in self.data.get("groups") or []:
             try:
                 pgid, start = int(group["pgid"]), int(group["start"])
@@ -159,8 +161,12 @@ class DeadJob:
                 continue
             if pgid <= 1:
                 continue
+            starts.append(start)
             is_ours = procs.dead_job_member(pgid, start, self.job_id)
             self.killed += procs.end_group(pgid, is_ours, grace)
+        # What left its group (setsid) carries the job's marker; with no group recorded
+        # (died between a phase's start and its record), every process of ours is looked at.
+        self.killed += procs.end_job_processes(self.job_id, min(starts, default=0), grace=grace)
         if self.killed:
             log.warning(
                 "job %s: ended %s left by the dead agent",
@@ -190,16 +196,22 @@ class DeadJob:
         status = self._status()
         server_state = client.get_result(self.job_id).get("job_state")
         final: dict[str, Any] = {"status": status}
+        try:
+            outcome.build_artifact(self.rundir)
+            pack_error = ""
+        except OSError as exc:
+            log.error("job %s: cannot pack artifacts: %s", self.job_id, exc)
+            pack_error = f"\nERROR: tf-agent cannot pack the job's artifacts: {exc}\n"
         if self.data.get("stage") != FINISHING:  # finishing: the phases were all over
             phase = self._died_in(status)
             status[phase] = PhaseStatus.AGENT_ERROR
-            outcome.save_fragments(self.rundir, self._fragments(client, phase))
+            outcome.save_fragments(self.rundir, self._fragments(client, phase, pack_error))
+        elif pack_error:
+            phase = [p for p in Phase.ALL if p in status][-1] if status else Phase.SETUP
+            status[phase] = status.get(phase) or PhaseStatus.AGENT_ERROR
+            outcome.save_fragments(self.rundir, self._fragments(client, phase, pack_error, False))
         if server_state not in JobState.FINAL:
             final["job_state"] = JobState.COMPLETE
-        try:
-            outcome.build_artifact(self.rundir)
-        except OSError as exc:
-            log.error("job %s: cannot pack artifacts: %s", self.job_id, exc)
         outcome.write_outcome(self.rundir, final)
 
     def _status(self) -> dict[str, int]:
@@ -221,8 +233,11 @@ class DeadJob:
         later = [p for p in Phase.ALL[Phase.ALL.index(phase) + 1 :] if p not in status]
         return later[0] if later else phase
 
-    def _fragments(self, client: Client, died_in: str) -> list[tuple[str, dict]]:
-        """Output the server lacks (each phase log's tail), the error, the serial log."""
+    def _fragments(
+        self, client: Client, died_in: str, extra: str = "", died: bool = True
+    ) -> list[tuple[str, dict]]:
+        """Output the server lacks (each phase log's tail), the errors (the agent's death
+        in `died_in` if `died`, and `extra`), the serial log."""
         from datetime import datetime, timezone
 
         held = client.get_log(self.job_id, "output")
@@ -247,12 +262,16 @@ class DeadJob:
             if len(local) > len(sent) and local.startswith(sent):
                 add("output", phase, local[len(sent) :])
         killed = f"; ended {procs.describe(self.killed)}" if self.killed else ""
-        add(
-            "output",
-            died_in,
-            f"\nERROR: tf-agent (pid {self.data.get('agent_pid')}) died during the "
-            f"{died_in} phase{killed}. The job ends here with status {PhaseStatus.AGENT_ERROR}.\n",
-        )
+        if died:
+            add(
+                "output",
+                died_in,
+                f"\nERROR: tf-agent (pid {self.data.get('agent_pid')}) died during the "
+                f"{died_in} phase{killed}. "
+                f"The job ends here with status {PhaseStatus.AGENT_ERROR}.\n",
+            )
+        if extra:
+            add("output", died_in, extra)
         serial = _read_text(os.path.join(self.rundir, f"{died_in}-serial.log"))
         if serial:
             add("serial", died_in, serial)

@@ -14,6 +14,7 @@ from multiagent.vocabulary import (
     STATUS_REFRESH_SECONDS,
     AgentState,
     drain_file_name,
+    read_drain,
     read_drain_flag,
     status_file_name,
 )
@@ -169,6 +170,10 @@ class DrainFlag:
     def read(self) -> str | None:
         """None if absent, else HOLD or DRAIN (see vocabulary.read_drain_flag)."""
         return read_drain_flag(self.path)
+
+    def look(self) -> tuple[str, str] | None:
+        """None if absent, else (HOLD or DRAIN, the operator's reason or "")."""
+        return read_drain(self.path)
 
 
 class NameTaken(Exception):

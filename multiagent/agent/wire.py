@@ -69,6 +69,16 @@ def query(pairs: list[tuple[str, str]]) -> str:
     return "&".join(f"{quote(k, True)}={quote(v, True)}" for k, v in pairs)
 
 
+class Proxy:
+    """An http:// proxy (proxy.py says which): where to connect, the Proxy-Authorization."""
+
+    __slots__ = ("url", "scheme", "host", "port", "authorization")
+
+    def __init__(self, url: str, scheme: str, host: str, port: int, authorization: str | None):
+        self.url, self.scheme, self.host, self.port = url, scheme, host, port
+        self.authorization = authorization
+
+
 class BadResponse(OSError):
     """The server's answer is not HTTP/1.x as framed above."""
 
@@ -157,10 +167,19 @@ class Reply:
 
 
 class Connection:
-    """One persistent connection to scheme://host:port, opened on first use."""
+    """One persistent connection to scheme://host:port, opened on first use; through an
+    http:// `proxy` if given (absolute-form requests for http, a CONNECT tunnel for https)."""
 
-    def __init__(self, scheme: str, host: str, port: int | None, timeout: float):
+    def __init__(
+        self,
+        scheme: str,
+        host: str,
+        port: int | None,
+        timeout: float,
+        proxy: Proxy | None = None,
+    ):
         self.scheme = scheme
+        self.proxy = proxy
         self.host = host
         self.port = port or DEFAULT_PORTS.get(scheme, 80)
         self.timeout = timeout
@@ -176,10 +195,7 @@ class Connection:
             self.sock.settimeout(timeout)
 
     def _open(self) -> None:
-        # A str host is IDNA-encoded by getaddrinfo, which imports unicodedata (~1 MiB);
-        # an ASCII name or address needs no encoding.
-        host: str | bytes = self.host.encode("ascii") if self.host.isascii() else self.host
-        sock = connect(host, self.port, self.timeout)
+        sock = self._connect_tcp()
         if self.scheme == "https":
             import socket
             import ssl  # only for an https server: libssl costs ~4 MB
@@ -195,6 +211,44 @@ class Connection:
             return
         self.sock, self.file = sock, io.BufferedReader(_Receiver(sock), CHUNK)
 
+    def _connect_tcp(self) -> Any:
+        """A TCP socket to the server, or to the proxy (a tunnel through it for https)."""
+        proxy = self.proxy
+        if proxy is None:
+            return connect(_ascii(self.host), self.port, self.timeout)
+        if proxy.scheme != "http":
+            raise OSError(f"proxy {proxy.url}: only http:// proxies are supported")
+        sock = connect(_ascii(proxy.host), proxy.port, self.timeout)
+        if self.scheme != "https":
+            return sock
+        try:
+            self._tunnel(sock, proxy)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def _tunnel(self, sock: Any, proxy: Proxy) -> None:
+        shown = f"[{self.host}]" if ":" in self.host else self.host
+        target = f"{shown}:{self.port}"
+        lines = [f"CONNECT {target} HTTP/1.1", f"Host: {target}"]
+        if proxy.authorization:
+            lines.append(f"Proxy-Authorization: {proxy.authorization}")
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        # Byte by byte up to the blank line: nothing of the tunnel may be read here.
+        head = b""
+        while not head.endswith(b"\r\n\r\n") and not head.endswith(b"\n\n"):
+            byte = sock.recv(1)
+            if not byte:
+                raise BadResponse(f"proxy {proxy.url} closed the connection during CONNECT")
+            head += byte
+            if len(head) > MAX_LINE:
+                raise BadResponse(f"proxy {proxy.url}: CONNECT answer too long")
+        status = head.split(b"\n", 1)[0].decode("latin-1").strip()
+        parts = status.split(None, 2)
+        if len(parts) < 2 or parts[1] != "200":
+            raise ConnectionRefusedError(f"proxy {proxy.url} refused CONNECT {target}: {status}")
+
     def close(self) -> None:
         file, sock = self.file, self.sock
         self.file = self.sock = None
@@ -208,8 +262,12 @@ class Connection:
     def request(self, method: str, path: str, body: Any, headers: dict[str, str]) -> Reply:
         """Send one request and read the response's status and headers. `body` is None,
         bytes, or a file-like object with a length (streamed in 64 KiB pieces)."""
-        lines = [f"{method} {path} HTTP/1.1", f"Host: {self._host_header}"]
+        proxied = self.proxy is not None and self.scheme == "http"
+        target = f"http://{self._host_header}{path}" if proxied else path
+        lines = [f"{method} {target} HTTP/1.1", f"Host: {self._host_header}"]
         lines.append("Accept-Encoding: identity")
+        if proxied and self.proxy is not None and self.proxy.authorization:
+            lines.append(f"Proxy-Authorization: {self.proxy.authorization}")
         for name, value in headers.items():
             if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
                 raise ValueError(f"header {name!r}: line breaks are not allowed")
@@ -277,6 +335,12 @@ class Connection:
             if not sep:
                 raise BadResponse(f"bad header line {text[:80]!r}")
             headers.append((name.strip().lower(), value.strip()))
+
+
+def _ascii(host: str) -> str | bytes:
+    # A str host is IDNA-encoded by getaddrinfo, which imports unicodedata (~1 MiB);
+    # an ASCII name or address needs no encoding.
+    return host.encode("ascii") if host.isascii() else host
 
 
 def _line(file: Any) -> bytes:

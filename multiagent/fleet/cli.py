@@ -24,7 +24,7 @@ from multiagent.fleet.messages import (
     unknown_agents,
     use_local_time,
 )
-from multiagent.fleet.model.fleetfile import load_fleet
+from multiagent.fleet.model.fleetfile import ProgramKind, load_fleet
 from multiagent.fleet.model.layout import Layout
 from multiagent.vocabulary import parse_duration
 
@@ -582,6 +582,17 @@ def _up_failed(report: UpReport, no_wait: bool) -> bool:
     )
 
 
+def _refuse_file_for_upstream(method: str, operations: Sequence[Operation]) -> None:
+    """Upstream's agent looks for no restart file: asking it that way would wait for ever."""
+    upstream = [op.name for op in operations if op.kind == ProgramKind.UPSTREAM]
+    if method == "file" and upstream:
+        raise click.BadParameter(
+            f"the restart file cannot restart {', '.join(upstream)}: upstream's agent "
+            "honours only SIGUSR1; use --method signal",
+            param_hint="--method",
+        )
+
+
 @main.command()
 @click.argument("names", nargs=-1)
 @click.option("--all", "all_agents", is_flag=True, help="Every agent of the fleet, rolling.")
@@ -651,6 +662,7 @@ def restart(
     operations = [
         SafeRestart(n, program_kind(fleet, supervisor.target, n), method) for n in selected
     ]
+    _refuse_file_for_upstream(method, operations)
 
     def run(ops: list[Operation]) -> RunResult:
         return _carry_out(
@@ -733,6 +745,7 @@ def rollback(opts: Options, timeout: str | None, as_json: bool) -> None:
 @click.option("--all", "all_agents", is_flag=True, help="Every agent of the fleet.")
 @click.option("--wait", is_flag=True, help="Return when every named agent is idle.")
 @click.option("--timeout", default=None, help="With --wait: how long (default restart.timeout).")
+@click.option("--reason", default="", help="Why: shown with the agent's state on the server.")
 @json_report
 @lock_option
 @pass_options
@@ -743,6 +756,7 @@ def drain(
     all_agents: bool,
     wait: bool,
     timeout: str | None,
+    reason: str,
     as_json: bool,
 ) -> None:
     """Take no new jobs (running jobs go on); `resume` undoes it."""
@@ -753,7 +767,9 @@ def drain(
     supervisor = _supervisor(fleet, timeout)
     selected = _select(fleet, names, all_agents)
     _only_ours(fleet, supervisor.target, selected)
-    operations = [Drain(n, program_kind(fleet, supervisor.target, n)) for n in selected]
+    operations = [
+        Drain(n, program_kind(fleet, supervisor.target, n), reason=reason) for n in selected
+    ]
     already = _drained(fleet, selected)
     with _changing(fleet, "drain"):
         result = _carry_out(

@@ -36,6 +36,33 @@ def server_agent(server_url: str, name: str) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def agent_job(
+    server_url: str, name: str, token_file: str | None = None
+) -> tuple[str | None, str | None]:
+    """The job the server holds for agent `name` (None: none), and None; or None and why
+    the server could not say (unreachable, refused, an answer that is no agent record).
+    A server that knows no such agent holds no job for it. `token_file`: the agent's own
+    credential, for a server that lets only clients read."""
+    try:
+        client = ServerClient.with_token_file(server_url, token_file, LOOK_TIMEOUT)
+        resp = client.request("GET", f"/v1/agents/data/{name}", timeout=LOOK_TIMEOUT)
+        if resp.status == 404:
+            return None, None
+        if resp.status != 200:
+            return None, f"{server_url} answered HTTP {resp.status}"
+        data = resp.json()
+    except Unreachable as exc:
+        return None, f"{server_url} is unreachable ({exc.reason})"
+    except ServerError as exc:
+        return None, str(exc)
+    except ValueError:
+        return None, f"{server_url} answered no JSON"
+    if not isinstance(data, dict):
+        return None, f"{server_url} answered no agent record"
+    job_id = data.get("job_id")
+    return (job_id if isinstance(job_id, str) and job_id else None), None
+
+
 def server_agents(server_url: str) -> dict[str, dict[str, Any]] | str:
     """Every agent the server knows, by name, in one request; or why not, in words."""
     try:

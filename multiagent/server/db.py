@@ -23,6 +23,7 @@ from multiagent.vocabulary import JobState, Phase
 DAY = 86400.0
 JOB_TTL = 7 * DAY  # upstream TTL index on jobs.created_at (and logs, GridFS, queues)
 TIMELINE = "_timeline"  # result_data key: {state: epoch seconds it began}; never served
+PHASE_ENDS = "_ends"  # result_data key: {phase: epoch seconds its exit code came}; never served
 WAIT_TIMES_KEEP = 90 * DAY  # queue wait times feed /v1/queues/wait_times
 AGENT_LOG_KEEP = 100
 PROVISION_LOG_KEEP = 100
@@ -611,6 +612,15 @@ class Store:
                 if moved is None:
                     return "backwards"
                 state = moved
+            codes = fields.get("status")
+            if isinstance(codes, dict):
+                # When each phase ended: the job page's end and duration of a phase,
+                # cleanup's too (its start is announced by no state of its own).
+                known = result.get("status") or {}
+                ends = result.setdefault(PHASE_ENDS, {})
+                for phase in codes:
+                    if phase not in known:
+                        ends.setdefault(phase, self.clock())
             result.update((k, v) for k, v in fields.items() if k != "job_state")
             result["job_state"] = state
             if state != row["state"]:

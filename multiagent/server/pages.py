@@ -6,18 +6,25 @@ self-refresh); `static/pages.js` only keeps relative times current and reloads t
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlencode
 
 from apiflask import APIBlueprint
-from flask import Response, current_app, redirect, render_template, request
+from flask import Response, current_app, g, redirect, render_template, request
 
 from multiagent.server.auth import AMC, Denied, allowed, auth_configured, caller
-from multiagent.server.db import TIMELINE, Store, valid_job_id
+from multiagent.server.db import Store, valid_job_id
+from multiagent.server.jobview import duration, job_end, job_name, phase_rows, when, when_iso
 from multiagent.server.policy import policy
 from multiagent.server.schemas import AgentsPageQuery
-from multiagent.vocabulary import AgentState, JobState, Phase
+from multiagent.server.verdict import Verdict, of_job
+from multiagent.vocabulary import (
+    REMOVED_COMMENT,
+    REMOVED_STATE,
+    AgentState,
+    JobState,
+    is_drained_comment,
+)
 
 # An APIBlueprint so the pages are in the OpenAPI document (and fuzzed with the API).
 bp = APIBlueprint(
@@ -30,6 +37,11 @@ bp = APIBlueprint(
 
 STALE_AFTER = 15 * 60  # an agent not heard from this long is marked stale
 REFRESH_SECONDS = 30  # the Agents page reloads itself this often (keeping its query)
+# A job's page and an agent's page fetch their changing part this often (no reload); a
+# job's page stops once the job is over.
+JOB_LIVE_SECONDS = 3
+AGENT_LIVE_SECONDS = 5
+QUEUE_JOBS_SHOWN = 20  # waiting jobs listed per queue on /queues, next to be taken first
 FILTERS = ("state", "queue", "location")
 SORT_LABELS = {
     "name": "Name",
@@ -40,13 +52,6 @@ SORT_LABELS = {
     "seen": "Last seen",
 }
 SORT_KEYS = tuple(SORT_LABELS)
-
-
-def when(ts: float | None) -> str:
-    """The one time format of every page."""
-    if ts is None:
-        return ""
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def ago(now: float, ts: float) -> str:
@@ -61,19 +66,6 @@ def ago(now: float, ts: float) -> str:
     if hours < 48:
         return f"{hours} h ago"
     return f"{hours // 24} days ago"
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    total = int(round(max(0.0, seconds)))
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours} h {minutes:02d} min"
-    if minutes:
-        return f"{minutes} min {secs:02d} s"
-    return f"{secs} s"
 
 
 def is_stale(now: float, ts: float, limit: float = STALE_AFTER) -> bool:
@@ -94,11 +86,25 @@ def last_seen(agent: dict[str, Any]) -> float:
     return max(agent["updated_at_ts"], heard)
 
 
+def shown_state(agent: dict[str, Any]) -> str:
+    """The agent's state as the pages show and count it: upstream's `offline` that
+    tf-fleet set (its comment says so) is `drained` or `removed`, apart from an admin's."""
+    state = agent.get("state") or "unknown"
+    comment = agent.get("comment") or ""
+    if state == REMOVED_STATE and comment == REMOVED_COMMENT:
+        return AgentState.REMOVED
+    if state == AgentState.OFFLINE and is_drained_comment(comment):
+        return AgentState.DRAINED
+    return state
+
+
 def agent_row(agent: dict[str, Any], current: float) -> dict[str, Any]:
     seen = last_seen(agent)
-    state = agent.get("state") or "unknown"
+    state = shown_state(agent)
     return agent | {
         "state_text": state,
+        "comment_text": agent.get("comment") or "",
+        "removed": state == AgentState.REMOVED,
         "seen_ts": seen,
         "seen_text": when(seen),
         "seen_ago": ago(current, seen),
@@ -145,7 +151,7 @@ def _note_agent_seen() -> None:
 
 
 PUBLIC = ("pages.static", "pages.index")
-NEVER_PUBLIC = ("pages.job_page",)  # --public-pages opens no job data
+NEVER_PUBLIC = ("pages.job_page", "pages.job_live")  # --public-pages opens no job data
 
 
 @bp.before_request
@@ -169,6 +175,25 @@ def _readers_only() -> Any:
     return None
 
 
+def may_read_jobs() -> bool:
+    """Whether this caller may see what jobs hold (names, verdicts): `--public-pages`
+    opens the agents and queues pages to anyone, their jobs' data only to readers."""
+    if "tf_may_read_jobs" not in g:
+        g.tf_may_read_jobs = True
+        if policy().public_pages and auth_configured(
+            policy().token, current_app.extensions["tf_accounts"]
+        ):
+            try:
+                allowed(caller(), AMC, require_auth=policy().require_auth, read=True)
+            except Denied:
+                g.tf_may_read_jobs = False
+    return bool(g.tf_may_read_jobs)
+
+
+def shown_name(job: dict[str, Any] | None) -> str:
+    return job_name(job) if job and may_read_jobs() else ""
+
+
 @bp.get("/")
 def index():
     return redirect("/agents")
@@ -179,6 +204,10 @@ def index():
 def agents_page(args: Any):
     current = now()
     rows = [agent_row(agent, current) for agent in store().list_agents()]
+    for row in rows:
+        job_id = row.get("job_id")
+        job = store().get_job(job_id) if isinstance(job_id, str) and valid_job_id(job_id) else None
+        row["job_name"] = shown_name(job)
     chosen = {k: args.get(k, "") for k in FILTERS}
     sort = args.get("sort", "name")
     sort = sort if sort in SORT_KEYS else "name"
@@ -238,12 +267,26 @@ def _provision_rows(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-@bp.get("/agents/<name>")
-def agent_page(name: str):
+def _job_rows(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Jobs as the lists show them: name beside id, verdict, times with their zone."""
+    return [
+        j
+        | {
+            "name_text": shown_name(j),
+            "verdict": of_job(j) if may_read_jobs() else Verdict("", ""),
+            "created_text": when(j["created_ts"]),
+            "started_text": when(j["started_ts"]),
+        }
+        for j in jobs
+    ]
+
+
+def _agent_view(name: str) -> dict[str, Any] | None:
+    """What the agent page shows, live part included; None for an unknown agent."""
     s = store()
     agent = s.get_agent(name, with_log=True)
     if agent is None:
-        return not_found(f"No agent named {name!r} is known to this server.", "/agents", "Agents")
+        return None
     current = now()
     queues = s.advertised_queues()
     counts = s.queue_counts()
@@ -252,84 +295,86 @@ def agent_page(name: str):
         for q in agent.get("queues") or []
     ]
     history = _provision_rows(s.provision_history(name))
+    names: dict[str, str] = {}
+    for entry in history:
+        job_id = entry["job_id"]
+        if job_id not in names:
+            found = s.get_job(job_id) if valid_job_id(job_id) else None
+            names[job_id] = shown_name(found)
+        entry["name_text"] = names[job_id]
     passed = sum(1 for entry in history if entry["passed"])
-    jobs = [j | {"started_text": when(j["started_ts"])} for j in s.list_jobs(agent=name, limit=20)]
-    return render_template(
-        "agent.html",
-        agent=agent_row(agent, current),
-        queues=queue_rows,
-        history=history,
-        success=(100 * passed // len(history)) if history else None,
-        jobs=jobs,
-        now_ts=current,
-    )
+    job_id = agent.get("job_id")
+    current_job = s.get_job(job_id) if isinstance(job_id, str) and valid_job_id(job_id) else None
+    return {
+        "agent": agent_row(agent, current),
+        "current_job_name": shown_name(current_job),
+        "queues": queue_rows,
+        "history": history,
+        "success": (100 * passed // len(history)) if history else None,
+        "jobs": _job_rows(s.list_jobs(agent=name, limit=20)),
+        "now_ts": current,
+        "now_text": when(current),
+        "live_every": AGENT_LIVE_SECONDS,
+    }
 
 
-def phase_rows(job: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each phase that began or has a status: start, end, duration, exit code or what
-    else it is (running, skipped), in run order."""
-    result = job["result_data"]
-    status = result.get("status") or {}
-    timeline: dict[str, float] = result.get(TIMELINE) or {}
-    marks = sorted(timeline.items(), key=lambda item: item[1])
-    rows = []
-    for phase in Phase.ALL:
-        start = timeline.get(phase)
-        if start is None and phase not in status:
-            continue
-        end = (
-            next((ts for state, ts in marks if ts > start and state != phase), None)
-            if start
-            else None
-        )
-        code = status.get(phase)
-        if code is not None:
-            outcome = "pass" if code == 0 else "fail"
-        elif job["job_state"] == phase:
-            outcome = "running"
-        else:
-            outcome = "skipped"
-        rows.append(
-            {
-                "name": phase,
-                "code": code,
-                "outcome": outcome,
-                "start": when(start),
-                "end": when(end) if end and outcome != "running" else "",
-                "duration": duration(end - start) if start and end and outcome != "running" else "",
-            }
-        )
-    return rows
+def _unknown_agent(name: str) -> tuple[str, int]:
+    return not_found(f"No agent named {name!r} is known to this server.", "/agents", "Agents")
 
 
-def job_end(job: dict[str, Any]) -> float | None:
-    timeline = job["result_data"].get(TIMELINE) or {}
-    ends = [timeline[s] for s in JobState.FINAL if s in timeline]
-    return min(ends) if ends and job["job_state"] in JobState.FINAL else None
+@bp.get("/agents/<name>")
+def agent_page(name: str):
+    view = _agent_view(name)
+    return _unknown_agent(name) if view is None else render_template("agent.html", **view)
+
+
+@bp.get("/agents/<name>/live")
+def agent_live(name: str):
+    """The agent page's changing part, which the page fetches to update itself."""
+    view = _agent_view(name)
+    return _unknown_agent(name) if view is None else render_template("agent_live.html", **view)
+
+
+def _job_view(job_id: str) -> dict[str, Any] | None:
+    """What the job page shows, live part included; None for an unknown job."""
+    s = store()
+    job = s.get_job(job_id) if valid_job_id(job_id) else None
+    if job is None:
+        return None
+    end = job_end(job)
+    events = [e | {"when": when_iso(e.get("timestamp"))} for e in s.get_events(job_id)]
+    return {
+        "job": job,
+        "name": job_name(job),
+        "verdict": of_job(job),
+        "over": job["job_state"] in JobState.FINAL,
+        "phases": phase_rows(job),
+        "created": when(job["created_ts"]),
+        "started": when(job["started_ts"]),
+        "ended": when(end),
+        "took": duration(end - job["started_ts"]) if end and job["started_ts"] else "",
+        "output": "".join(e["log_data"] for e in s.get_logs(job_id, "output").values()),
+        "has_artifact": s.has_blob(job_id, "artifact"),
+        "events": events,
+        "live_every": JOB_LIVE_SECONDS,
+    }
+
+
+def _unknown_job(job_id: str) -> tuple[str, int]:
+    return not_found(f"No job {job_id!r} is known to this server.", "/agents", "Agents")
 
 
 @bp.get("/jobs/<job_id>")
 def job_page(job_id: str):
-    s = store()
-    job = s.get_job(job_id) if valid_job_id(job_id) else None
-    if job is None:
-        return not_found(f"No job {job_id!r} is known to this server.", "/agents", "Agents")
-    end = job_end(job)
-    output = "".join(e["log_data"] for e in s.get_logs(job_id, "output").values())
-    return render_template(
-        "job.html",
-        job=job,
-        phases=phase_rows(job),
-        created=when(job["created_ts"]),
-        started=when(job["started_ts"]),
-        ended=when(end),
-        took=duration(end - job["started_ts"]) if end and job["started_ts"] else "",
-        cancelled=job["job_state"] == JobState.CANCELLED,
-        output=output,
-        has_artifact=s.has_blob(job_id, "artifact"),
-        events=s.get_events(job_id),
-        cleanup=Phase.CLEANUP,
-    )
+    view = _job_view(job_id)
+    return _unknown_job(job_id) if view is None else render_template("job.html", **view)
+
+
+@bp.get("/jobs/<job_id>/live")
+def job_live(job_id: str):
+    """The job page's changing part; the page fetches it while the job is not over."""
+    view = _job_view(job_id)
+    return _unknown_job(job_id) if view is None else render_template("job_live.html", **view)
 
 
 @bp.get("/queues")
@@ -337,6 +382,8 @@ def queues_page():
     s = store()
     counts = s.queue_counts()
     agents = s.list_agents()
+    current = now()
+    waiting = [j for j in s.list_jobs(limit=None) if j["job_state"] == JobState.WAITING]
     rows = []
     for name, description in s.all_queues().items():
         members = [a["name"] for a in agents if name in (a.get("queues") or [])]
@@ -345,10 +392,22 @@ def queues_page():
                 "name": name,
                 "description": description,
                 "agents": members,
+                "waiting_jobs": _job_rows(
+                    sorted(
+                        (j for j in waiting if j["queue"] == name),
+                        key=lambda j: (-j["priority"], j["created_ts"]),
+                    )[:QUEUE_JOBS_SHOWN]
+                ),
                 **counts.get(name, {"waiting": 0, "running": 0}),
             }
         )
-    return render_template("queues.html", queues=rows)
+    return render_template(
+        "queues.html",
+        queues=rows,
+        now_ts=current,
+        now_text=when(current),
+        shown=QUEUE_JOBS_SHOWN,
+    )
 
 
 @bp.app_errorhandler(404)

@@ -236,6 +236,87 @@ def test_background_children_of_a_phase_are_ended(shared_server, make_agent, tmp
     assert not pid_alive(bg) and not pid_alive(hard)
 
 
+def _in_own_session(pid_var: str = "$!") -> str:
+    """Shell: wait until `pid_var` runs `sleep` in a session of its own (setsid done)."""
+    return (
+        f'until [ "$(cat /proc/{pid_var}/comm)" = sleep ] && '
+        f'[ "$(cut -d" " -f6 /proc/{pid_var}/stat)" != "$(cut -d" " -f6 /proc/$$/stat)" ]; '
+        "do :; done"
+    )
+
+
+def test_a_phase_child_that_left_its_group_is_ended_and_named(shared_server, make_agent, tmp_path):
+    """`setsid` takes a child out of the phase's process group and session; the job's
+    marker in its environment still finds it when the phase ends."""
+    pidfile = tmp_path / "escaped.pid"
+    agent = make_agent(
+        shared_server.url,
+        test_command=f"setsid sleep 4646 & echo $! > {pidfile}; {_in_own_session()}; echo out",
+    ).start()
+    job_id = shared_server.submit(job(agent, "x"))
+    escaped = read_pid(pidfile)
+    shared_server.wait_job_state(job_id, {"complete"}, timeout=20)
+    res = shared_server.result(job_id)
+    assert res["test_status"] == 0
+    assert "killed 1 leftover process(es): sleep 4646" in res["test_output"]
+    assert not pid_alive(escaped)
+    assert agent.proc is not None and agent.proc.poll() is None
+
+
+def test_a_dead_agents_job_closure_ends_children_that_left_its_group(
+    shared_server, make_agent, tmp_path
+):
+    pidfile = tmp_path / "escaped.pid"
+    agent = make_agent(
+        shared_server.url,
+        test_command=(
+            f"setsid sleep 4747 & echo $! > {pidfile}; {_in_own_session()}; "
+            "echo phase-started; sleep 4242"
+        ),
+    ).start()
+    first = shared_server.submit(job(agent, "x"))
+    escaped = read_pid(pidfile)
+    wait_for(lambda: "phase-started" in shared_server.output(first), 10, what="output sent")
+    agent.signal(signal.SIGKILL)
+    agent.wait_exit(5)
+    assert pid_alive(escaped)
+
+    agent.start(wait_polling=False)
+    shared_server.wait_job_state(first, {"complete"}, timeout=20)
+    res = shared_server.result(first)
+    assert res["test_status"] == PhaseStatus.AGENT_ERROR
+    assert "died during the test phase" in res["test_output"]
+    assert "sleep 4747" in res["test_output"] and "sleep 4242" in res["test_output"]
+    assert not pid_alive(escaped)
+    agent.wait_status(lambda s: s["state"] == "waiting" and s["job_id"] is None, what="idle")
+
+
+def test_artifacts_that_cannot_be_packed_fail_the_job(shared_server, make_agent):
+    """The agent may write no file over 1 MB (as a full disk or a quota refuses a write):
+    two 600 KB artifacts, each written by the phase, make a tarball it cannot write."""
+    import resource
+
+    agent = make_agent(
+        shared_server.url,
+        test_command=(
+            "mkdir artifacts && for f in a b; do head -c 600000 /dev/urandom > artifacts/$f; "
+            "done && echo made"
+        ),
+    ).start()
+    assert agent.proc is not None
+    resource.prlimit(agent.proc.pid, resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+    job_id = shared_server.submit(job(agent, "x"))
+    shared_server.wait_job_state(job_id, {"complete"}, timeout=20)
+    res = shared_server.result(job_id)
+    assert res["test_status"] == PhaseStatus.AGENT_ERROR
+    assert "made" in res["test_output"]
+    assert "cannot pack the job's artifacts: [Errno 27] File too large" in res["test_output"]
+    art = requests.get(f"{shared_server.url}/v1/result/{job_id}/artifact", timeout=5)
+    assert art.status_code != 200
+    agent.wait_status(lambda s: s["state"] == "waiting" and s["job_id"] is None, what="idle")
+    assert not list((agent.base / "exec").iterdir())  # no half tarball, no job dir
+
+
 # -- provision records say what happened -----------------------------------------------
 def test_skipped_provision_writes_no_provision_record(shared_server, make_agent):
     agent = make_agent(shared_server.url, provision_command="echo provisioned").start()

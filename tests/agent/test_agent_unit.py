@@ -186,8 +186,9 @@ def test_attachments_ok(tmp_path):
         ("../x", {}, "'..'"),
         ("/etc/x", {}, "absolute"),
         ("other/x", {}, "must lie under"),
-        ("test/link", {"type": tarfile.SYMTYPE, "linkname": "/etc/passwd"}, "links"),
-        ("test/hard", {"type": tarfile.LNKTYPE, "linkname": "test/f"}, "links"),
+        ("test/link", {"type": tarfile.SYMTYPE, "linkname": "/etc/passwd"}, "absolute"),
+        ("test/up", {"type": tarfile.SYMTYPE, "linkname": "../../x"}, "outside"),
+        ("test/hard", {"type": tarfile.LNKTYPE, "linkname": "/etc/passwd"}, "absolute"),
         ("test/dev", {"type": tarfile.CHRTYPE, "devmajor": 1, "devminor": 3}, "devices"),
         ("test/fifo", {"type": tarfile.FIFOTYPE}, "devices"),
     ],
@@ -201,12 +202,50 @@ def test_attachments_rejected(tmp_path, name, attrs, reason):
     assert not (tmp_path / "x").exists()
 
 
+def test_attachments_keep_modes_and_in_tree_links(tmp_path):
+    """As tarfile's `data` filter (upstream's): a 0600 key stays 0600, a link inside the
+    tree is made, setuid and group/other write go."""
+    tb = _tar(
+        tmp_path / "a.tgz",
+        ("test/key", b"secret", {"mode": 0o600}),
+        ("test/run.sh", b"#!/bin/sh", {"mode": 0o4777}),
+        ("test/key-link", b"", {"type": tarfile.SYMTYPE, "linkname": "key"}),
+        ("provision/key", b"", {"type": tarfile.SYMTYPE, "linkname": "../test/key"}),
+        ("test/hard", b"", {"type": tarfile.LNKTYPE, "linkname": "test/key", "mode": 0o600}),
+    )
+    dest = tmp_path / "run" / "attachments"
+    names = attachments.unpack(str(tb), str(dest))
+    assert sorted(names) == [
+        "provision/key",
+        "test/hard",
+        "test/key",
+        "test/key-link",
+        "test/run.sh",
+    ]
+    assert stat.S_IMODE((dest / "test" / "key").stat().st_mode) == 0o600
+    assert stat.S_IMODE((dest / "test" / "run.sh").stat().st_mode) == 0o755
+    assert os.readlink(dest / "test" / "key-link") == "key"
+    assert (dest / "provision" / "key").read_bytes() == b"secret"
+    assert (dest / "test" / "hard").read_bytes() == b"secret"
+
+
+def test_attachments_link_then_member_through_it_is_refused(tmp_path):
+    tb = _tar(
+        tmp_path / "a.tgz",
+        ("test/d", b"", {"type": tarfile.SYMTYPE, "linkname": "."}),
+        ("test/d/../../../escaped", b"x", {}),
+    )
+    with pytest.raises(attachments.AttachmentError):
+        attachments.unpack(str(tb), str(tmp_path / "run" / "attachments"))
+    assert not (tmp_path / "escaped").exists()
+
+
 def test_attachments_symlinked_dir_in_dest_is_refused(tmp_path):
     dest = tmp_path / "run" / "attachments"
     dest.mkdir(parents=True)
     (dest / "test").symlink_to(tmp_path)
     tb = _tar(tmp_path / "a.tgz", ("test/escaped", b"x", {}))
-    with pytest.raises(attachments.AttachmentError, match="escapes"):
+    with pytest.raises(attachments.AttachmentError, match="outside"):
         attachments.unpack(str(tb), str(dest))
     assert not (tmp_path / "escaped").exists()
 

@@ -24,7 +24,7 @@ SEEDS = [
 server: {embedded: true, port: 8585}
 state_dir: state
 supervisor: {mode: private}
-restart: {method: file, restart_dir: /tmp, timeout: 6h}
+restart: {method: signal, restart_dir: /tmp, timeout: 6h}
 defaults: &base
   job_queues: [lab]
   polling_interval: 10

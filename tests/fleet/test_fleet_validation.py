@@ -369,3 +369,29 @@ def test_a_refused_key_is_never_suggested():
         parse_fleet(text, Path("/lab/fleet.yaml"), "fleet.yaml")
     (problem,) = caught.value.problems
     assert problem.message.startswith("unknown key") and "server_address" not in problem.message
+
+
+def test_restart_file_for_an_upstream_agent_is_refused(tmp_path):
+    """Upstream's agent looks for no restart file: a safe restart by file would never
+    happen, so the fleet file is refused, naming the agent, and nothing is written."""
+    fleet_file = tmp_path / "fleet.yaml"
+    fleet_file.write_text(
+        "restart: {method: file}\n"
+        "agents:\n"
+        "  mine:\n    job_queues: [q]\n"
+        "  theirs:\n    job_queues: [q]\n    agent_command: /opt/tf/bin/testflinger-agent\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "multiagent", "-c", str(fleet_file), "up"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert (
+        f"{fleet_file}:1: agent 'theirs', restart.method: `file` cannot restart agent 'theirs': "
+        "its agent_command (/opt/tf/bin/testflinger-agent) is upstream's agent, which honours "
+        "only SIGUSR1" in proc.stderr
+    )
+    assert "'mine'" not in proc.stderr and "1 problem; nothing was changed." in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fleet.yaml"]

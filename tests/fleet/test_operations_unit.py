@@ -495,12 +495,12 @@ ROWS = [
         "swapping",
     ),
     Row(
-        "replace: upstream respawned is stopped, then swapped",
+        "replace: upstream respawned is stopped, then swapped keeping a drain",
         Replace("a", ProgramKind.UPSTREAM),
         Stage.STOPPING,
         facts(proc(pid=NEW)),
         Stage.COMING_BACK,
-        [(ops.STOP, ""), (ops.SWAP_PROGRAM, "")],
+        [(ops.STOP, ""), (ops.SWAP_PROGRAM, ops.KEEP_DRAIN)],
         extra={"old_pid": NEW},
     ),
     Row(
@@ -552,7 +552,7 @@ ROWS = [
         Stage.STOPPING,
         facts(proc("EXITED")),
         Stage.DONE,
-        [(ops.REMOVE_PROGRAM, "")],
+        [(ops.REMOVE_PROGRAM, ""), (ops.TELL_REMOVED, "")],
         "removed after",
     ),
     Row(
@@ -562,6 +562,7 @@ ROWS = [
         facts(),
         Stage.DONE,
         [(ops.REMOVE_PROGRAM, "")],
+        server_known=False,
     ),
     Row(
         "remove: BACKOFF is stopped and removed",
@@ -569,7 +570,7 @@ ROWS = [
         Stage.DOWN,
         facts(proc("BACKOFF")),
         Stage.DONE,
-        [(ops.STOP, ""), (ops.REMOVE_PROGRAM, "")],
+        [(ops.STOP, ""), (ops.REMOVE_PROGRAM, ""), (ops.TELL_REMOVED, "")],
     ),
     # Drain ------------------------------------------------------------------------
     Row(
@@ -581,12 +582,12 @@ ROWS = [
         [(ops.SET_DRAIN, "drain")],
     ),
     Row(
-        "drain: upstream is set offline on its server",
+        "drain: upstream is set offline on its server, its gate's flag set",
         Drain("a", ProgramKind.UPSTREAM),
         "new",
         facts(proc()),
         Stage.DRAINING,
-        [(ops.SERVER_STATE, "offline")],
+        [(ops.SET_DRAIN, "drain"), (ops.SERVER_STATE, "offline")],
     ),
     Row(
         "drain: upstream without a server cannot be drained",

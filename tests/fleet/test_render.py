@@ -21,6 +21,7 @@ from multiagent.fleet.model.render import RenderContext, render
 
 # tf-agent as installed in a venv (RenderContext.agent_script)
 BOOT = "/opt/venv/lib/python3/site-packages/multiagent/agent/boot.py"
+GATE = "/opt/venv/lib/python3/site-packages/multiagent/fleet/host/gate.py"
 
 GOLDEN = Path(__file__).parents[1] / "golden"
 FLEET = textwrap.dedent("""\
@@ -49,6 +50,7 @@ def rendered(text: str = FLEET):
         python="/opt/venv/bin/python",
         program_dir=Path("/srv/tf/supervisor/conf.d"),
         agent_script=BOOT,
+        gate_script=GATE,
     )
     return fleet, render(fleet, ctx)
 
@@ -139,8 +141,11 @@ def _check_programs_as_supervisord_reads_them(root: Path, programs: dict) -> Non
     assert dut1.uid is None
     for agent in (dut1, dut2):  # the agent's own venv first: tf-local-connector and friends
         assert agent.environment["PATH"].startswith("/opt/venv/bin:"), agent.name
+    # Upstream's agent goes through the gate that holds it while drained.
     assert dut2.command == (
-        f"/opt/testflinger/bin/testflinger-agent -c {root}/agents/dut-2/testflinger-agent.conf"
+        f"/opt/venv/bin/python -S {GATE} --drain-file {root}/run/dut-2/"
+        "dut-2.drain -- /opt/testflinger/bin/testflinger-agent -c "
+        f"{root}/agents/dut-2/testflinger-agent.conf"
     )
     assert dut2.stopwaitsecs == 30 and dut2.uid == os.getuid()
     assert set(dut2.environment) == {"PATH"}
@@ -257,6 +262,7 @@ ctx = RenderContext(
     python="/opt/venv/bin/python",
     program_dir=Path("/srv/tf/supervisor/conf.d"),
     agent_script="/opt/venv/lib/python3/site-packages/multiagent/agent/boot.py",
+    gate_script="/opt/venv/lib/python3/site-packages/multiagent/fleet/host/gate.py",
 )
 rendering = render(fleet, ctx)
 files = {str(p): t for p, t in rendering.all_files().items()}

@@ -8,11 +8,13 @@ import psutil
 from fixtures_fleet import SLEEPER
 
 
-def three_agents(extra: dict | None = None) -> dict:
+def three_agents(extra: dict | None = None, server: str = "http://127.0.0.1:9") -> dict:
+    """Upstream-style stand-ins; `server` (by default none answers, which makes them busy:
+    nothing proves an upstream agent idle when its server cannot say)."""
     agents = {f"agent-0{i}": {"job_queues": ["q"]} for i in range(1, 4)}
     agents.update(extra or {})
     return {
-        "server": "http://127.0.0.1:9",
+        "server": server,
         "defaults": {"agent_command": SLEEPER, "startsecs": 1},  # RUNNING 1 s after start
         "agents": agents,
     }
@@ -111,8 +113,8 @@ def test_agent_that_fails_at_once_ends_fatal_and_status_says_why(fleet_env):
     assert fleet_env.status()["agent-01"]["process"] == "RUNNING"
 
 
-def test_down_leaves_no_process_behind(fleet_env):
-    fleet_env.up(three_agents())
+def test_down_leaves_no_process_behind(fleet_env, tf_server):
+    fleet_env.up(three_agents(server=tf_server.url))  # it answers: they hold no job
     pids = [p.pid for p in fleet_env.processes()]
     assert len(pids) == 4  # supervisord and three agents
     out = fleet_env.run("down").stdout

@@ -84,6 +84,8 @@ def test_down_force_takes_over_from_a_pending_safe_restart_and_names_the_job(fle
     result = fleet_env.result(job)
     assert result["job_state"] == "cancelled", result
     assert result.get("test_status") == 247, result  # the phase it killed, as upstream says
+    # Then cleanup ran, as under upstream's agent, within supervisord's stopwaitsecs.
+    assert result.get("cleanup_status") == 0, result
 
 
 def test_down_force_ends_on_the_server_a_job_its_agent_could_not_end(fleet_env):

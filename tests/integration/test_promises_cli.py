@@ -122,9 +122,9 @@ def test_logs_follow_prints_lines_written_later(fleet_env):
         reader.join(5)
 
 
-def test_tf_fleet_config_selects_the_fleet_file_and_state_dir_overrides(fleet_env):
+def test_tf_fleet_config_selects_the_fleet_file_and_state_dir_overrides(fleet_env, tf_server):
     fleet = {
-        "server": "http://127.0.0.1:9",
+        "server": tf_server.url,  # it answers that the agent holds no job: `down` may stop it
         "defaults": {"agent_command": SLEEPER},
         "agents": {"env-1": {"job_queues": ["q"]}},
     }
@@ -213,10 +213,10 @@ def _start_supervisord_tracing(fleet_env) -> int:
     )
 
 
-def test_second_up_without_change_skips_reload_config_and_touches_no_agent(fleet_env):
+def test_second_up_without_change_skips_reload_config_and_touches_no_agent(fleet_env, tf_server):
     fleet_env.write(
         {
-            "server": "http://127.0.0.1:9",
+            "server": tf_server.url,  # it answers that the agents hold no job: `down` stops them
             "defaults": {"agent_command": SLEEPER, "startsecs": 1},
             "agents": {f"sk-{i}": {"job_queues": ["q"]} for i in (1, 2)},
         }

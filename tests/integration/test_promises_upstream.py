@@ -5,8 +5,19 @@ interrupted, and never two processes hold a name."""
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
+import requests
 from fixtures_fleet import ProcessSampler
+
+# Upstream's agent runs `test_command` in the job's directory beside testflinger.json.
+RUN_TEST_CMDS = (
+    'python3 -c "import json, subprocess, sys; sys.exit(subprocess.call('
+    "json.load(open('testflinger.json'))['test_data']['test_cmds'], shell=True))\""
+)
 
 
 def _drain_mid_job(fleet_env) -> tuple[dict[str, int], str]:
@@ -43,20 +54,81 @@ def test_drain_of_a_busy_upstream_agent_lets_its_job_finish(fleet_env):
     assert [p.pid for p in fleet_env.agent_processes("ud1")] == [pids["ud1"]]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="drain of a busy upstream agent only sets its server state `offline`; the agent "
-    "posts state `waiting` when its job ends (as upstream testflinger-agent does), which "
-    "overwrites `offline`, and it takes the next queued job although drained",
-)
 def test_drained_upstream_agent_takes_no_new_job_after_its_job(fleet_env):
     pids, _ = _drain_mid_job(fleet_env)
     _stays_drained_until_resumed(fleet_env, "ud1", "qd", pids["ud1"])
 
 
+def _server_state(fleet_env, name: str) -> str | None:
+    url = f"{fleet_env.server_url}/v1/agents/data/{name}"
+    return requests.get(url, timeout=5).json().get("state")
+
+
+def test_drain_of_an_upstream_agent_outlives_its_restarts_until_resumed(fleet_env):
+    """Upstream's agent posts `waiting` whenever it starts. A drained one restarted after
+    its job (restart --safe), again by hand, and replaced by a changed program, is held by
+    its program's gate: the server keeps it `offline` and a queued job waits until
+    `resume`, which lets the same process become the agent and run it."""
+    fleet = fleet_env.upstream_fleet(["ug1"], {"ug1": ["qg"]})
+    pids = fleet_env.start(fleet)
+    job = fleet_env.hold_running("qg")
+    fleet_env.run("drain", "ug1")
+    with ProcessSampler(fleet_env) as sampler:
+        fleet_env.run_releasing("restart", "--safe", "ug1", jobs=[job])
+    fleet_env.assert_completed(job)
+    sampler.assert_never_two()
+    queued = fleet_env.submit("qg", 0)
+
+    def held_by(pid: int) -> Callable[[], bool]:
+        def drained() -> bool:
+            return (
+                fleet_env.job_state(queued) == "waiting"
+                and _server_state(fleet_env, "ug1") == "offline"
+                and [p.pid for p in fleet_env.agent_processes("ug1")] == [pid]
+            )
+
+        return drained
+
+    held = fleet_env.wait_all_running(["ug1"])["ug1"]
+    assert held != pids["ug1"]
+    fleet_env.wait_for(lambda: _server_state(fleet_env, "ug1") == "offline", 10, "offline")
+    fleet_env.hold_for(1.5, held_by(held), "the agent restarted after its job stays drained")
+
+    fleet_env.run("restart", "ug1")  # by hand: idle, so no --force needed
+    again = fleet_env.wait_all_running(["ug1"])["ug1"]
+    assert again != held
+    fleet_env.hold_for(1.5, held_by(again), "the agent restarted by hand stays drained")
+    assert "the agent waits until resumed" in fleet_env.log("ug1")
+    row = fleet_env.status()["ug1"]
+    assert (row["process"], row["state"], row["drain_flag"]) == ("RUNNING", "offline", "drain")
+    assert row["unknown"] is None and row["job_id"] is None
+
+    fleet["agents"]["ug1"]["environment"] = {"LAB_MARK": "green"}  # a new program entry
+    assert "1 replace" in fleet_env.up(fleet).stdout
+    swapped = fleet_env.wait_all_running(["ug1"])["ug1"]
+    assert swapped != again
+    fleet_env.hold_for(1.5, held_by(swapped), "the agent of the new program stays drained")
+
+    fleet_env.run("resume", "ug1")
+    fleet_env.assert_completed(queued)
+    assert [p.pid for p in fleet_env.agent_processes("ug1")] == [swapped]  # the gate became it
+
+    # Upstream's agent looks for no restart file: asking it that way is refused.
+    refused = fleet_env.run("restart", "--safe", "ug1", "--method", "file", check=False)
+    assert refused.returncode == 2
+    assert "the restart file cannot restart ug1: upstream's agent honours only SIGUSR1" in (
+        refused.stderr
+    )
+    assert [p.pid for p in fleet_env.agent_processes("ug1")] == [swapped]
+
+
 def test_drained_idle_upstream_agent_takes_no_job_until_resumed(fleet_env):
+    import requests
+
     pids = fleet_env.start(fleet_env.upstream_fleet(["ui1"], {"ui1": ["qi"]}))
-    assert "1/1 idle." in fleet_env.run("drain", "ui1", "--wait").stdout
+    assert "1/1 idle." in fleet_env.run("drain", "ui1", "--wait", "--reason", "relabel").stdout
+    shown = requests.get(f"{fleet_env.server_url}/v1/agents/data/ui1", timeout=10).json()
+    assert (shown["state"], shown["comment"]) == ("offline", "drained by tf-fleet: relabel")
     _stays_drained_until_resumed(fleet_env, "ui1", "qi", pids["ui1"])
     assert fleet_env.status()["ui1"]["pid"] == pids["ui1"]
 
@@ -126,3 +198,72 @@ def test_up_removes_dropped_upstream_agents(fleet_env):
     assert not any(
         (fleet_env.state_dir / f"supervisor/conf.d/{n}.conf").exists() for n in names[1:]
     )
+
+
+def test_upstream_agent_counts_as_busy_while_its_server_cannot_say(fleet_env):
+    """No child process proves nothing between phases: only the server knows whether an
+    upstream agent holds a job, so with the server down the agent is not known to be idle
+    (a hard restart is refused, `status` says why); once the server answers, it is idle."""
+    pids = fleet_env.start(fleet_env.upstream_fleet(["uz1"], {"uz1": ["qz"]}))
+    listed = fleet_env.ctl("status").stdout.splitlines()
+    server = next(line.split()[0] for line in listed if line.startswith("tf-fleet-server"))
+    fleet_env.ctl("stop", server, check=True)
+
+    refused = fleet_env.run("restart", "uz1", check=False)
+    assert refused.returncode != 0
+    assert "uz1 is busy: not known to be idle (no child process;" in refused.stderr
+    assert "is unreachable" in refused.stderr
+    shown = fleet_env.run("status", check=False).stdout
+    assert "uz1: counted as busy, its server cannot say whether it runs a job" in shown, shown
+    assert [p.pid for p in fleet_env.agent_processes("uz1")] == [pids["uz1"]]
+
+    fleet_env.ctl("start", server, check=True)
+    restarted = fleet_env.run("restart", "uz1")
+    assert "uz1: restarted" in restarted.stdout
+    assert [p.pid for p in fleet_env.agent_processes("uz1")] != [pids["uz1"]]
+
+
+@pytest.fixture(scope="module")
+def real_agent(upstream_bin: Path) -> str:
+    """Upstream's real testflinger-agent (from the session's venv of upstream's packages)."""
+    return str(upstream_bin / "testflinger-agent")
+
+
+def test_real_upstream_agent_stays_drained_after_its_job_and_its_restarts(fleet_env, real_agent):
+    """Upstream's own agent, drained mid-job: its job completes, it takes no new job after
+    it, nor after a restart (where it posts `waiting`), until `resume`."""
+    fleet = fleet_env.upstream_fleet(["ua1", "real1"], {"ua1": ["qa"], "real1": ["qreal"]})
+    # The server first: upstream's agent waits 30 s before it looks again for one not up.
+    alone = copy.deepcopy(fleet)
+    del alone["agents"]["real1"]
+    fleet_env.start(alone)
+    fleet["agents"]["real1"].update(
+        agent_command=real_agent, test_command=RUN_TEST_CMDS, polling_interval=1
+    )
+    fleet_env.up(fleet)
+    fleet_env.wait_for(lambda: _server_state(fleet_env, "real1") == "waiting", 30, "real1 up")
+    job = fleet_env.hold_running("qreal")
+    pid = fleet_env.wait_all_running(["real1"])["real1"]
+    fleet_env.run("drain", "real1")
+    fleet_env.release(job)
+    fleet_env.assert_completed(job)
+    queued = fleet_env.submit("qreal", 0)
+
+    def held_by(pid: int) -> Callable[[], bool]:
+        def drained() -> bool:
+            return (
+                fleet_env.job_state(queued) == "waiting"
+                and _server_state(fleet_env, "real1") == "offline"
+                and [p.pid for p in fleet_env.agent_processes("real1")] == [pid]
+            )
+
+        return drained
+
+    fleet_env.hold_for(2.0, held_by(pid), "the drained agent takes no job after its own")
+    fleet_env.run("restart", "real1")
+    again = fleet_env.wait_all_running(["real1"])["real1"]
+    assert again != pid
+    fleet_env.hold_for(2.0, held_by(again), "the drained agent takes no job after a restart")
+    fleet_env.run("resume", "real1")
+    fleet_env.assert_completed(queued)
+    assert [p.pid for p in fleet_env.agent_processes("real1")] == [again]

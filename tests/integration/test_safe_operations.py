@@ -144,16 +144,42 @@ def test_up_after_removing_an_agent_stops_it_after_the_job(fleet_env):
     assert not (fleet_env.state_dir / "agents/k2").exists()
     assert "k2" not in fleet_env.run("plan").stdout
     sampler.assert_never_two()
+    # The server lists k2 until its agent TTL, as removed by the fleet, not as waiting.
+    shown = _server_agent(fleet_env, "k2")
+    assert (shown["state"], shown["comment"]) == ("offline", "removed from the fleet by tf-fleet")
+    assert "removed: 1" in _page(fleet_env, "/agents")
+
+
+def _server_agent(fleet_env, name):
+    import requests
+
+    return requests.get(f"{fleet_env.server_url}/v1/agents/data/{name}", timeout=10).json()
+
+
+def _page(fleet_env, path):
+    import requests
+
+    return requests.get(f"{fleet_env.server_url}{path}", timeout=10).text
 
 
 def test_drain_wait_returns_when_idle_and_takes_no_new_job(fleet_env):
     start(fleet_env, ["d1"], {"d1": ["qd"]}, polling_interval=0.25)
     running = fleet_env.hold_running("qd")
     pid = fleet_env.status()["d1"]["pid"]
-    out = fleet_env.run_releasing("drain", "d1", "--wait", jobs=[running])
+    out = fleet_env.run_releasing(
+        "drain", "d1", "--wait", "--reason", "swap the <usb> hub", jobs=[running]
+    )
     queued = fleet_env.submit("qd", 0)
     assert "1/1 idle." in out.stdout
     fleet_env.assert_completed(running)
+    # What `testflinger-cli agent-status` and the Agents page read: offline, and why.
+    shown = _server_agent(fleet_env, "d1")
+    assert (shown["state"], shown["comment"]) == (
+        "offline",
+        "drained by tf-fleet: swap the <usb> hub",
+    )
+    page = _page(fleet_env, "/agents")
+    assert "drained: 1" in page and "swap the &lt;usb&gt; hub" in page
 
     def still_drained() -> bool:
         row = fleet_env.status()["d1"]
@@ -171,6 +197,7 @@ def test_drain_wait_returns_when_idle_and_takes_no_new_job(fleet_env):
     fleet_env.run("resume", "d1")
     fleet_env.assert_completed(queued)
     assert f"starting job {queued}" in fleet_env.log("d1")
+    assert _server_agent(fleet_env, "d1")["comment"] == ""
 
 
 def test_down_refuses_mid_job_and_down_safe_waits(fleet_env):

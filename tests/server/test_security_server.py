@@ -123,10 +123,14 @@ def test_case1_shared_token_reads_and_basic_auth_for_browsers(tmp_path: Path):
 def test_case1_public_pages_open_agents_but_no_job(tmp_path: Path):
     app = create_app(tmp_path / "p.db", Policy(token=SHARED, public_pages=True))
     c = app.test_client()
-    job_id = c.post("/v1/job", json={"job_queue": "lab"}, headers=BEARER).get_json()["job_id"]
+    job = {"job_queue": "lab", "name": "secret-project"}
+    job_id = c.post("/v1/job", json=job, headers=BEARER).get_json()["job_id"]
     assert c.get("/agents").status_code == 200
-    assert c.get("/queues").status_code == 200
+    queues = c.get("/queues").get_data(as_text=True)
+    assert job_id in queues and "secret-project" not in queues  # the job's data stays closed
+    assert "secret-project" in c.get("/queues", headers=BEARER).get_data(as_text=True)
     assert c.get(f"/jobs/{job_id}").status_code == 401
+    assert c.get(f"/jobs/{job_id}/live").status_code == 401
     assert c.get("/v1/agents/data").status_code == 401  # the API stays closed
 
 

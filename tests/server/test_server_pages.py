@@ -42,7 +42,7 @@ def test_agents_page_lists_agent_with_last_seen(client, clock):
     assert '<nav><a href="/agents">Agents</a>' in html
     row = row_of(html, "dev-1")
     assert '<a href="/agents/dev-1">dev-1</a>' in row
-    assert '<td title="all good">waiting</td>' in row
+    assert '<span class="st waiting">waiting</span> <span class="comment">all good</span>' in row
     assert "rack 3" in row and "demo, gpu" in row
     assert 'title="2026-05-28 20:26:40 UTC"' in row and ">5 min ago</time>" in row
     assert "stale" not in row
@@ -72,7 +72,11 @@ def test_agents_page_marks_stale_and_offline(app_client, clock):
     assert "15 min ago" in quiet
     assert "stale" not in row_of(html, "chatty")
     down = row_of(html, "down")
-    assert down.startswith("agent offline ") and '<span class="tag offline">offline</span>' in down
+    assert down.startswith("agent offline ")
+    # The state once, with the admin's comment beside it.
+    shown = '<span class="st offline">offline</span> <span class="comment">broken cable</span>'
+    assert shown in down
+    assert down.count("offline<") == 1
     assert "offline: 1" in html and "waiting: 2" in html
 
 
@@ -113,7 +117,7 @@ def test_agents_page_escapes_html(client):
 def test_agent_page(client, clock):
     register(client, "dev-1", queues=["demo"], location="lab")
     client.post("/v1/agents/queues", json={"demo": "The demo queue"})
-    job_id = submit(client)
+    job_id = submit(client, name="flash <it>")
     client.post(
         "/v1/agents/provision_logs/dev-1",
         json={"job_id": job_id, "exit_code": 0, "detail": "provision_success"},
@@ -123,6 +127,7 @@ def test_agent_page(client, clock):
     assert "Agent dev-1" in html and '<a href="/agents">Agents</a>' in html
     assert "The demo queue" in html and '<td class="pass">pass</td><td>0</td>' in html
     assert "Success: 100%" in html and "booted" in html
+    assert f'">flash &lt;it&gt;</a> <span class="muted">{job_id}</span>' in html
     missing = client.get("/agents/nobody")
     assert missing.status_code == 404
     text = missing.get_data(as_text=True)
@@ -192,3 +197,119 @@ def test_queues_page(client):
         r"dev-1</a></td>\s*<td>2</td><td>0</td>",
         html,
     )
+
+
+def _run(client, clock, name: str, status: dict, final: str = "complete") -> str:
+    """A job of `name` handed to agent a1, its phases' codes posted as an agent does
+    (each phase's code when it ends), then `final`."""
+    job_id = submit(client, name=name)
+    client.post("/v1/agents/data/a1", json={"queues": ["demo"]})
+    client.get("/v1/job?queue=demo")
+    codes: dict = {}
+    for phase, code in status.items():
+        if phase != "cleanup":
+            client.post(f"/v1/result/{job_id}", json={"job_state": phase})
+        clock.advance(1.04)
+        codes[phase] = code
+        client.post(f"/v1/result/{job_id}", json={"status": dict(codes)})
+    if final == "cancelled":
+        client.post(f"/v1/job/{job_id}/action", json={"action": "cancel"})
+    else:
+        client.post(f"/v1/result/{job_id}", json={"job_state": final})
+    return job_id
+
+
+def verdict_of(html: str) -> str:
+    match = re.search(r'<td class="verdict ([\w-]+)">([^<]*)</td>', html)
+    assert match, "no verdict shown"
+    return f"{match.group(1)}: {match.group(2)}"
+
+
+@pytest.mark.parametrize(
+    ("status", "final", "shown"),
+    [
+        ({"setup": 0, "test": 0, "cleanup": 0}, "complete", "passed: passed"),
+        ({"setup": 0, "test": 3, "cleanup": 0}, "complete", "failed: failed in test (exit 3)"),
+        ({"setup": 0, "provision": 46}, "complete", "failed: failed in provision (exit 46: "),
+        ({"setup": 100, "cleanup": 0}, "complete", "agent-error: agent error in setup"),
+        ({"setup": 0}, "cancelled", "cancelled: cancelled in setup"),
+        ({}, "complete", "no-result: ended with no phase reported"),
+        ({"setup": 0}, "test", "running: running (test)"),
+    ],
+)
+def test_job_page_says_the_verdict(client, clock, status, final, shown):
+    job_id = _run(client, clock, "v", status, final)
+    assert verdict_of(client.get(f"/jobs/{job_id}").get_data(as_text=True)).startswith(shown)
+    # The same verdict in the agent's list of jobs, beside the job's name.
+    agent = client.get("/agents/a1").get_data(as_text=True)
+    assert f'<a href="/jobs/{job_id}">v</a> <span class="muted">{job_id}</span>' in agent
+    assert verdict_of(agent).startswith(shown)
+
+
+def test_phases_of_about_a_second_and_cleanup_have_their_times(client, clock):
+    job_id = _run(client, clock, "short", {"setup": 0, "test": 0, "cleanup": 0})
+    html = client.get(f"/jobs/{job_id}").get_data(as_text=True)
+    rows = dict(re.findall(r'data-phase="(\w+)"><td>\w+</td>(.*?)</tr>', html, re.S))
+    for phase in ("setup", "test", "cleanup"):
+        cells = re.findall(r"<td[^>]*>([^<]*)</td>", rows[phase])
+        assert cells[0] == "0" and cells[1].endswith(" UTC") and cells[2].endswith(" UTC")
+        assert cells[3] == "1 s", (phase, cells)
+
+
+def test_durations_read_as_a_person_would():
+    from multiagent.server.jobview import duration
+
+    assert duration(0.96) == "1 s" and duration(1.04) == "1 s" and duration(0.4) == "0.4 s"
+    assert duration(9.5) == "9.5 s" and duration(9.97) == "10 s" and duration(59.6) == "1 min 00 s"
+
+
+def test_live_parts_of_the_job_and_agent_pages(client, clock):
+    job_id = _run(client, clock, "live", {"setup": 0}, "test")
+    page = client.get(f"/jobs/{job_id}").get_data(as_text=True)
+    assert f'data-live="/jobs/{job_id}/live" data-every="3"' in page
+    part = client.get(f"/jobs/{job_id}/live").get_data(as_text=True)
+    assert "<html" not in part and "running (test)" in part and "data-live-end" not in part
+    client.post(f"/v1/result/{job_id}", json={"status": {"setup": 0, "test": 0}})
+    client.post(f"/v1/result/{job_id}", json={"job_state": "complete"})
+    part = client.get(f"/jobs/{job_id}/live").get_data(as_text=True)
+    assert "data-live-end" in part and '"verdict passed">passed<' in part
+    assert "data-live=" not in client.get(f"/jobs/{job_id}").get_data(as_text=True)
+    assert client.get("/jobs/00000000-0000-0000-0000-000000000000/live").status_code == 404
+    part = client.get("/agents/a1/live").get_data(as_text=True)
+    assert "<html" not in part and 'class="agent-state"' in part and "Times are UTC" in part
+    assert client.get("/agents/nobody/live").status_code == 404
+
+
+def test_event_times_are_utc(client, clock):
+    job_id = _run(client, clock, "ev", {"setup": 0}, "test")
+    events = [{"event_name": "setup_start", "timestamp": "2026-05-28T20:30:00+00:00"}]
+    body = {"job_status_webhook": "", "events": events}
+    assert client.post(f"/v1/job/{job_id}/events", json=body).status_code == 200
+    html = client.get(f"/jobs/{job_id}").get_data(as_text=True)
+    assert "<td>2026-05-28 20:30:00 UTC</td><td>setup_start</td>" in html
+
+
+def test_queues_page_lists_waiting_jobs_with_times(client, clock):
+    register(client, "dev-1", queues=["demo"])
+    first = submit(client, name="<i>first</i>")
+    clock.advance(60)
+    urgent = submit(client, name="urgent", job_priority=5)
+    html = client.get("/queues").get_data(as_text=True)
+    assert "Times are UTC (now 2026-05-28 20:27:40 UTC)" in html
+    waiting = html[html.index('<table class="waiting" data-queue="demo">') :]
+    assert waiting.index(urgent) < waiting.index(first)  # the next to be taken first
+    assert f'<a href="/jobs/{first}">&lt;i&gt;first&lt;/i&gt;</a>' in waiting
+    assert "<td>2026-05-28 20:26:40 UTC</td>" in waiting
+
+
+def test_drained_and_removed_agents_are_counted_apart(client):
+    register(client, "busy-1")
+    register(client, "drained-1", state="offline", comment="drained by tf-fleet: new cable")
+    register(client, "gone-1", state="offline", comment="removed from the fleet by tf-fleet")
+    register(client, "broken-1", state="offline", comment="Set to offline by admin. Reason: x")
+    html = client.get("/agents").get_data(as_text=True)
+    for count in ("waiting: 1", "drained: 1", "removed: 1", "offline: 1"):
+        assert count in html
+    assert row_of(html, "gone-1").startswith("agent removed ")
+    assert '<span class="st drained">drained</span>' in row_of(html, "drained-1")
+    assert "new cable" in client.get("/agents/drained-1").get_data(as_text=True)

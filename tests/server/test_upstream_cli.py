@@ -4,6 +4,7 @@ a venv of its own, against the local server: what a lab user types, and what the
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import tarfile
@@ -116,3 +117,25 @@ def test_upstream_cli_submits_attachments_with_the_jobs_credential(
         assert store.get_blob(job_id, "attachments") == archive
     finally:
         store.close()
+
+
+def test_upstream_cli_agent_status_shows_a_drain_and_its_reason(
+    upstream_cli: Path, server: LocalServer, tmp_path: Path
+) -> None:
+    """What a drained agent posts (tf-agent at its heartbeat, tf-fleet for an upstream
+    agent) is what a lab user reads with upstream's `agent-status`."""
+    from multiagent.vocabulary import AgentState, drained_comment
+
+    env = dict(os.environ, HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / "config"))
+    body = {"state": AgentState.OFFLINE, "comment": drained_comment("swap the hub")}
+    requests.post(
+        f"{server.url}/v1/agents/data/dev1", json=body, cookies={"agent_name": "dev1"}, timeout=10
+    ).raise_for_status()
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [str(upstream_cli), "--server", server.url, "agent-status", "dev1", *args]
+        return subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+
+    assert cli().stdout.strip() == "offline"
+    shown = json.loads(cli("--json").stdout)
+    assert shown["status"] == "offline" and shown["comment"] == "drained by tf-fleet: swap the hub"

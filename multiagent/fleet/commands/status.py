@@ -294,6 +294,20 @@ def with_server_view(
     return out
 
 
+def without_server_view(
+    rows: list[AgentStatus], kinds: dict[str, str], why: str
+) -> list[AgentStatus]:
+    """Upstream agents whose server cannot be asked: nothing proves them idle (unknown is
+    busy)."""
+    live = (ProcessState.RUNNING, ProcessState.STARTING)
+    return [
+        replace(row, unknown=f"its server cannot say whether it runs a job ({why})")
+        if kinds.get(row.name) == ProgramKind.UPSTREAM and row.process in live
+        else row
+        for row in rows
+    ]
+
+
 def with_upgrade_view(
     rows: list[AgentStatus], layout: Layout, supervisor: Supervisor
 ) -> list[AgentStatus]:
@@ -337,6 +351,7 @@ def look(
         known = server_agents(fleet.server.url)
         if isinstance(known, str):
             note = "; ".join(filter(None, [note, f"upstream agents' state unknown: {known}"]))
+            rows = without_server_view(rows, kinds, known)
         else:
             rows = with_server_view(rows, kinds, known)
     return running, rows, server_status(fleet, layout, processes), note

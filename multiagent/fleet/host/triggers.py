@@ -13,6 +13,7 @@ from multiagent.fleet.supervisord.client import Supervisor
 from multiagent.vocabulary import (
     DrainMode,
     drain_file_name,
+    drain_flag_text,
     read_drain_flag,
     restart_file_name,
     status_file_name,
@@ -57,11 +58,14 @@ def read_drain(layout: Layout, name: str) -> str | None:
     return read_drain_flag(str(layout.drain_file(name)))
 
 
-def set_drain(layout: Layout, name: str, mode: str = DrainMode.DRAIN) -> None:
-    write_atomic(layout.drain_file(name), mode + "\n")
+def set_drain(layout: Layout, name: str, mode: str = DrainMode.DRAIN, reason: str = "") -> None:
+    """Write the drain flag (a DRAIN flag carries the operator's reason on its second
+    line, which tf-agent shows on the server)."""
+    text = drain_flag_text(mode, reason)
+    write_atomic(layout.drain_file(name), text)
     # An agent started by an older tf-fleet looks for the flag in run/ itself.
     if layout.legacy_run_file(status_file_name(name)) is not None:
-        write_atomic(layout.run_dir / drain_file_name(name), mode + "\n")
+        write_atomic(layout.run_dir / drain_file_name(name), text)
 
 
 def clear_drain(layout: Layout, name: str) -> None:

@@ -236,6 +236,7 @@ def _parse_fleet(
     defaults = _read_defaults(values["defaults"], report)
     agents = _read_agents(values["agents"], defaults, state_dir, report)
     metrics = _read_metrics(values["metrics"], agents, server, report)
+    _check_restart_method(restart, agents, report)
     if report.problems:
         raise FleetError(report.problems)
     return Fleet(fleet_path, server, state_dir, supervisor, restart, agents, metrics)
@@ -300,6 +301,24 @@ def _read_restart(value: Any, report: Report) -> RestartSettings:
     if read is None:
         return RestartSettings()
     return RestartSettings(**read.values)
+
+
+def _check_restart_method(
+    restart: RestartSettings, agents: dict[str, Agent], report: Report
+) -> None:
+    """The restart file only asks tf-agent: upstream's testflinger-agent stopped looking
+    for it (it honours SIGUSR1 alone), so a safe restart by file would wait for ever."""
+    if restart.method != "file":
+        return
+    for name, agent in agents.items():
+        if agent.kind == ProgramKind.UPSTREAM:
+            report.add(
+                ("restart", "method"),
+                f"`file` cannot restart agent {name!r}: its agent_command "
+                f"({agent.agent_command}) is upstream's agent, which honours only SIGUSR1; "
+                "use `method: signal`",
+                name,
+            )
 
 
 def _read_defaults(value: Any, report: Report) -> Read:

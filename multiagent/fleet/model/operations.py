@@ -29,7 +29,11 @@ ASK_FILE = "ask-file"  # the restart file
 SET_DRAIN = "set-drain"  # the drain flag, with arg DrainMode.DRAIN or DrainMode.HOLD
 SERVER_STATE = "server-state"  # the agent's state on the server, arg the state
 SWAP_PROGRAM = "swap-program"  # remove the old program, clear its drain flag, add the new
+# SWAP_PROGRAM's arg for an upstream agent: a drain flag stays, so that the new program's
+# gate holds a drained agent until `resume` (only the hold that brought it down goes).
+KEEP_DRAIN = "keep-drain"
 REMOVE_PROGRAM = "remove-program"  # remove the program, its file and the agent's files
+TELL_REMOVED = "tell-removed"  # the server's last word of an agent: removed from the fleet
 
 
 class Stage:
@@ -55,6 +59,7 @@ class Action:
     verb: str
     name: str
     arg: str = ""
+    reason: str = ""  # the operator's words, shown with a drain (flag file, server comment)
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,7 @@ class AgentFacts:
     children: int = 0
     server_job: str | None = None  # the job the server holds for it (upstream agents)
     log_tail: tuple[str, ...] = ()  # the end of its log, when it is down or failing
+    server_unknown: str | None = None  # why the server could not say whether it runs a job
 
 
 @dataclass(frozen=True)
@@ -117,6 +123,9 @@ class Snapshot:
         if facts.server_job:
             # Between phases an upstream agent runs no child; its server knows the job.
             return True, f"waiting for job {facts.server_job} (as the server reports it)"
+        if facts.server_unknown:
+            # Unknown is busy: with no child, only its server can prove it holds no job.
+            return True, f"not known to be idle (no child process; {facts.server_unknown})"
         return False, "idle"
 
 
@@ -368,7 +377,8 @@ class Replace(SafeStop):
         if info and info.pid:
             self.old_pid = info.pid
         self.stage, self.text = Stage.COMING_BACK, "swapping the program"
-        return [*self._stop_if_up(snap), Action(SWAP_PROGRAM, self.name)]
+        keep = KEEP_DRAIN if self.kind == ProgramKind.UPSTREAM else ""
+        return [*self._stop_if_up(snap), Action(SWAP_PROGRAM, self.name, keep)]
 
     def step(self, snap: Snapshot) -> list[Action]:
         if self.stage == Stage.COMING_BACK:
@@ -384,11 +394,18 @@ class Remove(SafeStop):
 
     def after_down(self, snap: Snapshot) -> list[Action]:
         self.finish(snap, f"removed after {self._took(snap)}")
-        return [*self._stop_if_up(snap), Action(REMOVE_PROGRAM, self.name)]
+        actions = [*self._stop_if_up(snap), Action(REMOVE_PROGRAM, self.name)]
+        if snap.server_known and self.kind != ProgramKind.SERVER:
+            # The server lists the name until its agent TTL: it says the fleet removed it.
+            actions.append(Action(TELL_REMOVED, self.name))
+        return actions
 
 
+@dataclass
 class Drain(Operation):
     """Take no new job; done once the agent is idle (it stays up)."""
+
+    reason: str = ""  # the operator's, shown on the server with the agent's state
 
     verb = "drain"
 
@@ -396,9 +413,14 @@ class Drain(Operation):
         super().begin(snap)
         self.stage = Stage.DRAINING
         if self.kind == ProgramKind.TF_AGENT:
-            return [Action(SET_DRAIN, self.name, DrainMode.DRAIN)]
+            return [Action(SET_DRAIN, self.name, DrainMode.DRAIN, self.reason)]
         if snap.server_known:
-            return [Action(SERVER_STATE, self.name, AgentState.OFFLINE)]  # upstream: take no job
+            # Upstream: `offline` on its server takes no job; the flag makes its program's
+            # gate hold it after a restart, which would post `waiting` (host/gate.py).
+            return [
+                Action(SET_DRAIN, self.name, DrainMode.DRAIN, self.reason),
+                Action(SERVER_STATE, self.name, AgentState.OFFLINE, self.reason),
+            ]
         self.fail("an upstream agent can only be drained through its server", snap.now)
         return []
 

@@ -14,6 +14,7 @@ from multiagent.agent.config import UPSTREAM_KEYS as UPSTREAM_ORDER
 from multiagent.fleet.model.fleetfile import DEFAULT_METRICS_HOST, TF_AGENT_SCRIPT, Agent, Fleet
 from multiagent.fleet.model.layout import MARKER, Layout
 from multiagent.fleet.model.templating import environment as template_environment
+from multiagent.vocabulary import STOPWAITSECS_ENV
 
 # supervisord starts low priorities first and stops them last: the server outlives agents.
 SERVER_PRIORITY = 100
@@ -30,6 +31,8 @@ class RenderContext:
     program_suffix: str = ".conf"
     # tf-agent's start-up script as installed, run without site (see agent/boot.py)
     agent_script: str = str(Path(__file__).resolve().parents[2] / "agent" / "boot.py")
+    # What an upstream agent's program runs first, without site (see host/gate.py)
+    gate_script: str = str(Path(__file__).resolve().parents[1] / "host" / "gate.py")
 
 
 @dataclass(frozen=True)
@@ -154,7 +157,10 @@ def agent_command(agent: Agent, layout: Layout, fleet: Fleet, ctx: RenderContext
             *token,
             *metrics_options(fleet, agent.name),
         ]
-    return [*shlex.split(agent.agent_command), "-c", conf, *token]
+    # Upstream's agent knows no drain flag and undoes a drain at each start: its program
+    # goes through the gate, which holds it while the flag is there (host/gate.py).
+    gate = [ctx.python, "-S", ctx.gate_script, "--drain-file", str(layout.drain_file(agent.name))]
+    return [*gate, "--", *shlex.split(agent.agent_command), "-c", conf, *token]
 
 
 def metrics_options(fleet: Fleet, name: str) -> list[str]:
@@ -181,11 +187,18 @@ def _render_agent(fleet: Fleet, agent: Agent, layout: Layout, ctx: RenderContext
         startsecs=agent.startsecs,
         stopwaitsecs=agent.stopwaitsecs,
         user=agent.user,
-        environment=_with_path(agent.environment, ctx),
+        environment=_with_path(_with_stopwait(agent), ctx),
         log_file=layout.log_file(agent.name),
         priority=AGENT_PRIORITY,
     )
     return Program(agent.name, _program_path(agent.name, ctx), text, config_files)
+
+
+def _with_stopwait(agent: Agent) -> dict[str, str]:
+    """A tf-agent learns how long supervisord waits after its SIGTERM: its cleanup fits."""
+    if not agent.is_tf_agent:
+        return agent.environment
+    return {**agent.environment, STOPWAITSECS_ENV: str(agent.stopwaitsecs)}
 
 
 def _render_server(fleet: Fleet, layout: Layout, ctx: RenderContext) -> Program:

@@ -25,12 +25,14 @@ from multiagent.fleet.model.layout import Layout
 from multiagent.fleet.model.operations import (
     ASK_FILE,
     ASK_SIGNAL,
+    KEEP_DRAIN,
     REMOVE_PROGRAM,
     SERVER_STATE,
     SET_DRAIN,
     START,
     STOP,
     SWAP_PROGRAM,
+    TELL_REMOVED,
     Action,
     AgentFacts,
     Operation,
@@ -38,9 +40,17 @@ from multiagent.fleet.model.operations import (
     Snapshot,
 )
 from multiagent.fleet.model.render import token_files
-from multiagent.fleet.serverinfo import server_agent
+from multiagent.fleet.serverinfo import agent_job
 from multiagent.fleet.supervisord.client import Faults, Supervisor, SupervisorError
-from multiagent.vocabulary import DEFAULT_RESTART_DIR, Phase
+from multiagent.vocabulary import (
+    DEFAULT_RESTART_DIR,
+    REMOVED_COMMENT,
+    REMOVED_STATE,
+    DrainMode,
+    Phase,
+    clean_reason,
+    drained_comment,
+)
 
 SERVER_CACHE_SECONDS = 2.0
 # Up to this many agents in an operation, a look asks supervisord for those agents only
@@ -55,18 +65,20 @@ class ServerJobs:
     """The job a server holds for an agent, asked at most every 2 s per agent."""
 
     url: str | None
-    cache: dict[str, tuple[float, str | None]] = field(default_factory=dict)
+    token_files: dict[str, str] = field(default_factory=dict)
+    cache: dict[str, tuple[float, str | None, str | None]] = field(default_factory=dict)
 
-    def job_of(self, name: str) -> str | None:
+    def job_of(self, name: str) -> tuple[str | None, str | None]:
+        """(the job, None), or (None, why the server could not say)."""
         if not self.url:
-            return None
+            return None, "the fleet has no server to ask"
         now = time.monotonic()
         cached = self.cache.get(name)
         if cached and now - cached[0] < SERVER_CACHE_SECONDS:
-            return cached[1]
-        job_id = server_agent(self.url, name).get("job_id") or None
-        self.cache[name] = (now, job_id if isinstance(job_id, str) else None)
-        return self.cache[name][1]
+            return cached[1], cached[2]
+        job_id, why = agent_job(self.url, name, self.token_files.get(name))
+        self.cache[name] = (now, job_id, why)
+        return job_id, why
 
 
 @dataclass
@@ -81,7 +93,7 @@ class Env:
     server_jobs: ServerJobs = field(init=False)
 
     def __post_init__(self) -> None:
-        self.server_jobs = ServerJobs(self.server_url)
+        self.server_jobs = ServerJobs(self.server_url, self.token_files)
 
 
 def fleet_env(fleet: Fleet, supervisor: Supervisor) -> Env:
@@ -118,7 +130,7 @@ def _facts(
     )
     started = process_start_time(info.pid) if live else None
     children = 0
-    server_job = None
+    server_job = server_unknown = None
     # What the process does, where no status file can say: upstream agents write none,
     # and a tf-agent's may be missing, stale or another process's.
     said = judge(status_file, info.pid, time.time())[0] if kind == ProgramKind.TF_AGENT else None
@@ -126,14 +138,14 @@ def _facts(
     if live and (kind == ProgramKind.UPSTREAM or unproven):
         children = _children(info.pid)
         if not children:
-            server_job = env.server_jobs.job_of(name)
+            server_job, server_unknown = env.server_jobs.job_of(name)
     elif live and said is not None and not (said.get("job_id") or said.get("state") in Phase.ALL):
         # Idle, says the file: no phase may still run below it.
         children = children_of.of(info.pid)
     log_tail: tuple[str, ...] = ()
     if info.state in ProcessState.FAILED or info.state in ProcessState.DOWN:
         log_tail = tuple(tail_lines(env.layout.log_file(name), 3))
-    return AgentFacts(info, status_file, started, children, server_job, log_tail)
+    return AgentFacts(info, status_file, started, children, server_job, log_tail, server_unknown)
 
 
 def _children(pid: int) -> int:
@@ -172,18 +184,40 @@ def execute(action: Action, env: Env) -> list[str]:
         triggers.ask_restart_by_signal(supervisor, name)
     elif action.verb == ASK_FILE:
         triggers.ask_restart_by_file(env.restart_dir, name)
-    elif action.verb == SET_DRAIN:
-        triggers.set_drain(env.layout, name, action.arg)
-    elif action.verb == SERVER_STATE:
-        triggers.set_server_state(
-            env.server_url or "", name, action.arg, "drained by tf-fleet", env.token_files.get(name)
-        )
+    elif action.verb in (SET_DRAIN, SERVER_STATE):
+        _drain(action, env)
     elif action.verb == SWAP_PROGRAM:
-        _swap_program(env, name)
+        _swap_program(env, name, keep_drain=action.arg == KEEP_DRAIN)
     elif action.verb == REMOVE_PROGRAM:
         return _remove_program(env, name)
+    elif action.verb == TELL_REMOVED:
+        return _tell_removed(env, name)
     else:
         raise ValueError(f"unknown action {action.verb!r}")
+    return []
+
+
+def _drain(action: Action, env: Env) -> None:
+    """The drain flag (tf-agent), or the agent's state on its server (upstream)."""
+    if action.verb == SET_DRAIN:
+        triggers.set_drain(env.layout, action.name, action.arg, action.reason)
+        return
+    triggers.set_server_state(
+        env.server_url or "",
+        action.name,
+        action.arg,
+        drained_comment(clean_reason(action.reason)),
+        env.token_files.get(action.name),
+    )
+
+
+def _tell_removed(env: Env, name: str) -> list[str]:
+    try:
+        triggers.set_server_state(
+            env.server_url or "", name, REMOVED_STATE, REMOVED_COMMENT, env.token_files.get(name)
+        )
+    except UserError as exc:  # the removal is done; only the server's view lags
+        return [f"the server still lists it as it was: {exc}"]
     return []
 
 
@@ -211,13 +245,15 @@ def take_out(supervisor: Supervisor, name: str) -> None:
     raise SupervisorError(f"{name}: supervisord keeps starting it again; not removed")
 
 
-def _swap_program(env: Env, name: str) -> None:
+def _swap_program(env: Env, name: str, keep_drain: bool = False) -> None:
     """The agent is idle and gone: its staged entry goes live, then the program is swapped.
     Someone's `supervisorctl update` in between does the same swap (a process it starts
-    then still sees the hold and exits before polling, until the flag is cleared)."""
+    then still sees the hold and exits before polling, until the flag is cleared).
+    `keep_drain`: a drain flag stays (an upstream agent's gate holds a drained agent)."""
     pending.install(env.layout, env.supervisor.target, name)
     take_out(env.supervisor, name)
-    triggers.clear_drain(env.layout, name)  # before the new process could read it
+    if not (keep_drain and triggers.read_drain(env.layout, name) == DrainMode.DRAIN):
+        triggers.clear_drain(env.layout, name)  # before the new process could read it
     added, _, _ = env.supervisor.reload_config()
     if name in added:
         env.supervisor.add(name)  # autostart=true starts it

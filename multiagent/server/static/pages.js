@@ -1,5 +1,6 @@
-// The local server's pages: keep relative times current, submit filters on change, and
-// reload the Agents page now and then (the query string, hence the filter, is kept).
+// The local server's pages: keep relative times current, submit filters on change,
+// reload the Agents page now and then (the query string, hence the filter, is kept), and
+// keep a job's or an agent's page current by fetching its changing part.
 (function () {
   "use strict";
   var body = document.body;
@@ -49,6 +50,45 @@
       }
       window.location.reload();
     }, seconds * 1000);
+  }
+  // A job's page and an agent's page: fetch their changing part every few seconds and
+  // put it in place (no reload, no flicker: nothing is touched when nothing changed).
+  // A job's part says when the job is over; then the page stops asking.
+  var live = document.getElementById("live");
+  if (live && live.getAttribute("data-live")) {
+    var liveUrl = live.getAttribute("data-live");
+    var every = (parseFloat(live.getAttribute("data-every")) || 3) * 1000;
+    var shown = null;
+    var update = function () {
+      fetch(liveUrl, { credentials: "same-origin", cache: "no-store" })
+        .then(function (resp) {
+          if (resp.status >= 400 && resp.status < 500) throw new Error("gone");
+          if (!resp.ok) return null;
+          return resp.text();
+        })
+        .then(function (text) {
+          if (text !== null && text !== shown) {
+            live.innerHTML = text;
+            shown = text;
+            refreshTimes();
+          }
+          body.setAttribute("data-updates", String((parseInt(body.getAttribute("data-updates"), 10) || 0) + 1));
+          if (live.querySelector("[data-live-end]")) {
+            body.setAttribute("data-live", "ended");
+            return;
+          }
+          setTimeout(update, every);
+        })
+        .catch(function (err) {
+          if (err && err.message === "gone") {
+            body.setAttribute("data-live", "stopped");  // the job or agent is no more
+          } else {
+            setTimeout(update, every * 2);  // the server is away for a moment
+          }
+        });
+    };
+    body.setAttribute("data-live", "on");
+    setTimeout(update, every);
   }
   body.setAttribute("data-js", "ready");
 })();
