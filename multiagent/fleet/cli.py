@@ -645,8 +645,10 @@ def restart(
             pids, interrupted = hard_restart(fleet, supervisor, selected, force)
         for one in interrupted:
             click.echo(one.line())
-        for name, pid in pids.items():
-            click.echo(f"{name}: restarted (pid {pid})")
+        opts.lines().many(
+            [f"{name}: restarted (pid {pid})" for name, pid in pids.items()],
+            f"restarted {plural(len(pids), 'agent')}",
+        )
         return
     if max_parallel < 1:
         raise click.BadParameter("must be at least 1", param_hint="--max-parallel")
