@@ -169,8 +169,8 @@ def test_the_agent_and_the_server_import_nothing_of_the_other_wings(wing):
 # tf-fleet's floors, lowest first: a module may import its own floor and those below.
 FLEET = f"{PACKAGE}.fleet"
 FLEET_FLOORS = ("model", "supervisord", "host", "reconcile", "commands", "cli")
-# Leaves every floor may use: the user-facing errors and the server client.
-FLEET_LEAVES = ("errors", "serverinfo", "serverclient")
+# Leaves every floor may use: the user-facing errors and words, and the server client.
+FLEET_LEAVES = ("errors", "messages", "serverinfo", "serverclient")
 
 
 def _floor(name: str) -> int | None:

@@ -17,6 +17,13 @@ import click
 
 from multiagent import __version__
 from multiagent.fleet.errors import ExitStatus, UserError
+from multiagent.fleet.messages import (
+    SUMMARY_OVER,
+    Lines,
+    plural,
+    unknown_agents,
+    use_local_time,
+)
 from multiagent.fleet.model.fleetfile import ProgramKind, load_fleet
 from multiagent.fleet.model.layout import Layout
 from multiagent.vocabulary import parse_duration
@@ -25,18 +32,26 @@ if TYPE_CHECKING:
     from multiagent.fleet.commands.canary import CanaryGate
     from multiagent.fleet.commands.up import UpReport
     from multiagent.fleet.host.rejected import Rejection
+    from multiagent.fleet.host.watchers import Watcher
     from multiagent.fleet.model.fleetfile import Fleet
     from multiagent.fleet.model.operations import Operation, RunResult
     from multiagent.fleet.model.render import Rendering
+    from multiagent.fleet.reconcile.progress import Progress
     from multiagent.fleet.supervisord.client import Supervisor, SupervisorTarget
 
 PLAN_KINDS = ("add", "start", "restart", "replace", "remove", "unchanged")
 
 
 class Options:
-    def __init__(self, config: str, state_dir: str | None):
+    def __init__(self, config: str, state_dir: str | None, verbose: bool = False):
         self.config = config
         self.state_dir = state_dir
+        self.verbose = verbose
+        self.progress: Progress | None = None  # this command's progress lines, if any
+        self.lock_wait = True  # --no-lock-wait: fail at once while another command changes
+
+    def lines(self, as_json: bool = False) -> Lines:
+        return Lines(verbose=self.verbose, quiet=as_json)
 
     def fleet(self) -> Fleet:
         return load_fleet(self.config, self.state_dir)
@@ -65,6 +80,8 @@ def handles_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(exc.exit_status)
         except click.ClickException:
             raise
+        except BrokenPipeError:
+            _quiet_broken_pipe()
         except KeyboardInterrupt:
             click.echo(
                 "interrupted: tf-fleet stopped waiting; no job was interrupted, and what was"
@@ -81,6 +98,14 @@ def handles_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(ExitStatus.FAILED)
 
     return wrapper
+
+
+def _quiet_broken_pipe() -> None:
+    """The reader went away (`| head`): stop quietly, as `cat` does. Whatever is still
+    buffered goes nowhere, so the interpreter's last flush cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(ExitStatus.BROKEN_PIPE)
 
 
 def _write_traceback() -> str:
@@ -120,11 +145,32 @@ class FleetGroup(click.Group):
     default=None,
     help="Where tf-fleet writes everything (overrides the fleet file's state_dir).",
 )
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help="Every line: each file written, each program started, each agent's progress"
+    " (else one summary line per kind for large fleets).",
+)
+@click.option(
+    "--local",
+    "local_time",
+    is_flag=True,
+    help="Print times in the host's time zone (named) instead of UTC.",
+)
 @click.version_option(version=__version__, prog_name="tf-fleet")
 @click.pass_context
-def main(click_ctx: click.Context, config: str, state_dir: str | None) -> None:
+def main(
+    click_ctx: click.Context, config: str, state_dir: str | None, verbose: bool, local_time: bool
+) -> None:
     """Run a host's Testflinger device agents under supervisord."""
-    click_ctx.obj = Options(config, state_dir)
+    use_local_time(local_time)
+    # Each line as it happens, also into a pipe (CI, `| tee`, a journal).
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure:
+            reconfigure(line_buffering=True)
+    click_ctx.obj = Options(config, state_dir, verbose)
 
 
 pass_options = click.make_pass_decorator(Options)
@@ -152,10 +198,14 @@ def _select(fleet: Fleet, names: tuple[str, ...], all_agents: bool) -> list[str]
         return sorted(fleet.agents)
     if not names:
         raise click.UsageError("name at least one agent, or --all")
-    unknown = [n for n in names if n not in fleet.agents]
-    if unknown:
-        raise click.BadParameter(f"not in the fleet file: {', '.join(unknown)}", param_hint="NAME")
+    _refuse_unknown(fleet, [n for n in names if n not in fleet.agents])
     return list(dict.fromkeys(names))
+
+
+def _refuse_unknown(fleet: Fleet, unknown: list[str]) -> None:
+    """Names the fleet file does not have: the same words in every command (exit 2)."""
+    if unknown:
+        raise click.UsageError(unknown_agents(unknown, fleet.path, sorted(fleet.agents)))
 
 
 def _only_ours(fleet: Fleet, target: SupervisorTarget, names: list[str]) -> None:
@@ -167,15 +217,35 @@ def _only_ours(fleet: Fleet, target: SupervisorTarget, names: list[str]) -> None
 
 
 @contextmanager
-def _changing(
-    fleet: Fleet, command: str, wait: bool = True, supersede: bool = False
-) -> Iterator[None]:
-    """One command that changes the fleet at a time (a second waits, or fails at once;
-    a forced one makes a waiting holder stop and takes over)."""
+def _changing(fleet: Fleet, command: str, supersede: bool = False) -> Iterator[None]:
+    """One command that changes the fleet at a time (a second waits, or with
+    --no-lock-wait fails at once; a forced one makes a waiting holder stop and takes
+    over)."""
     from multiagent.fleet.host.statelock import exclusive
 
+    opts = click.get_current_context().find_object(Options)
+    wait = opts.lock_wait if opts else True
     with exclusive(Layout(fleet.state_dir), command, wait=wait, say=_say, supersede=supersede):
         yield
+
+
+def lock_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--no-lock-wait, the same on every command that changes the fleet."""
+
+    @click.option(
+        "--no-lock-wait",
+        is_flag=True,
+        help="While another tf-fleet command changes this fleet, exit 1 at once (naming it)"
+        " instead of waiting for it.",
+    )
+    @wraps(func)
+    def with_lock(*args: Any, no_lock_wait: bool, **kwargs: Any) -> Any:
+        opts = click.get_current_context().find_object(Options)
+        if opts:
+            opts.lock_wait = not no_lock_wait
+        return func(*args, **kwargs)
+
+    return with_lock
 
 
 def _say(text: str) -> None:
@@ -185,7 +255,20 @@ def _say(text: str) -> None:
 def _progress(enabled: bool) -> Callable[[Sequence[Operation]], None] | None:
     from multiagent.fleet.reconcile.progress import Progress
 
-    return Progress() if enabled else None
+    if not enabled:
+        return None
+    opts = click.get_current_context().find_object(Options)
+    progress = Progress(verbose=bool(opts and opts.verbose))
+    if opts:
+        opts.progress = progress
+    return progress
+
+
+def _failures_said() -> set[str]:
+    """The failures the progress lines already said on stderr (never twice)."""
+    opts = click.get_current_context().find_object(Options)
+    progress = opts.progress if opts else None
+    return progress.failures_said if progress else set()
 
 
 def _carry_out(
@@ -226,8 +309,9 @@ def _report(result: RunResult, as_json: bool, what: str) -> None:
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
         return
+    said = _failures_said()
     for op in result.operations:
-        if op.failed:
+        if op.failed and op.name not in said:
             click.echo(f"{op.name}: {op.text}", err=True)
         for note in op.notes:
             click.echo(f"{op.name}: {note}")
@@ -413,7 +497,10 @@ def _rejected_now(fleet: Fleet, rendering: Rendering) -> Rejection | None:
 
 @main.command()
 @click.option(
-    "--no-wait", is_flag=True, help="Start and ask, then return; the next `up` finishes the rest."
+    "--no-wait",
+    is_flag=True,
+    help="Start and ask, then return; the next `up` finishes the rest (it still waits its"
+    " turn behind another command: see --no-lock-wait).",
 )
 @click.option(
     "--timeout",
@@ -428,6 +515,7 @@ def _rejected_now(fleet: Fleet, rendering: Rendering) -> Rejection | None:
 )
 @json_report
 @canary_options
+@lock_option
 @pass_options
 @handles_errors
 def up(
@@ -446,7 +534,7 @@ def up(
         raise click.UsageError("--canary waits for its gate: it does not go with --no-wait")
     fleet = opts.fleet()
     supervisor = _supervisor(fleet, timeout)
-    with _changing(fleet, "up", wait=not no_wait):
+    with _changing(fleet, "up"):
         report = run_up(
             fleet,
             supervisor,
@@ -456,11 +544,12 @@ def up(
             say=_say,
             canary=gate,
             force_rejected=force_rejected,
+            lines=opts.lines(as_json),
         )
     if as_json:
         click.echo(json.dumps(_up_json(report), indent=2))
     else:
-        _up_text(supervisor.target.socket_url, report, no_wait)
+        _up_text(fleet, report, no_wait)
     if _up_failed(report, no_wait):
         sys.exit(ExitStatus.FAILED)
 
@@ -480,14 +569,13 @@ def _up_json(report: UpReport) -> dict[str, Any]:
     }
 
 
-def _up_text(socket_url: str, report: UpReport, no_wait: bool) -> None:
+def _up_text(fleet: Fleet, report: UpReport, no_wait: bool) -> None:
+    """What is left to say once `up` is over (files and starts were said as they
+    happened)."""
     applied = report.applied
-    if report.started_supervisord:
-        click.echo(f"started supervisord (pid {report.started_supervisord}, socket {socket_url})")
-    for path in report.written:
-        click.echo(f"wrote {path}")
-    for name in report.started:
-        click.echo(f"started {name}: {report.states.get(name, 'starting')}")
+    if report.states:
+        running = [n for n, state in report.states.items() if state == "RUNNING"]
+        click.echo(f"running: {len(running)} of {plural(len(report.states), 'started program')}")
     if applied and no_wait:
         click.echo("asked; `tf-fleet plan` or `tf-fleet status` shows what is pending")
         from multiagent.fleet.model.operations import Replace
@@ -507,8 +595,19 @@ def _up_text(socket_url: str, report: UpReport, no_wait: bool) -> None:
         )
     if report.canaries and not report.canary_failure:
         click.echo(f"canaries passed: {', '.join(report.canaries)}; the rest followed")
-    counts = {k: len(report.plan.of_kind(k)) for k in PLAN_KINDS}
-    click.echo(", ".join(f"{v} {k}" for k, v in counts.items() if v) or "nothing to do")
+    click.echo(_plan_summary(fleet, report.plan))
+
+
+def _plan_summary(fleet: Fleet, plan: Any) -> str:
+    """`3 add, 1 unchanged` for the agents; the server's own action apart."""
+    server = fleet.server_program
+    agents = [a for a in plan.actions if a.name != server]
+    counts = {k: sum(a.kind == k for a in agents) for k in PLAN_KINDS}
+    text = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
+    server_action = next((a.kind for a in plan.actions if a.name == server), None)
+    if server_action and server_action != "unchanged":
+        text = f"{text}; server {server}: {server_action}" if text else f"server: {server_action}"
+    return text or "nothing to do"
 
 
 def _up_failed(report: UpReport, no_wait: bool) -> bool:
@@ -517,7 +616,8 @@ def _up_failed(report: UpReport, no_wait: bool) -> bool:
         click.echo(f"warning: {line}", err=True)
     failed = report.failed_to_start
     if failed:
-        click.echo(f"failed to start: {', '.join(failed)} (see `tf-fleet status`)", err=True)
+        listed = ", ".join(f"{n} ({report.states.get(n)})" for n in failed)
+        click.echo(f"failed to start: {listed}; `tf-fleet status` shows why", err=True)
     if report.canary_failure:
         click.echo(
             f"canary gate failed: {report.canary_failure}; rolled back"
@@ -564,10 +664,11 @@ def _refuse_file_for_upstream(method: str, operations: Sequence[Operation]) -> N
     default=None,
     help="How to ask (default: restart.method): SIGUSR1 or the restart file.",
 )
-@click.option("--no-wait", is_flag=True, help="Only ask, then return.")
+@click.option("--no-wait", is_flag=True, help="With --safe: only ask, then return.")
 @click.option("--force", is_flag=True, help="Without --safe: restart even mid-job.")
 @json_report
 @canary_options
+@lock_option
 @pass_options
 @handles_errors
 def restart(
@@ -585,6 +686,7 @@ def restart(
 ) -> None:
     """Restart agents. --safe: each exits when idle and comes back; with --all, a rolling
     restart that stops at the first agent that does not come back."""
+    _restart_flags(safe, force, no_wait or gate is not None or max_parallel != 1 or bool(method))
     fleet = opts.fleet()
     supervisor = _supervisor(fleet, timeout)
     selected = _select(fleet, names, all_agents)
@@ -593,12 +695,14 @@ def restart(
         from multiagent.fleet.commands.control import hard_restart
 
         command = "restart --force" if force else "restart"
-        with _changing(fleet, command, wait=not no_wait, supersede=force):
+        with _changing(fleet, command, supersede=force):
             pids, interrupted = hard_restart(fleet, supervisor, selected, force)
         for one in interrupted:
             click.echo(one.line())
-        for name, pid in pids.items():
-            click.echo(f"{name}: restarted (pid {pid})")
+        opts.lines().many(
+            [f"{name}: restarted (pid {pid})" for name, pid in pids.items()],
+            f"restarted {plural(len(pids), 'agent')}",
+        )
         return
     if max_parallel < 0:
         raise click.BadParameter("must be 0 (all at once) or more", param_hint="--max-parallel")
@@ -629,7 +733,7 @@ def restart(
             show_progress=not as_json,
         )
 
-    with _changing(fleet, "restart --safe", wait=not no_wait):
+    with _changing(fleet, "restart --safe"):
         if gate is None:
             result = run(list(operations))
         else:
@@ -651,11 +755,23 @@ def restart(
     _finish(result, as_json, "back", failing=not no_wait)
 
 
+def _restart_flags(safe: bool, force: bool, safe_only: bool) -> None:
+    """Flags that contradict each other are a usage error (exit 2), never one ignored."""
+    if safe and force:
+        raise click.UsageError("--safe never interrupts a job and --force does: give one")
+    if not safe and safe_only:
+        raise click.UsageError(
+            "--no-wait, --canary, --max-parallel and --method go with --safe; a hard"
+            " restart neither waits nor asks"
+        )
+
+
 @main.command()
 @click.option(
     "--timeout", default=None, help="How long to wait for jobs (default restart.timeout)."
 )
 @json_report
+@lock_option
 @pass_options
 @handles_errors
 def rollback(opts: Options, timeout: str | None, as_json: bool) -> None:
@@ -703,6 +819,7 @@ def _nothing_to_roll_back(layout: Layout) -> str:
 @click.option("--timeout", default=None, help="With --wait: how long (default restart.timeout).")
 @click.option("--reason", default="", help="Why: shown with the agent's state on the server.")
 @json_report
+@lock_option
 @pass_options
 @handles_errors
 def drain(
@@ -725,6 +842,7 @@ def drain(
     operations = [
         Drain(n, program_kind(fleet, supervisor.target, n), reason=reason) for n in selected
     ]
+    already = _drained(fleet, selected)
     with _changing(fleet, "drain"):
         result = _carry_out(
             fleet, supervisor, operations, timeout, wait=wait, show_progress=wait and not as_json
@@ -736,7 +854,14 @@ def drain(
         else:
             for op in failed:
                 click.echo(f"{op.name}: {op.text}", err=True)
-            click.echo(f"draining {len(operations) - len(failed)} agent(s); they take no new job")
+            done = [op.name for op in operations if not op.failed]
+            lines = opts.lines()
+            lines.many(
+                [f"{n}: already drained" if n in already else f"{n}: drained" for n in done],
+                f"drained {plural(len(done), 'agent')} ({len(already)} already)",
+            )
+            if done:
+                lines.say("they take no new job; running jobs go on (`tf-fleet resume` undoes it)")
         sys.exit(ExitStatus.FAILED if failed else ExitStatus.OK)
     _finish(result, as_json, "idle")
 
@@ -745,6 +870,7 @@ def drain(
 @click.argument("names", nargs=-1)
 @click.option("--all", "all_agents", is_flag=True, help="Every agent of the fleet.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@lock_option
 @pass_options
 @handles_errors
 def resume(opts: Options, names: tuple[str, ...], all_agents: bool, as_json: bool) -> None:
@@ -755,14 +881,32 @@ def resume(opts: Options, names: tuple[str, ...], all_agents: bool, as_json: boo
     supervisor = _supervisor(fleet)
     selected = _select(fleet, names, all_agents)
     _only_ours(fleet, supervisor.target, selected)
+    drained = _drained(fleet, selected)
     with _changing(fleet, "resume"):
         resumed = run_resume(fleet, supervisor, selected)
     if as_json:
         agents = [{"name": n, "started": started} for n, started in resumed.items()]
         click.echo(json.dumps({"agents": agents}, indent=2))
         return
+    lines = opts.lines()
+    said = []
     for name, started in resumed.items():
-        click.echo(f"{name}: resumed and started" if started else f"{name}: resumed")
+        if started:
+            said.append(f"{name}: resumed and started")
+        elif name in drained:
+            said.append(f"{name}: resumed")
+        else:
+            said.append(f"{name}: was not drained; takes jobs as before")
+    lines.many(said, f"resumed {plural(len(resumed), 'agent')} ({len(drained)} were drained)")
+
+
+def _drained(fleet: Fleet, names: list[str]) -> set[str]:
+    """The tf-agents among `names` whose drain flag is set now (an upstream agent's drain
+    is its state on the server: not known here)."""
+    from multiagent.fleet.host.triggers import read_drain
+
+    layout = Layout(fleet.state_dir)
+    return {n for n in names if read_drain(layout, n)}
 
 
 def _status_format(as_json: bool, output: str | None) -> str:
@@ -792,9 +936,9 @@ def status(opts: Options, names: tuple[str, ...], output: str | None, as_json: b
     fleet = opts.fleet()
     supervisor = _supervisor(fleet)
     wanted = list(names) or sorted(fleet.agents)
-    unknown = [n for n in wanted if n not in fleet.agents and n != fleet.server_program]
-    if unknown:
-        raise click.BadParameter(f"not in {opts.config}: {', '.join(unknown)}", param_hint="NAME")
+    _refuse_unknown(
+        fleet, [n for n in wanted if n not in fleet.agents and n != fleet.server_program]
+    )
     agents = [n for n in wanted if n in fleet.agents]
     running, rows, server, note = look(
         fleet, supervisor, agents, without_supervisord=output == "prometheus"
@@ -816,12 +960,16 @@ def status(opts: Options, names: tuple[str, ...], output: str | None, as_json: b
         text = status_text(running, rows, server, time.time(), label, host, rejection)
         click.echo(text, nl=False)
         return
+    from multiagent.fleet.commands.drift import drift
+
+    drifted = [] if names else drift(fleet, supervisor, running)
     if output == "json":
         data = {
             "supervisord_running": running,
             "server": server.to_json(),
             "agents": [r.to_json() for r in rows],
             "rejected": rejection.to_json() if rejection else None,
+            "drift": drifted,
         }
         click.echo(json.dumps(data, indent=2))
     else:
@@ -834,14 +982,23 @@ def status(opts: Options, names: tuple[str, ...], output: str | None, as_json: b
             click.echo(f"rejected: {rejection.line()}; {rejected.ADVICE}")
         if rows:
             click.echo(format_table(rows))
-    if any(r.failed for r in rows) or server.failed:
+        for line in drifted:
+            click.echo(line)
+    if any(r.failed for r in rows) or server.failed or drifted:
         sys.exit(ExitStatus.FAILED)
 
 
 @main.command()
 @click.argument("name")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
-@click.option("-n", "--lines", default=50, show_default=True, help="How many lines to show.")
+@click.option(
+    "-n",
+    "--lines",
+    type=click.IntRange(min=0),
+    default=50,
+    show_default=True,
+    help="How many lines to show.",
+)
 @pass_options
 @handles_errors
 def logs(opts: Options, name: str, follow: bool, lines: int) -> None:
@@ -851,7 +1008,7 @@ def logs(opts: Options, name: str, follow: bool, lines: int) -> None:
 
     fleet = opts.fleet()
     if name not in fleet.agents and name != fleet.server_program:
-        raise click.BadParameter(f"not in {opts.config}", param_hint="NAME")
+        _refuse_unknown(fleet, [name])
     from multiagent.fleet.supervisord.client import target_for
 
     _only_ours(fleet, target_for(fleet), [name])
@@ -870,15 +1027,21 @@ def logs(opts: Options, name: str, follow: bool, lines: int) -> None:
 @click.option("--force", is_flag=True, help="Stop even agents that are running a job.")
 @click.option("--timeout", default=None, help="With --safe: how long to wait for jobs.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@lock_option
 @pass_options
 @handles_errors
 def down(opts: Options, safe: bool, force: bool, timeout: str | None, as_json: bool) -> None:
     """Stop every agent and, in private mode, supervisord."""
     from multiagent.fleet.commands.down import down as run_down
 
+    if safe and force:
+        raise click.UsageError(
+            "--safe waits for running jobs and --force interrupts them: give one"
+        )
     fleet = opts.fleet()
     supervisor = _supervisor(fleet, timeout)
     supervisord_was_running = supervisor.is_running()
+    watched = _refuse_watched_server(fleet, force)
     with _changing(fleet, "down --force" if force else "down", supersede=force):
         stopped, drained, interrupted = run_down(
             fleet,
@@ -903,11 +1066,63 @@ def down(opts: Options, safe: bool, force: bool, timeout: str | None, as_json: b
         return
     for one in interrupted:
         click.echo(one.line())
+    for watcher in watched:
+        click.echo(
+            f"warning: stopped the server under {watcher.text()}: it cannot read its job's end",
+            err=True,
+        )
+    listed = stopped and (len(stopped) <= SUMMARY_OVER or opts.verbose)
     click.echo(
-        f"stopped {len(stopped)} program(s)" + (": " + ", ".join(stopped) if stopped else "")
+        f"stopped {plural(len(stopped), 'program')}" + (f": {', '.join(stopped)}" if listed else "")
     )
     if stopped_supervisord:
         click.echo("supervisord stopped")
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@pass_options
+@handles_errors
+def ctl(opts: Options, args: tuple[str, ...]) -> None:
+    """Run the host's supervisorctl on this fleet's supervisord (private or system):
+    `tf-fleet ctl status`, `tf-fleet ctl tail -f dut-01`, `tf-fleet ctl signal USR1
+    dut-01`. Its exit status is supervisorctl's."""
+    import shutil
+
+    fleet = opts.fleet()
+    from multiagent.fleet.supervisord.client import target_for
+
+    target = target_for(fleet)
+    found = shutil.which("supervisorctl")
+    command = [found] if found else [sys.executable, "-m", "supervisor.supervisorctl"]
+    command += ["-c", str(target.config), *args]
+    sys.stdout.flush()
+    try:
+        os.execvp(command[0], command)  # supervisorctl's own terminal, signals and status
+    except OSError as exc:
+        raise click.ClickException(f"cannot run {command[0]}: {exc.strerror}") from exc
+
+
+def _refuse_watched_server(fleet: Fleet, force: bool) -> list[Watcher]:
+    """`submit --wait` processes that follow a job on the fleet's embedded server. Without
+    --force `down` refuses (exit 1): stopped under them, they would end in a connection
+    error though their job ended well; each ends by itself once its job ends. With
+    --force, the ones it stops the server under (said at the end)."""
+    if not fleet.server.embedded:
+        return []
+    from multiagent.fleet.host.watchers import watchers
+
+    found = watchers(fleet.server.url)
+    if found and not force:
+        for watcher in found:
+            click.echo(f"{watcher.text()} follows a job on this fleet's server", err=True)
+        click.echo(
+            "refusing to stop the server under it: it ends by itself once its job ends;"
+            " wait for it, or use --force (it then cannot read its job's end)",
+            err=True,
+        )
+        sys.exit(ExitStatus.FAILED)
+    return found
 
 
 @main.command("submit")
@@ -927,11 +1142,12 @@ def down(opts: Options, safe: bool, force: bool, timeout: str | None, as_json: b
 )
 @click.option(
     "--poll-interval",
-    default=2.0,
+    default=0.5,
     show_default=True,
-    type=float,
-    help="Seconds between polls with --wait.",
+    type=click.FloatRange(min=0.05),
+    help="Seconds between looks at the job's state and new output with --wait.",
 )
+@handles_errors
 def submit_command(
     job_file: Path, server: str, wait: bool, token_file: Path | None, poll_interval: float
 ) -> None:
@@ -939,9 +1155,19 @@ def submit_command(
     # A client of any Testflinger-compatible server, the local one or a lab's.
     import yaml
 
-    from multiagent.fleet.commands.submit import follow, pack_attachments
-    from multiagent.fleet.serverclient import ServerClient, ServerError
+    from multiagent.fleet.commands.submit import (
+        follow,
+        pack_attachments,
+        queue_warning,
+        refusal_lines,
+        server_url_problem,
+    )
+    from multiagent.fleet.serverclient import Refused, ServerClient, ServerError
     from multiagent.tokenfile import read_token_file
+
+    problem = server_url_problem(server)
+    if problem:
+        raise click.BadParameter(problem, param_hint="--server")
 
     try:
         job = yaml.safe_load(job_file.read_text())
@@ -953,8 +1179,16 @@ def submit_command(
     client = ServerClient(server, token)
     try:
         job, archive = pack_attachments(job, job_file.resolve().parent)
-        job_id = client.submit(job, archive)
+        try:
+            job_id = client.submit(job, archive)
+        except Refused as exc:
+            for line in refusal_lines(exc.status, exc.body, job, client):
+                click.echo(line, err=True)
+            sys.exit(ExitStatus.FAILED)
         click.echo(job_id)
+        warning = queue_warning(client, str(job.get("job_queue") or ""))
+        if warning:
+            click.echo(warning, err=True)
         if wait:
             sys.exit(follow(client, job_id, click.echo, interval=poll_interval))
     except ServerError as exc:  # unreachable included: it names the server

@@ -16,6 +16,7 @@ class ExitStatus:
     OK: Final = 0
     FAILED: Final = 1  # the command could not do what was asked, or what it checked failed
     INVALID: Final = 2  # the fleet file or the command line is wrong (click's usage error too)
+    BROKEN_PIPE: Final = 141  # the reader went away: 128 + SIGPIPE, as `cat | head` ends
     INTERRUPTED: Final = 130  # Ctrl-C: 128 + SIGINT, as a shell reports it
 
 
@@ -37,7 +38,20 @@ class BusyError(UserError):
         self.advice = advice
 
     def lines(self) -> list[str]:
-        return [f"{name} is busy: {text}" for name, text in self.busy.items()] + [self.advice]
+        return [f"{name} is busy: {_doing(text)}" for name, text in self.busy.items()] + [
+            self.advice
+        ]
+
+
+def _doing(text: str) -> str:
+    """What a busy agent does, said of the agent (an operation's words are of the wait)."""
+    for waiting, doing in (
+        ("waiting for job ", "runs job "),
+        ("waiting for its job to end", "runs a job"),
+    ):
+        if text.startswith(waiting):
+            return doing + text.removeprefix(waiting)
+    return text
 
 
 class StaleEntryError(UserError):

@@ -29,6 +29,15 @@ class ServerError(UserError):
     """The server could not be reached, or refused a request; the text says which."""
 
 
+class Refused(ServerError):
+    """The server answered a request with an error status; `body` is what it said."""
+
+    def __init__(self, what: str, status: int, body: str):
+        super().__init__(f"{what}: HTTP {status}: {body.strip()}")
+        self.status = status
+        self.body = body
+
+
 class Unreachable(ServerError):
     """No answer at all (refused, reset, timed out, no such host)."""
 
@@ -173,7 +182,7 @@ class ServerClient:
     def submit(self, job: dict[str, Any], archive: bytes | None) -> str:
         resp = self.request("POST", "/v1/job", job)
         if resp.status != 200:
-            raise ServerError(f"submit failed: HTTP {resp.status}: {resp.text.strip()}")
+            raise Refused("submit failed", resp.status, resp.text)
         job_id = str(resp.json()["job_id"])
         if archive is not None:
             body, content_type = _multipart("file", "attachments.tar.gz", archive)
@@ -192,6 +201,18 @@ class ServerClient:
                     f"attachment upload failed: HTTP {resp.status}: {resp.text.strip()}"
                 )
         return job_id
+
+    def queue_agents(self, queue: str) -> list[dict[str, Any]]:
+        """The agents the server knows on `queue` ([] when none, as its 404 says)."""
+        import urllib.parse
+
+        resp = self.request("GET", f"/v1/queues/{urllib.parse.quote(queue, safe='')}/agents")
+        if resp.status == 404:
+            return []
+        if resp.status >= 400:
+            raise Refused(f"agents of queue {queue}", resp.status, resp.text)
+        data = resp.json()
+        return [a for a in data if isinstance(a, dict)] if isinstance(data, list) else []
 
     def result(self, job_id: str) -> dict[str, Any] | None:
         resp = self.request("GET", f"/v1/result/{job_id}")

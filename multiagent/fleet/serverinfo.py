@@ -22,7 +22,7 @@ def probe(server_url: str, timeout: float = LOOK_TIMEOUT) -> Reachability:
     try:
         status = ServerClient(server_url).request("GET", "/v1", timeout=timeout).status
     except Unreachable as exc:
-        return Reachability(False, f"unreachable ({exc.reason})")
+        return Reachability(False, str(exc.reason))
     took = (time.monotonic() - started) * 1000
     return Reachability(status < 500, f"HTTP {status} in {took:.0f} ms")
 

@@ -283,6 +283,54 @@ def test_missing_fleet_file_is_a_clear_error(tmp_path):
     )
     assert proc.returncode == 2
     assert "nope.yaml: (file): cannot read the fleet file" in proc.stderr
+    assert "`tf-fleet -c FILE` or $TF_FLEET_CONFIG" in proc.stderr
+
+
+def _tf_fleet(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "multiagent", *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+
+
+def test_an_unknown_agent_reads_the_same_in_every_command(tmp_path):
+    names = "".join(f"  dut-0{i}:\n    job_queues: [q]\n" for i in range(1, 6))
+    (tmp_path / "fleet.yaml").write_text(f"state_dir: state\nagents:\n{names}")
+    said = "unknown agent 'dut-99' (fleet file fleet.yaml; agents: dut-01 ... dut-05 (5))"
+    for command in ("status", "logs", "restart", "drain", "resume"):
+        proc = _tf_fleet(tmp_path, command, "dut-99")
+        assert proc.returncode == 2, (command, proc.stderr)
+        assert said in proc.stderr, (command, proc.stderr)
+        assert proc.stdout == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fleet.yaml"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("restart", "--safe", "--force", "a1"),
+        ("restart", "--no-wait", "a1"),
+        ("restart", "--max-parallel", "3", "a1"),
+        ("down", "--safe", "--force"),
+        ("logs", "-n", "-3", "a1"),
+    ],
+    ids=" ".join,
+)
+def test_contradictory_or_impossible_flags_are_a_usage_error(tmp_path, args):
+    (tmp_path / "fleet.yaml").write_text("state_dir: state\nagents:\n  a1:\n    job_queues: [q]\n")
+    proc = _tf_fleet(tmp_path, *args)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.startswith("Usage:") and "Traceback" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fleet.yaml"]
+
+
+@pytest.mark.parametrize("command", ["up", "down", "restart", "drain", "resume", "rollback"])
+def test_every_changing_command_can_refuse_to_wait_for_the_lock(tmp_path, command):
+    proc = _tf_fleet(tmp_path, command, "--help")
+    assert "--no-lock-wait" in proc.stdout
 
 
 def test_the_example_fleet_is_valid():

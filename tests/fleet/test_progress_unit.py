@@ -47,3 +47,65 @@ def test_interrupted_names_what_is_pending_and_that_nothing_was_interrupted():
         " by itself)"
     )
     assert lines[2] == "  still pending: a2: queued"
+
+
+def test_many_operations_make_one_line_of_counts_and_a_failure_is_said_once_on_stderr():
+    clock = [1000.0]
+    out, err = io.StringIO(), io.StringIO()
+    progress = Progress(out, live=False, clock=lambda: clock[0], err=err)
+    ops = [SafeRestart(f"a{i:02}", ProgramKind.TF_AGENT, "signal") for i in range(12)]
+    for op in ops:
+        op.begin(Snapshot({}, 1000.0))
+        op.stage = "asked"
+    progress(ops)
+    ops[0].fail("did not come back", 1001.0)
+    progress(ops)
+    progress(ops)  # nothing new: no line
+    clock[0] += REPEAT_SECONDS
+    progress(ops)  # still pending: said again
+    assert [line.split(" (")[0] for line in out.getvalue().splitlines()] == [
+        "12 agents: 12 asked",
+        "12 agents: 11 asked, 1 failed",
+        "12 agents: 11 asked, 1 failed",
+    ]
+    assert err.getvalue() == "a00: FAILED: did not come back\n"
+    verbose = io.StringIO()
+    Progress(verbose, live=False, err=io.StringIO(), verbose=True)(ops)
+    assert len(verbose.getvalue().splitlines()) == 11  # one per agent; the failure on err
+
+
+def test_lines_summarise_a_large_fleet_unless_verbose():
+    from pathlib import Path
+
+    from multiagent.fleet.messages import Lines
+
+    out = io.StringIO()
+    names = [f"dut-{i:03}" for i in range(200)]
+    Lines(out=out).started([*names, "tf-fleet-server"], 3.14, "tf-fleet-server")
+    Lines(out=out).wrote([Path(f"/s/agents/{n}/a.conf") for n in names])
+    Lines(out=out).started(["dut-1"], 0.1, "tf-fleet-server")
+    assert out.getvalue().splitlines() == [
+        "started 200 agents (and the server, tf-fleet-server) in 3.1 s",
+        "wrote 200 files under /s/agents",
+        "started dut-1",
+    ]
+    every = io.StringIO()
+    Lines(verbose=True, out=every).started(names, 1.0)
+    assert len(every.getvalue().splitlines()) == 200
+
+
+def test_times_are_utc_with_the_zone_unless_local(monkeypatch):
+    import time
+
+    from multiagent.fleet.messages import clock, use_local_time
+
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        assert clock(0.0) == "00:00:00 UTC"
+        use_local_time(True)
+        assert clock(0.0) == "09:00:00 JST"
+    finally:
+        use_local_time(False)
+        monkeypatch.delenv("TZ")
+        time.tzset()

@@ -28,7 +28,7 @@ def test_two_changing_commands_take_turns(fleet_env):
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         os.pwrite(fd, b"pid 4242 (tf-fleet up)\n", 0)
-        refused = fleet_env.run("up", "--no-wait", check=False)
+        refused = fleet_env.run("up", "--no-lock-wait", check=False)
         assert refused.returncode == 1
         assert "pid 4242 (tf-fleet up) is changing this fleet" in refused.stderr
         assert "Traceback" not in refused.stderr
@@ -54,8 +54,17 @@ def test_an_agent_whose_status_file_cannot_be_written_counts_as_busy(fleet_env):
     pids = fleet_env.start(fleet_env.agent_fleet(["uk1"]))
     job = fleet_env.hold_running("shared")
     status_file = Layout(fleet_env.state_dir).status_file("uk1")
-    status_file.unlink()
-    status_file.mkdir()  # every write of the agent now fails, and the file is unreadable
+
+    def put_a_dir_in_its_place() -> bool:
+        status_file.unlink(missing_ok=True)
+        try:
+            status_file.mkdir()
+        except FileExistsError:  # the agent rewrote its file in between: again
+            return False
+        return True
+
+    # every write of the agent now fails, and the file is unreadable
+    wait_until(put_a_dir_in_its_place, what="a directory where uk1's status file was")
     try:
         restart = fleet_env.run("restart", "uk1", check=False)
         assert restart.returncode == 1

@@ -75,7 +75,7 @@ def test_adding_an_agent_starts_only_it(fleet_env):
     fleet_env.write(three_agents({"agent-04": {"job_queues": ["q"]}}))
     assert fleet_env.run("plan").stdout.splitlines()[-1].split()[:2] == ["add", "agent-04"]
     out = fleet_env.run("up").stdout
-    assert "started agent-04: RUNNING" in out
+    assert "started agent-04" in out and "running: 1 of 1 started program" in out
     status = fleet_env.status()
     assert status["agent-04"]["process"] == "RUNNING"
     assert {n: status[n]["pid"] for n in pids} == pids
@@ -104,7 +104,8 @@ def test_agent_that_fails_at_once_ends_fatal_and_status_says_why(fleet_env):
     )
     up = fleet_env.run("up", check=False)
     assert up.returncode == 1
-    assert "started agent-03: FATAL" in up.stdout
+    assert "started agent-03\n" in up.stdout
+    assert "failed to start: agent-03 (FATAL)" in up.stderr
     status = fleet_env.run("status", check=False)
     assert status.returncode == 1
     assert "FATAL" in status.stdout
@@ -117,7 +118,7 @@ def test_down_leaves_no_process_behind(fleet_env, tf_server):
     pids = [p.pid for p in fleet_env.processes()]
     assert len(pids) == 4  # supervisord and three agents
     out = fleet_env.run("down").stdout
-    assert "stopped 3 program(s)" in out
+    assert "stopped 3 programs" in out
     for pid in pids:
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
 
@@ -152,6 +153,9 @@ def test_status_json_and_logs_of_real_agents(fleet_env):
     logs = fleet_env.run("logs", "l1", "-n", "3").stdout.splitlines()
     assert 0 < len(logs) <= 3
     missing = fleet_env.run("logs", "nope", check=False)
-    assert missing.returncode == 2 and "not in" in missing.stderr
+    assert missing.returncode == 2
+    assert f"unknown agent 'nope' (fleet file {fleet_env.fleet_file}; agents: l1, l2)" in (
+        missing.stderr
+    )
     unknown = fleet_env.run("status", "nope", check=False)
     assert unknown.returncode == 2

@@ -72,7 +72,7 @@ def test_down_force_takes_over_from_a_pending_safe_restart_and_names_the_job(fle
             pending.kill()
     assert f"interrupted ff1: waiting for job {job} in phase test" in down.stdout
     assert f"job {job} is cancelled on the server" in down.stdout
-    assert "stopped 2 program(s)" in down.stdout and "supervisord stopped" in down.stdout
+    assert "stopped 2 programs" in down.stdout and "supervisord stopped" in down.stdout
     assert "(tf-fleet restart --safe) to stop waiting" in down.stderr
     assert pending.returncode == 1, out + err
     assert "(tf-fleet down --force) took over; this command stopped waiting" in err

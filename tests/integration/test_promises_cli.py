@@ -294,7 +294,10 @@ def test_readme_demo(fleet_env):
 
     up = fleet_env.run("up")
     for name in ("tf-fleet-server", "demo-01", "demo-02", "demo-03"):
-        assert f"started {name}: RUNNING" in up.stdout, up.stdout
+        assert f"started {name}\n" in up.stdout, up.stdout
+    assert "running: 4 of 4 started programs" in up.stdout, up.stdout
+    # the server is not one of the agents
+    assert up.stdout.splitlines()[-1] == "3 add; server tf-fleet-server: add", up.stdout
     submit = subprocess.run(
         [sys.executable, "-m", "multiagent", "submit", "job.example.yaml"]
         + ["--server", fleet_env.server_url, "--wait", "--poll-interval", "0.5"],

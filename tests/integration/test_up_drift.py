@@ -115,7 +115,7 @@ def test_a_program_missing_from_supervisord_is_added_again(fleet_env):
     fleet_env.ctl("remove", "d-1", check=True)
     assert "add        d-1  (not loaded)" in fleet_env.run("plan").stdout
     out = fleet_env.run("up").stdout
-    assert "started d-1: RUNNING" in out
+    assert "started d-1" in out and "running: 1 of 1 started program" in out
     _only_changed(fleet_env, pids, "d-1")
     assert fleet_env.run("up").stdout.strip() == "3 unchanged"
 

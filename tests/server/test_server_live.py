@@ -280,7 +280,7 @@ def test_submit_uses_env_server_and_reports_errors(tf_server: LocalServer, tmp_p
         submit_command, [str(job_file)], env={"TESTFLINGER_SERVER": tf_server.url}
     )
     assert result.exit_code == 0
-    assert tf_server.job_state(result.output.strip()) == "waiting"
+    assert tf_server.job_state(result.stdout.strip()) == "waiting"
 
 
 def test_idle_polls_keep_the_connection_open(tf_server: LocalServer):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import tarfile
 import time
 from collections.abc import Callable
@@ -98,3 +99,91 @@ def follow(
             echo(f"gave up waiting for job {job_id} (state {state})")
             return ExitStatus.FAILED
         time.sleep(interval)
+
+
+def server_url_problem(server: str) -> str | None:
+    """Why `server` is no server URL, or None: a bare word would be taken for a host."""
+    import urllib.parse
+
+    if "://" not in server:
+        host, _, port = server.partition(":")
+        if not host or not port.isdigit():
+            return f"{server!r} is not a URL: give http://HOST:PORT (or HOST:PORT)"
+        return None
+    parts = urllib.parse.urlsplit(server)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"{server!r} is not an http(s) URL: give http://HOST:PORT"
+    return None
+
+
+def _reasons(detail: Any, path: str = "") -> list[str]:
+    """`field: reason` for each reason in a schema failure's nested detail."""
+    if isinstance(detail, dict):
+        found = []
+        for key, value in detail.items():
+            inner = path if key in ("_schema", "json") else f"{path}.{key}" if path else str(key)
+            found += _reasons(value, inner)
+        return found
+    if isinstance(detail, list):
+        return [line for item in detail for line in _reasons(item, path)]
+    return [f"{path or '(job)'}: {detail}"]
+
+
+def refusal_lines(status: int, body: str, job: dict[str, Any], client: ServerClient) -> list[str]:
+    """A refused submit in words: each field and its reason, and what to do about it."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        return [f"error: the server refused the job (HTTP {status}): {body.strip()[:300]}"]
+    reasons = _reasons(data.get("detail") or {}) or [str(data.get("message") or body.strip())]
+    lines = [f"error: the server refused the job (HTTP {status}):"]
+    lines += [f"  {reason}" for reason in reasons]
+    if any(r.startswith("provision_data") for r in reasons):
+        lines += _provision_hint(job, client)
+    return lines
+
+
+def _provision_hint(job: dict[str, Any], client: ServerClient) -> list[str]:
+    """The provision schemas the queue's agents take (by their provision_type, where the
+    server knows it), else all of them; and the server's way out for home-made ones."""
+    from multiagent.server.provision import DEVICE_SCHEMAS  # only on this error
+
+    queue = str(job.get("job_queue") or "")
+    try:
+        types = {str(a.get("provision_type")) for a in client.queue_agents(queue)}
+    except ServerError:
+        types = set()
+    known = sorted(t for t in types if t in DEVICE_SCHEMAS)
+
+    def keys(name: str) -> str:
+        fields = DEVICE_SCHEMAS[name]().fields
+        shown = [f"{k}{'*' if f.required else ''}" for k, f in fields.items()]
+        return f"{name} ({', '.join(shown) or 'no keys'})"
+
+    if known:
+        said = [f"  queue {queue!r} is served by {', '.join(known)}; provision_data takes:"]
+        said += [f"    {keys(name)}" for name in known]
+    else:
+        said = ["  provision_data must load as one device schema (* required):"]
+        said += [f"    {keys(name)}" for name in DEVICE_SCHEMAS]
+    return [
+        *said,
+        "  a home-made connector's own data: start the local server with"
+        " --any-provision-data (`tf-fleet server --any-provision-data`)",
+    ]
+
+
+def queue_warning(client: ServerClient, queue: str) -> str | None:
+    """A warning when no agent the server knows serves `queue`: the job would wait."""
+    try:
+        served = client.queue_agents(queue)
+    except ServerError:
+        return None
+    if served:
+        return None
+    return (
+        f"warning: no agent serves queue {queue!r} on {client.server}; the job waits until"
+        " one does (`tf-fleet status` lists the agents and their queues)"
+    )

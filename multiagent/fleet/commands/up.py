@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from multiagent.fleet.host.files import (
 from multiagent.fleet.host.hostcheck import check_before_writing, check_host
 from multiagent.fleet.host.orphans import alive, ask_to_leave, orphans
 from multiagent.fleet.host.rendered import remember, render_or_reuse, rendering_digest
+from multiagent.fleet.messages import PROGRESS_SECONDS, Lines
 from multiagent.fleet.model import plan as planning
 from multiagent.fleet.model.facts import ProcessState
 from multiagent.fleet.model.fleetfile import Fleet, FleetError, Problem
@@ -32,7 +32,6 @@ from multiagent.fleet.model.layout import Layout
 from multiagent.fleet.model.plan import Plan
 from multiagent.fleet.model.render import Program, Rendering
 from multiagent.fleet.reconcile.observe import look, make_plan
-from multiagent.fleet.reconcile.progress import REPEAT_SECONDS
 from multiagent.fleet.supervisord.client import (
     Faults,
     Supervisor,
@@ -292,7 +291,10 @@ def up(
     say: Callable[[str], None] | None = None,
     canary: CanaryGate | None = None,
     force_rejected: bool = False,
+    lines: Lines | None = None,
 ) -> UpReport:
+    """`lines` hears of each file written and program started as it happens."""
+    lines = lines or Lines(quiet=True)
     layout = Layout(fleet.state_dir)
     target = supervisor.target
     check_host(fleet, target.mode)
@@ -325,7 +327,13 @@ def up(
     )
 
     report.written += write_targets(fleet, layout)
+    lines.wrote(report.written)
+    begun = time.monotonic()  # a supervisord started now starts the programs itself
     report.started_supervisord = ensure_supervisord(supervisor, layout)
+    if report.started_supervisord:
+        lines.say(
+            f"started supervisord (pid {report.started_supervisord}, socket {target.socket_url})"
+        )
     wrote_programs = any(p.parent == target.program_dir for p in report.written)
     report.started = start_new(
         fleet,
@@ -336,6 +344,7 @@ def up(
         wrote_programs,
         set(report.strays),
     )
+    lines.started(report.started, time.monotonic() - begun, fleet.server_program)
     timeout_s = restart_timeout or fleet.restart.timeout
     operations = changes(fleet, target, plan, skip=later)
     if operations:
@@ -347,7 +356,7 @@ def up(
         )
     if report.strays:
         report.started += _take_over(
-            fleet, supervisor, rendering, report, wait, restart_timeout, say
+            fleet, supervisor, rendering, report, wait, restart_timeout, say, lines
         )
     if wait and report.started:
         report.states = wait_settled(supervisor, report.started, timeout)
@@ -487,6 +496,7 @@ def _take_over(
     wait: bool,
     restart_timeout: float | None,
     say: Callable[[str], None] | None,
+    lines: Lines,
 ) -> list[str]:
     """Wait for the strays of a dead supervisord to finish their jobs and exit, starting
     each one's program under this supervisord as soon as it is gone (the server first,
@@ -504,7 +514,9 @@ def _take_over(
         if gone:
             staged = pending.staged(layout)  # changes still waiting for their swap
             write_files(fleet, rendering, supervisor.target, hold_back=set(left), staged=staged)
+            begun = time.monotonic()
             _load_and_start(supervisor, gone)
+            lines.started(gone, time.monotonic() - begun, fleet.server_program)
             started += gone
         if not left or not wait or time.monotonic() > deadline:
             break
@@ -514,7 +526,7 @@ def _take_over(
                     f"{name}: waiting for pid {', '.join(map(str, pids))}, left running by a"
                     " supervisord that died, to finish its job and exit"
                 )
-            next_say = time.monotonic() + (10.0 if sys.stderr.isatty() else REPEAT_SECONDS)
+            next_say = time.monotonic() + PROGRESS_SECONDS
         time.sleep(0.1)
     report.strays_left = left
     return started

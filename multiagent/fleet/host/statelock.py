@@ -17,6 +17,7 @@ from contextlib import contextmanager
 
 from multiagent.fleet.errors import UserError
 from multiagent.fleet.host.procinfo import is_running
+from multiagent.fleet.messages import PROGRESS_SECONDS
 from multiagent.fleet.model.layout import Layout
 
 LOCK_NAME = "tf-fleet.lock"
@@ -78,7 +79,7 @@ def exclusive(
     supersede: bool = False,
 ) -> Iterator[None]:
     """Hold the state dir for `command`. A second command waits, saying whom it waits
-    for (every 10 s on a terminal, every 60 s otherwise), or with `wait` False fails.
+    for and how long so far (every PROGRESS_SECONDS), or with `wait` False fails.
     With `supersede`, it asks the holder to stop waiting and let go (see the module)."""
     layout.state_dir.mkdir(parents=True, exist_ok=True)
     path = layout.state_dir / LOCK_NAME
@@ -131,8 +132,9 @@ def _take_over(
 def _acquire(
     fd: int, path: os.PathLike[str], wait: bool, say: Callable[[str], None], every: float | None
 ) -> None:
-    interval = every if every is not None else (10.0 if sys.stderr.isatty() else 60.0)
+    interval = every if every is not None else PROGRESS_SECONDS
     next_say = 0.0
+    begun = time.monotonic()
     while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -144,7 +146,8 @@ def _acquire(
             raise StateLocked(f"{holder} is changing this fleet ({path}); try again later")
         now = time.monotonic()
         if now >= next_say:
-            say(f"waiting for {holder} to finish (it holds {path})")
+            waited = f"; {now - begun:.0f}s so far" if now > begun + 1 else ""
+            say(f"waiting for {holder} to finish (it holds {path}{waited})")
             next_say = now + interval
         time.sleep(0.1)
 

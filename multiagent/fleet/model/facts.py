@@ -7,10 +7,10 @@ operations, `status` and `down` judge them without I/O.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any, Final
 
+from multiagent.fleet.messages import clock
 from multiagent.vocabulary import STATUS_STALE_SECONDS
 
 
@@ -110,7 +110,7 @@ def judge(
         # Unknown is busy from the first second: the agent's last write may have failed.
         return None, f"status file cannot be written now: {read.unwritable}"
     if read.written is not None and now - read.written > STATUS_STALE_SECONDS:
-        when = time.strftime("%H:%M:%S", time.localtime(read.written))
+        when = clock(read.written)
         return None, f"status file not written since {when}{_because(read)}"
     return read.data, ""
 

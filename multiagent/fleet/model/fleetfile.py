@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from multiagent.fleet.errors import ExitStatus, UserError
+from multiagent.fleet.messages import CONFIG_HINT
 from multiagent.fleet.model import fleetschema
 from multiagent.fleet.model.agentnames import SERVER_PROGRAM, check_collisions, check_name
 from multiagent.fleet.model.fleetschema import (
@@ -186,9 +187,10 @@ def load_fleet(path: str | os.PathLike[str], state_dir_override: str | None = No
         with open(fleet_path, "rb") as handle:
             data = handle.read(MAX_FLEET_BYTES + 1)
     except OSError as exc:
-        raise FleetError(
-            [Problem(display, None, None, "(file)", f"cannot read the fleet file: {exc.strerror}")]
-        ) from exc
+        message = f"cannot read the fleet file: {exc.strerror}"
+        if isinstance(exc, FileNotFoundError):
+            message += f"; {CONFIG_HINT}"
+        raise FleetError([Problem(display, None, None, "(file)", message)]) from exc
     if len(data) > MAX_FLEET_BYTES:
         message = f"the fleet file is larger than {MAX_FLEET_BYTES // (1024 * 1024)} MB"
         raise FleetError([Problem(display, None, None, "(file)", message)])

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from multiagent.fleet.messages import clock
 from multiagent.fleet.model.facts import ProcessInfo, ProcessState, StatusRead, judge
 from multiagent.fleet.model.fleetfile import ProgramKind
 from multiagent.vocabulary import AgentState, DrainMode, Phase
@@ -108,7 +109,7 @@ class Snapshot:
                 return True, f"not known to be idle ({why}{_activity(facts)})"
             if data.get("job_id") or data.get("state") in Phase.ALL:
                 since = data.get("since")
-                when = time.strftime("%H:%M:%S", time.localtime(since)) if since else "?"
+                when = clock(since) if since else "?"
                 phase = data.get("phase") or data.get("state")
                 return True, f"waiting for job {data.get('job_id')} in phase {phase} since {when}"
             if facts.children:

@@ -10,7 +10,8 @@ text: the files its entry names are gone (a reinstall elsewhere removed the old
 from __future__ import annotations
 
 import shlex
-import time
+
+from multiagent.fleet.messages import clock
 
 ENTRY_STALE = "program entry stale"
 CODE_CHANGED = "code changed since start"
@@ -51,5 +52,5 @@ def code_changed(old_version: str | None, new_version: str, changed_at: float) -
     """What to say of an agent that started before the installed code last changed."""
     if old_version and old_version != new_version:
         return f"{CODE_CHANGED}: tf-fleet {old_version} -> {new_version}"
-    when = time.strftime("%H:%M:%S", time.localtime(changed_at))
+    when = clock(changed_at)
     return f"{CODE_CHANGED}: tf-fleet {new_version} (its files changed at {when})"
