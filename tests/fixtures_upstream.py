@@ -1,4 +1,4 @@
-"""Upstream Testflinger's device connectors and agent, installed from
+"""Upstream Testflinger's device connectors, agent and CLI, installed from
 ../shared/upstream-testflinger into one venv per test session (shared by the xdist
 workers, built by the first one that needs it), for tests that run the real thing."""
 
@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 
 UPSTREAM = Path(__file__).resolve().parents[2] / "shared" / "upstream-testflinger"
-PACKAGES = ("common", "device-connectors", "agent")
+PACKAGES = ("common", "device-connectors", "agent", "cli")
 
 
 @pytest.fixture(scope="session")
 def upstream_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The bin/ of a venv with `testflinger-device-connector` and `testflinger-agent`."""
+    """The bin/ of a venv with `testflinger-device-connector`, `testflinger-agent` and
+    `testflinger-cli` (one install for the session: each venv costs tens of seconds)."""
     if not all((UPSTREAM / p / "pyproject.toml").is_file() for p in PACKAGES):
         pytest.skip(f"upstream Testflinger is not beside this clone ({UPSTREAM} is absent)")
     # Under xdist the parent of a worker's basetemp is the session's: one venv for all

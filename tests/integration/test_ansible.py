@@ -245,7 +245,7 @@ def test_two_hosts_deploy_change_check_roll_and_down(lab: Lab) -> None:
 
     # Applied, one canary first per host: changed, every agent restarted once (safely:
     # each back and polling), the canary before the others.
-    lab.group_vars = {"tf_fleet_canary": 1}
+    lab.group_vars = {"tf_fleet_canary": 1, "tf_fleet_canary_soak": "1s"}
     _, results, _ = lab.play(ANSIBLE_DIR / "deploy.yml")
     lab.group_vars = {}
     for host, result in of(results, APPLY).items():

@@ -1,5 +1,6 @@
 """Upstream's real `testflinger-cli`, installed from ../shared/upstream-testflinger/cli into
-a venv of its own, against the local server: what a lab user types, and what they read."""
+the session's upstream venv (tests/fixtures_upstream.py), against the local server: what a
+lab user types, and what they read."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import os
 import subprocess
 import tarfile
 import time
-import venv
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,20 +20,10 @@ from fixtures_server import LocalServer, tar_member
 from multiagent.server.accounts import Accounts
 from multiagent.server.db import Store
 
-UPSTREAM_CLI = Path(__file__).resolve().parents[3] / "shared" / "upstream-testflinger" / "cli"
-
 
 @pytest.fixture(scope="module")
-def upstream_cli(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not (UPSTREAM_CLI / "pyproject.toml").is_file():
-        pytest.skip(f"upstream's CLI is not beside this clone ({UPSTREAM_CLI} is absent)")
-    home = tmp_path_factory.mktemp("upstream-cli")
-    venv.create(home / "venv", with_pip=True)
-    pip = [str(home / "venv" / "bin" / "python"), "-m", "pip", "install", "-q"]
-    # Upstream versions itself from git tags, which a copy of its source does not carry.
-    env = dict(os.environ, SETUPTOOLS_SCM_PRETEND_VERSION="1.0.0")
-    subprocess.run([*pip, str(UPSTREAM_CLI)], check=True, env=env, timeout=300)
-    return home / "venv" / "bin" / "testflinger-cli"
+def upstream_cli(upstream_bin: Path) -> Path:
+    return upstream_bin / "testflinger-cli"
 
 
 @pytest.fixture
