@@ -940,7 +940,7 @@ def status(opts: Options, names: tuple[str, ...], output: str | None, as_json: b
         fleet, [n for n in wanted if n not in fleet.agents and n != fleet.server_program]
     )
     agents = [n for n in wanted if n in fleet.agents]
-    running, rows, server, note = look(
+    running, rows, server, note, processes = look(
         fleet, supervisor, agents, without_supervisord=output == "prometheus"
     )
     from multiagent.fleet.host import rejected
@@ -962,7 +962,7 @@ def status(opts: Options, names: tuple[str, ...], output: str | None, as_json: b
         return
     from multiagent.fleet.commands.drift import drift
 
-    drifted = [] if names else drift(fleet, supervisor, running)
+    drifted = [] if names else drift(fleet, supervisor, running, processes)
     if output == "json":
         data = {
             "supervisord_running": running,

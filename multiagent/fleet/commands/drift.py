@@ -10,16 +10,23 @@ from multiagent.fleet.host.orphans import orphans
 from multiagent.fleet.host.rendered import render_or_reuse
 from multiagent.fleet.messages import agents_listed, plural
 from multiagent.fleet.model import plan as planning
+from multiagent.fleet.model.facts import ProcessInfo
 from multiagent.fleet.model.fleetfile import Fleet
 from multiagent.fleet.model.layout import Layout
 from multiagent.fleet.model.staleness import CODE_CHANGED
-from multiagent.fleet.reconcile.observe import make_plan
+from multiagent.fleet.reconcile.observe import look, make_plan
 from multiagent.fleet.supervisord.client import Supervisor
 
 APPLY = "`tf-fleet plan` shows it; `tf-fleet up` applies it, each agent after its job"
 
 
-def drift(fleet: Fleet, supervisor: Supervisor, supervisord_running: bool) -> list[str]:
+def drift(
+    fleet: Fleet,
+    supervisor: Supervisor,
+    supervisord_running: bool,
+    processes: dict[str, ProcessInfo] | None = None,
+) -> list[str]:
+    """`processes`: what supervisord said of its processes just now (`status` has asked)."""
     layout = Layout(fleet.state_dir)
     if not supervisord_running:
         strays = orphans(fleet, layout, None)
@@ -33,7 +40,9 @@ def drift(fleet: Fleet, supervisor: Supervisor, supervisord_running: bool) -> li
             f" fleet run without it: {listed}; `tf-fleet up` starts supervisord and takes"
             " each over after its job"
         ]
-    plan = make_plan(fleet, layout, supervisor, render_or_reuse(fleet, supervisor.target))
+    rendered = render_or_reuse(fleet, supervisor.target)
+    observed = look(fleet, layout, supervisor, rendered, True, processes)
+    plan = make_plan(fleet, layout, supervisor, rendered, observed)
     # A change `up --no-wait` asked for waits in the state dir: its row says so; not drift.
     asked = set(pending.staged(layout))
     said = []

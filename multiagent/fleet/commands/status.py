@@ -354,7 +354,7 @@ def with_upgrade_view(
 
 def look(
     fleet: Fleet, supervisor: Supervisor, names: list[str], *, without_supervisord: bool = False
-) -> tuple[bool, list[AgentStatus], ServerStatus, str | None]:
+) -> tuple[bool, list[AgentStatus], ServerStatus, str | None, dict[str, ProcessInfo]]:
     """Whether supervisord answers, the status of each of `names` (agents of the fleet),
     the server's, and a note when the server would not list its agents. With
     `without_supervisord`, a supervisord that does not answer is a note, not an error:
@@ -379,4 +379,4 @@ def look(
             rows = without_server_view(rows, kinds, known)
         else:
             rows = with_server_view(rows, kinds, known)
-    return running, rows, server_status(fleet, layout, processes), note
+    return running, rows, server_status(fleet, layout, processes), note, processes
