@@ -214,7 +214,7 @@ class NameGuard:
         self.sock: _socket.socket | None = None
         self.fd: int | None = None
         self.dir_fd: int | None = None
-        self.where = "home"  # home | own-dir | socket | unguarded (see `weak`)
+        self.where = "home"  # home | own-dir | socket | unguarded (main.py warns of the last two)
         self.squatter: int | None = None  # the uid that held the socket name, if any
 
     def acquire(self) -> None:
@@ -231,11 +231,6 @@ class NameGuard:
             os.close(dir_fd)
             raise
         self.dir_fd = dir_fd
-
-    @property
-    def weak(self) -> bool:
-        """Held with the abstract socket (or not at all, another user squatting it)."""
-        return self.where in ("socket", "unguarded")
 
     def _acquire_socket(self) -> None:
         self.where = "socket"

@@ -6,6 +6,7 @@ self-refresh); `static/pages.js` only keeps relative times current and reloads t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -322,17 +323,19 @@ def _unknown_agent(name: str) -> tuple[str, int]:
     return not_found(f"No agent named {name!r} is known to this server.", "/agents", "Agents")
 
 
+def _shown(view: dict[str, Any] | None, template: str, unknown: Callable[[], tuple[str, int]]):
+    return unknown() if view is None else render_template(template, **view)
+
+
 @bp.get("/agents/<name>")
 def agent_page(name: str):
-    view = _agent_view(name)
-    return _unknown_agent(name) if view is None else render_template("agent.html", **view)
+    return _shown(_agent_view(name), "agent.html", lambda: _unknown_agent(name))
 
 
 @bp.get("/agents/<name>/live")
 def agent_live(name: str):
     """The agent page's changing part, which the page fetches to update itself."""
-    view = _agent_view(name)
-    return _unknown_agent(name) if view is None else render_template("agent_live.html", **view)
+    return _shown(_agent_view(name), "agent_live.html", lambda: _unknown_agent(name))
 
 
 def _job_view(job_id: str) -> dict[str, Any] | None:
@@ -366,15 +369,13 @@ def _unknown_job(job_id: str) -> tuple[str, int]:
 
 @bp.get("/jobs/<job_id>")
 def job_page(job_id: str):
-    view = _job_view(job_id)
-    return _unknown_job(job_id) if view is None else render_template("job.html", **view)
+    return _shown(_job_view(job_id), "job.html", lambda: _unknown_job(job_id))
 
 
 @bp.get("/jobs/<job_id>/live")
 def job_live(job_id: str):
     """The job page's changing part; the page fetches it while the job is not over."""
-    view = _job_view(job_id)
-    return _unknown_job(job_id) if view is None else render_template("job_live.html", **view)
+    return _shown(_job_view(job_id), "job_live.html", lambda: _unknown_job(job_id))
 
 
 @bp.get("/queues")

@@ -97,14 +97,20 @@ def exclusive(
         os.close(fd)  # releases the lock
 
 
+def _try_lock(fd: int) -> bool:
+    """Take the lock if no one holds it; whether we hold it now."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
 def _take_over(
     fd: int, path: os.PathLike[str], layout: Layout, me: str, say: Callable[[str], None]
 ) -> None:
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    if _try_lock(fd):
         return
-    except BlockingIOError:
-        pass
     holder = _holder(fd)
     request = layout.state_dir / SUPERSEDE_NAME
     request.unlink(missing_ok=True)  # a link planted in its place is not followed
@@ -117,11 +123,9 @@ def _take_over(
     try:
         deadline = time.monotonic() + YIELD_SECONDS
         while time.monotonic() < deadline:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if _try_lock(fd):
                 return
-            except BlockingIOError:
-                time.sleep(0.05)
+            time.sleep(0.05)
         raise StateLocked(
             f"{holder} did not let go of {path} within {YIELD_SECONDS:.0f} s; nothing was done"
         )
@@ -136,11 +140,8 @@ def _acquire(
     next_say = 0.0
     begun = time.monotonic()
     while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if _try_lock(fd):
             return
-        except BlockingIOError:
-            pass
         holder = _holder(fd)
         if not wait:
             raise StateLocked(f"{holder} is changing this fleet ({path}); try again later")
