@@ -24,9 +24,13 @@ def test_a_predecessor_that_never_logged_its_exit_crashed():
     assert ended_unannounced(crashed, 11)
     clean = [START.format(1, 10), EXIT.format(4, 1), START.format(5, 11)]
     assert not ended_unannounced(clean, 11)
-    # The log cannot tell: no line of the running pid, or no predecessor in view.
-    assert not ended_unannounced(crashed, 12)
+    # The running pid has not logged yet: the last process in the log is gone, and said
+    # nothing as it went (or said it exited).
+    assert ended_unannounced(crashed, 12)
+    assert not ended_unannounced([*clean, EXIT.format(6, 0)], 12)
+    # The log cannot tell: no predecessor in view.
     assert not ended_unannounced([START.format(5, 11)], 11)
+    assert not ended_unannounced([], 11)
     # pid 1 is not pid 11
     assert not ended_unannounced([START.format(1, 11), START.format(5, 1)], 11)
 

@@ -135,15 +135,16 @@ def agent_status(
 def _crashed(info: ProcessInfo | None, log_file: Path | None) -> str | None:
     """How a tf-agent running again after a crash within CRASH_WINDOW came to be: its
     previous process ended without logging its exit, and supervisord started this one.
-    A crash loop of a build that lives past startsecs never ends FATAL: this shows it."""
-    if info is None or info.state != ProcessState.RUNNING or not info.stop or not log_file:
+    A crash loop of a build that lives past startsecs never ends FATAL: this shows it, at
+    every look, also while supervisord starts it once more (STARTING)."""
+    if info is None or info.state not in ProcessState.LIVE or not info.stop or not log_file:
         return None
-    uptime = info.uptime or 0.0
-    if uptime > CRASH_WINDOW or not ended_unannounced(tail_lines(log_file, 400), info.pid):
+    since = max(0.0, info.now - info.start) if info.start else 0.0
+    if since > CRASH_WINDOW or not ended_unannounced(tail_lines(log_file, 400), info.pid):
         return None
     return (
         f"its previous process ended without exiting (killed or crashed); supervisord"
-        f" started it again {uptime:.0f} s ago"
+        f" started it again {since:.0f} s ago"
     )
 
 

@@ -28,15 +28,18 @@ EXITING = " exiting with status "
 
 def ended_unannounced(lines: list[str], pid: int) -> bool:
     """Whether, in a tf-agent's log, the process before `pid` ended without logging its
-    exit: killed (SIGKILL, the OOM killer) or crashed. False when the log cannot tell."""
+    exit: killed (SIGKILL, the OOM killer) or crashed. False when the log cannot tell.
+
+    `pid` may not have logged its start yet (supervisord has just started it again, or a
+    loaded host is slow to import it): then the last process the log shows is the one
+    before it, and it is gone since supervisord runs `pid` in its place."""
     starts = [i for i, line in enumerate(lines) if STARTING in line]
     current = [i for i in starts if line_has_pid(lines[i], pid)]
-    if not current:
-        return False
-    before = [i for i in starts if i < current[-1]]
+    end = current[-1] if current else len(lines)
+    before = [i for i in starts if i < end]
     if not before:
         return False
-    return not any(EXITING in line for line in lines[before[-1] : current[-1]])
+    return not any(EXITING in line for line in lines[before[-1] : end])
 
 
 def line_has_pid(line: str, pid: int) -> bool:
