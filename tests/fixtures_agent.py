@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
-from fixtures_server import LocalServer, running_server, wait_for
+from fixtures_server import LocalServer, pause_after, running_server, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from multiagent.vocabulary import drain_file_name, restart_file_name, status_file_name
@@ -57,13 +57,14 @@ def holds_until(
     """
     start = time.monotonic()
     while True:
+        began = time.monotonic()
         if not invariant():
             raise AssertionError(f"{what} broke after {time.monotonic() - start:.2f}s")
         if done():
             return
         if time.monotonic() - start > timeout:
             raise AssertionError(f"timed out after {timeout}s; {what} held all along")
-        time.sleep(step)
+        time.sleep(pause_after(began, step))
 
 
 def pid_alive(pid: int) -> bool:

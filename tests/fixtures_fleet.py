@@ -21,7 +21,7 @@ import psutil
 import pytest
 import requests
 import yaml
-from fixtures_server import free_port, wait_for
+from fixtures_server import free_port, pause_after, wait_for
 
 from multiagent.fleet.model.layout import Layout
 
@@ -353,11 +353,12 @@ class FleetEnv:
             # at least three looks however slow each is (a loaded host), the last after
             # the window closed
             closed = time.monotonic() >= deadline and looks >= 2
+            began = time.monotonic()
             assert predicate(), f"{what}: broken after {looks} look(s)"
             looks += 1
             if closed:
                 break
-            time.sleep(0.1)
+            time.sleep(pause_after(began, 0.1))
         assert looks >= 3, looks
         return looks
 

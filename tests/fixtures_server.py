@@ -4,6 +4,7 @@ waiting and port helpers every fixture module shares."""
 from __future__ import annotations
 
 import io
+import os
 import socket
 import subprocess
 import sys
@@ -51,11 +52,20 @@ def wait_for(
     """Wait for an event with a deadline; returns the condition's first truthy value."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        began = time.monotonic()
         value = cond()
         if value:
             return value
-        time.sleep(step)
+        time.sleep(pause_after(began, step))
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def pause_after(began: float, step: float) -> float:
+    """The pause before the next look: at least `step`, and at least as long as the look
+    took. A look that runs a command (`tf-fleet status` is a whole Python process) keeps a
+    core busy while it runs; looking again at once would keep it busy for the whole wait,
+    and the suite shares two cores between its workers."""
+    return max(step, time.monotonic() - began)
 
 
 def tar_member(tar: tarfile.TarFile, name: str) -> bytes:
@@ -86,6 +96,7 @@ class LocalServer:
         extra_args: list[str] | None = None,
         *,
         strict_provision_data: bool = False,
+        measured: bool = True,
     ):
         self.db_path = db_path
         self.log_path = log_path
@@ -96,6 +107,8 @@ class LocalServer:
         # tests ask for upstream's provision_data schemas.
         if not strict_provision_data:
             self.extra_args.append("--any-provision-data")
+        # Unmeasured: without the suite's coverage, for a load test of paths measured elsewhere
+        self.env = None if measured else without_coverage()
         self.proc: subprocess.Popen[bytes] | None = None
         self.returncode: int | None = None  # exit status of the last stopped process
         self.read_headers: dict[str, str] = {}  # a reader's token once reads need one
@@ -114,7 +127,7 @@ class LocalServer:
             *self.extra_args,
         ]
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env)
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -201,12 +214,18 @@ class LocalServer:
         raise AssertionError(f"job {job_id} stayed {state!r}, expected one of {states}")
 
 
+def without_coverage() -> dict[str, str]:
+    """This environment without the variables that start the suite's coverage in every
+    Python subprocess."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_PROCESS_")}
+
+
 @contextmanager
 def running_server(
-    base: Path, name: str = "server", extra_args: list[str] | None = None
+    base: Path, name: str = "server", extra_args: list[str] | None = None, measured: bool = True
 ) -> Iterator[LocalServer]:
     """A started server with its db and log `base/NAME.db`, `base/NAME.log`; stopped after."""
-    server = LocalServer(base / f"{name}.db", base / f"{name}.log", extra_args)
+    server = LocalServer(base / f"{name}.db", base / f"{name}.log", extra_args, measured=measured)
     server.start()
     try:
         yield server

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 from fixtures_fleet import FleetEnv, in_short_tmp_dir, kill, processes_naming
+from fixtures_server import without_coverage
 
 pytest.importorskip("ansible")
 
@@ -119,7 +119,7 @@ class Lab:
         # module run) is not the package's, and tracing it doubled the test's time. The
         # tf-fleet commands the module runs are measured by the CLI's own tests.
         env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_PROCESS_")},
+            **without_coverage(),
             "LC_ALL": "C.UTF-8",
             "ANSIBLE_CONFIG": str(ANSIBLE_DIR / "ansible.cfg"),
             "ANSIBLE_HOME": str(temp / "home"),

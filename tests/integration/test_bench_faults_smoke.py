@@ -3,25 +3,17 @@ itself, bench/faults.py, is not part of the suite)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from fixtures_bench import run_bench
 
-SOAK = Path(__file__).resolve().parents[2] / "bench" / "faults.py"
 
-
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(240)
 def test_fault_soak_quick_prints_its_figures(tmp_path: Path) -> None:
     output = tmp_path / "RESULTS.md"
     output.write_text("# results\n\nkept as it is\n")
-    proc = subprocess.run(
-        [sys.executable, str(SOAK), "--quick", "--seed", "3", "--output", str(output)],
-        capture_output=True,
-        text=True,
-        timeout=55,
-    )
+    proc = run_bench("faults.py", "--quick", "--seed", "3", "--output", str(output), limit=180)
     text = output.read_text()
     assert text.startswith("# results\n\nkept as it is\n"), text[:200]
     for figure in (

@@ -218,6 +218,10 @@ def test_upstream_agent_counts_as_busy_while_its_server_cannot_say(fleet_env):
     assert [p.pid for p in fleet_env.agent_processes("uz1")] == [pids["uz1"]]
 
     fleet_env.ctl("start", server, check=True)
+    # RUNNING after one startsecs is not listening yet on a slow host: wait until it answers
+    fleet_env.wait_for(
+        lambda: _answers(f"{fleet_env.server_url}/v1/agents/data/uz1"), what="the server to answer"
+    )
     restarted = fleet_env.run("restart", "uz1")
     assert "uz1: restarted" in restarted.stdout
     assert [p.pid for p in fleet_env.agent_processes("uz1")] != [pids["uz1"]]
@@ -267,3 +271,10 @@ def test_real_upstream_agent_stays_drained_after_its_job_and_its_restarts(fleet_
     fleet_env.run("resume", "real1")
     fleet_env.assert_completed(queued)
     assert [p.pid for p in fleet_env.agent_processes("real1")] == [again]
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=5).ok
+    except requests.RequestException:
+        return False
