@@ -23,7 +23,10 @@ import requests
 import yaml
 from fixtures_server import free_port, pause_after, wait_for
 
+from multiagent.fleet.model.facts import ProcessState
+from multiagent.fleet.model.fleetfile import FleetError, load_fleet
 from multiagent.fleet.model.layout import Layout
+from multiagent.fleet.supervisord.client import Supervisor, SupervisorError, target_for
 
 # Test doubles run no code of the package: the suite's coverage (started in every Python
 # subprocess that has its variables) is left out of them.
@@ -110,13 +113,19 @@ class FleetEnv:
         return {name: row["pid"] for name, row in self.status().items()}
 
     def wait_all_running(self, names: list[str] | None = None) -> dict[str, int]:
-        """Wait until `status` shows every agent (or those `names`) RUNNING; their pids."""
+        """Wait until supervisord runs every agent of the fleet file (or those `names`);
+        their pids. Asked in this process: `status` is for what tests assert, and a whole
+        tf-fleet process per look kept a core busy while set-ups waited."""
 
         def running() -> dict[str, int] | None:
-            rows = self.status()
-            chosen = {n: rows[n] for n in names} if names is not None else rows
-            if chosen and all(row["process"] == "RUNNING" for row in chosen.values()):
-                return {name: row["pid"] for name, row in chosen.items()}
+            try:
+                fleet = load_fleet(self.fleet_file)
+                processes = Supervisor(target_for(fleet)).processes()
+            except (FleetError, SupervisorError, OSError):
+                return None
+            chosen = {n: processes.get(n) for n in (names or list(fleet.agents))}
+            if chosen and all(p and p.state == ProcessState.RUNNING for p in chosen.values()):
+                return {name: p.pid for name, p in chosen.items() if p}
             return None
 
         pids: dict[str, int] = self.wait_for(running, what="every agent to run")

@@ -31,9 +31,11 @@ _config.projects.default.generation.update(
 schema = schemathesis.openapi.from_wsgi("/v1/openapi.json", APP, config=_config)
 
 
+# 15 examples per operation, valid and invalid alike: 25 found no more (none gave a 5xx)
+# and cost the suite's two cores about 30 s more.
 @seed(20260528)
 @settings(
-    max_examples=25,
+    max_examples=15,
     deadline=None,
     derandomize=True,
     database=None,
