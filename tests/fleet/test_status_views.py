@@ -42,9 +42,11 @@ def test_status_shows_why_the_embedded_server_is_down(fleet_env):
         head = shown.stdout.splitlines()[0]
         assert head.startswith(f"server {fleet_env.server_url}: NOT reachable"), head
         state = head.split("tf-fleet-server ")[1].split(",")[0].split(":")[0]
-        assert state in ("STARTING", "BACKOFF", "FATAL", "EXITED"), head  # retries, then FATAL
+        # retries, then FATAL; RUNNING too on a loaded host, for the moment between a start
+        # that took longer than startsecs and its failed bind
+        assert state in ("STARTING", "RUNNING", "BACKOFF", "FATAL", "EXITED"), head
         data = json.loads(fleet_env.run("status", "--json", check=False).stdout)
-        assert data["server"]["process"] != "RUNNING" and data["server"]["reachable"] is False
+        assert data["server"]["reachable"] is False, data["server"]
     finally:
         squatter.close()
         starting.kill()  # only the client: supervisord goes on as it was

@@ -130,8 +130,9 @@ def test_a_build_that_dies_after_its_first_poll_fails_the_soak_and_is_remembered
     before = fleet_env.start(fleet)
     job = fleet_env.hold_running("q-cs2")  # cs2 is busy: cs1 is the canary
     good = {n: _conf(fleet_env, n) for n in names}
-    fleet["defaults"]["agent_command"] = _dying_build(fleet_env, 4)
-    up = fleet_env.up(fleet, "--canary", "1", "--canary-soak", "12s", check=False)
+    # dies 6 s after it starts: past its first poll even on a loaded host, within the soak
+    fleet["defaults"]["agent_command"] = _dying_build(fleet_env, 6)
+    up = fleet_env.up(fleet, "--canary", "1", "--canary-soak", "14s", check=False)
     assert up.returncode == 1, up.stdout + up.stderr
     assert "canary gate failed: cs1: " in up.stderr and "during the soak" in up.stderr, up.stderr
     assert fleet_env.pids()["cs2"] == before["cs2"]
