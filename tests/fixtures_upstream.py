@@ -36,9 +36,9 @@ def upstream_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if not done.exists():
             venv.create(home / "venv")  # without pip: this one installs into it (faster)
             target = str(home / "venv" / "bin" / "python")
-            # No .pyc ahead of time (each module compiles once, when first imported)
+            # pip compiles the .pyc files: with PYTHONDONTWRITEBYTECODE set (as on some CI
+            # hosts), every upstream process would otherwise compile all it imports
             pip = [sys.executable, "-m", "pip", "--python", target, "install", "-q"]
-            pip.append("--no-compile")
             # Upstream versions itself from git tags, which a copy of its source lacks. pip
             # and its builds are not the package's code: the suite's coverage stays out.
             env = dict(without_coverage(), SETUPTOOLS_SCM_PRETEND_VERSION="1.0.0")
