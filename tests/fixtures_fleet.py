@@ -215,13 +215,7 @@ class FleetEnv:
         is once it is seen waiting on them; at the latest when it exits. Fails if the
         output never did."""
         ready = when if callable(when) else (lambda text: when in text)
-        proc = subprocess.Popen(
-            self.command(*args),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=self.root,
-        )
+        proc = self.started(*args)
         out: list[str] = []
         err: list[str] = []
         readers = [
@@ -300,6 +294,16 @@ class FleetEnv:
     def command(self, *args: str) -> list[str]:
         """tf-fleet with this fleet's file, as a user runs it."""
         return [sys.executable, "-m", "multiagent", "-c", str(self.fleet_file), *args]
+
+    def started(self, *args: str) -> subprocess.Popen[str]:
+        """tf-fleet ARGS running in the background, its stdout and stderr piped."""
+        return subprocess.Popen(
+            self.command(*args),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=self.root,
+        )
 
     def run(
         self, *args: str, check: bool = True, timeout: float = 120

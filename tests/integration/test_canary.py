@@ -4,7 +4,6 @@ gate; a canary that fails it is rolled back; no job is interrupted either way.""
 from __future__ import annotations
 
 import stat
-import subprocess
 import sys
 from pathlib import Path
 
@@ -184,13 +183,7 @@ def test_a_command_that_cannot_run_fails_the_soak_without_a_smoke_job(fleet_env)
     good = {n: _conf(fleet_env, n) for n in names}
     fleet["defaults"]["test_command"] = "tf-local-conector test"  # a typo
     fleet_env.write(fleet)
-    up = subprocess.Popen(
-        fleet_env.command("up", "--canary", "1", "--canary-soak", "60s"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=fleet_env.root,
-    )
+    up = fleet_env.started("up", "--canary", "1", "--canary-soak", "60s")
     try:
         # ct1 (idle, first by name) is the canary: once back on the change, a job of the
         # lab's reaches it during the soak.

@@ -53,13 +53,7 @@ def test_a_failed_status_write_makes_the_agent_busy_at_once(fleet_env):
 def test_down_force_takes_over_from_a_pending_safe_restart_and_names_the_job(fleet_env):
     pids = fleet_env.start(fleet_env.agent_fleet(["ff1"]))
     job = fleet_env.hold_running("shared")  # never ends by itself: only the stop ends it
-    pending = subprocess.Popen(
-        fleet_env.command("restart", "--safe", "ff1", "--timeout", "6h"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=fleet_env.root,
-    )
+    pending = fleet_env.started("restart", "--safe", "ff1", "--timeout", "6h")
     try:
         fleet_env.wait_for(
             lambda: fleet_env.status_file("ff1").get("restart_pending"),
@@ -108,13 +102,7 @@ def test_down_force_ends_on_the_server_a_job_its_agent_could_not_end(fleet_env):
 def test_restart_force_takes_over_from_a_pending_safe_restart(fleet_env):
     pids = fleet_env.start(fleet_env.agent_fleet(["fr1"]))
     job = fleet_env.hold_running("shared")
-    pending = subprocess.Popen(
-        fleet_env.command("restart", "--safe", "fr1"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=fleet_env.root,
-    )
+    pending = fleet_env.started("restart", "--safe", "fr1")
     try:
         fleet_env.wait_for(
             lambda: fleet_env.status_file("fr1").get("restart_pending"),

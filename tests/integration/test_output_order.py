@@ -104,13 +104,7 @@ def test_down_refuses_to_stop_the_server_under_a_submit_wait(fleet_env):
         "job_queue: q-w1\ntest_data:\n"
         f"  test_cmds: 'echo begun; while [ ! -e {gate} ]; do sleep 0.05; done; echo finished'\n"
     )
-    watcher = subprocess.Popen(
-        [*fleet_env.command("submit", str(job_file)), "--server", fleet_env.server_url, "--wait"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=fleet_env.root,
-    )
+    watcher = fleet_env.started("submit", str(job_file), "--server", fleet_env.server_url, "--wait")
     try:
         assert watcher.stdout is not None
         job = watcher.stdout.readline().strip()

@@ -98,13 +98,7 @@ def test_hard_restart_force_mid_job_replaces_the_process_and_kills_the_job(fleet
 
 def test_logs_follow_prints_lines_written_later(fleet_env):
     fleet_env.start(fleet_env.agent_fleet(["lf1"], {"lf1": ["q-lf"]}))
-    follower = subprocess.Popen(
-        fleet_env.command("logs", "lf1", "-f", "-n", "1"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=fleet_env.root,
-    )
+    follower = fleet_env.started("logs", "lf1", "-f", "-n", "1")
     lines: list[str] = []
     stdout = follower.stdout
     assert stdout is not None

@@ -59,6 +59,19 @@ def test_drained_upstream_agent_takes_no_new_job_after_its_job(fleet_env):
     _stays_drained_until_resumed(fleet_env, "ud1", "qd", pids["ud1"])
 
 
+def _held_by(fleet_env, name: str, queued: str, pid: int) -> Callable[[], bool]:
+    """Drained on process `pid`: offline on the server, that one process, `queued` waiting."""
+
+    def drained() -> bool:
+        return (
+            fleet_env.job_state(queued) == "waiting"
+            and _server_state(fleet_env, name) == "offline"
+            and [p.pid for p in fleet_env.agent_processes(name)] == [pid]
+        )
+
+    return drained
+
+
 def _server_state(fleet_env, name: str) -> str | None:
     url = f"{fleet_env.server_url}/v1/agents/data/{name}"
     return requests.get(url, timeout=5).json().get("state")
@@ -79,25 +92,21 @@ def test_drain_of_an_upstream_agent_outlives_its_restarts_until_resumed(fleet_en
     sampler.assert_never_two()
     queued = fleet_env.submit("qg", 0)
 
-    def held_by(pid: int) -> Callable[[], bool]:
-        def drained() -> bool:
-            return (
-                fleet_env.job_state(queued) == "waiting"
-                and _server_state(fleet_env, "ug1") == "offline"
-                and [p.pid for p in fleet_env.agent_processes("ug1")] == [pid]
-            )
-
-        return drained
-
     held = fleet_env.wait_all_running(["ug1"])["ug1"]
     assert held != pids["ug1"]
     fleet_env.wait_for(lambda: _server_state(fleet_env, "ug1") == "offline", 10, "offline")
-    fleet_env.hold_for(1.5, held_by(held), "the agent restarted after its job stays drained")
+    fleet_env.hold_for(
+        1.5,
+        _held_by(fleet_env, "ug1", queued, held),
+        "the agent restarted after its job stays drained",
+    )
 
     fleet_env.run("restart", "ug1")  # by hand: idle, so no --force needed
     again = fleet_env.wait_all_running(["ug1"])["ug1"]
     assert again != held
-    fleet_env.hold_for(1.5, held_by(again), "the agent restarted by hand stays drained")
+    fleet_env.hold_for(
+        1.5, _held_by(fleet_env, "ug1", queued, again), "the agent restarted by hand stays drained"
+    )
     assert "the agent waits until resumed" in fleet_env.log("ug1")
     row = fleet_env.status()["ug1"]
     assert (row["process"], row["state"], row["drain_flag"]) == ("RUNNING", "offline", "drain")
@@ -107,7 +116,11 @@ def test_drain_of_an_upstream_agent_outlives_its_restarts_until_resumed(fleet_en
     assert "1 replace" in fleet_env.up(fleet).stdout
     swapped = fleet_env.wait_all_running(["ug1"])["ug1"]
     assert swapped != again
-    fleet_env.hold_for(1.5, held_by(swapped), "the agent of the new program stays drained")
+    fleet_env.hold_for(
+        1.5,
+        _held_by(fleet_env, "ug1", queued, swapped),
+        "the agent of the new program stays drained",
+    )
 
     fleet_env.run("resume", "ug1")
     fleet_env.assert_completed(queued)
@@ -253,21 +266,19 @@ def test_real_upstream_agent_stays_drained_after_its_job_and_its_restarts(fleet_
     fleet_env.assert_completed(job)
     queued = fleet_env.submit("qreal", 0)
 
-    def held_by(pid: int) -> Callable[[], bool]:
-        def drained() -> bool:
-            return (
-                fleet_env.job_state(queued) == "waiting"
-                and _server_state(fleet_env, "real1") == "offline"
-                and [p.pid for p in fleet_env.agent_processes("real1")] == [pid]
-            )
-
-        return drained
-
-    fleet_env.hold_for(2.0, held_by(pid), "the drained agent takes no job after its own")
+    fleet_env.hold_for(
+        2.0,
+        _held_by(fleet_env, "real1", queued, pid),
+        "the drained agent takes no job after its own",
+    )
     fleet_env.run("restart", "real1")
     again = fleet_env.wait_all_running(["real1"])["real1"]
     assert again != pid
-    fleet_env.hold_for(2.0, held_by(again), "the drained agent takes no job after a restart")
+    fleet_env.hold_for(
+        2.0,
+        _held_by(fleet_env, "real1", queued, again),
+        "the drained agent takes no job after a restart",
+    )
     fleet_env.run("resume", "real1")
     fleet_env.assert_completed(queued)
     assert [p.pid for p in fleet_env.agent_processes("real1")] == [again]

@@ -7,21 +7,10 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
 import time
 
 from multiagent.fleet.model.layout import Layout
 from multiagent.fleet.supervisord.client import CALL_SECONDS
-
-
-def _started(env, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        env.command(*args),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=env.root,
-    )
 
 
 def test_every_command_names_a_stopped_supervisord_instead_of_hanging(fleet_env):
@@ -40,7 +29,7 @@ def test_every_command_names_a_stopped_supervisord_instead_of_hanging(fleet_env)
     os.kill(supervisord, signal.SIGSTOP)
     try:
         stopped_at = time.monotonic()
-        procs = {key: _started(fleet_env, *args) for key, args in commands.items()}
+        procs = {key: fleet_env.started(*args) for key, args in commands.items()}
         outputs = {"status": procs["status"].communicate(timeout=60)}
         # Not asserted (speed lives in bench/): shown with -s for the record.
         print(f"status's error {time.monotonic() - stopped_at:.1f} s after SIGSTOP")
