@@ -2,13 +2,17 @@
 
     .venv/bin/python bench/run.py [--quick | --smoke] [--agents N] [--output PATH]
 
+It measures what a user runs: it builds a wheel of this tree, installs it into a fresh
+venv and runs itself there with `--installed`, which measures the tf-fleet installed in
+the running interpreter's venv and refuses an editable install.
+
 Everything runs on loopback in a private temp dir (/tmp/tfb-*): fleets through the real
 `tf-fleet` command and their own supervisord, bare supervisords for the baselines, and a
 local server. Every fleet it started is stopped with `tf-fleet down` (`--force` if that
 fails), then every process it started or saw is ended by pid, then anything whose command
 line names the temp dir. Rewrites bench/RESULTS.md (or --output), keeping the section
 bench/faults.py writes. Full run (200 and 500 agents) under 20 minutes, --quick under 3,
---smoke (for the test) well under 1.
+--smoke (for the test) about 1, the install included.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
-from lib import footprint, jobs, report, restart, server, startup
+from lib import footprint, install, jobs, report, restart, server, startup
 from lib.bare import BareSupervisor, sleepers
 from lib.common import Reaper, Row
 from lib.fleet import BenchFleet
@@ -172,15 +176,15 @@ class Bench:
 
     def footprint(self, fleet: BenchFleet) -> list[Row]:
         sleepers_ = footprint.start_sleepers(self.reaper)
-        no_site = footprint.start_sleepers(self.reaper, 5, "-S")
+        with_site = footprint.start_sleepers(self.reaper, 5, site=True)
         try:
             fleet.wait_ready(timeout=300)
             time.sleep(1.0)
             pids = fleet.agent_pids()
-            rows = footprint.memory_rows(pids, sleepers_, no_site)
+            rows = footprint.memory_rows(pids, sleepers_, with_site)
             rows += footprint.idle_cpu_rows(pids, sleepers_, self.prof.idle_seconds, 10)
         finally:
-            self.reaper.end(sleepers_ + no_site)
+            self.reaper.end(sleepers_ + with_site)
         rows += footprint.startup_cpu_rows(
             fleet, self.root / "cpu", self.reaper, self.prof.cpu_reps
         )
@@ -249,6 +253,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--output", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir")
+    parser.add_argument(
+        "--installed",
+        action="store_true",
+        help="measure the tf-fleet installed in this interpreter's venv (not an editable"
+        " one) instead of a wheel of this tree in a fresh venv",
+    )
     return parser.parse_args(argv)
 
 
@@ -261,27 +271,55 @@ def _terminate(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)  # unwinds through the finally that stops everything
 
 
-def compile_bytecode() -> None:
-    """Measure the product as installed: `pip install .` leaves .pyc files, while an
-    editable install under PYTHONDONTWRITEBYTECODE would compile every module at every
-    start of every agent and command, and the figures would time the compiler."""
-    import multiagent
+def in_fresh_venv(argv: list[str]) -> int:
+    """Install a wheel of this tree into a fresh venv and run the bench there; SIGTERM is
+    passed on, so the run still stops everything it started."""
+    root = Path(tempfile.mkdtemp(prefix="tfb-venv-", dir="/tmp"))
+    child: subprocess.Popen[bytes] | None = None
 
-    package = Path(multiagent.__file__).parent
-    subprocess.run(
-        [sys.executable, "-m", "compileall", "-q", str(package)],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+    def pass_on(signum: int, _frame: object) -> None:
+        if child is not None and child.poll() is None:
+            child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, pass_on)
+    try:
+        try:
+            python = install.wheel_venv(root, log)
+        except install.InstallError as exc:
+            log(f"cannot install the package to measure it: {exc}")
+            return 2
+        env = dict(os.environ, TF_BENCH_INSTALL=WHEEL_VENV)
+        child = subprocess.Popen([str(python), __file__, *argv, "--installed"], env=env)
+        return child.wait()
+    finally:
+        if child is not None and child.poll() is None:
+            child.terminate()
+            child.wait()
+        end_by_command_line(root)  # every process of the run ran this venv's interpreter
+        shutil.rmtree(root, ignore_errors=True)
+
+
+WHEEL_VENV = "a wheel of this tree, installed with its dependencies into a fresh venv"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    given = list(argv if argv is not None else sys.argv[1:])
+    if not args.installed:
+        return in_fresh_venv(given)
+    why_not = install.installed_as_wheel()
+    if why_not:
+        log(
+            f"refusing to measure: {why_not}. Its interpreters run the editable finder at"
+            " every start, which a user's `pip install .` does not: the figures would not"
+            " be a user's. Run without --installed (it installs a wheel of this tree into a"
+            " fresh venv), or with the python of a venv holding `pip install .`"
+        )
+        return 2
     prof = profile(args)
     signal.signal(signal.SIGTERM, _terminate)
     root = Path(tempfile.mkdtemp(prefix="tfb-", dir="/tmp"))
     log(f"{prof.mode} run in {root}")
-    compile_bytecode()
     started = time.monotonic()
     bench = Bench(prof, root)
     try:
@@ -291,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         bench.cleanup()
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
-    given = list(argv if argv is not None else sys.argv[1:])
+    given = [a for a in given if a != "--installed"]
     if "--output" in given:  # the output path is not part of what was measured
         index = given.index("--output")
         del given[index : index + 2]
@@ -304,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         command.strip(),
         bench.errors,
         remarks(prof),
+        os.environ.get("TF_BENCH_INSTALL") or f"the tf-fleet installed in {sys.prefix}",
     )
     log(f"wrote {args.output} in {time.monotonic() - started:.0f} s")
     print(args.output.read_text())

@@ -8,7 +8,7 @@ import xmlrpc.client
 from pathlib import Path
 from typing import Any
 
-from .common import Reaper, alive, timed_run, wait_for
+from .common import Reaper, alive, supervisorctl_cmd, timed_run, wait_for
 from .fleet import rpc_proxy
 
 CONF = """\
@@ -40,8 +40,9 @@ stdout_logfile={root}/{name}.log
 redirect_stderr=true
 """
 
-# A bare interpreter that only sleeps (as supervisord's command line).
-SLEEPER_COMMAND = f"{sys.executable} -c 'import time; time.sleep(1e9)'"
+# A bare interpreter that only sleeps, as supervisord's command line: without site, as
+# tf-agent's program starts.
+SLEEPER_COMMAND = f"{sys.executable} -S -c 'import time; time.sleep(1e9)'"
 
 # A bare program that writes "<pid> <epoch>" to a file as it starts and exits 1 on
 # SIGUSR1: the floor of a restart asked straight of a program that supervisord respawns.
@@ -121,11 +122,7 @@ class BareSupervisor:
         return self.all_in("RUNNING")
 
     def ctl(self, *args: str) -> None:
-        timed_run(
-            [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(self.conf), *args],
-            timeout=300,
-            check=False,
-        )
+        timed_run(supervisorctl_cmd("-c", str(self.conf), *args), timeout=300, check=False)
 
     def stop_all_and_shutdown(self) -> float:
         """`supervisorctl stop all`, then `supervisorctl shutdown`, until supervisord is

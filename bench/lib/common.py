@@ -20,8 +20,16 @@ import psutil
 T = TypeVar("T")
 BIN = Path(sys.executable).parent
 TF_FLEET = str(BIN / "tf-fleet") if (BIN / "tf-fleet").exists() else None
-# A bare interpreter that only sleeps: the baseline process.
-SLEEPER = [sys.executable, "-c", "import time; time.sleep(1e9)"]
+# A bare interpreter that only sleeps: the baseline process. Without site (-S), as
+# tf-agent's program starts it (`python -S .../agent/boot.py`).
+SLEEPER = [sys.executable, "-S", "-c", "import time; time.sleep(1e9)"]
+
+
+def supervisorctl_cmd(*args: str) -> list[str]:
+    """The venv's `supervisorctl` console script: started as `tf-fleet` is."""
+    script = BIN / "supervisorctl"
+    head = [str(script)] if script.exists() else [sys.executable, "-m", "supervisor.supervisorctl"]
+    return [*head, *args]
 
 
 def tf_fleet_cmd(*args: str) -> list[str]:

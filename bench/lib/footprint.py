@@ -39,18 +39,20 @@ def _cpu(pid: int) -> float:
     return times.user + times.system
 
 
-def start_sleepers(reaper: Reaper, count: int = SLEEPERS, *flags: str) -> list[int]:
-    """The baseline: bare interpreters that only sleep (`flags` before `-c`)."""
-    return [reaper.popen([SLEEPER[0], *flags, *SLEEPER[1:]]).pid for _ in range(count)]
+def start_sleepers(reaper: Reaper, count: int = SLEEPERS, site: bool = False) -> list[int]:
+    """The baseline: bare interpreters that only sleep, without site as tf-agent starts
+    (with `site`, as `python -c` starts, for a note)."""
+    cmd = [a for a in SLEEPER if a != "-S"] if site else SLEEPER
+    return [reaper.popen(cmd).pid for _ in range(count)]
 
 
 def memory_rows(
-    agent_pids: dict[str, int], sleepers: list[int], no_site: list[int] | None = None
+    agent_pids: dict[str, int], sleepers: list[int], with_site: list[int] | None = None
 ) -> list[Row]:
-    """`no_site`: sleepers started with -S, as tf-agent is; their median is noted."""
+    """`with_site`: sleepers started with site, as `python -c` is; their median is noted."""
     samples = [_memory(p) for p in agent_pids.values()]
     bare = [_memory(p) for p in sleepers]
-    bare_no_site = [_memory(p) for p in no_site or []]
+    bare_site = [_memory(p) for p in with_site or []]
     count = len(samples)
     rows = []
     for index, label in enumerate(("RSS", "USS", "PSS")):
@@ -61,19 +63,17 @@ def memory_rows(
             values,
             "MiB",
             base,
-            "bare sleeping interpreter",
+            "bare sleeping interpreter, -S",
         )
         if label == "RSS":
             absolute_target(row, 25.0, f"≤ 25 MiB ({row.judged})")
         elif label == "USS":
             ratio_target(row, 1.6)
-        if bare_no_site:
-            # tf-agent runs without site; the baseline, as `python -c` does, with it (in
-            # this venv, an editable install's finder included).
+        if bare_site:
             row.note = (
-                f"the baseline runs site; a sleeper with -S, as tf-agent runs: "
-                f"{median([b[index] for b in bare_no_site]):.1f} MiB (median of "
-                f"{len(bare_no_site)})"
+                f"the baseline runs without site, as tf-agent does; a sleeper with site: "
+                f"{median([b[index] for b in bare_site]):.1f} MiB (median of "
+                f"{len(bare_site)})"
             )
         rows.append(row)
         rows.append(
@@ -189,20 +189,20 @@ def agent_cpu(fleet: BenchFleet, root: Path, index: int, reaper: Reaper) -> floa
 def startup_cpu_rows(fleet: BenchFleet, root: Path, reaper: Reaper, reps: int) -> list[Row]:
     agent: list[float] = []
     bare: list[float] = []
-    no_site: list[float] = []
+    with_site: list[float] = []
     for i in range(reps):
-        bare.append(bare_cpu())
-        no_site.append(bare_cpu("-S"))
+        bare.append(bare_cpu("-S"))
+        with_site.append(bare_cpu())
         agent.append(agent_cpu(fleet, root, i, reaper))
     ms_agent = [v * 1000 for v in agent]
     ms_bare = [v * 1000 for v in bare]
     return [
         sampled(
-            "Bare interpreter (`python -c pass`), exec → exit, CPU",
+            "Bare interpreter (`python -S -c pass`), exec → exit, CPU",
             ms_bare,
             "ms",
-            note="baseline; the same venv's interpreter, site and .pth files included (with "
-            f"-S, no site at all: {1000 * median(no_site):.1f} ms)",
+            note="baseline; the same venv's interpreter without site, as tf-agent starts "
+            f"(with site and the venv's .pth files: {1000 * median(with_site):.1f} ms)",
         ),
         ratio_target(
             sampled(

@@ -38,12 +38,13 @@ How to read it:
   -S .../agent/boot.py`: no site) on the JSON config tf-fleet writes, against the fleet's
   server, under a name of its own (so it registers, as at a cold start); every thread's
   CPU time from `/proc/<pid>/task/*/schedstat` (ns) as soon as `last_poll` appears in its
-  status file. Its baseline is the same venv's interpreter running `-c pass`, from exec to exit
-  (wait4's rusage), with site and the venv's `.pth` files as `python -c` runs; the
-  figure without site is in its note.
-* The baselines' sleeping interpreters run with site, as `python -c` does; in this venv
-  that includes the editable install's finder, which a wheel install does not have. The
-  memory rows note a sleeper started with `-S`, as tf-agent is, beside them.
+  status file. Its baseline is the same venv's interpreter running `-S -c pass`, from exec
+  to exit (wait4's rusage); the figure with site is in its note.
+* Each baseline starts the way what it is compared with starts: the sleepers and the
+  respawning bare program run `python -S`, as tf-agent's program does; `supervisorctl`
+  runs from the venv's console script, as `tf-fleet` does; both supervisords run
+  `python -m supervisor.supervisord` on the venv's interpreter. The memory rows note a
+  sleeper with site beside them.
 * The job runs all seven phases: `allocate` waits (upstream semantics) until the job or its
   parent job ends, so each measured job names an already completed job as
   `parent_job_id`, which lets allocate return at once.
@@ -146,6 +147,7 @@ def write(
     command: str,
     errors: list[str],
     remarks: list[str] | None = None,
+    subject: str = "",
 ) -> None:
     faults = kept_faults_section(path)
     missed = [r for r in rows if r.met is False]
@@ -157,11 +159,14 @@ def write(
         "",
         f"Machine: {machine()}.",
         "",
+        f"Measured: {subject or 'the installed tf-fleet'}; every baseline runs that venv's"
+        " interpreter, started the way the process it is compared with starts (the table"
+        " says how).",
+        "",
         "Every figure and its baseline were measured in the same run, on loopback, in a "
         "private temp state dir. Latencies to a *first poll* are from just before the "
         "trigger to the `last_poll` the new process wrote in `<state>/run/<name>.json`. "
-        "Agents and baselines use `startsecs: 1`. The package's bytecode is compiled "
-        "first, as `pip install .` leaves it.",
+        "Agents and baselines use `startsecs: 1`.",
         "",
         table(rows),
         "",

@@ -15,7 +15,17 @@ from multiagent.fleet.host.procinfo import process_start_time
 
 from .bare import RESPAWNER as RESPAWNER_SCRIPT
 from .bare import BareSupervisor, sleepers
-from .common import Reaper, Row, median, pct, ratio_target, sampled, timed_run, wait_for
+from .common import (
+    Reaper,
+    Row,
+    median,
+    pct,
+    ratio_target,
+    sampled,
+    supervisorctl_cmd,
+    timed_run,
+    wait_for,
+)
 from .fleet import BenchFleet
 
 # variant -> trigger; each returns nothing and is timed from just before it is called
@@ -39,10 +49,7 @@ def _file(fleet: BenchFleet, name: str) -> None:
 
 
 def _hard_ctl(fleet: BenchFleet, name: str) -> None:
-    timed_run(
-        [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(fleet.conf), "restart", name],
-        timeout=60,
-    )
+    timed_run(supervisorctl_cmd("-c", str(fleet.conf), "restart", name), timeout=60)
 
 
 VARIANTS: dict[str, Trigger] = {
@@ -61,7 +68,7 @@ def bare_respawner(root: Path, reaper: Reaper) -> tuple[BareSupervisor, Path]:
     root.mkdir(parents=True, exist_ok=True)
     script, marker = root / "respawner.py", root / "started"
     script.write_text(RESPAWNER_SCRIPT)
-    bare = BareSupervisor(root, {RESPAWNER: f"{sys.executable} {script} {marker}"}, reaper)
+    bare = BareSupervisor(root, {RESPAWNER: f"{sys.executable} -S {script} {marker}"}, reaper)
     bare.start()
     return bare, marker
 

@@ -3,11 +3,10 @@ as many sleeping interpreters; no-change `up` and `status` against `supervisorct
 
 from __future__ import annotations
 
-import sys
 import time
 
 from .bare import BareSupervisor
-from .common import Row, absolute_target, ratio_target, sampled, timed_run
+from .common import Row, absolute_target, ratio_target, sampled, supervisorctl_cmd, timed_run
 from .fleet import BenchFleet, PollWatcher, wait_all_polled
 
 
@@ -92,7 +91,7 @@ def down_rows(count: int, downs: list[float], bare_down: list[float]) -> list[Ro
 
 def status_rows(fleet: BenchFleet, reps: int) -> list[Row]:
     """No-change `up`, `status`, `status --json`, interleaved with `supervisorctl status`."""
-    ctl = [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(fleet.conf), "status"]
+    ctl = supervisorctl_cmd("-c", str(fleet.conf), "status")
     samples: dict[str, list[float]] = {"ctl": [], "up": [], "text": [], "json": []}
     for _ in range(reps):
         samples["ctl"].append(timed_run(ctl, timeout=60, check=False)[0])

@@ -32,3 +32,15 @@ def test_bench_smoke_writes_the_results_table(tmp_path: Path) -> None:
     assert "could not be measured" not in text, text
     assert proc.returncode == 0, stderr[-3000:]
     assert "cores" in text and "Python" in text
+    assert "Measured: a wheel of this tree, installed with its dependencies into a fresh" in text
+
+
+def test_bench_refuses_to_measure_an_editable_install(tmp_path: Path) -> None:
+    """The suite's venv holds `pip install -e`: its interpreters start with the editable
+    finder, which no user's install has, so --installed refuses it, saying why."""
+    output = tmp_path / "RESULTS.md"
+    proc = run_bench("run.py", "--smoke", "--installed", "--output", str(output), limit=60)
+    assert proc.returncode == 2
+    assert "refusing to measure: tf-fleet is an editable install" in proc.stderr
+    assert "Run without --installed" in proc.stderr
+    assert not output.exists()
