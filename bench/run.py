@@ -32,8 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
-from lib import footprint, install, jobs, report, restart, server, startup
+from lib import breakdown, footprint, install, jobs, report, restart, server, startup
 from lib.bare import BareSupervisor, sleepers
+from lib.breakdown import Start
 from lib.common import Reaper, Row
 from lib.fleet import BenchFleet
 
@@ -76,6 +77,7 @@ class Bench:
         self.fleets: list[BenchFleet] = []
         self.sections: dict[int, list[Row]] = {}
         self.errors: list[str] = []
+        self.breakdowns: list[str] = []  # where each size's cold start went
 
     def section(self, number: int, what: str, func: Callable[[], list[Row]]) -> None:
         log(f"figure {number}: {what}")
@@ -119,10 +121,9 @@ class Bench:
         bare supervisord doing the same with as many sleepers; the last run's fleet also
         carries the restart figures (smallest size) and the status and footprint figures
         (largest size)."""
-        ups: list[float] = []
-        walls: list[float] = []
+        ups: list[Start] = []
         downs: list[float] = []
-        bare_ups: list[float] = []
+        bare_ups: list[Start] = []
         bare_downs: list[float] = []
         for run in range(self.prof.runs):
             bare = BareSupervisor(self.root / f"bare{size}-{run}", sleepers(size), self.reaper)
@@ -132,18 +133,18 @@ class Bench:
             bare_downs.append(bare_down)
             log(
                 f"  {size}: cold up, run {run + 1} "
-                f"(bare {bare_up:.1f} s up, {bare_down:.1f} s down)"
+                f"(bare {bare_up.last_running:.1f} s up, {bare_down:.1f} s down)"
             )
             fleet = self.fleet(f"f{size}-{run}", size)
-            wall, polled = startup.cold_up(fleet)
-            walls.append(wall)
-            ups.append(polled)
+            up = startup.cold_up(fleet)
+            ups.append(up)
             if run == self.prof.runs - 1:
                 self.extras(fleet, size)
-            log(f"  {size}: down, run {run + 1} (up {polled:.1f} s to all polling)")
+            log(f"  {size}: down, run {run + 1} (up {startup.ready(up):.1f} s to all polling)")
             downs.append(startup.down(fleet))
+        self.breakdowns.append(breakdown.section(size, ups[-1], bare_ups[-1]))
         return [
-            *startup.cold_rows(size, ups, walls, bare_ups),
+            *startup.cold_rows(size, ups, bare_ups),
             *startup.down_rows(size, downs, bare_downs),
         ]
 
@@ -181,8 +182,10 @@ class Bench:
             fleet.wait_ready(timeout=300)
             time.sleep(1.0)
             pids = fleet.agent_pids()
-            rows = footprint.memory_rows(pids, sleepers_, with_site)
-            rows += footprint.idle_cpu_rows(pids, sleepers_, self.prof.idle_seconds, 10)
+            # Memory after the idle window: by then (30 s, polling every 10 s) each agent
+            # has stayed idle a polling interval and given back what start-up left.
+            rows = footprint.idle_cpu_rows(pids, sleepers_, self.prof.idle_seconds, 10)
+            rows = footprint.memory_rows(pids, sleepers_, with_site) + rows
         finally:
             self.reaper.end(sleepers_ + with_site)
         rows += footprint.startup_cpu_rows(
@@ -343,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         bench.errors,
         remarks(prof),
         os.environ.get("TF_BENCH_INSTALL") or f"the tf-fleet installed in {sys.prefix}",
+        bench.breakdowns,
     )
     log(f"wrote {args.output} in {time.monotonic() - started:.0f} s")
     print(args.output.read_text())

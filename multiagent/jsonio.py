@@ -79,5 +79,13 @@ def load(fh: IO[str]) -> Any:
     return loads(fh.read())
 
 
+def formatted(value: Any, **options: Any) -> str:
+    """`json.dumps` with options (indent, sort_keys): the `json` package, imported only by
+    the commands that write such JSON."""
+    import json
+
+    return json.dumps(value, **options)
+
+
 def dump(value: Any, fh: IO[str]) -> None:
     fh.write(dumps(value))

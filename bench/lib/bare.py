@@ -8,6 +8,8 @@ import xmlrpc.client
 from pathlib import Path
 from typing import Any
 
+from . import breakdown
+from .breakdown import Start
 from .common import Reaper, alive, supervisorctl_cmd, timed_run, wait_for
 from .fleet import rpc_proxy
 
@@ -102,21 +104,27 @@ class BareSupervisor:
         got = {i["name"]: i["statename"] for i in infos if isinstance(i, dict) and "name" in i}
         return all(got.get(n) == state for n in (names or self.names))
 
-    def start(self, timeout: float = 300.0) -> float:
-        """Launch supervisord -> every program RUNNING (past startsecs), seconds. The end
-        is read from supervisord's own log ("entered RUNNING state", to the ms), so the
-        bench asks for every program's state only twice a second: asking more often
-        would take CPU from the processes being started."""
+    def start(self, timeout: float = 300.0) -> Start:
+        """Launch supervisord -> every program RUNNING (past startsecs): its phases and
+        CPU. The end is read from supervisord's own log ("entered RUNNING state", to the
+        ms), so the bench asks for every program's state only twice a second: asking
+        more often would take CPU from the processes being started."""
         t0 = time.perf_counter()
+        before = breakdown.children_before()
         epoch0 = time.time()
         timed_run([sys.executable, "-m", "supervisor.supervisord", "-c", str(self.conf)])
+        start = Start(epoch0)
+        start.cpu["command"], start.counts["command"] = breakdown.children_before() - before, 1
         self.pid = int(wait_for(lambda: _read(self.root / "supervisord.pid"), 15, "bare pid"))
         self.reaper.add(self.pid)
         self.pids.add(self.pid)
         wait_for(self.all_in_running, timeout, f"{len(self.names)} bare programs RUNNING", 0.5)
         wall = time.perf_counter() - t0
-        last = last_running(self.root / "supervisord.log", len(self.names))
-        return last - epoch0 if last is not None and last - epoch0 <= wall else wall
+        breakdown.log_phases(start, self.root / "supervisord.log")
+        breakdown.tree_cpu(start, self.pid, lambda _cmdline: "sleeper")
+        if start.last_running is None or start.last_running > wall:
+            start.last_running = wall
+        return start
 
     def all_in_running(self) -> bool:
         return self.all_in("RUNNING")
@@ -154,23 +162,6 @@ def _read(path: Path) -> str | None:
     try:
         return path.read_text().strip() or None
     except OSError:
-        return None
-
-
-def last_running(log: Path, count: int) -> float | None:
-    """Epoch of the last "entered RUNNING state" line of supervisord's log, if there are
-    `count` of them (its timestamps are local time, to the millisecond)."""
-    try:
-        lines = [ln for ln in log.read_text().splitlines() if "entered RUNNING state" in ln]
-    except OSError:
-        return None
-    if len(lines) < count:
-        return None
-    stamp = lines[-1][:23]  # "2026-11-29 10:25:08,275"
-    try:
-        whole = time.mktime(time.strptime(stamp[:19], "%Y-%m-%d %H:%M:%S"))
-        return whole + int(stamp[20:23]) / 1000
-    except ValueError:
         return None
 
 

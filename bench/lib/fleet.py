@@ -87,6 +87,14 @@ class BenchFleet:
         return Layout(self.state).supervisord_conf
 
     @property
+    def supervisord_log(self) -> Path:
+        return Layout(self.state).supervisord_log
+
+    @property
+    def logs_dir(self) -> Path:
+        return Layout(self.state).logs_dir
+
+    @property
     def rpc(self) -> Any:
         if self._rpc is None:
             self._rpc = rpc_proxy(self.socket)

@@ -148,6 +148,7 @@ def write(
     errors: list[str],
     remarks: list[str] | None = None,
     subject: str = "",
+    sections: list[str] | None = None,
 ) -> None:
     faults = kept_faults_section(path)
     missed = [r for r in rows if r.met is False]
@@ -180,6 +181,8 @@ def write(
         parts += [f"* {e}" for e in errors]
     if remarks:
         parts += [""] + [f"* {r}" for r in remarks]
+    for text in sections or []:
+        parts += ["", text]
     parts += ["", NOTES.rstrip()]
     parts += [
         "",

@@ -46,6 +46,12 @@ BACKOFF_MIN, BACKOFF_MAX = 1.0, 30.0
 # seconds later, and a doubling back-off would leave agents idle for as long again.
 # A refused connection on a lab network costs next to nothing to try.
 FIRST_CONTACT_RETRY = 0.5
+# For its first seconds a process keeps a refused first contact to itself (no warning in
+# its log, no `server_reachable: false`) and tries again sooner: the embedded server is
+# seldom listening yet at a cold start, and hundreds of warnings, status writes and
+# "reachable again" lines would only take CPU from the agents still starting (bench/).
+FIRST_CONTACT_QUIET = 3.0
+FIRST_CONTACT_MIN = 0.1
 FAREWELL_TIMEOUT = 2.0
 ANSWER_TIMEOUT = 10.0  # the post telling the server this agent has its job
 # Comments the agent itself writes when going down; a state with one of these is
@@ -85,7 +91,13 @@ class Agent:
         self.backoff = 0.0
         self.retry_at = 0.0
         self.reached = False  # whether this process has had an answer from its server
-        self.settled = False  # idle, with start-up's or the last job's garbage given back
+        self.quiet_until = time.monotonic() + FIRST_CONTACT_QUIET
+        self.warned = False  # the log says the server is unreachable
+        # Idle polls in a row: the memory start-up or the last job left is given back at
+        # the second, once the agent stayed idle a whole polling interval. Not at the
+        # first: on a cold `up` of hundreds of agents, those ~3 ms of CPU each would
+        # come while the others are still starting.
+        self.idle_polls = 0
         self.server_state = ""
         self.server_comment = ""
         self.server_job_id = ""  # the job the server shows this agent running
@@ -102,18 +114,24 @@ class Agent:
         return time.monotonic() >= self.retry_at
 
     def net_failed(self, exc: Exception) -> None:
-        first = self.backoff == 0
+        now = time.monotonic()
+        if not self.reached and now < self.quiet_until:
+            self.backoff = min(max(FIRST_CONTACT_MIN, self.backoff * 2), FIRST_CONTACT_RETRY)
+            self.retry_at = now + self.backoff
+            return
         ceiling = BACKOFF_MAX if self.reached else FIRST_CONTACT_RETRY
         self.backoff = min(max(BACKOFF_MIN, self.backoff * 2), ceiling)
-        self.retry_at = time.monotonic() + self.backoff
-        if first:
+        self.retry_at = now + self.backoff
+        if not self.warned:
+            self.warned = True
             log.warning("server unreachable (%s); retrying with back-off", exc)
         if self.status.data["server_reachable"]:
             self.status.update(server_reachable=False)
 
     def net_succeeded(self) -> None:
         self.reached = True
-        if self.backoff:
+        if self.warned:
+            self.warned = False
             log.info("server reachable again")
         self.backoff = 0.0
         self.retry_at = 0.0
@@ -498,13 +516,13 @@ class Agent:
             self.metrics.poll_error(f"http_{code}")
         if job is None:
             self.status.update(state=AgentState.WAITING, **changes)
-            if not self.settled:
+            self.idle_polls += 1
+            if self.idle_polls == 2:
                 give_back()
-                self.settled = True
             self._wait_idle(self.interval)
             return
         self.status.update(**changes)
-        self.settled = False
+        self.idle_polls = 0
         self._run_job(job)
 
     def _heartbeat_due(self) -> bool:

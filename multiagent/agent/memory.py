@@ -1,9 +1,10 @@
-"""Give the memory an agent no longer uses back to the kernel when it goes idle.
+"""Give the memory an agent no longer uses back to the kernel once it stays idle.
 
 Start-up (reading bytecode, the config, the first answers) and a job leave freed blocks in
 the C heap that glibc keeps for later; an idle agent never needs them again. A garbage
 collection and `malloc_trim(0)` return ~1 MiB of private memory per idle agent, 500 MiB on
-a host with 500 agents (bench/), for ~2 ms of CPU each time the agent goes idle.
+a host with 500 agents (bench/), for ~2 ms of CPU each time the agent has stayed idle a
+polling interval (loop.py).
 """
 
 from __future__ import annotations

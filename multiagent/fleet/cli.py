@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-import tempfile
-import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import wraps
@@ -108,7 +105,16 @@ def _quiet_broken_pipe() -> None:
     sys.exit(ExitStatus.BROKEN_PIPE)
 
 
+def _echo_json(data: Any) -> None:
+    import json  # here: commands that print no JSON start without it
+
+    click.echo(json.dumps(data, indent=2))
+
+
 def _write_traceback() -> str:
+    import tempfile
+    import traceback
+
     fd, path = tempfile.mkstemp(prefix="tf-fleet-error-", suffix=".log")
     with os.fdopen(fd, "w") as handle:
         handle.write(traceback.format_exc())
@@ -307,7 +313,7 @@ def _print_pending(result: RunResult) -> None:
 
 def _report(result: RunResult, as_json: bool, what: str) -> None:
     if as_json:
-        click.echo(json.dumps(result.to_json(), indent=2))
+        _echo_json(result.to_json())
         return
     said = _failures_said()
     for op in result.operations:
@@ -471,7 +477,7 @@ def plan(opts: Options, as_json: bool, canary_count: int | None) -> None:
             "canaries": canaries,
             "rejected": rejection.to_json() if rejection else None,
         }
-        click.echo(json.dumps(data, indent=2))
+        _echo_json(data)
         return
     for action in result.actions:
         reasons = f"  ({'; '.join(action.reasons)})" if action.reasons else ""
@@ -547,7 +553,7 @@ def up(
             lines=opts.lines(as_json),
         )
     if as_json:
-        click.echo(json.dumps(_up_json(report), indent=2))
+        _echo_json(_up_json(report))
     else:
         _up_text(fleet, report, no_wait)
     if _up_failed(report, no_wait):
@@ -850,7 +856,7 @@ def drain(
     if not wait:
         failed = [op for op in operations if op.failed]
         if as_json:
-            click.echo(json.dumps(result.to_json(), indent=2))
+            _echo_json(result.to_json())
         else:
             for op in failed:
                 click.echo(f"{op.name}: {op.text}", err=True)
@@ -886,7 +892,7 @@ def resume(opts: Options, names: tuple[str, ...], all_agents: bool, as_json: boo
         resumed = run_resume(fleet, supervisor, selected)
     if as_json:
         agents = [{"name": n, "started": started} for n, started in resumed.items()]
-        click.echo(json.dumps({"agents": agents}, indent=2))
+        _echo_json({"agents": agents})
         return
     lines = opts.lines()
     said = []
@@ -930,16 +936,21 @@ def _status_format(as_json: bool, output: str | None) -> str:
 @handles_errors
 def status(opts: Options, names: tuple[str, ...], output: str | None, as_json: bool) -> None:
     """One line per agent: process, pid, uptime, state, job, restart, last poll."""
-    from multiagent.fleet.commands.status import format_table, look
-
     output = _status_format(as_json, output)
     fleet = opts.fleet()
     supervisor = _supervisor(fleet)
+    supervisor.ask_ahead()  # supervisord builds its answer while this command goes on
+    from multiagent.fleet.commands.drift import drift
+    from multiagent.fleet.commands.status import format_table, look
+    from multiagent.fleet.host.rendered import render_or_reuse
+
     wanted = list(names) or sorted(fleet.agents)
     _refuse_unknown(
         fleet, [n for n in wanted if n not in fleet.agents and n != fleet.server_program]
     )
     agents = [n for n in wanted if n in fleet.agents]
+    drift_check = not names and output != "prometheus"
+    rendered = render_or_reuse(fleet, supervisor.target) if drift_check else None
     running, rows, server, note, processes = look(
         fleet, supervisor, agents, without_supervisord=output == "prometheus"
     )
@@ -960,9 +971,7 @@ def status(opts: Options, names: tuple[str, ...], output: str | None, as_json: b
         text = status_text(running, rows, server, time.time(), label, host, rejection)
         click.echo(text, nl=False)
         return
-    from multiagent.fleet.commands.drift import drift
-
-    drifted = [] if names else drift(fleet, supervisor, running, processes)
+    drifted = [] if rendered is None else drift(fleet, supervisor, running, processes, rendered)
     if output == "json":
         data = {
             "supervisord_running": running,
@@ -971,7 +980,7 @@ def status(opts: Options, names: tuple[str, ...], output: str | None, as_json: b
             "rejected": rejection.to_json() if rejection else None,
             "drift": drifted,
         }
-        click.echo(json.dumps(data, indent=2))
+        _echo_json(data)
     else:
         if not running:
             click.echo(f"supervisord is not running ({supervisor.target.socket_url})")
@@ -1062,7 +1071,7 @@ def down(opts: Options, safe: bool, force: bool, timeout: str | None, as_json: b
             "stopped_supervisord": stopped_supervisord,
             "interrupted": [one.to_json() for one in interrupted],
         }
-        click.echo(json.dumps(data, indent=2))
+        _echo_json(data)
         return
     for one in interrupted:
         click.echo(one.line())

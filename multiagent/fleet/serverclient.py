@@ -8,11 +8,11 @@ the server on every run, and `requests` would double what it imports.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from multiagent import jsonio
 from multiagent.fleet.errors import UserError
 
 # Seconds a request may take. A look (`status`, an agent's record) must not hold up a
@@ -58,7 +58,7 @@ class Response:
 
     def json(self) -> Any:
         """The body as JSON; ValueError when it is none."""
-        return json.loads(self.body or b"null")
+        return jsonio.loads(self.body or b"null")
 
 
 def base_url(server: str) -> str:
@@ -128,7 +128,7 @@ class ServerClient:
         if cookies:
             headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
         if json_body is not None:
-            body, content_type = json.dumps(json_body).encode(), "application/json"
+            body, content_type = jsonio.dumps(json_body).encode(), "application/json"
         if content_type:
             headers["Content-Type"] = content_type
         request = urllib.request.Request(self.url(path), body, headers, method=method)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from multiagent.fleet.host import pending
 from multiagent.fleet.host.orphans import orphans
-from multiagent.fleet.host.rendered import render_or_reuse
+from multiagent.fleet.host.rendered import Rendered, render_or_reuse
 from multiagent.fleet.messages import agents_listed, plural
 from multiagent.fleet.model import plan as planning
 from multiagent.fleet.model.facts import ProcessInfo
@@ -25,8 +25,10 @@ def drift(
     supervisor: Supervisor,
     supervisord_running: bool,
     processes: dict[str, ProcessInfo] | None = None,
+    rendered: Rendered | None = None,
 ) -> list[str]:
-    """`processes`: what supervisord said of its processes just now (`status` has asked)."""
+    """`processes`: what supervisord said of its processes just now (`status` has asked);
+    `rendered`: the fleet file's rendering, if made already."""
     layout = Layout(fleet.state_dir)
     if not supervisord_running:
         strays = orphans(fleet, layout, None)
@@ -40,7 +42,7 @@ def drift(
             f" fleet run without it: {listed}; `tf-fleet up` starts supervisord and takes"
             " each over after its job"
         ]
-    rendered = render_or_reuse(fleet, supervisor.target)
+    rendered = rendered or render_or_reuse(fleet, supervisor.target)
     observed = look(fleet, layout, supervisor, rendered, True, processes)
     plan = make_plan(fleet, layout, supervisor, rendered, observed)
     # A change `up --no-wait` asked for waits in the state dir: its row says so; not drift.

@@ -148,19 +148,44 @@ def _crashed(info: ProcessInfo | None, log_file: Path | None) -> str | None:
     )
 
 
+@dataclass(frozen=True)
+class AgentFiles:
+    """What an agent's own files say, read before supervisord's answer is needed."""
+
+    status: StatusRead | None  # tf-agents only
+    drain_flag: str | None
+    program_text: str | None  # its program file as supervisord would load it
+
+
+def read_agent_files(
+    names: list[str], layout: Layout, kinds: dict[str, str], supervisor: Supervisor
+) -> dict[str, AgentFiles]:
+    return {
+        name: AgentFiles(
+            read_status(layout.status_file(name))
+            if kinds.get(name) == ProgramKind.TF_AGENT
+            else None,
+            read_drain(layout, name),
+            read_text(supervisor.target.program_file(name)),
+        )
+        for name in names
+    }
+
+
 def fleet_status(
-    names: list[str], processes: dict[str, ProcessInfo], layout: Layout, kinds: dict[str, str]
+    names: list[str],
+    processes: dict[str, ProcessInfo],
+    layout: Layout,
+    files: dict[str, AgentFiles],
 ) -> list[AgentStatus]:
     now = time.time()
     return [
         agent_status(
             name,
             processes.get(name),
-            read_status(layout.status_file(name))
-            if kinds.get(name) == ProgramKind.TF_AGENT
-            else None,
+            files[name].status,
             layout.log_file(name),
-            drain_flag=read_drain(layout, name),
+            drain_flag=files[name].drain_flag,
             now=now,
         )
         for name in names
@@ -335,12 +360,12 @@ def without_server_view(
 
 
 def with_upgrade_view(
-    rows: list[AgentStatus], layout: Layout, supervisor: Supervisor
+    rows: list[AgentStatus], layout: Layout, files: dict[str, AgentFiles]
 ) -> list[AgentStatus]:
     """Each agent an upgrade in place left behind, and how (its program file as loaded)."""
     out = []
     for row in rows:
-        text = read_text(supervisor.target.program_file(row.name))
+        text = files[row.name].program_text
         live = row.process in ProcessState.LIVE
         changed = (
             installed.code_changed(
@@ -364,6 +389,9 @@ def look(
 
     layout = Layout(fleet.state_dir)
     note = None
+    kinds = {name: fleet.agents[name].kind for name in names}
+    supervisor.ask_ahead()  # supervisord builds its answer while the files are read
+    files = read_agent_files(names, layout, kinds, supervisor)
     try:
         running = supervisor.is_running()
         processes = supervisor.processes() if running else {}
@@ -371,8 +399,7 @@ def look(
         if not (without_supervisord and exc.code == Faults.UNRESPONSIVE):
             raise
         running, processes, note = False, {}, f"error: {exc}"
-    kinds = {name: fleet.agents[name].kind for name in names}
-    rows = with_upgrade_view(fleet_status(names, processes, layout, kinds), layout, supervisor)
+    rows = with_upgrade_view(fleet_status(names, processes, layout, files), layout, files)
     if ProgramKind.UPSTREAM in kinds.values():
         known = server_agents(fleet.server.url)
         if isinstance(known, str):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,9 +17,10 @@ from multiagent.fleet.host.files import (
     PRIVATE_DIR,
     PUBLIC,
     PUBLIC_DIR,
+    Write,
     make_dir,
     owner_of,
-    write_if_changed,
+    write_all_if_changed,
 )
 from multiagent.fleet.host.hostcheck import check_before_writing, check_host
 from multiagent.fleet.host.orphans import alive, ask_to_leave, orphans
@@ -162,49 +163,80 @@ def write_files(
     files (`environment:`) are 0600; an agent's config files (`device:`, commands) are
     0600 and its user's."""
     layout = Layout(fleet.state_dir)
-    written = []
+    writes: list[Write] = []
     if rendering.supervisord_conf:
-        path, text = rendering.supervisord_conf
-        if write_if_changed(path, text, PUBLIC):
-            written.append(path)
+        writes.append((*rendering.supervisord_conf, PUBLIC, None))
+    written = []
     for name, program in rendering.programs.items():
         if name in leave:
             continue  # a change that waits for its canaries: the old files stay
-        written += _write_program(layout, target, program, name in staged, name in hold_back)
+        if name in staged or name in hold_back:
+            written += _write_program(layout, target, program, name in staged, name in hold_back)
+        else:
+            writes.append((program.program_path, program.program_text, PRIVATE, None))
         agent = fleet.agents.get(name)
         owner = owner_of(agent.user) if agent else None
-        for path, text in program.config_files.items():
-            if write_if_changed(path, text, PRIVATE, owner):
-                written.append(path)
-    return written
+        writes += [(path, text, PRIVATE, owner) for path, text in program.config_files.items()]
+    return write_all_if_changed(writes) + written
 
 
 def _write_program(
     layout: Layout, target: SupervisorTarget, program: Program, staged: bool, held_back: bool
 ) -> list[Path]:
-    """The program entry: staged (a loaded program's change), left out (a stray's), or
-    written where supervisord reads it; the path written, if any."""
+    """The program entry of a loaded program's change (staged) or of a stray's (left
+    out); the path written, if any."""
     if staged:
         changed = pending.stage(layout, program.name, program.program_text)
         return [layout.pending_program(program.name)] if changed else []
-    if held_back:
-        if target.mode == "private":
-            program.program_path.unlink(missing_ok=True)
-        return []
-    changed = write_if_changed(program.program_path, program.program_text, PRIVATE)
-    return [program.program_path] if changed else []
+    if held_back and target.mode == "private":
+        program.program_path.unlink(missing_ok=True)
+    return []
 
 
-def wait_settled(supervisor: Supervisor, names: list[str], timeout: float) -> dict[str, str]:
-    """Wait until each program is past STARTING/BACKOFF (running, or failed for good)."""
+SOON = 0.02  # seconds: a look at a program due to be RUNNING, or just past it
+
+
+def wait_settled(
+    supervisor: Supervisor,
+    names: list[str],
+    timeout: float,
+    startsecs: Mapping[str, float] | None = None,
+) -> dict[str, str]:
+    """Wait until each program is past STARTING/BACKOFF (running, or failed for good).
+    `startsecs`: each program's (default 1 s), which says when to look again."""
     deadline = time.monotonic() + timeout
+    starting_since: dict[str, float] = {}
     while True:
         infos = supervisor.processes()
+        now = time.monotonic()
         states = {n: infos[n].state if n in infos else ProcessState.UNKNOWN for n in names}
-        if all(s in ProcessState.SETTLED for s in states.values()) or time.monotonic() > deadline:
+        if all(s in ProcessState.SETTLED for s in states.values()) or now > deadline:
             return states
-        # each look costs supervisord a pass over every process: fewer for large fleets
-        time.sleep(0.1 if len(names) <= 20 else 0.5)
+        time.sleep(next_look(states, starting_since, startsecs or {}, now))
+
+
+def next_look(
+    states: Mapping[str, str],
+    starting_since: dict[str, float],
+    startsecs: Mapping[str, float],
+    now: float,
+) -> float:
+    """Seconds until the next look: when the first program seen STARTING is due to be
+    RUNNING (its startsecs after it was first seen so), and soon after once it is due,
+    since supervisord moves it on at its next pass, which the look itself wakes. Each
+    look costs supervisord a pass over every process: for many programs, at most every
+    0.5 s until one is due (supervisord reports start times in whole seconds only)."""
+    longest = 0.1 if len(states) <= 20 else 0.5
+    due = []
+    for name, state in states.items():
+        if state == ProcessState.STARTING:
+            since = starting_since.setdefault(name, now)
+            due.append(since + startsecs.get(name, 1.0) - now)
+        else:
+            starting_since.pop(name, None)
+    if not due:
+        return longest  # BACKOFF: supervisord's own back-off decides
+    return min(longest, max(SOON, min(due) + SOON))
 
 
 def await_server(fleet: Fleet, states: dict[str, str], timeout: float) -> None:
@@ -297,9 +329,10 @@ def up(
     lines = lines or Lines(quiet=True)
     layout = Layout(fleet.state_dir)
     target = supervisor.target
+    supervisor.ask_ahead()  # supervisord builds its answer while the fleet is rendered
     check_host(fleet, target.mode)
-    supervisord_pid = supervisor.pid() if supervisor.is_running() else None
     rendered = render_or_reuse(fleet, target)
+    supervisord_pid = supervisor.pid() if supervisor.is_running() else None
     rendering = rendered.rendering
     change = rendering_digest(rendering)
     refuse_rejected(layout, change, force_rejected)
@@ -359,7 +392,8 @@ def up(
             fleet, supervisor, rendering, report, wait, restart_timeout, say, lines
         )
     if wait and report.started:
-        report.states = wait_settled(supervisor, report.started, timeout)
+        startsecs = {name: agent.startsecs for name, agent in fleet.agents.items()}
+        report.states = wait_settled(supervisor, report.started, timeout, startsecs)
         await_server(fleet, report.states, timeout)
     if not plan.is_noop or read_applied(layout, supervisor) is None:
         unsettled = {op.name for op in operations if not op.succeeded}

@@ -8,11 +8,11 @@ the same question for free when it was written for the supervisord running now.
 from __future__ import annotations
 
 import hashlib
-import json
 import sys
 from collections.abc import Iterable
 from pathlib import Path
 
+from multiagent import jsonio
 from multiagent.fleet.host.files import write_atomic
 from multiagent.fleet.model.layout import Layout
 from multiagent.fleet.model.render import Rendering
@@ -32,7 +32,7 @@ def read_applied(layout: Layout, supervisor: Supervisor) -> dict[str, str] | Non
     None when absent, unreadable, malformed or about another supervisord."""
     path = applied_file(layout)
     try:
-        data = json.loads(path.read_text())
+        data = jsonio.loads(path.read_text())
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
@@ -65,7 +65,7 @@ def write_applied(
         if name in loaded and name not in skip
     }
     record = {"supervisord_pid": supervisor.pid(), "programs": programs}
-    write_atomic(applied_file(layout), json.dumps(record, indent=1, sort_keys=True) + "\n")
+    write_atomic(applied_file(layout), jsonio.formatted(record, indent=1, sort_keys=True) + "\n")
 
 
 def _warn(text: str) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import stat
-import tempfile
 from pathlib import Path
 
 from multiagent.fleet.errors import UserError
@@ -108,11 +107,24 @@ def check_dir(path: Path) -> None:
         )
 
 
+def _new_temp(path: Path) -> tuple[int, Path]:
+    """A new 0600 file beside `path`, as tempfile.mkstemp makes one (whose import, with
+    shutil and random, every command would pay)."""
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{os.urandom(6).hex()}.tmp"
+        try:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            return os.open(tmp, flags, 0o600), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}")
+
+
 def write_atomic(path: Path, text: str, mode: int = PUBLIC, owner: Owner | None = None) -> None:
     if not path.parent.is_dir():
         make_dir(path.parent)
     check_dir(path.parent)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _new_temp(path)
     try:
         with os.fdopen(fd, "w") as handle:
             if owner is not None:
@@ -125,6 +137,25 @@ def write_atomic(path: Path, text: str, mode: int = PUBLIC, owner: Owner | None 
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# A cold `up` writes two files per agent, each fsynced: the kernel's wait for the disk
+# dominates and overlaps across threads (bench/: 400 files in 0.07 s with 8 threads
+# against 0.2 s in one).
+WRITERS = 8
+Write = tuple[Path, str, int, Owner | None]  # path, text, mode, owner
+
+
+def write_all_if_changed(writes: list[Write]) -> list[Path]:
+    """write_if_changed for each of `writes`, several at once; the paths written, in
+    the order given. The first error is raised once every write has ended."""
+    if len(writes) < 2 * WRITERS:
+        return [w[0] for w in writes if write_if_changed(*w)]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(WRITERS) as pool:
+        changed = list(pool.map(lambda w: write_if_changed(*w), writes))
+    return [w[0] for w, done in zip(writes, changed, strict=True) if done]
 
 
 def write_if_changed(path: Path, text: str, mode: int = PUBLIC, owner: Owner | None = None) -> bool:

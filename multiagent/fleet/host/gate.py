@@ -21,6 +21,7 @@ if __name__ == "__main__":  # run as a script: imports need the package's parent
     here = os.path.realpath(__file__)  # <parent>/multiagent/fleet/host/gate.py
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(here))))
 
+from multiagent import jsonio
 from multiagent.vocabulary import (  # noqa: E402 - after sys.path
     AgentState,
     drained_comment,
@@ -49,7 +50,6 @@ def option(command: list[str], name: str) -> str | None:
 def set_offline(command: list[str], reason: str = "") -> tuple[bool, str]:
     """Tell the agent's server it is offline: whether it took it, and what happened in
     words (never raises)."""
-    import json
 
     from multiagent.fleet.serverclient import ServerClient, ServerError
 
@@ -57,7 +57,7 @@ def set_offline(command: list[str], reason: str = "") -> tuple[bool, str]:
     try:
         # tf-fleet writes the agent's config as JSON (which is YAML to the agent).
         with open(conf_path or "", encoding="utf-8") as fh:
-            conf = json.load(fh)
+            conf = jsonio.load(fh)
         server, name = str(conf["server_address"]), str(conf["agent_id"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return False, f"cannot read the agent's config {conf_path}: {exc}"

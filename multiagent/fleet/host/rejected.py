@@ -9,10 +9,10 @@ or `--force-rejected` is given.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass
 
+from multiagent import jsonio
 from multiagent.fleet.host.files import PRIVATE, read_text, write_atomic
 from multiagent.fleet.model.layout import Layout
 
@@ -47,7 +47,7 @@ ADVICE = (
 
 
 def record(layout: Layout, rejection: Rejection) -> None:
-    write_atomic(layout.rejected_change, json.dumps(rejection.to_json()) + "\n", PRIVATE)
+    write_atomic(layout.rejected_change, jsonio.dumps(rejection.to_json()) + "\n", PRIVATE)
 
 
 def read(layout: Layout) -> Rejection | None:
@@ -57,7 +57,7 @@ def read(layout: Layout) -> Rejection | None:
     if text is None:
         return None
     try:
-        data = json.loads(text)
+        data = jsonio.loads(text)
         return Rejection(
             str(data["digest"]),
             float(data["when"]),

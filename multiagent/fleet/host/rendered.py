@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from multiagent import jsonio
 from multiagent.fleet.host.files import PRIVATE, read_text, write_atomic
 from multiagent.fleet.model.fleetfile import Fleet, FleetError, Problem
 from multiagent.fleet.model.layout import Layout
@@ -147,7 +147,7 @@ def reuse(layout: Layout, key: str) -> Rendering | None:
     """The files on disk as the rendering, when the record says they are it."""
     try:
         text = read_text(record_file(layout))  # never through a planted link
-        record = json.loads(text) if text is not None else None
+        record = jsonio.loads(text) if text is not None else None
     except (OSError, ValueError):
         return None  # unreadable or not JSON: render
     return rendering_from(record, key, read_text)
@@ -157,7 +157,7 @@ def remember(layout: Layout, rendering: Rendering, key: str) -> None:
     """Keep the record of a fresh rendering. 0600: the digests are of files that hold
     secrets. Written whatever `up` then wrote: a file left unwritten (a canary's wait, a
     stray's program) differs from its digest, and the next run renders again."""
-    text = json.dumps(record_of(rendering, key), indent=0) + "\n"
+    text = jsonio.formatted(record_of(rendering, key), indent=0) + "\n"
     if read_text(record_file(layout)) != text:
         write_atomic(record_file(layout), text, PRIVATE)
 

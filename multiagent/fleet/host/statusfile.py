@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import os
 import stat
 import sys
 from pathlib import Path
 from typing import Any
 
+from multiagent import jsonio
 from multiagent.fleet.model.facts import StatusRead
 
 MAX_BYTES = 64 * 1024  # a status file is a few hundred bytes
@@ -40,7 +40,7 @@ def read_status(path: Path) -> StatusRead:
     vfs = _vfs(path)
     full = _full(vfs)
     try:
-        data = json.loads(raw)
+        data = jsonio.loads(raw)
     except ValueError:
         return StatusRead(None, written, "not JSON", full)
     if not isinstance(data, dict) or not _well_typed(data):

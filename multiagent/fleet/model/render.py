@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from multiagent import jsonio
 from multiagent.agent.config import UPSTREAM_KEYS as UPSTREAM_ORDER
 from multiagent.fleet.model.fleetfile import DEFAULT_METRICS_HOST, TF_AGENT_SCRIPT, Agent, Fleet
 from multiagent.fleet.model.layout import MARKER, Layout
@@ -95,12 +95,12 @@ def _json_as_yaml(data: dict[str, Any]) -> str:
     exponent form (`1e-05`), which YAML 1.1 reads as a string."""
     if any(_exponent_float(v) for v in data.values()):
         return _yaml(data)
-    return json.dumps(data, indent=2) + "\n"
+    return jsonio.formatted(data, indent=2) + "\n"
 
 
 def _exponent_float(value: Any) -> bool:
     if isinstance(value, float):
-        text = json.dumps(value)
+        text = jsonio.dumps(value)
         return "e" in text or not any(c.isdigit() for c in text)
     if isinstance(value, dict):
         return any(_exponent_float(v) for v in value.values())

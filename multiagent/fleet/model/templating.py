@@ -27,6 +27,7 @@ def environment() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,  # these are config files, not HTML
+        auto_reload=False,  # one command renders hundreds of programs: one stat, not one each
     )
     env.filters["sv"] = supervisor_value
     return env
