@@ -687,3 +687,66 @@ def test_heartbeat_posts_what_the_agent_does_never_the_servers_echo(
     agent.last_agent_post = time.monotonic() - 2 * loop.HEARTBEAT_EVERY
     agent._heartbeat_if_due()
     assert stub.posts == [{"comment": "", **posted}]
+
+
+# -- start-up on a busy host ----------------------------------------------------------
+def test_a_refused_first_contact_is_quiet_for_a_few_seconds(tmp_path, caplog):
+    """At a cold start the embedded server starts with the agents: a refused first
+    contact is retried soon and said nowhere, until FIRST_CONTACT_QUIET has passed."""
+    from multiagent.agent import loop
+
+    agent = _loop_agent(tmp_path, tmp_path)
+    agent.status.update(server_reachable=True)
+    caplog.set_level("INFO", logger="tf-agent")
+    before = time.monotonic()
+    agent.net_failed(ServerUnreachable("refused"))
+    agent.net_failed(ServerUnreachable("refused"))
+    assert agent.retry_at - before < 2 * loop.FIRST_CONTACT_MIN + 0.1  # soon, not in 1 s
+    assert agent.status.data["server_reachable"] is True
+    assert "unreachable" not in caplog.text
+    agent.quiet_until = time.monotonic()  # the quiet seconds are over
+    agent.net_failed(ServerUnreachable("refused"))
+    assert agent.status.data["server_reachable"] is False
+    assert caplog.text.count("server unreachable (refused)") == 1
+    agent.net_succeeded()
+    assert "server reachable again" in caplog.text
+    assert agent.status.data["server_reachable"] is True
+
+
+def test_a_reached_server_that_fails_is_said_at_once(tmp_path, caplog):
+    agent = _loop_agent(tmp_path, tmp_path)
+    agent.net_succeeded()
+    caplog.set_level("INFO", logger="tf-agent")
+    agent.net_failed(ServerUnreachable("refused"))
+    assert "server unreachable (refused)" in caplog.text
+    assert agent.status.data["server_reachable"] is False
+
+
+def test_memory_is_given_back_once_the_agent_stayed_idle_a_whole_interval(tmp_path, monkeypatch):
+    """Not at the first idle poll (on a cold `up` the others are still starting), at the
+    second; a job in between starts the count again."""
+    from multiagent.agent import loop
+
+    agent = _loop_agent(tmp_path, tmp_path)
+    given: list[int] = []
+    answers: list[dict[str, Any] | None] = [None, None, None, {"job_id": "j"}, None, None]
+    monkeypatch.setattr(loop, "give_back", lambda: given.append(len(answers)))
+    monkeypatch.setattr(agent, "_wait_idle", lambda seconds: None)
+    monkeypatch.setattr(agent, "_run_job", lambda job: None)
+
+    class Polls:
+        def poll_job(self, queues: list[str]) -> tuple[int, dict[str, Any] | None]:
+            job = answers.pop(0)
+            return (200 if job else 204), job
+
+    agent.client = cast(Client, Polls())
+    agent._poll_job()
+    assert given == []  # first idle poll
+    agent._poll_job()
+    assert given == [4]  # second idle poll in a row
+    agent._poll_job()
+    assert given == [4]  # once per idle stretch
+    agent._poll_job()  # a job
+    agent._poll_job()
+    agent._poll_job()
+    assert given == [4, 0]

@@ -30,6 +30,8 @@ def test_bench_smoke_writes_the_results_table(tmp_path: Path) -> None:
     ):
         assert figure in text, f"{figure!r} missing from the table"
     assert "could not be measured" not in text, text
+    assert "### Where a cold start of 3 goes" in text
+    assert "| **launch → all RUNNING (and polling)** |" in text
     assert proc.returncode == 0, stderr[-3000:]
     assert "cores" in text and "Python" in text
     assert "Measured: a wheel of this tree, installed with its dependencies into a fresh" in text

@@ -159,3 +159,39 @@ def test_status_json_and_logs_of_real_agents(fleet_env):
     )
     unknown = fleet_env.run("status", "nope", check=False)
     assert unknown.returncode == 2
+
+
+def test_answers_asked_ahead_are_taken_once_and_dropped_by_a_change(fleet_env):
+    """`status` and `up` ask supervisord in a thread while they read their own files:
+    the answer is what supervisord says, is used once, and a call that may change
+    supervisord's state makes later looks ask again (no stale answer)."""
+    from multiagent.fleet.model.facts import ProcessState
+    from multiagent.fleet.model.fleetfile import load_fleet
+    from multiagent.fleet.supervisord.client import Supervisor, target_for
+
+    fleet_env.up(three_agents())
+    fleet_env.wait_all_running()
+    target = target_for(load_fleet(fleet_env.fleet_file))
+    live = Supervisor(target).processes()
+
+    ahead = Supervisor(target)
+    ahead.ask_ahead()
+    assert ahead.is_running()
+    assert {n: p.pid for n, p in ahead.processes().items()} == {n: p.pid for n, p in live.items()}
+
+    ahead.ask_ahead()
+    ahead.stop("agent-01")  # drops what was asked ahead
+    assert ahead.processes()["agent-01"].state == ProcessState.STOPPED
+    assert fleet_env.status()["agent-01"]["process"] == "STOPPED"
+
+
+def test_asking_ahead_of_a_supervisord_that_is_not_running_says_so(fleet_env):
+    from multiagent.fleet.model.fleetfile import load_fleet
+    from multiagent.fleet.supervisord.client import Supervisor, target_for
+
+    fleet_env.write(three_agents())
+    supervisor = Supervisor(target_for(load_fleet(fleet_env.fleet_file)))
+    supervisor.ask_ahead()
+    assert supervisor.is_running() is False
+    status = fleet_env.run("status", check=False)
+    assert "supervisord is not running" in status.stdout

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 
 from multiagent.fleet.errors import UserError
@@ -146,7 +147,7 @@ WRITERS = 8
 Write = tuple[Path, str, int, Owner | None]  # path, text, mode, owner
 
 
-def write_all_if_changed(writes: list[Write]) -> list[Path]:
+def write_all_if_changed(writes: Sequence[Write]) -> list[Path]:
     """write_if_changed for each of `writes`, several at once; the paths written, in
     the order given. The first error is raised once every write has ended."""
     if len(writes) < 2 * WRITERS:
