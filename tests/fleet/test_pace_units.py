@@ -88,3 +88,14 @@ def test_write_atomic_replaces_a_symlink_without_writing_through_it(tmp_path: Pa
     files.write_atomic(link, "new\n", PRIVATE)
     assert elsewhere.read_text() == "keep\n"
     assert not link.is_symlink() and link.read_text() == "new\n"
+
+
+def test_a_program_counts_as_starting_from_when_the_look_was_asked():
+    """An answer about 500 programs takes supervisord a while to send: a program it said
+    was STARTING was so when the look was asked."""
+    since: dict[str, float] = {}
+    states = {f"p{i}": ProcessState.STARTING for i in range(30)}
+    wait = next_look(states, since, {}, now=100.3, asked=100.0)
+    assert since["p0"] == 100.0
+    assert wait == pytest.approx(0.5)  # many programs: at most every 0.5 s until due
+    assert next_look(states, since, {}, now=100.9) == pytest.approx(0.1 + SOON)
