@@ -414,8 +414,16 @@ def up(
         if report.canary_failure:
             unsettled |= set(report.canaries)  # back on files older than the fleet file
         removed = {a.name for a in plan.of_kind(planning.REMOVE)}
-        write_applied(layout, supervisor, rendering, unsettled | removed)
+        write_applied(layout, supervisor, rendering, unsettled | removed, _seen(rendering, report))
     return report
+
+
+def _seen(rendering: Rendering, report: UpReport) -> set[str] | None:
+    """The programs supervisord was seen to have at the end of the wait, if the wait
+    looked at every program of the rendering (a cold `up`); else None."""
+    if not set(rendering.programs) <= set(report.states):
+        return None
+    return {name for name, state in report.states.items() if state != ProcessState.UNKNOWN}
 
 
 def _duplicates(fleet: Fleet, plan: Plan) -> list[str]:
