@@ -110,18 +110,13 @@ def _gap(later: float | None, earlier: float | None) -> str:
 
 def section(size: int, fleet: Start, bare: Start) -> str:
     """A markdown section comparing the two starts."""
-    rows = [
-        ("launch → supervisord started (its log)", fleet.supervisord_up, bare.supervisord_up),
-    ]
     lines = [
         f"### Where a cold start of {size} goes (the last run of each)",
         "",
         "| Phase (from the launch) | Cold `tf-fleet up` | Bare supervisord, -S sleepers |",
         "|---|---|---|",
-    ]
-    for label, ours, theirs in rows:
-        lines.append(f"| {label} | {_s(ours)} | {_s(theirs)} |")
-    lines += [
+        f"| launch → supervisord started (its log) | {_s(fleet.supervisord_up)} | "
+        f"{_s(bare.supervisord_up)} |",
         f"| supervisord started → last program spawned | "
         f"{_gap(fleet.last_spawn, fleet.supervisord_up)} | "
         f"{_gap(bare.last_spawn, bare.supervisord_up)} |",

@@ -31,6 +31,7 @@ class BenchFleet:
         self.root.mkdir(parents=True, exist_ok=True)
         self.file = self.root / "fleet.yaml"
         self.state = self.root / "s"  # short: supervisord's socket lives here
+        self.layout = Layout(self.state)
         self.restart_dir = self.root / "r"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -80,19 +81,11 @@ class BenchFleet:
     # -- supervisord ----------------------------------------------------------------
     @property
     def socket(self) -> Path:
-        return Layout(self.state).socket
+        return self.layout.socket
 
     @property
     def conf(self) -> Path:
-        return Layout(self.state).supervisord_conf
-
-    @property
-    def supervisord_log(self) -> Path:
-        return Layout(self.state).supervisord_log
-
-    @property
-    def logs_dir(self) -> Path:
-        return Layout(self.state).logs_dir
+        return self.layout.supervisord_conf
 
     @property
     def rpc(self) -> Any:
@@ -126,7 +119,7 @@ class BenchFleet:
 
     # -- agents ---------------------------------------------------------------------
     def status(self, name: str) -> dict[str, Any] | None:
-        return read_json(Layout(self.state).status_file(name))
+        return read_json(self.layout.status_file(name))
 
     def restart_file(self, name: str) -> Path:
         return self.restart_dir / RESTART_FILE.format(name=name)

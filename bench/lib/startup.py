@@ -30,9 +30,9 @@ def cold_up(fleet: BenchFleet, timeout: float = 900.0) -> Start:
         polled = wait_all_polled(fleet, watcher, timeout)
     start = breakdown.Start(t0, returned=wall, polled=polled - t0)
     start.cpu["command"], start.counts["command"] = breakdown.children_before() - before, 1
-    breakdown.log_phases(start, fleet.supervisord_log)
+    breakdown.log_phases(start, fleet.layout.supervisord_log)
     breakdown.tree_cpu(start, fleet.supervisord_pid(), _kind)
-    start.unreachable = breakdown.count_unreachable(fleet.logs_dir, fleet.names)
+    start.unreachable = breakdown.count_unreachable(fleet.layout.logs_dir, fleet.names)
     return start
 
 

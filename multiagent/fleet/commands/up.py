@@ -208,23 +208,22 @@ def wait_settled(
     deadline = time.monotonic() + timeout
     starting_since: dict[str, float] = {}
     states: dict[str, str] = {}
+    pending = list(names)
     while True:
-        unsettled = [n for n in names if states.get(n) not in ProcessState.SETTLED]
         # Once few are left, ask for those alone: supervisord sends 4 KB per pass of its
         # main loop, and every process's info is 0.3 s of passes at 500 programs.
         asked = time.monotonic()  # what the answer says was so then, however long it takes
-        if states and len(unsettled) <= FEW_LEFT:
-            infos = supervisor.processes_named(unsettled)
+        if states and len(pending) <= FEW_LEFT:
+            infos = supervisor.processes_named(pending)
         else:
             infos = supervisor.processes()
         now = time.monotonic()
-        states.update(
-            {n: infos[n].state if n in infos else ProcessState.UNKNOWN for n in unsettled}
-        )
-        pending = {n: s for n, s in states.items() if s not in ProcessState.SETTLED}
+        states.update({n: infos[n].state if n in infos else ProcessState.UNKNOWN for n in pending})
+        pending = [n for n in pending if states[n] not in ProcessState.SETTLED]
         if not pending or now > deadline:
             return states
-        time.sleep(next_look(pending, starting_since, startsecs or {}, now, asked))
+        left = {n: states[n] for n in pending}
+        time.sleep(next_look(left, starting_since, startsecs or {}, now, asked))
 
 
 def next_look(
@@ -240,7 +239,7 @@ def next_look(
     look costs supervisord a pass over every process: for many programs, at most every
     0.5 s until one is due (supervisord reports start times in whole seconds only).
     `asked`: when the look that saw these states was asked (its answer may take a while)."""
-    longest = 0.1 if len(states) <= 20 else 0.5
+    longest = 0.1 if len(states) <= FEW_LEFT else 0.5
     due = []
     for name, state in states.items():
         if state == ProcessState.STARTING:

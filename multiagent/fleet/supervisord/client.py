@@ -277,11 +277,9 @@ class Supervisor:
         if self._ahead is not None and not self._ahead.running_taken:
             try:
                 return self._ahead.take_running()
-            except SupervisorError as exc:
-                if exc.code == Faults.UNRESPONSIVE:
-                    self._silent = exc
-                    raise
-                return False
+            except SupervisorError as exc:  # only UNRESPONSIVE: the other errors are a no
+                self._silent = exc
+                raise
         try:
             return self._call("getState")["statename"] == ProcessState.RUNNING
         except SupervisorError as exc:
