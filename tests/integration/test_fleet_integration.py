@@ -185,6 +185,37 @@ def test_answers_asked_ahead_are_taken_once_and_dropped_by_a_change(fleet_env):
     assert fleet_env.status()["agent-01"]["process"] == "STOPPED"
 
 
+def test_the_private_supervisord_answers_every_process_as_json_and_plain(fleet_env, monkeypatch):
+    """The private supervisord loads tf-fleet's plugin: its JSON answer is
+    getAllProcessInfo's, and a supervisord without it (an older tf-fleet's) still
+    answers through getAllProcessInfo."""
+    from multiagent.fleet.model.fleetfile import load_fleet
+    from multiagent.fleet.supervisord import plugin
+    from multiagent.fleet.supervisord.client import Supervisor, target_for
+
+    fleet_env.up(three_agents())
+    fleet_env.wait_all_running()
+    target = target_for(load_fleet(fleet_env.fleet_file))
+    plain = Supervisor(target)
+    assert plugin.ALL_PROCESS_INFO in plain._root().system.listMethods()
+    by_json = Supervisor(target).processes()
+    by_xml = {i["name"]: i for i in plain.rpc.getAllProcessInfo()}
+    assert sorted(by_json) == sorted(by_xml) == ["agent-01", "agent-02", "agent-03"]
+    for name, info in by_json.items():
+        assert (info.state, info.pid, info.log_file) == (
+            by_xml[name]["statename"],
+            by_xml[name]["pid"],
+            by_xml[name]["stdout_logfile"],
+        )
+
+    monkeypatch.setattr(plugin, "ALL_PROCESS_INFO", f"{plugin.NAMESPACE}.notThere")
+    older = Supervisor(target)
+    assert {n: p.pid for n, p in older.processes().items()} == {
+        n: p.pid for n, p in by_json.items()
+    }
+    assert older._plain_only  # asked once, then straight to getAllProcessInfo
+
+
 def test_asking_ahead_of_a_supervisord_that_is_not_running_says_so(fleet_env):
     from multiagent.fleet.model.fleetfile import load_fleet
     from multiagent.fleet.supervisord.client import Supervisor, target_for

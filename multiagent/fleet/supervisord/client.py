@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from multiagent import jsonio
 from multiagent.fleet.errors import UserError
 from multiagent.fleet.model.facts import ProcessInfo, ProcessState
 from multiagent.fleet.model.fleetfile import Fleet
 from multiagent.fleet.model.layout import Layout
+from multiagent.fleet.supervisord import plugin
 
 
 class Faults:
@@ -210,6 +212,7 @@ class Supervisor:
         self._proxy: xmlrpc.client.ServerProxy | None = None
         self._silent: SupervisorError | None = None
         self._ahead: _Ahead | None = None
+        self._plain_only = False  # no plugin in this supervisord: getAllProcessInfo
 
     def ask_ahead(self) -> None:
         """Ask now, in a thread, whether supervisord runs and for every process: the next
@@ -243,9 +246,8 @@ class Supervisor:
         if self._ahead is not None and method not in ("getState", "getPID"):
             self._ahead = None  # a call that may change what it saw: its answers are old
         try:
-            if method.startswith("system."):
-                return getattr(self._root().system, method[len("system.") :])(*args)
-            return getattr(self.rpc, method)(*args)
+            namespace, _, called = method.rpartition(".")
+            return getattr(getattr(self._root(), namespace or "supervisor"), called)(*args)
         except xmlrpc.client.Fault as fault:
             raise SupervisorError(
                 f"supervisord refused {what}: {fault.faultString}", fault.faultCode, name
@@ -294,6 +296,15 @@ class Supervisor:
             found = ahead.take_processes()
             if found is not None:
                 return found
+        if self.target.mode == "private" and not self._plain_only:
+            try:
+                text = self._call(plugin.ALL_PROCESS_INFO)
+            except SupervisorError as exc:
+                if exc.code != Faults.UNKNOWN_METHOD:
+                    raise
+                self._plain_only = True  # started without the plugin (an older tf-fleet)
+            else:
+                return {info["name"]: ProcessInfo.from_rpc(info) for info in jsonio.loads(text)}
         return {
             info["name"]: ProcessInfo.from_rpc(info) for info in self._call("getAllProcessInfo")
         }
