@@ -14,9 +14,10 @@ def give_back() -> None:
     import gc
 
     gc.collect()
-    try:
-        import ctypes  # loaded already for inotify
+    from multiagent.agent import libc
 
-        ctypes.CDLL(None).malloc_trim(0)
-    except (ImportError, OSError, AttributeError):
-        pass  # no ctypes, or a libc without malloc_trim (musl): nothing to give back
+    try:
+        trim = libc.function("malloc_trim", libc.INT, libc.SIZE_T)
+    except OSError:
+        return  # a libc without malloc_trim (musl): nothing to give back
+    trim(0)

@@ -308,6 +308,36 @@ def _watched(tmp_path, monkeypatch, quiet=0.3):
     return trig, restart_dir, run_dir
 
 
+def test_libc_functions_without_the_ctypes_package(tmp_path):
+    """tf-agent's libc calls go through `_ctypes` alone: they work, errno is kept, a
+    missing function is an OSError, and the `ctypes` package is never imported."""
+    import subprocess
+    import sys
+
+    code = f"""
+import sys
+from multiagent.agent import libc, memory
+init = libc.function("inotify_init1", libc.INT, libc.INT)
+add = libc.function("inotify_add_watch", libc.INT, libc.INT, libc.CHAR_P, libc.UINT32)
+fd = init(0)
+assert fd >= 0, libc.errno()
+assert add(fd, {str(tmp_path).encode()!r}, 0x100) >= 1
+assert add(fd, {str(tmp_path / "missing").encode()!r}, 0x100) == -1
+assert libc.errno() == 2, libc.errno()  # ENOENT
+try:
+    libc.function("tf_agent_no_such_function", libc.INT)
+except OSError as exc:
+    assert "tf_agent_no_such_function" in str(exc), exc
+else:
+    raise AssertionError("no OSError")
+memory.give_back()
+assert "ctypes" not in sys.modules, "the ctypes package was imported"
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.strip() == "ok", done.stderr
+
+
 def test_dir_watch_filters_by_name(tmp_path):
     watch = DirWatch()
     try:

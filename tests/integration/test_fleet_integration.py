@@ -197,7 +197,8 @@ def test_the_private_supervisord_answers_every_process_as_json_and_plain(fleet_e
     fleet_env.wait_all_running()
     target = target_for(load_fleet(fleet_env.fleet_file))
     plain = Supervisor(target)
-    assert plugin.ALL_PROCESS_INFO in plain._root().system.listMethods()
+    methods = plain._root().system.listMethods()
+    assert isinstance(methods, list) and plugin.ALL_PROCESS_INFO in methods
     by_json = Supervisor(target).processes()
     by_xml = {i["name"]: i for i in plain.rpc.getAllProcessInfo()}
     assert sorted(by_json) == sorted(by_xml) == ["agent-01", "agent-02", "agent-03"]
