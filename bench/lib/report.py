@@ -45,6 +45,10 @@ How to read it:
   runs from the venv's console script, as `tf-fleet` does; both supervisords run
   `python -m supervisor.supervisord` on the venv's interpreter. The memory rows note a
   sleeper with site beside them.
+* `supervisorctl status` and `supervisorctl restart` ask the fleet's own supervisord,
+  which loads tf-fleet's plugin (`[rpcinterface:tffleet]`): it sends 64 KB per pass of
+  its main loop instead of 4 KB, which makes `supervisorctl status` faster too. The bare
+  supervisords run without it.
 * The job runs all seven phases: `allocate` waits (upstream semantics) until the job or its
   parent job ends, so each measured job names an already completed job as
   `parent_job_id`, which lets allocate return at once.
