@@ -140,7 +140,7 @@ def _facts(
     said = judge(status_file, info.pid, time.time())[0] if kind == ProgramKind.TF_AGENT else None
     unproven = kind == ProgramKind.TF_AGENT and said is None
     if live and (kind == ProgramKind.UPSTREAM or unproven):
-        children = _children(info.pid)
+        children = children_of.of(info.pid)
         if not children:
             server_job, server_unknown = env.server_jobs.job_of(name)
     elif live and said is not None and not (said.get("job_id") or said.get("state") in Phase.ALL):
@@ -150,15 +150,6 @@ def _facts(
     if info.state in ProcessState.FAILED or info.state in ProcessState.DOWN:
         log_tail = tuple(tail_lines(env.layout.log_file(name), 3))
     return AgentFacts(info, status_file, started, children, server_job, log_tail, server_unknown)
-
-
-def _children(pid: int) -> int:
-    import psutil  # only here: most commands never need its import time
-
-    try:
-        return len(psutil.Process(pid).children())
-    except psutil.Error:
-        return 0
 
 
 def take_snapshot(
