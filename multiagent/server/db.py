@@ -193,10 +193,6 @@ class Store:
         self.agent_ttl = agent_ttl
         self.job_ttl = job_ttl
         self._local = threading.local()
-        # Writers of this process queue here, not in SQLite: its busy handler sleeps 1, 2,
-        # 5 ... 100 ms between tries, so a burst of writes from a few threads (500 agents
-        # saying goodbye at once on `down`) stalled for a second at a time.
-        self._writer = threading.Lock()
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         _create_private(self.path)
         conn = self.conn()
@@ -238,14 +234,13 @@ class Store:
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
         conn = self.conn()
-        with self._writer:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
     def _agent_cutoff(self) -> float:
         return self.clock() - self.agent_ttl
