@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 # C types by their struct codes, as `ctypes` declares c_int, c_uint, c_ulong, c_char_p.
 INT, UINT32, SIZE_T, CHAR_P = "i", "I", "L", "z"  # uint32 and size_t on Linux
 
-_made: dict[str, Any] = {}
+_types: dict[str, Any] = {}  # the C types made so far, by code
+_library: tuple[Any, Any] | None = None  # (this process's handle, the function type)
 
 
 def function(name: str, restype: str, *argtypes: str) -> Callable[..., Any]:
@@ -27,19 +28,8 @@ def function(name: str, restype: str, *argtypes: str) -> Callable[..., Any]:
     try:
         import _ctypes
 
-        if "handle" not in _made:
-            # None: this process (dlopen(NULL)), which has libc loaded already.
-            _made["handle"] = _ctypes.dlopen(None)  # type: ignore[arg-type]
-            _made["function"] = type(
-                "LibcFunction",
-                (_ctypes.CFuncPtr,),
-                {
-                    "_flags_": _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO,
-                    "_restype_": _ctype(INT),
-                },
-            )
-        address = _ctypes.dlsym(_made["handle"], name)
-        found = _made["function"](address)
+        handle, function_type = _library or _open(_ctypes)
+        found = function_type(_ctypes.dlsym(handle, name))
         found.restype = _ctype(restype)
         found.argtypes = tuple(_ctype(code) for code in argtypes)
     except (ImportError, AttributeError, TypeError, ValueError) as exc:
@@ -54,10 +44,25 @@ def errno() -> int:
     return _ctypes.get_errno()
 
 
+def _open(_ctypes: Any) -> tuple[Any, Any]:
+    global _library
+    function_type = type(
+        "LibcFunction",
+        (_ctypes.CFuncPtr,),
+        {
+            "_flags_": _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO,
+            "_restype_": _ctype(INT),
+        },
+    )
+    # None: this process (dlopen(NULL)), which has libc loaded already.
+    _library = (_ctypes.dlopen(None), function_type)
+    return _library
+
+
 def _ctype(code: str) -> Any:
-    made = _made.get(code)
+    made = _types.get(code)
     if made is None:
         import _ctypes
 
-        made = _made[code] = type(f"c_{code}", (_ctypes._SimpleCData,), {"_type_": code})
+        made = _types[code] = type(f"c_{code}", (_ctypes._SimpleCData,), {"_type_": code})
     return made

@@ -951,8 +951,10 @@ def status(opts: Options, names: tuple[str, ...], output: str | None, as_json: b
     agents = [n for n in wanted if n in fleet.agents]
     drift_check = not names and output != "prometheus"
     rendered = render_or_reuse(fleet, supervisor.target) if drift_check else None
+    # A reused rendering is the text of the files on disk, read just now.
+    read = rendered.rendering.all_files() if rendered is not None and rendered.reused else None
     running, rows, server, note, processes = look(
-        fleet, supervisor, agents, without_supervisord=output == "prometheus"
+        fleet, supervisor, agents, without_supervisord=output == "prometheus", read=read
     )
     from multiagent.fleet.host import rejected
 

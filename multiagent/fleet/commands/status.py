@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -158,15 +159,22 @@ class AgentFiles:
 
 
 def read_agent_files(
-    names: list[str], layout: Layout, kinds: dict[str, str], supervisor: Supervisor
+    names: list[str],
+    layout: Layout,
+    kinds: dict[str, str],
+    supervisor: Supervisor,
+    read: Mapping[Path, str | None] | None = None,
 ) -> dict[str, AgentFiles]:
+    """`read`: files whose text was read a moment ago (a reused rendering's)."""
+    read = read or {}
+    programs = {name: supervisor.target.program_file(name) for name in names}
     return {
         name: AgentFiles(
             read_status(layout.status_file(name))
             if kinds.get(name) == ProgramKind.TF_AGENT
             else None,
             read_drain(layout, name),
-            read_text(supervisor.target.program_file(name)),
+            read[path] if (path := programs[name]) in read else read_text(path),
         )
         for name in names
     }
@@ -379,19 +387,25 @@ def with_upgrade_view(
 
 
 def look(
-    fleet: Fleet, supervisor: Supervisor, names: list[str], *, without_supervisord: bool = False
+    fleet: Fleet,
+    supervisor: Supervisor,
+    names: list[str],
+    *,
+    without_supervisord: bool = False,
+    read: Mapping[Path, str | None] | None = None,
 ) -> tuple[bool, list[AgentStatus], ServerStatus, str | None, dict[str, ProcessInfo]]:
     """Whether supervisord answers, the status of each of `names` (agents of the fleet),
     the server's, and a note when the server would not list its agents. With
     `without_supervisord`, a supervisord that does not answer is a note, not an error:
-    what the fleet's own files and server say is still shown."""
+    what the fleet's own files and server say is still shown. `read`: files whose text
+    was read a moment ago."""
     from multiagent.fleet.serverinfo import server_agents
 
     layout = Layout(fleet.state_dir)
     note = None
     kinds = {name: fleet.agents[name].kind for name in names}
     supervisor.ask_ahead()  # supervisord builds its answer while the files are read
-    files = read_agent_files(names, layout, kinds, supervisor)
+    files = read_agent_files(names, layout, kinds, supervisor, read)
     try:
         running = supervisor.is_running()
         processes = supervisor.processes() if running else {}

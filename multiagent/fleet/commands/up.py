@@ -171,7 +171,7 @@ def write_files(
         if name in leave:
             continue  # a change that waits for its canaries: the old files stay
         if name in staged or name in hold_back:
-            written += _write_program(layout, target, program, name in staged, name in hold_back)
+            written += _write_program(layout, target, program, name in staged)
         else:
             writes.append((program.program_path, program.program_text, PRIVATE, None))
         agent = fleet.agents.get(name)
@@ -181,14 +181,14 @@ def write_files(
 
 
 def _write_program(
-    layout: Layout, target: SupervisorTarget, program: Program, staged: bool, held_back: bool
+    layout: Layout, target: SupervisorTarget, program: Program, staged: bool
 ) -> list[Path]:
     """The program entry of a loaded program's change (staged) or of a stray's (left
     out); the path written, if any."""
     if staged:
         changed = pending.stage(layout, program.name, program.program_text)
         return [layout.pending_program(program.name)] if changed else []
-    if held_back and target.mode == "private":
+    if target.mode == "private":
         program.program_path.unlink(missing_ok=True)
     return []
 

@@ -21,7 +21,7 @@ if __name__ == "__main__":  # run as a script: imports need the package's parent
     here = os.path.realpath(__file__)  # <parent>/multiagent/fleet/host/gate.py
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(here))))
 
-from multiagent import jsonio
+from multiagent import jsonio  # noqa: E402 - after sys.path
 from multiagent.vocabulary import (  # noqa: E402 - after sys.path
     AgentState,
     drained_comment,
@@ -50,7 +50,6 @@ def option(command: list[str], name: str) -> str | None:
 def set_offline(command: list[str], reason: str = "") -> tuple[bool, str]:
     """Tell the agent's server it is offline: whether it took it, and what happened in
     words (never raises)."""
-
     from multiagent.fleet.serverclient import ServerClient, ServerError
 
     conf_path = option(command, "-c")
