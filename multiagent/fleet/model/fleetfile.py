@@ -347,8 +347,9 @@ def _read_agents(value: Any, defaults: Read, state_dir: Path, report: Report) ->
         )
         return {}
     agents: dict[str, Agent] = {}
+    agents_dir = str(state_dir / "agents")  # joined as text below: Path joins were ~10 % of a load
     for name, own in value.items():
-        agent = _read_agent(name, own, defaults, state_dir, report)
+        agent = _read_agent(name, own, defaults, agents_dir, report)
         if agent is not None:
             agents[name] = agent
     check_collisions([n for n in value if isinstance(n, str)], report)
@@ -356,7 +357,7 @@ def _read_agents(value: Any, defaults: Read, state_dir: Path, report: Report) ->
 
 
 def _read_agent(
-    name: Any, own: Any, defaults: Read, state_dir: Path, report: Report
+    name: Any, own: Any, defaults: Read, agents_dir: str, report: Report
 ) -> Agent | None:
     path = ("agents", name)
     if not check_name(name, report):
@@ -371,8 +372,8 @@ def _read_agent(
     require(written, fleetschema.AGENT_SETTINGS, path, report, name)
     if len(report.problems) > before:
         return None
-    agent_dir = state_dir / "agents" / name
-    merged = _expand(merged, {"{agent}": name, "{agent_dir}": str(agent_dir)})
+    agent_dir = f"{agents_dir}/{name}"
+    merged = _expand(merged, {"{agent}": name, "{agent_dir}": agent_dir})
     return _build_agent(name, merged, agent_dir)
 
 
@@ -474,7 +475,7 @@ def _expand(value: Any, tokens: dict[str, str]) -> Any:
     return value
 
 
-def _build_agent(name: str, merged: dict[str, Any], agent_dir: Path) -> Agent:
+def _build_agent(name: str, merged: dict[str, Any], agent_dir: str) -> Agent:
     upstream = {k: v for k, v in merged.items() if k in fleetschema.UPSTREAM_KEYS}
     # Upstream's defaults are shared /tmp/testflinger paths; two agents sharing a
     # results dir would re-send each other's results, so each gets its own.
@@ -483,7 +484,7 @@ def _build_agent(name: str, merged: dict[str, Any], agent_dir: Path) -> Agent:
         ("logging_basedir", "logs"),
         ("results_basedir", "results"),
     ):
-        upstream.setdefault(key, str(agent_dir / sub))
+        upstream.setdefault(key, f"{agent_dir}/{sub}")
     # The fleet's own keys are Agent's fields: an absent one keeps Agent's default.
     fleet = {k.name: merged[k.name] for k in fleetschema.FLEET_KEYS if k.name in merged}
     environment = fleet.pop("environment", {})
