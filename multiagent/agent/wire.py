@@ -168,7 +168,8 @@ class Reply:
 
 class Connection:
     """One persistent connection to scheme://host:port, opened on first use; through an
-    http:// `proxy` if given (absolute-form requests for http, a CONNECT tunnel for https)."""
+    http:// `proxy` if given (absolute-form requests for http, a CONNECT tunnel for https).
+    Scheme "unix": `host` is the path of a unix socket."""
 
     def __init__(
         self,
@@ -188,6 +189,8 @@ class Connection:
         shown = f"[{host}]" if ":" in host else host
         default = port in (None, DEFAULT_PORTS.get(scheme))
         self._host_header = shown if default else f"{shown}:{port}"
+        if scheme == "unix":  # `host` is the socket's path (tf-fleet's supervisord client)
+            self._host_header = "localhost"
 
     def set_timeout(self, timeout: float) -> None:
         self.timeout = timeout
@@ -195,6 +198,16 @@ class Connection:
             self.sock.settimeout(timeout)
 
     def _open(self) -> None:
+        if self.scheme == "unix":
+            sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+            try:
+                sock.settimeout(self.timeout)
+                sock.connect(self.host)
+            except BaseException:
+                sock.close()
+                raise
+            self.sock, self.file = sock, io.BufferedReader(_Receiver(sock), CHUNK)
+            return
         sock = self._connect_tcp()
         if self.scheme == "https":
             import socket

@@ -197,10 +197,10 @@ def test_the_private_supervisord_answers_every_process_as_json_and_plain(fleet_e
     fleet_env.wait_all_running()
     target = target_for(load_fleet(fleet_env.fleet_file))
     plain = Supervisor(target)
-    methods = plain._root().system.listMethods()
+    methods = plain._call("system.listMethods")
     assert isinstance(methods, list) and plugin.ALL_PROCESS_INFO in methods
     by_json = Supervisor(target).processes()
-    by_xml = {i["name"]: i for i in plain.rpc.getAllProcessInfo()}
+    by_xml = {i["name"]: i for i in plain._call("getAllProcessInfo")}
     assert sorted(by_json) == sorted(by_xml) == ["agent-01", "agent-02", "agent-03"]
     for name, info in by_json.items():
         assert (info.state, info.pid, info.log_file) == (

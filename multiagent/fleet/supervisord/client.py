@@ -5,13 +5,10 @@ from __future__ import annotations
 import base64
 import configparser
 import glob
-import http.client
 import os
-import socket
 import subprocess
 import sys
 import time
-import xmlrpc.client
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +19,7 @@ from multiagent.fleet.model.facts import ProcessInfo, ProcessState
 from multiagent.fleet.model.fleetfile import Fleet
 from multiagent.fleet.model.layout import Layout
 from multiagent.fleet.supervisord import plugin
+from multiagent.fleet.supervisord.xmlrpc_wire import Channel, Fault
 
 
 class Faults:
@@ -69,47 +67,6 @@ class SupervisorError(UserError):
         super().__init__(message)
         self.code = code
         self.name = name
-
-
-class UnixSocketTransport(xmlrpc.client.Transport):
-    """XML-RPC over supervisord's unix socket with a kept-alive connection. Our own:
-    supervisor.xmlrpc's costs ~30 ms of every command's start-up beyond xmlrpc.client."""
-
-    def __init__(self, socket_path: str, auth: str | None = None, timeout: float = CALL_SECONDS):
-        super().__init__()
-        self.socket_path = socket_path
-        self.timeout = timeout
-        if auth:
-            self._extra_headers = [("Authorization", f"Basic {auth}")]
-
-    def make_connection(self, host):
-        if self._connection[1] is not None and self._connection[0] == host:
-            return self._connection[1]
-        connection = http.client.HTTPConnection("localhost")
-        path, timeout = self.socket_path, self.timeout
-
-        def connect() -> None:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(timeout)  # the bound of every call on this connection
-            sock.connect(path)
-            connection.sock = sock
-
-        connection.connect = connect  # type: ignore[method-assign]
-        self._connection = host, connection
-        return connection
-
-
-class BoundedTransport(xmlrpc.client.Transport):
-    """XML-RPC over TCP (an inet_http_server), every call bounded as on the unix socket."""
-
-    def __init__(self, timeout: float = CALL_SECONDS):
-        super().__init__()
-        self.timeout = timeout
-
-    def make_connection(self, host):
-        connection = super().make_connection(host)
-        connection.timeout = self.timeout
-        return connection
 
 
 @dataclass(frozen=True)
@@ -209,7 +166,7 @@ class Supervisor:
     def __init__(self, target: SupervisorTarget, timeout: float = CALL_SECONDS):
         self.target = target
         self.timeout = max(0.1, min(timeout, CALL_SECONDS))
-        self._proxy: xmlrpc.client.ServerProxy | None = None
+        self._channel: Channel | None = None
         self._silent: SupervisorError | None = None
         self._ahead: _Ahead | None = None
         self._plain_only = False  # no plugin in this supervisord: getAllProcessInfo
@@ -222,21 +179,10 @@ class Supervisor:
         if self._ahead is None:
             self._ahead = _Ahead(Supervisor(self.target, self.timeout))
 
-    @property
-    def rpc(self):  # the supervisor.* namespace
-        return self._root().supervisor
-
-    def _root(self) -> xmlrpc.client.ServerProxy:
-        if self._proxy is None:
-            url = self.target.socket_url
-            if url.startswith("unix://"):
-                transport = UnixSocketTransport(
-                    url[len("unix://") :], self.target.auth, self.timeout
-                )
-                self._proxy = xmlrpc.client.ServerProxy("http://localhost", transport=transport)
-            else:
-                self._proxy = xmlrpc.client.ServerProxy(url, BoundedTransport(self.timeout))
-        return self._proxy
+    def _connected(self) -> Channel:
+        if self._channel is None:
+            self._channel = Channel(self.target.socket_url, self.target.auth, self.timeout)
+        return self._channel
 
     def _call(self, method: str, *args: Any) -> Any:
         name = args[0] if args and isinstance(args[0], str) else None
@@ -245,19 +191,19 @@ class Supervisor:
             raise self._silent
         if self._ahead is not None and method not in ("getState", "getPID"):
             self._ahead = None  # a call that may change what it saw: its answers are old
+        qualified = method if "." in method else f"supervisor.{method}"
         try:
-            namespace, _, called = method.rpartition(".")
-            return getattr(getattr(self._root(), namespace or "supervisor"), called)(*args)
-        except xmlrpc.client.Fault as fault:
+            return self._connected().call(qualified, *args)
+        except Fault as fault:
             raise SupervisorError(
-                f"supervisord refused {what}: {fault.faultString}", fault.faultCode, name
+                f"supervisord refused {what}: {fault.text}", fault.code, name
             ) from fault
         except TimeoutError as exc:
-            self._proxy = None
+            self._channel = None
             self._silent = SupervisorError(self._silence(), Faults.UNRESPONSIVE, name)
             raise self._silent from exc
-        except (OSError, http.client.HTTPException, xmlrpc.client.ProtocolError) as exc:
-            self._proxy = None
+        except (OSError, ValueError) as exc:
+            self._channel = None
             raise SupervisorError(
                 f"supervisord is not reachable at {self.target.socket_url}: {exc}",
                 Faults.UNREACHABLE,
