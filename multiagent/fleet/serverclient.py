@@ -2,8 +2,8 @@
 (status's look, an upstream agent's server-side state, submit, canary jobs) goes through
 `ServerClient`, so the bearer token, its refresh and the timeouts live in one place.
 
-The standard library's urllib, imported when a request is made: `tf-fleet status` asks
-the server on every run, and `requests` would double what it imports.
+On the agent's own HTTP client (`multiagent.agent.wire`): `tf-fleet status` asks the
+server on every run, and urllib's http.client, like `requests`, costs start-up time.
 """
 
 from __future__ import annotations
@@ -121,9 +121,6 @@ class ServerClient:
         cookies: dict[str, str] | None = None,
     ) -> Response:
         """One request; any HTTP status is a Response, no answer is Unreachable."""
-        import urllib.error
-        import urllib.request
-
         headers = dict(self.headers) if auth else {}
         if cookies:
             headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
@@ -131,16 +128,10 @@ class ServerClient:
             body, content_type = jsonio.dumps(json_body).encode(), "application/json"
         if content_type:
             headers["Content-Type"] = content_type
-        request = urllib.request.Request(self.url(path), body, headers, method=method)
         try:
-            with urllib.request.urlopen(request, timeout=timeout or self.timeout) as response:
-                set_cookies = response.headers.get_all("Set-Cookie") or []
-                return Response(response.status, bytes(response.read()), _cookies(set_cookies))
-        except urllib.error.HTTPError as exc:
-            with exc:
-                return Response(exc.code, bytes(exc.read()))
-        except (urllib.error.URLError, OSError) as exc:
-            raise Unreachable(self.server, getattr(exc, "reason", exc)) from exc
+            return _exchange(method, self.url(path), body, headers, timeout or self.timeout)
+        except OSError as exc:
+            raise Unreachable(self.server, exc) from exc
 
     def get_json(self, path: str, timeout: float | None = None) -> Any:
         """The JSON a GET answers with; ServerError on an error status, ValueError on a
@@ -232,6 +223,65 @@ class ServerClient:
         text = "".join(entry["log_data"] for entry in phases.values())
         last = max((entry["last_fragment_number"] for entry in phases.values()), default=-1)
         return text, max(start, last + 1)
+
+
+# Redirects are followed as urllib followed them: a GET or HEAD for each of these, a POST
+# (as a GET without its body) for the first three; at most MAX_REDIRECTS in a row.
+REDIRECTS = (301, 302, 303, 307, 308)
+MAX_REDIRECTS = 10
+
+
+def _exchange(
+    method: str, url: str, body: bytes | None, headers: dict[str, str], timeout: float
+) -> Response:
+    """One request and its answer, redirects followed; OSError when there is no answer.
+    On the agent's HTTP client and its reading of the proxy variables: tf-fleet reaches
+    the server as its agents do, and `http.client` (urllib's) cost ~20 ms of every
+    `status` (its email package and ssl)."""
+    from multiagent.agent import proxy
+    from multiagent.agent.wire import Connection, split_address
+
+    for _ in range(MAX_REDIRECTS + 1):
+        scheme, host, port = split_address(url)
+        if scheme not in ("http", "https"):
+            raise OSError(f"unsupported URL scheme {scheme!r}")
+        origin, target = _origin_and_target(url)
+        conn = Connection(scheme, host, port, timeout, proxy.for_server(scheme, host, port))
+        try:
+            reply = conn.request(method, target, body, {**headers, "Connection": "close"})
+            data = reply.read()
+        finally:
+            conn.close()
+        location = next((v for n, v in reply.headers if n == "location"), "")
+        follows = method in ("GET", "HEAD") or (method == "POST" and reply.status in REDIRECTS[:3])
+        if reply.status in REDIRECTS and location and follows:
+            url = _joined(origin, target, location)
+            if method == "POST":
+                method, body = "GET", None
+                headers = {k: v for k, v in headers.items() if k != "Content-Type"}
+            continue
+        set_cookies = [v for n, v in reply.headers if n == "set-cookie"]
+        return Response(reply.status, data, _cookies(set_cookies) if set_cookies else {})
+    return Response(reply.status, data)
+
+
+def _origin_and_target(url: str) -> tuple[str, str]:
+    """("scheme://host:port", "/path?query") of a URL (its fragment left out)."""
+    scheme, _, rest = url.partition("://")
+    rest = rest.split("#", 1)[0]
+    cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    target = rest[cut:]
+    return f"{scheme}://{rest[:cut]}", target if target.startswith("/") else "/" + target
+
+
+def _joined(origin: str, target: str, location: str) -> str:
+    if "://" in location:
+        return location
+    if location.startswith("//"):
+        return origin.split("://", 1)[0] + ":" + location
+    if location.startswith("/"):
+        return origin + location
+    return origin + target.split("?", 1)[0].rsplit("/", 1)[0] + "/" + location
 
 
 def _cookies(headers: list[str]) -> dict[str, str]:
