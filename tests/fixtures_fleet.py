@@ -21,7 +21,7 @@ import psutil
 import pytest
 import requests
 import yaml
-from fixtures_server import free_port, pause_after, wait_for
+from fixtures_server import free_port, pause_after, wait_for, without_coverage
 
 from multiagent.fleet.model.facts import ProcessState
 from multiagent.fleet.model.fleetfile import FleetError, load_fleet
@@ -54,8 +54,12 @@ class FleetEnv:
     def agent_fleet(
         self, names: list[str], queues: dict[str, list[str]] | None = None, **defaults: Any
     ) -> dict[str, Any]:
-        """tf-agents with the local connector against an embedded server on a free port."""
-        connector = "tf-local-connector {phase} -c {agent_dir}/default.yaml testflinger.json"
+        """tf-agents with the local connector against an embedded server on a free port.
+        The connector runs without the suite's coverage: tests of the agent measure it."""
+        connector = (
+            f"{NO_COVERAGE} tf-local-connector {{phase}} -c {{agent_dir}}/default.yaml"
+            " testflinger.json"
+        )
         base = {
             "polling_interval": 0.5,
             "startsecs": 1,
@@ -332,8 +336,14 @@ class FleetEnv:
         return [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(conf)]
 
     def ctl(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+        """supervisorctl runs no code of the package: without the suite's coverage."""
         return subprocess.run(
-            [*self.ctl_command(), *args], capture_output=True, text=True, timeout=60, check=check
+            [*self.ctl_command(), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=check,
+            env=without_coverage(),
         )
 
     def supervisord_pid(self) -> int | None:
