@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 from xml.parsers import expat
 
-from multiagent.agent.wire import Connection
+from multiagent.agent.wire import Connection, split_address
 
 PATH = "/RPC2"
 _ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
@@ -164,42 +164,37 @@ class Channel:
         if url.startswith("unix://"):
             self.conn = Connection("unix", url[len("unix://") :], None, timeout)
         else:
-            from multiagent.agent.wire import split_address
-
             scheme, host, port = split_address(url)
             self.conn = Connection(scheme, host, port, timeout)
         self.headers = {"Content-Type": "text/xml"}
         if auth:
             self.headers["Authorization"] = f"Basic {auth}"
-        self.used = False  # a kept-alive connection, which supervisord may have closed
 
     def call(self, method: str, *params: Any) -> Any:
         body = call_body(method, params)
-        # As xmlrpc.client does: a kept-alive connection that supervisord closed since
-        # (a reload, a restart) is opened again once; the call had not reached it.
-        for again in (False, True):
-            reused = self.used
-            try:
-                reply = self.conn.request("POST", PATH, body, self.headers)
-                data = reply.read()
-            except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError):
-                self.conn.close()
-                self.used = False
-                if again or not reused:
-                    raise
-                continue
-            except BaseException:
-                self.conn.close()
-                self.used = False
+        reused = self.conn.sock is not None  # kept alive: supervisord may have closed it
+        try:
+            status, data = self._post(body)
+        except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError):
+            if not reused:
                 raise
-            if reply.will_close:
-                self.conn.close()
-            self.used = not reply.will_close
-            if reply.status != 200:
-                raise ProtocolError(f"HTTP {reply.status} from {PATH}")
-            return answer_of(data)
-        raise AssertionError("unreachable")  # the loop returns or raises
+            # As xmlrpc.client does: a connection supervisord closed since (a reload, a
+            # restart) is opened again once; the call had not reached it.
+            status, data = self._post(body)
+        if status != 200:
+            raise ProtocolError(f"HTTP {status} from {PATH}")
+        return answer_of(data)
+
+    def _post(self, body: bytes) -> tuple[int, bytes]:
+        try:
+            reply = self.conn.request("POST", PATH, body, self.headers)
+            data = reply.read()
+        except BaseException:
+            self.conn.close()
+            raise
+        if reply.will_close:
+            self.conn.close()
+        return reply.status, data
 
     def close(self) -> None:
         self.conn.close()
-        self.used = False
