@@ -58,6 +58,9 @@ SETTLE_CAP_SECONDS = 3600.0
 # A supervisord we just started, still spawning its programs (its log growing), is
 # waited for this long at most before it counts as wedged.
 SPAWN_CAP_SECONDS = 600.0
+# The private supervisord: supervisor's, with a parser of its included files that does not
+# grow with the square of their number (launch.py says by how much).
+LAUNCHER = "multiagent.fleet.supervisord.launch"
 
 
 class SupervisorError(UserError):
@@ -475,7 +478,7 @@ def start_private(layout: Layout, timeout: float = 15.0) -> int:
             f" ({layout.socket}); choose a shorter state_dir"
         )
     proc = subprocess.run(
-        [sys.executable, "-m", "supervisor.supervisord", "-c", str(layout.supervisord_conf)],
+        [sys.executable, "-m", LAUNCHER, "-c", str(layout.supervisord_conf)],
         capture_output=True,
         text=True,
         timeout=timeout,
