@@ -252,22 +252,10 @@ def _run(args: Args, cfg: AgentConfig, guard: NameGuard) -> int:
 
 def run() -> NoReturn:
     """The `tf-agent` command: main(), then exit without the interpreter's teardown."""
-    leave(main())
+    code = main()
+    from multiagent.fastexit import leave
 
-
-def leave(code: int) -> NoReturn:
-    """Exit at once once atexit's work is done (coverage, under the test suite). The
-    interpreter's teardown frees every module and object one by one: several ms of CPU
-    per agent that a `down` of hundreds of agents pays all at once."""
-    import atexit
-
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-    os._exit(code)
+    leave(code)
 
 
 if __name__ == "__main__":

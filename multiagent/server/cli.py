@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -146,7 +145,10 @@ def server_command(
         public_pages=public_pages,
         ack_timeout=ack_timeout,
     )
-    sys.exit(run_server(host=host, port=port, db_path=db, policy=policy, threads=threads))
+    code = run_server(host=host, port=port, db_path=db, policy=policy, threads=threads)
+    from multiagent.fastexit import leave
+
+    leave(code)  # the app's teardown would take longer than the server's own stop
 
 
 GROUP_DB = "tf_server.db"  # ctx.meta key: the group's --db, read by every sub-command
