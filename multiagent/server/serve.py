@@ -75,7 +75,7 @@ def run_server(
     sweeper = Sweeper(app.extensions["tf_store"], sweep_interval, policy.ack_timeout)
     sweeper.sweep_once()
     # Many agents keep a connection open each: waitress' default limit (100) is too low, and
-    # select() stops at 1024 descriptors, so use poll().
+    # its loop runs on epoll (eventloop.py), not select(), which stops at 1024 descriptors.
     try:
         server = _listen(app, host, port, threads, policy.limits)
     except OSError as exc:
@@ -106,8 +106,11 @@ def _why(exc: OSError, port: int) -> str:
 def _listen(app: Any, host: str, port: int, threads: int, limits: Limits) -> Any:
     from waitress import create_server
 
-    return create_server(
+    from multiagent.server.eventloop import EpollLoop, WatchedMap
+
+    server = create_server(
         app,
+        map=WatchedMap(),
         host=host,
         port=port,
         threads=threads,
@@ -117,6 +120,8 @@ def _listen(app: Any, host: str, port: int, threads: int, limits: Limits) -> Any
         # The largest body any endpoint takes; each endpoint's own limit is checked first.
         max_request_body_size=max(limits.body_limit(name) for name in (None, *BODY_ENDPOINTS)),
     )
+    server.asyncore = EpollLoop  # waitress' loop over epoll: eventloop.py says why
+    return server
 
 
 def _serve(server: Any, sweeper: Any, app: Any, said: list[str]) -> int:
