@@ -16,7 +16,10 @@ AGENT = f"{PACKAGE}.agent"
 SERVER = f"{PACKAGE}.server"
 # Besides itself, tf-agent or the server may import the shared modules at the package's
 # top, each as light as tf-agent's start-up needs.
-WINGS_MAY_IMPORT = {PACKAGE, *(f"{PACKAGE}.{m}" for m in ("vocabulary", "jsonio", "tokenfile"))}
+WINGS_MAY_IMPORT = {
+    PACKAGE,
+    *(f"{PACKAGE}.{m}" for m in ("vocabulary", "jsonio", "tokenfile", "fastexit")),
+}
 
 
 def modules() -> dict[str, Path]:
