@@ -42,9 +42,11 @@ How to read it:
   to exit (wait4's rusage); the figure with site is in its note.
 * Each baseline starts the way what it is compared with starts: the sleepers and the
   respawning bare program run `python -S`, as tf-agent's program does; `supervisorctl`
-  runs from the venv's console script, as `tf-fleet` does; both supervisords run
-  `python -m supervisor.supervisord` on the venv's interpreter. The memory rows note a
-  sleeper with site beside them.
+  runs from the venv's console script, as `tf-fleet` does; both supervisords are
+  supervisor's own on the venv's interpreter (the bare one `python -m
+  supervisor.supervisord` with its programs in one file, the fleet's through tf-fleet's
+  launcher, which reads its one file per program in linear time). The memory rows note
+  a sleeper with site beside them.
 * `supervisorctl status` and `supervisorctl restart` ask the fleet's own supervisord,
   which loads tf-fleet's plugin (`[rpcinterface:tffleet]`): it sends 64 KB per pass of
   its main loop instead of 4 KB, which makes `supervisorctl status` faster too. The bare
