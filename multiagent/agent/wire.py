@@ -199,16 +199,9 @@ class Connection:
 
     def _open(self) -> None:
         if self.scheme == "unix":
-            sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-            try:
-                sock.settimeout(self.timeout)
-                sock.connect(self.host)
-            except BaseException:
-                sock.close()
-                raise
-            self.sock, self.file = sock, io.BufferedReader(_Receiver(sock), CHUNK)
-            return
-        sock = self._connect_tcp()
+            sock = connect_unix(self.host, self.timeout)
+        else:
+            sock = self._connect_tcp()
         if self.scheme == "https":
             import socket
             import ssl  # only for an https server: libssl costs ~4 MB
@@ -378,6 +371,18 @@ def connect(host: str | bytes, port: int, timeout: float) -> Any:
             sock.close()
             error = exc
     raise error or OSError(f"no address for {host!r}")
+
+
+def connect_unix(path: str, timeout: float) -> Any:
+    """A `_socket.socket` connected to the unix socket at `path`."""
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(path)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 class _Receiver(io.RawIOBase):

@@ -238,6 +238,8 @@ def _exchange(
     On the agent's HTTP client and its reading of the proxy variables: tf-fleet reaches
     the server as its agents do, and `http.client` (urllib's) cost ~20 ms of every
     `status` (its email package and ssl)."""
+    from urllib.parse import urljoin  # click has imported it already
+
     from multiagent.agent import proxy
     from multiagent.agent.wire import Connection, split_address
 
@@ -245,7 +247,7 @@ def _exchange(
         scheme, host, port = split_address(url)
         if scheme not in ("http", "https"):
             raise OSError(f"unsupported URL scheme {scheme!r}")
-        origin, target = _origin_and_target(url)
+        target = _target(url)
         conn = Connection(scheme, host, port, timeout, proxy.for_server(scheme, host, port))
         try:
             reply = conn.request(method, target, body, {**headers, "Connection": "close"})
@@ -255,7 +257,7 @@ def _exchange(
         location = next((v for n, v in reply.headers if n == "location"), "")
         follows = method in ("GET", "HEAD") or (method == "POST" and reply.status in REDIRECTS[:3])
         if reply.status in REDIRECTS and location and follows:
-            url = _joined(origin, target, location)
+            url = urljoin(url, location)
             if method == "POST":
                 method, body = "GET", None
                 headers = {k: v for k, v in headers.items() if k != "Content-Type"}
@@ -265,23 +267,12 @@ def _exchange(
     return Response(reply.status, data)
 
 
-def _origin_and_target(url: str) -> tuple[str, str]:
-    """("scheme://host:port", "/path?query") of a URL (its fragment left out)."""
-    scheme, _, rest = url.partition("://")
-    rest = rest.split("#", 1)[0]
-    cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
-    target = rest[cut:]
-    return f"{scheme}://{rest[:cut]}", target if target.startswith("/") else "/" + target
+def _target(url: str) -> str:
+    """The request target of a URL: its path (at least "/") and query."""
+    from urllib.parse import urlsplit
 
-
-def _joined(origin: str, target: str, location: str) -> str:
-    if "://" in location:
-        return location
-    if location.startswith("//"):
-        return origin.split("://", 1)[0] + ":" + location
-    if location.startswith("/"):
-        return origin + location
-    return origin + target.split("?", 1)[0].rsplit("/", 1)[0] + "/" + location
+    parts = urlsplit(url)
+    return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
 
 
 def _cookies(headers: list[str]) -> dict[str, str]:
