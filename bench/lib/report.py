@@ -45,8 +45,9 @@ How to read it:
   runs from the venv's console script, as `tf-fleet` does; both supervisords are
   supervisor's own on the venv's interpreter (the bare one `python -m
   supervisor.supervisord` with its programs in one file, the fleet's through tf-fleet's
-  launcher, which reads its one file per program in linear time). The memory rows note
-  a sleeper with site beside them.
+  launcher, which reads its one file per program in linear time and lets a pass's
+  programs run once it has forked them all: the bare one starts each sleeper as it forks
+  it). The memory rows note a sleeper with site beside them.
 * `supervisorctl status` and `supervisorctl restart` ask the fleet's own supervisord,
   which loads tf-fleet's plugin (`[rpcinterface:tffleet]`): it sends 64 KB per pass of
   its main loop instead of 4 KB, which makes `supervisorctl status` faster too. The bare

@@ -8,7 +8,7 @@ number of files. One program file per agent makes that ~1.1 s of one core at 500
 (~0.2 s with this parser), before the first agent can start on a cold `up` and on every
 `reloadConfig` after a change, with supervisord's main loop blocked meanwhile (bench/).
 Here each included file is parsed on its own and merged; the parse's result is the same
-(tests/fleet/test_supervisord_launch.py compares them).
+(tests/fleet/test_supervisord_launch.py compares them). It also installs `spawngate`.
 """
 
 from __future__ import annotations
@@ -92,6 +92,9 @@ def install() -> bool:
 
 def main() -> None:
     install()
+    from multiagent.fleet.supervisord import spawngate
+
+    spawngate.install()  # a pass's programs run once it has forked them all
     from supervisor import supervisord
 
     supervisord.main()
