@@ -138,7 +138,6 @@ def test_an_agent_stopped_behind_our_back_is_shown_and_started_again(fleet_env):
 
 
 def test_odd_state_files_are_ignored_with_a_warning(fleet_env):
-    # Polling seldom, the agent leaves its status file alone while the test plants others.
     fleet_env.start(fleet_env.agent_fleet(["od1"], polling_interval=30))
     applied = fleet_env.state_dir / "supervisor" / "applied.json"
     applied.write_text("[]")
@@ -148,15 +147,21 @@ def test_odd_state_files_are_ignored_with_a_warning(fleet_env):
     assert "unchanged  od1" in plan.stdout
     status_file = Layout(fleet_env.state_dir).status_file("od1")
     good = json.loads(status_file.read_text())
-    for odd in ('{"pid": "12", "state": 3}', "[1, 2]", "{not json", ""):
-        status_file.write_text(odd)
-        shown = fleet_env.run("status", check=False)
-        assert "counted as busy, status file" in shown.stdout, (odd, shown.stdout)
-        refused = fleet_env.run("restart", "od1", check=False)
-        assert refused.returncode == 1, (odd, refused.stdout)  # unknown is busy
-        for proc in (shown, refused):
-            assert "Traceback" not in proc.stdout + proc.stderr, odd
-            assert "error: unexpected" not in proc.stderr, odd
+    # Stopped, the agent cannot rewrite its status file (it does every 15 s) over the
+    # ones the test plants, however long the commands take on a loaded host.
+    os.kill(good["pid"], signal.SIGSTOP)
+    try:
+        for odd in ('{"pid": "12", "state": 3}', "[1, 2]", "{not json", ""):
+            status_file.write_text(odd)
+            shown = fleet_env.run("status", check=False)
+            assert "counted as busy, status file" in shown.stdout, (odd, shown.stdout)
+            refused = fleet_env.run("restart", "od1", check=False)
+            assert refused.returncode == 1, (odd, refused.stdout)  # unknown is busy
+            for proc in (shown, refused):
+                assert "Traceback" not in proc.stdout + proc.stderr, odd
+                assert "error: unexpected" not in proc.stderr, odd
+    finally:
+        os.kill(good["pid"], signal.SIGCONT)
     drained = fleet_env.run("drain", "od1", "--wait", "--timeout", "20s", check=False)
     assert "Traceback" not in drained.stdout + drained.stderr
     status_file.write_text(json.dumps(good))
