@@ -11,9 +11,7 @@ from typing import Any
 import pytest
 from supervisor import options as supervisor_options
 
-from multiagent.fleet.model.layout import Layout
 from multiagent.fleet.supervisord import launch
-from multiagent.fleet.supervisord.client import PendingLaunch, SupervisorError, start_private
 
 STOCK = supervisor_options.UnhosedConfigParser
 SCALARS = (str, int, float, bool, type(None), tuple, list, dict)
@@ -172,19 +170,3 @@ def test_the_launcher_runs_supervisord(tmp_path: Path):
     from importlib.metadata import version
 
     assert done.stdout.strip() == version("supervisor")
-
-
-def test_a_launcher_not_told_to_start_leaves_without_supervisord(tmp_path: Path):
-    """`up` starts the launcher before it writes the files; an `up` that ends before it
-    needs supervisord lets it go, and nothing was started."""
-    layout = Layout(tmp_path / "state")
-    launch = PendingLaunch(layout)
-    launch.cancel()
-    assert launch.proc.returncode == 0
-    assert not layout.socket.exists() and not layout.supervisor_dir.exists()
-
-
-def test_a_launcher_told_to_start_says_why_supervisord_did_not(tmp_path: Path):
-    layout = Layout(tmp_path / "state")  # no supervisord.conf written
-    with pytest.raises(SupervisorError, match="supervisord did not start: .*supervisord.conf"):
-        start_private(layout, launch=PendingLaunch(layout))

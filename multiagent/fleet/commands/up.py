@@ -35,7 +35,6 @@ from multiagent.fleet.model.render import Program, Rendering
 from multiagent.fleet.reconcile.observe import look, make_plan
 from multiagent.fleet.supervisord.client import (
     Faults,
-    PendingLaunch,
     Supervisor,
     SupervisorError,
     SupervisorTarget,
@@ -134,19 +133,8 @@ def mint_agent_tokens(fleet: Fleet, layout: Layout) -> None:
             os.chown(path, *owner)
 
 
-def _launch_early(target: SupervisorTarget, layout: Layout) -> PendingLaunch | None:
-    """A cold private start (no socket: no supervisord): its launcher, started now to
-    import supervisor while this process renders and writes the files."""
-    if target.mode != "private" or layout.socket.exists():
-        return None
-    return PendingLaunch(layout)
-
-
-def ensure_supervisord(
-    supervisor: Supervisor, layout: Layout, launch: PendingLaunch | None = None
-) -> int | None:
-    """Start the private supervisord if it is not running; returns its pid if started.
-    `launch`: the launcher started early, if any."""
+def ensure_supervisord(supervisor: Supervisor, layout: Layout) -> int | None:
+    """Start the private supervisord if it is not running; returns its pid if started."""
     if supervisor.is_running():
         return None
     target = supervisor.target
@@ -156,7 +144,7 @@ def ensure_supervisord(
             f" {target.socket_url}; start it (e.g. `systemctl start supervisor`)",
             Faults.UNREACHABLE,
         )
-    return start_private(layout, launch=launch)
+    return start_private(layout)
 
 
 def write_files(
@@ -351,44 +339,11 @@ def up(
     lines: Lines | None = None,
 ) -> UpReport:
     """`lines` hears of each file written and program started as it happens."""
+    lines = lines or Lines(quiet=True)
+    layout = Layout(fleet.state_dir)
     target = supervisor.target
     supervisor.ask_ahead()  # supervisord builds its answer while the fleet is rendered
     check_host(fleet, target.mode)
-    launch = _launch_early(target, Layout(fleet.state_dir))
-    try:
-        return _up(
-            fleet,
-            supervisor,
-            launch,
-            wait,
-            timeout,
-            restart_timeout,
-            progress,
-            say,
-            canary,
-            force_rejected,
-            lines or Lines(quiet=True),
-        )
-    finally:
-        if launch is not None:
-            launch.cancel()  # not needed after all: it leaves without starting supervisord
-
-
-def _up(
-    fleet: Fleet,
-    supervisor: Supervisor,
-    launch: PendingLaunch | None,
-    wait: bool,
-    timeout: float,
-    restart_timeout: float | None,
-    progress: Callable[[Sequence[Operation]], None] | None,
-    say: Callable[[str], None] | None,
-    canary: CanaryGate | None,
-    force_rejected: bool,
-    lines: Lines,
-) -> UpReport:
-    layout = Layout(fleet.state_dir)
-    target = supervisor.target
     rendered = render_or_reuse(fleet, target)
     supervisord_pid = supervisor.pid() if supervisor.is_running() else None
     rendering = rendered.rendering
@@ -420,7 +375,7 @@ def _up(
     report.written += write_targets(fleet, layout)
     lines.wrote(report.written)
     begun = time.monotonic()  # a supervisord started now starts the programs itself
-    report.started_supervisord = ensure_supervisord(supervisor, layout, launch)
+    report.started_supervisord = ensure_supervisord(supervisor, layout)
     if report.started_supervisord:
         lines.say(
             f"started supervisord (pid {report.started_supervisord}, socket {target.socket_url})"

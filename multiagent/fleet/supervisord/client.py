@@ -19,7 +19,6 @@ from multiagent.fleet.model.facts import ProcessInfo, ProcessState
 from multiagent.fleet.model.fleetfile import Fleet
 from multiagent.fleet.model.layout import Layout
 from multiagent.fleet.supervisord import plugin
-from multiagent.fleet.supervisord.launch import WHEN_TOLD
 from multiagent.fleet.supervisord.xmlrpc_wire import Channel, Fault
 
 
@@ -469,43 +468,8 @@ def _size(path: Path) -> int:
         return -1
 
 
-class PendingLaunch:
-    """The private supervisord's launcher, started before `up` renders and writes the
-    fleet's files: it imports supervisor meanwhile (~0.17 s of one core, which a cold `up`
-    would otherwise wait for after writing), then starts supervisord when told to, or
-    leaves when its stdin closes (`cancel`, or this process's end)."""
-
-    def __init__(self, layout: Layout):
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", LAUNCHER, WHEN_TOLD, "-c", str(layout.supervisord_conf)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-
-    def start(self, timeout: float) -> tuple[int, str]:
-        """Tell it to start supervisord; its exit status and what it said, once the
-        supervisord it started has daemonized (or failed to start)."""
-        try:
-            out, err = self.proc.communicate("start\n", timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise
-        return self.proc.returncode, (err or out).strip()
-
-    def cancel(self) -> None:
-        """Not needed after all: it leaves without starting supervisord."""
-        if self.proc.returncode is None:
-            self.proc.communicate("", timeout=60)
-
-
-def start_private(
-    layout: Layout, timeout: float = 15.0, launch: PendingLaunch | None = None
-) -> int:
-    """Start the fleet's own supervisord and wait until it answers; returns its pid.
-    `launch`: the launcher `up` started before writing the files, else one is started."""
+def start_private(layout: Layout, timeout: float = 15.0) -> int:
+    """Start the fleet's own supervisord and wait until it answers; returns its pid."""
     layout.supervisor_dir.mkdir(parents=True, exist_ok=True)
     layout.logs_dir.mkdir(parents=True, exist_ok=True)
     if len(str(layout.socket)) > 100:
@@ -513,9 +477,14 @@ def start_private(
             f"the state dir path is too long for a unix socket"
             f" ({layout.socket}); choose a shorter state_dir"
         )
-    code, said = (launch or PendingLaunch(layout)).start(timeout)
-    if code != 0:
-        raise SupervisorError("supervisord did not start: " + said)
+    proc = subprocess.run(
+        [sys.executable, "-m", LAUNCHER, "-c", str(layout.supervisord_conf)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if proc.returncode != 0:
+        raise SupervisorError("supervisord did not start: " + (proc.stderr or proc.stdout).strip())
     target = SupervisorTarget(
         "private",
         f"unix://{layout.socket}",

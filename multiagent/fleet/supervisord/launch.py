@@ -8,21 +8,15 @@ number of files. One program file per agent makes that ~1.1 s of one core at 500
 (~0.2 s with this parser), before the first agent can start on a cold `up` and on every
 `reloadConfig` after a change, with supervisord's main loop blocked meanwhile (bench/).
 Here each included file is parsed on its own and merged; the parse's result is the same
-(tests/fleet/test_supervisord_launch.py compares them). It also installs `spawngate`,
-and with `--when-told` waits to be told to start (`client.PendingLaunch`).
+(tests/fleet/test_supervisord_launch.py compares them). It also installs `spawngate`.
 """
 
 from __future__ import annotations
 
 import configparser
-import sys
 from typing import Any
 
 HERE = "%(here)s"
-# tf-fleet's own option, before supervisord's: import supervisor, then start supervisord
-# only once a line comes on stdin (end of file: leave). `up` starts the launcher so before
-# it renders and writes the fleet's files, and the imports are done meanwhile.
-WHEN_TOLD = "--when-told"
 
 
 def linear_parser(stock: type[Any]) -> type[Any]:
@@ -103,10 +97,6 @@ def main() -> None:
     spawngate.install()  # a pass's programs run once it has forked them all
     from supervisor import supervisord
 
-    if sys.argv[1:2] == [WHEN_TOLD]:
-        del sys.argv[1]
-        if not sys.stdin.readline().strip():
-            return  # the `up` that started this launcher did not need it after all
     supervisord.main()
 
 
