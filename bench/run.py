@@ -233,9 +233,9 @@ def remarks(prof: Profile) -> list[str]:
     if inotify and max(prof.sizes) > inotify:
         notes.append(
             f"fs.inotify.max_user_instances is {inotify} on this host: with "
-            f"{max(prof.sizes)} agents under one user, the agents past that limit look at "
-            "their restart file and drain flag twice a second instead (the README's advice "
-            "is to raise it; the bench leaves the host's settings alone)."
+            f"{max(prof.sizes)} agents under one user, the agents past that limit are"
+            " woken by dnotify instead, which names no file (the bench leaves the host's"
+            " settings alone)."
         )
     return notes
 

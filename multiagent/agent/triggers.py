@@ -8,12 +8,16 @@ While idle, the agent also selects on an inotify fd (`DirWatch`) watching the
 restart dir and the run dir, so a restart file or a drain flag is seen at once
 without waking up to look. Events are filtered by name; files are still checked
 directly (the events only say "look now") and every `RECHECK` seconds anyway.
-Without inotify (no libc or _ctypes, watch or instance limit, restart dir missing,
-TF_AGENT_NO_INOTIFY=1) the agent looks every `POLL_TICK` seconds instead.
+Without inotify (no libc or _ctypes, watch limit, Linux's 128 instances per user taken
+by as many agents, TF_AGENT_NO_INOTIFY=1) the kernel signals a change in either
+directory instead (`DirNotify`, dnotify: no such limit, but no names, so a busy
+directory is looked at once per `QUIET`); without that either (restart dir missing,
+TF_AGENT_NO_DNOTIFY=1) the agent looks every `POLL_TICK` seconds.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import select
 import stat
@@ -134,6 +138,48 @@ class DirWatch:
             self.fd = -1
 
 
+# dnotify's events (<fcntl.h>): an entry created or renamed in (a restart file, an
+# atomic drain flag), attributes (a touch); in the agent's own run dir also an entry
+# removed or written in place (a drain flag). Not MODIFY in the restart dir (/tmp):
+# every write to any file there would be a wake-up.
+RESTART_NOTIFY = fcntl.DN_CREATE | fcntl.DN_ATTRIB
+DRAIN_NOTIFY = fcntl.DN_CREATE | fcntl.DN_DELETE | fcntl.DN_MODIFY | fcntl.DN_ATTRIB
+
+
+class DirNotify:
+    """Linux dnotify (`fcntl(F_NOTIFY)`): SIGIO when a watched directory changes.
+
+    inotify's instances are limited per user (128 by default), so on a host with more
+    agents than that under one user the rest get these instead, which have no such
+    limit. The signal names no file: the owner of the watch looks at its files.
+    """
+
+    def __init__(self) -> None:
+        self.fds: dict[str, int] = {}  # the directories' real paths -> their fds
+        self.events: dict[str, int] = {}  # -> what is watched there
+
+    def add(self, directory: str, events: int) -> None:
+        """Watch `directory` for `events` (the caller handles SIGIO first: by default
+        it ends the process)."""
+        path = os.path.realpath(directory)
+        fd = self.fds.get(path)
+        if fd is None:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            self.fds[path] = fd
+        # A second F_NOTIFY on an fd replaces the first: one directory, both sets of events.
+        self.events[path] = self.events.get(path, 0) | events
+        fcntl.fcntl(fd, fcntl.F_NOTIFY, self.events[path] | fcntl.DN_MULTISHOT)
+
+    def lost(self) -> bool:
+        """A watched directory was removed (a new one by its name is not watched)."""
+        return any(os.fstat(fd).st_nlink == 0 for fd in self.fds.values())
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)  # the watch goes with the fd
+        self.fds, self.events = {}, {}
+
+
 class Waker:
     def __init__(self) -> None:
         self.rfd, self.wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -175,52 +221,83 @@ class Triggers:
         self._warned: dict[str, tuple[int, ...]] = {}
         self._uid = os.getuid()
         self.watch: DirWatch | None = None
+        self.notify: DirNotify | None = None
+        self._changed = False  # SIGIO came: a directory of `notify` changed
         self.watching: str | None = None  # set by start_watch: how idle waits wake up
         self.recheck_every = POLL_TICK
         self._quiet_until = 0.0
 
     # -- idle wake-ups ----------------------------------------------------------------
     def start_watch(self, drain_path: str) -> None:
-        """Wake idle waits by inotify on the restart file and drain flag, else poll; log which."""
+        """Wake idle waits by inotify on the restart file and drain flag, else by dnotify on
+        their directories, else poll; log which."""
         if self.watching is not None:
             return
-        reason = None
-        if os.environ.get("TF_AGENT_NO_INOTIFY"):
-            reason = "TF_AGENT_NO_INOTIFY is set"
-        else:
-            watch = None
-            try:
-                watch = DirWatch()
-                watch.add(
-                    self.restart_dir,
-                    RESTART_MASK,
-                    [os.path.basename(p) for p in self.restart_files],
-                )
-                run_dir, drain_name = os.path.split(os.path.abspath(drain_path))
-                watch.add(run_dir, DRAIN_MASK, [drain_name], prefixes=(f".{drain_name}.",))
-            except OSError as exc:  # libc.function's too: no _ctypes, no inotify in libc
-                reason = f"inotify unavailable: {exc}"
-                if watch is not None:
-                    watch.close()
-            else:
-                self.watch = watch
-                self.recheck_every = RECHECK
-                self.watching = "inotify"
-                log.info(
-                    "idle wake-ups: inotify on %s and %s (direct look every %.0f s)",
-                    self.restart_dir,
-                    run_dir,
-                    RECHECK,
-                )
-                return
+        run_dir, drain_name = os.path.split(os.path.abspath(drain_path))
+        reason = self._start_inotify(run_dir, drain_name)
+        if reason is None:
+            self.watching, self.recheck_every = "inotify", RECHECK
+            log.info(
+                "idle wake-ups: inotify on %s and %s (direct look every %.0f s)",
+                self.restart_dir,
+                run_dir,
+                RECHECK,
+            )
+            return
+        why_not = self._start_dnotify(run_dir)
+        if why_not is None:
+            self.watching, self.recheck_every = "dnotify", RECHECK
+            log.info(
+                "idle wake-ups: dnotify on %s and %s (%s; direct look every %.0f s)",
+                self.restart_dir,
+                run_dir,
+                reason,
+                RECHECK,
+            )
+            return
         self.recheck_every = POLL_TICK
         self.watching = "poll"
-        log.info("idle wake-ups: looking every %.1f s (%s)", POLL_TICK, reason)
+        log.info("idle wake-ups: looking every %.1f s (%s; %s)", POLL_TICK, reason, why_not)
+
+    def _start_inotify(self, run_dir: str, drain_name: str) -> str | None:
+        """Watch by inotify; None, or why not."""
+        if os.environ.get("TF_AGENT_NO_INOTIFY"):
+            return "TF_AGENT_NO_INOTIFY is set"
+        watch = None
+        try:
+            watch = DirWatch()
+            watch.add(
+                self.restart_dir, RESTART_MASK, [os.path.basename(p) for p in self.restart_files]
+            )
+            watch.add(run_dir, DRAIN_MASK, [drain_name], prefixes=(f".{drain_name}.",))
+        except OSError as exc:  # libc.function's too: no _ctypes, no inotify in libc
+            if watch is not None:
+                watch.close()
+            return f"inotify unavailable: {exc}"
+        self.watch = watch
+        return None
+
+    def _start_dnotify(self, run_dir: str) -> str | None:
+        """Watch by dnotify; None, or why not."""
+        if os.environ.get("TF_AGENT_NO_DNOTIFY"):
+            return "TF_AGENT_NO_DNOTIFY is set"
+        notify = DirNotify()
+        signal.signal(signal.SIGIO, self._on_io)  # before the first watch: SIGIO kills
+        try:
+            notify.add(self.restart_dir, RESTART_NOTIFY)
+            notify.add(run_dir, DRAIN_NOTIFY)
+        except OSError as exc:
+            notify.close()
+            return f"dnotify unavailable: {exc}"
+        self.notify = notify
+        return None
 
     def wait(self, timeout: float) -> bool:
         """Idle sleep up to `timeout` s; True if woken by a signal or an event to look at."""
         watch = self.watch
         if watch is None:
+            if self.notify is not None:
+                return self._wait_notified(timeout)
             return self.waker.wait(timeout)
         now = time.monotonic()
         if now < self._quiet_until:
@@ -234,6 +311,33 @@ class Triggers:
             self.waker.drain()
             return True
         return self._read_events() if ready else False
+
+    def _wait_notified(self, timeout: float) -> bool:
+        """wait() under dnotify: a change is a look, at most one per QUIET (a busy /tmp)."""
+        notify = self.notify
+        assert notify is not None
+        if notify.lost():
+            log.warning(
+                "dnotify watch lost (directory gone?): looking every %.1f s from now", POLL_TICK
+            )
+            notify.close()
+            self.notify, self.watching, self.recheck_every = None, "poll", POLL_TICK
+            return True
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            now = time.monotonic()
+            if self._changed and now >= self._quiet_until:
+                break
+            if now >= deadline:
+                return False
+            until = min(deadline, self._quiet_until) if self._changed else deadline
+            if self.waker.wait(until - now):
+                break  # a signal, or a change outside a quiet time
+        # The change's own wake-up byte too: the caller looks at every flag and file now.
+        self.waker.drain()
+        self._changed = False
+        self._quiet_until = time.monotonic() + QUIET
+        return True
 
     def flush_events(self) -> None:
         """While busy (no idle wait reads them): drop queued events, keep the kernel queue short."""
@@ -283,6 +387,11 @@ class Triggers:
 
     def _on_chld(self, _signum: int, _frame: Any) -> None:
         self.waker.wake()
+
+    def _on_io(self, _signum: int, _frame: Any) -> None:
+        self._changed = True  # a watched directory changed (dnotify)
+        if time.monotonic() >= self._quiet_until:
+            self.waker.wake()
 
     def request_restart(self, reason: str) -> None:
         if self.restart_reason is None:

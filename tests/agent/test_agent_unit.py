@@ -400,12 +400,108 @@ def test_signal_wakes_an_inotify_wait(tmp_path, monkeypatch):
     assert trig.wait(5) is True and time.monotonic() - start < 3
 
 
+@pytest.fixture
+def dnotified(tmp_path, monkeypatch):
+    """Triggers of agent dev-1 watching by dnotify (as when inotify's instances are all
+    taken), with their watches closed and SIGIO's handler put back after the test."""
+    import signal
+
+    monkeypatch.setenv("TF_AGENT_NO_INOTIFY", "1")
+    monkeypatch.delenv("TF_AGENT_NO_DNOTIFY", raising=False)
+    monkeypatch.setattr(triggers_mod, "QUIET", 0.3)
+    restart_dir, run_dir = tmp_path / "restart", tmp_path / "run"
+    restart_dir.mkdir()
+    run_dir.mkdir()
+    before = signal.getsignal(signal.SIGIO)
+    trig = Triggers("dev-1", str(restart_dir))
+    trig.start_watch(str(run_dir / "dev-1.drain"))
+    yield trig, restart_dir, run_dir
+    if trig.notify is not None:
+        trig.notify.close()
+    signal.signal(signal.SIGIO, before)
+
+
+def test_dnotify_wakes_for_restart_file_and_drain_flag(dnotified, caplog):
+    trig, restart_dir, run_dir = dnotified
+    assert trig.watching == "dnotify" and trig.recheck_every == triggers_mod.RECHECK
+    assert trig.wait(0.05) is False
+    start = time.monotonic()
+    (restart_dir / "TESTFLINGER-DEVICE-RESTART-dev-1").write_text("")
+    assert trig.wait(5) is True
+    assert time.monotonic() - start < 3  # the signal, not the 5 s look (nor a poll's)
+    assert trig.check_restart_file()
+    flag = run_dir / "dev-1.drain"
+    for change in (
+        lambda: flag.write_text("drain\n"),
+        lambda: flag.write_text("hold\n"),  # rewritten in place
+        flag.unlink,
+        # tf-fleet's atomic write: a temp file renamed onto the flag
+        lambda: (run_dir / ".dev-1.drain.ab.tmp").write_text("hold\n"),
+        lambda: os.replace(run_dir / ".dev-1.drain.ab.tmp", flag),
+    ):
+        time.sleep(triggers_mod.QUIET)  # a change each, not one busy directory
+        change()
+        start = time.monotonic()
+        assert trig.wait(5) is True and time.monotonic() - start < 3
+
+
+def test_dnotify_busy_directory_is_looked_at_once_per_quiet(dnotified):
+    """Another process writing file after file in /tmp: no look per file."""
+    trig, restart_dir, _ = dnotified
+    (restart_dir / "first").write_text("")
+    assert trig.wait(5) is True  # a change after a calm time: looked at at once
+    looks, start = 0, time.monotonic()
+    for i in range(200):
+        (restart_dir / f"other-{i}").write_text("")
+        looks += trig.wait(0)
+    spent = time.monotonic() - start
+    assert looks <= spent / triggers_mod.QUIET + 1
+    (restart_dir / "TESTFLINGER-DEVICE-RESTART-dev-1").write_text("")
+    start = time.monotonic()
+    assert trig.wait(5) is True  # at the latest when the quiet time ends
+    assert time.monotonic() - start < 3
+
+
+def test_dnotify_lost_watch_falls_back_to_polling(dnotified, caplog):
+    trig, restart_dir, _ = dnotified
+    restart_dir.rmdir()
+    assert trig.wait(5) is True  # look now, and poll from now on
+    assert trig.watching == "poll" and trig.notify is None
+    assert "dnotify watch lost" in caplog.text
+
+
+def test_inotify_instances_taken_means_dnotify(tmp_path, monkeypatch, caplog):
+    """The real limit's error (EMFILE from inotify_init1) leads to dnotify, said in the log."""
+    import errno
+    import signal
+
+    caplog.set_level("INFO")
+    monkeypatch.delenv("TF_AGENT_NO_INOTIFY", raising=False)
+    monkeypatch.delenv("TF_AGENT_NO_DNOTIFY", raising=False)
+
+    def no_instance() -> None:
+        raise OSError(errno.EMFILE, "inotify_init1: Too many open files")
+
+    monkeypatch.setattr(triggers_mod, "DirWatch", no_instance)
+    before = signal.getsignal(signal.SIGIO)
+    trig = Triggers("dev-1", str(tmp_path))
+    try:
+        trig.start_watch(str(tmp_path / "dev-1.drain"))
+        assert trig.watching == "dnotify" and trig.watch is None
+        assert "dnotify on" in caplog.text and "Too many open files" in caplog.text
+    finally:
+        if trig.notify is not None:
+            trig.notify.close()
+        signal.signal(signal.SIGIO, before)
+
+
 @pytest.mark.parametrize("why", ["env", "missing restart dir"])
 def test_idle_wait_falls_back_to_polling(tmp_path, monkeypatch, caplog, why):
     caplog.set_level("INFO")
     restart_dir = tmp_path / "restart"
     if why == "env":
         monkeypatch.setenv("TF_AGENT_NO_INOTIFY", "1")
+        monkeypatch.setenv("TF_AGENT_NO_DNOTIFY", "1")
         restart_dir.mkdir()
     trig = Triggers("dev-1", str(restart_dir))
     trig.start_watch(str(tmp_path / "dev-1.drain"))
@@ -438,11 +534,22 @@ def _loop_agent(run_dir: Path, restart_dir: Path) -> loop.Agent:
     )
 
 
-def test_idle_wait_loop_uses_events_not_ticks(tmp_path, monkeypatch):
+@pytest.mark.parametrize("watching", ["inotify", "dnotify"])
+def test_idle_wait_loop_uses_events_not_ticks(tmp_path, monkeypatch, watching):
     """_wait_idle looks at the files on a relevant event and every RECHECK, not every POLL_TICK."""
-    monkeypatch.delenv("TF_AGENT_NO_INOTIFY", raising=False)
+    import signal
+
+    monkeypatch.delenv("TF_AGENT_NO_DNOTIFY", raising=False)
+    if watching == "dnotify":
+        monkeypatch.setenv("TF_AGENT_NO_INOTIFY", "1")
+    else:
+        monkeypatch.delenv("TF_AGENT_NO_INOTIFY", raising=False)
+    before = signal.getsignal(signal.SIGIO)
     (tmp_path / "restart").mkdir()
+    (tmp_path / "own").mkdir()
     agent = _loop_agent(tmp_path, tmp_path / "restart")
+    # As tf-agent writes it: the temp file in the agent's own dir, renamed into the run dir.
+    agent.status = StatusFile(str(tmp_path), "a1", tmp_dir=str(tmp_path / "own"))
     looks = []
     real = agent.drain.read
 
@@ -451,13 +558,20 @@ def test_idle_wait_loop_uses_events_not_ticks(tmp_path, monkeypatch):
         return real()
 
     monkeypatch.setattr(agent.drain, "read", counted_read)
-    agent._wait_idle(1.2)
-    assert agent.triggers.watching == "inotify"
-    assert len(looks) == 1  # once at the start; polling would have looked 3 times
-    (tmp_path / "a1.drain").write_text("drain")
-    start = time.monotonic()
-    agent._wait_idle(5)
-    assert time.monotonic() - start < 3 and agent.drain.read() == "drain"
+    try:
+        agent._wait_idle(2.2)
+        assert agent.triggers.watching == watching
+        # Once at the start (polling would have looked 5 times); under dnotify, which
+        # names no file, also once for the status file the wait itself rewrote.
+        assert len(looks) == (1 if watching == "inotify" else 2)
+        (tmp_path / "a1.drain").write_text("drain")
+        start = time.monotonic()
+        agent._wait_idle(5)
+        assert time.monotonic() - start < 3 and agent.drain.read() == "drain"
+    finally:
+        if agent.triggers.notify is not None:
+            agent.triggers.notify.close()
+        signal.signal(signal.SIGIO, before)
 
 
 # -- status, drain, lock -------------------------------------------------------------
