@@ -169,6 +169,12 @@ def restart_file_name(agent: str) -> str:
     return RESTART_FILE_PREFIX + agent
 
 
+def job_record_name(agent: str) -> str:
+    """tf-agent's record of the job it runs, in its execution_basedir beside the job
+    rundirs (a dot name: never taken for a job id's rundir)."""
+    return f".tf-agent-job-{agent.replace('/', '_')}.json"
+
+
 # A unit as upstream writes it too ("5min", "2 hours"): every spelling names one of these.
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _UNIT_WORDS = {

@@ -8,15 +8,14 @@ escape the loop: they set a capped back-off.
 
 from __future__ import annotations
 
+import os
 import time
 
 from multiagent.agent import outcome
 from multiagent.agent.client import Client, ServerUnreachable
 from multiagent.agent.config import AgentConfig
 from multiagent.agent.log import get as get_logger
-from multiagent.agent.memory import give_back
 from multiagent.agent.metrics import Metrics
-from multiagent.agent.record import record_path
 from multiagent.agent.status import DrainFlag, StatusFile
 from multiagent.agent.triggers import Triggers
 from multiagent.vocabulary import (
@@ -29,6 +28,7 @@ from multiagent.vocabulary import (
     PhaseStatus,
     drained_comment,
     is_drained_comment,
+    job_record_name,
 )
 
 TYPE_CHECKING = False  # no typing import at run time (start-up cost)
@@ -106,7 +106,8 @@ class Agent:
         self.last_agent_post = 0.0
         self.busy = False
         self._drain_seen: str | None = None
-        self.record_path = record_path(cfg.execution_basedir, cfg.agent_id)
+        # record.record_path, without importing record (and procs) at every start
+        self.record_path = os.path.join(cfg.execution_basedir, job_record_name(cfg.agent_id))
         self.dead_job: DeadJob | None = None  # a job to close before the next poll
 
     # -- reachability -------------------------------------------------------------
@@ -128,7 +129,8 @@ class Agent:
         if self.status.data["server_reachable"]:
             self.status.update(server_reachable=False)
 
-    def net_succeeded(self) -> None:
+    def net_succeeded(self, write: bool = True) -> None:
+        """`write=False`: a status write follows at once and carries it."""
         self.reached = True
         if self.warned:
             self.warned = False
@@ -136,7 +138,10 @@ class Agent:
         self.backoff = 0.0
         self.retry_at = 0.0
         if not self.status.data["server_reachable"]:
-            self.status.update(server_reachable=True)
+            if write:
+                self.status.update(server_reachable=True)
+            else:
+                self.status.note(server_reachable=True)
 
     # -- hooks used by Job (job.AgentHooks, with the reachability above) ---------
     def stop_requested(self) -> bool:
@@ -373,7 +378,9 @@ class Agent:
         self.client.post_agent_data(posted)
         self.last_agent_post = time.monotonic()
         self.registered = True
-        self.net_succeeded()
+        # Each path of the poll that follows writes the status file: one write fewer
+        # (and one file fewer made) per start, hundreds of them at a cold `up`.
+        self.net_succeeded(write=False)
         self._take_server_state({**data, "state": state, "comment": comment, "job_id": ""})
         log.info("registered with %s as %s", self.client.server, cfg.agent_id)
 
@@ -396,8 +403,6 @@ class Agent:
     def _find_dead_job(self) -> None:
         """A job record left on disk: its agent process died mid-job (or could not close
         it). End what is left of its processes now; the server is told before any poll."""
-        import os
-
         if not os.path.exists(self.record_path):
             return
         from multiagent.agent import record
@@ -518,6 +523,8 @@ class Agent:
             self.status.update(state=AgentState.WAITING, **changes)
             self.idle_polls += 1
             if self.idle_polls == 2:
+                from multiagent.agent.memory import give_back  # once per process
+
                 give_back()
             self._wait_idle(self.interval)
             return

@@ -28,7 +28,7 @@ from multiagent import jsonio
 from multiagent.agent import outcome, procs
 from multiagent.agent.client import Client
 from multiagent.agent.log import get as get_logger
-from multiagent.vocabulary import JobState, Phase, PhaseStatus
+from multiagent.vocabulary import JobState, Phase, PhaseStatus, job_record_name
 
 TYPE_CHECKING = False  # no typing import at run time (start-up cost)
 if TYPE_CHECKING:
@@ -41,8 +41,7 @@ RUNNING, FINISHING, CLOSING = "running", "finishing", "closing"
 
 
 def record_path(execution_basedir: str, agent: str) -> str:
-    """Beside the job rundirs (a dot name: never taken for a job id's rundir)."""
-    return os.path.join(execution_basedir, f".tf-agent-job-{agent.replace('/', '_')}.json")
+    return os.path.join(execution_basedir, job_record_name(agent))
 
 
 def valid_job_id(job_id: object) -> bool:

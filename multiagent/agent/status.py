@@ -79,11 +79,15 @@ class StatusFile:
 
     def update(self, **changes: Any) -> None:
         """Apply changes and rewrite the file; `since` moves only when the state changes."""
+        self.note(**changes)
+        self.write()
+
+    def note(self, **changes: Any) -> None:
+        """Apply changes that the next write carries (one that follows at once)."""
         state = changes.get("state")
         if state is not None and state != self.data["state"]:
             changes.setdefault("since", time.time())
         self.data.update(changes)
-        self.write()
 
     def next_refresh(self) -> float:
         """When (monotonic) the file must be rewritten: sooner while writes fail."""

@@ -79,7 +79,8 @@ def test_the_idle_agent_loads_neither_json_nor_re_nor_logging():
         f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
         "import multiagent.agent.main, multiagent.agent.loop\n"
         "print(sorted(m for m in ('json', 're', 'enum', 'logging', 'socket', 'signal', "
-        "'threading', 'typing') if m in sys.modules))"
+        "'threading', 'typing', 'multiagent.agent.record', 'multiagent.agent.procs', "
+        "'multiagent.agent.memory', 'multiagent.agent.job') if m in sys.modules))"
     )
     out = subprocess.run(
         [sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=30

@@ -869,12 +869,12 @@ def test_a_reached_server_that_fails_is_said_at_once(tmp_path, caplog):
 def test_memory_is_given_back_once_the_agent_stayed_idle_a_whole_interval(tmp_path, monkeypatch):
     """Not at the first idle poll (on a cold `up` the others are still starting), at the
     second; a job in between starts the count again."""
-    from multiagent.agent import loop
+    from multiagent.agent import memory
 
     agent = _loop_agent(tmp_path, tmp_path)
     given: list[int] = []
     answers: list[dict[str, Any] | None] = [None, None, None, {"job_id": "j"}, None, None]
-    monkeypatch.setattr(loop, "give_back", lambda: given.append(len(answers)))
+    monkeypatch.setattr(memory, "give_back", lambda: given.append(len(answers)))
     monkeypatch.setattr(agent, "_wait_idle", lambda seconds: None)
     monkeypatch.setattr(agent, "_run_job", lambda job: None)
 
