@@ -235,29 +235,21 @@ class Triggers:
             return
         run_dir, drain_name = os.path.split(os.path.abspath(drain_path))
         reason = self._start_inotify(run_dir, drain_name)
-        if reason is None:
-            self.watching, self.recheck_every = "inotify", RECHECK
-            log.info(
-                "idle wake-ups: inotify on %s and %s (direct look every %.0f s)",
-                self.restart_dir,
-                run_dir,
-                RECHECK,
-            )
+        why_not = None if reason is None else self._start_dnotify(run_dir)
+        if why_not is not None:
+            self.recheck_every, self.watching = POLL_TICK, "poll"
+            log.info("idle wake-ups: looking every %.1f s (%s; %s)", POLL_TICK, reason, why_not)
             return
-        why_not = self._start_dnotify(run_dir)
-        if why_not is None:
-            self.watching, self.recheck_every = "dnotify", RECHECK
-            log.info(
-                "idle wake-ups: dnotify on %s and %s (%s; direct look every %.0f s)",
-                self.restart_dir,
-                run_dir,
-                reason,
-                RECHECK,
-            )
-            return
-        self.recheck_every = POLL_TICK
-        self.watching = "poll"
-        log.info("idle wake-ups: looking every %.1f s (%s; %s)", POLL_TICK, reason, why_not)
+        self.recheck_every = RECHECK
+        self.watching = "inotify" if reason is None else "dnotify"
+        log.info(
+            "idle wake-ups: %s on %s and %s (%sdirect look every %.0f s)",
+            self.watching,
+            self.restart_dir,
+            run_dir,
+            f"{reason}; " if reason else "",
+            RECHECK,
+        )
 
     def _start_inotify(self, run_dir: str, drain_name: str) -> str | None:
         """Watch by inotify; None, or why not."""

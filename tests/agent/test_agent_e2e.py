@@ -238,49 +238,33 @@ def test_polling_fallback_without_inotify(shared_server, make_agent):
     assert "inotify" not in agent.log_text
 
 
-def test_dnotify_fallback_with_a_job_in_flight(shared_server, make_agent, tmp_path):
-    """Without an inotify instance (all of a user's taken by other agents; here
-    TF_AGENT_NO_INOTIFY): dnotify. A busy restart dir neither kills the agent (SIGIO)
-    nor stalls it; a restart file during a job waits for the job."""
-    gate = tmp_path / "release"
+@pytest.mark.parametrize("trigger", ["sigusr1", "file", "file, dnotify"])
+def test_restart_when_busy_finishes_job(shared_server, make_agent, trigger, tmp_path):
+    """`file, dnotify`: an agent without an inotify instance (all of a user's taken by
+    other agents; here TF_AGENT_NO_INOTIFY) is woken by dnotify; a busy restart dir
+    neither kills it (SIGIO) nor stalls it."""
+    gate = tmp_path / "release"  # the job runs until the restart is seen pending
     agent = make_agent(
         shared_server.url,
         polling_interval=2,
         test_command=f"while [ ! -e {gate} ]; do sleep 0.05; done; echo slept",
-    ).start(env={"TF_AGENT_NO_INOTIFY": "1"})
-    wait_for(lambda: "idle wake-ups: dnotify on" in agent.log_text, 5, what="dnotify")
-    for i in range(100):
-        (agent.restart_dir / f"other-{i}").write_text("")
-    agent.drain_file.write_text("drain")
-    agent.wait_status(lambda s: s["state"] == "drained", 5, what="drained")
-    agent.drain_file.unlink()
+    )
+    dnotify = trigger.endswith("dnotify")
+    agent.start(env={"TF_AGENT_NO_INOTIFY": "1"} if dnotify else None)
+    if dnotify:
+        wait_for(lambda: "idle wake-ups: dnotify on" in agent.log_text, 5, what="dnotify")
+        for i in range(100):
+            (agent.restart_dir / f"other-{i}").write_text("")
+        agent.drain_file.write_text("drain")
+        agent.wait_status(lambda s: s["state"] == "drained", 5, what="drained")
+        agent.drain_file.unlink()
     job_id = shared_server.submit(job(agent, "x"))
     agent.wait_status(lambda s: s["state"] == "test", 10, what="test phase")
-    for i in range(100):
-        (agent.restart_dir / f"more-{i}").write_text("")
-    agent.restart_file.write_text("")
-    agent.wait_status(lambda s: s["restart_pending"], 4, what="restart pending")
-    assert agent.proc.poll() is None
-    gate.touch()
-    assert agent.wait_exit(15) == 1
-    res = shared_server.result(job_id)
-    assert res["job_state"] == "complete" and res["test_status"] == 0
-    assert "slept" in res["test_output"]
-    assert "inotify on" not in agent.log_text and "Traceback" not in agent.log_text
-
-
-@pytest.mark.parametrize("trigger", ["sigusr1", "file"])
-def test_restart_when_busy_finishes_job(shared_server, make_agent, trigger, tmp_path):
-    gate = tmp_path / "release"  # the job runs until the restart is seen pending
-    agent = make_agent(
-        shared_server.url,
-        test_command=f"while [ ! -e {gate} ]; do sleep 0.05; done; echo slept",
-    ).start()
-    job_id = shared_server.submit(job(agent, "x"))
-    agent.wait_status(lambda s: s["state"] == "test", what="test phase")
     if trigger == "sigusr1":
         agent.signal(signal.SIGUSR1)
     else:
+        for i in range(100 if dnotify else 0):
+            (agent.restart_dir / f"more-{i}").write_text("")
         agent.restart_file.write_text("")
     agent.wait_status(lambda s: s["restart_pending"], 4, what="restart pending")
     assert agent.proc.poll() is None
@@ -290,6 +274,7 @@ def test_restart_when_busy_finishes_job(shared_server, make_agent, trigger, tmp_
     assert res["job_state"] == "complete" and res["test_status"] == 0
     assert "slept" in res["test_output"]
     assert not agent.restart_file.exists()
+    assert "Traceback" not in agent.log_text
 
 
 def test_untrusted_restart_files_ignored(shared_server, make_agent, tmp_path):
