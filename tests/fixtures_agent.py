@@ -255,6 +255,23 @@ def job(agent: AgentProc, test_cmds: str | None = None, **extra: Any) -> dict[st
     return body
 
 
+@pytest.fixture
+def inotify_instance() -> None:
+    """Skips a test that needs an inotify instance when this user has none left: every one
+    of fs.inotify.max_user_instances held by other processes (a host running that many
+    agents as this user), where tf-agent itself goes on with dnotify."""
+    import errno
+
+    from multiagent.agent.triggers import DirWatch
+
+    try:
+        DirWatch().close()
+    except OSError as exc:
+        if exc.errno != errno.EMFILE:
+            raise
+        pytest.skip(f"no inotify instance left for this user: {exc}")
+
+
 @pytest.fixture(scope="module")
 def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
     """One server for a module's agents (each agent has its own queue and name)."""

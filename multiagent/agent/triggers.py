@@ -322,9 +322,11 @@ class Triggers:
                 break
             if now >= deadline:
                 return False
+            # A change in a quiet time is looked at when it ends (the wait is cut short).
             until = min(deadline, self._quiet_until) if self._changed else deadline
-            if self.waker.wait(until - now):
-                break  # a signal, or a change outside a quiet time
+            woken = self.waker.wait(until - now)
+            if woken and (not self._changed or self.restart_pending or self.stop_reason):
+                break  # SIGUSR1, SIGTERM, SIGCHLD: the caller looks at once
         # The change's own wake-up byte too: the caller looks at every flag and file now.
         self.waker.drain()
         self._changed = False
@@ -381,9 +383,8 @@ class Triggers:
         self.waker.wake()
 
     def _on_io(self, _signum: int, _frame: Any) -> None:
-        self._changed = True  # a watched directory changed (dnotify)
-        if time.monotonic() >= self._quiet_until:
-            self.waker.wake()
+        self._changed = True  # a watched directory changed (dnotify): wait() decides when
+        self.waker.wake()
 
     def request_restart(self, reason: str) -> None:
         if self.restart_reason is None:

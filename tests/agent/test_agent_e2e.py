@@ -181,6 +181,7 @@ def test_restart_when_idle(shared_server, make_agent, trigger):
     assert data["state"] == "offline" and "restarting" in data["comment"]
 
 
+@pytest.mark.usefixtures("inotify_instance")
 def test_restart_file_seen_at_once_when_idle(shared_server, make_agent):
     """inotify: the restart file is seen as fast as SIGUSR1, not after the old 0.5 s tick."""
     agent = make_agent(shared_server.url, polling_interval=30).start()
@@ -192,6 +193,7 @@ def test_restart_file_seen_at_once_when_idle(shared_server, make_agent):
     assert time.monotonic() - start < 2
 
 
+@pytest.mark.usefixtures("inotify_instance")
 def test_unrelated_files_change_nothing(shared_server, make_agent):
     agent = make_agent(shared_server.url, polling_interval=30).start()
     wait_for(lambda: "idle wake-ups: inotify" in agent.log_text, 5, what="inotify in use")
@@ -277,8 +279,13 @@ def test_restart_when_busy_finishes_job(shared_server, make_agent, trigger, tmp_
     assert "Traceback" not in agent.log_text
 
 
-def test_untrusted_restart_files_ignored(shared_server, make_agent, tmp_path):
-    agent = make_agent(shared_server.url, polling_interval=30).start()
+@pytest.mark.parametrize("watch", ["inotify", "dnotify"])
+def test_untrusted_restart_files_ignored(shared_server, make_agent, tmp_path, watch, request):
+    if watch == "inotify":
+        request.getfixturevalue("inotify_instance")
+    env = {"TF_AGENT_NO_INOTIFY": "1"} if watch == "dnotify" else None
+    agent = make_agent(shared_server.url, polling_interval=30).start(env=env)
+    wait_for(lambda: f"idle wake-ups: {watch} on" in agent.log_text, 5, what=watch)
     target = tmp_path / "target"
     target.write_text("")
     agent.restart_file.symlink_to(target)

@@ -308,6 +308,7 @@ def _watched(tmp_path, monkeypatch, quiet=0.3):
     return trig, restart_dir, run_dir
 
 
+@pytest.mark.usefixtures("inotify_instance")
 def test_libc_functions_without_the_ctypes_package(tmp_path):
     """tf-agent's libc calls go through `_ctypes` alone: they work, errno is kept, a
     missing function is an OSError, and the `ctypes` package is never imported."""
@@ -338,6 +339,7 @@ print("ok")
     assert done.stdout.strip() == "ok", done.stderr
 
 
+@pytest.mark.usefixtures("inotify_instance")
 def test_dir_watch_filters_by_name(tmp_path):
     watch = DirWatch()
     try:
@@ -355,6 +357,7 @@ def test_dir_watch_filters_by_name(tmp_path):
         watch.close()
 
 
+@pytest.mark.usefixtures("inotify_instance")
 def test_idle_wait_wakes_for_restart_file_not_for_others(tmp_path, monkeypatch, caplog):
     caplog.set_level("INFO")
     trig, restart_dir, run_dir = _watched(tmp_path, monkeypatch)
@@ -376,6 +379,7 @@ def test_idle_wait_wakes_for_restart_file_not_for_others(tmp_path, monkeypatch, 
     assert trig.check_restart_file()
 
 
+@pytest.mark.usefixtures("inotify_instance")
 def test_idle_wait_wakes_for_drain_flag(tmp_path, monkeypatch):
     trig, _, run_dir = _watched(tmp_path, monkeypatch)
     flag = run_dir / "dev-1.drain"
@@ -393,6 +397,7 @@ def test_idle_wait_wakes_for_drain_flag(tmp_path, monkeypatch):
     assert trig.wait(5) is True
 
 
+@pytest.mark.usefixtures("inotify_instance")
 def test_signal_wakes_an_inotify_wait(tmp_path, monkeypatch):
     trig, _, _ = _watched(tmp_path, monkeypatch)
     trig.waker.wake()
@@ -462,6 +467,26 @@ def test_dnotify_busy_directory_is_looked_at_once_per_quiet(dnotified):
     assert time.monotonic() - start < 3
 
 
+def test_dnotify_change_in_a_quiet_time_ends_a_wait_when_it_ends(dnotified):
+    """A change made while a wait runs in a quiet time (after a look for another change)
+    is looked at when the quiet time ends, not at the end of the wait."""
+    import threading
+
+    trig, restart_dir, _ = dnotified
+    (restart_dir / "other").write_text("")
+    assert trig.wait(5) is True  # looked at: a quiet time starts
+    later = threading.Timer(
+        0.05, lambda: (restart_dir / "TESTFLINGER-DEVICE-RESTART-dev-1").write_text("")
+    )
+    later.start()
+    start = time.monotonic()
+    try:
+        assert trig.wait(5) is True
+        assert time.monotonic() - start < triggers_mod.QUIET + 2  # not the 5 s
+    finally:
+        later.join()
+
+
 def test_dnotify_lost_watch_falls_back_to_polling(dnotified, caplog):
     trig, restart_dir, _ = dnotified
     restart_dir.rmdir()
@@ -513,6 +538,7 @@ def test_idle_wait_falls_back_to_polling(tmp_path, monkeypatch, caplog, why):
     assert trig.wait(0.05) is False
 
 
+@pytest.mark.usefixtures("inotify_instance")
 def test_lost_watch_falls_back_to_polling(tmp_path, monkeypatch, caplog):
     trig, restart_dir, _ = _watched(tmp_path, monkeypatch)
     restart_dir.rmdir()
@@ -535,9 +561,12 @@ def _loop_agent(run_dir: Path, restart_dir: Path) -> loop.Agent:
 
 
 @pytest.mark.parametrize("watching", ["inotify", "dnotify"])
-def test_idle_wait_loop_uses_events_not_ticks(tmp_path, monkeypatch, watching):
+def test_idle_wait_loop_uses_events_not_ticks(tmp_path, monkeypatch, watching, request):
     """_wait_idle looks at the files on a relevant event and every RECHECK, not every POLL_TICK."""
     import signal
+
+    if watching == "inotify":
+        request.getfixturevalue("inotify_instance")
 
     monkeypatch.delenv("TF_AGENT_NO_DNOTIFY", raising=False)
     if watching == "dnotify":
