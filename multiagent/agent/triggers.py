@@ -223,6 +223,7 @@ class Triggers:
         self.watch: DirWatch | None = None
         self.notify: DirNotify | None = None
         self._changed = False  # SIGIO came: a directory of `notify` changed
+        self._idle_waiting = False  # an idle wait runs: SIGIO wakes it (a job's loop, not)
         self.watching: str | None = None  # set by start_watch: how idle waits wake up
         self.recheck_every = POLL_TICK
         self._quiet_until = 0.0
@@ -316,17 +317,21 @@ class Triggers:
             self.notify, self.watching, self.recheck_every = None, "poll", POLL_TICK
             return True
         deadline = time.monotonic() + max(0.0, timeout)
-        while True:
-            now = time.monotonic()
-            if self._changed and now >= self._quiet_until:
-                break
-            if now >= deadline:
-                return False
-            # A change in a quiet time is looked at when it ends (the wait is cut short).
-            until = min(deadline, self._quiet_until) if self._changed else deadline
-            woken = self.waker.wait(until - now)
-            if woken and (not self._changed or self.restart_pending or self.stop_reason):
-                break  # SIGUSR1, SIGTERM, SIGCHLD: the caller looks at once
+        self._idle_waiting = True
+        try:
+            while True:
+                now = time.monotonic()
+                if self._changed and now >= self._quiet_until:
+                    break
+                if now >= deadline:
+                    return False
+                # A change in a quiet time is looked at when it ends (the wait is cut short).
+                until = min(deadline, self._quiet_until) if self._changed else deadline
+                woken = self.waker.wait(until - now)
+                if woken and (not self._changed or self.restart_pending or self.stop_reason):
+                    break  # SIGUSR1, SIGTERM, SIGCHLD: the caller looks at once
+        finally:
+            self._idle_waiting = False
         # The change's own wake-up byte too: the caller looks at every flag and file now.
         self.waker.drain()
         self._changed = False
@@ -384,7 +389,10 @@ class Triggers:
 
     def _on_io(self, _signum: int, _frame: Any) -> None:
         self._changed = True  # a watched directory changed (dnotify): wait() decides when
-        self.waker.wake()
+        if self._idle_waiting:
+            # Not while a job runs: its loop looks at the restart file every few seconds
+            # anyway, and a busy /tmp would wake it for every file made there.
+            self.waker.wake()
 
     def request_restart(self, reason: str) -> None:
         if self.restart_reason is None:

@@ -487,6 +487,16 @@ def test_dnotify_change_in_a_quiet_time_ends_a_wait_when_it_ends(dnotified):
         later.join()
 
 
+def test_dnotify_change_outside_an_idle_wait_wakes_nothing_and_is_kept(dnotified):
+    """While a job runs (no idle wait) a change does not wake the job's loop, which
+    selects on the same pipe; the next idle wait looks at once."""
+    trig, restart_dir, _ = dnotified
+    (restart_dir / "TESTFLINGER-DEVICE-RESTART-dev-1").write_text("")
+    assert trig.waker.wait(0.2) is False  # the job's loop would have slept on
+    start = time.monotonic()
+    assert trig.wait(5) is True and time.monotonic() - start < 2
+
+
 def test_dnotify_lost_watch_falls_back_to_polling(dnotified, caplog):
     trig, restart_dir, _ = dnotified
     restart_dir.rmdir()
