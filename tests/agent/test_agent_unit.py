@@ -27,6 +27,8 @@ from multiagent.agent.triggers import DirWatch, Triggers, Waker
 from multiagent.vocabulary import DrainMode, Phase
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
     from multiagent.agent import loop
 
 MINIMAL = {"agent_id": "a1", "server_address": "127.0.0.1:9", "job_queues": ["q"]}
@@ -406,24 +408,34 @@ def test_signal_wakes_an_inotify_wait(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def dnotified(tmp_path, monkeypatch):
-    """Triggers of agent dev-1 watching by dnotify (as when inotify's instances are all
-    taken), with their watches closed and SIGIO's handler put back after the test."""
+def closes_dnotify() -> Iterator[Callable[[Triggers], None]]:
+    """Triggers handed to it get their dnotify watches closed after the test, then SIGIO's
+    handler back (with a watch still open, SIGIO's default would end pytest)."""
     import signal
 
+    before = signal.getsignal(signal.SIGIO)
+    made: list[Triggers] = []
+    yield made.append
+    for trig in made:
+        if trig.notify is not None:
+            trig.notify.close()
+    signal.signal(signal.SIGIO, before)
+
+
+@pytest.fixture
+def dnotified(tmp_path, monkeypatch, closes_dnotify):
+    """Triggers of agent dev-1 watching by dnotify (as when inotify's instances are all
+    taken)."""
     monkeypatch.setenv("TF_AGENT_NO_INOTIFY", "1")
     monkeypatch.delenv("TF_AGENT_NO_DNOTIFY", raising=False)
     monkeypatch.setattr(triggers_mod, "QUIET", 0.3)
     restart_dir, run_dir = tmp_path / "restart", tmp_path / "run"
     restart_dir.mkdir()
     run_dir.mkdir()
-    before = signal.getsignal(signal.SIGIO)
     trig = Triggers("dev-1", str(restart_dir))
+    closes_dnotify(trig)
     trig.start_watch(str(run_dir / "dev-1.drain"))
-    yield trig, restart_dir, run_dir
-    if trig.notify is not None:
-        trig.notify.close()
-    signal.signal(signal.SIGIO, before)
+    return trig, restart_dir, run_dir
 
 
 def test_dnotify_wakes_for_restart_file_and_drain_flag(dnotified, caplog):
@@ -505,10 +517,9 @@ def test_dnotify_lost_watch_falls_back_to_polling(dnotified, caplog):
     assert "dnotify watch lost" in caplog.text
 
 
-def test_inotify_instances_taken_means_dnotify(tmp_path, monkeypatch, caplog):
+def test_inotify_instances_taken_means_dnotify(tmp_path, monkeypatch, caplog, closes_dnotify):
     """The real limit's error (EMFILE from inotify_init1) leads to dnotify, said in the log."""
     import errno
-    import signal
 
     caplog.set_level("INFO")
     monkeypatch.delenv("TF_AGENT_NO_INOTIFY", raising=False)
@@ -518,16 +529,11 @@ def test_inotify_instances_taken_means_dnotify(tmp_path, monkeypatch, caplog):
         raise OSError(errno.EMFILE, "inotify_init1: Too many open files")
 
     monkeypatch.setattr(triggers_mod, "DirWatch", no_instance)
-    before = signal.getsignal(signal.SIGIO)
     trig = Triggers("dev-1", str(tmp_path))
-    try:
-        trig.start_watch(str(tmp_path / "dev-1.drain"))
-        assert trig.watching == "dnotify" and trig.watch is None
-        assert "dnotify on" in caplog.text and "Too many open files" in caplog.text
-    finally:
-        if trig.notify is not None:
-            trig.notify.close()
-        signal.signal(signal.SIGIO, before)
+    closes_dnotify(trig)
+    trig.start_watch(str(tmp_path / "dev-1.drain"))
+    assert trig.watching == "dnotify" and trig.watch is None
+    assert "dnotify on" in caplog.text and "Too many open files" in caplog.text
 
 
 @pytest.mark.parametrize("why", ["env", "missing restart dir"])
@@ -571,10 +577,10 @@ def _loop_agent(run_dir: Path, restart_dir: Path) -> loop.Agent:
 
 
 @pytest.mark.parametrize("watching", ["inotify", "dnotify"])
-def test_idle_wait_loop_uses_events_not_ticks(tmp_path, monkeypatch, watching, request):
+def test_idle_wait_loop_uses_events_not_ticks(
+    tmp_path, monkeypatch, watching, request, closes_dnotify
+):
     """_wait_idle looks at the files on a relevant event and every RECHECK, not every POLL_TICK."""
-    import signal
-
     if watching == "inotify":
         request.getfixturevalue("inotify_instance")
 
@@ -583,10 +589,10 @@ def test_idle_wait_loop_uses_events_not_ticks(tmp_path, monkeypatch, watching, r
         monkeypatch.setenv("TF_AGENT_NO_INOTIFY", "1")
     else:
         monkeypatch.delenv("TF_AGENT_NO_INOTIFY", raising=False)
-    before = signal.getsignal(signal.SIGIO)
     (tmp_path / "restart").mkdir()
     (tmp_path / "own").mkdir()
     agent = _loop_agent(tmp_path, tmp_path / "restart")
+    closes_dnotify(agent.triggers)
     # As tf-agent writes it: the temp file in the agent's own dir, renamed into the run dir.
     agent.status = StatusFile(str(tmp_path), "a1", tmp_dir=str(tmp_path / "own"))
     looks = []
@@ -597,20 +603,15 @@ def test_idle_wait_loop_uses_events_not_ticks(tmp_path, monkeypatch, watching, r
         return real()
 
     monkeypatch.setattr(agent.drain, "read", counted_read)
-    try:
-        agent._wait_idle(2.2)
-        assert agent.triggers.watching == watching
-        # Once at the start (polling would have looked 5 times); under dnotify, which
-        # names no file, also once for the status file the wait itself rewrote.
-        assert len(looks) == (1 if watching == "inotify" else 2)
-        (tmp_path / "a1.drain").write_text("drain")
-        start = time.monotonic()
-        agent._wait_idle(5)
-        assert time.monotonic() - start < 3 and agent.drain.read() == "drain"
-    finally:
-        if agent.triggers.notify is not None:
-            agent.triggers.notify.close()
-        signal.signal(signal.SIGIO, before)
+    agent._wait_idle(2.2)
+    assert agent.triggers.watching == watching
+    # Once at the start (polling would have looked 5 times); under dnotify, which
+    # names no file, also once for the status file the wait itself rewrote.
+    assert len(looks) == (1 if watching == "inotify" else 2)
+    (tmp_path / "a1.drain").write_text("drain")
+    start = time.monotonic()
+    agent._wait_idle(5)
+    assert time.monotonic() - start < 3 and agent.drain.read() == "drain"
 
 
 # -- status, drain, lock -------------------------------------------------------------
