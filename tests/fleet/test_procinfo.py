@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 
-from multiagent.fleet.host.procinfo import is_running, process_start_time
+import pytest
+
+from multiagent.fleet.host import procinfo
+from multiagent.fleet.host.procinfo import child_count, is_running, process_start_time
 
 
 def test_running_exited_and_gone_pids():
@@ -38,3 +42,40 @@ def test_start_time_is_precise():
     finally:
         child.kill()
         child.wait()
+
+
+# A parent with one child from its main thread and one from a thread that stays; it
+# prints their pids once both run. The count must not depend on which thread forked.
+PARENT = """
+import subprocess, sys, threading
+children = [subprocess.Popen(["sleep", "60"])]
+forked, held = threading.Event(), threading.Event()
+def fork():
+    children.append(subprocess.Popen(["sleep", "60"]))
+    forked.set()
+    held.wait()
+threading.Thread(target=fork, daemon=True).start()
+forked.wait()
+print(*(child.pid for child in children), flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.parametrize("kernel_lists", [True, False], ids=["children-lists", "proc-scan"])
+def test_child_count_counts_every_threads_children(monkeypatch, kernel_lists):
+    monkeypatch.setattr(procinfo, "_KERNEL_LISTS_CHILDREN", kernel_lists)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert parent.stdout is not None
+    sleeps = [int(pid) for pid in parent.stdout.readline().split()]
+    try:
+        assert len(sleeps) == 2
+        assert child_count(parent.pid) == 2
+        assert child_count(os.getpid()) >= 1  # this test's own child, the parent
+    finally:
+        parent.kill()
+        parent.wait()
+        for pid in sleeps:  # orphaned by the kill; this test started them
+            os.kill(pid, 9)
+    assert child_count(parent.pid) == 0  # gone

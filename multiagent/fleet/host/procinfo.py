@@ -45,14 +45,36 @@ def process_start_time(pid: int) -> float | None:
     return time.time() - uptime + started_ticks / _TICKS
 
 
-def child_counts() -> dict[int, int]:
-    """{pid: how many child processes it has} for every process, in one pass over /proc
-    (psutil's children() makes that pass once per process asked about)."""
-    counts: dict[int, int] = {}
+def child_count(pid: int) -> int:
+    """How many child processes `pid` has: its threads' lists of children, a few reads
+    where a pass over /proc reads one file per process on the host (a restart's wait
+    asks about one agent every 20 ms). The kernel may skip a child that exits while the
+    list is read; one that runs a phase stays on it."""
+    if not _KERNEL_LISTS_CHILDREN:
+        return _children_by_scan(pid)
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0  # gone
+    count = 0
+    for thread in threads:
+        try:
+            with open(f"/proc/{pid}/task/{thread}/children") as handle:
+                count += len(handle.read().split())
+        except OSError:
+            continue  # the thread ended; its children went to another of the process's
+    return count
+
+
+def _children_by_scan(pid: int) -> int:
+    """The same, for a kernel built without CONFIG_PROC_CHILDREN: every process's parent."""
+    count = 0
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             fields = _stat_fields(int(entry))
-            if fields is not None:
-                parent = int(fields[1])
-                counts[parent] = counts.get(parent, 0) + 1
-    return counts
+            if fields is not None and int(fields[1]) == pid:
+                count += 1
+    return count
+
+
+_KERNEL_LISTS_CHILDREN = os.path.exists(f"/proc/self/task/{os.getpid()}/children")

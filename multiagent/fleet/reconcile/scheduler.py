@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from multiagent.fleet.errors import ExitStatus, UserError
 from multiagent.fleet.host import pending, triggers
 from multiagent.fleet.host.logs import tail_lines
-from multiagent.fleet.host.procinfo import child_counts, process_start_time
+from multiagent.fleet.host.procinfo import child_count, process_start_time
 from multiagent.fleet.host.statelock import Superseded, superseded_by
 from multiagent.fleet.host.statusfile import read_status
 from multiagent.fleet.model.facts import ProcessInfo, ProcessState, judge
@@ -111,21 +111,7 @@ def fleet_env(fleet: Fleet, supervisor: Supervisor) -> Env:
     )
 
 
-class _Children:
-    """Child counts from one pass over /proc, made the first time a count is asked."""
-
-    def __init__(self) -> None:
-        self.counts: dict[int, int] | None = None
-
-    def of(self, pid: int) -> int:
-        if self.counts is None:
-            self.counts = child_counts()
-        return self.counts.get(pid, 0)
-
-
-def _facts(
-    env: Env, name: str, kind: str, info: ProcessInfo | None, children_of: _Children
-) -> AgentFacts:
+def _facts(env: Env, name: str, kind: str, info: ProcessInfo | None) -> AgentFacts:
     if info is None:
         return AgentFacts()
     live = info.state in ProcessState.LIVE and info.pid
@@ -140,12 +126,12 @@ def _facts(
     said = judge(status_file, info.pid, time.time())[0] if kind == ProgramKind.TF_AGENT else None
     unproven = kind == ProgramKind.TF_AGENT and said is None
     if live and (kind == ProgramKind.UPSTREAM or unproven):
-        children = children_of.of(info.pid)
+        children = child_count(info.pid)
         if not children:
             server_job, server_unknown = env.server_jobs.job_of(name)
     elif live and said is not None and not (said.get("job_id") or said.get("state") in Phase.ALL):
         # Idle, says the file: no phase may still run below it.
-        children = children_of.of(info.pid)
+        children = child_count(info.pid)
     log_tail: tuple[str, ...] = ()
     if info.state in ProcessState.FAILED or info.state in ProcessState.DOWN:
         log_tail = tuple(tail_lines(env.layout.log_file(name), 3))
@@ -161,10 +147,7 @@ def take_snapshot(
         names = list(kinds)
         few = len(names) <= FEW
         processes = env.supervisor.processes_named(names) if few else env.supervisor.processes()
-    children = _Children()
-    agents = {
-        name: _facts(env, name, kind, processes.get(name), children) for name, kind in kinds.items()
-    }
+    agents = {name: _facts(env, name, kind, processes.get(name)) for name, kind in kinds.items()}
     return Snapshot(agents, time.time(), server_known=bool(env.server_url))
 
 
