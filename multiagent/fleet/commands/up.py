@@ -154,6 +154,7 @@ def write_files(
     hold_back: set[str] | frozenset[str] = frozenset(),
     leave: set[str] | frozenset[str] = frozenset(),
     staged: set[str] | frozenset[str] = frozenset(),
+    texts_on_disk: bool = False,
 ) -> list[Path]:
     """Write what changed of `rendering`; files of agents being removed stay until they
     are gone. The program files of `hold_back` are left out (and taken away in private
@@ -161,7 +162,7 @@ def write_files(
     not written at all; the program entries of `staged` (loaded programs whose entry
     changed) go to the state dir, out of supervisord's reach until their swap. Program
     files (`environment:`) are 0600; an agent's config files (`device:`, commands) are
-    0600 and its user's."""
+    0600 and its user's. `texts_on_disk`: `rendering` was read from the files just now."""
     layout = Layout(fleet.state_dir)
     writes: list[Write] = []
     if rendering.supervisord_conf:
@@ -177,7 +178,7 @@ def write_files(
         agent = fleet.agents.get(name)
         owner = owner_of(agent.user) if agent else None
         writes += [(path, text, PRIVATE, owner) for path, text in program.config_files.items()]
-    return write_all_if_changed(writes) + written
+    return write_all_if_changed(writes, texts_on_disk) + written
 
 
 def _write_program(
@@ -363,7 +364,13 @@ def up(
     later = _pick_canaries(fleet, supervisor, rendering, plan, report, canary)
     staged = {a.name for a in plan.of_kind(planning.REPLACE)}
     report.written = write_files(
-        fleet, rendering, target, hold_back=set(report.strays), leave=later, staged=staged
+        fleet,
+        rendering,
+        target,
+        hold_back=set(report.strays),
+        leave=later,
+        staged=staged,
+        texts_on_disk=rendered.reused,
     )
     pending.drop_others(layout, staged)
     if not rendered.reused:

@@ -147,9 +147,13 @@ WRITERS = 8
 Write = tuple[Path, str, int, Owner | None]  # path, text, mode, owner
 
 
-def write_all_if_changed(writes: Sequence[Write]) -> list[Path]:
+def write_all_if_changed(writes: Sequence[Write], texts_on_disk: bool = False) -> list[Path]:
     """write_if_changed for each of `writes`, several at once; the paths written, in
-    the order given. The first error is raised once every write has ended."""
+    the order given. The first error is raised once every write has ended.
+    `texts_on_disk`: each file was read a moment ago and held its text (a reused
+    rendering's), so only its mode and owner are looked at (one lstat, not a read)."""
+    if texts_on_disk:
+        writes = [w for w in writes if not _in_place(w[0], w[2], w[3])]
     if len(writes) < 2 * WRITERS:
         return [w[0] for w in writes if write_if_changed(*w)]
     from concurrent.futures import ThreadPoolExecutor
@@ -166,6 +170,19 @@ def write_if_changed(path: Path, text: str, mode: int = PUBLIC, owner: Owner | N
         return False
     write_atomic(path, text, mode, owner)
     return True
+
+
+def _in_place(path: Path, mode: int, owner: Owner | None) -> bool:
+    """A regular file, not a link, with this mode and owner (else it goes the long way)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return (
+        stat.S_ISREG(st.st_mode)
+        and stat.S_IMODE(st.st_mode) == mode
+        and (owner is None or (st.st_uid, st.st_gid) == owner)
+    )
 
 
 def _holds_and_fixed(path: Path, text: str, mode: int, owner: Owner | None) -> bool:
