@@ -10,7 +10,13 @@ import time
 import pytest
 
 from multiagent.fleet.host import procinfo
-from multiagent.fleet.host.procinfo import child_count, is_running, process_start_time
+from multiagent.fleet.host.procinfo import (
+    child_count,
+    command_lines,
+    is_running,
+    parent_pid,
+    process_start_time,
+)
 
 
 def test_running_exited_and_gone_pids():
@@ -79,3 +85,18 @@ def test_child_count_counts_every_threads_children(monkeypatch, kernel_lists):
         for pid in sleeps:  # orphaned by the kill; this test started them
             os.kill(pid, 9)
     assert child_count(parent.pid) == 0  # gone
+
+
+def test_command_lines_and_parents_of_real_processes(tmp_path):
+    odd = str(tmp_path / "a dir with spaces" / "conf.json")
+    code = "import sys; print(flush=True); sys.stdin.read()"
+    argv = [sys.executable, "-c", code, "-c", odd, ""]  # an empty last argument too
+    child = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert child.stdout is not None and child.stdout.readline() == b"\n"
+        assert command_lines()[child.pid] == argv
+        assert parent_pid(child.pid) == os.getpid()
+    finally:
+        child.communicate()
+    assert child.pid not in command_lines()
+    assert parent_pid(child.pid) is None

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from multiagent.fleet.host import triggers
-from multiagent.fleet.host.procinfo import is_running
+from multiagent.fleet.host.procinfo import command_lines, is_running, parent_pid
 from multiagent.fleet.model.fleetfile import Fleet, ProgramKind
 from multiagent.fleet.model.layout import Layout
 from multiagent.vocabulary import DrainMode
@@ -19,19 +19,16 @@ from multiagent.vocabulary import DrainMode
 def fleet_processes(fleet: Fleet, layout: Layout) -> dict[str, list[int]]:
     """{program: pids} of every process running a program of this fleet: an agent's
     `-c <its agent conf>`, the embedded server's `--db <its database>`."""
-    import psutil  # only here: most commands never need its import time
-
     marks = {str(layout.agent_conf(name)): name for name in fleet.agents}
     if fleet.server.embedded:
         marks[str(layout.server_db)] = fleet.server_program
     found: dict[str, list[int]] = {}
     me = os.getpid()
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        words = proc.info.get("cmdline") or []
+    for pid, words in command_lines().items():
         for i, word in enumerate(words[1:], start=1):
             name = marks.get(word)
-            if name and words[i - 1] in ("-c", "--config", "--db") and proc.pid != me:
-                found.setdefault(name, []).append(proc.pid)
+            if name and words[i - 1] in ("-c", "--config", "--db") and pid != me:
+                found.setdefault(name, []).append(pid)
                 break
     return found
 
@@ -40,19 +37,10 @@ def orphans(fleet: Fleet, layout: Layout, supervisord_pid: int | None) -> dict[s
     """The fleet's processes that are not children of the live supervisord."""
     found = {}
     for name, pids in fleet_processes(fleet, layout).items():
-        strays = [p for p in pids if _parent(p) != supervisord_pid]
+        strays = [p for p in pids if parent_pid(p) != supervisord_pid]
         if strays:
             found[name] = strays
     return found
-
-
-def _parent(pid: int) -> int | None:
-    import psutil
-
-    try:
-        return psutil.Process(pid).ppid()
-    except psutil.Error:
-        return None
 
 
 def ask_to_leave(layout: Layout, strays: dict[str, list[int]], kinds: Mapping[str, str]) -> None:

@@ -1,8 +1,11 @@
-"""Process facts read from /proc: whether a pid still runs, and start times precise to a
-clock tick.
+"""Process facts read from /proc: whether a pid still runs, start times precise to a
+clock tick, parents, children and command lines.
 
 psutil derives start times from the boot time in whole seconds, so they can be off by
 up to a second; comparing them with file mtimes or an agent's last poll needs better.
+Its process_iter reads each process's stat besides the command line asked for: a pass
+over 570 processes took 42-92 ms where reading the command lines alone took 16 ms, and
+`down` of 500 agents makes three passes over twice as many.
 """
 
 from __future__ import annotations
@@ -29,6 +32,32 @@ def is_running(pid: int) -> bool:
     of /proc, where psutil takes two: `down` asks this of hundreds of pids in a loop."""
     fields = _stat_fields(pid)
     return fields is not None and fields[0] not in ("Z", "X")
+
+
+def parent_pid(pid: int) -> int | None:
+    """The process's parent, or None when it is gone."""
+    fields = _stat_fields(pid)
+    return int(fields[1]) if fields is not None else None
+
+
+def command_lines() -> dict[int, list[str]]:
+    """{pid: its command line} of every process on the host whose command line can be
+    read (a zombie's is empty and is left out)."""
+    lines: dict[int, list[str]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                raw = handle.read()
+        except OSError:
+            continue  # gone, or hidden from this user
+        words = raw.split(b"\0")
+        if words[-1] == b"":
+            words.pop()  # the terminating NUL
+        if words:
+            lines[int(entry)] = [os.fsdecode(word) for word in words]
+    return lines
 
 
 def process_start_time(pid: int) -> float | None:

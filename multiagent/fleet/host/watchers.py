@@ -8,7 +8,7 @@ import os
 import urllib.parse
 from dataclasses import dataclass
 
-import psutil
+from multiagent.fleet.host.procinfo import command_lines
 
 DEFAULT_SERVER = "http://127.0.0.1:8585"  # submit's --server default
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -47,28 +47,35 @@ def _submit_args(cmdline: list[str]) -> list[str] | None:
     return None
 
 
-def _server_of(proc: psutil.Process, args: list[str]) -> str:
+def _server_of(pid: int, args: list[str]) -> str:
     for i, word in enumerate(args):
         if word == "--server" and i + 1 < len(args):
             return args[i + 1]
         if word.startswith("--server="):
             return word.split("=", 1)[1]
+    return _environment(pid).get("TESTFLINGER_SERVER") or DEFAULT_SERVER
+
+
+def _environment(pid: int) -> dict[str, str]:
+    """The process's environment as it started; empty where this user may not read it."""
     try:
-        return proc.environ().get("TESTFLINGER_SERVER") or DEFAULT_SERVER
-    except (psutil.Error, OSError):
-        return DEFAULT_SERVER
+        with open(f"/proc/{pid}/environ", "rb") as handle:
+            raw = handle.read()
+    except OSError:
+        return {}
+    pairs = (os.fsdecode(entry).partition("=") for entry in raw.split(b"\0") if entry)
+    return {key: value for key, _, value in pairs}
 
 
 def watchers(server_url: str) -> list[Watcher]:
     """Every `submit --wait` on this host following a job on `server_url`."""
     wanted = _where(server_url)
     found = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        cmdline = proc.info.get("cmdline") or []
+    for pid, cmdline in command_lines().items():
         args = _submit_args(cmdline)
-        if args is None or proc.pid == os.getpid():
+        if args is None or pid == os.getpid():
             continue
-        if _where(_server_of(proc, args)) == wanted:
+        if _where(_server_of(pid, args)) == wanted:
             job = next((a for a in args if not a.startswith("-")), "?")
-            found.append(Watcher(proc.pid, job))
+            found.append(Watcher(pid, job))
     return found
