@@ -13,6 +13,7 @@ from multiagent.fleet.host.orphans import (
     alive,
     ask_to_leave,
     fleet_processes,
+    from_first_running,
     kill,
     orphans,
     wait_gone,
@@ -196,9 +197,7 @@ def _stop_agents_at_once(
     waiting = [pids[n] for n in agents if n not in refused and n in pids]
     deadline = time.monotonic() + max(timeout, 30.0)
     while waiting and time.monotonic() < deadline:
-        # While the first one still runs, look at it alone: a look at 500 pids every
-        # 50 ms reads /proc 500 times and takes the CPU the agents need to exit.
-        waiting = waiting if alive(waiting[:1]) else alive(waiting)
+        waiting = from_first_running(waiting)
         if waiting:
             time.sleep(0.05)
     then()
