@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -75,9 +75,14 @@ class AgentStatus:
         return bool(self.job_id) or self.state in Phase.ALL or bool(self.unknown)
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
+        # Each field holds a plain value but log_tail: asdict's deep copy of each one was
+        # a quarter of `status --json` at 500 agents.
+        data = {name: getattr(self, name) for name in _ROW_FIELDS}
         data["log_tail"] = list(self.log_tail)
         return data
+
+
+_ROW_FIELDS = tuple(f.name for f in fields(AgentStatus))
 
 
 def agent_status(
