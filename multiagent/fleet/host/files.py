@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from multiagent.fleet.errors import UserError
@@ -62,7 +62,7 @@ def make_dir(path: Path, mode: int = PUBLIC_DIR, owner: Owner | None = None) -> 
     """Create `path` (and missing parents, PUBLIC_DIR) and give it `mode` and `owner`
     whatever the umask; an existing one is set to them too. A symlink or a file in its
     place is refused."""
-    if _is_dir_as(path, mode, owner):
+    if _is_as(path, stat.S_ISDIR, mode, owner):
         return  # the common case (`up` looks at every agent's dirs each time): one lstat
     if not os.path.lexists(path):
         if not os.path.lexists(path.parent):
@@ -85,14 +85,15 @@ def make_dir(path: Path, mode: int = PUBLIC_DIR, owner: Owner | None = None) -> 
         os.close(fd)
 
 
-def _is_dir_as(path: Path, mode: int, owner: Owner | None) -> bool:
-    """A directory (not a link to one) with this mode, and this owner if one is given."""
+def _is_as(path: Path, is_kind: Callable[[int], bool], mode: int, owner: Owner | None) -> bool:
+    """`path` itself, not a link, is of the kind (stat.S_ISDIR, S_ISREG) with this mode,
+    and this owner if one is given."""
     try:
         st = os.lstat(path)
     except OSError:
         return False
     return (
-        stat.S_ISDIR(st.st_mode)
+        is_kind(st.st_mode)
         and stat.S_IMODE(st.st_mode) == mode
         and (owner is None or (st.st_uid, st.st_gid) == owner)
     )
@@ -153,7 +154,7 @@ def write_all_if_changed(writes: Sequence[Write], texts_on_disk: bool = False) -
     `texts_on_disk`: each file was read a moment ago and held its text (a reused
     rendering's), so only its mode and owner are looked at (one lstat, not a read)."""
     if texts_on_disk:
-        writes = [w for w in writes if not _in_place(w[0], w[2], w[3])]
+        writes = [w for w in writes if not _is_as(w[0], stat.S_ISREG, w[2], w[3])]
     if len(writes) < 2 * WRITERS:
         return [w[0] for w in writes if write_if_changed(*w)]
     from concurrent.futures import ThreadPoolExecutor
@@ -170,19 +171,6 @@ def write_if_changed(path: Path, text: str, mode: int = PUBLIC, owner: Owner | N
         return False
     write_atomic(path, text, mode, owner)
     return True
-
-
-def _in_place(path: Path, mode: int, owner: Owner | None) -> bool:
-    """A regular file, not a link, with this mode and owner (else it goes the long way)."""
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return False
-    return (
-        stat.S_ISREG(st.st_mode)
-        and stat.S_IMODE(st.st_mode) == mode
-        and (owner is None or (st.st_uid, st.st_gid) == owner)
-    )
 
 
 def _holds_and_fixed(path: Path, text: str, mode: int, owner: Owner | None) -> bool:
