@@ -10,6 +10,8 @@ strings on the wire and in files, so they compare with what a server or a status
 
 from __future__ import annotations
 
+import os  # loaded by the interpreter before any module: no start-up cost
+
 TYPE_CHECKING = False  # no typing import at run time (tf-agent start-up)
 if TYPE_CHECKING:
     from typing import Final, NoReturn
@@ -169,10 +171,10 @@ def restart_file_name(agent: str) -> str:
     return RESTART_FILE_PREFIX + agent
 
 
-def job_record_name(agent: str) -> str:
-    """tf-agent's record of the job it runs, in its execution_basedir beside the job
-    rundirs (a dot name: never taken for a job id's rundir)."""
-    return f".tf-agent-job-{agent.replace('/', '_')}.json"
+def job_record_path(execution_basedir: str, agent: str) -> str:
+    """tf-agent's record of the job it runs, beside the job rundirs (a dot name: never
+    taken for a job id's rundir)."""
+    return os.path.join(execution_basedir, f".tf-agent-job-{agent.replace('/', '_')}.json")
 
 
 # A unit as upstream writes it too ("5min", "2 hours"): every spelling names one of these.

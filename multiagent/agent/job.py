@@ -21,8 +21,14 @@ from multiagent.agent import outcome, procs
 from multiagent.agent.attachments import AttachmentError, unpack
 from multiagent.agent.client import ServerUnreachable
 from multiagent.agent.log import get as get_logger
-from multiagent.agent.record import FINISHING, JobRecord, record_path
-from multiagent.vocabulary import STOPWAITSECS_ENV, JobState, Phase, PhaseStatus
+from multiagent.agent.record import FINISHING, JobRecord
+from multiagent.vocabulary import (
+    STOPWAITSECS_ENV,
+    JobState,
+    Phase,
+    PhaseStatus,
+    job_record_path,
+)
 
 if TYPE_CHECKING:
     from multiagent.agent.client import Client
@@ -110,7 +116,7 @@ class Job:
         self.output_timeout = _limit(
             job.get("output_timeout"), self.cfg.output_timeout, DEFAULT_OUTPUT_TIMEOUT
         )
-        path = record_path(self.cfg.execution_basedir, self.cfg.agent_id)
+        path = job_record_path(self.cfg.execution_basedir, self.cfg.agent_id)
         self.record = JobRecord(path, self.cfg.agent_id, self.job_id)
         self.phase: str | None = None  # the phase running (or last run)
         self.stopped_at: float | None = None  # monotonic time the agent was told to stop

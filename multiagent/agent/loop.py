@@ -28,7 +28,7 @@ from multiagent.vocabulary import (
     PhaseStatus,
     drained_comment,
     is_drained_comment,
-    job_record_name,
+    job_record_path,
 )
 
 TYPE_CHECKING = False  # no typing import at run time (start-up cost)
@@ -106,8 +106,7 @@ class Agent:
         self.last_agent_post = 0.0
         self.busy = False
         self._drain_seen: str | None = None
-        # record.record_path, without importing record (and procs) at every start
-        self.record_path = os.path.join(cfg.execution_basedir, job_record_name(cfg.agent_id))
+        self.record_path = job_record_path(cfg.execution_basedir, cfg.agent_id)
         self.dead_job: DeadJob | None = None  # a job to close before the next poll
 
     # -- reachability -------------------------------------------------------------

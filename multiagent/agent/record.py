@@ -28,7 +28,7 @@ from multiagent import jsonio
 from multiagent.agent import outcome, procs
 from multiagent.agent.client import Client
 from multiagent.agent.log import get as get_logger
-from multiagent.vocabulary import JobState, Phase, PhaseStatus, job_record_name
+from multiagent.vocabulary import JobState, Phase, PhaseStatus
 
 TYPE_CHECKING = False  # no typing import at run time (start-up cost)
 if TYPE_CHECKING:
@@ -38,10 +38,6 @@ log = get_logger("tf-agent.record")
 
 # The stages of a job record.
 RUNNING, FINISHING, CLOSING = "running", "finishing", "closing"
-
-
-def record_path(execution_basedir: str, agent: str) -> str:
-    return os.path.join(execution_basedir, job_record_name(agent))
 
 
 def valid_job_id(job_id: object) -> bool:
